@@ -1,0 +1,200 @@
+/**
+ * The backup data flow for one logical disk:
+ *   allocated runs of the disk -> large reads (one read ahead) -> content-defined chunks
+ *   -> SHA-256 id -> (new chunks only) zstd -> bounded concurrent uploads
+ *   -> side files (descriptor, container config) -> manifest, last.
+ * Holes are never read: they go into the manifest as hole entries. Nothing is staged on
+ * local disk; memory is bounded by the read buffers plus the upload window.
+ */
+import { StreamChunker } from "../chunker/index.js";
+import { PloopvaultError } from "../errors.js";
+import type { BackupStats, Manifest, ManifestEntry } from "../manifest/format.js";
+import type { LogicalDisk } from "../ploop/disk.js";
+import { chunkKey, DESCRIPTOR_NAME, newBackupId, validateName } from "../repository/layout.js";
+import type { ManifestCache } from "../repository/known-chunks.js";
+import type { Repository } from "../repository/repository.js";
+import { TaskLimiter } from "../util/limiter.js";
+import { TOOL_NAME, TOOL_VERSION } from "../version.js";
+import { InlineChunkProcessor, type ChunkProcessor } from "./chunk-processor.js";
+import { WorkerChunkProcessor } from "./worker-processor.js";
+
+export interface BackupSource {
+  disk: LogicalDisk;
+  ct: string;
+  /** DiskDescriptor.xml as read at backup time (stored beside the manifest). */
+  descriptorXml: Buffer;
+  /** The container config (ve.conf), stored beside the manifest when present. */
+  containerConfig: { name: string; body: Buffer } | null;
+  snapshotGuid: string | null;
+  sourceFormatVersion: number;
+}
+
+export interface BackupProgress {
+  readBytes: number;
+  totalBytes: number;
+  newBytesStored: number;
+}
+
+export interface BackupOptions {
+  host: string;
+  time: Date;
+  /** Worker threads for hashing/compression; 0 = do it on the main thread. */
+  workerThreads: number;
+  uploadConcurrency: number;
+  readBlockBytes?: number;
+  signal?: AbortSignal;
+  onProgress?: (progress: BackupProgress) => void;
+}
+
+export interface BackupResult {
+  manifest: Manifest;
+  stats: BackupStats;
+}
+
+const DEFAULT_READ_BLOCK = 8 << 20;
+const NO_ID = Buffer.alloc(0);
+
+export class BackupAborted extends PloopvaultError {}
+
+export async function backupDisk(repo: Repository, cache: ManifestCache, source: BackupSource, options: BackupOptions): Promise<BackupResult> {
+  const started = performance.now();
+  const { disk } = source;
+  const ct = validateName("container id", source.ct);
+  const id = newBackupId(options.time);
+  const params = repo.config.chunker;
+  const known = await cache.knownChunks();
+  const storedThisRun = new Set<string>();
+  const uploads = new TaskLimiter(options.uploadConcurrency);
+  const entries: ManifestEntry[] = [];
+  const stats: BackupStats = { readBytes: 0, dataBytes: 0, holeBytes: 0, chunks: 0, newChunks: 0, newBytesStored: 0, seconds: 0 };
+  const runs = disk.allocatedRuns();
+  const totalBytes = runs.reduce((sum, r) => sum + r.length, 0);
+  const block = alignedBlockSize(options.readBlockBytes ?? DEFAULT_READ_BLOCK, disk.clusterBytes);
+  const buffers = [Buffer.allocUnsafe(block), Buffer.allocUnsafe(block)];
+  const checkAbort = (): void => {
+    if (options.signal?.aborted) throw new BackupAborted(`backup of ${ct} interrupted`);
+  };
+
+  const processor: ChunkProcessor =
+    options.workerThreads > 0
+      ? new WorkerChunkProcessor(known, repo.config.compression.level, options.workerThreads)
+      : new InlineChunkProcessor(known, (plain) => repo.encodeChunk(plain));
+  // Enough chunks in flight to keep every worker busy while uploads wait for the network.
+  const processing = new TaskLimiter(Math.max(4, options.workerThreads * 4));
+  const upload = async (idHex: string, object: Buffer): Promise<void> => {
+    try {
+      await repo.putChunkObject(idHex, object);
+    } catch (error) {
+      throw new PloopvaultError(`upload of ${chunkKey(idHex)} to ${repo.location} failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    }
+  };
+
+  const handleChunk = async (offset: number, plain: Buffer): Promise<void> => {
+    // The entry's slot is taken now so entries stay in disk order; its id arrives later.
+    const entry: Extract<ManifestEntry, { kind: "chunk" }> = { kind: "chunk", offset, length: plain.length, id: NO_ID };
+    entries.push(entry);
+    stats.chunks++;
+    stats.dataBytes += plain.length;
+    await processing.submit(async () => {
+      const { id, object } = await processor.process(plain);
+      entry.id = id;
+      if (object === null) return;
+      const idHex = id.toString("hex");
+      if (storedThisRun.has(idHex)) return;
+      storedThisRun.add(idHex);
+      stats.newChunks++;
+      stats.newBytesStored += object.length;
+      await uploads.submit(() => upload(idHex, object));
+    });
+  };
+
+
+  let logical = 0;
+  let readSoFar = 0;
+  try {
+    for (const run of runs) {
+      if (run.offset > logical) {
+        entries.push({ kind: "hole", offset: logical, length: run.offset - logical });
+        stats.holeBytes += run.offset - logical;
+      }
+      const chunker = new StreamChunker(params);
+      let chunkStart = run.offset;
+      const runEnd = run.offset + run.length;
+      // A read ahead that fails after we stopped waiting for it must not become unhandled.
+      const readAhead = (at: number, buf: Buffer): Promise<Buffer> => {
+        const view = buf.subarray(0, Math.min(block, runEnd - at));
+        const p = disk.read(at, view).then(() => view);
+        p.catch(() => undefined);
+        return p;
+      };
+      // One read ahead: block k+1 is being read while block k is chunked.
+      let which = 0;
+      let pending: Promise<Buffer> | null = readAhead(run.offset, buffers[which]!);
+      for (let at = run.offset; at < runEnd; at += block) {
+        checkAbort();
+        const data: Buffer = await pending!;
+        const next = at + block;
+        which ^= 1;
+        pending = next < runEnd ? readAhead(next, buffers[which]!) : null;
+        for (const chunk of chunker.push(data)) {
+          await handleChunk(chunkStart, chunk);
+          chunkStart += chunk.length;
+        }
+        readSoFar += data.length;
+        options.onProgress?.({ readBytes: readSoFar, totalBytes, newBytesStored: stats.newBytesStored });
+      }
+      const last = chunker.finish();
+      if (last) {
+        await handleChunk(chunkStart, last);
+        chunkStart += last.length;
+      }
+      if (chunkStart !== runEnd) throw new Error(`internal error: chunks of run at ${run.offset} end at ${chunkStart}, run ends at ${runEnd}`);
+      logical = runEnd;
+    }
+    if (disk.sizeBytes > logical) {
+      entries.push({ kind: "hole", offset: logical, length: disk.sizeBytes - logical });
+      stats.holeBytes += disk.sizeBytes - logical;
+    }
+    await processing.drain();
+    await uploads.drain();
+  } finally {
+    await processor.close();
+  }
+  checkAbort();
+
+  stats.readBytes = disk.bytesRead;
+  const ref = { ct, id };
+  await repo.putBackupFile(ref, DESCRIPTOR_NAME, source.descriptorXml);
+  if (source.containerConfig) await repo.putBackupFile(ref, source.containerConfig.name, source.containerConfig.body);
+  stats.seconds = (performance.now() - started) / 1000;
+  const manifest: Manifest = {
+    metadata: {
+      formatVersion: 1,
+      id,
+      ct,
+      host: options.host,
+      time: options.time.toISOString(),
+      tool: { name: TOOL_NAME, version: TOOL_VERSION },
+      disk: { logicalBytes: disk.sizeBytes, clusterBytes: disk.clusterBytes, sourceFormatVersion: source.sourceFormatVersion },
+      chunker: params,
+      source: {
+        descriptorPath: disk.descriptorPath,
+        topGuid: disk.topGuid,
+        snapshotGuid: source.snapshotGuid,
+        imageFiles: [...disk.imagePaths],
+      },
+      files: { descriptor: DESCRIPTOR_NAME, config: source.containerConfig?.name ?? null },
+      stats,
+      entryCount: entries.length,
+    },
+    entries,
+  };
+  checkAbort();
+  const object = await repo.putManifest(manifest);
+  await cache.remember(ref, object);
+  return { manifest, stats };
+}
+
+function alignedBlockSize(requested: number, clusterBytes: number): number {
+  return Math.max(clusterBytes, Math.floor(requested / clusterBytes) * clusterBytes);
+}

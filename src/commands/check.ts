@@ -1,0 +1,33 @@
+import { Command, Option } from "commander";
+import { checkRepository } from "../check/check.js";
+import { PloopvaultError } from "../errors.js";
+import { addCommonOptions, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
+
+interface CheckOptions extends GlobalOptions {
+  readData?: boolean;
+  concurrency: number;
+}
+
+export function checkCommand(): Command {
+  return addCommonOptions(new Command("check"))
+    .description("verify that every backup's manifest and chunks are present (and, with --read-data, intact)")
+    .option("--read-data", "download, decompress and re-hash every referenced chunk")
+    .addOption(new Option("--concurrency <n>", "chunks read in parallel").default(8).argParser(parsePositiveInt("--concurrency")))
+    .addHelpText("after", "\nExamples:\n  ploopvault check --repo /srv/backup\n  ploopvault check --repo s3://backups --read-data\n")
+    .action(async (options: CheckOptions) => {
+      const out = new Output(options);
+      const repo = await openRepository(options);
+      try {
+        const report = await checkRepository(repo, { readData: options.readData === true, concurrency: options.concurrency });
+        if (out.json) out.jsonResult({ ...report, status: report.damaged.length === 0 ? "ok" : "damaged" });
+        out.info(`checked ${report.backups} backups, ${report.chunksReferenced} referenced chunks${options.readData ? ` (${report.chunksRead} read and verified)` : ""}, ${report.chunksUnreferenced} unreferenced`);
+        for (const d of report.damaged) for (const p of d.problems) out.info(`damaged backup ${d.ct}/${d.id}: ${p}`);
+        if (report.damaged.length > 0) {
+          const names = report.damaged.map((d) => `${d.ct}/${d.id}`);
+          throw new PloopvaultError(`check failed: ${names.length} damaged backup${names.length === 1 ? "" : "s"}: ${names.slice(0, 10).join(", ")}${names.length > 10 ? ", ..." : ""}`);
+        }
+      } finally {
+        await repo.close();
+      }
+    });
+}

@@ -1,0 +1,47 @@
+import { Command, Option } from "commander";
+import { UsageError } from "../errors.js";
+import { ManifestCache } from "../repository/known-chunks.js";
+import { decodeManifest } from "../manifest/format.js";
+import { resolveBackup } from "../restore/resolve.js";
+import { restorePloop, restoreRaw, restoreToStream, type RestoreFormat, type RestoreResult } from "../restore/restore.js";
+import { formatBytes, formatSeconds } from "../util/format.js";
+import { addCommonOptions, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
+
+interface RestoreOptions extends GlobalOptions {
+  target: string;
+  format: RestoreFormat;
+  force?: boolean;
+  concurrency: number;
+}
+
+export function restoreCommand(): Command {
+  return addCommonOptions(new Command("restore"))
+    .description("restore a backup as a ploop disk, a sparse raw image, or a raw stream on stdout")
+    .argument("<backup>", "backup id, CT or CT:latest (newest backup of a container), or CT/ID")
+    .requiredOption("--target <path>", "ploop: directory to create (PATH/root.hdd, PATH/DiskDescriptor.xml); raw: file; '-' = raw to stdout")
+    .addOption(new Option("--format <format>", "output format").choices(["ploop", "raw"]).default("ploop"))
+    .option("--force", "replace an existing target")
+    .addOption(new Option("--concurrency <n>", "chunks fetched in parallel").default(8).argParser(parsePositiveInt("--concurrency")))
+    .addHelpText("after", "\nExamples:\n  ploopvault restore --repo /srv/backup 101:latest --target /vz/private/201/root.hdd\n  ploopvault restore --repo /srv/backup 101 --format raw --target /tmp/101.raw\n  ploopvault restore --repo /srv/backup 101 --target - | gzip > 101.raw.gz\n")
+    .action(async (spec: string, options: RestoreOptions) => {
+      const out = new Output(options);
+      const toStdout = options.target === "-";
+      if (toStdout && options.format === "ploop" && process.argv.includes("--format")) throw new UsageError("--target - streams a raw disk: use --format raw");
+      const repo = await openRepository(options);
+      try {
+        const ref = await resolveBackup(repo, spec);
+        const cache = ManifestCache.forRepository(repo, options.stateDir);
+        const manifest = decodeManifest(await cache.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
+        const opts = { concurrency: options.concurrency };
+        let result: RestoreResult;
+        if (toStdout) result = await restoreToStream(repo, ref, manifest, process.stdout, opts);
+        else if (options.format === "raw") result = await restoreRaw(repo, ref, manifest, options.target, options.force === true, opts);
+        else result = await restorePloop(repo, ref, manifest, options.target, options.force === true, opts);
+        const summary = { backup: ref.id, ct: ref.ct, target: options.target, format: toStdout ? "raw" : options.format, ...result, status: "ok" };
+        if (out.json && !toStdout) out.jsonResult(summary);
+        out.info(`restored ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}: ${formatBytes(result.logicalBytes)} disk, ${formatBytes(result.dataBytes)} data in ${formatSeconds(result.seconds)}`);
+      } finally {
+        await repo.close();
+      }
+    });
+}

@@ -1,0 +1,50 @@
+import { Command } from "commander";
+import { decodeManifest } from "../manifest/format.js";
+import { ManifestCache } from "../repository/known-chunks.js";
+import { formatBytes } from "../util/format.js";
+import { addCommonOptions, openRepository, Output, type GlobalOptions } from "./common.js";
+
+interface SnapshotsOptions extends GlobalOptions {
+  ct?: string;
+}
+
+export function snapshotsCommand(): Command {
+  return addCommonOptions(new Command("snapshots"))
+    .description("list backups in the repository")
+    .option("--ct <id>", "only backups of this container")
+    .addHelpText("after", "\nExamples:\n  ploopvault snapshots --repo /srv/backup\n  ploopvault snapshots --repo s3://backups --ct 101 --json\n")
+    .action(async (options: SnapshotsOptions) => {
+      const out = new Output(options);
+      const repo = await openRepository(options);
+      try {
+        const cache = ManifestCache.forRepository(repo, options.stateDir);
+        const rows = [];
+        for (const ref of await repo.listBackups(options.ct)) {
+          const { metadata } = decodeManifest(await cache.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
+          rows.push({
+            id: metadata.id,
+            ct: metadata.ct,
+            host: metadata.host,
+            time: metadata.time,
+            logicalBytes: metadata.disk.logicalBytes,
+            dataBytes: metadata.stats.dataBytes,
+            newBytesStored: metadata.stats.newBytesStored,
+            chunks: metadata.stats.chunks,
+            snapshotGuid: metadata.source.snapshotGuid,
+          });
+        }
+        rows.sort((a, b) => (a.time === b.time ? (a.id < b.id ? -1 : 1) : a.time < b.time ? -1 : 1));
+        if (out.json) {
+          out.jsonResult(rows);
+          return;
+        }
+        const table = [["ID", "CT", "HOST", "TIME", "SIZE", "DATA", "NEW"]];
+        for (const r of rows) table.push([r.id, r.ct, r.host, r.time.replace(/\.\d+Z$/, "Z"), formatBytes(r.logicalBytes), formatBytes(r.dataBytes), formatBytes(r.newBytesStored)]);
+        const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+        for (const row of table) out.result(row.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd());
+        out.info(`${rows.length} backup${rows.length === 1 ? "" : "s"}`);
+      } finally {
+        await repo.close();
+      }
+    });
+}

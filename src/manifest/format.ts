@@ -1,0 +1,208 @@
+/**
+ * The manifest: what one backup's logical disk is made of, plus its metadata.
+ *
+ * Object layout (version 1):
+ *   bytes 0..3   "PVMF"
+ *   byte  4      format version (1)
+ *   bytes 5..    zstd frame of the payload, with zstd's content checksum (a flipped bit
+ *                anywhere is detected, not only in chunk data)
+ * Payload:
+ *   u32 LE       length of the metadata JSON
+ *   JSON         ManifestMetadata (UTF-8)
+ *   entries      back to back, in logical order, covering [0, logicalBytes) exactly:
+ *                chunk: u8 1, u64 offset, u64 length, 32-byte chunk id
+ *                hole:  u8 2, u64 offset, u64 length   (never read, never stored: zeros)
+ * A binary table keeps a 100 GB disk's manifest at ~50 bytes per chunk instead of
+ * ~150 for JSON, and decoding it is a linear scan with full validation.
+ */
+import { zstdCompress, zstdDecompressBounded } from "../util/zstd.js";
+import { IntegrityError } from "../errors.js";
+import { validateChunkerParams, type ChunkerParams } from "../chunker/params.js";
+
+export const MANIFEST_MAGIC = "PVMF";
+export const MANIFEST_VERSION = 1;
+export const CHUNK_ID_BYTES = 32;
+
+const KIND_CHUNK = 1;
+const KIND_HOLE = 2;
+const CHUNK_ENTRY_BYTES = 1 + 8 + 8 + CHUNK_ID_BYTES;
+const HOLE_ENTRY_BYTES = 1 + 8 + 8;
+/** Decompressed manifests larger than this are refused (a 50 TiB disk at 64 KiB chunks fits). */
+const MAX_PAYLOAD_BYTES = 2 ** 31 - 1;
+
+export type ManifestEntry =
+  | { kind: "chunk"; offset: number; length: number; id: Buffer }
+  | { kind: "hole"; offset: number; length: number };
+
+export interface DiskGeometry {
+  logicalBytes: number;
+  clusterBytes: number;
+  /** ploop format version of the source images (1 or 2). */
+  sourceFormatVersion: number;
+}
+
+export interface BackupStats {
+  /** Bytes read from image files. */
+  readBytes: number;
+  /** Logical bytes covered by chunks. */
+  dataBytes: number;
+  /** Logical bytes recorded as holes. */
+  holeBytes: number;
+  chunks: number;
+  newChunks: number;
+  /** Bytes of newly stored chunk objects (compressed). */
+  newBytesStored: number;
+  seconds: number;
+}
+
+export interface ManifestMetadata {
+  formatVersion: number;
+  id: string;
+  ct: string;
+  host: string;
+  /** ISO 8601 UTC. */
+  time: string;
+  tool: { name: string; version: string };
+  disk: DiskGeometry;
+  chunker: ChunkerParams;
+  source: {
+    descriptorPath: string;
+    /** GUID of the image the backup was read as the top of (snapshot or live top). */
+    topGuid: string;
+    /** The snapshot the backup was taken from, if it was taken from one. */
+    snapshotGuid: string | null;
+    imageFiles: string[];
+  };
+  /** Extra per-backup objects stored beside the manifest (names under backups/<ct>/<id>/). */
+  files: { descriptor: string; config: string | null };
+  stats: BackupStats;
+  entryCount: number;
+}
+
+export interface Manifest {
+  metadata: ManifestMetadata;
+  entries: ManifestEntry[];
+}
+
+export function encodeManifest(manifest: Manifest): Buffer {
+  validateEntries(manifest.entries, manifest.metadata.disk.logicalBytes, manifest.metadata.chunker.maxSize, "manifest");
+  const metadata = { ...manifest.metadata, entryCount: manifest.entries.length };
+  const json = Buffer.from(JSON.stringify(metadata), "utf8");
+  let size = 4 + json.length;
+  for (const e of manifest.entries) size += e.kind === "chunk" ? CHUNK_ENTRY_BYTES : HOLE_ENTRY_BYTES;
+  const payload = Buffer.alloc(size);
+  payload.writeUInt32LE(json.length, 0);
+  json.copy(payload, 4);
+  let pos = 4 + json.length;
+  for (const e of manifest.entries) {
+    payload[pos] = e.kind === "chunk" ? KIND_CHUNK : KIND_HOLE;
+    payload.writeBigUInt64LE(BigInt(e.offset), pos + 1);
+    payload.writeBigUInt64LE(BigInt(e.length), pos + 9);
+    if (e.kind === "chunk") {
+      e.id.copy(payload, pos + 17);
+      pos += CHUNK_ENTRY_BYTES;
+    } else {
+      pos += HOLE_ENTRY_BYTES;
+    }
+  }
+  const header = Buffer.alloc(5);
+  header.write(MANIFEST_MAGIC, 0, "latin1");
+  header[4] = MANIFEST_VERSION;
+  return Buffer.concat([header, zstdCompress(payload, 3, true)]);
+}
+
+/** Decode and fully validate a manifest object; `name` identifies it in errors. */
+export function decodeManifest(object: Uint8Array, name: string): Manifest {
+  const buf = Buffer.from(object.buffer, object.byteOffset, object.byteLength);
+  const fail = (what: string): never => {
+    throw new IntegrityError(`${name}: ${what}`);
+  };
+  if (buf.length < 5 || buf.toString("latin1", 0, 4) !== MANIFEST_MAGIC) fail("not a ploopvault manifest");
+  if (buf[4] !== MANIFEST_VERSION) fail(`unsupported manifest version ${buf[4]}`);
+  let payload: Buffer;
+  try {
+    payload = zstdDecompressBounded(buf.subarray(5), MAX_PAYLOAD_BYTES);
+  } catch (error) {
+    return fail(`corrupt manifest (${error instanceof Error ? error.message : String(error)})`);
+  }
+  if (payload.length < 4) fail("truncated manifest");
+  const jsonLength = payload.readUInt32LE(0);
+  if (4 + jsonLength > payload.length) fail("truncated manifest metadata");
+  let metadata: ManifestMetadata;
+  try {
+    metadata = JSON.parse(payload.toString("utf8", 4, 4 + jsonLength)) as ManifestMetadata;
+  } catch {
+    return fail("manifest metadata is not valid JSON");
+  }
+  validateMetadata(metadata, name);
+  const entries: ManifestEntry[] = [];
+  let pos = 4 + jsonLength;
+  while (pos < payload.length) {
+    const kind = payload[pos];
+    if (kind === KIND_CHUNK) {
+      if (pos + CHUNK_ENTRY_BYTES > payload.length) fail("truncated chunk entry");
+      entries.push({
+        kind: "chunk",
+        offset: readSafe(payload, pos + 1, name),
+        length: readSafe(payload, pos + 9, name),
+        id: Buffer.from(payload.subarray(pos + 17, pos + 17 + CHUNK_ID_BYTES)),
+      });
+      pos += CHUNK_ENTRY_BYTES;
+    } else if (kind === KIND_HOLE) {
+      if (pos + HOLE_ENTRY_BYTES > payload.length) fail("truncated hole entry");
+      entries.push({ kind: "hole", offset: readSafe(payload, pos + 1, name), length: readSafe(payload, pos + 9, name) });
+      pos += HOLE_ENTRY_BYTES;
+    } else {
+      fail(`unknown entry kind ${kind} at byte ${pos}`);
+    }
+  }
+  if (entries.length !== metadata.entryCount) fail(`has ${entries.length} entries, metadata says ${metadata.entryCount}`);
+  validateEntries(entries, metadata.disk.logicalBytes, metadata.chunker.maxSize, name);
+  return { metadata, entries };
+}
+
+function readSafe(buf: Buffer, at: number, name: string): number {
+  const value = buf.readBigUInt64LE(at);
+  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new IntegrityError(`${name}: entry value out of range`);
+  return Number(value);
+}
+
+function validateMetadata(m: ManifestMetadata, name: string): void {
+  const fail = (what: string): never => {
+    throw new IntegrityError(`${name}: invalid metadata: ${what}`);
+  };
+  if (typeof m !== "object" || m === null) fail("not an object");
+  if (m.formatVersion !== MANIFEST_VERSION) fail(`formatVersion ${String(m.formatVersion)}`);
+  for (const key of ["id", "ct", "host", "time"] as const) if (typeof m[key] !== "string" || m[key] === "") fail(`missing ${key}`);
+  if (Number.isNaN(Date.parse(m.time))) fail(`time "${m.time}" is not a date`);
+  if (typeof m.disk !== "object" || m.disk === null) fail("missing disk");
+  const { logicalBytes, clusterBytes } = m.disk;
+  if (!Number.isSafeInteger(logicalBytes) || logicalBytes < 0) fail("disk.logicalBytes");
+  if (!Number.isSafeInteger(clusterBytes) || clusterBytes <= 0 || logicalBytes % clusterBytes !== 0) fail("disk.clusterBytes");
+  if (typeof m.chunker !== "object" || m.chunker === null) fail("missing chunker");
+  validateChunkerParams(m.chunker, name);
+  if (typeof m.files !== "object" || m.files === null || typeof m.files.descriptor !== "string") fail("files");
+  if (!Number.isSafeInteger(m.entryCount) || m.entryCount < 0) fail("entryCount");
+  if (typeof m.stats !== "object" || m.stats === null) fail("stats");
+  if (typeof m.source !== "object" || m.source === null) fail("source");
+}
+
+/** Entries must tile [0, logicalBytes) in order, without gaps or overlaps. */
+function validateEntries(entries: readonly ManifestEntry[], logicalBytes: number, maxChunk: number, name: string): void {
+  let expected = 0;
+  for (const [i, e] of entries.entries()) {
+    if (e.offset !== expected) throw new IntegrityError(`${name}: entry ${i} starts at ${e.offset}, expected ${expected}`);
+    if (!(e.length > 0)) throw new IntegrityError(`${name}: entry ${i} has length ${e.length}`);
+    if (e.kind === "chunk") {
+      if (e.length > maxChunk) throw new IntegrityError(`${name}: chunk entry ${i} is ${e.length} bytes, above the maximum ${maxChunk}`);
+      if (e.id.length !== CHUNK_ID_BYTES) throw new IntegrityError(`${name}: chunk entry ${i} has a bad id`);
+    }
+    expected = e.offset + e.length;
+  }
+  if (expected !== logicalBytes) throw new IntegrityError(`${name}: entries cover ${expected} bytes, disk has ${logicalBytes}`);
+}
+
+/** Chunk ids referenced by a manifest (duplicates included). */
+export function* chunkIds(entries: readonly ManifestEntry[]): Generator<Buffer> {
+  for (const e of entries) if (e.kind === "chunk") yield e.id;
+}

@@ -1,0 +1,92 @@
+/**
+ * Which chunks the repository already has, without a request per chunk: every chunk
+ * referenced by a manifest exists (manifests are written last). Manifests are immutable,
+ * so they are cached under the state dir, and the merged id set is cached too; only
+ * manifests not seen before are downloaded. If any cached manifest has disappeared
+ * (prune), the set is rebuilt: a chunk of a forgotten backup may be gone.
+ */
+import { mkdir, readFile, rename, writeFile, open } from "node:fs/promises";
+import { join, dirname } from "node:path";
+import { decodeManifest, chunkIds } from "../manifest/format.js";
+import { ChunkIdSet } from "./chunk-id-set.js";
+import { manifestKey } from "./layout.js";
+import type { BackupRef, Repository } from "./repository.js";
+
+interface IndexMeta {
+  version: 1;
+  manifests: string[];
+}
+
+export class ManifestCache {
+  constructor(
+    private readonly repo: Repository,
+    readonly dir: string,
+  ) {}
+
+  static forRepository(repo: Repository, stateDir: string): ManifestCache {
+    return new ManifestCache(repo, join(stateDir, "repos", repo.config.id));
+  }
+
+  /** The raw manifest object, from the local cache or the repository (then cached). */
+  async manifestObject(ref: BackupRef): Promise<Buffer> {
+    const path = join(this.dir, "manifests", ref.ct, ref.id);
+    try {
+      return await readFile(path);
+    } catch {
+      const object = await this.repo.getManifestObject(ref);
+      await writeAtomic(path, object);
+      return object;
+    }
+  }
+
+  /** Remember a manifest this process just wrote (saves downloading it next time). */
+  async remember(ref: BackupRef, object: Buffer): Promise<void> {
+    await writeAtomic(join(this.dir, "manifests", ref.ct, ref.id), object);
+  }
+
+  async knownChunks(): Promise<ChunkIdSet> {
+    const refs = await this.repo.listBackups();
+    const present = new Set(refs.map((r) => manifestKey(r.ct, r.id)));
+    const idsPath = join(this.dir, "known-chunks.bin");
+    const metaPath = join(this.dir, "known-chunks.json");
+    let set = ChunkIdSet.empty();
+    let merged = new Set<string>();
+    try {
+      const meta = JSON.parse(await readFile(metaPath, "utf8")) as IndexMeta;
+      if (meta.version === 1 && meta.manifests.every((k) => present.has(k))) {
+        set = ChunkIdSet.fromSortedBuffer(await readFile(idsPath));
+        merged = new Set(meta.manifests);
+      }
+    } catch {
+      // no usable cache: rebuild from all manifests
+    }
+    let changed = false;
+    for (const ref of refs) {
+      const key = manifestKey(ref.ct, ref.id);
+      if (merged.has(key)) continue;
+      const manifest = decodeManifest(await this.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
+      set = set.withAdded(chunkIds(manifest.entries));
+      merged.add(key);
+      changed = true;
+    }
+    if (changed || merged.size !== present.size) {
+      await writeAtomic(idsPath, set.buffer);
+      const meta: IndexMeta = { version: 1, manifests: [...merged].filter((k) => present.has(k)) };
+      await writeAtomic(metaPath, Buffer.from(JSON.stringify(meta)));
+    }
+    return set;
+  }
+}
+
+async function writeAtomic(path: string, body: Uint8Array): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, body);
+  const fh = await open(tmp, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+}

@@ -1,0 +1,220 @@
+/**
+ * Restore: the backup flow reversed. Chunks are fetched concurrently, verified against
+ * their ids, and written at their offsets (raw file, ploop image) or in order (stream).
+ * Holes stay holes. Files are written under a temporary name and renamed into place only
+ * when complete, so a failed restore never leaves a target that looks finished.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, open, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import type { Writable } from "node:stream";
+import { PloopvaultError } from "../errors.js";
+import type { Manifest, ManifestEntry } from "../manifest/format.js";
+import { createPloopImageWriter, writeDescriptorFile } from "../ploop/writer.js";
+import type { BackupRef, Repository } from "../repository/repository.js";
+import { TaskLimiter } from "../util/limiter.js";
+
+export type RestoreFormat = "ploop" | "raw";
+
+export interface RestoreOptions {
+  concurrency: number;
+  signal?: AbortSignal;
+  onProgress?: (writtenBytes: number, totalBytes: number) => void;
+}
+
+export interface RestoreResult {
+  logicalBytes: number;
+  dataBytes: number;
+  chunks: number;
+  seconds: number;
+}
+
+/** Image file name inside a restored ploop directory (contract: PATH/root.hdd). */
+export const RESTORED_IMAGE_NAME = "root.hdd";
+
+type ChunkEntry = Extract<ManifestEntry, { kind: "chunk" }>;
+
+function chunkEntries(manifest: Manifest): ChunkEntry[] {
+  return manifest.entries.filter((e): e is ChunkEntry => e.kind === "chunk");
+}
+
+let zeroBlock = Buffer.alloc(0);
+/** Native memcmp against a shared zero buffer: allocated-but-zero data stays sparse. */
+function isAllZero(buf: Buffer): boolean {
+  if (zeroBlock.length < buf.length) zeroBlock = Buffer.alloc(buf.length);
+  return buf.equals(zeroBlock.subarray(0, buf.length));
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function refuseExisting(target: string, force: boolean): Promise<void> {
+  if (!force && (await exists(target))) throw new PloopvaultError(`restore target ${target} already exists (use --force to replace it)`);
+}
+
+function partialName(target: string): string {
+  return join(dirname(target), `.${basename(target)}.ploopvault-partial-${randomBytes(4).toString("hex")}`);
+}
+
+/** Fetch every chunk concurrently and hand it to `write` (any order). */
+async function fetchChunks(repo: Repository, ref: BackupRef, manifest: Manifest, options: RestoreOptions, write: (entry: ChunkEntry, plain: Buffer) => Promise<void>): Promise<number> {
+  const limiter = new TaskLimiter(options.concurrency);
+  const entries = chunkEntries(manifest);
+  const total = entries.reduce((s, e) => s + e.length, 0);
+  let written = 0;
+  for (const entry of entries) {
+    if (options.signal?.aborted) throw new PloopvaultError(`restore of ${ref.ct}/${ref.id} interrupted`);
+    await limiter.submit(async () => {
+      const plain = await repo.getChunk(entry.id.toString("hex"), ref);
+      if (plain.length !== entry.length) {
+        throw new PloopvaultError(`chunk ${entry.id.toString("hex")} has ${plain.length} bytes, manifest of ${ref.ct}/${ref.id} says ${entry.length}`);
+      }
+      await write(entry, plain);
+      written += entry.length;
+      options.onProgress?.(written, total);
+    });
+  }
+  await limiter.drain();
+  return total;
+}
+
+async function writeFully(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
+    if (bytesWritten <= 0) throw new Error("short write");
+    done += bytesWritten;
+  }
+}
+
+/** Sparse raw disk image at `target`. */
+export async function restoreRaw(repo: Repository, ref: BackupRef, manifest: Manifest, target: string, force: boolean, options: RestoreOptions): Promise<RestoreResult> {
+  const started = performance.now();
+  await refuseExisting(target, force);
+  const temp = partialName(target);
+  const fh = await openForWrite(temp);
+  try {
+    await fh.truncate(manifest.metadata.disk.logicalBytes);
+    const dataBytes = await fetchChunks(repo, ref, manifest, options, async (entry, plain) => {
+      if (!isAllZero(plain)) await writeFully(fh, plain, entry.offset);
+    });
+    await fh.sync();
+    await fh.close();
+    await rename(temp, target);
+    return { logicalBytes: manifest.metadata.disk.logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, seconds: (performance.now() - started) / 1000 };
+  } catch (error) {
+    await fh.close().catch(() => undefined);
+    await rm(temp, { force: true });
+    throw error;
+  }
+}
+
+async function openForWrite(path: string): Promise<FileHandle> {
+  try {
+    return await open(path, "wx");
+  } catch (error) {
+    throw new PloopvaultError(`cannot write restore target ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
+  }
+}
+
+/** The raw disk, in order, to a stream (stdout). Holes are written as zeros. */
+export async function restoreToStream(repo: Repository, ref: BackupRef, manifest: Manifest, out: Writable, options: RestoreOptions): Promise<RestoreResult> {
+  const started = performance.now();
+  const zeros = Buffer.alloc(1 << 20);
+  const window: { entry: ManifestEntry; data: Promise<Buffer> | null }[] = [];
+  let next = 0;
+  const entries = manifest.entries;
+  const fill = (): void => {
+    while (window.length < options.concurrency && next < entries.length) {
+      const entry = entries[next++]!;
+      const data = entry.kind === "chunk" ? repo.getChunk(entry.id.toString("hex"), ref) : null;
+      data?.catch(() => undefined);
+      window.push({ entry, data });
+    }
+  };
+  const write = (buf: Buffer): Promise<void> =>
+    new Promise((resolve, reject) => {
+      if (out.write(buf)) resolve();
+      else {
+        const onDrain = (): void => {
+          out.off("error", onError);
+          resolve();
+        };
+        const onError = (e: Error): void => {
+          out.off("drain", onDrain);
+          reject(e);
+        };
+        out.once("drain", onDrain);
+        out.once("error", onError);
+      }
+    });
+  let dataBytes = 0;
+  let written = 0;
+  fill();
+  while (window.length > 0) {
+    if (options.signal?.aborted) throw new PloopvaultError(`restore of ${ref.ct}/${ref.id} interrupted`);
+    const { entry, data } = window.shift()!;
+    fill();
+    if (data === null) {
+      for (let left = entry.length; left > 0; left -= zeros.length) await write(left >= zeros.length ? zeros : zeros.subarray(0, left));
+    } else {
+      const plain = await data;
+      await write(plain);
+      dataBytes += plain.length;
+    }
+    written += entry.length;
+    options.onProgress?.(written, manifest.metadata.disk.logicalBytes);
+  }
+  return { logicalBytes: manifest.metadata.disk.logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, seconds: (performance.now() - started) / 1000 };
+}
+
+/** PATH/root.hdd (ploop v2) + PATH/DiskDescriptor.xml (+ the saved container config). */
+export async function restorePloop(repo: Repository, ref: BackupRef, manifest: Manifest, target: string, force: boolean, options: RestoreOptions): Promise<RestoreResult> {
+  const started = performance.now();
+  await refuseExisting(target, force);
+  const { logicalBytes, clusterBytes } = manifest.metadata.disk;
+  const temp = partialName(target);
+  await mkdir(temp, { recursive: false }).catch((error: unknown) => {
+    throw new PloopvaultError(`cannot create restore directory ${temp}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
+  });
+  try {
+    const clusters = new Set<number>();
+    for (const e of chunkEntries(manifest)) {
+      for (let c = Math.floor(e.offset / clusterBytes); c <= Math.floor((e.offset + e.length - 1) / clusterBytes); c++) clusters.add(c);
+    }
+    const allocated = [...clusters].sort((a, b) => a - b);
+    const writer = await createPloopImageWriter(join(temp, RESTORED_IMAGE_NAME), { sizeBytes: logicalBytes, clusterBytes, allocatedClusters: allocated });
+    let dataBytes: number;
+    try {
+      dataBytes = await fetchChunks(repo, ref, manifest, options, (entry, plain) => writer.write(entry.offset, plain));
+      await writer.finish();
+    } catch (error) {
+      await writer.abort();
+      throw error;
+    }
+    await writeDescriptorFile(temp, { imageFile: RESTORED_IMAGE_NAME, sizeBytes: logicalBytes, clusterBytes });
+    const configName = manifest.metadata.files.config;
+    if (configName !== null) {
+      const body = await repo.getBackupFile(ref, configName);
+      await writeFile(join(temp, configName), body, { mode: 0o600 });
+    }
+    if (force && (await exists(target))) {
+      const old = partialName(target).replace("partial", "replaced");
+      await rename(target, old);
+      await rename(temp, target);
+      await rm(old, { recursive: true, force: true });
+    } else {
+      await rename(temp, target);
+    }
+    return { logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, seconds: (performance.now() - started) / 1000 };
+  } catch (error) {
+    await rm(temp, { recursive: true, force: true });
+    throw error;
+  }
+}

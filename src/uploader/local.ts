@@ -1,0 +1,375 @@
+/**
+ * A repository in a local directory (or any mounted filesystem): one file per object,
+ * the key's '/' segments as subdirectories.
+ *
+ * Atomicity and durability: put() writes a temp file ".tmp-<random>" next to the final
+ * name, fsyncs it, then rename()s it over the final name (or, with ifAbsent, link()s it
+ * there, which fails with EEXIST if the name is taken, so two writers cannot both win),
+ * and fsyncs the directory. Readers therefore see the old object, the new one or none,
+ * never a partial file. A crash can leave ".tmp-*" files behind; list() skips them and no
+ * key may contain a ".tmp-" segment, so they are invisible (remove them by hand if needed).
+ *
+ * Difference from S3: a key cannot be both an object and the "directory" of other keys
+ * ("a/b" and "a/b/c"); the repository layout never does that. Such a put fails with "io".
+ */
+import { randomBytes } from "node:crypto";
+import { constants as fsConstants } from "node:fs";
+import { link, lstat, mkdir, open, opendir, readFile, rename, rmdir, stat, unlink, type FileHandle } from "node:fs/promises";
+import { dirname, join, resolve, sep } from "node:path";
+import { StoreError, validateKey, validatePrefix, type ObjectInfo, type ObjectStore, type PutOptions } from "./store.js";
+
+const TEMP_PREFIX = ".tmp-";
+/** How many unlink()s delete() runs at once. */
+const DELETE_CONCURRENCY = 32;
+
+/** Map a filesystem error to a StoreError; `path` is the file the operation touched. */
+export function fsStoreError(error: unknown, action: string, path: string, key?: string): StoreError {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  const reason = ((): string => {
+    switch (code) {
+      case "ENOENT":
+        return "no such file or directory";
+      case "EACCES":
+      case "EPERM":
+        return "permission denied";
+      case "EROFS":
+        return "read-only file system";
+      case "ENOSPC":
+        return "no space left on device";
+      case "EDQUOT":
+        return "disk quota exceeded";
+      case "EIO":
+        return "input/output error";
+      case "ENOTDIR":
+        return "a parent of it is a file, not a directory";
+      case "EISDIR":
+        return "it is a directory";
+      default:
+        return error instanceof Error ? error.message : String(error);
+    }
+  })();
+  const kind = code === "ENOENT" ? "not-found" : "io";
+  return new StoreError(kind, `cannot ${action} ${path}: ${reason}`, key === undefined ? { cause: error } : { key, cause: error });
+}
+
+function errno(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+export class LocalDirectoryStore implements ObjectStore {
+  readonly location: string;
+  private readonly root: string;
+
+  constructor(root: string) {
+    this.root = resolve(root);
+    this.location = this.root;
+  }
+
+  private pathOf(key: string): string {
+    validateKey(key);
+    const segments = key.split("/");
+    if (segments.some((s) => s.startsWith(TEMP_PREFIX))) {
+      throw new StoreError("io", `invalid object key "${key}": segments starting with "${TEMP_PREFIX}" are reserved for temp files`, { key });
+    }
+    return join(this.root, ...segments);
+  }
+
+  /** Throws kind "no-container" if the root directory is missing or not a directory. */
+  private async checkRoot(cause?: unknown): Promise<void> {
+    let info;
+    try {
+      info = await stat(this.root);
+    } catch (error) {
+      if (errno(error) === "ENOENT") {
+        throw new StoreError("no-container", `repository directory ${this.root} does not exist`, { cause: cause ?? error });
+      }
+      throw fsStoreError(error, "access repository directory", this.root);
+    }
+    if (!info.isDirectory()) throw new StoreError("no-container", `repository path ${this.root} is not a directory`, { cause });
+  }
+
+  async ensureContainer(): Promise<void> {
+    try {
+      await mkdir(this.root, { recursive: true });
+    } catch (error) {
+      throw fsStoreError(error, "create repository directory", this.root);
+    }
+    await this.checkRoot();
+  }
+
+  async put(key: string, body: Uint8Array, options?: PutOptions): Promise<void> {
+    const path = this.pathOf(key);
+    const dir = dirname(path);
+    const temp = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString("hex")}`);
+    await this.writeTemp(temp, body, key);
+    try {
+      if (options?.ifAbsent) {
+        try {
+          await link(temp, path);
+        } catch (error) {
+          if (errno(error) === "EEXIST") throw new StoreError("exists", `object ${key} already exists in ${this.root}`, { key, cause: error });
+          throw fsStoreError(error, "create", path, key);
+        }
+        await unlink(temp).catch(() => undefined);
+      } else {
+        try {
+          await rename(temp, path);
+        } catch (error) {
+          throw fsStoreError(error, "write", path, key);
+        }
+      }
+    } catch (error) {
+      await unlink(temp).catch(() => undefined);
+      throw error;
+    }
+    await this.syncDir(dir, key);
+  }
+
+  /** Write and fsync the temp file, creating missing parent directories (not the root). */
+  private async writeTemp(temp: string, body: Uint8Array, key: string): Promise<void> {
+    let handle: FileHandle | undefined;
+    for (let attempt = 0; handle === undefined; attempt++) {
+      try {
+        handle = await open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
+      } catch (error) {
+        // a concurrent delete() may remove an emptied parent between mkdirs and open: retry
+        if (errno(error) !== "ENOENT" || attempt >= 5) {
+          if (errno(error) === "ENOENT") await this.checkRoot(error);
+          throw fsStoreError(error, "write", temp, key);
+        }
+        await this.checkRoot(error);
+        await this.makeParents(dirname(temp), key);
+      }
+    }
+    try {
+      let offset = 0;
+      while (offset < body.length) {
+        const { bytesWritten } = await handle.write(body, offset, body.length - offset);
+        offset += bytesWritten;
+      }
+      await handle.sync();
+    } catch (error) {
+      await handle.close().catch(() => undefined);
+      await unlink(temp).catch(() => undefined);
+      throw fsStoreError(error, "write", temp, key);
+    }
+    try {
+      await handle.close();
+    } catch (error) {
+      await unlink(temp).catch(() => undefined);
+      throw fsStoreError(error, "write", temp, key);
+    }
+  }
+
+  /** mkdir -p below the root, fsyncing each parent that got a new entry. */
+  private async makeParents(dir: string, key: string): Promise<void> {
+    const missing: string[] = [];
+    let current = dir;
+    while (current !== this.root && current.startsWith(this.root + sep)) {
+      try {
+        const info = await stat(current);
+        if (!info.isDirectory()) throw new StoreError("io", `cannot write ${key} in ${this.root}: ${current} is a file, not a directory`, { key });
+        break;
+      } catch (error) {
+        if (errno(error) !== "ENOENT") {
+          if (error instanceof StoreError) throw error;
+          throw fsStoreError(error, "create directory", current, key);
+        }
+      }
+      missing.push(current);
+      current = dirname(current);
+    }
+    for (const d of missing.reverse()) {
+      try {
+        await mkdir(d);
+      } catch (error) {
+        if (errno(error) !== "EEXIST") throw fsStoreError(error, "create directory", d, key);
+      }
+      await this.syncDir(dirname(d), key);
+    }
+  }
+
+  private async syncDir(dir: string, key: string): Promise<void> {
+    let handle: FileHandle | undefined;
+    try {
+      handle = await open(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+      await handle.sync();
+    } catch (error) {
+      throw fsStoreError(error, "sync directory", dir, key);
+    } finally {
+      await handle?.close().catch(() => undefined);
+    }
+  }
+
+  async get(key: string): Promise<Buffer> {
+    const path = this.pathOf(key);
+    try {
+      return await readFile(path);
+    } catch (error) {
+      throw await this.readError(error, path, key);
+    }
+  }
+
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+      throw new StoreError("io", `invalid range offset=${offset} length=${length} for ${key}`, { key });
+    }
+    const path = this.pathOf(key);
+    let handle: FileHandle;
+    try {
+      handle = await open(path, "r");
+    } catch (error) {
+      throw await this.readError(error, path, key);
+    }
+    try {
+      const buffer = Buffer.allocUnsafe(length);
+      let filled = 0;
+      while (filled < length) {
+        const { bytesRead } = await handle.read(buffer, filled, length - filled, offset + filled);
+        if (bytesRead === 0) break;
+        filled += bytesRead;
+      }
+      return filled === length ? buffer : buffer.subarray(0, filled);
+    } catch (error) {
+      throw await this.readError(error, path, key);
+    } finally {
+      await handle.close().catch(() => undefined);
+    }
+  }
+
+  /** ENOENT/ENOTDIR/EISDIR: not-found (or no-container if the root is gone). */
+  private async readError(error: unknown, path: string, key: string): Promise<StoreError> {
+    const code = errno(error);
+    if (code === "ENOENT" || code === "ENOTDIR" || code === "EISDIR") {
+      await this.checkRoot(error);
+      return new StoreError("not-found", `object ${key} not found in ${this.root}`, { key, cause: error });
+    }
+    return fsStoreError(error, "read", path, key);
+  }
+
+  async stat(key: string): Promise<ObjectInfo | null> {
+    const path = this.pathOf(key);
+    try {
+      const info = await stat(path);
+      if (!info.isFile()) return null;
+      return { key, size: info.size, modified: info.mtime };
+    } catch (error) {
+      const code = errno(error);
+      if (code === "ENOENT" || code === "ENOTDIR") {
+        await this.checkRoot(error);
+        return null;
+      }
+      throw fsStoreError(error, "stat", path, key);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    validatePrefix(prefix);
+    await this.checkRoot();
+    const slash = prefix.lastIndexOf("/");
+    const dirKey = slash < 0 ? "" : prefix.slice(0, slash); // "" or "a/b"
+    const namePrefix = prefix.slice(slash + 1);
+    const start = dirKey === "" ? this.root : join(this.root, ...dirKey.split("/"));
+    yield* this.walk(start, dirKey === "" ? "" : `${dirKey}/`, namePrefix);
+  }
+
+  /** Files below `dir` (whose key prefix is `keyPrefix`), first level filtered by `namePrefix`. */
+  private async *walk(dir: string, keyPrefix: string, namePrefix: string): AsyncGenerator<ObjectInfo> {
+    let handle;
+    try {
+      handle = await opendir(dir, { bufferSize: 256 });
+    } catch (error) {
+      const code = errno(error);
+      if (code === "ENOENT" || code === "ENOTDIR") return; // prefix nothing starts with (or removed meanwhile)
+      throw fsStoreError(error, "list", dir);
+    }
+    const subdirs: string[] = [];
+    try {
+      for await (const entry of handle) {
+        const name = entry.name;
+        if (!name.startsWith(namePrefix) || name.startsWith(TEMP_PREFIX)) continue;
+        const path = join(dir, name);
+        let isDir = entry.isDirectory();
+        let isFile = entry.isFile();
+        if (!isDir && !isFile) {
+          // unknown type from readdir (some filesystems) or a symlink: follow it
+          const info = await stat(path).catch(() => null);
+          if (info === null) continue;
+          isDir = info.isDirectory();
+          isFile = info.isFile();
+        }
+        if (isDir) {
+          subdirs.push(name);
+        } else if (isFile) {
+          let info;
+          try {
+            info = await lstat(path);
+            if (info.isSymbolicLink()) info = await stat(path);
+          } catch (error) {
+            if (errno(error) === "ENOENT") continue; // deleted while listing
+            throw fsStoreError(error, "list", path);
+          }
+          yield { key: `${keyPrefix}${name}`, size: info.size, modified: info.mtime };
+        }
+      }
+    } catch (error) {
+      if (error instanceof StoreError) throw error;
+      throw fsStoreError(error, "list", dir);
+    }
+    for (const name of subdirs) yield* this.walk(join(dir, name), `${keyPrefix}${name}/`, "");
+  }
+
+  async delete(keys: readonly string[]): Promise<void> {
+    const paths = keys.map((key) => ({ key, path: this.pathOf(key) }));
+    const parents = new Set<string>();
+    let next = 0;
+    let rootChecked = false;
+    const worker = async (): Promise<void> => {
+      while (next < paths.length) {
+        const { key, path } = paths[next++]!;
+        try {
+          await unlink(path);
+          parents.add(dirname(path));
+        } catch (error) {
+          const code = errno(error);
+          if (code === "ENOENT" || code === "ENOTDIR") {
+            if (!rootChecked) {
+              await this.checkRoot(error);
+              rootChecked = true;
+            }
+            continue;
+          }
+          if (code === "EISDIR" || code === "EPERM") {
+            // unlink() of a directory: no object with that key
+            const info = await lstat(path).catch(() => null);
+            if (info?.isDirectory()) continue;
+          }
+          throw fsStoreError(error, "delete", path, key);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(DELETE_CONCURRENCY, paths.length) }, worker));
+    // remove directories the deletes left empty, deepest first, climbing towards the root
+    const byDepth = new Map<number, Set<string>>();
+    const add = (dir: string): void => {
+      if (dir === this.root || !dir.startsWith(this.root + sep)) return;
+      const depth = dir.split(sep).length;
+      let set = byDepth.get(depth);
+      if (set === undefined) byDepth.set(depth, (set = new Set()));
+      set.add(dir);
+    };
+    for (const dir of parents) add(dir);
+    for (let depth = Math.max(0, ...byDepth.keys()); depth > 0; depth--) {
+      for (const dir of byDepth.get(depth) ?? []) {
+        try {
+          await rmdir(dir);
+          add(dirname(dir));
+        } catch {
+          // not empty (or already gone): keep it
+        }
+      }
+    }
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,86 @@
+/**
+ * The one storage interface every repository backend implements (local directory, S3).
+ *
+ * Contract (every implementation, and every decorator wrapping one, must keep it):
+ * - Keys are '/'-separated relative paths such as "chunks/ab/ab12..." or
+ *   "backups/101/<id>/manifest". No leading '/', no "." or ".." segments.
+ * - put() is atomic: a reader sees either no object or the complete body, never a
+ *   partial one. put() overwrites unless `ifAbsent` is set; with `ifAbsent` it throws
+ *   StoreError kind "exists" when the key is already present (conditional write).
+ *   `put` resolves only once the object is durable (local: fsync'd file and directory).
+ * - get() returns the whole body, or throws StoreError kind "not-found".
+ * - getRange() returns exactly `length` bytes from `offset` (or fewer only at the end
+ *   of the object); a missing object is kind "not-found".
+ * - stat() returns null for a missing key, never throws "not-found".
+ * - list() yields every key that starts with the prefix (a plain string prefix as in S3,
+ *   usually ending in '/'; "" lists everything), recursively, each exactly once, in no
+ *   particular order, with its size; a prefix nothing starts with yields nothing.
+ * - delete() removes the keys; missing keys are not an error.
+ * - Errors are StoreError with a kind, the key (if any) and the store's location in the
+ *   message, so the one line an operator sees names what failed.
+ */
+
+import { PloopvaultError } from "../errors.js";
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  /** Last modification time, when the backend knows it. */
+  modified?: Date;
+}
+
+export interface PutOptions {
+  /** Fail with kind "exists" instead of overwriting an existing object. */
+  ifAbsent?: boolean;
+}
+
+export interface ObjectStore {
+  /** Human-readable location for messages, e.g. "s3://bucket/prefix" or "/srv/repo". */
+  readonly location: string;
+  put(key: string, body: Uint8Array, options?: PutOptions): Promise<void>;
+  get(key: string): Promise<Buffer>;
+  getRange(key: string, offset: number, length: number): Promise<Buffer>;
+  stat(key: string): Promise<ObjectInfo | null>;
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  delete(keys: readonly string[]): Promise<void>;
+  /** Create the bucket/directory if it does not exist (used by `init` only). */
+  ensureContainer?(): Promise<void>;
+  /** Release sockets/handles. */
+  close(): Promise<void>;
+}
+
+export type StoreErrorKind =
+  | "not-found" // the object does not exist
+  | "exists" // conditional put found the object already present
+  | "auth" // credentials missing, wrong or expired; access denied
+  | "unreachable" // connection refused, DNS failure, timeouts after retries
+  | "no-container" // bucket or repository directory missing
+  | "io"; // anything else (disk full, read-only filesystem, 5xx after retries...)
+
+export class StoreError extends PloopvaultError {
+  readonly kind: StoreErrorKind;
+  readonly key: string | undefined;
+  constructor(kind: StoreErrorKind, message: string, options?: { key?: string; cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.kind = kind;
+    this.key = options?.key;
+  }
+}
+
+export function isNotFound(error: unknown): boolean {
+  return error instanceof StoreError && error.kind === "not-found";
+}
+
+/** Reject list prefixes that could escape a directory store ("" is fine: everything). */
+export function validatePrefix(prefix: string): void {
+  if (prefix.startsWith("/") || prefix.split("/").some((s, i, all) => (s === "" && i < all.length - 1) || s === "." || s === "..")) {
+    throw new StoreError("io", `invalid list prefix "${prefix}"`);
+  }
+}
+
+/** Reject keys that could escape a directory store or confuse S3 listings. */
+export function validateKey(key: string): void {
+  if (key === "" || key.startsWith("/") || key.endsWith("/") || key.split("/").some((s) => s === "" || s === "." || s === "..")) {
+    throw new StoreError("io", `invalid object key "${key}"`, { key });
+  }
+}
