@@ -170,14 +170,22 @@ export async function createPloopImageWriter(path: string, options: PloopImageWr
     }
   };
 
-  const doWrite = async (logicalOffset: number, data: Uint8Array): Promise<void> => {
-    if (data.length === 0) return;
+  /** Caller mistakes are refused before any I/O, so they leave the image consistent. */
+  const refusal = (logicalOffset: number, data: Uint8Array): Error | null => {
+    if (phase !== "open") return new Error(`${path}: write after finish/abort`);
+    if (!Number.isSafeInteger(logicalOffset) || logicalOffset < 0 || logicalOffset + data.length > sizeBytes) {
+      return new RangeError(`${path}: write of ${data.length} bytes at ${logicalOffset} is outside the disk (${sizeBytes} bytes)`);
+    }
     const first = Math.floor(logicalOffset / clusterBytes);
     const last = Math.floor((logicalOffset + data.length - 1) / clusterBytes);
-    // Validate every cluster first: a rejected write must not have written anything.
     for (let v = first; v <= last; v++) {
-      if (bat[v] === 0) throw new RangeError(`${path}: write at logical offset ${logicalOffset} touches cluster ${v}, which is not allocated`);
+      if (bat[v] === 0) return new RangeError(`${path}: write at logical offset ${logicalOffset} touches cluster ${v}, which is not allocated`);
     }
+    return null;
+  };
+
+  const doWrite = async (logicalOffset: number, data: Uint8Array): Promise<void> => {
+    const first = Math.floor(logicalOffset / clusterBytes);
     // Consecutive allocated virtual clusters are consecutive in the file: one write.
     const position = bat[first]! * clusterBytes + (logicalOffset - first * clusterBytes);
     await writeFully(fh, data, position);
@@ -188,10 +196,10 @@ export async function createPloopImageWriter(path: string, options: PloopImageWr
     path,
     fileBytes,
     write(logicalOffset: number, data: Uint8Array): Promise<void> {
-      if (phase !== "open") return Promise.reject(new Error(`${path}: write after finish/abort`));
-      if (!Number.isSafeInteger(logicalOffset) || logicalOffset < 0 || logicalOffset + data.length > sizeBytes) {
-        return Promise.reject(new RangeError(`${path}: write of ${data.length} bytes at ${logicalOffset} is outside the disk (${sizeBytes} bytes)`));
-      }
+      const refused = refusal(logicalOffset, data);
+      if (refused !== null) return Promise.reject(refused);
+      if (data.length === 0) return Promise.resolve();
+      // An I/O failure, unlike a refusal, leaves the file in an unknown state: finish() must fail.
       const p = doWrite(logicalOffset, data);
       const tracked = p.then(
         () => undefined,

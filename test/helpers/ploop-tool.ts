@@ -98,9 +98,10 @@ const TOP_GUID = "{5fbaabe3-6958-40ff-92a7-860e329aab41}";
  *     `snapshot-delete` (a leaf has no child, so nothing is merged);
  *  3. `snapshot-merge -A` when more than one image is left (1.15 refuses -A on a single
  *     image, exit 38, and on a tree, "it has 2 children");
- *  4. `convert -f raw` (skipped for a raw-mode disk, already raw after the merge), which replaces the single image file in place with a full,
- *     non-sparse raw file under the same name and marks it Plain. (On a chain, 1.15's
- *     convert converts only the base and marks every image Plain: merge first.)
+ *  4. `convert -f raw` (skipped when the disk is already in raw mode): replaces the single
+ *     image file in place with a full, non-sparse raw file of the disk size under the
+ *     same name and marks it Plain. On a chain it would convert only the base (giving a
+ *     raw-mode chain with ploop1 deltas), hence the merge first.
  */
 export async function ploopFlatten(descriptorPath: string, outRaw: string, options: { topGuid?: string } = {}): Promise<void> {
   const srcDir = dirname(resolve(descriptorPath));

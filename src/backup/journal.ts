@@ -1,0 +1,252 @@
+/**
+ * Journal of ploop snapshots in flight (docs ploop.md 3.10): one small JSON file per
+ * snapshot under <stateDir>/journal/, written durably BEFORE `ploop snapshot` runs, so a
+ * run that dies at any point leaves enough behind for the next run to find and merge
+ * the snapshot it created - and only that one.
+ *
+ * Durability: write a temp file, fsync it, rename it over the entry, fsync the directory.
+ * A reader sees the old entry or the new one, never half of one.
+ */
+import { randomUUID } from "node:crypto";
+import { hostname } from "node:os";
+import { mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import { PloopvaultError } from "../errors.js";
+import { normaliseGuid } from "../ploop/descriptor.js";
+
+export const JOURNAL_VERSION = 1;
+
+export type JournalState = "snapshot-pending" | "snapshot-taken" | "merging";
+const STATES: readonly JournalState[] = ["snapshot-pending", "snapshot-taken", "merging"];
+
+export interface JournalEntry {
+  version: 1;
+  ct: string;
+  /** Absolute path of the DiskDescriptor.xml the snapshot was taken on. */
+  descriptorPath: string;
+  /** Lower-case braced GUID. */
+  snapshotGuid: string;
+  tool: "ploop";
+  state: JournalState;
+  pid: number;
+  host: string;
+  /** ISO 8601. */
+  startedAt: string;
+}
+
+export interface CorruptJournalEntry {
+  /** Absolute path of the unreadable entry file (left in place for the admin). */
+  file: string;
+  reason: string;
+}
+
+export interface JournalListing {
+  entries: JournalEntry[];
+  corrupt: CorruptJournalEntry[];
+}
+
+export class JournalError extends PloopvaultError {}
+
+/** A new snapshot GUID: lower-case, braced, random (crypto.randomUUID). */
+export function newSnapshotGuid(): string {
+  return `{${randomUUID()}}`;
+}
+
+const ENTRY_SUFFIX = ".json";
+const TEMP_MARK = ".tmp-";
+
+function errnoCode(error: unknown): string {
+  return (error as NodeJS.ErrnoException | undefined)?.code ?? String(error);
+}
+
+/** Validate a parsed entry; returns a reason string when it is not a usable entry. */
+function checkEntry(value: unknown): JournalEntry | string {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return "not a JSON object";
+  const v = value as Record<string, unknown>;
+  if (v.version !== JOURNAL_VERSION) return `unsupported version ${JSON.stringify(v.version)}`;
+  const str = (k: string): string | null => (typeof v[k] === "string" && v[k] !== "" ? (v[k] as string) : null);
+  const ct = str("ct");
+  const descriptorPath = str("descriptorPath");
+  const guidText = str("snapshotGuid");
+  const guid = guidText === null ? null : normaliseGuid(guidText);
+  const state = str("state");
+  const host = str("host");
+  const startedAt = str("startedAt");
+  if (ct === null) return "missing ct";
+  if (descriptorPath === null) return "missing descriptorPath";
+  if (guid === null) return `invalid snapshotGuid ${JSON.stringify(v.snapshotGuid)}`;
+  if (v.tool !== "ploop") return `unsupported tool ${JSON.stringify(v.tool)}`;
+  if (state === null || !STATES.includes(state as JournalState)) return `invalid state ${JSON.stringify(v.state)}`;
+  if (typeof v.pid !== "number" || !Number.isInteger(v.pid) || v.pid <= 0) return "invalid pid";
+  if (host === null) return "missing host";
+  if (startedAt === null || Number.isNaN(Date.parse(startedAt))) return "invalid startedAt";
+  return { version: 1, ct, descriptorPath, snapshotGuid: guid, tool: "ploop", state: state as JournalState, pid: v.pid, host, startedAt };
+}
+
+export class SnapshotJournal {
+  /** <stateDir>/journal */
+  readonly dir: string;
+
+  constructor(stateDir: string) {
+    this.dir = join(stateDir, "journal");
+  }
+
+  private fileOf(snapshotGuid: string): string {
+    const g = normaliseGuid(snapshotGuid);
+    if (g === null) throw new JournalError(`journal: "${snapshotGuid}" is not a snapshot GUID`);
+    return join(this.dir, `${g.slice(1, -1)}${ENTRY_SUFFIX}`);
+  }
+
+  /**
+   * Durably record a snapshot about to be taken. Call BEFORE `ploop snapshot`: if we die
+   * after ploop created it, this entry is how the next run finds it.
+   */
+  async record(fields: { ct: string; descriptorPath: string; snapshotGuid: string; state?: JournalState }): Promise<JournalEntry> {
+    const g = normaliseGuid(fields.snapshotGuid);
+    if (g === null) throw new JournalError(`journal: "${fields.snapshotGuid}" is not a snapshot GUID`);
+    const entry: JournalEntry = {
+      version: 1,
+      ct: fields.ct,
+      descriptorPath: fields.descriptorPath,
+      snapshotGuid: g,
+      tool: "ploop",
+      state: fields.state ?? "snapshot-pending",
+      pid: process.pid,
+      host: hostname(),
+      startedAt: new Date().toISOString(),
+    };
+    await this.write(entry);
+    return entry;
+  }
+
+  /** Move an entry to another state (durably). */
+  async setState(snapshotGuid: string, state: JournalState): Promise<JournalEntry> {
+    const file = this.fileOf(snapshotGuid);
+    const current = await this.readOne(file);
+    if (typeof current === "string") throw new JournalError(`journal entry ${file}: ${current}`);
+    const next: JournalEntry = { ...current, state };
+    await this.write(next);
+    return next;
+  }
+
+  /** Forget an entry (the snapshot is merged). Absent entries are fine. */
+  async remove(snapshotGuid: string): Promise<void> {
+    const file = this.fileOf(snapshotGuid);
+    try {
+      await unlink(file);
+    } catch (error) {
+      if (errnoCode(error) === "ENOENT") return;
+      throw new JournalError(`journal: cannot remove ${file} (${errnoCode(error)})`, { cause: error });
+    }
+    await this.syncDir();
+  }
+
+  /** Every entry; unreadable ones are reported in `corrupt`, never thrown. */
+  async list(): Promise<JournalListing> {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch (error) {
+      if (errnoCode(error) === "ENOENT") return { entries: [], corrupt: [] };
+      throw new JournalError(`journal: cannot read ${this.dir} (${errnoCode(error)})`, { cause: error });
+    }
+    const entries: JournalEntry[] = [];
+    const corrupt: CorruptJournalEntry[] = [];
+    for (const name of names.sort()) {
+      // Temp files are half-written entries of a record() that died before its rename,
+      // i.e. before the snapshot was even started: not entries.
+      if (!name.endsWith(ENTRY_SUFFIX) || name.includes(TEMP_MARK)) continue;
+      const file = join(this.dir, name);
+      const result = await this.readOne(file);
+      if (typeof result === "string") {
+        if (result === "ENOENT") continue; // removed meanwhile
+        corrupt.push({ file, reason: result });
+      } else if (`${result.snapshotGuid.slice(1, -1)}${ENTRY_SUFFIX}` !== name) {
+        corrupt.push({ file, reason: `file name does not match its snapshotGuid ${result.snapshotGuid}` });
+      } else {
+        entries.push(result);
+      }
+    }
+    return { entries, corrupt };
+  }
+
+  /** Delete temp files left by a record() that died before renaming (never a real entry). */
+  async removeStaleTemps(): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch {
+      return [];
+    }
+    const removed: string[] = [];
+    for (const name of names) {
+      const m = /\.tmp-(\d+)$/.exec(name);
+      if (m === null) continue;
+      const pid = Number(m[1]);
+      if (pid !== process.pid && isProcessAlive(pid)) continue;
+      await rm(join(this.dir, name), { force: true });
+      removed.push(join(this.dir, name));
+    }
+    return removed;
+  }
+
+  /** The entry's text or a reason it cannot be used ("ENOENT" when it does not exist). */
+  private async readOne(file: string): Promise<JournalEntry | string> {
+    let text: string;
+    try {
+      text = await readFile(file, "utf8");
+    } catch (error) {
+      return errnoCode(error) === "ENOENT" ? "ENOENT" : `cannot read (${errnoCode(error)})`;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (error) {
+      return `not valid JSON (${error instanceof Error ? error.message : String(error)})`;
+    }
+    return checkEntry(parsed);
+  }
+
+  private async write(entry: JournalEntry): Promise<void> {
+    const file = this.fileOf(entry.snapshotGuid);
+    const temp = `${file}${TEMP_MARK}${process.pid}`;
+    try {
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      const fh = await open(temp, "w", 0o600);
+      try {
+        await fh.writeFile(`${JSON.stringify(entry, null, 2)}\n`, "utf8");
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(temp, file);
+    } catch (error) {
+      await rm(temp, { force: true }).catch(() => undefined);
+      throw new JournalError(`journal: cannot write ${file} (${errnoCode(error)})`, { cause: error });
+    }
+    await this.syncDir();
+  }
+
+  /** fsync the directory so the rename/unlink itself survives a crash. */
+  private async syncDir(): Promise<void> {
+    let fh;
+    try {
+      fh = await open(this.dir, "r");
+      await fh.sync();
+    } catch (error) {
+      throw new JournalError(`journal: cannot fsync ${this.dir} (${errnoCode(error)})`, { cause: error });
+    } finally {
+      await fh?.close();
+    }
+  }
+}
+
+/** kill(pid, 0): EPERM still means the process exists. */
+export function isProcessAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return errnoCode(error) === "EPERM";
+  }
+}

@@ -1,0 +1,470 @@
+/**
+ * The life of one backup snapshot (docs ploop.md 3.2, 3.6, 3.10):
+ *
+ *   journal "snapshot-pending" -> ploop snapshot -u S -> journal "snapshot-taken"
+ *   -> caller reads the frozen chain of S -> journal "merging" -> ploop snapshot-delete -u S
+ *   -> journal entry removed
+ *
+ * S is a fresh random GUID, never the top GUID. The merge runs whatever happened while
+ * reading (success, error, abort). A run that dies anywhere leaves its journal entry;
+ * recoverInterrupted() finishes the job for exactly those snapshots and nothing else.
+ */
+import { execa } from "execa";
+import { open, readFile, readdir, stat } from "node:fs/promises";
+import { hostname } from "node:os";
+import { dirname, isAbsolute, resolve } from "node:path";
+import { errorLine, PloopvaultError } from "../errors.js";
+import { chainFor, parseDescriptor, type DiskDescriptor } from "../ploop/descriptor.js";
+import { PloopBinaryNotFoundError, PloopCommandError, PLOOP_EXIT, isLockFailure, type PloopCli, type SnapshotListEntry } from "../ploop/driver.js";
+import { DISK_IN_USE, TOP_GUID } from "../ploop/format.js";
+import { newSnapshotGuid, type JournalEntry, type SnapshotJournal } from "./journal.js";
+
+export interface FrozenDiskContext {
+  /** Container id, for messages and the journal. */
+  ct: string;
+  descriptorPath: string;
+  ploop: PloopCli;
+  journal: SnapshotJournal;
+  log: (line: string) => void;
+  /** Checked before the snapshot is taken and before the reader is called; the merge always runs. */
+  signal?: AbortSignal;
+}
+
+export interface FrozenDisk {
+  /** Lower-case braced GUID of our snapshot: open the disk with { topGuid: snapshotGuid }. */
+  snapshotGuid: string;
+  /** Absolute path of the DiskDescriptor.xml. */
+  descriptorPath: string;
+  /** The frozen chain as ploop lists it: the image of snapshotGuid first, the base last. */
+  chain: readonly SnapshotListEntry[];
+  /** Throws FrozenChainChangedError if any frozen image changed since the snapshot. */
+  verifyUnchanged(): Promise<void>;
+}
+
+/** Something rewrote images below our snapshot while we read them: the backup is not consistent. */
+export class FrozenChainChangedError extends PloopvaultError {}
+
+/** Our snapshot could not be merged back; it stays (journaled) for the next run. */
+export class SnapshotMergeError extends PloopvaultError {
+  readonly snapshotGuid: string;
+  constructor(message: string, snapshotGuid: string, cause: unknown) {
+    super(message, { cause });
+    this.snapshotGuid = snapshotGuid;
+  }
+}
+
+/** Failure to take the snapshot in the first place. */
+export class SnapshotCreateError extends PloopvaultError {}
+
+interface FileStamp {
+  guid: string;
+  file: string;
+  size: number;
+  mtimeMs: number;
+  ino: number;
+}
+
+function errnoCode(error: unknown): string {
+  return (error as NodeJS.ErrnoException | undefined)?.code ?? String(error);
+}
+
+async function stampOf(guid: string, file: string): Promise<FileStamp> {
+  try {
+    const s = await stat(file);
+    return { guid, file, size: s.size, mtimeMs: s.mtimeMs, ino: s.ino };
+  } catch (error) {
+    return { guid, file, size: -1, mtimeMs: -1, ino: errnoCode(error) === "ENOENT" ? -1 : -2 };
+  }
+}
+
+/** What differs between two stamp lists, or null when identical. */
+function describeChange(before: readonly FileStamp[], after: readonly FileStamp[]): string | null {
+  const n = Math.max(before.length, after.length);
+  for (let k = 0; k < n; k++) {
+    const a = before[k];
+    const b = after[k];
+    if (a === undefined || b === undefined || a.guid !== b.guid || a.file !== b.file) {
+      return `image list changed (${a === undefined ? "nothing" : `${a.guid} ${a.file}`} -> ${b === undefined ? "nothing" : `${b.guid} ${b.file}`})`;
+    }
+    if (b.size === -1) return `${b.file} disappeared`;
+    if (a.ino !== b.ino) return `${b.file} was replaced (inode ${a.ino} -> ${b.ino})`;
+    if (a.size !== b.size) return `${b.file} changed size (${a.size} -> ${b.size} bytes)`;
+    if (a.mtimeMs !== b.mtimeMs) return `${b.file} was modified (mtime ${new Date(a.mtimeMs).toISOString()} -> ${new Date(b.mtimeMs).toISOString()})`;
+  }
+  return null;
+}
+
+async function readDescriptorFile(path: string): Promise<DiskDescriptor> {
+  return parseDescriptor(await readFile(path, "utf8"), path);
+}
+
+function absoluteImagePath(descriptorPath: string, file: string): string {
+  return isAbsolute(file) ? file : resolve(dirname(descriptorPath), file);
+}
+
+/** Stamps of the live chain below the top, base first (top excluded: it is being written). */
+async function stampsBelowTop(descriptorPath: string): Promise<FileStamp[]> {
+  const dd = await readDescriptorFile(descriptorPath);
+  const chain = chainFor(dd); // base first
+  return Promise.all(chain.slice(0, -1).map((i) => stampOf(i.guid, absoluteImagePath(descriptorPath, i.file))));
+}
+
+/**
+ * Take a snapshot, hand the frozen disk to `fn`, and always merge the snapshot back.
+ * The frozen images (S and everything below) must not change while `fn` reads them;
+ * that is checked before and after, and a change fails the backup.
+ */
+export async function withFrozenDisk<T>(ctx: FrozenDiskContext, fn: (frozen: FrozenDisk) => Promise<T>): Promise<T> {
+  const { ct, ploop, journal, log, signal } = ctx;
+  const dd = resolve(ctx.descriptorPath);
+  signal?.throwIfAborted();
+
+  // Images below the current top are already read-only; they must come out of the
+  // snapshot untouched (they end up below S).
+  const lowerBefore = await stampsBelowTop(dd);
+
+  const S = newSnapshotGuid();
+  await journal.record({ ct, descriptorPath: dd, snapshotGuid: S, state: "snapshot-pending" });
+  try {
+    await ploop.snapshot(dd, S);
+  } catch (error) {
+    // ploop undoes a failed snapshot itself (ploop.md 2.5); only if S made it into the
+    // descriptor anyway do we have to merge it.
+    let present: boolean | null = null;
+    try {
+      present = (await readDescriptorFile(dd)).images.some((i) => i.guid === S);
+    } catch {
+      present = null;
+    }
+    if (present === false) {
+      await journal.remove(S);
+      throw new SnapshotCreateError(`container ${ct}: cannot take backup snapshot: ${errorLine(error)}`, { cause: error });
+    }
+    if (present === null) {
+      throw new SnapshotCreateError(`container ${ct}: cannot take backup snapshot ${S} and cannot tell whether it exists (${errorLine(error)}); the journal keeps it for the next run`, { cause: error });
+    }
+    log(`container ${ct}: ploop snapshot reported failure but ${S} exists; merging it back`);
+    await mergeBack(ctx, dd, S, error);
+    throw new SnapshotCreateError(`container ${ct}: cannot take backup snapshot: ${errorLine(error)}`, { cause: error });
+  }
+  log(`container ${ct}: snapshot ${S} taken on ${dd}`);
+
+  let outcome: { ok: true; value: T } | { ok: false; error: unknown };
+  try {
+    await journal.setState(S, "snapshot-taken");
+    const chain = await ploop.snapshotList(dd, S);
+    const stamps = await Promise.all(chain.map((e) => stampOf(e.guid, e.file)));
+    // The chain below S must be the chain that was below the old top.
+    const below = stamps.slice(1).reverse();
+    const moved = describeChange(lowerBefore, below);
+    if (moved !== null) {
+      throw new FrozenChainChangedError(`container ${ct}: images below snapshot ${S} changed while it was taken: ${moved}`);
+    }
+    const verifyUnchanged = async (): Promise<void> => {
+      const now = await ploop.snapshotList(dd, S);
+      const nowStamps = await Promise.all(now.map((e) => stampOf(e.guid, e.file)));
+      const change = describeChange(stamps, nowStamps);
+      if (change !== null) {
+        throw new FrozenChainChangedError(`container ${ct}: frozen chain of snapshot ${S} changed during the backup: ${change} (another tool rewrote the disk; the backup is not consistent)`);
+      }
+    };
+    signal?.throwIfAborted();
+    const value = await fn({ snapshotGuid: S, descriptorPath: dd, chain, verifyUnchanged });
+    await verifyUnchanged();
+    outcome = { ok: true, value };
+  } catch (error) {
+    outcome = { ok: false, error };
+  }
+  await mergeBack(ctx, dd, S, outcome.ok ? undefined : outcome.error);
+  if (!outcome.ok) throw outcome.error;
+  return outcome.value;
+}
+
+/** snapshot-delete S; on failure keep the journal entry and throw SnapshotMergeError. */
+async function mergeBack(ctx: FrozenDiskContext, dd: string, S: string, earlier: unknown): Promise<void> {
+  const { ct, ploop, journal, log } = ctx;
+  try {
+    await journal.setState(S, "merging");
+  } catch (error) {
+    // The entry still says "snapshot-taken", which recovery treats the same way.
+    log(`container ${ct}: ${errorLine(error)}`);
+  }
+  let result: "deleted" | "absent";
+  try {
+    result = await ploop.snapshotDelete(dd, S);
+  } catch (error) {
+    const also = earlier === undefined ? "" : `; the backup had failed too: ${errorLine(earlier)}`;
+    throw new SnapshotMergeError(
+      `container ${ct}: backup snapshot ${S} could not be merged back into ${dd} (${errorLine(error)}); it is left in place and the next ploopvault run retries the merge${also}`,
+      S,
+      earlier === undefined ? error : earlier,
+    );
+  }
+  if (result === "absent") log(`container ${ct}: snapshot ${S} was already gone from ${dd} (merged by someone else?)`);
+  else log(`container ${ct}: snapshot ${S} merged back`);
+  await journal.remove(S);
+}
+
+// ---------------------------------------------------------------------------
+// Recovery (ploop.md 3.10)
+
+export type RecoveryAction =
+  /** Descriptor no longer exists (container destroyed/moved): entry dropped. */
+  | "descriptor-gone"
+  /** S is not in the descriptor (merged, or never created): entry dropped. */
+  | "already-merged"
+  /** snapshot-delete succeeded: entry dropped. */
+  | "merged"
+  /** snapshot-delete failed with "image in use", flags cleared with check -d, retried: entry dropped. */
+  | "merged-after-clearing-in-use"
+  /** Another ploop operation holds the disk: entry kept for the next run. */
+  | "locked"
+  /** The run that made S (or a ploop process working on S) is still alive: entry kept. */
+  | "in-progress"
+  /** Could not recover; entry kept. */
+  | "failed"
+  /** Journal file unreadable: left in place for the admin. */
+  | "corrupt-entry"
+  /** A stale DiskDescriptor.xml.tmp beside a journaled descriptor was removed. */
+  | "removed-stale-tmp";
+
+export interface RecoveryReport {
+  ct: string;
+  snapshotGuid: string;
+  action: RecoveryAction;
+  detail: string;
+}
+
+export interface RecoverOptions {
+  /** util-linux flock, used to test DiskDescriptor.xml.lck. Default "flock". */
+  flockBin?: string;
+  /** How long to wait for a ploop process still working on S (after we were killed). Default 120 s. */
+  waitForPloopMs?: number;
+}
+
+/** Linux USER_HZ: /proc/<pid>/stat start times are in these ticks (100 on every Linux ABI). */
+const USER_HZ = 100;
+
+/** Start time of a live process in ms since the epoch, or null if it does not exist. */
+async function processStartMs(pid: number): Promise<number | null> {
+  try {
+    const statText = await readFile(`/proc/${pid}/stat`, "utf8");
+    // comm may contain spaces and parentheses: fields start after the last ")".
+    const fields = statText.slice(statText.lastIndexOf(")") + 2).split(" ");
+    const startTicks = Number(fields[19]); // field 22 overall
+    const procStat = await readFile("/proc/stat", "utf8");
+    const btime = Number(/^btime (\d+)$/m.exec(procStat)?.[1]);
+    if (!Number.isFinite(startTicks) || !Number.isFinite(btime)) return null;
+    return btime * 1000 + (startTicks * 1000) / USER_HZ;
+  } catch {
+    return null;
+  }
+}
+
+/** Is the process that wrote this entry still running (same pid, started before the entry)? */
+async function ownerAlive(entry: JournalEntry): Promise<boolean> {
+  if (entry.host !== hostname()) return false;
+  const started = await processStartMs(entry.pid);
+  if (started === null) return false;
+  // btime is whole seconds: allow 2 s of slack. A process started after the entry
+  // is a recycled pid, not the writer.
+  return started <= Date.parse(entry.startedAt) + 2000;
+}
+
+/** Pids of processes (other than us) whose command line mentions this GUID. */
+async function processesMentioning(guid: string): Promise<number[]> {
+  const needle = guid.toLowerCase().replace(/[{}]/g, "");
+  let names: string[];
+  try {
+    names = await readdir("/proc");
+  } catch {
+    return [];
+  }
+  const found: number[] = [];
+  for (const name of names) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      const cmd = (await readFile(`/proc/${name}/cmdline`, "latin1")).toLowerCase();
+      if (cmd.includes(needle) && /ploop/.test(cmd)) found.push(Number(name));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return found;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Whether the image's header says "in use" (m_DiskInUse at 0x2C == "Ynot"). */
+export async function imageMarkedInUse(path: string): Promise<boolean> {
+  const fh = await open(path, "r");
+  try {
+    const buf = Buffer.alloc(64);
+    const { bytesRead } = await fh.read(buf, 0, 64, 0);
+    return bytesRead >= 0x30 && buf.readUInt32LE(0x2c) === DISK_IN_USE;
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Remove DiskDescriptor.xml.tmp beside `descriptorPath` unless a ploop operation holds
+ * DiskDescriptor.xml.lck (then the .tmp may be its work in progress). The removal runs
+ * under that lock (flock -n), so no ploop operation can start in between.
+ */
+export async function removeStaleDescriptorTmp(descriptorPath: string, flockBin = "flock"): Promise<"removed" | "none" | "busy"> {
+  const tmp = `${descriptorPath}.tmp`;
+  const lck = `${descriptorPath}.lck`;
+  try {
+    await stat(tmp);
+  } catch {
+    return "none";
+  }
+  try {
+    await stat(lck);
+  } catch {
+    // No lock file: no ploop operation has run here, nobody can hold it.
+    const r = await execa("rm", ["-f", "--", tmp], { reject: false });
+    return r.failed ? "busy" : "removed";
+  }
+  const r = await execa(flockBin, ["-n", "-E", "75", lck, "rm", "-f", "--", tmp], { reject: false, stdin: "ignore" });
+  if (r.exitCode === 75) return "busy";
+  if (r.failed) {
+    const why = r.code === "ENOENT" ? `"${flockBin}" not found (install util-linux)` : errorLine(r.stderr || r.shortMessage);
+    throw new PloopvaultError(`cannot test ${lck}: ${why}`);
+  }
+  return "removed";
+}
+
+/**
+ * Finish every snapshot our journal knows about (ploop.md 3.10). Never touches snapshots
+ * that are not in the journal. Returns one report per entry (plus .tmp clean-ups).
+ */
+export async function recoverInterrupted(journal: SnapshotJournal, ploop: PloopCli, log: (line: string) => void, options: RecoverOptions = {}): Promise<RecoveryReport[]> {
+  const flockBin = options.flockBin ?? "flock";
+  const waitForPloopMs = options.waitForPloopMs ?? 120_000;
+  const reports: RecoveryReport[] = [];
+  const report = (r: RecoveryReport): void => {
+    reports.push(r);
+    const warn = r.action === "descriptor-gone" || r.action === "failed" || r.action === "locked" || r.action === "corrupt-entry";
+    log(`${warn ? "warning: " : ""}recovery: container ${r.ct}: snapshot ${r.snapshotGuid}: ${r.action}: ${r.detail}`);
+  };
+
+  await journal.removeStaleTemps();
+  const { entries, corrupt } = await journal.list();
+  for (const c of corrupt) {
+    report({ ct: "?", snapshotGuid: "?", action: "corrupt-entry", detail: `journal file ${c.file} is unreadable (${c.reason}); left in place, check it by hand` });
+  }
+
+  for (const entry of entries) {
+    const { ct, snapshotGuid: S } = entry;
+    const dd = entry.descriptorPath;
+    if (await ownerAlive(entry)) {
+      report({ ct, snapshotGuid: S, action: "in-progress", detail: `process ${entry.pid} that took it (at ${entry.startedAt}) is still running` });
+      continue;
+    }
+    // If our run was SIGKILLed while ploop ran, that ploop child may still be working
+    // on S (or may have died with us). Let it finish before judging the descriptor.
+    const deadline = Date.now() + waitForPloopMs;
+    let busy = await processesMentioning(S);
+    while (busy.length > 0 && Date.now() < deadline) {
+      await sleep(200);
+      busy = await processesMentioning(S);
+    }
+    if (busy.length > 0) {
+      report({ ct, snapshotGuid: S, action: "in-progress", detail: `ploop process ${busy.join(", ")} is still working on it` });
+      continue;
+    }
+
+    let outcome: Outcome;
+    try {
+      outcome = await recoverOne(entry, journal, ploop);
+    } catch (error) {
+      if (error instanceof PloopBinaryNotFoundError) throw error;
+      outcome = { action: "failed", detail: `${errorLine(error)}; entry kept` };
+    }
+    report({ ct, snapshotGuid: S, ...outcome });
+    if (outcome.action === "descriptor-gone") continue;
+    try {
+      const tmp = await removeStaleDescriptorTmp(dd, flockBin);
+      if (tmp === "removed") report({ ct, snapshotGuid: S, action: "removed-stale-tmp", detail: `removed leftover ${dd}.tmp` });
+    } catch (error) {
+      log(`recovery: container ${ct}: ${errorLine(error)}`);
+    }
+  }
+  return reports;
+}
+
+type Outcome = { action: RecoveryAction; detail: string };
+
+async function recoverOne(entry: JournalEntry, journal: SnapshotJournal, ploop: PloopCli): Promise<Outcome> {
+  const { snapshotGuid: S, descriptorPath: dd } = entry;
+  const drop = async (action: RecoveryAction, detail: string): Promise<Outcome> => {
+    await journal.remove(S);
+    return { action, detail };
+  };
+
+  let descriptor: DiskDescriptor;
+  try {
+    descriptor = await readDescriptorFile(dd);
+  } catch (error) {
+    if (errnoCode(error) === "ENOENT") return drop("descriptor-gone", `${dd} no longer exists; entry dropped`);
+    return { action: "failed", detail: `${errorLine(error)}; entry kept` };
+  }
+  if (!descriptor.images.some((i) => i.guid === S)) {
+    return drop("already-merged", entry.state === "snapshot-pending" ? `not in ${dd} (never created, or already merged); entry dropped` : `not in ${dd} any more (already merged); entry dropped`);
+  }
+  if (descriptor.topGuid === S || S === TOP_GUID) {
+    // Cannot happen with our GUIDs; deleting the top would discard data.
+    return { action: "failed", detail: `${S} is the top image of ${dd}; refusing to delete it, entry kept` };
+  }
+
+  const deleteOnce = async (): Promise<"deleted" | "absent"> => ploop.snapshotDelete(dd, S);
+  try {
+    const r = await deleteOnce();
+    return drop(r === "deleted" ? "merged" : "already-merged", r === "deleted" ? `ploop snapshot-delete merged it back into ${dd}` : `ploop says it no longer exists in ${dd}; entry dropped`);
+  } catch (error) {
+    if (error instanceof PloopBinaryNotFoundError) throw error;
+    if (!(error instanceof PloopCommandError)) return { action: "failed", detail: `${errorLine(error)}; entry kept` };
+    if (isLockFailure(error)) return { action: "locked", detail: `${errorLine(error)}; entry kept, the next run retries` };
+    if (error.ploopExitCode !== PLOOP_EXIT.OPEN) return { action: "failed", detail: `${errorLine(error)}; entry kept` };
+  }
+
+  // Exit 4 "Image is in use": an offline merge was interrupted and left the in-use flag
+  // on an image (ploop.md 3.10). Clearing it is only safe when no kernel has the disk open.
+  let device: string | null;
+  try {
+    device = await ploop.mountedDevice(dd);
+  } catch (error) {
+    return { action: "failed", detail: `image in use and cannot tell whether ${dd} is mounted (${errorLine(error)}); entry kept` };
+  }
+  if (device !== null) {
+    return { action: "failed", detail: `ploop reports an image in use while ${dd} is mounted on ${device}; not touching a running disk, entry kept` };
+  }
+  const chain = chainFor(descriptor);
+  const dirty: string[] = [];
+  for (const image of chain) {
+    if (image.type === "Plain") continue;
+    const path = absoluteImagePath(dd, image.file);
+    try {
+      if (await imageMarkedInUse(path)) dirty.push(path);
+    } catch (error) {
+      return { action: "failed", detail: `cannot read the header of ${path} (${errnoCode(error)}); entry kept` };
+    }
+  }
+  if (dirty.length === 0) {
+    return { action: "failed", detail: `ploop snapshot-delete says an image is in use, but no image of ${dd} is marked in use; entry kept` };
+  }
+  try {
+    for (const path of dirty) await ploop.clearInUse(path);
+    const r = await deleteOnce();
+    return drop(
+      r === "deleted" ? "merged-after-clearing-in-use" : "already-merged",
+      `cleared the in-use flag of ${dirty.join(", ")} (interrupted offline merge) and ${r === "deleted" ? "merged it back" : "found it gone"}`,
+    );
+  } catch (error) {
+    if (error instanceof PloopBinaryNotFoundError) throw error;
+    if (error instanceof PloopCommandError && isLockFailure(error)) return { action: "locked", detail: `${errorLine(error)}; entry kept, the next run retries` };
+    return { action: "failed", detail: `after clearing the in-use flag of ${dirty.join(", ")}: ${errorLine(error)}; entry kept` };
+  }
+}
