@@ -325,6 +325,13 @@ case "$cmd" in
     [[ $# -eq 2 ]] || usage
     if [[ -d "$2" ]]; then
       d=$(cd "$2" && pwd -P)
+      # delete only what this script created: a marked ceph.conf, or nothing but its skeleton
+      if ! grep -qs "^# throwaway single-node cluster written by scripts/rgw.sh" "$d/ceph.conf"; then
+        for f in "$d"/* "$d"/.[!.]*; do
+          [[ -e "$f" ]] || continue
+          case "${f##*/}" in run | log | mon | osd | rgw) ;; *) die "$d does not look like a directory made by '$0 start'; not deleting it" ;; esac
+        done
+      fi
       stop_daemons "$d"
       rm -rf -- "$d"
     fi

@@ -14,7 +14,7 @@ export interface ChunkerParams {
 }
 
 /** Default average chunk size; see docs/chunking.md for the measurement behind it. */
-export const DEFAULT_AVG_CHUNK = 1 << 20;
+export const DEFAULT_AVG_CHUNK = 256 << 10;
 
 /** min = avg/4, max = avg*4: the FastCDC paper's normalized-chunking ranges. */
 export function chunkerParamsForAverage(avgSize: number): ChunkerParams {

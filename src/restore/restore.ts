@@ -54,8 +54,14 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function refuseExisting(target: string, force: boolean): Promise<void> {
+/** Refuse an existing target (unless forced) and create the target's parent directories. */
+async function prepareTarget(target: string, force: boolean): Promise<void> {
   if (!force && (await exists(target))) throw new PloopvaultError(`restore target ${target} already exists (use --force to replace it)`);
+  try {
+    await mkdir(dirname(target), { recursive: true });
+  } catch (error) {
+    throw new PloopvaultError(`cannot create the directory of restore target ${target}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
+  }
 }
 
 function partialName(target: string): string {
@@ -96,7 +102,7 @@ async function writeFully(fh: FileHandle, data: Buffer, position: number): Promi
 /** Sparse raw disk image at `target`. */
 export async function restoreRaw(repo: Repository, ref: BackupRef, manifest: Manifest, target: string, force: boolean, options: RestoreOptions): Promise<RestoreResult> {
   const started = performance.now();
-  await refuseExisting(target, force);
+  await prepareTarget(target, force);
   const temp = partialName(target);
   const fh = await openForWrite(temp);
   try {
@@ -177,7 +183,7 @@ export async function restoreToStream(repo: Repository, ref: BackupRef, manifest
 /** PATH/root.hdd (ploop v2) + PATH/DiskDescriptor.xml (+ the saved container config). */
 export async function restorePloop(repo: Repository, ref: BackupRef, manifest: Manifest, target: string, force: boolean, options: RestoreOptions): Promise<RestoreResult> {
   const started = performance.now();
-  await refuseExisting(target, force);
+  await prepareTarget(target, force);
   const { logicalBytes, clusterBytes } = manifest.metadata.disk;
   const temp = partialName(target);
   await mkdir(temp, { recursive: false }).catch((error: unknown) => {

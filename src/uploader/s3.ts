@@ -337,11 +337,17 @@ export class S3Store implements ObjectStore {
         const bytes = await response.Body.transformToByteArray();
         const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
         if (response.ContentLength !== undefined && body.length !== response.ContentLength) {
-          throw Object.assign(new Error(`body truncated: got ${body.length} of ${response.ContentLength} bytes`), { code: "ECONNRESET" });
+          if (attempt < this.maxAttempts) continue;
+          throw new StoreError(
+            "io",
+            `cannot read ${this.location}/${key} at ${this.endpointName}: body cut short (${body.length} of ${response.ContentLength} bytes), ${attempt} attempts`,
+            { key },
+          );
         }
         if (range !== undefined && body.length > range.length) return body.subarray(0, range.length); // server ignored the range end
         return body;
       } catch (error) {
+        if (error instanceof StoreError) throw error;
         if (attempt < this.maxAttempts && networkCode(error) !== undefined) continue;
         throw this.storeError(error, "read", key);
       }
