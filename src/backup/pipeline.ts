@@ -44,6 +44,12 @@ export interface BackupOptions {
   readBlockBytes?: number;
   signal?: AbortSignal;
   onProgress?: (progress: BackupProgress) => void;
+  /**
+   * Called after every chunk and side file is stored, right before the manifest is
+   * written; throwing here aborts the backup without a manifest (used by the prune
+   * protocol: a backup whose registration may have lapsed must not publish).
+   */
+  beforeManifest?: () => Promise<void>;
 }
 
 export interface BackupResult {
@@ -190,6 +196,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
     entries,
   };
   checkAbort();
+  await options.beforeManifest?.();
   const object = await repo.putManifest(manifest);
   await cache.remember(ref, object);
   return { manifest, stats };
