@@ -1,22 +1,35 @@
-import { resolve } from "node:path";
-import { Command, Option } from "commander";
 import { availableParallelism } from "node:os";
+import { join, resolve } from "node:path";
+import { Command, Option } from "commander";
+import { listContainers, resolveContainers, type ContainerInfo } from "../backup/containers.js";
 import { defaultContainerId, findContainerConfig, readDescriptorBytes } from "../backup/disk-source.js";
+import { SnapshotJournal } from "../backup/journal.js";
 import { backupDisk } from "../backup/pipeline.js";
-import { PloopvaultError, UsageError } from "../errors.js";
+import { backupContainers, resultOf, type ContainerResult } from "../backup/run.js";
+import { recoverInterrupted } from "../backup/snapshot-lifecycle.js";
+import { EXIT_PARTIAL, PloopvaultError, UsageError } from "../errors.js";
 import { openLogicalDisk } from "../ploop/disk.js";
+import { PloopCli } from "../ploop/driver.js";
 import { ManifestCache } from "../repository/known-chunks.js";
 import { validateName } from "../repository/layout.js";
+import type { Repository } from "../repository/repository.js";
 import { formatBytes, formatSeconds } from "../util/format.js";
+import { acquireHostLock } from "../util/host-lock.js";
 import { addCommonOptions, defaultHost, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
 
 interface BackupOptions extends GlobalOptions {
+  all?: boolean;
   disk?: string;
   name?: string;
   host: string;
   time?: string;
   uploadConcurrency: number;
   threads: number;
+  parallel: number;
+  privateRoot: string;
+  ploopBin: string;
+  vzlistBin: string;
+  lockWait: number;
 }
 
 function parseThreads(value: string): number {
@@ -25,49 +38,140 @@ function parseThreads(value: string): number {
   return n;
 }
 
+function parseSeconds(name: string): (value: string) => number {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < 0) throw new UsageError(`${name} must be a number of seconds >= 0, got "${value}"`);
+    return n;
+  };
+}
+
 export function backupCommand(): Command {
   return addCommonOptions(new Command("backup"))
-    .description("back up a ploop disk (--disk DiskDescriptor.xml of a stopped container)")
-    .option("--disk <path>", "DiskDescriptor.xml of a ploop disk to back up, read directly (container must be stopped)")
+    .description("back up containers (snapshot, read the frozen disk, merge back) or one ploop disk")
+    .argument("[ctid...]", "containers to back up (resolved with vzlist, else <private-root>/<CTID>)")
+    .option("--all", "back up every container found (vzlist -a, else <private-root>/*/root.hdd)")
+    .option("--disk <path>", "DiskDescriptor.xml of a ploop disk to read directly (stopped container, no snapshot)")
     .option("--name <ct>", "container id recorded for --disk (default: the descriptor's folder's parent name)")
+    .addOption(new Option("--private-root <dir>", "where container private areas live").default("/vz/private"))
+    .addOption(new Option("--ploop-bin <path>", "ploop command line to drive").env("PLOOPVAULT_PLOOP").default("ploop"))
+    .addOption(new Option("--vzlist-bin <path>", "vzlist binary (the private root is scanned if it is missing)").default("vzlist"))
     .addOption(new Option("--host <name>", "host name recorded in the backup").default(defaultHost()))
     .option("--time <iso8601>", "record this time instead of now (imports, tests)")
+    .addOption(new Option("--parallel <n>", "containers backed up at the same time").default(1).argParser(parsePositiveInt("--parallel")))
     .addOption(new Option("--upload-concurrency <n>", "parallel uploads").default(8).argParser(parsePositiveInt("--upload-concurrency")))
     .addOption(new Option("--threads <n>", "worker threads for hashing and compression (0 = main thread only)").default(availableParallelism()).argParser(parseThreads))
-    .addHelpText("after", "\nExamples:\n  ploopvault backup --repo /srv/backup --disk /vz/private/101/root.hdd/DiskDescriptor.xml\n")
-    .action(async (options: BackupOptions) => {
+    .addOption(new Option("--lock-wait <seconds>", "how long to wait for another ploopvault run on this host").default(600).argParser(parseSeconds("--lock-wait")))
+    .addHelpText(
+      "after",
+      "\nExamples:\n  ploopvault backup --repo s3://backups/node1 --all\n  ploopvault backup --repo /srv/backup 101 102 --parallel 2\n  ploopvault backup --repo /srv/backup --disk /vz/private/101/root.hdd/DiskDescriptor.xml\n",
+    )
+    .action(async (ctids: string[], options: BackupOptions) => {
       const out = new Output(options);
-      if (options.disk === undefined) throw new UsageError("nothing to back up: give --disk PATH/DiskDescriptor.xml");
-      const time = options.time === undefined ? new Date() : new Date(options.time);
-      if (Number.isNaN(time.getTime())) throw new UsageError(`--time: "${options.time}" is not an ISO 8601 time`);
-      const descriptorPath = resolve(options.disk);
-      const ct = validateName("container id", options.name ?? defaultContainerId(descriptorPath));
-      const repo = await openRepository(options);
+      const modes = [ctids.length > 0, options.all === true, options.disk !== undefined].filter(Boolean).length;
+      if (modes !== 1) throw new UsageError("give container ids, --all, or --disk PATH/DiskDescriptor.xml (exactly one of them)");
+      if (options.name !== undefined && options.disk === undefined) throw new UsageError("--name only applies to --disk");
+      for (const ct of ctids) validateName("container id", ct);
+      const time = options.time === undefined ? null : new Date(options.time);
+      if (time !== null && Number.isNaN(time.getTime())) throw new UsageError(`--time: "${options.time}" is not an ISO 8601 time`);
+
+      // Overlapping cron runs on one host: the second waits, then gives up with exit 4.
+      const lock = await acquireHostLock(join(options.stateDir, "run.lock"), { waitSeconds: options.lockWait });
+      const abort = new AbortController();
+      const onSignal = (signal: NodeJS.Signals): void => {
+        if (!abort.signal.aborted) out.warn(`${signal} received: stopping, merging snapshots back, writing no manifest`);
+        abort.abort(new PloopvaultError(`interrupted by ${signal}`));
+      };
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
       try {
-        const disk = await openLogicalDisk(descriptorPath);
-        try {
-          if (disk.inUseImages.length > 0) {
-            throw new PloopvaultError(`${disk.inUseImages[0]}: image is marked in use (container running, or not shut down cleanly); back up a running container by CTID so a snapshot is taken, or run "ploop check" on a stopped one`);
-          }
-          const result = await backupDisk(repo, ManifestCache.forRepository(repo, options.stateDir), {
-            disk,
-            ct,
-            descriptorXml: await readDescriptorBytes(descriptorPath),
-            containerConfig: await findContainerConfig(descriptorPath),
-            snapshotGuid: null,
-            sourceFormatVersion: disk.formatVersion,
-          }, { host: options.host, time, workerThreads: options.threads, uploadConcurrency: options.uploadConcurrency });
-          const { metadata } = result.manifest;
-          const s = result.stats;
-          if (out.json) {
-            out.jsonResult({ ct, backup: metadata.id, status: "ok", logicalBytes: metadata.disk.logicalBytes, readBytes: s.readBytes, dataBytes: s.dataBytes, holeBytes: s.holeBytes, chunks: s.chunks, newChunks: s.newChunks, newBytesStored: s.newBytesStored, seconds: s.seconds });
-          }
-          out.info(`backup ${ct}/${metadata.id}: ${formatBytes(metadata.disk.logicalBytes)} disk, ${formatBytes(s.readBytes)} read, ${s.newChunks} new of ${s.chunks} chunks (${formatBytes(s.newBytesStored)} stored) in ${formatSeconds(s.seconds)}`);
-        } finally {
-          await disk.close();
+        if (options.disk !== undefined) {
+          await backupDirectDisk(options, out, time, abort.signal);
+          return;
         }
+        const ploop = new PloopCli({ bin: options.ploopBin, log: (line) => out.debug(line) });
+        const journal = new SnapshotJournal(options.stateDir);
+        // Whatever a crashed or killed run left behind is cleaned up before anything else.
+        const recovered = await recoverInterrupted(journal, ploop, (line) => out.info(line));
+        for (const r of recovered) out.info(`recovery: container ${r.ct}, snapshot ${r.snapshotGuid}: ${r.action} (${r.detail})`);
+        const discovery = { vzlistBin: options.vzlistBin, privateRoot: options.privateRoot, log: (line: string) => out.debug(line) };
+        const containers: ContainerInfo[] = options.all ? await listContainers(discovery) : await resolveContainers(ctids, discovery);
+        if (containers.length === 0) throw new PloopvaultError(`no containers found (vzlist "${options.vzlistBin}" or ${options.privateRoot}/*/root.hdd/DiskDescriptor.xml)`);
+        const repo = await openRepository(options);
+        let results: ContainerResult[];
+        try {
+          results = await backupContainers(containers, {
+            repo,
+            cache: ManifestCache.forRepository(repo, options.stateDir),
+            ploop,
+            journal,
+            host: options.host,
+            time,
+            workerThreads: options.threads,
+            uploadConcurrency: options.uploadConcurrency,
+            parallel: options.parallel,
+            signal: abort.signal,
+            log: (line) => out.info(line),
+            onResult: (r) => report(out, r),
+          });
+        } finally {
+          await repo.close();
+        }
+        const failed = results.filter((r) => r.status !== "ok");
+        if (abort.signal.aborted) throw abort.signal.reason instanceof Error ? abort.signal.reason : new PloopvaultError("interrupted");
+        if (failed.length === 0) return;
+        const summary = failed.map((r) => `${r.ct}: ${r.error ?? "failed"}`).join("; ");
+        if (failed.length === results.length) throw new PloopvaultError(failed.length === 1 ? `backup of container ${summary}` : `all ${failed.length} backups failed: ${summary}`);
+        throw new PloopvaultError(`${failed.length} of ${results.length} backups failed: ${summary}`, { exitCode: EXIT_PARTIAL });
       } finally {
-        await repo.close();
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
+        await lock.release();
       }
     });
 }
+
+function report(out: Output, r: ContainerResult): void {
+  if (out.json) out.jsonResult(r);
+  if (r.status === "ok") {
+    out.info(`backup ${r.ct}/${r.backup}: ${formatBytes(r.logicalBytes ?? 0)} disk, ${formatBytes(r.readBytes ?? 0)} read, ${r.newChunks} new of ${r.chunks} chunks (${formatBytes(r.newBytesStored ?? 0)} stored) in ${formatSeconds(r.seconds)}`);
+  } else {
+    out.info(`backup of container ${r.ct} FAILED: ${r.error ?? "unknown error"}`);
+  }
+}
+
+/** --disk: the disk of a stopped container, read directly without a snapshot. */
+async function backupDirectDisk(options: BackupOptions, out: Output, time: Date | null, signal: AbortSignal): Promise<void> {
+  const descriptorPath = resolve(options.disk!);
+  const ct = validateName("container id", options.name ?? defaultContainerId(descriptorPath));
+  const repo: Repository = await openRepository(options);
+  try {
+    const disk = await openLogicalDisk(descriptorPath);
+    try {
+      if (disk.inUseImages.length > 0) {
+        throw new PloopvaultError(
+          `${disk.inUseImages[0]}: image is marked in use (container running, or not shut down cleanly); back up a running container by CTID so a snapshot is taken, or run "ploop check" on a stopped one`,
+        );
+      }
+      const result = await backupDisk(
+        repo,
+        ManifestCache.forRepository(repo, options.stateDir),
+        {
+          disk,
+          ct,
+          descriptorXml: await readDescriptorBytes(descriptorPath),
+          containerConfig: await findContainerConfig(descriptorPath),
+          snapshotGuid: null,
+          sourceFormatVersion: disk.formatVersion,
+        },
+        { host: options.host, time: time ?? new Date(), workerThreads: options.threads, uploadConcurrency: options.uploadConcurrency, signal },
+      );
+      report(out, resultOf(ct, result, null));
+    } finally {
+      await disk.close();
+    }
+  } finally {
+    await repo.close();
+  }
+}
+

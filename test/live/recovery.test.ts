@@ -1,0 +1,232 @@
+/**
+ * recoverInterrupted() against states produced by the real ploop 1.15 (offline):
+ * a snapshot left behind, an offline merge SIGKILLed halfway (image left "in use"),
+ * a stale DiskDescriptor.xml.tmp, a LOCK, a ploop still running, a live owner.
+ */
+import { execa } from "execa";
+import { copyFile, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { newSnapshotGuid, SnapshotJournal } from "../../src/backup/journal.js";
+import { imageMarkedInUse, recoverInterrupted, type RecoveryReport } from "../../src/backup/snapshot-lifecycle.js";
+import { PloopCli } from "../../src/ploop/driver.js";
+import { openLogicalDisk } from "../../src/ploop/disk.js";
+import { writeClusterToTop } from "../helpers/delta-writer.js";
+import { ploopCheck } from "../helpers/ploop-tool.js";
+import { fillTop, filesIn, holdFlock, makeDisk, PLOOP_OFFLINE, readCluster, realPloop, scratch, script, tagCluster, TOP, writeCrashedEntry } from "./fixtures.js";
+
+let dir: string;
+let cleanup: () => Promise<void>;
+let journal: SnapshotJournal;
+/** Where the disk lives (the journal's state dir is a sibling). */
+let diskDir: string;
+let lines: string[];
+const log = (l: string): void => void lines.push(l);
+
+beforeEach(async () => {
+  ({ dir, cleanup } = await scratch("recovery"));
+  journal = new SnapshotJournal(join(dir, "state"));
+  diskDir = join(dir, "disk");
+  await mkdir(diskDir);
+  lines = [];
+});
+afterEach(async () => {
+  await cleanup();
+});
+
+function actions(reports: RecoveryReport[]): string[] {
+  return reports.map((r) => r.action);
+}
+
+describe("recoverInterrupted", () => {
+  it("merges a snapshot left behind, keeps data written since, and leaves foreign snapshots alone", async () => {
+    const ctDisk = join(dir, "101", "root.hdd");
+    await mkdir(ctDisk, { recursive: true });
+    const dd = await makeDisk(ctDisk);
+    const ploop = realPloop();
+    await writeClusterToTop(dd, 3, tagCluster("BASE", 3, 65536));
+    // An admin's own snapshot below ours: not in our journal, must survive.
+    const admin = newSnapshotGuid();
+    await ploop.snapshot(dd, admin);
+    await writeClusterToTop(dd, 4, tagCluster("ADMIN", 4, 65536));
+    const S = newSnapshotGuid();
+    await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: S, state: "snapshot-pending" });
+    await ploop.snapshot(dd, S);
+    await journal.setState(S, "snapshot-taken"); // keeps the crashed pid
+    await writeClusterToTop(dd, 5, tagCluster("AFTER", 5, 65536));
+    await writeClusterToTop(dd, 3, tagCluster("AFTER", 3, 65536));
+
+    const reports = await recoverInterrupted(journal, ploop, log);
+    expect(reports).toEqual([{ ct: "101", snapshotGuid: S, action: "merged", detail: `ploop snapshot-delete merged it back into ${dd}` }]);
+    expect(lines).toEqual([`recovery: container 101: snapshot ${S}: merged: ploop snapshot-delete merged it back into ${dd}`]);
+    expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
+    const chain = await ploop.snapshotList(dd, TOP);
+    expect(chain.map((c) => c.guid)).toEqual([TOP, admin]);
+
+    const disk = await openLogicalDisk(dd);
+    try {
+      expect((await readCluster(disk, 3)).equals(tagCluster("AFTER", 3, 65536))).toBe(true);
+      expect((await readCluster(disk, 4)).equals(tagCluster("ADMIN", 4, 65536))).toBe(true);
+      expect((await readCluster(disk, 5)).equals(tagCluster("AFTER", 5, 65536))).toBe(true);
+    } finally {
+      await disk.close();
+    }
+  });
+
+  it("drops entries whose snapshot is not in the descriptor, or whose descriptor is gone", async () => {
+    const dd = await makeDisk(diskDir);
+    const xml = await readFile(dd, "utf8");
+    const never = newSnapshotGuid();
+    const merged = newSnapshotGuid();
+    const gone = newSnapshotGuid();
+    await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: never, state: "snapshot-pending" });
+    await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: merged, state: "merging" });
+    await writeCrashedEntry(journal, { ct: "999", descriptorPath: join(dir, "gone", "DiskDescriptor.xml"), snapshotGuid: gone, state: "snapshot-taken" });
+    const reports = await recoverInterrupted(journal, realPloop(), log);
+    const byGuid = new Map(reports.map((r) => [r.snapshotGuid, r]));
+    expect(byGuid.get(never)).toEqual({ ct: "101", snapshotGuid: never, action: "already-merged", detail: `not in ${dd} (never created, or already merged); entry dropped` });
+    expect(byGuid.get(merged)).toEqual({ ct: "101", snapshotGuid: merged, action: "already-merged", detail: `not in ${dd} any more (already merged); entry dropped` });
+    expect(byGuid.get(gone)).toEqual({ ct: "999", snapshotGuid: gone, action: "descriptor-gone", detail: `${join(dir, "gone", "DiskDescriptor.xml")} no longer exists; entry dropped` });
+    expect(lines.filter((l) => l.startsWith("warning: "))).toHaveLength(1);
+    expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
+    expect(await readFile(dd, "utf8")).toBe(xml);
+  });
+
+  it("finishes an offline merge that was SIGKILLed halfway (image left in use)", async () => {
+    // 1 MiB clusters and a 320 MiB delta: the merge takes ~1 s, long enough to kill it.
+    const dd = await makeDisk(diskDir, { size: "512M", clusterSectors: 2048 });
+    const ploop = realPloop();
+    const MiB = 1 << 20;
+    await writeClusterToTop(dd, 0, tagCluster("BASE", 0, MiB));
+    await writeClusterToTop(dd, 400, tagCluster("BASE", 400, MiB));
+    const S = newSnapshotGuid();
+    await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: S, state: "snapshot-pending" });
+    await ploop.snapshot(dd, S);
+    const frozenImage = (await ploop.snapshotList(dd, S))[0]!.file;
+    await fillTop(dd, 0, 320, "DELTA");
+    await journal.setState(S, "merging");
+
+    // Our run dies mid-merge and takes ploop with it (process group kill).
+    const merge = execa(PLOOP_OFFLINE, ["snapshot-delete", "-u", S, dd], { reject: false });
+    const t0 = Date.now();
+    while (!(await imageMarkedInUse(frozenImage))) {
+      if (Date.now() - t0 > 10_000) throw new Error("merge never marked the image in use");
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    await new Promise((r) => setTimeout(r, 150));
+    merge.kill("SIGKILL");
+    const killed = await merge;
+    expect(killed.signal).toBe("SIGKILL");
+    // What 1.15 leaves: descriptor unchanged (S still there), S's image "in use", the .tmp.
+    expect(await readFile(dd, "utf8")).toContain(S);
+    expect(await imageMarkedInUse(frozenImage)).toBe(true);
+    expect(await filesIn(diskDir)).toContain("DiskDescriptor.xml.tmp");
+    // A plain re-run of the merge fails with "image in use" (exit 4).
+    await expect(ploop.snapshotDelete(dd, S)).rejects.toThrow(/image in use or cannot be opened \(exit 4\)/);
+
+    const reports = await recoverInterrupted(journal, ploop, log);
+    expect(reports.map((r) => [r.action, r.detail])).toEqual([
+      ["merged-after-clearing-in-use", `cleared the in-use flag of ${frozenImage} (interrupted offline merge) and merged it back`],
+    ]);
+    expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
+    expect((await ploop.snapshotList(dd, TOP)).map((c) => c.guid)).toEqual([TOP]);
+    expect(await filesIn(diskDir)).toEqual(["DiskDescriptor.xml", "DiskDescriptor.xml.lck", "root.hds"]);
+    const chk = await ploopCheck(join(diskDir, "root.hds"));
+    expect(chk.output).toBe("");
+    expect(chk.exitCode).toBe(0);
+    const disk = await openLogicalDisk(dd);
+    try {
+      expect(disk.allocatedClusters).toBe(321);
+      for (const c of [0, 1, 100, 319]) expect((await readCluster(disk, c)).equals(tagCluster("DELTA", c, MiB))).toBe(true);
+      expect((await readCluster(disk, 400)).equals(tagCluster("BASE", 400, MiB))).toBe(true);
+      expect((await readCluster(disk, 320)).equals(Buffer.alloc(MiB))).toBe(true);
+    } finally {
+      await disk.close();
+    }
+  });
+
+  it("removes a stale DiskDescriptor.xml.tmp, but not while a ploop operation holds the lock", async () => {
+    const dd = await makeDisk(diskDir);
+    const ploop = realPloop();
+    // A successful ploop operation leaves DiskDescriptor.xml.lck behind (as on real hosts).
+    await ploop.snapshotList(dd, TOP);
+    await copyFile(dd, `${dd}.tmp`);
+    const S1 = newSnapshotGuid();
+    await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: S1, state: "merging" });
+    const release = await holdFlock(`${dd}.lck`);
+    try {
+      expect(actions(await recoverInterrupted(journal, ploop, log))).toEqual(["already-merged"]);
+    } finally {
+      await release();
+    }
+    expect(await filesIn(diskDir)).toContain("DiskDescriptor.xml.tmp");
+
+    const S2 = newSnapshotGuid();
+    await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: S2, state: "merging" });
+    const reports = await recoverInterrupted(journal, ploop, log);
+    expect(reports).toEqual([
+      { ct: "101", snapshotGuid: S2, action: "already-merged", detail: `not in ${dd} any more (already merged); entry dropped` },
+      { ct: "101", snapshotGuid: S2, action: "removed-stale-tmp", detail: `removed leftover ${dd}.tmp` },
+    ]);
+    expect(await filesIn(diskDir)).toEqual(["DiskDescriptor.xml", "DiskDescriptor.xml.lck", "root.hds"]);
+  });
+
+  it("keeps the entry when the disk stays locked (fake ploop exiting 23)", async () => {
+    const dd = await makeDisk(diskDir);
+    const S = newSnapshotGuid();
+    await realPloop().snapshot(dd, S);
+    await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: S, state: "snapshot-taken" });
+    const fake = await script(dir, "fake-ploop", `echo "Error in do_lock (lock.c:132): The ${dd}.lck is locked: Resource temporarily unavailable" >&2\nexit 23`);
+    const reports = await recoverInterrupted(journal, new PloopCli({ bin: fake, lockRetries: 1, lockRetryDelayMs: 10 }), log);
+    expect(reports).toEqual([
+      {
+        ct: "101",
+        snapshotGuid: S,
+        action: "locked",
+        detail: `ploop snapshot-delete on ${dd}: disk is locked by another ploop operation (exit 23): Error in do_lock (lock.c:132): The ${dd}.lck is locked: Resource temporarily unavailable; entry kept, the next run retries`,
+      },
+    ]);
+    expect((await journal.list()).entries.map((e) => e.snapshotGuid)).toEqual([S]);
+    // The next run, with the lock gone, finishes it.
+    expect(actions(await recoverInterrupted(journal, realPloop(), log))).toEqual(["merged"]);
+  });
+
+  it("waits for a ploop process still working on the snapshot, and skips entries of a live run", async () => {
+    const dd = await makeDisk(diskDir);
+    const S = newSnapshotGuid();
+    await realPloop().snapshot(dd, S);
+    await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: S, state: "merging" });
+    // Stand-in for an orphaned `ploop snapshot-delete -u S` that outlived our killed run.
+    const orphan = execa("sh", ["-c", "sleep 1.5", "ploop", "snapshot-delete", "-u", S, dd], { reject: false });
+    await new Promise((r) => setTimeout(r, 100));
+    const short = await recoverInterrupted(journal, realPloop(), log, { waitForPloopMs: 300 });
+    expect(short).toEqual([{ ct: "101", snapshotGuid: S, action: "in-progress", detail: `ploop process ${orphan.pid} is still working on it` }]);
+    const t0 = Date.now();
+    expect(actions(await recoverInterrupted(journal, realPloop(), log, { waitForPloopMs: 10_000 }))).toEqual(["merged"]);
+    expect(Date.now() - t0).toBeGreaterThan(800);
+    await orphan;
+
+    // An entry of a run that is still alive (here: this process) is not touched.
+    const S2 = newSnapshotGuid();
+    await realPloop().snapshot(dd, S2);
+    await journal.record({ ct: "101", descriptorPath: dd, snapshotGuid: S2, state: "snapshot-taken" });
+    expect(await recoverInterrupted(journal, realPloop(), log)).toEqual([
+      { ct: "101", snapshotGuid: S2, action: "in-progress", detail: expect.stringMatching(new RegExp(`^process ${process.pid} that took it \\(at .*\\) is still running$`)) as unknown as string },
+    ]);
+    expect(await readFile(dd, "utf8")).toContain(S2);
+  });
+
+  it("reports corrupt journal files and carries on", async () => {
+    const dd = await makeDisk(diskDir);
+    const S = newSnapshotGuid();
+    await realPloop().snapshot(dd, S);
+    await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: S, state: "snapshot-taken" });
+    const bad = join(journal.dir, "0000aaaa-0000-4000-8000-00000000000f.json");
+    await writeFile(bad, "{not json");
+    const reports = await recoverInterrupted(journal, realPloop(), log);
+    expect(actions(reports)).toEqual(["corrupt-entry", "merged"]);
+    expect(reports[0]!.detail).toMatch(new RegExp(`^journal file ${bad} is unreadable \\(not valid JSON.*\\); left in place, check it by hand$`));
+    expect((await stat(bad)).isFile()).toBe(true);
+    await rm(bad);
+  });
+});
