@@ -44,19 +44,29 @@ export default async function setup(project: TestProject): Promise<() => Promise
   let server: TestS3Server | undefined;
   const started = Date.now();
   const corpusPromise = prepareCorpus();
-  if (external !== null) {
-    project.provide("s3", external);
-  } else {
-    server = await startTestS3();
-    if (verbose) process.stderr.write(`test S3 server (Ceph RGW) at ${server.endpoint} started in ${((Date.now() - started) / 1000).toFixed(1)} s (${server.dir})\n`);
-    const { endpoint, accessKeyId, secretAccessKey, region } = server;
-    project.provide("s3", { endpoint, accessKeyId, secretAccessKey, region });
+  try {
+    if (external !== null) {
+      project.provide("s3", external);
+    } else {
+      server = await startTestS3();
+      if (verbose) process.stderr.write(`test S3 server (Ceph RGW) at ${server.endpoint} started in ${((Date.now() - started) / 1000).toFixed(1)} s (${server.dir})\n`);
+      const { endpoint, accessKeyId, secretAccessKey, region } = server;
+      project.provide("s3", { endpoint, accessKeyId, secretAccessKey, region });
+    }
+    const corpus = await corpusPromise;
+    if (verbose) process.stderr.write(`corpus ready in ${((Date.now() - started) / 1000).toFixed(1)} s (${corpus.dir})\n`);
+    project.provide("corpus", { dir: corpus.dir, cts: corpus.cts, flatSha256: corpus.flatSha256, flatDir: corpus.flatDir });
+    return async () => {
+      await server?.stop();
+      await rm(corpus.base, { recursive: true, force: true });
+    };
+  } catch (error) {
+    // a failed setup gets no teardown: stop what did start
+    await server?.stop().catch(() => undefined);
+    await corpusPromise.then(
+      (corpus) => rm(corpus.base, { recursive: true, force: true }),
+      () => undefined,
+    );
+    throw error;
   }
-  const corpus = await corpusPromise;
-  if (verbose) process.stderr.write(`corpus ready in ${((Date.now() - started) / 1000).toFixed(1)} s (${corpus.dir})\n`);
-  project.provide("corpus", { dir: corpus.dir, cts: corpus.cts, flatSha256: corpus.flatSha256, flatDir: corpus.flatDir });
-  return async () => {
-    await server?.stop();
-    await rm(corpus.base, { recursive: true, force: true });
-  };
 }

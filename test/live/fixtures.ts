@@ -1,6 +1,6 @@
 /** Shared helpers of the live (real ploop) lifecycle tests. */
 import { execa } from "execa";
-import { chmod, mkdtemp, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SnapshotJournal, type JournalEntry, type JournalState } from "../../src/backup/journal.js";
@@ -24,6 +24,7 @@ export function realPloop(extra: { lockRetries?: number } = {}): PloopCli {
 
 /** A fresh v2 disk made by ploop itself: DIR/root.hds + DIR/DiskDescriptor.xml. */
 export async function makeDisk(dir: string, options: { size?: string; clusterSectors?: number } = {}): Promise<string> {
+  await mkdir(dir, { recursive: true });
   return ploopInit(join(dir, "root.hds"), { size: options.size ?? "64M", version: 2, clusterSectors: options.clusterSectors ?? 128 });
 }
 
