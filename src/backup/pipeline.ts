@@ -14,12 +14,15 @@ import { chunkKey, DESCRIPTOR_NAME, newBackupId, validateName } from "../reposit
 import type { ManifestCache } from "../repository/known-chunks.js";
 import type { Repository } from "../repository/repository.js";
 import { TaskLimiter } from "../util/limiter.js";
+import { planBackup, type PreviousBackup } from "./plan.js";
 import { TOOL_NAME, TOOL_VERSION } from "../version.js";
 import { InlineChunkProcessor, type ChunkProcessor } from "./chunk-processor.js";
 import { WorkerChunkProcessor } from "./worker-processor.js";
 
 export interface BackupSource {
   disk: LogicalDisk;
+  /** Incremental: the previous backup and what was written since its snapshot; null = full read. */
+  previous?: (PreviousBackup & { backupId: string; snapshotGuid: string }) | null;
   ct: string;
   /** DiskDescriptor.xml as read at backup time (stored beside the manifest). */
   descriptorXml: Buffer;
@@ -74,7 +77,6 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
   const entries: ManifestEntry[] = [];
   const stats: BackupStats = { readBytes: 0, dataBytes: 0, holeBytes: 0, chunks: 0, newChunks: 0, newBytesStored: 0, seconds: 0 };
   const runs = disk.allocatedRuns();
-  const totalBytes = runs.reduce((sum, r) => sum + r.length, 0);
   const block = alignedBlockSize(options.readBlockBytes ?? DEFAULT_READ_BLOCK, disk.clusterBytes);
   const buffers = [Buffer.allocUnsafe(block), Buffer.allocUnsafe(block)];
   const checkAbort = (): void => {
@@ -115,51 +117,57 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
   };
 
 
-  let logical = 0;
+  const plan = planBackup(runs, disk.sizeBytes, source.previous ?? null);
+  const toRead = plan.reduce((sum, seg) => sum + (seg.kind === "read" ? seg.length : 0), 0);
   let readSoFar = 0;
   try {
-    for (const run of runs) {
-      if (run.offset > logical) {
-        entries.push({ kind: "hole", offset: logical, length: run.offset - logical });
-        stats.holeBytes += run.offset - logical;
+    for (const segment of plan) {
+      if (segment.kind === "hole") {
+        entries.push({ ...segment });
+        stats.holeBytes += segment.length;
+        continue;
       }
+      if (segment.kind === "reuse") {
+        entries.push({ ...segment.entry });
+        stats.chunks++;
+        stats.reusedChunks = (stats.reusedChunks ?? 0) + 1;
+        stats.dataBytes += segment.entry.length;
+        continue;
+      }
+      // A read segment starts at a possible cut point: a fresh chunker, exactly as a full
+      // chunking of the run would be at that point.
       const chunker = new StreamChunker(params);
-      let chunkStart = run.offset;
-      const runEnd = run.offset + run.length;
+      let chunkStart = segment.offset;
+      const segEnd = segment.offset + segment.length;
       // A read ahead that fails after we stopped waiting for it must not become unhandled.
       const readAhead = (at: number, buf: Buffer): Promise<Buffer> => {
-        const view = buf.subarray(0, Math.min(block, runEnd - at));
+        const view = buf.subarray(0, Math.min(block, segEnd - at));
         const p = disk.read(at, view).then(() => view);
         p.catch(() => undefined);
         return p;
       };
       // One read ahead: block k+1 is being read while block k is chunked.
       let which = 0;
-      let pending: Promise<Buffer> | null = readAhead(run.offset, buffers[which]!);
-      for (let at = run.offset; at < runEnd; at += block) {
+      let pending: Promise<Buffer> | null = readAhead(segment.offset, buffers[which]!);
+      for (let at = segment.offset; at < segEnd; at += block) {
         checkAbort();
         const data: Buffer = await pending!;
         const next = at + block;
         which ^= 1;
-        pending = next < runEnd ? readAhead(next, buffers[which]!) : null;
+        pending = next < segEnd ? readAhead(next, buffers[which]!) : null;
         for (const chunk of chunker.push(data)) {
           await handleChunk(chunkStart, chunk);
           chunkStart += chunk.length;
         }
         readSoFar += data.length;
-        options.onProgress?.({ readBytes: readSoFar, totalBytes, newBytesStored: stats.newBytesStored });
+        options.onProgress?.({ readBytes: readSoFar, totalBytes: toRead, newBytesStored: stats.newBytesStored });
       }
       const last = chunker.finish();
       if (last) {
         await handleChunk(chunkStart, last);
         chunkStart += last.length;
       }
-      if (chunkStart !== runEnd) throw new Error(`internal error: chunks of run at ${run.offset} end at ${chunkStart}, run ends at ${runEnd}`);
-      logical = runEnd;
-    }
-    if (disk.sizeBytes > logical) {
-      entries.push({ kind: "hole", offset: logical, length: disk.sizeBytes - logical });
-      stats.holeBytes += disk.sizeBytes - logical;
+      if (chunkStart !== segEnd) throw new Error(`internal error: chunks of segment at ${segment.offset} end at ${chunkStart}, segment ends at ${segEnd}`);
     }
     await processing.drain();
     await uploads.drain();
@@ -190,6 +198,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
         imageFiles: [...disk.imagePaths],
       },
       files: { descriptor: DESCRIPTOR_NAME, config: source.containerConfig?.name ?? null },
+      incremental: source.previous ? { baseBackup: source.previous.backupId, baseSnapshotGuid: source.previous.snapshotGuid } : null,
       stats,
       entryCount: entries.length,
     },

@@ -53,6 +53,8 @@ export interface BackupStats {
   /** Bytes of newly stored chunk objects (compressed). */
   newBytesStored: number;
   seconds: number;
+  /** Incremental backups: chunk references taken unread from the previous backup. */
+  reusedChunks?: number;
 }
 
 export interface ManifestMetadata {
@@ -75,6 +77,8 @@ export interface ManifestMetadata {
   };
   /** Extra per-backup objects stored beside the manifest (names under backups/<ct>/<id>/). */
   files: { descriptor: string; config: string | null };
+  /** Set when the backup reused the unchanged part of a previous backup (read only what changed). */
+  incremental?: { baseBackup: string; baseSnapshotGuid: string } | null;
   stats: BackupStats;
   entryCount: number;
 }

@@ -49,6 +49,12 @@ export interface LogicalDisk {
   readonly allocatedClusters: number;
   /** Maximal runs of consecutive clusters allocated in ANY image of the chain, ascending. Never includes holes. */
   allocatedRuns(): DataRun[];
+  /**
+   * One byte per virtual cluster, 1 where an image above the image of `guid` (up to the
+   * chosen top) holds the cluster: exactly what was written after that snapshot. null if
+   * `guid` is not in this chain.
+   */
+  clustersWrittenAbove(guid: string): Uint8Array | null;
   /** Fill target with logical bytes starting at offset (holes read as zeros). */
   read(offset: number, target: Uint8Array): Promise<void>;
   /** Bytes actually read from image files so far. */
@@ -196,6 +202,14 @@ export async function openLogicalDisk(descriptorPath: string, options: OpenLogic
         runs.push({ offset, length: Math.min(i * clusterBytes, sizeBytes) - offset });
       }
       return runs;
+    },
+    clustersWrittenAbove(guid: string): Uint8Array | null {
+      const g = normaliseGuid(guid);
+      const k = images.findIndex((image) => image.guid === g);
+      if (k < 0) return null;
+      const written = new Uint8Array(clusterCount);
+      for (let i = 0; i < clusterCount; i++) if (owner[i]! > k + 1) written[i] = 1;
+      return written;
     },
     read,
     get bytesRead(): number {

@@ -1,18 +1,34 @@
 /**
- * Stored chunk objects. Version 1: byte 0 = 0x01 (zstd, unencrypted), then one zstd
- * frame of the plain chunk. The chunk id is the SHA-256 of the plain content, so every
- * decode re-hashes and refuses content that does not match its name.
+ * Stored chunk objects and chunk ids, for both kinds of repository.
+ *
+ * Unencrypted (format 0x01): byte 0 = 0x01, then one zstd frame of the plain chunk; the
+ * id is SHA-256(plain).
+ * Encrypted (format 0x02): the sealed envelope of src/crypto/aead.ts (0x02, nonce,
+ * ciphertext, tag) whose plaintext is the 0x01 object above (compression before
+ * encryption), bound to the chunk's object name; the id is HMAC-SHA256(idKey, plain), so
+ * object names reveal nothing about the content while equal chunks still deduplicate.
+ *
+ * Every decode authenticates (encrypted), decompresses with a bound and re-computes the
+ * id: content that does not match its name is reported as corruption naming the chunk.
  */
-import { createHash } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
+import { open, seal, SEALED_CHUNK } from "../crypto/aead.js";
+import { AuthenticationFailure } from "../crypto/errors.js";
+import type { DataKeys } from "../crypto/keys.js";
 import { IntegrityError } from "../errors.js";
 import { zstdCompress, zstdDecompressBounded } from "../util/zstd.js";
+import type { ChunkIdSet } from "./chunk-id-set.js";
+import { chunkKey } from "./layout.js";
 
 export const CHUNK_FORMAT_ZSTD = 0x01;
+export const CHUNK_FORMAT_ENCRYPTED = SEALED_CHUNK;
 
+/** SHA-256 id of an unencrypted repository's chunk. */
 export function chunkId(plain: Uint8Array): Buffer {
   return createHash("sha256").update(plain).digest();
 }
 
+/** The unencrypted (0x01) chunk object. */
 export function encodeChunk(plain: Uint8Array, compressionLevel: number): Buffer {
   const frame = zstdCompress(plain, compressionLevel);
   const out = Buffer.allocUnsafe(1 + frame.length);
@@ -21,20 +37,108 @@ export function encodeChunk(plain: Uint8Array, compressionLevel: number): Buffer
   return out;
 }
 
-/** Decode and verify; `maxBytes` bounds the decompressed size (the chunker's max). */
+/** Decode and verify an unencrypted chunk; `maxBytes` bounds the decompressed size (the chunker's max). */
 export function decodeChunk(object: Uint8Array, expectedIdHex: string, maxBytes: number): Buffer {
-  if (object.length < 1 || object[0] !== CHUNK_FORMAT_ZSTD) {
-    throw new IntegrityError(`chunk ${expectedIdHex}: unknown chunk format ${object.length < 1 ? "(empty object)" : `0x${object[0]!.toString(16)}`}`);
-  }
-  let plain: Buffer;
-  try {
-    plain = zstdDecompressBounded(object.subarray(1), maxBytes);
-  } catch (error) {
-    throw new IntegrityError(`chunk ${expectedIdHex}: cannot be decompressed (${error instanceof Error ? error.message : String(error)})`);
-  }
+  const plain = decompressChunk(object, expectedIdHex, maxBytes);
   const actual = chunkId(plain).toString("hex");
   if (actual !== expectedIdHex) {
     throw new IntegrityError(`chunk ${expectedIdHex}: content does not match its id (corrupted object, hash ${actual.slice(0, 16)}...)`);
   }
   return plain;
+}
+
+function decompressChunk(object: Uint8Array, expectedIdHex: string, maxBytes: number): Buffer {
+  if (object.length < 1 || object[0] !== CHUNK_FORMAT_ZSTD) {
+    throw new IntegrityError(`chunk ${expectedIdHex}: unknown chunk format ${object.length < 1 ? "(empty object)" : `0x${object[0]!.toString(16)}`}`);
+  }
+  try {
+    return zstdDecompressBounded(object.subarray(1), maxBytes);
+  } catch (error) {
+    throw new IntegrityError(`chunk ${expectedIdHex}: cannot be decompressed (${error instanceof Error ? error.message : String(error)})`);
+  }
+}
+
+/**
+ * What a chunk codec needs; plain data (structured-cloneable) so worker threads get it
+ * through workerData. `keys` is key material: never log it.
+ */
+export interface ChunkCodecSpec {
+  compressionLevel: number;
+  keys: DataKeys | null;
+}
+
+/** Ids, encoding and decoding of one repository's chunks. */
+export class ChunkCodec {
+  private readonly dataKey: Buffer | null;
+  private readonly idKey: Buffer | null;
+
+  constructor(readonly spec: ChunkCodecSpec) {
+    this.dataKey = spec.keys === null ? null : Buffer.from(spec.keys.dataKey);
+    this.idKey = spec.keys === null ? null : Buffer.from(spec.keys.idKey);
+  }
+
+  get encrypted(): boolean {
+    return this.dataKey !== null;
+  }
+
+  /** A copy of the spec for a worker thread (own buffers, nothing else of the heap). */
+  workerSpec(): ChunkCodecSpec {
+    const keys = this.spec.keys === null ? null : { dataKey: new Uint8Array(this.spec.keys.dataKey), idKey: new Uint8Array(this.spec.keys.idKey) };
+    return { compressionLevel: this.spec.compressionLevel, keys };
+  }
+
+  /** The chunk's id: SHA-256, or HMAC-SHA256 under the id key in an encrypted repository. */
+  id(plain: Uint8Array): Buffer {
+    return this.idKey === null ? chunkId(plain) : createHmac("sha256", this.idKey).update(plain).digest();
+  }
+
+  /** The object to store for `plain`, whose id is `id` (computed if not given). */
+  encode(plain: Uint8Array, id?: Uint8Array): Buffer {
+    const inner = encodeChunk(plain, this.spec.compressionLevel);
+    if (this.dataKey === null) return inner;
+    const idHex = Buffer.from(id ?? this.id(plain)).toString("hex");
+    return seal(this.dataKey, SEALED_CHUNK, chunkKey(idHex), inner);
+  }
+
+  /** Authenticate, decompress (bounded by `maxBytes`) and verify a stored chunk. */
+  decode(object: Uint8Array, expectedIdHex: string, maxBytes: number): Buffer {
+    if (this.dataKey === null) return decodeChunk(object, expectedIdHex, maxBytes);
+    if (object.length < 1 || object[0] !== CHUNK_FORMAT_ENCRYPTED) {
+      throw new IntegrityError(`chunk ${expectedIdHex}: not an encrypted chunk (format ${object.length < 1 ? "(empty object)" : `0x${object[0]!.toString(16)}`})`);
+    }
+    let inner: Buffer;
+    try {
+      inner = open(this.dataKey, SEALED_CHUNK, chunkKey(expectedIdHex), object);
+    } catch (error) {
+      if (error instanceof AuthenticationFailure) throw new IntegrityError(`chunk ${expectedIdHex}: ${error.message}`);
+      throw error;
+    }
+    const plain = decompressChunk(inner, expectedIdHex, maxBytes);
+    if (this.id(plain).toString("hex") !== expectedIdHex) {
+      throw new IntegrityError(`chunk ${expectedIdHex}: content does not match its id`);
+    }
+    return plain;
+  }
+
+  /** True when `object` has the format this codec writes (a guard against mixing kinds). */
+  isOwnFormat(object: Uint8Array): boolean {
+    return object[0] === (this.encrypted ? CHUNK_FORMAT_ENCRYPTED : CHUNK_FORMAT_ZSTD);
+  }
+}
+
+/**
+ * Chunk ids mean something only in their repository's id space (SHA-256, or HMAC under
+ * that repository's key). The known set that ManifestCache.knownChunks() returns carries
+ * its repository's codec, so chunk processors built from that set compute ids and
+ * objects the way the repository requires without the pipeline handling key material.
+ */
+const codecOfSet = new WeakMap<ChunkIdSet, ChunkCodec>();
+
+export function attachChunkCodec(set: ChunkIdSet, codec: ChunkCodec): ChunkIdSet {
+  codecOfSet.set(set, codec);
+  return set;
+}
+
+export function attachedChunkCodec(set: ChunkIdSet): ChunkCodec | undefined {
+  return codecOfSet.get(set);
 }

@@ -1,6 +1,10 @@
 /**
  * The repository config object: identity, format version and the parameters every
- * client must use identically (chunking, compression). Written once by `init`.
+ * client must use identically (chunking, compression), plus the encryption header of an
+ * encrypted repository (docs/encryption.md). Written once by `init`; always plaintext
+ * JSON. An encrypted repository's config holds no key: keys live in keys/<id>, and the
+ * header's keyCheck (an HMAC over the canonical config under a key derived from the
+ * master key) authenticates the config's parameters once a key is unlocked.
  */
 import { randomBytes } from "node:crypto";
 import { PloopvaultError } from "../errors.js";
@@ -17,7 +21,41 @@ export interface RepositoryConfig {
   chunker: ChunkerParams;
   compression: { algorithm: "zstd"; level: number };
   /** null for an unencrypted repository. */
-  encryption: null;
+  encryption: EncryptionConfig | null;
+}
+
+export const ENCRYPTION_SCHEME = "ploopvault-aead-v1";
+
+/** The encryption header (no key material: keys are in keys/<id>). */
+export interface EncryptionConfig {
+  /** AES-256-GCM envelopes, HMAC-SHA256 chunk ids, HKDF-SHA256 subkeys, scrypt-wrapped keys. */
+  scheme: typeof ENCRYPTION_SCHEME;
+  cipher: "aes-256-gcm";
+  chunkId: "hmac-sha256";
+  subkeys: "hkdf-sha256";
+  /** HMAC-SHA256(checkKey, canonicalConfig(config)), 64 hex. */
+  keyCheck: string;
+}
+
+export function newEncryptionConfig(keyCheck: string): EncryptionConfig {
+  return { scheme: ENCRYPTION_SCHEME, cipher: "aes-256-gcm", chunkId: "hmac-sha256", subkeys: "hkdf-sha256", keyCheck };
+}
+
+/**
+ * Every config field that matters, in a fixed order, as the text the keyCheck MACs
+ * (everything but keyCheck itself). A field added to the config must be added here.
+ */
+export function canonicalConfig(config: RepositoryConfig): string {
+  const { chunker, compression, encryption } = config;
+  return JSON.stringify([
+    config.format,
+    config.version,
+    config.id,
+    config.created,
+    [chunker.algorithm, chunker.minSize, chunker.avgSize, chunker.maxSize],
+    [compression.algorithm, compression.level],
+    encryption === null ? null : [encryption.scheme, encryption.cipher, encryption.chunkId, encryption.subkeys],
+  ]);
 }
 
 export function newRepositoryConfig(chunker: ChunkerParams, compressionLevel: number, created: Date): RepositoryConfig {
@@ -64,5 +102,14 @@ function validateConfig(value: unknown, where: string): asserts value is Reposit
   if (c.compression?.algorithm !== "zstd" || typeof level !== "number" || !Number.isInteger(level) || level < -7 || level > 22) {
     throw new PloopvaultError(`${where}: bad compression settings`);
   }
-  if (c.encryption !== null) throw new PloopvaultError(`${where}: encrypted repositories are not supported by this ploopvault`);
+  if (c.encryption !== null) validateEncryption(c.encryption, where);
+}
+
+function validateEncryption(value: unknown, where: string): void {
+  const e = value as Partial<EncryptionConfig> | null | undefined;
+  if (typeof e !== "object" || e === null) throw new PloopvaultError(`${where}: missing encryption header (null for an unencrypted repository)`);
+  if (e.scheme !== ENCRYPTION_SCHEME || e.cipher !== "aes-256-gcm" || e.chunkId !== "hmac-sha256" || e.subkeys !== "hkdf-sha256") {
+    throw new PloopvaultError(`${where}: encryption scheme ${JSON.stringify(e.scheme)} is not supported by this ploopvault (supports ${ENCRYPTION_SCHEME})`);
+  }
+  if (typeof e.keyCheck !== "string" || !/^[0-9a-f]{64}$/.test(e.keyCheck)) throw new PloopvaultError(`${where}: bad encryption keyCheck`);
 }

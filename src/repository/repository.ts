@@ -1,43 +1,112 @@
 /**
  * A repository: an ObjectStore plus the layout and formats on top of it. Knows nothing
  * about ploop; stages above it (backup, restore, prune) speak in chunks and manifests.
+ *
+ * Encrypted repositories (docs/encryption.md) are handled here and nowhere above: chunk
+ * ids and chunk objects come from `chunkCodec`; manifests and per-backup side files are
+ * sealed on the way in and opened (authenticated) on the way out, so callers always see
+ * plaintext encodings. getManifestObject() returns the plain "PVMF" manifest encoding;
+ * getStoredManifestObject() the object exactly as stored (what a local cache keeps).
  */
-import { IntegrityError, PloopvaultError } from "../errors.js";
+import { hostname, userInfo } from "node:os";
+import { open, seal, SEALED_FILE, SEALED_MANIFEST } from "../crypto/aead.js";
+import { AuthenticationFailure, WrongPasswordError } from "../crypto/errors.js";
+import { createKeyFile, decodeKeyFile, encodeKeyFile, keyObjectName, KEYS_PREFIX, parseKeyObjectName, unwrapMasterKey, type KeyFile } from "../crypto/key-file.js";
+import { deriveKeys, keyCheckMatches, keyCheckValue, newMasterKey, type RepositoryKeys } from "../crypto/keys.js";
+import { PASSWORD_ENV, passwordProvider, type PasswordProvider } from "../crypto/password.js";
+import { IntegrityError, PloopvaultError, UsageError } from "../errors.js";
 import { decodeManifest, encodeManifest, type Manifest } from "../manifest/format.js";
 import { isNotFound, StoreError, type ObjectStore } from "../uploader/store.js";
 import { chunkKey, CONFIG_KEY, BACKUPS_PREFIX, backupPrefix, manifestKey, parseManifestKey, validateName } from "./layout.js";
-import { decodeConfig, encodeConfig, type RepositoryConfig } from "./config.js";
-import { decodeChunk, encodeChunk } from "./chunk-codec.js";
+import { canonicalConfig, decodeConfig, encodeConfig, newEncryptionConfig, type RepositoryConfig } from "./config.js";
+import { ChunkCodec } from "./chunk-codec.js";
 
 export interface BackupRef {
   ct: string;
   id: string;
 }
 
+/** Who made a key object (plaintext in keys/<id>, shown by `key list`). */
+export interface KeyOwner {
+  host: string;
+  user: string;
+}
+
+export interface InitOptions {
+  /** Encrypt: a new random master key, wrapped in a first key object under this password. */
+  password?: string;
+  owner?: KeyOwner;
+  /** scrypt cost of the key object (default kdf.ts DEFAULT_SCRYPT). */
+  kdfCost?: { N: number; r: number; p: number };
+}
+
+export interface OpenOptions {
+  /** The password of an encrypted repository (default: PLOOPVAULT_PASSWORD or a terminal prompt). */
+  password?: PasswordProvider;
+}
+
+interface Unlocked {
+  master: Buffer;
+  keys: RepositoryKeys;
+  /** The key object whose password unlocked the repository. */
+  keyId: string;
+}
+
 export class Repository {
+  /** Ids and objects of this repository's chunks (SHA-256 / zstd, or HMAC / sealed). */
+  readonly chunkCodec: ChunkCodec;
+
   private constructor(
     readonly store: ObjectStore,
     readonly config: RepositoryConfig,
-  ) {}
+    private unlocked: Unlocked | null,
+  ) {
+    const keys = unlocked === null ? null : { dataKey: unlocked.keys.dataKey, idKey: unlocked.keys.idKey };
+    this.chunkCodec = new ChunkCodec({ compressionLevel: config.compression.level, keys });
+  }
 
   get location(): string {
     return this.store.location;
   }
 
-  /** Create a new repository; refuses if a config already exists. */
-  static async init(store: ObjectStore, config: RepositoryConfig): Promise<Repository> {
-    try {
-      await store.put(CONFIG_KEY, encodeConfig(config), { ifAbsent: true });
-    } catch (error) {
-      if (error instanceof StoreError && error.kind === "exists") {
-        throw new PloopvaultError(`a repository already exists at ${store.location}`);
-      }
-      throw error;
-    }
-    return new Repository(store, config);
+  get encrypted(): boolean {
+    return this.unlocked !== null;
   }
 
-  static async open(store: ObjectStore): Promise<Repository> {
+  /** The key object that unlocked this (encrypted) repository. */
+  get keyId(): string | null {
+    return this.unlocked?.keyId ?? null;
+  }
+
+  /** Create a new repository; refuses if a config already exists. */
+  static async init(store: ObjectStore, config: RepositoryConfig, options: InitOptions = {}): Promise<Repository> {
+    if (options.password === undefined) {
+      await putConfig(store, config);
+      return new Repository(store, config, null);
+    }
+    if (config.encryption !== null) throw new Error("Repository.init: pass an unencrypted config and a password");
+    if ((await store.stat(CONFIG_KEY)) !== null) throw new PloopvaultError(`a repository already exists at ${store.location}`);
+    const master = newMasterKey();
+    const keys = deriveKeys(master, config.id);
+    const draft: RepositoryConfig = { ...config, encryption: newEncryptionConfig("0".repeat(64)) };
+    const encrypted: RepositoryConfig = { ...config, encryption: newEncryptionConfig(keyCheckValue(keys.checkKey, canonicalConfig(draft))) };
+    const key = await createKeyFile(master, options.password, config.id, { ...(options.owner ?? defaultKeyOwner()), created: new Date() }, options.kdfCost);
+    // The key first: a config is never visible without a key that opens it.
+    await store.put(keyObjectName(key.id), encodeKeyFile(key), { ifAbsent: true });
+    try {
+      await putConfig(store, encrypted);
+    } catch (error) {
+      await store.delete([keyObjectName(key.id)]).catch(() => undefined);
+      throw error;
+    }
+    return new Repository(store, encrypted, { master, keys, keyId: key.id });
+  }
+
+  /**
+   * Open a repository; an encrypted one is unlocked with the password (tried against
+   * every key object). A wrong password is a WrongPasswordError (exit 5).
+   */
+  static async open(store: ObjectStore, options: OpenOptions = {}): Promise<Repository> {
     let body: Buffer;
     try {
       body = await store.get(CONFIG_KEY);
@@ -47,18 +116,48 @@ export class Repository {
       }
       throw error;
     }
-    return new Repository(store, decodeConfig(body, `${store.location}/${CONFIG_KEY}`));
+    const config = decodeConfig(body, `${store.location}/${CONFIG_KEY}`);
+    const password = options.password ?? passwordProvider({});
+    if (config.encryption === null) {
+      // A replaced config must not silently turn an encrypted repository into a plaintext one.
+      if (password.given) {
+        throw new UsageError(`repository ${store.location} is not encrypted, but a password was given (${PASSWORD_ENV} or --password-file): unset it to use an unencrypted repository`);
+      }
+      return new Repository(store, config, null);
+    }
+    const keyFiles = await loadKeyFiles(store);
+    if (keyFiles.length === 0) throw new PloopvaultError(`repository ${store.location} is encrypted but has no key objects under ${KEYS_PREFIX}`);
+    const secret = await password.get(`repository ${store.location} is encrypted`);
+    for (const key of keyFiles) {
+      if (key.repository !== config.id) continue;
+      const master = await unwrapMasterKey(key, secret, config.id);
+      if (master === null) continue;
+      const keys = deriveKeys(master, config.id);
+      if (!keyCheckMatches(keys.checkKey, canonicalConfig(config), config.encryption.keyCheck)) {
+        throw new IntegrityError(`${store.location}/${CONFIG_KEY}: does not match the repository key (the config was modified, or ${keyObjectName(key.id)} belongs to another repository)`);
+      }
+      return new Repository(store, config, { master, keys, keyId: key.id });
+    }
+    throw new WrongPasswordError(`wrong password for repository ${store.location} (no key object under ${KEYS_PREFIX} accepts it)`);
+  }
+
+  /** The id of a plain chunk in this repository (SHA-256, or HMAC-SHA256 when encrypted). */
+  chunkId(plain: Uint8Array): Buffer {
+    return this.chunkCodec.id(plain);
   }
 
   encodeChunk(plain: Uint8Array): Buffer {
-    return encodeChunk(plain, this.config.compression.level);
+    return this.chunkCodec.encode(plain);
   }
 
   async putChunkObject(idHex: string, object: Uint8Array): Promise<void> {
+    if (!this.chunkCodec.isOwnFormat(object)) {
+      throw new Error(`internal error: refusing to store chunk ${idHex} in format 0x${(object[0] ?? 0).toString(16)} in ${this.encrypted ? "an encrypted" : "an unencrypted"} repository`);
+    }
     await this.store.put(chunkKey(idHex), object);
   }
 
-  /** Fetch, decompress and verify one chunk; names the backup in errors if given. */
+  /** Fetch, authenticate, decompress and verify one chunk; names the backup in errors if given. */
   async getChunk(idHex: string, context?: BackupRef): Promise<Buffer> {
     const where = context ? ` (backup ${context.ct}/${context.id})` : "";
     let object: Buffer;
@@ -69,7 +168,7 @@ export class Repository {
       throw error;
     }
     try {
-      return decodeChunk(object, idHex, this.config.chunker.maxSize);
+      return this.chunkCodec.decode(object, idHex, this.config.chunker.maxSize);
     } catch (error) {
       if (error instanceof IntegrityError) throw new IntegrityError(`${error.message}${where}`);
       throw error;
@@ -87,7 +186,8 @@ export class Repository {
     return refs.sort((a, b) => (a.ct === b.ct ? cmp(a.id, b.id) : cmp(a.ct, b.ct)));
   }
 
-  async getManifestObject(ref: BackupRef): Promise<Buffer> {
+  /** The manifest object exactly as stored (sealed in an encrypted repository). */
+  async getStoredManifestObject(ref: BackupRef): Promise<Buffer> {
     try {
       return await this.store.get(manifestKey(ref.ct, ref.id));
     } catch (error) {
@@ -96,30 +196,152 @@ export class Repository {
     }
   }
 
+  /** The plain manifest encoding of a stored manifest object (authenticated when encrypted). */
+  openManifestObject(ref: BackupRef, stored: Buffer): Buffer {
+    if (this.unlocked === null) return stored;
+    try {
+      return open(this.unlocked.keys.dataKey, SEALED_MANIFEST, manifestKey(ref.ct, ref.id), stored);
+    } catch (error) {
+      if (error instanceof AuthenticationFailure) throw new IntegrityError(`manifest of backup ${ref.ct}/${ref.id}: ${error.message}`);
+      throw error;
+    }
+  }
+
+  /** The plain manifest encoding ("PVMF" ...), for decodeManifest. */
+  async getManifestObject(ref: BackupRef): Promise<Buffer> {
+    return this.openManifestObject(ref, await this.getStoredManifestObject(ref));
+  }
+
   async loadManifest(ref: BackupRef): Promise<Manifest> {
     return decodeManifest(await this.getManifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
   }
 
   /** Store a per-backup side file (descriptor, container config). Before the manifest. */
   async putBackupFile(ref: BackupRef, name: string, body: Uint8Array): Promise<void> {
-    await this.store.put(`${backupPrefix(ref.ct, ref.id)}${validateName("file name", name)}`, body);
+    const key = `${backupPrefix(ref.ct, ref.id)}${validateName("file name", name)}`;
+    await this.store.put(key, this.unlocked === null ? body : seal(this.unlocked.keys.dataKey, SEALED_FILE, key, body));
   }
 
   async getBackupFile(ref: BackupRef, name: string): Promise<Buffer> {
-    return this.store.get(`${backupPrefix(ref.ct, ref.id)}${name}`);
+    const key = `${backupPrefix(ref.ct, ref.id)}${name}`;
+    const stored = await this.store.get(key);
+    if (this.unlocked === null) return stored;
+    try {
+      return open(this.unlocked.keys.dataKey, SEALED_FILE, key, stored);
+    } catch (error) {
+      if (error instanceof AuthenticationFailure) throw new IntegrityError(`${name} of backup ${ref.ct}/${ref.id}: ${error.message}`);
+      throw error;
+    }
   }
 
-  /** Written last: the backup becomes visible only now. Never overwrites. */
+  /**
+   * Written last: the backup becomes visible only now. Never overwrites. Returns the
+   * object as stored (sealed in an encrypted repository; give it to openManifestObject).
+   */
   async putManifest(manifest: Manifest): Promise<Buffer> {
     const { ct, id } = manifest.metadata;
-    const object = encodeManifest(manifest);
-    await this.store.put(manifestKey(ct, id), object, { ifAbsent: true });
+    const key = manifestKey(ct, id);
+    const plain = encodeManifest(manifest);
+    const object = this.unlocked === null ? plain : seal(this.unlocked.keys.dataKey, SEALED_MANIFEST, key, plain);
+    await this.store.put(key, object, { ifAbsent: true });
     return object;
+  }
+
+  // ---- key objects of an encrypted repository (keys/<id>) ----
+
+  private requireUnlocked(what: string): Unlocked {
+    if (this.unlocked === null) throw new UsageError(`${what}: repository ${this.location} is not encrypted (it has no keys)`);
+    return this.unlocked;
+  }
+
+  /** Every key object, sorted by creation time. */
+  async listKeys(): Promise<KeyFile[]> {
+    this.requireUnlocked("key list");
+    return (await loadKeyFiles(this.store)).filter((k) => k.repository === this.config.id).sort((a, b) => cmp(a.created, b.created) || cmp(a.id, b.id));
+  }
+
+  /** A new key object for `password` (another password opening the same master key). */
+  async addKey(password: string, owner: KeyOwner = defaultKeyOwner(), kdfCost?: { N: number; r: number; p: number }): Promise<KeyFile> {
+    const { master } = this.requireUnlocked("key add");
+    const key = await createKeyFile(master, password, this.config.id, { ...owner, created: new Date() }, kdfCost);
+    await this.store.put(keyObjectName(key.id), encodeKeyFile(key), { ifAbsent: true });
+    return key;
+  }
+
+  /** Resolve a key id or a unique prefix of one (at least 4 hex digits). */
+  async resolveKeyId(spec: string): Promise<string> {
+    if (!/^[0-9a-f]{4,32}$/.test(spec)) throw new UsageError(`invalid key id "${spec}": give the id (or a unique prefix of at least 4 hex digits) that "key list" shows`);
+    const matches = (await this.listKeys()).filter((k) => k.id.startsWith(spec));
+    if (matches.length === 0) throw new PloopvaultError(`no key ${spec} in ${this.location}`);
+    if (matches.length > 1) throw new UsageError(`key id prefix ${spec} is ambiguous (${matches.length} keys)`);
+    return matches[0]!.id;
+  }
+
+  /** Delete a key object; refuses the key this process unlocked with (and so the last one). */
+  async removeKey(id: string): Promise<void> {
+    const { keyId } = this.requireUnlocked("key remove");
+    if (id === keyId) throw new PloopvaultError(`refusing to remove key ${id}: it is the key this password opens (use "key passwd" to change it, or open the repository with another key's password)`);
+    await this.store.delete([keyObjectName(id)]);
+  }
+
+  /**
+   * Change the password of the key this process unlocked with: a new key object for the
+   * new password is written before the old one is deleted. The data is not re-encrypted.
+   */
+  async changePassword(password: string, kdfCost?: { N: number; r: number; p: number }): Promise<{ oldKey: string; newKey: KeyFile }> {
+    const unlocked = this.requireUnlocked("key passwd");
+    const oldKey = unlocked.keyId;
+    const previous = (await this.listKeys()).find((k) => k.id === oldKey);
+    const newKey = await this.addKey(password, previous ? { host: previous.host, user: previous.user } : defaultKeyOwner(), kdfCost);
+    await this.store.delete([keyObjectName(oldKey)]);
+    this.unlocked = { ...unlocked, keyId: newKey.id };
+    return { oldKey, newKey };
   }
 
   async close(): Promise<void> {
     await this.store.close();
   }
+}
+
+async function putConfig(store: ObjectStore, config: RepositoryConfig): Promise<void> {
+  try {
+    await store.put(CONFIG_KEY, encodeConfig(config), { ifAbsent: true });
+  } catch (error) {
+    if (error instanceof StoreError && error.kind === "exists") {
+      throw new PloopvaultError(`a repository already exists at ${store.location}`);
+    }
+    throw error;
+  }
+}
+
+/** Every readable key object; unreadable ones are skipped (another key may still open the repository). */
+async function loadKeyFiles(store: ObjectStore): Promise<KeyFile[]> {
+  const ids: string[] = [];
+  for await (const info of store.list(KEYS_PREFIX)) {
+    const id = parseKeyObjectName(info.key);
+    if (id !== null) ids.push(id);
+  }
+  const keys: KeyFile[] = [];
+  for (const id of ids.sort()) {
+    try {
+      const key = decodeKeyFile(await store.get(keyObjectName(id)), `${store.location}/${keyObjectName(id)}`);
+      if (key.id === id) keys.push(key);
+    } catch (error) {
+      if (isNotFound(error) || !(error instanceof StoreError)) continue;
+      throw error;
+    }
+  }
+  return keys;
+}
+
+export function defaultKeyOwner(): KeyOwner {
+  let user = "unknown";
+  try {
+    user = userInfo().username;
+  } catch {
+    // no passwd entry (containers): keep "unknown"
+  }
+  return { host: hostname(), user };
 }
 
 function cmp(a: string, b: string): number {

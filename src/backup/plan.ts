@@ -1,0 +1,59 @@
+/**
+ * What a backup must read: a pure plan over the logical disk, in disk order.
+ *  - full backup: every allocated run is read and chunked; gaps are holes.
+ *  - incremental: chunks of the previous backup that lie entirely in clusters nobody wrote
+ *    since its snapshot are reused as they are; only the rest of each allocated run is
+ *    read and re-chunked. The re-read segments start and end at old chunk boundaries (or
+ *    run ends), so the chunker restarts exactly where a full chunking could have cut.
+ * Allocation only grows above a snapshot (a delta cannot unallocate a lower cluster), so
+ * every old chunk lies inside one current allocated run.
+ */
+import type { ManifestEntry } from "../manifest/format.js";
+import type { DataRun } from "../ploop/disk.js";
+
+export type ChunkEntry = Extract<ManifestEntry, { kind: "chunk" }>;
+
+export type Segment =
+  | { kind: "hole"; offset: number; length: number }
+  | { kind: "reuse"; entry: ChunkEntry }
+  | { kind: "read"; offset: number; length: number };
+
+export interface PreviousBackup {
+  entries: readonly ManifestEntry[];
+  /** One byte per cluster: 1 = written since the previous backup's snapshot. */
+  written: Uint8Array;
+  clusterBytes: number;
+}
+
+export function planBackup(runs: readonly DataRun[], sizeBytes: number, previous: PreviousBackup | null): Segment[] {
+  const plan: Segment[] = [];
+  const oldChunks = previous ? previous.entries.filter((e): e is ChunkEntry => e.kind === "chunk") : [];
+  let k = 0;
+  let logical = 0;
+  for (const run of runs) {
+    if (run.offset > logical) plan.push({ kind: "hole", offset: logical, length: run.offset - logical });
+    const end = run.offset + run.length;
+    let pos = run.offset;
+    if (previous) {
+      while (k < oldChunks.length && oldChunks[k]!.offset < run.offset) k++;
+      for (; k < oldChunks.length && oldChunks[k]!.offset < end; k++) {
+        const entry = oldChunks[k]!;
+        if (entry.offset + entry.length > end || !isClean(entry, previous)) continue;
+        if (entry.offset > pos) plan.push({ kind: "read", offset: pos, length: entry.offset - pos });
+        plan.push({ kind: "reuse", entry });
+        pos = entry.offset + entry.length;
+      }
+    }
+    if (end > pos) plan.push({ kind: "read", offset: pos, length: end - pos });
+    logical = end;
+  }
+  if (sizeBytes > logical) plan.push({ kind: "hole", offset: logical, length: sizeBytes - logical });
+  return plan;
+}
+
+function isClean(entry: ChunkEntry, previous: PreviousBackup): boolean {
+  const first = Math.floor(entry.offset / previous.clusterBytes);
+  const last = Math.floor((entry.offset + entry.length - 1) / previous.clusterBytes);
+  for (let c = first; c <= last; c++) if (previous.written[c] === 1) return false;
+  return true;
+}

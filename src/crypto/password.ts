@@ -1,0 +1,107 @@
+/**
+ * Where a repository password comes from: `--password-file FILE` (env
+ * PLOOPVAULT_PASSWORD_FILE), else env PLOOPVAULT_PASSWORD, else a prompt without echo
+ * when stdin is a terminal. Without any of them a command that needs the password fails
+ * with a usage error (exit 2) instead of hanging. New passwords (`init --encrypt`,
+ * `key add`, `key passwd`) come from `--new-password-file FILE`, env
+ * PLOOPVAULT_NEW_PASSWORD, or a prompt asked twice.
+ *
+ * Passwords are never written anywhere: not to logs, not to error messages.
+ */
+import { readFile } from "node:fs/promises";
+import { PloopvaultError, UsageError } from "../errors.js";
+
+export const PASSWORD_ENV = "PLOOPVAULT_PASSWORD";
+export const PASSWORD_FILE_ENV = "PLOOPVAULT_PASSWORD_FILE";
+export const NEW_PASSWORD_ENV = "PLOOPVAULT_NEW_PASSWORD";
+
+export interface PasswordProvider {
+  /** True when a password was given (file or environment), not merely promptable. */
+  readonly given: boolean;
+  /** The password; `what` says what it is for ("repository /srv/backup is encrypted"). */
+  get(what: string): Promise<string>;
+}
+
+const HOW = `set ${PASSWORD_ENV}, use --password-file FILE, or run on a terminal`;
+
+/** Read a password file: its content without one trailing newline. */
+export async function readPasswordFile(path: string, option: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    throw new UsageError(`${option} ${path}: cannot read (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+  }
+  return text.replace(/\r?\n$/, "");
+}
+
+export function canPrompt(): boolean {
+  return process.stdin.isTTY === true;
+}
+
+/** The password of an existing repository. */
+export function passwordProvider(options: { passwordFile?: string | undefined }, env: NodeJS.ProcessEnv = process.env): PasswordProvider {
+  const file = options.passwordFile ?? (env[PASSWORD_FILE_ENV] || undefined);
+  const fromEnv = env[PASSWORD_ENV];
+  if (file !== undefined) return { given: true, get: () => readPasswordFile(file, "--password-file") };
+  if (fromEnv !== undefined && fromEnv !== "") return { given: true, get: async () => fromEnv };
+  return {
+    given: false,
+    async get(what) {
+      if (!canPrompt()) throw new UsageError(`${what}: no password given (${HOW})`);
+      return promptHidden(`${what}. Password: `);
+    },
+  };
+}
+
+/** A new password (init --encrypt, key add/passwd): asked twice on a terminal; never empty. */
+export async function newPassword(options: { file?: string | undefined; option: string; envName: string }, what: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  let password: string;
+  const fromEnv = env[options.envName];
+  if (options.file !== undefined) password = await readPasswordFile(options.file, options.option);
+  else if (fromEnv !== undefined && fromEnv !== "") password = fromEnv;
+  else if (canPrompt()) {
+    password = await promptHidden(`${what}. New password: `);
+    const again = await promptHidden("Repeat the new password: ");
+    if (again !== password) throw new UsageError("the two passwords do not match");
+  } else {
+    throw new UsageError(`${what}: no new password given (set ${options.envName}, use ${options.option} FILE, or run on a terminal)`);
+  }
+  if (password === "") throw new UsageError("the new password is empty");
+  return password;
+}
+
+/** Read one line from the terminal with echo off (raw mode); the prompt goes to stderr. */
+export function promptHidden(prompt: string): Promise<string> {
+  const stdin = process.stdin;
+  process.stderr.write(prompt);
+  return new Promise<string>((resolve, reject) => {
+    let chars: string[] = [];
+    const finish = (): void => {
+      stdin.off("data", onData);
+      stdin.setRawMode(false);
+      stdin.pause();
+      process.stderr.write("\n");
+    };
+    const onData = (data: Buffer | string): void => {
+      for (const ch of typeof data === "string" ? data : data.toString("utf8")) {
+        if (ch === "\r" || ch === "\n") {
+          finish();
+          resolve(chars.join(""));
+          return;
+        }
+        if (ch === "\u0003" || (ch === "\u0004" && chars.length === 0)) {
+          finish();
+          reject(new PloopvaultError("password prompt interrupted", { exitCode: 130 }));
+          return;
+        }
+        if (ch === "\u007f" || ch === "\b") chars.pop();
+        else if (ch === "\u0015") chars = [];
+        else if (ch >= " ") chars.push(ch);
+      }
+    };
+    stdin.setRawMode(true);
+    stdin.on("data", onData);
+    stdin.resume();
+  });
+}
