@@ -1,14 +1,16 @@
 /**
- * Worker thread body for WorkerChunkProcessor: hash, look up in the shared known set,
- * compress new chunks. Messages: {seq, data: ArrayBuffer} in, {seq, id, object|null} out.
+ * Worker thread body for WorkerChunkProcessor: compute the id (SHA-256 or HMAC-SHA256),
+ * look it up in the shared known set, encode new chunks (zstd, then AES-256-GCM in an
+ * encrypted repository). Messages: {seq, data: ArrayBuffer} in, {seq, id, object|null}
+ * out. workerData.codec holds key material: never log it, never echo it in errors.
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { chunkId, encodeChunk } from "../repository/chunk-codec.js";
+import { ChunkCodec, type ChunkCodecSpec } from "../repository/chunk-codec.js";
 import { ChunkIdSet } from "../repository/chunk-id-set.js";
 
 interface WorkerInit {
   known: SharedArrayBuffer;
-  compressionLevel: number;
+  codec: ChunkCodecSpec;
 }
 interface Job {
   seq: number;
@@ -17,17 +19,18 @@ interface Job {
 
 const init = workerData as WorkerInit;
 const known = ChunkIdSet.fromSortedBuffer(Buffer.from(init.known));
+const codec = new ChunkCodec(init.codec);
 
 parentPort!.on("message", (job: Job) => {
   try {
     const plain = Buffer.from(job.data);
-    const id = chunkId(plain);
+    const id = codec.id(plain);
     if (known.has(id)) {
       parentPort!.postMessage({ seq: job.seq, id: new Uint8Array(id), object: null });
       return;
     }
-    const object = encodeChunk(plain, init.compressionLevel);
-    // Transfer the compressed bytes back instead of copying them.
+    const object = codec.encode(plain, id);
+    // Transfer the encoded bytes back instead of copying them.
     const copy = new Uint8Array(object.length);
     copy.set(object);
     parentPort!.postMessage({ seq: job.seq, id: new Uint8Array(id), object: copy }, [copy.buffer]);

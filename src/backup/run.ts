@@ -16,12 +16,20 @@ import { readDescriptorBytes, CONTAINER_CONFIG_NAME } from "./disk-source.js";
 import type { SnapshotJournal } from "./journal.js";
 import { backupDisk, type BackupResult } from "./pipeline.js";
 import { withFrozenDisk } from "./snapshot-lifecycle.js";
+import { decideIncremental, keepSnapshot } from "./incremental.js";
+import type { KeptSnapshots } from "./kept-snapshot.js";
 
 export interface ContainerResult {
   ct: string;
   status: "ok" | "error";
   backup?: string;
   snapshotGuid?: string;
+  /** "incremental" (read only what changed since `baseBackup`) or "full". */
+  mode?: "incremental" | "full";
+  baseBackup?: string;
+  /** Why a full read was needed, when incremental mode was on. */
+  fullReason?: string;
+  reusedChunks?: number;
   logicalBytes?: number;
   readBytes?: number;
   dataBytes?: number;
@@ -48,6 +56,10 @@ export interface RunOptions {
   log: (line: string) => void;
   beforeManifest?: () => Promise<void>;
   onResult?: (result: ContainerResult) => void;
+  /** Incremental mode: keep each backup's snapshot and read only what changed next time. */
+  kept: KeptSnapshots | null;
+  /** Read the whole disk this time even if an incremental backup is possible. */
+  forceFull: boolean;
 }
 
 export function resultOf(ct: string, result: BackupResult, snapshotGuid: string | null): ContainerResult {
@@ -65,6 +77,7 @@ export function resultOf(ct: string, result: BackupResult, snapshotGuid: string 
     chunks: s.chunks,
     newChunks: s.newChunks,
     newBytesStored: s.newBytesStored,
+    reusedChunks: s.reusedChunks ?? 0,
     seconds: s.seconds,
   };
 }
@@ -80,18 +93,34 @@ async function readConfig(path: string | null): Promise<{ name: string; body: Bu
 
 export async function backupOneContainer(container: ContainerInfo, options: RunOptions): Promise<ContainerResult> {
   const started = performance.now();
+  const { ct, descriptorPath } = container;
+  const kept = options.kept ? await options.kept.get(ct) : null;
+  let backupId: string | null = null;
+  const keepOnSuccess = options.kept
+    ? async (snapshotGuid: string): Promise<void> => {
+        if (backupId === null) throw new Error("no backup was written");
+        await keepSnapshot({ ct, descriptorPath, repo: options.repo, ploop: options.ploop, journal: options.journal, kept: options.kept!, log: options.log }, kept, snapshotGuid, backupId);
+      }
+    : undefined;
   try {
     return await withFrozenDisk(
-      { ct: container.ct, descriptorPath: container.descriptorPath, ploop: options.ploop, journal: options.journal, log: options.log, signal: options.signal },
+      { ct, descriptorPath, ploop: options.ploop, journal: options.journal, log: options.log, signal: options.signal, ...(keepOnSuccess ? { keepOnSuccess } : {}) },
       async (frozen) => {
         const disk = await openLogicalDisk(frozen.descriptorPath, { topGuid: frozen.snapshotGuid });
         try {
+          let decision: Awaited<ReturnType<typeof decideIncremental>> | null = null;
+          if (options.kept) {
+            decision = options.forceFull ? { base: null, reason: "--full given" } : await decideIncremental(kept, disk, options.repo, ct);
+            if (decision.base) options.log(`container ${ct}: incremental backup: reading only what changed since backup ${decision.base.backupId}`);
+            else options.log(`container ${ct}: reading the whole disk: ${decision.reason}`);
+          }
           const result = await backupDisk(
             options.repo,
             options.cache,
             {
               disk,
-              ct: container.ct,
+              ct,
+              previous: decision?.base ?? null,
               descriptorXml: await readDescriptorBytes(frozen.descriptorPath),
               containerConfig: await readConfig(container.configPath),
               snapshotGuid: frozen.snapshotGuid,
@@ -110,14 +139,21 @@ export async function backupOneContainer(container: ContainerInfo, options: RunO
               },
             },
           );
-          return resultOf(container.ct, result, frozen.snapshotGuid);
+          backupId = result.manifest.metadata.id;
+          const out = resultOf(ct, result, frozen.snapshotGuid);
+          if (decision) {
+            out.mode = decision.base ? "incremental" : "full";
+            if (decision.base) out.baseBackup = decision.base.backupId;
+            else out.fullReason = decision.reason;
+          }
+          return out;
         } finally {
           await disk.close();
         }
       },
     );
   } catch (error) {
-    return { ct: container.ct, status: "error", seconds: (performance.now() - started) / 1000, error: errorLine(error) };
+    return { ct, status: "error", seconds: (performance.now() - started) / 1000, error: errorLine(error) };
   }
 }
 

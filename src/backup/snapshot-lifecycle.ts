@@ -28,6 +28,13 @@ export interface FrozenDiskContext {
   log: (line: string) => void;
   /** Checked before the snapshot is taken and before the reader is called; the merge always runs. */
   signal?: AbortSignal;
+  /**
+   * Incremental backups: after `fn` succeeded, keep the snapshot instead of merging it. The
+   * callback records it as kept (so recovery leaves it alone) and removes its journal
+   * entry; if it throws, the snapshot is merged back as usual (the backup stays valid, the
+   * next one reads everything).
+   */
+  keepOnSuccess?: (snapshotGuid: string) => Promise<void>;
 }
 
 export interface FrozenDisk {
@@ -180,6 +187,15 @@ export async function withFrozenDisk<T>(ctx: FrozenDiskContext, fn: (frozen: Fro
   } catch (error) {
     outcome = { ok: false, error };
   }
+  if (outcome.ok && ctx.keepOnSuccess) {
+    try {
+      await ctx.keepOnSuccess(S);
+      log(`container ${ct}: snapshot ${S} kept for the next incremental backup`);
+      return outcome.value;
+    } catch (error) {
+      log(`container ${ct}: cannot keep snapshot ${S} (${errorLine(error)}); merging it back, the next backup reads the whole disk`);
+    }
+  }
   await mergeBack(ctx, dd, S, outcome.ok ? undefined : outcome.error);
   if (!outcome.ok) throw outcome.error;
   return outcome.value;
@@ -231,7 +247,9 @@ export type RecoveryAction =
   /** Journal file unreadable: left in place for the admin. */
   | "corrupt-entry"
   /** A stale DiskDescriptor.xml.tmp beside a journaled descriptor was removed. */
-  | "removed-stale-tmp";
+  | "removed-stale-tmp"
+  /** S is the snapshot an incremental backup keeps on purpose: entry dropped, S left alone. */
+  | "kept";
 
 export interface RecoveryReport {
   ct: string;
@@ -245,6 +263,8 @@ export interface RecoverOptions {
   flockBin?: string;
   /** How long to wait for a ploop process still working on S (after we were killed). Default 120 s. */
   waitForPloopMs?: number;
+  /** Snapshots kept on purpose by incremental backups: never merged by recovery. */
+  isKept?: (ct: string, snapshotGuid: string) => Promise<boolean>;
 }
 
 /** Linux USER_HZ: /proc/<pid>/stat start times are in these ticks (100 on every Linux ABI). */
@@ -371,6 +391,11 @@ export async function recoverInterrupted(journal: SnapshotJournal, ploop: PloopC
     const dd = entry.descriptorPath;
     if (await ownerAlive(entry)) {
       report({ ct, snapshotGuid: S, action: "in-progress", detail: `process ${entry.pid} that took it (at ${entry.startedAt}) is still running` });
+      continue;
+    }
+    if (options.isKept && (await options.isKept(ct, S))) {
+      await journal.remove(S);
+      report({ ct, snapshotGuid: S, action: "kept", detail: "it is the base of the next incremental backup; left in place" });
       continue;
     }
     // If our run was SIGKILLed while ploop ran, that ploop child may still be working

@@ -1,9 +1,13 @@
 /**
- * A pool of worker threads doing the per-chunk CPU work (SHA-256, known-set lookup,
- * zstd). The known set is shared read-only through a SharedArrayBuffer, so workers skip
- * compression of chunks the repository already has without a round trip.
+ * A pool of worker threads doing the per-chunk CPU work (id: SHA-256 or HMAC-SHA256,
+ * known-set lookup, zstd, AES-256-GCM). The known set is shared read-only through a
+ * SharedArrayBuffer, so workers skip compression of chunks the repository already has
+ * without a round trip. The codec spec (compression level and, for an encrypted
+ * repository, the data and id keys) goes to each worker in workerData; it is key
+ * material and never logged.
  */
 import { Worker } from "node:worker_threads";
+import { attachedChunkCodec, ChunkCodec, type ChunkCodecSpec } from "../repository/chunk-codec.js";
 import type { ChunkIdSet } from "../repository/chunk-id-set.js";
 import type { ChunkProcessor, ProcessedChunk } from "./chunk-processor.js";
 
@@ -26,11 +30,17 @@ export class WorkerChunkProcessor implements ChunkProcessor {
   private seq = 0;
   private failed: Error | null = null;
 
-  constructor(known: ChunkIdSet, compressionLevel: number, threads: number) {
+  /**
+   * `codec`: the repository's ChunkCodec, or (older callers) a compression level, in
+   * which case the codec attached to `known` is used if there is one.
+   */
+  constructor(known: ChunkIdSet, codec: ChunkCodec | number, threads: number) {
+    const resolved = codec instanceof ChunkCodec ? codec : attachedChunkCodec(known);
+    const spec: ChunkCodecSpec = resolved?.workerSpec() ?? { compressionLevel: codec as number, keys: null };
     const shared = new SharedArrayBuffer(known.buffer.length);
     Buffer.from(shared).set(known.buffer);
     for (let i = 0; i < threads; i++) {
-      const worker = new Worker(new URL("./chunk-worker.js", import.meta.url), { workerData: { known: shared, compressionLevel } });
+      const worker = new Worker(new URL("./chunk-worker.js", import.meta.url), { workerData: { known: shared, codec: spec } });
       worker.on("message", (reply: Reply) => this.onReply(i, reply));
       worker.on("error", (error) => this.fail(error));
       worker.on("exit", (code) => {

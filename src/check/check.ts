@@ -3,7 +3,9 @@
  * and (with readData) every referenced chunk decodes and hashes to its id. Memory is
  * proportional to the number of chunk ids (32 bytes each), never to the data.
  */
+import { IntegrityError } from "../errors.js";
 import { chunkIds, decodeManifest } from "../manifest/format.js";
+import { readChunk } from "../restore/restore.js";
 import { ChunkIdSet } from "../repository/chunk-id-set.js";
 import { CHUNKS_PREFIX, DESCRIPTOR_NAME, backupPrefix } from "../repository/layout.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
@@ -88,9 +90,11 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
       const idHex = id.toString("hex");
       await limiter.submit(async () => {
         try {
-          await repo.getChunk(idHex);
+          await readChunk(repo, idHex); // a chunk that does not verify is read a second time
         } catch (error) {
-          bad.set(idHex, error instanceof Error ? error.message : String(error));
+          // damage is what does not verify; a store that cannot be read fails the check itself
+          if (!(error instanceof IntegrityError)) throw error;
+          bad.set(idHex, error.message);
         }
         chunksRead++;
         options.onProgress?.(chunksRead, total);

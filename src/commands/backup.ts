@@ -7,6 +7,8 @@ import { SnapshotJournal } from "../backup/journal.js";
 import { backupDisk } from "../backup/pipeline.js";
 import { backupContainers, resultOf, type ContainerResult } from "../backup/run.js";
 import { recoverInterrupted } from "../backup/snapshot-lifecycle.js";
+import { KeptSnapshots } from "../backup/kept-snapshot.js";
+import { releaseKeptSnapshot } from "../backup/incremental.js";
 import { EXIT_PARTIAL, PloopvaultError, UsageError } from "../errors.js";
 import { openLogicalDisk } from "../ploop/disk.js";
 import { PloopCli } from "../ploop/driver.js";
@@ -30,6 +32,8 @@ interface BackupOptions extends GlobalOptions {
   ploopBin: string;
   vzlistBin: string;
   lockWait: number;
+  incremental: boolean;
+  full?: boolean;
 }
 
 function parseThreads(value: string): number {
@@ -61,6 +65,8 @@ export function backupCommand(): Command {
     .addOption(new Option("--parallel <n>", "containers backed up at the same time").default(1).argParser(parsePositiveInt("--parallel")))
     .addOption(new Option("--upload-concurrency <n>", "parallel uploads").default(8).argParser(parsePositiveInt("--upload-concurrency")))
     .addOption(new Option("--threads <n>", "worker threads for hashing and compression (0 = main thread only)").default(availableParallelism()).argParser(parseThreads))
+    .option("--no-incremental", "merge each backup's snapshot back at once and read the whole disk every time (no kept delta)")
+    .option("--full", "read the whole disk this time (the snapshot is still kept for the next incremental backup)")
     .addOption(new Option("--lock-wait <seconds>", "how long to wait for another ploopvault run on this host").default(600).argParser(parseSeconds("--lock-wait")))
     .addHelpText(
       "after",
@@ -92,11 +98,20 @@ export function backupCommand(): Command {
         const ploop = new PloopCli({ bin: options.ploopBin, log: (line) => out.debug(line) });
         const journal = new SnapshotJournal(options.stateDir);
         // Whatever a crashed or killed run left behind is cleaned up before anything else.
-        const recovered = await recoverInterrupted(journal, ploop, (line) => out.info(line));
-        for (const r of recovered) out.info(`recovery: container ${r.ct}, snapshot ${r.snapshotGuid}: ${r.action} (${r.detail})`);
+        const kept = new KeptSnapshots(options.stateDir);
+        await recoverInterrupted(journal, ploop, (line) => out.info(line), {
+          isKept: async (ct, guid) => (await kept.get(ct))?.snapshotGuid.toLowerCase() === guid.toLowerCase(),
+        });
         const discovery = { vzlistBin: options.vzlistBin, privateRoot: options.privateRoot, log: (line: string) => out.debug(line) };
         const containers: ContainerInfo[] = options.all ? await listContainers(discovery) : await resolveContainers(ctids, discovery);
         if (containers.length === 0) throw new PloopvaultError(`no containers found (vzlist "${options.vzlistBin}" or ${options.privateRoot}/*/root.hdd/DiskDescriptor.xml)`);
+        if (!options.incremental) {
+          // No kept deltas in this mode: give containers back a disk without ours.
+          for (const c of containers) {
+            const released = await releaseKeptSnapshot({ ct: c.ct, descriptorPath: c.descriptorPath, ploop, journal, kept, log: (line) => out.info(line) });
+            if (released) out.info(`container ${c.ct}: kept snapshot ${released} of an earlier incremental backup merged (--no-incremental)`);
+          }
+        }
         const repo = await openRepository(options);
         let results: ContainerResult[];
         try {
@@ -113,6 +128,8 @@ export function backupCommand(): Command {
             signal: abort.signal,
             log: (line) => out.info(line),
             onResult: (r) => report(out, r),
+            kept: options.incremental ? kept : null,
+            forceFull: options.full === true,
           });
         } finally {
           await repo.close();
@@ -134,7 +151,8 @@ export function backupCommand(): Command {
 function report(out: Output, r: ContainerResult): void {
   if (out.json) out.jsonResult(r);
   if (r.status === "ok") {
-    out.info(`backup ${r.ct}/${r.backup}: ${formatBytes(r.logicalBytes ?? 0)} disk, ${formatBytes(r.readBytes ?? 0)} read, ${r.newChunks} new of ${r.chunks} chunks (${formatBytes(r.newBytesStored ?? 0)} stored) in ${formatSeconds(r.seconds)}`);
+    const mode = r.mode === "incremental" ? `, incremental since ${r.baseBackup}` : r.mode === "full" ? ", full read" : "";
+    out.info(`backup ${r.ct}/${r.backup}: ${formatBytes(r.logicalBytes ?? 0)} disk, ${formatBytes(r.readBytes ?? 0)} read${mode}, ${r.newChunks} new of ${r.chunks} chunks (${formatBytes(r.newBytesStored ?? 0)} stored) in ${formatSeconds(r.seconds)}`);
   } else {
     out.info(`backup of container ${r.ct} FAILED: ${r.error ?? "unknown error"}`);
   }

@@ -1,6 +1,7 @@
 import { Command, Option } from "commander";
 import { checkRepository } from "../check/check.js";
 import { PloopvaultError } from "../errors.js";
+import { progressDisplay } from "../ops/progress.js";
 import { addCommonOptions, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
 
 interface CheckOptions extends GlobalOptions {
@@ -13,12 +14,32 @@ export function checkCommand(): Command {
     .description("verify that every backup's manifest and chunks are present (and, with --read-data, intact)")
     .option("--read-data", "download, decompress and re-hash every referenced chunk")
     .addOption(new Option("--concurrency <n>", "chunks read in parallel").default(8).argParser(parsePositiveInt("--concurrency")))
-    .addHelpText("after", "\nExamples:\n  ploopvault check --repo /srv/backup\n  ploopvault check --repo s3://backups --read-data\n")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  # every manifest decodes and every chunk it references exists (cheap: listings only)
+  ploopvault check --repo /srv/backup
+  # also download, decompress and re-hash every referenced chunk (reads the whole repository)
+  ploopvault check --repo s3://backups/node1 --read-data --limit-download 50M
+  ploopvault check --repo s3://backups/node1 --json | jq .damaged
+
+Exit code 1 when a backup is damaged (each one is listed on stderr and under "damaged"
+with --json). Unreferenced chunks are normal after an interrupted backup; prune removes
+them.
+`,
+    )
     .action(async (options: CheckOptions) => {
       const out = new Output(options);
       const repo = await openRepository(options);
       try {
-        const report = await checkRepository(repo, { readData: options.readData === true, concurrency: options.concurrency });
+        const progress = progressDisplay();
+        const report = await checkRepository(repo, {
+          readData: options.readData === true,
+          concurrency: options.concurrency,
+          ...(progress === null ? {} : { onProgress: (done: number, total: number) => progress.update("check", "check", { done, total }, "chunks") }),
+        });
+        progress?.remove("check");
         if (out.json) out.jsonResult({ ...report, status: report.damaged.length === 0 ? "ok" : "damaged" });
         out.info(`checked ${report.backups} backups, ${report.chunksReferenced} referenced chunks${options.readData ? ` (${report.chunksRead} read and verified)` : ""}, ${report.chunksUnreferenced} unreferenced`);
         for (const d of report.damaged) for (const p of d.problems) out.info(`damaged backup ${d.ct}/${d.id}: ${p}`);

@@ -1,10 +1,15 @@
 /**
  * What every command shares: repository options, opening the store, output modes.
- * Logs go to stderr; --json results go to stdout; -q silences stderr on success.
+ * Logs go to stderr (src/ops/log.ts: levels, --log-file, --log-format); --json results go
+ * to stdout; -q silences stderr on success. Options left unset on the command line and in
+ * the environment come from the config file (src/ops/config.ts, applied by cli.ts).
  */
 import { hostname } from "node:os";
 import { Option, type Command } from "commander";
+import { passwordProvider } from "../crypto/password.js";
 import { UsageError } from "../errors.js";
+import { LOG_FORMATS, logger, type LogFormat } from "../ops/log.js";
+import { rateOption, withRateLimits } from "../ops/rate-limit.js";
 import { Repository } from "../repository/repository.js";
 import { openStore } from "../uploader/open.js";
 import type { ObjectStore } from "../uploader/store.js";
@@ -16,40 +21,59 @@ export interface GlobalOptions {
   quiet?: boolean;
   verbose?: boolean;
   stateDir: string;
+  /** Password of an encrypted repository (else env PLOOPVAULT_PASSWORD or a terminal prompt). */
+  passwordFile?: string;
+  config?: string;
+  logFile?: string;
+  logFormat?: LogFormat;
+  /** false with --no-progress. */
+  progress?: boolean;
+  /** Bytes per second (--limit-upload / --limit-download). */
+  limitUpload?: number;
+  limitDownload?: number;
 }
 
 export const DEFAULT_STATE_DIR = "/var/lib/ploopvault";
 
 export function addCommonOptions(cmd: Command): Command {
   return cmd
-    .option("--repo <url>", "repository: s3://BUCKET[/PREFIX], file://PATH or a directory (env PLOOPVAULT_REPO)")
-    .option("--endpoint <url>", "S3 endpoint URL for non-AWS servers (env AWS_ENDPOINT_URL)")
+    .addOption(new Option("--repo <url>", "repository: s3://BUCKET[/PREFIX], file://PATH or a directory").env("PLOOPVAULT_REPO"))
+    .addOption(new Option("--endpoint <url>", "S3 endpoint URL for non-AWS servers").env("AWS_ENDPOINT_URL"))
     .option("--json", "machine-readable result on stdout")
     .option("-q, --quiet", "no log output on success")
     .option("-v, --verbose", "more log output")
-    .addOption(new Option("--state-dir <dir>", "local state: journal, caches").env("PLOOPVAULT_STATE").default(DEFAULT_STATE_DIR));
+    .addOption(new Option("--password-file <file>", "password of an encrypted repository (else env PLOOPVAULT_PASSWORD, or a prompt on a terminal)").env("PLOOPVAULT_PASSWORD_FILE"))
+    .addOption(new Option("--state-dir <dir>", "local state: journal, caches").env("PLOOPVAULT_STATE").default(DEFAULT_STATE_DIR))
+    .addOption(new Option("--config <file>", "config file (default /etc/ploopvault/ploopvault.conf if it exists; \"\" = none)").env("PLOOPVAULT_CONFIG"))
+    .addOption(new Option("--limit-upload <rate>", "limit uploads to RATE bytes/s (e.g. 20M = 20 MiB/s)").argParser(rateOption("--limit-upload")))
+    .addOption(new Option("--limit-download <rate>", "limit downloads to RATE bytes/s (e.g. 50M)").argParser(rateOption("--limit-download")))
+    .addOption(new Option("--log-file <file>", "also append log lines with timestamps to FILE (info level even with -q)"))
+    .addOption(new Option("--log-format <format>", "log line format on stderr and in the log file").choices(LOG_FORMATS).default("text"))
+    .option("--no-progress", "no live progress line on a terminal");
 }
 
 export class Output {
-  constructor(private readonly options: GlobalOptions) {}
+  constructor(private readonly options: GlobalOptions) {
+    logger.configure({ quiet: options.quiet === true, verbose: options.verbose === true });
+  }
 
   get json(): boolean {
     return this.options.json === true;
   }
 
-  /** A normal log line (stderr), silenced by -q. */
+  /** A normal log line (stderr), silenced by -q; always in the --log-file. */
   info(line: string): void {
-    if (!this.options.quiet) process.stderr.write(`${line}\n`);
+    logger.info(line);
   }
 
   /** A log line only with -v. */
   debug(line: string): void {
-    if (this.options.verbose && !this.options.quiet) process.stderr.write(`${line}\n`);
+    logger.debug(line);
   }
 
   /** Something the operator should see even with -q (recoveries, warnings). */
   warn(line: string): void {
-    process.stderr.write(`warning: ${line}\n`);
+    logger.warn(line);
   }
 
   /** Human result line on stdout (not in --json mode). */
@@ -68,15 +92,17 @@ export function repoUrl(options: GlobalOptions): string {
   return url;
 }
 
+/** The repository's store, wrapped in the bandwidth limits (--limit-upload/--limit-download). */
 export function openStoreFromOptions(options: GlobalOptions): ObjectStore {
-  const endpoint = options.endpoint ?? process.env.AWS_ENDPOINT_URL;
-  return openStore(repoUrl(options), endpoint === undefined ? {} : { endpoint });
+  const endpoint = options.endpoint || process.env.AWS_ENDPOINT_URL || undefined;
+  const store = openStore(repoUrl(options), endpoint === undefined ? {} : { endpoint });
+  return withRateLimits(store, { upload: options.limitUpload, download: options.limitDownload });
 }
 
 export async function openRepository(options: GlobalOptions): Promise<Repository> {
   const store = openStoreFromOptions(options);
   try {
-    return await Repository.open(store);
+    return await Repository.open(store, { password: passwordProvider(options) });
   } catch (error) {
     await store.close();
     throw error;

@@ -1,5 +1,6 @@
 import { Command, Option } from "commander";
 import { chunkerParamsForAverage, DEFAULT_AVG_CHUNK } from "../chunker/index.js";
+import { newPassword, PASSWORD_ENV, passwordProvider } from "../crypto/password.js";
 import { UsageError } from "../errors.js";
 import { newRepositoryConfig } from "../repository/config.js";
 import { Repository } from "../repository/repository.js";
@@ -9,6 +10,7 @@ import { addCommonOptions, openStoreFromOptions, Output, type GlobalOptions } fr
 interface InitOptions extends GlobalOptions {
   chunkAvg: string;
   compressionLevel: string;
+  encrypt?: boolean;
 }
 
 export function initCommand(): Command {
@@ -16,7 +18,11 @@ export function initCommand(): Command {
     .description("create a new repository (refuses an existing one)")
     .addOption(new Option("--chunk-avg <size>", "average chunk size, a power of two (e.g. 256K, 1M)").default(String(DEFAULT_AVG_CHUNK >> 10) + "K"))
     .addOption(new Option("--compression-level <n>", "zstd level (1-19)").default("3"))
-    .addHelpText("after", "\nExamples:\n  ploopvault init --repo /srv/backup\n  ploopvault init --repo s3://backups/node1 --endpoint http://minio:9000\n")
+    .option("--encrypt", "encrypt everything stored (AES-256-GCM); the password comes from --password-file, PLOOPVAULT_PASSWORD or a prompt")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  ploopvault init --repo /srv/backup\n  ploopvault init --repo s3://backups/node1 --endpoint http://minio:9000\n  PLOOPVAULT_PASSWORD_FILE=/root/.pv-pass ploopvault init --repo s3://backups/node1 --encrypt\n",
+    )
     .action(async (options: InitOptions) => {
       const out = new Output(options);
       const avg = parseSize(options.chunkAvg);
@@ -29,12 +35,22 @@ export function initCommand(): Command {
       } catch (error) {
         throw new UsageError(`--chunk-avg: ${error instanceof Error ? error.message : String(error)}`);
       }
+      let password: string | undefined;
+      if (options.encrypt) {
+        password = await newPassword({ file: options.passwordFile, option: "--password-file", envName: PASSWORD_ENV }, `new encrypted repository`);
+      } else if (passwordProvider(options).given) {
+        throw new UsageError(`a password was given (${PASSWORD_ENV} or --password-file) but not --encrypt: add --encrypt, or unset it for an unencrypted repository`);
+      }
       const store = openStoreFromOptions(options);
       try {
         await store.ensureContainer?.();
-        const repo = await Repository.init(store, newRepositoryConfig(chunker, level, new Date()));
-        if (out.json) out.jsonResult({ repository: repo.location, id: repo.config.id, chunker: repo.config.chunker, compression: repo.config.compression });
-        out.info(`created repository ${repo.config.id} at ${repo.location} (chunks avg ${formatBytes(chunker.avgSize)}, zstd level ${level})`);
+        const repo = await Repository.init(store, newRepositoryConfig(chunker, level, new Date()), password === undefined ? {} : { password });
+        const encryption = repo.keyId === null ? null : { scheme: repo.config.encryption!.scheme, key: repo.keyId };
+        if (out.json) out.jsonResult({ repository: repo.location, id: repo.config.id, chunker: repo.config.chunker, compression: repo.config.compression, encryption });
+        out.info(
+          `created ${encryption ? "encrypted " : ""}repository ${repo.config.id} at ${repo.location} (chunks avg ${formatBytes(chunker.avgSize)}, zstd level ${level}${encryption ? `, AES-256-GCM, key ${encryption.key}` : ""})`,
+        );
+        if (encryption) out.info("keep the password safe: without it (or another key's password) the backups cannot be restored");
       } finally {
         await store.close();
       }

@@ -1,5 +1,6 @@
 import { Command, Option } from "commander";
-import { UsageError } from "../errors.js";
+import { PloopvaultError, UsageError } from "../errors.js";
+import { progressDisplay } from "../ops/progress.js";
 import { ManifestCache } from "../repository/known-chunks.js";
 import { decodeManifest } from "../manifest/format.js";
 import { resolveBackup } from "../restore/resolve.js";
@@ -22,25 +23,62 @@ export function restoreCommand(): Command {
     .addOption(new Option("--format <format>", "output format").choices(["ploop", "raw"]).default("ploop"))
     .option("--force", "replace an existing target")
     .addOption(new Option("--concurrency <n>", "chunks fetched in parallel").default(8).argParser(parsePositiveInt("--concurrency")))
-    .addHelpText("after", "\nExamples:\n  ploopvault restore --repo /srv/backup 101:latest --target /vz/private/201/root.hdd\n  ploopvault restore --repo /srv/backup 101 --format raw --target /tmp/101.raw\n  ploopvault restore --repo /srv/backup 101 --target - | gzip > 101.raw.gz\n")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  # the newest backup of container 101 as a ploop disk for a new container 201
+  ploopvault restore --repo /srv/backup 101:latest --target /vz/private/201/root.hdd
+  # a given backup (ids: ploopvault snapshots --ct 101)
+  ploopvault restore --repo /srv/backup 101/20240101T020000Z-1a2b3c4d --target /tmp/101
+  # a sparse raw image, e.g. to loop-mount and copy single files out
+  ploopvault restore --repo /srv/backup 101 --format raw --target /tmp/101.raw
+  # a raw stream on stdout
+  ploopvault restore --repo /srv/backup 101 --target - | gzip > 101.raw.gz
+  # without starving other traffic
+  ploopvault restore --repo s3://backups/node1 101 --target /tmp/101 --limit-download 50M
+
+A restored ploop disk is PATH/root.hdd + PATH/DiskDescriptor.xml (+ the container's
+ve.conf as saved at backup time); docs/operations.md shows how to register it as a new
+container. The target is written under a temporary name and renamed into place when
+complete; Ctrl-C removes the partial files.
+`,
+    )
     .action(async (spec: string, options: RestoreOptions) => {
       const out = new Output(options);
       const toStdout = options.target === "-";
       if (toStdout && options.format === "ploop" && process.argv.includes("--format")) throw new UsageError("--target - streams a raw disk: use --format raw");
       const repo = await openRepository(options);
+      const abort = new AbortController();
+      const onSignal = (signal: NodeJS.Signals): void => {
+        if (!abort.signal.aborted) out.warn(`${signal} received: stopping, removing the partial restore`);
+        abort.abort();
+      };
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
       try {
         const ref = await resolveBackup(repo, spec);
         const cache = ManifestCache.forRepository(repo, options.stateDir);
         const manifest = decodeManifest(await cache.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
-        const opts = { concurrency: options.concurrency };
+        const progress = progressDisplay();
+        const label = `restore ${ref.ct}`;
+        const opts = {
+          concurrency: options.concurrency,
+          signal: abort.signal,
+          ...(progress === null ? {} : { onProgress: (done: number, total: number) => progress.update("restore", label, { done, total }) }),
+        };
         let result: RestoreResult;
         if (toStdout) result = await restoreToStream(repo, ref, manifest, process.stdout, opts);
         else if (options.format === "raw") result = await restoreRaw(repo, ref, manifest, options.target, options.force === true, opts);
         else result = await restorePloop(repo, ref, manifest, options.target, options.force === true, opts);
+        progress?.remove("restore");
+        if (abort.signal.aborted) throw new PloopvaultError(`restore of ${ref.ct}/${ref.id} interrupted`);
         const summary = { backup: ref.id, ct: ref.ct, target: options.target, format: toStdout ? "raw" : options.format, ...result, status: "ok" };
         if (out.json && !toStdout) out.jsonResult(summary);
         out.info(`restored ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}: ${formatBytes(result.logicalBytes)} disk, ${formatBytes(result.dataBytes)} data in ${formatSeconds(result.seconds)}`);
       } finally {
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
         await repo.close();
       }
     });

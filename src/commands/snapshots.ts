@@ -12,7 +12,20 @@ export function snapshotsCommand(): Command {
   return addCommonOptions(new Command("snapshots"))
     .description("list backups in the repository")
     .option("--ct <id>", "only backups of this container")
-    .addHelpText("after", "\nExamples:\n  ploopvault snapshots --repo /srv/backup\n  ploopvault snapshots --repo s3://backups --ct 101 --json\n")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  ploopvault snapshots --repo /srv/backup
+  ploopvault snapshots --repo s3://backups/node1 --ct 101
+  # newest backup time per container, for a script
+  ploopvault snapshots --repo s3://backups/node1 --json | jq 'group_by(.ct) | map(max_by(.time) | {ct, time})'
+
+Columns: ID (use CT/ID or CT:latest with restore), CT, HOST (the node that made it),
+TIME (UTC), SIZE (the disk), DATA (allocated data in it), NEW (bytes this backup added to
+the repository after dedup and compression).
+`,
+    )
     .action(async (options: SnapshotsOptions) => {
       const out = new Output(options);
       const repo = await openRepository(options);

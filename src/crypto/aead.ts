@@ -77,6 +77,6 @@ export function open(key: Uint8Array, type: number, context: string, object: Uin
     const last = decipher.final();
     return last.length === 0 ? first : Buffer.concat([first, last]);
   } catch {
-    throw new AuthenticationFailure("authentication failed (wrong key, or the object was modified or moved)");
+    throw new AuthenticationFailure("authentication failed: the object was modified, corrupted or moved");
   }
 }

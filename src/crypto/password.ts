@@ -74,6 +74,8 @@ export async function newPassword(options: { file?: string | undefined; option: 
 /** Read one line from the terminal with echo off (raw mode); the prompt goes to stderr. */
 export function promptHidden(prompt: string): Promise<string> {
   const stdin = process.stdin;
+  // Echo off before the prompt appears, so nothing typed after it is ever echoed.
+  stdin.setRawMode(true);
   process.stderr.write(prompt);
   return new Promise<string>((resolve, reject) => {
     let chars: string[] = [];
@@ -100,7 +102,6 @@ export function promptHidden(prompt: string): Promise<string> {
         else if (ch >= " ") chars.push(ch);
       }
     };
-    stdin.setRawMode(true);
     stdin.on("data", onData);
     stdin.resume();
   });

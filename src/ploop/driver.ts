@@ -145,7 +145,7 @@ export interface PloopCliOptions {
   log?: (line: string) => void;
 }
 
-interface RunResult {
+export interface RunResult {
   stdout: string;
   stderr: string;
 }

@@ -4,10 +4,16 @@
  * so they are cached under the state dir, and the merged id set is cached too; only
  * manifests not seen before are downloaded. If any cached manifest has disappeared
  * (prune), the set is rebuilt: a chunk of a forgotten backup may be gone.
+ *
+ * Encrypted repositories: the cache keeps manifests as stored (sealed), so nothing in the
+ * state dir is plaintext but the chunk ids (keyed HMACs); manifestObject() opens them.
+ * The returned known set carries the repository's chunk codec (attachChunkCodec), so
+ * chunk processors built from it compute ids in this repository's id space.
  */
 import { mkdir, readFile, rename, writeFile, open } from "node:fs/promises";
 import { join, dirname } from "node:path";
 import { decodeManifest, chunkIds } from "../manifest/format.js";
+import { attachChunkCodec } from "./chunk-codec.js";
 import { ChunkIdSet } from "./chunk-id-set.js";
 import { manifestKey } from "./layout.js";
 import type { BackupRef, Repository } from "./repository.js";
@@ -27,19 +33,23 @@ export class ManifestCache {
     return new ManifestCache(repo, join(stateDir, "repos", repo.config.id));
   }
 
-  /** The raw manifest object, from the local cache or the repository (then cached). */
+  /**
+   * The plain manifest encoding (for decodeManifest), from the local cache or the
+   * repository (then cached as stored). Encrypted manifests are authenticated each time.
+   */
   async manifestObject(ref: BackupRef): Promise<Buffer> {
     const path = join(this.dir, "manifests", ref.ct, ref.id);
+    let stored: Buffer;
     try {
-      return await readFile(path);
+      stored = await readFile(path);
     } catch {
-      const object = await this.repo.getManifestObject(ref);
-      await writeAtomic(path, object);
-      return object;
+      stored = await this.repo.getStoredManifestObject(ref);
+      await writeAtomic(path, stored);
     }
+    return this.repo.openManifestObject(ref, stored);
   }
 
-  /** Remember a manifest this process just wrote (saves downloading it next time). */
+  /** Remember a manifest this process just wrote, as putManifest returned it (saves downloading it next time). */
   async remember(ref: BackupRef, object: Buffer): Promise<void> {
     await writeAtomic(join(this.dir, "manifests", ref.ct, ref.id), object);
   }
@@ -74,7 +84,7 @@ export class ManifestCache {
       const meta: IndexMeta = { version: 1, manifests: [...merged].filter((k) => present.has(k)) };
       await writeAtomic(metaPath, Buffer.from(JSON.stringify(meta)));
     }
-    return set;
+    return attachChunkCodec(set, this.repo.chunkCodec);
   }
 }
 

@@ -3,12 +3,23 @@
  * their ids, and written at their offsets (raw file, ploop image) or in order (stream).
  * Holes stay holes. Files are written under a temporary name and renamed into place only
  * when complete, so a failed restore never leaves a target that looks finished.
+ *
+ * Robustness (docs/fault-tolerance.md):
+ * - A chunk that fails verification is fetched once more before the restore gives up
+ *   (readChunk): a bad read in transit costs a request, a damaged stored object is
+ *   reported naming chunk and backup.
+ * - Filesystem failures at the target (full disk, read-only, permissions) become one line
+ *   naming the target and the reason; the temporary files are removed.
+ * - --force replaces an existing target only after the new one is complete; if the final
+ *   rename fails, the old target is put back.
+ * - A killed restore leaves at most a hidden ".NAME.ploopvault-partial-*" beside the
+ *   target, never something at the target's name.
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, open, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { Writable } from "node:stream";
-import { PloopvaultError } from "../errors.js";
+import { IntegrityError, PloopvaultError } from "../errors.js";
 import type { Manifest, ManifestEntry } from "../manifest/format.js";
 import { createPloopImageWriter, writeDescriptorFile } from "../ploop/writer.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
@@ -54,18 +65,68 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+const FS_REASONS: Record<string, string> = {
+  ENOSPC: "no space left on device",
+  EDQUOT: "disk quota exceeded",
+  EROFS: "read-only file system",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  EIO: "input/output error",
+  ENOENT: "no such file or directory",
+  ENOTDIR: "a parent of it is not a directory",
+  EISDIR: "it is a directory",
+  EFBIG: "file too large for the file system",
+  EEXIST: "it already exists",
+};
+
+function fsReason(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  if (code !== undefined && FS_REASONS[code] !== undefined) return FS_REASONS[code];
+  return error instanceof Error ? (error.message.split("\n")[0] ?? error.name) : String(error);
+}
+
+/**
+ * Errors of the restore's own file work become one line naming the target; errors that
+ * already say what failed (repository, integrity, PloopvaultErrors) pass through.
+ */
+function targetError(error: unknown, target: string, action = "write restore target"): unknown {
+  if (error instanceof PloopvaultError) return error;
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  if (code === undefined && !(error instanceof RangeError)) return error;
+  return new PloopvaultError(`cannot ${action} ${target}: ${fsReason(error)}`, { cause: error });
+}
+
 /** Refuse an existing target (unless forced) and create the target's parent directories. */
 async function prepareTarget(target: string, force: boolean): Promise<void> {
   if (!force && (await exists(target))) throw new PloopvaultError(`restore target ${target} already exists (use --force to replace it)`);
   try {
     await mkdir(dirname(target), { recursive: true });
   } catch (error) {
-    throw new PloopvaultError(`cannot create the directory of restore target ${target}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
+    throw new PloopvaultError(`cannot create the directory of restore target ${target}: ${fsReason(error)}`, { cause: error });
   }
 }
 
 function partialName(target: string): string {
   return join(dirname(target), `.${basename(target)}.ploopvault-partial-${randomBytes(4).toString("hex")}`);
+}
+
+/**
+ * Fetch, decompress and verify one chunk, reading it a second time if the first copy does
+ * not verify (or was missing): a body damaged in transit then costs one more request, and
+ * only a stored object that is bad twice is reported (naming chunk and backup).
+ */
+export async function readChunk(repo: Repository, idHex: string, ref?: BackupRef): Promise<Buffer> {
+  try {
+    return await repo.getChunk(idHex, ref);
+  } catch (error) {
+    if (!(error instanceof IntegrityError)) throw error;
+    try {
+      return await repo.getChunk(idHex, ref);
+    } catch (again) {
+      if (again instanceof IntegrityError) throw new IntegrityError(`${again.message} (read twice)`, { cause: again });
+      throw again;
+    }
+  }
 }
 
 /** Fetch every chunk concurrently and hand it to `write` (any order). */
@@ -77,7 +138,7 @@ async function fetchChunks(repo: Repository, ref: BackupRef, manifest: Manifest,
   for (const entry of entries) {
     if (options.signal?.aborted) throw new PloopvaultError(`restore of ${ref.ct}/${ref.id} interrupted`);
     await limiter.submit(async () => {
-      const plain = await repo.getChunk(entry.id.toString("hex"), ref);
+      const plain = await readChunk(repo, entry.id.toString("hex"), ref);
       if (plain.length !== entry.length) {
         throw new PloopvaultError(`chunk ${entry.id.toString("hex")} has ${plain.length} bytes, manifest of ${ref.ct}/${ref.id} says ${entry.length}`);
       }
@@ -94,7 +155,7 @@ async function writeFully(fh: FileHandle, data: Buffer, position: number): Promi
   let done = 0;
   while (done < data.length) {
     const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
-    if (bytesWritten <= 0) throw new Error("short write");
+    if (bytesWritten <= 0) throw Object.assign(new Error("short write"), { code: "EIO" });
     done += bytesWritten;
   }
 }
@@ -104,28 +165,31 @@ export async function restoreRaw(repo: Repository, ref: BackupRef, manifest: Man
   const started = performance.now();
   await prepareTarget(target, force);
   const temp = partialName(target);
-  const fh = await openForWrite(temp);
+  const fh = await openForWrite(temp, target);
+  let closed = false;
   try {
     await fh.truncate(manifest.metadata.disk.logicalBytes);
     const dataBytes = await fetchChunks(repo, ref, manifest, options, async (entry, plain) => {
       if (!isAllZero(plain)) await writeFully(fh, plain, entry.offset);
     });
     await fh.sync();
+    closed = true;
     await fh.close();
     await rename(temp, target);
+    await syncDir(dirname(target)).catch(() => undefined);
     return { logicalBytes: manifest.metadata.disk.logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, seconds: (performance.now() - started) / 1000 };
   } catch (error) {
-    await fh.close().catch(() => undefined);
-    await rm(temp, { force: true });
-    throw error;
+    if (!closed) await fh.close().catch(() => undefined);
+    await rm(temp, { force: true }).catch(() => undefined);
+    throw targetError(error, target);
   }
 }
 
-async function openForWrite(path: string): Promise<FileHandle> {
+async function openForWrite(path: string, target: string): Promise<FileHandle> {
   try {
     return await open(path, "wx");
   } catch (error) {
-    throw new PloopvaultError(`cannot write restore target ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
+    throw new PloopvaultError(`cannot write restore target ${target}: ${fsReason(error)}`, { cause: error });
   }
 }
 
@@ -139,7 +203,7 @@ export async function restoreToStream(repo: Repository, ref: BackupRef, manifest
   const fill = (): void => {
     while (window.length < options.concurrency && next < entries.length) {
       const entry = entries[next++]!;
-      const data = entry.kind === "chunk" ? repo.getChunk(entry.id.toString("hex"), ref) : null;
+      const data = entry.kind === "chunk" ? readChunk(repo, entry.id.toString("hex"), ref) : null;
       data?.catch(() => undefined);
       window.push({ entry, data });
     }
@@ -187,7 +251,7 @@ export async function restorePloop(repo: Repository, ref: BackupRef, manifest: M
   const { logicalBytes, clusterBytes } = manifest.metadata.disk;
   const temp = partialName(target);
   await mkdir(temp, { recursive: false }).catch((error: unknown) => {
-    throw new PloopvaultError(`cannot create restore directory ${temp}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
+    throw new PloopvaultError(`cannot write restore target ${target}: ${fsReason(error)}`, { cause: error });
   });
   try {
     const clusters = new Set<number>();
@@ -201,7 +265,7 @@ export async function restorePloop(repo: Repository, ref: BackupRef, manifest: M
       dataBytes = await fetchChunks(repo, ref, manifest, options, (entry, plain) => writer.write(entry.offset, plain));
       await writer.finish();
     } catch (error) {
-      await writer.abort();
+      await writer.abort().catch(() => undefined);
       throw error;
     }
     await writeDescriptorFile(temp, { imageFile: RESTORED_IMAGE_NAME, sizeBytes: logicalBytes, clusterBytes });
@@ -210,17 +274,34 @@ export async function restorePloop(repo: Repository, ref: BackupRef, manifest: M
       const body = await repo.getBackupFile(ref, configName);
       await writeFile(join(temp, configName), body, { mode: 0o600 });
     }
+    await syncDir(temp);
     if (force && (await exists(target))) {
       const old = partialName(target).replace("partial", "replaced");
       await rename(target, old);
-      await rename(temp, target);
-      await rm(old, { recursive: true, force: true });
+      try {
+        await rename(temp, target);
+      } catch (error) {
+        await rename(old, target).catch(() => undefined); // put the old target back
+        throw error;
+      }
+      await rm(old, { recursive: true, force: true }).catch(() => undefined);
     } else {
       await rename(temp, target);
     }
+    await syncDir(dirname(target)).catch(() => undefined);
     return { logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, seconds: (performance.now() - started) / 1000 };
   } catch (error) {
-    await rm(temp, { recursive: true, force: true });
-    throw error;
+    await rm(temp, { recursive: true, force: true }).catch(() => undefined);
+    throw targetError(error, target);
+  }
+}
+
+/** fsync a directory, so the entries written or renamed into it are durable. */
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close().catch(() => undefined);
   }
 }

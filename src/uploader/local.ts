@@ -9,12 +9,30 @@
  * never a partial file. A crash can leave ".tmp-*" files behind; list() skips them and no
  * key may contain a ".tmp-" segment, so they are invisible (remove them by hand if needed).
  *
+ * Etags and ifMatch (compare-and-swap; used for lock takeover, see docs/prune.md): the
+ * etag is the file's inode, mtime, ctime (ns) and size, which change with every put (each
+ * put is a new file). There is no "replace if unchanged" system call, so ifMatch works
+ * with rename(2), which moves one file atomically to at most one taker:
+ *   1. stat the key: another etag (or none) -> "changed", nothing touched;
+ *   2. write the new body to a temp file;
+ *   3. rename the current file away to a private ".tmp-claim-*" name: of several racing
+ *      writers exactly one gets that file, the others get ENOENT -> "changed";
+ *   4. the claimed file must still have the expected etag (it may have been replaced
+ *      between 1 and 3): if not, link it back (unless the key was re-created meanwhile)
+ *      and fail with "changed";
+ *   5. link() the temp file to the key, which fails (-> "changed") if an ifAbsent writer
+ *      created the key in the short gap after 3; remove the claim.
+ * So a given etag is consumed by at most one successful ifMatch put, and an ifAbsent
+ * create racing with it wins or loses cleanly. The gap of step 3-5 is invisible to plain
+ * readers only as "no object" for a few microseconds; callers use ifMatch on lock objects.
+ *
  * Difference from S3: a key cannot be both an object and the "directory" of other keys
  * ("a/b" and "a/b/c"); the repository layout never does that. Such a put fails with "io".
  */
 import { randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
 import { link, lstat, mkdir, open, opendir, readFile, rename, rmdir, stat, unlink, type FileHandle } from "node:fs/promises";
+import type { BigIntStats } from "node:fs";
 import { dirname, join, resolve, sep } from "node:path";
 import { StoreError, validateKey, validatePrefix, type ObjectInfo, type ObjectStore, type PutOptions } from "./store.js";
 
@@ -50,6 +68,11 @@ export function fsStoreError(error: unknown, action: string, path: string, key?:
   })();
   const kind = code === "ENOENT" ? "not-found" : "io";
   return new StoreError(kind, `cannot ${action} ${path}: ${reason}`, key === undefined ? { cause: error } : { key, cause: error });
+}
+
+/** Changes with every put: each put is a new file (new inode, or a reused one with new times). */
+function etag(info: BigIntStats): string {
+  return `${info.ino.toString(16)}-${info.mtimeNs.toString(16)}-${info.ctimeNs.toString(16)}-${info.size.toString(16)}`;
 }
 
 function errno(error: unknown): string | undefined {
@@ -100,6 +123,11 @@ export class LocalDirectoryStore implements ObjectStore {
   async put(key: string, body: Uint8Array, options?: PutOptions): Promise<void> {
     const path = this.pathOf(key);
     const dir = dirname(path);
+    if (options?.ifMatch !== undefined) {
+      if (options.ifAbsent) throw new StoreError("io", `put ${key}: ifAbsent and ifMatch exclude each other`, { key });
+      await this.putIfMatch(key, path, body, options.ifMatch);
+      return;
+    }
     const temp = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString("hex")}`);
     await this.writeTemp(temp, body, key);
     try {
@@ -123,6 +151,55 @@ export class LocalDirectoryStore implements ObjectStore {
       throw error;
     }
     await this.syncDir(dir, key);
+  }
+
+  /** Compare-and-swap by rename (see the header comment). */
+  private async putIfMatch(key: string, path: string, body: Uint8Array, expected: string): Promise<void> {
+    const changed = (why: string, cause?: unknown): StoreError =>
+      new StoreError("changed", `object ${key} in ${this.root} ${why} (conditional write refused)`, cause === undefined ? { key } : { key, cause });
+    const current = await this.etagOf(path, key);
+    if (current !== expected) throw changed(current === null ? "does not exist" : "was changed by another writer");
+    const dir = dirname(path);
+    const temp = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString("hex")}`);
+    const claim = join(dir, `${TEMP_PREFIX}claim-${randomBytes(8).toString("hex")}`);
+    await this.writeTemp(temp, body, key);
+    try {
+      try {
+        await rename(path, claim);
+      } catch (error) {
+        if (errno(error) === "ENOENT") throw changed("was removed or taken over by another writer", error);
+        throw fsStoreError(error, "write", path, key);
+      }
+      if ((await this.etagOf(claim, key)) !== expected) {
+        // replaced between our check and our rename: give it back unless the key was re-created
+        await link(claim, path).catch(() => undefined);
+        await unlink(claim).catch(() => undefined);
+        throw changed("was changed by another writer");
+      }
+      try {
+        await link(temp, path);
+      } catch (error) {
+        await unlink(claim).catch(() => undefined);
+        if (errno(error) === "EEXIST") throw changed("was re-created by another writer", error);
+        throw fsStoreError(error, "write", path, key);
+      }
+      await unlink(claim).catch(() => undefined);
+    } finally {
+      await unlink(temp).catch(() => undefined);
+    }
+    await this.syncDir(dir, key);
+  }
+
+  /** The etag of the file at `path`, or null if there is none. */
+  private async etagOf(path: string, key: string): Promise<string | null> {
+    try {
+      const info = await stat(path, { bigint: true });
+      return info.isFile() ? etag(info) : null;
+    } catch (error) {
+      const code = errno(error);
+      if (code === "ENOENT" || code === "ENOTDIR") return null;
+      throw fsStoreError(error, "stat", path, key);
+    }
   }
 
   /** Write and fsync the temp file, creating missing parent directories (not the root). */
@@ -250,9 +327,9 @@ export class LocalDirectoryStore implements ObjectStore {
   async stat(key: string): Promise<ObjectInfo | null> {
     const path = this.pathOf(key);
     try {
-      const info = await stat(path);
+      const info = await stat(path, { bigint: true });
       if (!info.isFile()) return null;
-      return { key, size: info.size, modified: info.mtime };
+      return { key, size: Number(info.size), modified: new Date(Number(info.mtimeNs / 1_000_000n)), etag: etag(info) };
     } catch (error) {
       const code = errno(error);
       if (code === "ENOENT" || code === "ENOTDIR") {

@@ -4,6 +4,11 @@
  *                          (path-style then), credentials and region from the SDK chain
  *   file://PATH            local directory (file:///abs/path or file://relative/path)
  *   PATH                   local directory
+ *
+ * S3 retry and timeout settings (docs/fault-tolerance.md), from the environment unless
+ * given as options: AWS_MAX_ATTEMPTS and AWS_RETRY_MODE (the SDK's own names),
+ * PLOOPVAULT_S3_CONNECT_TIMEOUT_MS, PLOOPVAULT_S3_IDLE_TIMEOUT_MS,
+ * PLOOPVAULT_S3_REQUEST_TIMEOUT_MS, PLOOPVAULT_S3_RETRY_BUDGET_MS.
  */
 import { fileURLToPath } from "node:url";
 import { UsageError } from "../errors.js";
@@ -20,8 +25,30 @@ export interface OpenStoreOptions {
   credentials?: S3StoreOptions["credentials"];
   /** S3 sockets per client. */
   maxSockets?: number;
-  /** S3 attempts per request. */
+  /** S3 attempts per request (default env AWS_MAX_ATTEMPTS, else 6). */
   maxAttempts?: number;
+  /** Default env AWS_RETRY_MODE, else "adaptive". */
+  retryMode?: "standard" | "adaptive";
+  connectionTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  retryBudgetMs?: number;
+}
+
+/** A positive integer from the environment, or undefined; a bad value is a usage error naming the variable. */
+function envInt(name: string, min: number): number | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw.trim() === "") return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`environment variable ${name} must be an integer >= ${min}, got "${raw}"`);
+  return n;
+}
+
+function envRetryMode(): "standard" | "adaptive" | undefined {
+  const raw = process.env.AWS_RETRY_MODE;
+  if (raw === undefined || raw.trim() === "") return undefined;
+  if (raw === "standard" || raw === "adaptive") return raw;
+  throw new UsageError(`environment variable AWS_RETRY_MODE must be "standard" or "adaptive", got "${raw}"`);
 }
 
 export type ParsedRepoUrl = { kind: "s3"; bucket: string; prefix: string } | { kind: "local"; path: string };
@@ -82,6 +109,14 @@ export function openStore(url: string, options: OpenStoreOptions = {}): ObjectSt
   if (options.region !== undefined) s3.region = options.region;
   if (options.credentials !== undefined) s3.credentials = options.credentials;
   if (options.maxSockets !== undefined) s3.maxSockets = options.maxSockets;
-  if (options.maxAttempts !== undefined) s3.maxAttempts = options.maxAttempts;
+  const settings: Pick<S3StoreOptions, "maxAttempts" | "retryMode" | "connectionTimeoutMs" | "idleTimeoutMs" | "requestTimeoutMs" | "retryBudgetMs"> = {
+    maxAttempts: options.maxAttempts ?? envInt("AWS_MAX_ATTEMPTS", 1),
+    retryMode: options.retryMode ?? envRetryMode(),
+    connectionTimeoutMs: options.connectionTimeoutMs ?? envInt("PLOOPVAULT_S3_CONNECT_TIMEOUT_MS", 1),
+    idleTimeoutMs: options.idleTimeoutMs ?? envInt("PLOOPVAULT_S3_IDLE_TIMEOUT_MS", 1),
+    requestTimeoutMs: options.requestTimeoutMs ?? envInt("PLOOPVAULT_S3_REQUEST_TIMEOUT_MS", 1),
+    retryBudgetMs: options.retryBudgetMs ?? envInt("PLOOPVAULT_S3_RETRY_BUDGET_MS", 0),
+  };
+  for (const [name, value] of Object.entries(settings)) if (value !== undefined) (s3 as unknown as Record<string, unknown>)[name] = value;
   return new S3Store(s3);
 }

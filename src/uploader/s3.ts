@@ -9,8 +9,20 @@
  *   checksums are refused by RGW and others).
  * - list: ListObjectsV2 pages of 1000 (url-encoded keys, so any key survives the XML).
  * - delete: DeleteObjects in batches of 1000, a few batches at once; per-key errors fail.
- * - errors: StoreError kinds (see s3StoreError); retries are the SDK's (standard mode,
- *   `maxAttempts`), with a connection timeout so an unreachable endpoint fails in seconds.
+ * - errors: StoreError kinds (see s3StoreError).
+ *
+ * Faults (docs/fault-tolerance.md): every request goes through the SDK's retry middleware
+ * with our own strategy (S3RetryStrategy): `maxAttempts` attempts, exponential backoff
+ * with full jitter (base 100 ms, cap 5 s), a longer one for SlowDown/503/429 (base 1 s,
+ * cap 20 s; in "adaptive" mode a throttled client also holds back new requests), and no
+ * retry that would start after `retryBudgetMs`. Every attempt has a connection timeout, an
+ * idle timeout (no byte either way for `idleTimeoutMs`: a stalled server is abandoned and
+ * the request retried) and an overall `requestTimeoutMs` until the response headers.
+ * GET bodies are read whole and checked against Content-Length; a body cut short, reset or
+ * stalled is fetched again. A conditional put (ifAbsent) that the server may have applied
+ * before the connection broke is recognised: when a retry finds the key taken (412), or
+ * the put fails for good, the stored object is compared with ours, and an identical one
+ * means our earlier attempt landed.
  */
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
@@ -42,14 +54,118 @@ export interface S3StoreOptions {
   forcePathStyle?: boolean;
   /** Sockets per client (upper bound for useful upload concurrency). Default 32. */
   maxSockets?: number;
-  /** Attempts per request including the first (SDK retry strategy). Default 4. */
+  /** Attempts per request including the first. Default 6. */
   maxAttempts?: number;
-  /** SDK retry mode. Default "standard". */
+  /**
+   * "standard": each request backs off on its own. "adaptive" (default): a throttling
+   * answer (SlowDown, 503, 429) also delays every new request of this client until its
+   * backoff is over, so a throttled server sees the whole client slow down.
+   */
   retryMode?: "standard" | "adaptive";
-  /** Milliseconds to establish a TCP connection. Default 2000 (a dead host fails in ~8 s with 4 attempts). */
+  /** Milliseconds to establish a TCP connection. Default 2000. */
   connectionTimeoutMs?: number;
-  /** Milliseconds a socket may stay idle during a request before it fails. Default 30000. */
+  /** Milliseconds a request may go without a byte sent or received before it is abandoned (and retried). Default 20000. */
+  idleTimeoutMs?: number;
+  /** @deprecated alias of idleTimeoutMs */
   socketTimeoutMs?: number;
+  /** Milliseconds from sending a request to its response headers (upload included) before it is abandoned. Default 300000. */
+  requestTimeoutMs?: number;
+  /** No retry starts later than this many milliseconds after an operation's first attempt. Default 300000. */
+  retryBudgetMs?: number;
+}
+
+export const S3_DEFAULTS = {
+  maxAttempts: 6,
+  retryMode: "adaptive" as const,
+  connectionTimeoutMs: 2000,
+  idleTimeoutMs: 20_000,
+  requestTimeoutMs: 300_000,
+  retryBudgetMs: 300_000,
+};
+
+/** Backoff of transient failures (5xx, resets, timeouts): full jitter over base * 2^n, capped. */
+const TRANSIENT_BASE_MS = 100;
+const TRANSIENT_CAP_MS = 5_000;
+/** Backoff of throttling (SlowDown, 503, 429): longer. */
+const THROTTLE_BASE_MS = 1_000;
+const THROTTLE_CAP_MS = 20_000;
+
+type RetryStrategyV2 = Extract<NonNullable<S3ClientConfig["retryStrategy"]>, { acquireInitialRetryToken: unknown }>;
+type RetryErrorInfo = Parameters<RetryStrategyV2["refreshRetryTokenForRetry"]>[1];
+
+class RetryToken {
+  constructor(
+    private readonly retryCount: number,
+    private readonly delay: number,
+    readonly started: number,
+  ) {}
+  getRetryCount(): number {
+    return this.retryCount;
+  }
+  getRetryDelay(): number {
+    return this.delay;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Full jitter: uniformly random in [0, min(cap, base * 2^retry)], but at least base/2 for throttling. */
+export function backoffDelay(retry: number, throttled: boolean, random: () => number = Math.random): number {
+  const base = throttled ? THROTTLE_BASE_MS : TRANSIENT_BASE_MS;
+  const cap = throttled ? THROTTLE_CAP_MS : TRANSIENT_CAP_MS;
+  const ceiling = Math.min(cap, base * 2 ** Math.min(retry, 30));
+  const floor = throttled ? base / 2 : 0;
+  return Math.floor(floor + random() * Math.max(0, ceiling - floor));
+}
+
+/**
+ * The SDK retry strategy (RetryStrategyV2) of an S3Store. Retries what the SDK classifies
+ * as transient (5xx, connection resets, timeouts) or throttling, nothing else; the SDK
+ * middleware sleeps the delay of the token we return. No retry-capacity bucket: a backup
+ * must finish if the server lets it, and the time budget bounds the damage.
+ */
+export class S3RetryStrategy implements RetryStrategyV2 {
+  readonly mode: string;
+  /** adaptive: no new request starts before this time (ms since epoch). */
+  private holdUntil = 0;
+  constructor(
+    private readonly maxAttemptsValue: number,
+    mode: "standard" | "adaptive",
+    private readonly budgetMs: number,
+  ) {
+    this.mode = mode;
+  }
+
+  async acquireInitialRetryToken(_scope: string): Promise<RetryToken> {
+    if (this.mode === "adaptive") {
+      const wait = this.holdUntil - Date.now();
+      if (wait > 0) await sleep(wait);
+    }
+    return new RetryToken(0, 0, Date.now());
+  }
+
+  async refreshRetryTokenForRetry(token: RetryToken, errorInfo: RetryErrorInfo): Promise<RetryToken> {
+    const status = httpStatus(errorInfo.error);
+    const throttled = errorInfo.errorType === "THROTTLING" || status === 503 || status === 429;
+    if (!throttled && errorInfo.errorType !== "TRANSIENT") throw new Error("not a retryable error");
+    const attempts = token.getRetryCount() + 1;
+    if (attempts >= this.maxAttemptsValue) throw new Error("out of attempts");
+    let delay = backoffDelay(token.getRetryCount(), throttled);
+    const hint = errorInfo.retryAfterHint;
+    if (hint instanceof Date) delay = Math.max(delay, Math.min(hint.getTime() - Date.now(), THROTTLE_CAP_MS));
+    const now = Date.now();
+    if (now + delay - token.started > this.budgetMs) throw new Error("out of time");
+    if (throttled && this.mode === "adaptive") this.holdUntil = Math.max(this.holdUntil, now + delay);
+    return new RetryToken(attempts, delay, token.started);
+  }
+
+  recordSuccess(_token: RetryToken): void {}
+
+  async maxAttempts(): Promise<number> {
+    return this.maxAttemptsValue;
+  }
 }
 
 const DELETE_BATCH = 1000;
@@ -167,6 +283,7 @@ export class S3Store implements ObjectStore {
   private readonly endpointName: string;
   private readonly client: S3Client;
   private readonly maxAttempts: number;
+  private readonly retryBudgetMs: number;
   private readonly hasEndpoint: boolean;
   private readonly region: string | undefined;
   /** Set once HeadBucket confirmed the bucket (tells a 404 HEAD of a key from a missing bucket). */
@@ -183,20 +300,26 @@ export class S3Store implements ObjectStore {
     this.location = `s3://${this.bucket}${prefix === "" ? "" : `/${prefix}`}`;
     this.hasEndpoint = options.endpoint !== undefined && options.endpoint !== "";
     this.endpointName = this.hasEndpoint ? options.endpoint! : "AWS S3";
-    this.maxAttempts = options.maxAttempts ?? 4;
+    this.maxAttempts = options.maxAttempts ?? S3_DEFAULTS.maxAttempts;
+    if (!Number.isInteger(this.maxAttempts) || this.maxAttempts < 1) throw new StoreError("io", `invalid S3 max attempts ${this.maxAttempts}`);
+    this.retryBudgetMs = options.retryBudgetMs ?? S3_DEFAULTS.retryBudgetMs;
     const maxSockets = options.maxSockets ?? 32;
     this.region =
       options.region ?? (this.hasEndpoint ? (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || "us-east-1") : undefined);
+    const retryMode = options.retryMode ?? S3_DEFAULTS.retryMode;
     const config: S3ClientConfig = {
       maxAttempts: this.maxAttempts,
-      retryMode: options.retryMode ?? "standard",
+      retryMode,
+      retryStrategy: new S3RetryStrategy(this.maxAttempts, retryMode, this.retryBudgetMs),
       requestChecksumCalculation: "WHEN_REQUIRED",
       responseChecksumValidation: "WHEN_REQUIRED",
       forcePathStyle: options.forcePathStyle ?? this.hasEndpoint,
       followRegionRedirects: !this.hasEndpoint,
       requestHandler: {
-        connectionTimeout: options.connectionTimeoutMs ?? 2000,
-        socketTimeout: options.socketTimeoutMs ?? 30_000,
+        connectionTimeout: options.connectionTimeoutMs ?? S3_DEFAULTS.connectionTimeoutMs,
+        socketTimeout: options.idleTimeoutMs ?? options.socketTimeoutMs ?? S3_DEFAULTS.idleTimeoutMs,
+        requestTimeout: options.requestTimeoutMs ?? S3_DEFAULTS.requestTimeoutMs,
+        throwOnRequestTimeout: true,
         httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
         httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets }),
         logger: handlerLogger,
@@ -258,6 +381,8 @@ export class S3Store implements ObjectStore {
   async put(key: string, body: Uint8Array, options?: PutOptions): Promise<void> {
     const objectKey = this.objectKey(key);
     const buffer = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    /** Set once an attempt failed in a way that may have left our object stored. */
+    let mayHaveLanded = false;
     for (let conflict = 0; ; conflict++) {
       try {
         await this.client.send(
@@ -274,7 +399,10 @@ export class S3Store implements ObjectStore {
       } catch (error) {
         const status = httpStatus(error);
         if (options?.ifAbsent) {
+          if ((shape(error).$metadata?.attempts ?? 1) > 1) mayHaveLanded = true;
           if (status === 412 || errorCode(error) === "PreconditionFailed") {
+            // an earlier attempt of ours may have been applied before its answer was lost
+            if (mayHaveLanded && (await this.holds(key, buffer))) return;
             throw new StoreError("exists", `object ${key} already exists in ${this.location}`, { key, cause: error });
           }
           // AWS: a concurrent conditional write to the same key is in flight; try again
@@ -288,9 +416,23 @@ export class S3Store implements ObjectStore {
               cause: error,
             });
           }
+          // failed for good after a transient error: did one of the attempts land after all?
+          const failure = this.storeError(error, "write", key);
+          if ((failure.kind === "io" || failure.kind === "unreachable") && (await this.holds(key, buffer).catch(() => false))) return;
+          throw failure;
         }
         throw this.storeError(error, "write", key);
       }
+    }
+  }
+
+  /** True if `key` holds exactly `body` (false if it is missing or different). */
+  private async holds(key: string, body: Buffer): Promise<boolean> {
+    try {
+      return (await this.get(key)).equals(body);
+    } catch (error) {
+      if (error instanceof StoreError && error.kind === "not-found") return false;
+      throw error;
     }
   }
 
@@ -310,10 +452,22 @@ export class S3Store implements ObjectStore {
     return this.fetch(key, { offset, length });
   }
 
-  /** GetObject (optionally ranged), reading the whole body; body read failures are retried. */
+  /**
+   * GetObject (optionally ranged), reading the whole body. Failures while reading the body
+   * (reset, stall, fewer bytes than Content-Length) are retried with backoff, up to
+   * maxAttempts bodies and within the retry budget; the request itself is retried by the SDK.
+   */
   private async fetch(key: string, range: { offset: number; length: number } | undefined): Promise<Buffer> {
     const objectKey = this.objectKey(key);
+    const started = Date.now();
     for (let attempt = 1; ; attempt++) {
+      const retryBody = async (): Promise<boolean> => {
+        if (attempt >= this.maxAttempts) return false;
+        const delay = backoffDelay(attempt - 1, false);
+        if (Date.now() + delay - started > this.retryBudgetMs) return false;
+        await sleep(delay);
+        return true;
+      };
       let response: GetObjectCommandOutput;
       try {
         response = await this.client.send(
@@ -337,7 +491,7 @@ export class S3Store implements ObjectStore {
         const bytes = await response.Body.transformToByteArray();
         const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
         if (response.ContentLength !== undefined && body.length !== response.ContentLength) {
-          if (attempt < this.maxAttempts) continue;
+          if (await retryBody()) continue;
           throw new StoreError(
             "io",
             `cannot read ${this.location}/${key} at ${this.endpointName}: body cut short (${body.length} of ${response.ContentLength} bytes), ${attempt} attempts`,
@@ -348,8 +502,12 @@ export class S3Store implements ObjectStore {
         return body;
       } catch (error) {
         if (error instanceof StoreError) throw error;
-        if (attempt < this.maxAttempts && networkCode(error) !== undefined) continue;
-        throw this.storeError(error, "read", key);
+        // the body broke off (reset, idle timeout, premature close): fetch it again
+        if (await retryBody()) continue;
+        const failure = this.storeError(error, "read", key);
+        throw failure.kind === "io" && !failure.message.includes("attempts")
+          ? new StoreError("io", `${failure.message} (body read failed, ${attempt} attempts)`, { key, cause: error })
+          : failure;
       }
     }
   }
@@ -507,5 +665,8 @@ export function s3StoreError(
   if (/region is missing/i.test(detail)) {
     return new StoreError("io", `cannot ${context.action} ${context.what}: no AWS region configured (set AWS_REGION)`, options);
   }
-  return new StoreError("io", `cannot ${context.action} ${context.what} at ${context.endpoint}: ${code}${status ? ` (HTTP ${status})` : ""}${detail && detail !== code ? `: ${detail}` : ""}`, options);
+  const attempts = shape(error).$metadata?.attempts;
+  const tried = attempts !== undefined && attempts > 1 ? `${attempts} attempts` : "";
+  const paren = [status ? `HTTP ${status}` : "", tried].filter((x) => x !== "").join(", ");
+  return new StoreError("io", `cannot ${context.action} ${context.what} at ${context.endpoint}: ${code}${paren ? ` (${paren})` : ""}${detail && detail !== code ? `: ${detail}` : ""}`, options);
 }

@@ -7,14 +7,21 @@
  * - put() is atomic: a reader sees either no object or the complete body, never a
  *   partial one. put() overwrites unless `ifAbsent` is set; with `ifAbsent` it throws
  *   StoreError kind "exists" when the key is already present (conditional write).
+ *   With `ifMatch` (an etag from stat()) it replaces the object only if its current
+ *   version still has that etag, else throws kind "changed" (also when it is missing):
+ *   of several writers holding the same etag at most one succeeds (compare-and-swap).
  *   `put` resolves only once the object is durable (local: fsync'd file and directory).
  * - get() returns the whole body, or throws StoreError kind "not-found".
  * - getRange() returns exactly `length` bytes from `offset` (or fewer only at the end
  *   of the object); a missing object is kind "not-found".
- * - stat() returns null for a missing key, never throws "not-found".
+ * - stat() returns null for a missing key, never throws "not-found". It returns the
+ *   object's etag (a token that changes with every put) and its modification time as
+ *   the storage side's clock sets it (S3: the server's LastModified, which HEAD reports
+ *   to the second; local: the file's mtime).
  * - list() yields every key that starts with the prefix (a plain string prefix as in S3,
  *   usually ending in '/'; "" lists everything), recursively, each exactly once, in no
- *   particular order, with its size; a prefix nothing starts with yields nothing.
+ *   particular order, with its size and modification time (etag optional); a prefix
+ *   nothing starts with yields nothing.
  * - delete() removes the keys; missing keys are not an error.
  * - Errors are StoreError with a kind, the key (if any) and the store's location in the
  *   message, so the one line an operator sees names what failed.
@@ -25,13 +32,17 @@ import { PloopvaultError } from "../errors.js";
 export interface ObjectInfo {
   key: string;
   size: number;
-  /** Last modification time, when the backend knows it. */
+  /** Last modification time, when the backend knows it (set by the storage side's clock). */
   modified?: Date;
+  /** Version token for PutOptions.ifMatch; always set by stat(), optional in list(). */
+  etag?: string;
 }
 
 export interface PutOptions {
   /** Fail with kind "exists" instead of overwriting an existing object. */
   ifAbsent?: boolean;
+  /** Replace the object only if its current etag is this one; else fail with kind "changed". */
+  ifMatch?: string;
 }
 
 export interface ObjectStore {
@@ -52,6 +63,7 @@ export interface ObjectStore {
 export type StoreErrorKind =
   | "not-found" // the object does not exist
   | "exists" // conditional put found the object already present
+  | "changed" // put with ifMatch found the object changed (another etag) or missing
   | "auth" // credentials missing, wrong or expired; access denied
   | "unreachable" // connection refused, DNS failure, timeouts after retries
   | "no-container" // bucket or repository directory missing

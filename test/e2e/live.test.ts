@@ -119,7 +119,8 @@ describe("online backup of running containers", () => {
   let repo: RepoTarget;
   let work: string;
   let privateRoot: string;
-  const args = (): string[] => [...repo.args, "--private-root", privateRoot, "--vzlist-bin", "/nonexistent/vzlist", "--ploop-bin", PLOOP_WRAPPER];
+  // Classic mode: every snapshot is merged back at once (incremental.test.ts covers the kept delta).
+  const args = (): string[] => [...repo.args, "--private-root", privateRoot, "--vzlist-bin", "/nonexistent/vzlist", "--ploop-bin", PLOOP_WRAPPER, "--no-incremental"];
 
   beforeAll(async () => {
     repo = await localRepo();

@@ -1,0 +1,249 @@
+/** The benchmark's Markdown report: issue 4's targets first, then every measured run. */
+import type { LargeDisk } from "./large-disks.js";
+import type { Measured } from "./measure.js";
+import type { PutCeiling } from "./s3.js";
+import type { BackupStep, BenchDisk, InputKind, RepoSize, RestoreStep, ToolName } from "./tools.js";
+
+export interface TargetResult {
+  tool: ToolName;
+  input: InputKind;
+  store: "local" | "s3";
+  label: string;
+  first?: BackupStep;
+  repoAfterFirst?: RepoSize;
+  unchanged?: BackupStep;
+  repoAfterUnchanged?: RepoSize;
+  untouched?: BackupStep;
+  restore?: RestoreStep;
+  restoreVerified?: boolean;
+  error?: string;
+}
+
+export interface LargeDiskResult {
+  disk: LargeDisk;
+  backup?: BackupStep;
+  restore?: RestoreStep;
+  error?: string;
+}
+
+export interface BenchReport {
+  date: string;
+  command: string;
+  machine: { cpu: string; cores: number; memGiB: number; kernel: string; node: string };
+  versions: Partial<Record<ToolName, string>>;
+  notes: string[];
+  corpus: { dir: string; scale: string | null; disks: BenchDisk[] };
+  restoreCt: string;
+  local: TargetResult[];
+  s3: TargetResult[];
+  s3Server?: string;
+  ceiling: PutCeiling | null;
+  large: LargeDiskResult[];
+  loadBefore: number;
+  loadAfter: number;
+  seconds: number;
+}
+
+const MB = 1e6;
+const RSS_LIMIT_MIB = 256;
+
+function f(n: number | null | undefined, digits = 1): string {
+  return n === null || n === undefined || !Number.isFinite(n) ? "-" : n.toFixed(digits);
+}
+
+function row(cells: (string | number)[]): string {
+  return `| ${cells.join(" | ")} |`;
+}
+
+function cpu(m: Measured): number {
+  return m.userSeconds + m.sysSeconds;
+}
+
+function find(list: TargetResult[], tool: ToolName, input: InputKind): TargetResult | undefined {
+  return list.find((r) => r.tool === tool && r.input === input && r.error === undefined);
+}
+
+interface Versus {
+  pv: number | undefined;
+  other: number | undefined;
+}
+
+function ratioCell(v: Versus, limit: number, higherIsBetter = false): [string, string, string] {
+  if (v.pv === undefined || v.other === undefined || v.other === 0) return [f(v.other), "-", "-"];
+  const ratio = v.pv / v.other;
+  const met = higherIsBetter ? ratio >= limit : ratio <= limit;
+  return [f(v.other), `${ratio.toFixed(2)}x`, met ? "yes" : "**no**"];
+}
+
+function targetsTable(r: BenchReport): string[] {
+  const pv = find(r.local, "ploopvault", "ploop");
+  const rr = find(r.local, "restic", "raw");
+  const ri = find(r.local, "restic", "image");
+  const lines = [
+    row(["measure", "ploopvault", "restic, raw disks", "ratio", "met", "restic, ploop images", "ratio", "met", "target"]),
+    row(["---", "---:", "---:", "---:", "---", "---:", "---:", "---", "---"]),
+  ];
+  const add = (name: string, get: (t: TargetResult) => number | undefined, limit: number, target: string): void => {
+    const p = pv === undefined ? undefined : get(pv);
+    const a = ratioCell({ pv: p, other: rr === undefined ? undefined : get(rr) }, limit);
+    const b = ratioCell({ pv: p, other: ri === undefined ? undefined : get(ri) }, limit);
+    lines.push(row([name, f(p), ...a, ...b, target]));
+  };
+  add("first full backup of the 4 disks, s", (t) => t.first?.measured.seconds, 0.5, "<= 0.5x restic");
+  add("unchanged re-backup of the 4 disks, s", (t) => t.unchanged?.measured.seconds, 0.2, "<= 0.2x restic");
+  add(`restore of one disk (${r.restoreCt}), s`, (t) => t.restore?.measured.seconds, 0.5, "<= 0.5x restic");
+  add("repository after the first backup, MB", (t) => (t.repoAfterFirst === undefined ? undefined : t.repoAfterFirst.bytes / MB), 1.0, "<= 1.0x restic");
+
+  // Peak RSS: every ploopvault run of this report, including the large disks.
+  const pvRuns: Measured[] = [];
+  for (const t of [...r.local, ...r.s3]) {
+    if (t.tool !== "ploopvault") continue;
+    for (const s of [t.first, t.unchanged, t.restore]) if (s) pvRuns.push(s.measured);
+  }
+  for (const l of r.large) for (const s of [l.backup, l.restore]) if (s) pvRuns.push(s.measured);
+  const pvRss = pvRuns.length === 0 ? undefined : Math.max(...pvRuns.map((m) => m.peakRssMiB));
+  const rssOf = (t: TargetResult | undefined): string => {
+    if (t === undefined) return "-";
+    const ms = [t.first, t.unchanged, t.untouched, t.restore].filter((s) => s !== undefined).map((s) => s!.measured.peakRssMiB);
+    return ms.length === 0 ? "-" : f(Math.max(...ms), 0);
+  };
+  const rssMet = pvRss === undefined ? "-" : pvRss <= RSS_LIMIT_MIB ? "yes" : "**no**";
+  lines.push(row([`peak RSS, MiB (all ploopvault runs${r.large.length > 0 ? ", incl. 1 GiB and 8 GiB disks" : ""})`, f(pvRss, 0), rssOf(rr), "", rssMet, rssOf(ri), "", "", `<= ${RSS_LIMIT_MIB} MiB`]));
+
+  const pvS3 = find(r.s3, "ploopvault", "ploop");
+  if (pvS3?.first?.addedBytes != null && r.ceiling !== null) {
+    const stored = pvS3.first.addedBytes / pvS3.first.measured.seconds / MB;
+    const ceiling = r.ceiling.bytesPerSecond / MB;
+    const ratio = stored / ceiling;
+    lines.push(
+      row([
+        "S3 first backup: stored MB/s vs the RGW's PUT ceiling",
+        f(stored),
+        `ceiling ${f(ceiling)}`,
+        `${ratio.toFixed(2)}x`,
+        ratio >= 0.8 ? "yes" : "**no**",
+        "",
+        "",
+        "",
+        ">= 0.8x ceiling",
+      ]),
+    );
+  }
+  return lines;
+}
+
+function runsTable(list: TargetResult[], disks: BenchDisk[], restoreCt: string, s3: boolean): string[] {
+  const data = disks.reduce((s, d) => s + d.dataBytes, 0);
+  const restoreData = disks.find((d) => d.ct === restoreCt)?.dataBytes ?? 0;
+  const lines = [
+    row(["tool, input", "scenario", "wall s", "data MB/s", "CPU s", "peak RSS MiB", "added MB", s3 ? "bucket MB (objects)" : "repo MB (on disk)", s3 ? "RGW CPU s" : "other CPU s"]),
+    row(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]),
+  ];
+  for (const t of list) {
+    const name = `${t.tool}, ${t.input === "ploop" ? "ploop disk" : t.input === "raw" ? "raw disks" : "ploop images"}`;
+    if (t.error !== undefined) {
+      lines.push(row([name, "FAILED", t.error.split("\n")[0]!.replace(/\|/g, "/"), "", "", "", "", "", ""]));
+      continue;
+    }
+    const last = (m: Measured): string => (s3 ? f(m.serverCpuSeconds) : f(m.otherCpuSeconds));
+    const repo = (s: RepoSize | undefined): string =>
+      s === undefined ? "-" : s.diskBytes === null ? `${f(s.bytes / MB)} (${s.objects})` : `${f(s.bytes / MB)} (${f(s.diskBytes / MB)})`;
+    const backup = (scenario: string, step: BackupStep | undefined, size: RepoSize | undefined): void => {
+      if (step === undefined) return;
+      const m = step.measured;
+      lines.push(row([name, scenario, f(m.seconds, 2), f(data / MB / m.seconds, 0), f(cpu(m)), f(m.peakRssMiB, 0), step.addedBytes === null ? "-" : f(step.addedBytes / MB), repo(size), last(m)]));
+    };
+    backup("first backup", t.first, t.repoAfterFirst);
+    backup("unchanged, touched", t.unchanged, t.repoAfterUnchanged);
+    backup("unchanged, untouched", t.untouched, undefined);
+    if (t.restore) {
+      const m = t.restore.measured;
+      const verified = t.restoreVerified ? "" : " (**content differs**)";
+      lines.push(
+        row([name, `restore ${restoreCt}${verified}`, `${f(m.seconds, 2)} (sync ${f(t.restore.syncSeconds, 2)})`, f(restoreData / MB / m.seconds, 0), f(cpu(m)), f(m.peakRssMiB, 0), "", "", last(m)]),
+      );
+    }
+  }
+  return lines;
+}
+
+export function renderReport(r: BenchReport): string {
+  const disks = r.corpus.disks;
+  const data = disks.reduce((s, d) => s + d.dataBytes, 0);
+  const virtual = disks.reduce((s, d) => s + d.virtualBytes, 0);
+  const out: string[] = [];
+  out.push("## Results");
+  out.push("");
+  out.push(`Command: \`${r.command}\``);
+  out.push("");
+  out.push(
+    `Run ${r.date.slice(0, 16).replace("T", " ")} UTC, ${(r.seconds / 60).toFixed(1)} min; ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memGiB.toFixed(0)} GiB RAM, Linux ${r.machine.kernel}, Node ${r.machine.node}; load average ${r.loadBefore.toFixed(2)} before, ${r.loadAfter.toFixed(2)} after.`,
+  );
+  out.push(`Tools: ${Object.entries(r.versions).map(([k, v]) => `${k} (${v})`).join(", ")}${r.s3Server ? `; S3: ${r.s3Server}` : ""}.`);
+  out.push(
+    `Corpus${r.corpus.scale ? ` (scale ${r.corpus.scale})` : ""}: ${disks.length} disks (${disks.map((d) => d.ct).join(", ")}), ${f(virtual / MB, 0)} MB virtual, ${f(data / MB, 0)} MB of data (allocated clusters). ` +
+      `"data MB/s" divides these ${f(data / MB, 0)} MB (restore: the ${f((disks.find((d) => d.ct === r.restoreCt)?.dataBytes ?? 0) / MB, 0)} MB of disk ${r.restoreCt}) by the wall time, the same numerator for every tool.`,
+  );
+  for (const n of r.notes) out.push(`Note: ${n}.`);
+  out.push("");
+  out.push("### Issue 4 targets (ratios = ploopvault / restic, same run)");
+  out.push("");
+  out.push(...targetsTable(r));
+  out.push("");
+  out.push("### Local repositories");
+  out.push("");
+  out.push(...runsTable(r.local, disks, r.restoreCt, false));
+  out.push("");
+  out.push(
+    `"other CPU s" is CPU time the rest of the machine used during the run (2 cores: a run with more than a few seconds there was disturbed). ` +
+      `"added MB": what the tool reports storing (ploopvault: compressed new chunks; restic: data_added; borg: deduplicated size). ` +
+      `Restore times include \`sync FILE\` (in brackets), so every tool ends with the file on disk; ploopvault fsyncs itself.`,
+  );
+  if (r.s3.length > 0) {
+    out.push("");
+    out.push("### S3 (Ceph RGW on 127.0.0.1, same machine)");
+    out.push("");
+    out.push(...runsTable(r.s3, disks, r.restoreCt, true));
+    out.push("");
+    const pv = find(r.s3, "ploopvault", "ploop");
+    if (r.ceiling !== null) {
+      const c = r.ceiling;
+      out.push(
+        `RGW PUT ceiling (plain AWS SDK loop, no ploopvault code): ${c.objects} objects of ${c.objectBytes} bytes (ploopvault's mean stored chunk) at concurrency ${c.concurrency} in ${f(c.seconds)} s = **${f(c.bytesPerSecond / MB)} MB/s**` +
+          (pv?.first?.addedBytes != null ? `; ploopvault's first S3 backup stored ${f(pv.first.addedBytes / MB)} MB in ${f(pv.first.measured.seconds)} s = **${f(pv.first.addedBytes / MB / pv.first.measured.seconds)} MB/s** (${((pv.first.addedBytes / pv.first.measured.seconds / c.bytesPerSecond) * 100).toFixed(0)}% of the ceiling).` : "."),
+      );
+      out.push("");
+    }
+    out.push(`"RGW CPU s": CPU time of the Ceph daemons (radosgw, ceph-osd, ceph-mon) during the run, which share the 2 cores with the client.`);
+  }
+  if (r.large.length > 0) {
+    out.push("");
+    out.push("### Memory on large disks (ploopvault, local repository)");
+    out.push("");
+    out.push(row(["disk", "virtual MiB", "data MiB", "backup s", "data MB/s", "backup peak RSS MiB", "restore s", "restore peak RSS MiB"]));
+    out.push(row(["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]));
+    for (const l of r.large) {
+      if (l.error !== undefined) {
+        out.push(row([l.disk.name, f(l.disk.sizeBytes / 2 ** 20, 0), f(l.disk.dataBytes / 2 ** 20, 0), "FAILED", l.error.split("\n")[0]!.replace(/\|/g, "/"), "", "", ""]));
+        continue;
+      }
+      const b = l.backup?.measured;
+      const s = l.restore?.measured;
+      out.push(
+        row([
+          l.disk.name === "1g" ? "1 GiB, full" : l.disk.name === "8g" ? "8 GiB, 1/8 allocated" : l.disk.name,
+          f(l.disk.sizeBytes / 2 ** 20, 0),
+          f(l.disk.dataBytes / 2 ** 20, 0),
+          b ? f(b.seconds, 2) : "-",
+          b ? f(l.disk.dataBytes / MB / b.seconds, 0) : "-",
+          b ? f(b.peakRssMiB, 0) : "-",
+          s ? f(s.seconds, 2) : "-",
+          s ? f(s.peakRssMiB, 0) : "-",
+        ]),
+      );
+    }
+    out.push("");
+    out.push("Half of the clusters random, half text-like: nearly every chunk is new, compressed and stored (the worst case for memory).");
+  }
+  return out.join("\n");
+}

@@ -1,0 +1,359 @@
+/**
+ * The three tools behind one interface: a Target is one fresh repository of one tool fed
+ * with one kind of input, able to back up all corpus disks, restore one, and say how big
+ * its repository is. Every timed command runs under runMeasured (GNU time).
+ *
+ * Options chosen for a fair comparison (docs/performance.md explains them):
+ *   ploopvault  --disk DiskDescriptor.xml per disk, defaults (256 KiB chunks, zstd 3,
+ *               2 worker threads, 8 uploads in flight), no encryption (not implemented yet)
+ *   restic      repository version 2, --compression auto (zstd), RESTIC_PASSWORD
+ *               (restic always encrypts: AES-256-CTR + Poly1305)
+ *   borg        --encryption none (like ploopvault), --compression zstd,3, default chunker
+ * Restores are made durable the same way for every tool: the tool's own run, then
+ * `sync FILE` (ploopvault already fsyncs; restic and borg do not).
+ */
+import { mkdir, rm } from "node:fs/promises";
+import { join, relative } from "node:path";
+import { execa } from "execa";
+import { treeSize } from "./files.js";
+import { combine, runMeasured, type Measured } from "./measure.js";
+import { bucketSize, type RgwServer } from "./s3.js";
+
+export type ToolName = "ploopvault" | "restic" | "borg";
+export const TOOL_NAMES: readonly ToolName[] = ["ploopvault", "restic", "borg"];
+/** ploop: the ploop disk itself (ploopvault); raw: ploop's flattening; image: the root.hds files. */
+export type InputKind = "ploop" | "raw" | "image";
+
+export interface BenchDisk {
+  ct: string;
+  descriptorPath: string;
+  imagePath: string;
+  /** Flattened logical disk (sparse raw file), when generic tools run on raw input. */
+  rawPath?: string;
+  /** SHA-256 of the logical disk. */
+  sha256: string;
+  /** Bytes of allocated clusters (the disk's data, holes excluded). */
+  dataBytes: number;
+  virtualBytes: number;
+}
+
+export interface ToolEnv {
+  /** Scratch directory for repositories, caches, restores. */
+  work: string;
+  /** node + dist/src/cli.js */
+  ploopvault: string[];
+  s3: RgwServer | null;
+}
+
+export interface RepoSize {
+  bytes: number;
+  /** Allocated on disk (local repositories only). */
+  diskBytes: number | null;
+  objects: number;
+}
+
+export interface BackupStep {
+  measured: Measured;
+  /** Bytes the tool reports it added to the repository (ploopvault: compressed chunks; restic: data_added). */
+  addedBytes: number | null;
+  /** ploopvault only: chunks written. */
+  newChunks: number | null;
+}
+
+export interface RestoreStep {
+  measured: Measured;
+  /** Part of `measured` spent in `sync FILE` after the tool exited. */
+  syncSeconds: number;
+  /** The restored file (raw disk, or the image file for input "image"). */
+  file: string;
+}
+
+export interface Target {
+  readonly tool: ToolName;
+  readonly input: InputKind;
+  readonly store: "local" | "s3";
+  readonly label: string;
+  init(): Promise<void>;
+  backup(disks: readonly BenchDisk[]): Promise<BackupStep>;
+  restore(disk: BenchDisk, outDir: string): Promise<RestoreStep>;
+  repoSize(): Promise<RepoSize>;
+  /** The paths whose content the tool reads (for cache warming and touching). */
+  inputs(disks: readonly BenchDisk[]): string[];
+  cleanup(): Promise<void>;
+}
+
+export async function toolVersion(tool: ToolName, env: ToolEnv): Promise<string | null> {
+  const [cmd, ...args] = tool === "ploopvault" ? [...env.ploopvault, "--version"] : tool === "restic" ? ["restic", "version"] : ["borg", "--version"];
+  const r = await execa(cmd!, args, { reject: false });
+  if (r.exitCode !== 0) return null;
+  return String(r.stdout).trim().split("\n")[0]!;
+}
+
+export const INSTALL_HINT: Record<ToolName, string> = {
+  ploopvault: "npm run build",
+  restic: "apt-get install restic",
+  borg: "apt-get install borgbackup",
+};
+
+function s3Env(s3: RgwServer): Record<string, string> {
+  return { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region, AWS_DEFAULT_REGION: s3.region };
+}
+
+/** `sync FILE` (fsync of that file), measured, so restores end durable for every tool. */
+async function syncFile(file: string, tmp: string, ownPids?: () => number[]): Promise<Measured> {
+  return runMeasured("sync", [file], tmp, { label: `sync ${file}`, ...(ownPids ? { ownPids } : {}) });
+}
+
+function uniqueName(prefix: string): string {
+  return `${prefix}-${Date.now().toString(36)}-${Math.random().toString(16).slice(2, 6)}`;
+}
+
+// ---------------------------------------------------------------------------------------
+
+class PloopvaultTarget implements Target {
+  readonly tool = "ploopvault" as const;
+  readonly input = "ploop" as const;
+  readonly label: string;
+  private readonly dir: string;
+  private readonly repo: string;
+  private readonly stateDir: string;
+  private readonly env: Record<string, string>;
+  private readonly bucket: string | null;
+
+  constructor(
+    private readonly tenv: ToolEnv,
+    readonly store: "local" | "s3",
+  ) {
+    this.label = `ploopvault (${store})`;
+    this.dir = join(tenv.work, uniqueName(`pv-${store}`));
+    this.stateDir = join(this.dir, "state");
+    if (store === "s3") {
+      if (!tenv.s3) throw new Error("no S3 server");
+      this.bucket = uniqueName("pv");
+      this.repo = `s3://${this.bucket}`;
+      this.env = s3Env(tenv.s3);
+    } else {
+      this.bucket = null;
+      this.repo = join(this.dir, "repo");
+      this.env = {};
+    }
+  }
+
+  private args(cmd: string, ...rest: string[]): string[] {
+    const endpoint = this.store === "s3" ? ["--endpoint", this.tenv.s3!.endpoint] : [];
+    return [...this.tenv.ploopvault.slice(1), cmd, "--repo", this.repo, ...endpoint, "--state-dir", this.stateDir, ...rest];
+  }
+
+  private run(args: string[], label: string): Promise<Measured> {
+    const pids = this.tenv.s3?.pids;
+    return runMeasured(this.tenv.ploopvault[0]!, args, this.dir, { env: this.env, label, ...(this.store === "s3" && pids ? { ownPids: pids } : {}) });
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    await this.run(this.args("init", "-q"), "ploopvault init");
+  }
+
+  async backup(disks: readonly BenchDisk[]): Promise<BackupStep> {
+    const runs: Measured[] = [];
+    let added = 0;
+    let newChunks = 0;
+    for (const d of disks) {
+      const m = await this.run(this.args("backup", "--disk", d.descriptorPath, "--json", "-q"), `ploopvault backup --disk ${d.descriptorPath}`);
+      for (const line of m.stdout.split("\n")) {
+        if (!line.startsWith("{")) continue;
+        const r = JSON.parse(line) as { newBytesStored?: number; newChunks?: number };
+        added += r.newBytesStored ?? 0;
+        newChunks += r.newChunks ?? 0;
+      }
+      runs.push(m);
+    }
+    return { measured: combine(runs), addedBytes: added, newChunks };
+  }
+
+  async restore(disk: BenchDisk, outDir: string): Promise<RestoreStep> {
+    await mkdir(outDir, { recursive: true });
+    const file = join(outDir, `${disk.ct}.raw`);
+    const m = await this.run(this.args("restore", `${disk.ct}:latest`, "--format", "raw", "--target", file, "-q"), "ploopvault restore");
+    const s = await syncFile(file, this.dir);
+    return { measured: combine([m, s]), syncSeconds: s.seconds, file };
+  }
+
+  async repoSize(): Promise<RepoSize> {
+    if (this.bucket !== null) return { ...(await bucketSize(this.tenv.s3!, this.bucket)), diskBytes: null };
+    const t = await treeSize(this.repo);
+    return { bytes: t.bytes, diskBytes: t.diskBytes, objects: t.files };
+  }
+
+  inputs(disks: readonly BenchDisk[]): string[] {
+    return disks.map((d) => d.imagePath);
+  }
+
+  async cleanup(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+class ResticTarget implements Target {
+  readonly tool = "restic" as const;
+  readonly label: string;
+  private readonly dir: string;
+  private readonly env: Record<string, string>;
+  private readonly bucket: string | null;
+
+  constructor(
+    private readonly tenv: ToolEnv,
+    readonly input: "raw" | "image",
+    readonly store: "local" | "s3",
+  ) {
+    this.label = `restic, ${input} (${store})`;
+    this.dir = join(tenv.work, uniqueName(`restic-${input}-${store}`));
+    let repository: string;
+    if (store === "s3") {
+      if (!tenv.s3) throw new Error("no S3 server");
+      this.bucket = uniqueName("restic");
+      repository = `s3:${tenv.s3.endpoint}/${this.bucket}`;
+    } else {
+      this.bucket = null;
+      repository = join(this.dir, "repo");
+    }
+    this.env = {
+      RESTIC_REPOSITORY: repository,
+      RESTIC_PASSWORD: "ploopvault-bench",
+      RESTIC_CACHE_DIR: join(this.dir, "cache"),
+      ...(tenv.s3 && store === "s3" ? s3Env(tenv.s3) : {}),
+    };
+  }
+
+  private run(args: string[], label: string, cwd?: string): Promise<Measured> {
+    const pids = this.tenv.s3?.pids;
+    return runMeasured("restic", args, this.dir, { env: this.env, label, ...(cwd ? { cwd } : {}), ...(this.store === "s3" && pids ? { ownPids: pids } : {}) });
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    await this.run(["init", "--repository-version", "2"], "restic init");
+  }
+
+  async backup(disks: readonly BenchDisk[]): Promise<BackupStep> {
+    const m = await this.run(["backup", "--host", "bench", "--compression", "auto", "--json", ...this.inputs(disks)], "restic backup");
+    let added: number | null = null;
+    for (const line of m.stdout.split("\n")) {
+      if (!line.includes('"summary"')) continue;
+      try {
+        const s = JSON.parse(line) as { message_type?: string; data_added?: number };
+        if (s.message_type === "summary") added = s.data_added ?? null;
+      } catch {
+        // a progress line
+      }
+    }
+    return { measured: m, addedBytes: added, newChunks: null };
+  }
+
+  async restore(disk: BenchDisk, outDir: string): Promise<RestoreStep> {
+    await mkdir(outDir, { recursive: true });
+    const source = this.inputs([disk])[0]!;
+    const m = await this.run(["restore", "latest", "--target", outDir, "--include", source], "restic restore");
+    const file = join(outDir, source);
+    const s = await syncFile(file, this.dir);
+    return { measured: combine([m, s]), syncSeconds: s.seconds, file };
+  }
+
+  async repoSize(): Promise<RepoSize> {
+    if (this.bucket !== null) return { ...(await bucketSize(this.tenv.s3!, this.bucket)), diskBytes: null };
+    const t = await treeSize(this.env.RESTIC_REPOSITORY!);
+    return { bytes: t.bytes, diskBytes: t.diskBytes, objects: t.files };
+  }
+
+  inputs(disks: readonly BenchDisk[]): string[] {
+    return disks.map((d) => (this.input === "raw" ? d.rawPath! : d.imagePath));
+  }
+
+  async cleanup(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+class BorgTarget implements Target {
+  readonly tool = "borg" as const;
+  readonly store = "local" as const;
+  readonly label: string;
+  private readonly dir: string;
+  private readonly repo: string;
+  private readonly env: Record<string, string>;
+  private archives = 0;
+
+  constructor(
+    tenv: ToolEnv,
+    readonly input: "raw" | "image",
+    /** Directory the archived paths are relative to. */
+    private readonly base: string,
+  ) {
+    this.label = `borg, ${input} (local)`;
+    this.dir = join(tenv.work, uniqueName(`borg-${input}`));
+    this.repo = join(this.dir, "repo");
+    this.env = {
+      BORG_BASE_DIR: join(this.dir, "base"),
+      BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: "yes",
+      BORG_RELOCATED_REPO_ACCESS_IS_OK: "yes",
+      BORG_PASSPHRASE: "",
+    };
+  }
+
+  private run(args: string[], label: string, cwd?: string): Promise<Measured> {
+    return runMeasured("borg", args, this.dir, { env: this.env, label, ...(cwd ? { cwd } : {}) });
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    await this.run(["init", "--encryption", "none", this.repo], "borg init");
+  }
+
+  private relativeInputs(disks: readonly BenchDisk[]): string[] {
+    return this.inputs(disks).map((p) => relative(this.base, p));
+  }
+
+  async backup(disks: readonly BenchDisk[]): Promise<BackupStep> {
+    const name = `bench-${++this.archives}`;
+    const m = await this.run(["create", "--compression", "zstd,3", "--json", `${this.repo}::${name}`, ...this.relativeInputs(disks)], "borg create", this.base);
+    let added: number | null = null;
+    try {
+      const j = JSON.parse(m.stdout) as { archive?: { stats?: { deduplicated_size?: number } } };
+      added = j.archive?.stats?.deduplicated_size ?? null;
+    } catch {
+      // no stats
+    }
+    return { measured: m, addedBytes: added, newChunks: null };
+  }
+
+  async restore(disk: BenchDisk, outDir: string): Promise<RestoreStep> {
+    await mkdir(outDir, { recursive: true });
+    const rel = this.relativeInputs([disk])[0]!;
+    const m = await this.run(["extract", "--sparse", `${this.repo}::bench-${this.archives}`, rel], "borg extract", outDir);
+    const file = join(outDir, rel);
+    const s = await syncFile(file, this.dir);
+    return { measured: combine([m, s]), syncSeconds: s.seconds, file };
+  }
+
+  async repoSize(): Promise<RepoSize> {
+    const t = await treeSize(this.repo);
+    return { bytes: t.bytes, diskBytes: t.diskBytes, objects: t.files };
+  }
+
+  inputs(disks: readonly BenchDisk[]): string[] {
+    return disks.map((d) => (this.input === "raw" ? d.rawPath! : d.imagePath));
+  }
+
+  async cleanup(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** `dirs`: where the raw files and the corpus live (borg archives paths relative to them). */
+export function makeTarget(tool: ToolName, input: InputKind, store: "local" | "s3", env: ToolEnv, dirs: { corpus: string; raw: string }): Target {
+  if (tool === "ploopvault") return new PloopvaultTarget(env, store);
+  if (input === "ploop") throw new Error(`${tool} reads files, not ploop disks`);
+  if (tool === "restic") return new ResticTarget(env, input, store);
+  if (store === "s3") throw new Error("borg has no S3 backend");
+  return new BorgTarget(env, input, input === "raw" ? dirs.raw : dirs.corpus);
+}

@@ -1,0 +1,70 @@
+/**
+ * The operational options of `backup` and what the backup pipeline gets from them:
+ * a read throttle (--limit-read), live progress per container, idle I/O priority
+ * (--no-ionice to keep the normal class), Prometheus metrics and hooks after the run.
+ * backup.ts wires these in with a few lines; session.ts acts on the options around it.
+ */
+import { Option, type Command } from "commander";
+import type { BackupProgress } from "../backup/pipeline.js";
+import { UsageError } from "../errors.js";
+import { progressDisplay } from "./progress.js";
+import { rateOption, readThrottle } from "./rate-limit.js";
+
+export { recordResult } from "./session.js";
+
+export interface BackupOpsOptions {
+  limitRead?: number;
+  ionice?: boolean;
+  metricsFile?: string;
+  hookSuccess?: string;
+  hookFailure?: string;
+  hookTimeout?: number;
+}
+
+function parseTimeout(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--hook-timeout must be a number of seconds > 0, got "${value}"`);
+  return n;
+}
+
+export function addBackupOpsOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option("--limit-read <rate>", "limit image reads to RATE bytes/s (e.g. 50M), shared by all containers").argParser(rateOption("--limit-read")))
+    .addOption(new Option("--no-ionice", "keep the normal I/O priority (default: idle class via ionice -c3)"))
+    .addOption(new Option("--metrics-file <path>", "write Prometheus textfile metrics here after the run (atomically)"))
+    .addOption(new Option("--hook-success <cmd>", "run CMD with /bin/sh -c after a successful run"))
+    .addOption(new Option("--hook-failure <cmd>", "run CMD with /bin/sh -c after a failed or partial run"))
+    .addOption(new Option("--hook-timeout <seconds>", "kill a hook running longer than this").default(300).argParser(parseTimeout));
+}
+
+export interface DiskOps {
+  readThrottle?: (bytes: number) => Promise<void>;
+  onProgress?: (progress: BackupProgress) => void;
+}
+
+export interface RunOps {
+  readThrottle?: (bytes: number) => Promise<void>;
+  onProgress?: (ct: string, progress: BackupProgress) => void;
+}
+
+function showProgress(ct: string, p: BackupProgress): void {
+  progressDisplay()?.update(`ct:${ct}`, `CT ${ct}`, { done: p.readBytes, total: p.totalBytes, newBytes: p.newBytesStored });
+}
+
+/** For backupContainers(): per-container progress, the shared read throttle. */
+export function backupRunOps(options: BackupOpsOptions): RunOps {
+  const ops: RunOps = {};
+  const throttle = readThrottle(options.limitRead);
+  if (throttle !== undefined) ops.readThrottle = throttle;
+  if (progressDisplay() !== null) ops.onProgress = showProgress;
+  return ops;
+}
+
+/** For a direct backupDisk() (--disk). */
+export function diskRunOps(options: BackupOpsOptions, ct: string): DiskOps {
+  const ops: DiskOps = {};
+  const throttle = readThrottle(options.limitRead);
+  if (throttle !== undefined) ops.readThrottle = throttle;
+  if (progressDisplay() !== null) ops.onProgress = (p) => showProgress(ct, p);
+  return ops;
+}
