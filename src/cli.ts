@@ -12,6 +12,7 @@ import { Command, CommanderError } from "commander";
 import { backupCommand } from "./commands/backup.js";
 import { checkCommand } from "./commands/check.js";
 import { initCommand } from "./commands/init.js";
+import { pruneCommand } from "./commands/prune.js";
 import { keyCommand } from "./commands/key.js";
 import { restoreCommand } from "./commands/restore.js";
 import { releaseCommand } from "./commands/release.js";

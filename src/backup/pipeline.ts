@@ -47,6 +47,8 @@ export interface BackupOptions {
   readBlockBytes?: number;
   signal?: AbortSignal;
   onProgress?: (progress: BackupProgress) => void;
+  /** Awaited before each image read with its size (--limit-read; src/ops/rate-limit.ts). */
+  readThrottle?: (bytes: number) => Promise<void>;
   /**
    * Called after every chunk and side file is stored, right before the manifest is
    * written; throwing here aborts the backup without a manifest (used by the prune
@@ -142,7 +144,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
       // A read ahead that fails after we stopped waiting for it must not become unhandled.
       const readAhead = (at: number, buf: Buffer): Promise<Buffer> => {
         const view = buf.subarray(0, Math.min(block, segEnd - at));
-        const p = disk.read(at, view).then(() => view);
+        const p = (options.readThrottle ? options.readThrottle(view.length) : Promise.resolve()).then(() => disk.read(at, view)).then(() => view);
         p.catch(() => undefined);
         return p;
       };

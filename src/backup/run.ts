@@ -14,7 +14,7 @@ import type { Repository } from "../repository/repository.js";
 import type { ContainerInfo } from "./containers.js";
 import { readDescriptorBytes, CONTAINER_CONFIG_NAME } from "./disk-source.js";
 import type { SnapshotJournal } from "./journal.js";
-import { backupDisk, type BackupResult } from "./pipeline.js";
+import { backupDisk, type BackupProgress, type BackupResult } from "./pipeline.js";
 import { withFrozenDisk } from "./snapshot-lifecycle.js";
 import { decideIncremental, keepSnapshot } from "./incremental.js";
 import type { KeptSnapshots } from "./kept-snapshot.js";
@@ -56,6 +56,9 @@ export interface RunOptions {
   log: (line: string) => void;
   beforeManifest?: () => Promise<void>;
   onResult?: (result: ContainerResult) => void;
+  /** Per-container read progress (live display) and the image-read throttle (--limit-read). */
+  onProgress?: (ct: string, progress: BackupProgress) => void;
+  readThrottle?: (bytes: number) => Promise<void>;
   /** Incremental mode: keep each backup's snapshot and read only what changed next time. */
   kept: KeptSnapshots | null;
   /** Read the whole disk this time even if an incremental backup is possible. */
@@ -132,6 +135,8 @@ export async function backupOneContainer(container: ContainerInfo, options: RunO
               workerThreads: options.workerThreads,
               uploadConcurrency: options.uploadConcurrency,
               signal: options.signal,
+              ...(options.onProgress ? { onProgress: (p: BackupProgress) => options.onProgress!(ct, p) } : {}),
+              ...(options.readThrottle ? { readThrottle: options.readThrottle } : {}),
               // The frozen images must not have changed while we read them (ploop.md 3.6).
               beforeManifest: async () => {
                 await frozen.verifyUnchanged();

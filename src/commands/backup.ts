@@ -17,9 +17,10 @@ import { validateName } from "../repository/layout.js";
 import type { Repository } from "../repository/repository.js";
 import { formatBytes, formatSeconds } from "../util/format.js";
 import { acquireHostLock } from "../util/host-lock.js";
+import { addBackupOpsOptions, backupRunOps, diskRunOps, recordResult, type BackupOpsOptions } from "../ops/backup-ops.js";
 import { addCommonOptions, defaultHost, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
 
-interface BackupOptions extends GlobalOptions {
+interface BackupOptions extends GlobalOptions, BackupOpsOptions {
   all?: boolean;
   disk?: string;
   name?: string;
@@ -51,7 +52,7 @@ function parseSeconds(name: string): (value: string) => number {
 }
 
 export function backupCommand(): Command {
-  return addCommonOptions(new Command("backup"))
+  return addBackupOpsOptions(addCommonOptions(new Command("backup")))
     .description("back up containers (snapshot, read the frozen disk, merge back) or one ploop disk")
     .argument("[ctid...]", "containers to back up (resolved with vzlist, else <private-root>/<CTID>)")
     .option("--all", "back up every container found (vzlist -a, else <private-root>/*/root.hdd)")
@@ -70,7 +71,21 @@ export function backupCommand(): Command {
     .addOption(new Option("--lock-wait <seconds>", "how long to wait for another ploopvault run on this host").default(600).argParser(parseSeconds("--lock-wait")))
     .addHelpText(
       "after",
-      "\nExamples:\n  ploopvault backup --repo s3://backups/node1 --all\n  ploopvault backup --repo /srv/backup 101 102 --parallel 2\n  ploopvault backup --repo /srv/backup --disk /vz/private/101/root.hdd/DiskDescriptor.xml\n",
+      `
+Examples:
+  ploopvault backup --repo s3://backups/node1 --all
+  ploopvault backup --repo /srv/backup 101 102 --parallel 2
+  ploopvault backup --repo /srv/backup --disk /vz/private/101/root.hdd/DiskDescriptor.xml
+  # from cron: silent unless something fails, gentle on the host, monitored
+  ploopvault backup --all -q --limit-read 100M --limit-upload 20M \\
+      --metrics-file /var/lib/node_exporter/textfile/ploopvault.prom \\
+      --hook-failure 'mail -s "backup failed on $(hostname)" root < "$3"'
+
+Progress is shown on a terminal (not with -q, --no-progress, or when stderr is not a
+TTY). Reads run at idle I/O priority (ionice -c3) unless --no-ionice. Hooks run as
+/bin/sh -c CMD ploopvault-hook STATUS EXIT_CODE RESULTS_JSON_FILE, with PLOOPVAULT_STATUS,
+PLOOPVAULT_EXIT_CODE and PLOOPVAULT_RESULTS_JSON in the environment (docs/operations.md).
+`,
     )
     .action(async (ctids: string[], options: BackupOptions) => {
       const out = new Output(options);
@@ -130,6 +145,7 @@ export function backupCommand(): Command {
             onResult: (r) => report(out, r),
             kept: options.incremental ? kept : null,
             forceFull: options.full === true,
+            ...backupRunOps(options),
           });
         } finally {
           await repo.close();
@@ -149,6 +165,7 @@ export function backupCommand(): Command {
 }
 
 function report(out: Output, r: ContainerResult): void {
+  recordResult(r);
   if (out.json) out.jsonResult(r);
   if (r.status === "ok") {
     const mode = r.mode === "incremental" ? `, incremental since ${r.baseBackup}` : r.mode === "full" ? ", full read" : "";
@@ -182,7 +199,7 @@ async function backupDirectDisk(options: BackupOptions, out: Output, time: Date 
           snapshotGuid: null,
           sourceFormatVersion: disk.formatVersion,
         },
-        { host: options.host, time: time ?? new Date(), workerThreads: options.threads, uploadConcurrency: options.uploadConcurrency, signal },
+        { host: options.host, time: time ?? new Date(), workerThreads: options.threads, uploadConcurrency: options.uploadConcurrency, signal, ...diskRunOps(options, ct) },
       );
       report(out, resultOf(ct, result, null));
     } finally {

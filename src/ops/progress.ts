@@ -118,7 +118,7 @@ export class ProgressDisplay {
       const total = rows.reduce((s, r) => s + r.total, 0);
       const hasNew = rows.some((r) => r.newBytes !== undefined);
       const newBytes = rows.reduce((s, r) => s + (r.newBytes ?? 0), 0);
-      const speed = rows.reduce((s, r) => s + rate(r, t), 0);
+      const speed = rows.reduce((s, r) => s + (Number.isNaN(rate(r, t)) ? 0 : rate(r, t)), 0);
       out.push(fit(renderRow(`total (${rows.length} running)`, "bytes", done, total, hasNew ? newBytes : undefined, speed, width), width));
     }
     return out;
@@ -161,7 +161,7 @@ export class ProgressDisplay {
 function rate(row: Row, t: number): number {
   const first = row.samples[0];
   const last = row.samples[row.samples.length - 1];
-  if (first === undefined || last === undefined || last === first) return 0;
+  if (first === undefined || last === undefined || last === first) return Number.NaN; // not known yet
   // Rates decay while nothing arrives (a stall shows as a falling rate, not a frozen one).
   const seconds = (Math.max(t, last.t) - first.t) / 1000;
   return seconds <= 0 ? 0 : (last.done - first.done) / seconds;
@@ -180,7 +180,7 @@ function renderRow(label: string, unit: ProgressUnit, done: number, total: numbe
   const fraction = total > 0 ? Math.min(1, done / total) : 0;
   const pct = `${Math.floor(fraction * 100)}%`.padStart(4);
   const amount = unit === "bytes" ? `${formatBytes(done)} / ${formatBytes(total)}` : `${done} / ${total} chunks`;
-  const speedText = unit === "bytes" ? `${formatBytes(Math.round(speed))}/s` : `${speed.toFixed(0)}/s`;
+  const speedText = Number.isNaN(speed) ? "--/s" : unit === "bytes" ? `${formatBytes(Math.round(speed))}/s` : `${speed.toFixed(0)}/s`;
   const eta = speed > 0 && total > done ? formatEta((total - done) / speed) : done >= total && total > 0 ? "0:00" : "--:--";
   const parts = [label.padEnd(6), pct, amount, speedText];
   if (newBytes !== undefined) parts.push(`new ${formatBytes(newBytes)}`);

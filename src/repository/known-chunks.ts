@@ -14,7 +14,7 @@ import { mkdir, readFile, rename, writeFile, open } from "node:fs/promises";
 import { join, dirname } from "node:path";
 import { decodeManifest, chunkIds } from "../manifest/format.js";
 import { attachChunkCodec } from "./chunk-codec.js";
-import { ChunkIdSet } from "./chunk-id-set.js";
+import { ChunkIdSet, ChunkIdSetBuilder } from "./chunk-id-set.js";
 import { manifestKey } from "./layout.js";
 import type { BackupRef, Repository } from "./repository.js";
 
@@ -71,14 +71,17 @@ export class ManifestCache {
       // no usable cache: rebuild from all manifests
     }
     let changed = false;
+    // one batched merge, not one per manifest (O(manifests x ids) on a rebuild)
+    const builder = new ChunkIdSetBuilder(set);
     for (const ref of refs) {
       const key = manifestKey(ref.ct, ref.id);
       if (merged.has(key)) continue;
       const manifest = decodeManifest(await this.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
-      set = set.withAdded(chunkIds(manifest.entries));
+      builder.addAll(chunkIds(manifest.entries));
       merged.add(key);
       changed = true;
     }
+    if (changed) set = builder.build();
     if (changed || merged.size !== present.size) {
       await writeAtomic(idsPath, set.buffer);
       const meta: IndexMeta = { version: 1, manifests: [...merged].filter((k) => present.has(k)) };

@@ -3,7 +3,8 @@
  * under an optional key prefix.
  *
  * - put: one PutObject with the whole body (S3 PUTs are atomic); ifAbsent sends
- *   `If-None-Match: *` and maps 412 to kind "exists". Integrity on the wire is covered by
+ *   `If-None-Match: *` and maps 412 to kind "exists"; ifMatch sends `If-Match: <etag>`
+ *   and maps 412 (and 404: object gone) to kind "changed" (AWS S3 since 2024, Ceph RGW). Integrity on the wire is covered by
  *   SigV4's signed payload SHA-256, so no extra checksums are sent
  *   (requestChecksumCalculation 'WHEN_REQUIRED': the SDK's default aws-chunked trailing
  *   checksums are refused by RGW and others).
@@ -393,11 +394,24 @@ export class S3Store implements ObjectStore {
             ContentLength: buffer.length,
             ContentType: "application/octet-stream",
             ...(options?.ifAbsent ? { IfNoneMatch: "*" } : {}),
+            ...(options?.ifMatch !== undefined ? { IfMatch: options.ifMatch } : {}),
           }),
         );
         return;
       } catch (error) {
         const status = httpStatus(error);
+        if (options?.ifMatch !== undefined) {
+          if (status === 412 || errorCode(error) === "PreconditionFailed" || status === 404 || errorCode(error) === "NoSuchKey") {
+            throw new StoreError("changed", `object ${key} in ${this.location} was changed or removed by another writer (conditional write refused)`, { key, cause: error });
+          }
+          if (status === 409 && errorCode(error) === "ConditionalRequestConflict" && conflict < 5) {
+            await new Promise((r) => setTimeout(r, 50 * 2 ** conflict));
+            continue;
+          }
+          if (status === 501) {
+            throw new StoreError("io", `${this.endpointName} does not support conditional writes (If-Match), needed for ${this.location}/${key}`, { key, cause: error });
+          }
+        }
         if (options?.ifAbsent) {
           if ((shape(error).$metadata?.attempts ?? 1) > 1) mayHaveLanded = true;
           if (status === 412 || errorCode(error) === "PreconditionFailed") {
@@ -518,6 +532,7 @@ export class S3Store implements ObjectStore {
       const response = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: objectKey }));
       const info: ObjectInfo = { key, size: response.ContentLength ?? 0 };
       if (response.LastModified !== undefined) info.modified = response.LastModified;
+      if (response.ETag !== undefined && response.ETag !== "") info.etag = response.ETag;
       return info;
     } catch (error) {
       if (httpStatus(error) === 404) {
@@ -567,6 +582,7 @@ export class S3Store implements ObjectStore {
         if (!full.startsWith(this.keyPrefix)) continue;
         const info: ObjectInfo = { key: full.slice(this.keyPrefix.length), size: object.Size ?? 0 };
         if (object.LastModified !== undefined) info.modified = object.LastModified;
+        if (object.ETag !== undefined && object.ETag !== "") info.etag = object.ETag;
         yield info;
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;

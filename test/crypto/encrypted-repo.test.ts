@@ -252,7 +252,7 @@ describe.each(["local", "s3"] as const)("encrypted repository, %s", (kind) => {
     const bodyB = await repo.read(b!);
     await repo.write(a!, bodyB);
     try {
-      const check = await cli(["check", ...repo.args, "--read-data", "-q"], { PLOOPVAULT_PASSWORD: PASSWORD });
+      const check = await cli(["check", ...repo.args, "--read-data"], { PLOOPVAULT_PASSWORD: PASSWORD });
       expect(check.code).toBe(1);
       expect(check.stderr).toContain(`${a!.split("/").pop()}: authentication failed`);
     } finally {

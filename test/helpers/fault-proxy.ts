@@ -75,6 +75,7 @@ export interface FaultProxy {
   /** Change the rates (e.g. none while setting up, moderate for the run under test). */
   setRates(rates: Partial<FaultRates>): void;
   setDecide(decide: FaultProxyOptions["decide"]): void;
+  /** Zero the counters and forget which requests were seen (occurrences start at 0 again). */
   resetCounters(): void;
   /** One line: seed, requests, faults by kind. */
   describe(): string;
@@ -367,6 +368,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     },
     resetCounters() {
       Object.assign(counters, emptyCounters());
+      seen.clear();
     },
     describe() {
       const kinds = FAULT_KINDS.filter((k) => counters[k] > 0).map((k) => `${k}=${counters[k]}`);
@@ -402,13 +404,13 @@ function normaliseRates(partial: Partial<FaultRates>): FaultRates {
   return rates;
 }
 
-/** Moderate rates used by the faults suite and the soak script (about 1 request in 6 misbehaves). */
+/** Moderate rates used by the faults suite and the soak script (about 1 request in 7 misbehaves). */
 export const MODERATE_FAULTS: Partial<FaultRates> = {
   error500: 0.03,
-  slowDown503: 0.03,
+  slowDown503: 0.02,
   resetRequest: 0.02,
   resetResponse: 0.02,
   truncate: 0.02,
   stall: 0.01,
-  delay: 0.04,
+  delay: 0.02,
 };

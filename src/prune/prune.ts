@@ -1,0 +1,438 @@
+/**
+ * prune = forget (apply the keep policy, delete manifests, then their side files)
+ *       + sweep (delete chunks no remaining backup references), safely while other nodes
+ *         back up into the same repository. The protocol and why it is safe: docs/prune.md.
+ *
+ * Phases of a (non dry-run) prune:
+ *   0. take locks/prune (one prune at a time; stale ones are taken over);
+ *   1. list backups/, read every manifest of the selected containers, plan, forget;
+ *   2. plan the sweep without blocking anybody: the chunk ids referenced by the remaining
+ *      manifests (a sorted id set, 32 bytes per id) and the unreferenced chunks older
+ *      than --grace (the candidates);
+ *   3. handshake: write our sweep marker, THEN list the registrations; while a live
+ *      backup is registered, remove the marker and wait (at most --wait, then defer);
+ *   4. remove expired lock objects; list backups/ again and drop candidates that a
+ *      manifest written since phase 2 references (a backup that finished meanwhile);
+ *   5. delete candidates in batches while the marker is provably live; remove the marker.
+ * Memory: the referenced set and the candidate list, 32-40 bytes per chunk id.
+ */
+import { PloopvaultError } from "../errors.js";
+import { chunkIds, decodeManifest } from "../manifest/format.js";
+import { ChunkIdSet, ChunkIdSetBuilder } from "../repository/chunk-id-set.js";
+import type { ManifestCache } from "../repository/known-chunks.js";
+import { BACKUPS_PREFIX, CHUNKS_PREFIX, MANIFEST_NAME, chunkKey, parseManifestKey } from "../repository/layout.js";
+import type { BackupRef, Repository } from "../repository/repository.js";
+import type { ObjectInfo, ObjectStore } from "../uploader/store.js";
+import { TaskLimiter } from "../util/limiter.js";
+import { formatDuration } from "./duration.js";
+import { Lease } from "./lease.js";
+import { describeHolder, judgeLocks, listLocks, lockBody, nowFromOwn, PRUNE_LOCK_KEY, readHolder, sleep, uniqueLockKey, type JudgedLock, type LockTiming } from "./locks.js";
+import { planForget, type BackupInfo, type KeepPolicy } from "./policy.js";
+import { acquirePruneLock } from "./prune-lock.js";
+
+export interface PruneOptions {
+  policy: KeepPolicy;
+  /** Only forget backups of this container (the sweep always considers every backup). */
+  ct?: string;
+  /** Unreferenced chunks younger than this (LastModified) are left alone. */
+  graceMs: number;
+  dryRun: boolean;
+  /** How long to wait for running backups (and for another prune) before deferring. */
+  waitMs: number;
+  host: string;
+  timing: LockTiming;
+  /** Read manifests through the local cache (they are immutable). */
+  cache?: ManifestCache;
+  /** Manifests read in parallel. Default 8. */
+  concurrency?: number;
+  /** Keys per delete request. Default 1000 (one S3 DeleteObjects). */
+  deleteBatch?: number;
+  signal?: AbortSignal;
+  log: (line: string) => void;
+  warn: (line: string) => void;
+  /** Test hook: pause this long after a successful handshake, before deleting. */
+  sweepPauseMs?: number;
+}
+
+export interface PrunedGroup {
+  ct: string;
+  host: string;
+  kept: { id: string; time: string; reasons: string[] }[];
+  forgotten: { id: string; time: string }[];
+}
+
+export interface PruneReport {
+  dryRun: boolean;
+  groups: PrunedGroup[];
+  kept: number;
+  forgotten: number;
+  /** done: chunks deleted; deferred: backups were running, nothing deleted; dry-run; skipped: damaged manifests. */
+  sweep: "done" | "deferred" | "dry-run" | "skipped";
+  deferredBy: string[];
+  damagedManifests: string[];
+  chunksStored: number;
+  chunksReferenced: number;
+  /** Deleted (or, with --dry-run, that would be deleted now). */
+  chunksDeleted: number;
+  chunkBytesDeleted: number;
+  /** Unreferenced, but younger than --grace. */
+  chunksSparedByGrace: number;
+  /** Manifests, side files of forgotten backups and orphaned side files. */
+  filesDeleted: number;
+  fileBytesDeleted: number;
+  bytesFreed: number;
+  expiredLocksRemoved: string[];
+  seconds: number;
+}
+
+export class PruneAborted extends PloopvaultError {}
+
+const HEX_ID = /^[0-9a-f]{64}$/;
+
+/** A backup's objects as listed under backups/<ct>/<id>/. */
+interface BackupObjects {
+  ct: string;
+  id: string;
+  manifest: ObjectInfo | null;
+  files: ObjectInfo[];
+}
+
+async function listBackupObjects(store: ObjectStore): Promise<Map<string, BackupObjects>> {
+  const out = new Map<string, BackupObjects>();
+  for await (const info of store.list(BACKUPS_PREFIX)) {
+    const parts = info.key.split("/");
+    if (parts.length !== 4) continue;
+    const prefix = `${parts[0]}/${parts[1]}/${parts[2]}/`;
+    let b = out.get(prefix);
+    if (b === undefined) out.set(prefix, (b = { ct: parts[1]!, id: parts[2]!, manifest: null, files: [] }));
+    if (parts[3] === MANIFEST_NAME && parseManifestKey(info.key) !== null) b.manifest = info;
+    else b.files.push(info);
+  }
+  return out;
+}
+
+/** Growable list of 32-byte ids with sizes. */
+class Candidates {
+  private ids = Buffer.allocUnsafe(32 * 1024);
+  private sizes = new Float64Array(1024);
+  count = 0;
+  push(id: Buffer, size: number): void {
+    if (this.count === this.sizes.length) {
+      const ids = Buffer.allocUnsafe(this.ids.length * 2);
+      this.ids.copy(ids);
+      this.ids = ids;
+      const sizes = new Float64Array(this.sizes.length * 2);
+      sizes.set(this.sizes);
+      this.sizes = sizes;
+    }
+    id.copy(this.ids, this.count * 32);
+    this.sizes[this.count++] = size;
+  }
+  id(i: number): Buffer {
+    return this.ids.subarray(i * 32, i * 32 + 32);
+  }
+  size(i: number): number {
+    return this.sizes[i]!;
+  }
+}
+
+export async function runPrune(repo: Repository, options: PruneOptions): Promise<PruneReport> {
+  const started = performance.now();
+  const store = repo.store;
+  const report: PruneReport = {
+    dryRun: options.dryRun,
+    groups: [],
+    kept: 0,
+    forgotten: 0,
+    sweep: options.dryRun ? "dry-run" : "done",
+    deferredBy: [],
+    damagedManifests: [],
+    chunksStored: 0,
+    chunksReferenced: 0,
+    chunksDeleted: 0,
+    chunkBytesDeleted: 0,
+    chunksSparedByGrace: 0,
+    filesDeleted: 0,
+    fileBytesDeleted: 0,
+    bytesFreed: 0,
+    expiredLocksRemoved: [],
+    seconds: 0,
+  };
+  const checkAbort = (): void => {
+    if (options.signal?.aborted) throw options.signal.reason instanceof Error ? options.signal.reason : new PruneAborted("prune interrupted");
+  };
+  const pruneLock = options.dryRun
+    ? null
+    : await acquirePruneLock(store, { host: options.host, timing: options.timing, waitMs: options.waitMs, log: options.log, warn: options.warn });
+  try {
+    // 1. forget
+    const listed = await listBackupObjects(store);
+    const forgotten = await forget(repo, listed, options, report, pruneLock);
+    checkAbort();
+    // 2. plan the sweep
+    const remaining = [...listed.values()].filter((b) => b.manifest !== null && !forgotten.has(`${BACKUPS_PREFIX}${b.ct}/${b.id}/`));
+    const seen = new Set(remaining.map((b) => `${b.ct}/${b.id}`));
+    const referenced = await referencedIds(repo, remaining, options, report.damagedManifests);
+    if (report.damagedManifests.length > 0) {
+      report.sweep = "skipped";
+      options.warn(
+        `chunk deletion skipped: ${report.damagedManifests.length} manifest(s) cannot be read (${report.damagedManifests.slice(0, 3).join("; ")}); fix or remove those backups, then prune again`,
+      );
+      return finish(report, started);
+    }
+    report.chunksReferenced = referenced.size;
+    const graceNow = pruneLock?.lastModified ?? new Date();
+    const candidates = new Candidates();
+    for await (const info of store.list(CHUNKS_PREFIX)) {
+      const name = info.key.slice(info.key.lastIndexOf("/") + 1);
+      if (!HEX_ID.test(name) || info.key !== chunkKey(name)) continue; // never touch what we do not know
+      report.chunksStored++;
+      const id = Buffer.from(name, "hex");
+      if (referenced.has(id)) continue;
+      const age = info.modified === undefined ? 0 : graceNow.getTime() - info.modified.getTime();
+      if (age < options.graceMs) report.chunksSparedByGrace++;
+      else candidates.push(id, info.size);
+    }
+    checkAbort();
+    // side files of backups that never got a manifest (crashed), older than --grace
+    const orphans = orphanedFiles(listed, graceNow, options.graceMs);
+    if (options.dryRun) {
+      for (let i = 0; i < candidates.count; i++) {
+        report.chunksDeleted++;
+        report.chunkBytesDeleted += candidates.size(i);
+      }
+      for (const f of orphans) countFile(report, f);
+      return finish(report, started);
+    }
+    if (candidates.count === 0 && orphans.length === 0) {
+      // nothing to delete: no need to make backups wait; still clean up after dead processes
+      const entries = await listLocks(store);
+      const now = await nowFromOwn(store, entries, PRUNE_LOCK_KEY);
+      await removeExpiredLocks(store, await judgeLocks(store, entries.filter((e) => e.key !== PRUNE_LOCK_KEY), now, options.timing), report, options);
+      return finish(report, started);
+    }
+    // 3.-5. the sweep proper
+    await sweep(repo, options, report, pruneLock!, seen, candidates, checkAbort);
+    return finish(report, started);
+  } finally {
+    await pruneLock?.release().catch((error: unknown) => options.warn(`cannot remove ${PRUNE_LOCK_KEY}: ${error instanceof Error ? error.message : String(error)} (it expires by itself)`));
+  }
+}
+
+/** Side files under backups/<ct>/<id>/ without a manifest, all older than the grace period. */
+function orphanedFiles(listed: Map<string, BackupObjects>, now: Date, graceMs: number): ObjectInfo[] {
+  const out: ObjectInfo[] = [];
+  for (const b of listed.values()) {
+    if (b.manifest !== null || b.files.length === 0) continue;
+    if (b.files.every((f) => f.modified !== undefined && now.getTime() - f.modified.getTime() >= graceMs)) out.push(...b.files);
+  }
+  return out;
+}
+
+/** Lock objects of dead processes (registrations, markers, probes) go. */
+async function removeExpiredLocks(store: ObjectStore, judged: readonly JudgedLock[], report: PruneReport, options: PruneOptions): Promise<void> {
+  const expired = judged.filter((j) => !j.live && (j.kind === "backup" || j.kind === "sweep" || j.kind === "probe")).map((j) => j.key);
+  if (expired.length === 0) return;
+  await store.delete(expired);
+  report.expiredLocksRemoved.push(...expired);
+  options.log(`removed ${expired.length} expired lock object${expired.length === 1 ? "" : "s"} (${expired.slice(0, 3).join(", ")}${expired.length > 3 ? ", ..." : ""})`);
+}
+
+function finish(report: PruneReport, started: number): PruneReport {
+  report.bytesFreed = report.chunkBytesDeleted + report.fileBytesDeleted;
+  report.seconds = (performance.now() - started) / 1000;
+  return report;
+}
+
+function countFile(report: PruneReport, f: ObjectInfo): void {
+  report.filesDeleted++;
+  report.fileBytesDeleted += f.size;
+}
+
+async function readManifest(repo: Repository, ref: BackupRef, cache: ManifestCache | undefined) {
+  const object = cache ? await cache.manifestObject(ref) : await repo.getManifestObject(ref);
+  return decodeManifest(object, `manifest of backup ${ref.ct}/${ref.id}`);
+}
+
+/** Phase 1: plan per group and (unless dry-run) delete manifests first, then side files. */
+async function forget(repo: Repository, listed: Map<string, BackupObjects>, options: PruneOptions, report: PruneReport, pruneLock: Lease | null): Promise<Set<string>> {
+  const infos: BackupInfo[] = [];
+  const limiter = new TaskLimiter(options.concurrency ?? 8);
+  for (const b of listed.values()) {
+    if (b.manifest === null || (options.ct !== undefined && b.ct !== options.ct)) continue;
+    await limiter.submit(async () => {
+      try {
+        const { metadata } = await readManifest(repo, b, options.cache);
+        infos.push({ ct: b.ct, id: b.id, host: metadata.host, time: new Date(metadata.time) });
+      } catch (error) {
+        // a manifest we cannot read is never forgotten by policy; the sweep stops on it
+        options.warn(`cannot read backup ${b.ct}/${b.id}: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    });
+  }
+  await limiter.drain();
+  const plans = planForget(infos, options.policy);
+  const forgotten = new Set<string>();
+  for (const plan of plans) {
+    report.groups.push({
+      ct: plan.ct,
+      host: plan.host,
+      kept: plan.keep.map((k) => ({ id: k.id, time: k.time.toISOString(), reasons: k.reasons })),
+      forgotten: plan.forget.map((f) => ({ id: f.id, time: f.time.toISOString() })),
+    });
+    report.kept += plan.keep.length;
+    report.forgotten += plan.forget.length;
+    for (const f of plan.forget) forgotten.add(`${BACKUPS_PREFIX}${f.ct}/${f.id}/`);
+  }
+  const targets = [...forgotten].map((prefix) => listed.get(prefix)!);
+  for (const b of targets) {
+    countFile(report, b.manifest!);
+    for (const f of b.files) countFile(report, f);
+  }
+  if (options.dryRun || targets.length === 0) return forgotten;
+  const batch = options.deleteBatch ?? 1000;
+  const manifests = targets.map((b) => b.manifest!.key);
+  for (let i = 0; i < manifests.length; i += batch) {
+    pruneLock?.assertValid("forget backups");
+    await repo.store.delete(manifests.slice(i, i + batch));
+  }
+  options.log(`forgot ${targets.length} backup${targets.length === 1 ? "" : "s"}`);
+  const sideFiles = targets.flatMap((b) => b.files.map((f) => f.key));
+  for (let i = 0; i < sideFiles.length; i += batch) await repo.store.delete(sideFiles.slice(i, i + batch));
+  return forgotten;
+}
+
+/** Phase 2: the set of chunk ids the given manifests reference. */
+async function referencedIds(repo: Repository, backups: readonly BackupObjects[], options: PruneOptions, damaged: string[]): Promise<ChunkIdSet> {
+  const builder = new ChunkIdSetBuilder();
+  const limiter = new TaskLimiter(options.concurrency ?? 8);
+  for (const b of backups) {
+    await limiter.submit(async () => {
+      try {
+        const manifest = await readManifest(repo, b, options.cache);
+        for (const id of chunkIds(manifest.entries)) builder.add(id);
+      } catch (error) {
+        damaged.push(`${b.ct}/${b.id}: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    });
+  }
+  await limiter.drain();
+  return builder.build();
+}
+
+/** Phases 3-5. */
+async function sweep(
+  repo: Repository,
+  options: PruneOptions,
+  report: PruneReport,
+  pruneLock: Lease,
+  seen: Set<string>,
+  candidates: Candidates,
+  checkAbort: () => void,
+): Promise<void> {
+  const store = repo.store;
+  const { timing } = options;
+  const started = new Date();
+  const waitStart = performance.now();
+  let marker: Lease | null = null;
+  try {
+    // 3. handshake: marker first, then the registrations
+    let judged: JudgedLock[] = [];
+    let now = new Date(0);
+    let announced = false;
+    for (;;) {
+      checkAbort();
+      pruneLock.assertValid("sweep");
+      const key = uniqueLockKey("sweep", options.host);
+      marker = new Lease(store, key, () => lockBody("sweep", options.host, timing, started), timing, { what: `sweep marker ${key}`, warn: options.warn });
+      await marker.create();
+      const entries = await listLocks(store);
+      now = await nowFromOwn(store, entries, key);
+      judged = await judgeLocks(store, entries.filter((e) => e.key !== key && e.key !== PRUNE_LOCK_KEY), now, timing);
+      let running = judged.filter((j) => j.kind === "backup" && j.live);
+      if (running.length === 0) break;
+      // backups are running: get out of their way, wait until none is, try again
+      await marker.release();
+      marker = null;
+      for (;;) {
+        const names = await Promise.all(running.map(async (r) => describeHolder(r.key, r.holder ?? (await readHolder(store, r.key)))));
+        const waited = performance.now() - waitStart;
+        if (waited >= options.waitMs) {
+          report.sweep = "deferred";
+          report.deferredBy = names;
+          options.warn(
+            `chunk deletion deferred: ${running.length} backup${running.length === 1 ? " is" : "s are"} running (${names.slice(0, 5).join(", ")}${names.length > 5 ? ", ..." : ""}); waited ${formatDuration(waited)}, run prune again later`,
+          );
+          return;
+        }
+        if (!announced) options.log(`waiting for ${running.length} running backup${running.length === 1 ? "" : "s"} before deleting chunks (${names.slice(0, 5).join(", ")})`);
+        announced = true;
+        await sleep(Math.min(timing.pollMs, options.waitMs - waited));
+        checkAbort();
+        pruneLock.assertValid("sweep");
+        const again = await listLocks(store);
+        const pollNow = await nowFromOwn(store, again, PRUNE_LOCK_KEY);
+        running = (await judgeLocks(store, again.filter((e) => e.kind === "backup"), pollNow, timing)).filter((j) => j.live);
+        if (running.length === 0) break;
+      }
+    }
+    if (options.sweepPauseMs !== undefined && options.sweepPauseMs > 0) {
+      options.log(`test hook: pausing ${options.sweepPauseMs} ms before deleting`);
+      const until = performance.now() + options.sweepPauseMs;
+      while (performance.now() < until) {
+        await sleep(Math.min(200, until - performance.now()));
+        marker.assertValid("delete chunks");
+      }
+    }
+
+    // 4. expired lock objects of dead processes; manifests written since phase 2
+    await removeExpiredLocks(store, judged, report, options);
+    const listed = await listBackupObjects(store);
+    const fresh = [...listed.values()].filter((b) => b.manifest !== null && !seen.has(`${b.ct}/${b.id}`));
+    let late = ChunkIdSet.empty();
+    if (fresh.length > 0) {
+      const damaged: string[] = [];
+      late = await referencedIds(repo, fresh, options, damaged);
+      if (damaged.length > 0) {
+        report.damagedManifests.push(...damaged);
+        report.sweep = "skipped";
+        options.warn(`chunk deletion skipped: a new manifest cannot be read (${damaged[0]})`);
+        return;
+      }
+    }
+
+    // 5. delete, in batches, only while the marker is provably live
+    const batchSize = options.deleteBatch ?? 1000;
+    let batch: string[] = [];
+    let batchBytes = 0;
+    const flush = async (): Promise<void> => {
+      if (batch.length === 0) return;
+      checkAbort();
+      marker!.assertValid("delete chunks");
+      await store.delete(batch);
+      marker!.assertCoveredUntilNow("deleting chunks (run `ploopvault check` to see whether a backup lost chunks)");
+      report.chunksDeleted += batch.length;
+      report.chunkBytesDeleted += batchBytes;
+      batch = [];
+      batchBytes = 0;
+    };
+    for (let i = 0; i < candidates.count; i++) {
+      const id = candidates.id(i);
+      if (late.has(id)) continue; // a backup that finished since phase 2 uses it
+      batch.push(chunkKey(id.toString("hex")));
+      batchBytes += candidates.size(i);
+      if (batch.length >= batchSize) await flush();
+    }
+    await flush();
+    const orphans = orphanedFiles(listed, now, options.graceMs);
+    for (let i = 0; i < orphans.length; i += batchSize) {
+      marker.assertValid("delete orphaned side files");
+      const slice = orphans.slice(i, i + batchSize);
+      await store.delete(slice.map((f) => f.key));
+      for (const f of slice) countFile(report, f);
+    }
+    options.log(`deleted ${report.chunksDeleted} unreferenced chunk${report.chunksDeleted === 1 ? "" : "s"}${report.chunksSparedByGrace > 0 ? `, ${report.chunksSparedByGrace} younger than --grace kept` : ""}`);
+  } finally {
+    await marker?.release().catch((error: unknown) => options.warn(`cannot remove sweep marker: ${error instanceof Error ? error.message : String(error)} (it expires by itself)`));
+  }
+}

@@ -1,0 +1,38 @@
+/** --version, and --help with examples for the program and every command. */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { runCli } from "../helpers/cli.js";
+import { PROJECT_ROOT } from "../helpers/s3-server.js";
+
+describe("help and version", () => {
+  it("prints the version", async () => {
+    const pkg = JSON.parse(await readFile(join(PROJECT_ROOT, "package.json"), "utf8")) as { version: string };
+    for (const flag of ["--version", "-V"]) {
+      const r = await runCli([flag]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toBe(`ploopvault ${pkg.version} (Node.js ${process.version}, ${process.platform}/${process.arch})\n`);
+    }
+  });
+
+  it("has examples, configuration, environment and exit codes in the program help", async () => {
+    const r = await runCli(["--help"]);
+    expect(r.code).toBe(0);
+    for (const text of ["Examples:", "ploopvault backup", "/etc/ploopvault/ploopvault.conf", "PLOOPVAULT_CONFIG", "Exit codes:", "docs/operations.md"]) expect(r.stdout).toContain(text);
+  });
+
+  it("has examples in every command's help", async () => {
+    const commands = [...(await runCli(["--help"])).stdout.matchAll(/^ {2}([a-z]+) /gm)].map((m) => m[1]!).filter((c) => c !== "help");
+    expect(commands).toEqual(expect.arrayContaining(["init", "backup", "snapshots", "restore", "check"]));
+    for (const command of commands) {
+      const r = await runCli([command, "--help"]);
+      expect(r.code, command).toBe(0);
+      expect(r.stdout, command).toContain("Examples:");
+      expect(r.stdout, command).toContain(`ploopvault ${command}`);
+    }
+    const backup = (await runCli(["backup", "--help"])).stdout;
+    for (const option of ["--limit-read", "--limit-upload", "--metrics-file", "--hook-success", "--hook-failure", "--log-file", "--log-format", "--config", "--no-progress", "--no-ionice"]) {
+      expect(backup).toContain(option);
+    }
+  });
+});
