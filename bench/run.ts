@@ -19,7 +19,7 @@
  * as the ploop image files themselves ("image"); ploopvault reads the ploop disk.
  */
 import { readFile, readdir, rm, mkdir, writeFile } from "node:fs/promises";
-import { cpus, totalmem } from "node:os";
+import { cpus, setPriority, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
@@ -48,7 +48,12 @@ const USAGE = `usage: npm run bench -- [options]   (or: node dist/bench/run.js [
   --out FILE.md         write the report there (default docs/performance.md; '-' = stdout only)
   --work DIR            scratch space (default .tmp/bench)
   --no-large-disks      skip the 1 GiB / 8 GiB memory check
-  --keep                keep repositories and restored files`;
+  --no-container-mode   skip ploopvault's container mode (ploop snapshot + kept delta,
+                        incremental re-backup; needs root and the ploop package)
+  --no-encrypted        skip the extra run of ploopvault with an encrypted repository
+  --keep                keep repositories and restored files
+  --nice N              run the bench, every tool and the S3 server at this CPU priority
+                        (e.g. -20 as root on a shared machine; inherited by all children)`;
 
 interface Options {
   corpus?: string;
@@ -59,7 +64,12 @@ interface Options {
   out: string;
   work: string;
   largeDisks: boolean;
+  containerMode: boolean;
+  /** Also run ploopvault --encrypt (local). */
+  encrypted: boolean;
   keep: boolean;
+  /** Scheduling priority (nice value) for the bench and everything it starts, e.g. -20. */
+  nice: number | null;
 }
 
 function parseList<T extends string>(value: string | undefined, allowed: readonly T[], name: string): T[] {
@@ -70,7 +80,7 @@ function parseList<T extends string>(value: string | undefined, allowed: readonl
 }
 
 function parseOptions(argv: string[]): Options | null {
-  const o: Options = { scale: "bench", s3: "auto", tools: [...TOOL_NAMES], inputs: ["raw", "image"], out: join(PROJECT_ROOT, "docs/performance.md"), work: join(PROJECT_ROOT, ".tmp/bench"), largeDisks: true, keep: false };
+  const o: Options = { scale: "bench", s3: "auto", tools: [...TOOL_NAMES], inputs: ["raw", "image"], out: join(PROJECT_ROOT, "docs/performance.md"), work: join(PROJECT_ROOT, ".tmp/bench"), largeDisks: true, containerMode: true, encrypted: true, keep: false, nice: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -90,7 +100,14 @@ function parseOptions(argv: string[]): Options | null {
     else if (a === "--out") o.out = value() === "-" ? "-" : resolve(argv[i]!);
     else if (a === "--work") o.work = resolve(value());
     else if (a === "--no-large-disks") o.largeDisks = false;
+    else if (a === "--no-container-mode") o.containerMode = false;
+    else if (a === "--no-encrypted") o.encrypted = false;
     else if (a === "--keep") o.keep = true;
+    else if (a === "--nice") {
+      const n = Number(value());
+      if (!Number.isInteger(n) || n < -20 || n > 19) throw new Error(`--nice: "${argv[i]}" is not -20..19`);
+      o.nice = n;
+    }
     else if (a === "-h" || a === "--help") {
       process.stdout.write(`${USAGE}\n`);
       return null;
@@ -136,15 +153,21 @@ interface Plan {
   tool: ToolName;
   input: InputKind;
   store: "local" | "s3";
+  encrypted?: boolean;
 }
 
 function plans(o: Options, s3: boolean): Plan[] {
   const list: Plan[] = [];
   const stores: ("local" | "s3")[] = s3 ? ["local", "s3"] : ["local"];
   for (const store of stores) {
+    // The comparison first (close together in time), ploopvault's variants after it.
     for (const tool of o.tools) {
       if (tool === "ploopvault") list.push({ tool, input: "ploop", store });
       else if (tool === "restic" || store === "local") for (const input of o.inputs) list.push({ tool, input, store });
+    }
+    if (store === "local" && o.tools.includes("ploopvault")) {
+      if (o.encrypted) list.push({ tool: "ploopvault", input: "ploop", store, encrypted: true });
+      if (o.containerMode) list.push({ tool: "ploopvault", input: "container", store });
     }
   }
   return list;
@@ -152,19 +175,21 @@ function plans(o: Options, s3: boolean): Plan[] {
 
 /** One repository through first / unchanged / (untouched) / restore. */
 async function runTarget(target: Target, disks: BenchDisk[], restoreDisk: BenchDisk, work: string, imageSha: (d: BenchDisk) => Promise<string>, keep: boolean): Promise<TargetResult> {
-  const result: TargetResult = { tool: target.tool, input: target.input, store: target.store, label: target.label };
+  const result: TargetResult = { tool: target.tool, input: target.input, store: target.store, label: target.label, encrypted: target.encrypted === true };
   try {
     await target.init();
+    await target.prepare?.(disks);
     const inputs = target.inputs(disks);
     await warmCache(inputs);
     log(`${target.label}: first backup`);
     result.first = await target.backup(disks);
     result.repoAfterFirst = await target.repoSize();
     log(`${target.label}: first backup ${result.first.measured.seconds.toFixed(1)} s, repo ${(result.repoAfterFirst.bytes / 1e6).toFixed(0)} MB`);
-    await touch(inputs);
+    await touch(target.touched(disks));
     result.unchanged = await target.backup(disks);
     result.repoAfterUnchanged = await target.repoSize();
     log(`${target.label}: unchanged re-backup ${result.unchanged.measured.seconds.toFixed(1)} s`);
+    if (result.unchanged.modes) log(`${target.label}: modes ${result.unchanged.modes.join(", ")}`);
     if (target.tool !== "ploopvault" && target.store === "local") {
       result.untouched = await target.backup(disks);
       log(`${target.label}: untouched re-backup ${result.untouched.measured.seconds.toFixed(1)} s`);
@@ -225,8 +250,13 @@ async function main(argv: string[]): Promise<number> {
   const o = parseOptions(argv);
   if (o === null) return 0;
   await requireGnuTime();
+  if (o.nice !== null) {
+    setPriority(0, o.nice);
+    log(`CPU priority set to nice ${o.nice} for the bench and everything it starts`);
+  }
   const cli = join(PROJECT_ROOT, "dist/src/cli.js");
-  const env: ToolEnv = { work: o.work, ploopvault: [process.execPath, cli], s3: null };
+  const ploopBin = join(PROJECT_ROOT, "scripts/ploop-offline");
+  const env: ToolEnv = { work: o.work, ploopBin, ploopvault: [process.execPath, cli], s3: null };
   await mkdir(o.work, { recursive: true });
   const notes: string[] = [];
 
@@ -245,6 +275,14 @@ async function main(argv: string[]): Promise<number> {
   }
   o.tools = tools;
   if (tools.length === 0) throw new Error("no tool to run");
+
+  if (o.containerMode && tools.includes("ploopvault")) {
+    const r = await execa(ploopBin, ["--help"], { reject: false, all: true });
+    if (process.getuid?.() !== 0 || r.exitCode === 127) {
+      o.containerMode = false;
+      notes.push("ploopvault's container mode skipped: it drives ploop (apt-get install ploop) through scripts/ploop-offline as root");
+    }
+  }
 
   let s3 = false;
   if (o.s3 !== false) {
@@ -268,8 +306,7 @@ async function main(argv: string[]): Promise<number> {
   const rawDir = join(o.work, "raw");
   const generic = tools.some((t) => t !== "ploopvault");
   if (generic && o.inputs.includes("raw")) {
-    const ploopOffline = join(PROJECT_ROOT, "scripts/ploop-offline");
-    for (const d of disks) d.rawPath = await flattenDisk(d, rawDir, ploopOffline, log);
+    for (const d of disks) d.rawPath = await flattenDisk(d, rawDir, ploopBin, log);
   }
   const imageShas = new Map<string, string>();
   const imageSha = async (d: BenchDisk): Promise<string> => {
@@ -281,6 +318,7 @@ async function main(argv: string[]): Promise<number> {
   const report: BenchReport = {
     date: new Date().toISOString(),
     command: commandLine(argv),
+    nice: o.nice,
     machine: await machineInfo(),
     versions,
     notes,
@@ -297,7 +335,7 @@ async function main(argv: string[]): Promise<number> {
 
   const all = plans({ ...o, tools }, s3);
   for (const p of all.filter((x) => x.store === "local")) {
-    report.local.push(await runTarget(makeTarget(p.tool, p.input, p.store, env, { corpus: corpusDir, raw: rawDir }), disks, restoreDisk, o.work, imageSha, o.keep));
+    report.local.push(await runTarget(makeTarget(p.tool, p.input, p.store, env, { corpus: corpusDir, raw: rawDir }, p.encrypted), disks, restoreDisk, o.work, imageSha, o.keep));
   }
 
   if (o.largeDisks && tools.includes("ploopvault")) {
@@ -332,7 +370,7 @@ async function main(argv: string[]): Promise<number> {
       env.s3 = rgw;
       report.s3Server = (await toolVersionOf("radosgw", ["--version"])) ?? "radosgw";
       for (const p of all.filter((x) => x.store === "s3")) {
-        const r = await runTarget(makeTarget(p.tool, p.input, p.store, env, { corpus: corpusDir, raw: rawDir }), disks, restoreDisk, o.work, imageSha, o.keep);
+        const r = await runTarget(makeTarget(p.tool, p.input, p.store, env, { corpus: corpusDir, raw: rawDir }, p.encrypted), disks, restoreDisk, o.work, imageSha, o.keep);
         report.s3.push(r);
         if (p.tool === "ploopvault" && r.first?.newChunks && r.first.addedBytes) {
           const objectBytes = Math.round(r.first.addedBytes / r.first.newChunks);

@@ -59,7 +59,7 @@ function buildProgram(): Command {
     .addHelpText("after", PROGRAM_HELP)
     .exitOverride();
   program.hook("preAction", (_program, actionCommand) => beforeCommand(program, actionCommand));
-  for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), checkCommand(), keyCommand(), releaseCommand()]) {
+  for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), pruneCommand(), checkCommand(), keyCommand(), releaseCommand()]) {
     program.addCommand(cmd.exitOverride());
   }
   return program;

@@ -9,6 +9,7 @@ export interface TargetResult {
   input: InputKind;
   store: "local" | "s3";
   label: string;
+  encrypted?: boolean;
   first?: BackupStep;
   repoAfterFirst?: RepoSize;
   unchanged?: BackupStep;
@@ -29,6 +30,8 @@ export interface LargeDiskResult {
 export interface BenchReport {
   date: string;
   command: string;
+  /** nice value the run used, null = unchanged. */
+  nice: number | null;
   machine: { cpu: string; cores: number; memGiB: number; kernel: string; node: string };
   versions: Partial<Record<ToolName, string>>;
   notes: string[];
@@ -46,6 +49,7 @@ export interface BenchReport {
 
 const MB = 1e6;
 const RSS_LIMIT_MIB = 256;
+const INPUT_NAMES: Record<InputKind, string> = { ploop: "--disk", container: "container mode", raw: "raw disks", image: "ploop images" };
 
 function f(n: number | null | undefined, digits = 1): string {
   return n === null || n === undefined || !Number.isFinite(n) ? "-" : n.toFixed(digits);
@@ -59,8 +63,8 @@ function cpu(m: Measured): number {
   return m.userSeconds + m.sysSeconds;
 }
 
-function find(list: TargetResult[], tool: ToolName, input: InputKind): TargetResult | undefined {
-  return list.find((r) => r.tool === tool && r.input === input && r.error === undefined);
+function find(list: TargetResult[], tool: ToolName, input: InputKind, encrypted = false): TargetResult | undefined {
+  return list.find((r) => r.tool === tool && r.input === input && r.error === undefined && (r.encrypted === true) === encrypted);
 }
 
 interface Versus {
@@ -83,14 +87,18 @@ function targetsTable(r: BenchReport): string[] {
     row(["measure", "ploopvault", "restic, raw disks", "ratio", "met", "restic, ploop images", "ratio", "met", "target"]),
     row(["---", "---:", "---:", "---:", "---", "---:", "---:", "---", "---"]),
   ];
-  const add = (name: string, get: (t: TargetResult) => number | undefined, limit: number, target: string): void => {
-    const p = pv === undefined ? undefined : get(pv);
+  const pvCt = find(r.local, "ploopvault", "container");
+  const add = (name: string, get: (t: TargetResult) => number | undefined, limit: number, target: string, mine = pv): void => {
+    const p = mine === undefined ? undefined : get(mine);
     const a = ratioCell({ pv: p, other: rr === undefined ? undefined : get(rr) }, limit);
     const b = ratioCell({ pv: p, other: ri === undefined ? undefined : get(ri) }, limit);
     lines.push(row([name, f(p), ...a, ...b, target]));
   };
   add("first full backup of the 4 disks, s", (t) => t.first?.measured.seconds, 0.5, "<= 0.5x restic");
+  const pvEnc = find(r.local, "ploopvault", "ploop", true);
+  if (pvEnc !== undefined) add("first full backup, ploopvault encrypted (restic always encrypts), s", (t) => t.first?.measured.seconds, 0.5, "<= 0.5x restic", pvEnc);
   add("unchanged re-backup of the 4 disks, s", (t) => t.unchanged?.measured.seconds, 0.2, "<= 0.2x restic");
+  if (pvCt !== undefined) add("unchanged re-backup, ploopvault in container mode (incremental from the kept delta), s", (t) => t.unchanged?.measured.seconds, 0.2, "<= 0.2x restic", pvCt);
   add(`restore of one disk (${r.restoreCt}), s`, (t) => t.restore?.measured.seconds, 0.5, "<= 0.5x restic");
   add("repository after the first backup, MB", (t) => (t.repoAfterFirst === undefined ? undefined : t.repoAfterFirst.bytes / MB), 1.0, "<= 1.0x restic");
 
@@ -140,7 +148,7 @@ function runsTable(list: TargetResult[], disks: BenchDisk[], restoreCt: string, 
     row(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]),
   ];
   for (const t of list) {
-    const name = `${t.tool}, ${t.input === "ploop" ? "ploop disk" : t.input === "raw" ? "raw disks" : "ploop images"}`;
+    const name = `${t.tool}, ${INPUT_NAMES[t.input]}${t.encrypted ? ", encrypted" : ""}`;
     if (t.error !== undefined) {
       lines.push(row([name, "FAILED", t.error.split("\n")[0]!.replace(/\|/g, "/"), "", "", "", "", "", ""]));
       continue;
@@ -154,8 +162,8 @@ function runsTable(list: TargetResult[], disks: BenchDisk[], restoreCt: string, 
       lines.push(row([name, scenario, f(m.seconds, 2), f(data / MB / m.seconds, 0), f(cpu(m)), f(m.peakRssMiB, 0), step.addedBytes === null ? "-" : f(step.addedBytes / MB), repo(size), last(m)]));
     };
     backup("first backup", t.first, t.repoAfterFirst);
-    backup("unchanged, touched", t.unchanged, t.repoAfterUnchanged);
-    backup("unchanged, untouched", t.untouched, undefined);
+    backup(t.input === "container" ? "unchanged (nothing written)" : "unchanged, files touched", t.unchanged, t.repoAfterUnchanged);
+    backup("unchanged, not touched", t.untouched, undefined);
     if (t.restore) {
       const m = t.restore.measured;
       const verified = t.restoreVerified ? "" : " (**content differs**)";
@@ -165,6 +173,10 @@ function runsTable(list: TargetResult[], disks: BenchDisk[], restoreCt: string, 
     }
   }
   return lines;
+}
+
+function largeName(name: string): string {
+  return name === "1g" ? "1 GiB, full" : name === "8g" ? "8 GiB, 1/8 allocated" : name;
 }
 
 export function renderReport(r: BenchReport): string {
@@ -177,7 +189,7 @@ export function renderReport(r: BenchReport): string {
   out.push(`Command: \`${r.command}\``);
   out.push("");
   out.push(
-    `Run ${r.date.slice(0, 16).replace("T", " ")} UTC, ${(r.seconds / 60).toFixed(1)} min; ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memGiB.toFixed(0)} GiB RAM, Linux ${r.machine.kernel}, Node ${r.machine.node}; load average ${r.loadBefore.toFixed(2)} before, ${r.loadAfter.toFixed(2)} after.`,
+    `Run ${r.date.slice(0, 16).replace("T", " ")} UTC, ${(r.seconds / 60).toFixed(1)} min; ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memGiB.toFixed(0)} GiB RAM, Linux ${r.machine.kernel}, Node ${r.machine.node}; load average ${r.loadBefore.toFixed(2)} before, ${r.loadAfter.toFixed(2)} after${r.nice === null ? "" : `; every tool (and the S3 server) ran at nice ${r.nice}`}.`,
   );
   out.push(`Tools: ${Object.entries(r.versions).map(([k, v]) => `${k} (${v})`).join(", ")}${r.s3Server ? `; S3: ${r.s3Server}` : ""}.`);
   out.push(
@@ -224,14 +236,14 @@ export function renderReport(r: BenchReport): string {
     out.push(row(["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]));
     for (const l of r.large) {
       if (l.error !== undefined) {
-        out.push(row([l.disk.name, f(l.disk.sizeBytes / 2 ** 20, 0), f(l.disk.dataBytes / 2 ** 20, 0), "FAILED", l.error.split("\n")[0]!.replace(/\|/g, "/"), "", "", ""]));
+        out.push(row([largeName(l.disk.name), f(l.disk.sizeBytes / 2 ** 20, 0), f(l.disk.dataBytes / 2 ** 20, 0), "FAILED", l.error.split("\n")[0]!.replace(/\|/g, "/"), "", "", ""]));
         continue;
       }
       const b = l.backup?.measured;
       const s = l.restore?.measured;
       out.push(
         row([
-          l.disk.name === "1g" ? "1 GiB, full" : l.disk.name === "8g" ? "8 GiB, 1/8 allocated" : l.disk.name,
+          largeName(l.disk.name),
           f(l.disk.sizeBytes / 2 ** 20, 0),
           f(l.disk.dataBytes / 2 ** 20, 0),
           b ? f(b.seconds, 2) : "-",

@@ -5,7 +5,9 @@
  *
  * Options chosen for a fair comparison (docs/performance.md explains them):
  *   ploopvault  --disk DiskDescriptor.xml per disk, defaults (256 KiB chunks, zstd 3,
- *               2 worker threads, 8 uploads in flight), no encryption (not implemented yet)
+ *               a worker thread per core, 8 uploads in flight), no encryption, and
+ *               --no-ionice: the same I/O priority as the other tools (by default a
+ *               backup drops to the idle I/O class, which only matters on a busy disk)
  *   restic      repository version 2, --compression auto (zstd), RESTIC_PASSWORD
  *               (restic always encrypts: AES-256-CTR + Poly1305)
  *   borg        --encryption none (like ploopvault), --compression zstd,3, default chunker
@@ -13,7 +15,7 @@
  * `sync FILE` (ploopvault already fsyncs; restic and borg do not).
  */
 import { mkdir, rm } from "node:fs/promises";
-import { join, relative } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { execa } from "execa";
 import { treeSize } from "./files.js";
 import { combine, runMeasured, type Measured } from "./measure.js";
@@ -21,8 +23,12 @@ import { bucketSize, type RgwServer } from "./s3.js";
 
 export type ToolName = "ploopvault" | "restic" | "borg";
 export const TOOL_NAMES: readonly ToolName[] = ["ploopvault", "restic", "borg"];
-/** ploop: the ploop disk itself (ploopvault); raw: ploop's flattening; image: the root.hds files. */
-export type InputKind = "ploop" | "raw" | "image";
+/**
+ * ploop: the ploop disk itself (ploopvault --disk); container: ploopvault's container mode
+ * (ploop snapshot, kept delta, incremental re-backups); raw: ploop's flattening of the
+ * disk to a raw file; image: the root.hds image files as files.
+ */
+export type InputKind = "ploop" | "container" | "raw" | "image";
 
 export interface BenchDisk {
   ct: string;
@@ -40,6 +46,8 @@ export interface BenchDisk {
 export interface ToolEnv {
   /** Scratch directory for repositories, caches, restores. */
   work: string;
+  /** scripts/ploop-offline (container mode drives ploop through it). */
+  ploopBin: string;
   /** node + dist/src/cli.js */
   ploopvault: string[];
   s3: RgwServer | null;
@@ -54,6 +62,8 @@ export interface RepoSize {
 
 export interface BackupStep {
   measured: Measured;
+  /** Container mode: "full" / "incremental" per container. */
+  modes?: string[];
   /** Bytes the tool reports it added to the repository (ploopvault: compressed chunks; restic: data_added). */
   addedBytes: number | null;
   /** ploopvault only: chunks written. */
@@ -70,15 +80,20 @@ export interface RestoreStep {
 
 export interface Target {
   readonly tool: ToolName;
+  readonly encrypted?: boolean;
   readonly input: InputKind;
   readonly store: "local" | "s3";
   readonly label: string;
   init(): Promise<void>;
+  /** Untimed preparation after init (container mode: copy the corpus into a private area). */
+  prepare?(disks: readonly BenchDisk[]): Promise<void>;
   backup(disks: readonly BenchDisk[]): Promise<BackupStep>;
   restore(disk: BenchDisk, outDir: string): Promise<RestoreStep>;
   repoSize(): Promise<RepoSize>;
-  /** The paths whose content the tool reads (for cache warming and touching). */
+  /** The paths whose content the tool reads (for cache warming). */
   inputs(disks: readonly BenchDisk[]): string[];
+  /** The files a "next day" touches (new mtime/ctime, same content). */
+  touched(disks: readonly BenchDisk[]): string[];
   cleanup(): Promise<void>;
 }
 
@@ -123,19 +138,22 @@ class PloopvaultTarget implements Target {
   constructor(
     private readonly tenv: ToolEnv,
     readonly store: "local" | "s3",
+    /** init --encrypt (AES-256-GCM, HMAC-SHA256 ids), password from PLOOPVAULT_PASSWORD. */
+    readonly encrypted = false,
   ) {
-    this.label = `ploopvault (${store})`;
+    this.label = `ploopvault${encrypted ? ", encrypted" : ""} (${store})`;
     this.dir = join(tenv.work, uniqueName(`pv-${store}`));
     this.stateDir = join(this.dir, "state");
+    const password: Record<string, string> = encrypted ? { PLOOPVAULT_PASSWORD: "ploopvault-bench" } : {};
     if (store === "s3") {
       if (!tenv.s3) throw new Error("no S3 server");
       this.bucket = uniqueName("pv");
       this.repo = `s3://${this.bucket}`;
-      this.env = s3Env(tenv.s3);
+      this.env = { ...s3Env(tenv.s3), ...password };
     } else {
       this.bucket = null;
       this.repo = join(this.dir, "repo");
-      this.env = {};
+      this.env = password;
     }
   }
 
@@ -151,7 +169,7 @@ class PloopvaultTarget implements Target {
 
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true });
-    await this.run(this.args("init", "-q"), "ploopvault init");
+    await this.run(this.args("init", "-q", ...(this.encrypted ? ["--encrypt"] : [])), "ploopvault init");
   }
 
   async backup(disks: readonly BenchDisk[]): Promise<BackupStep> {
@@ -159,7 +177,7 @@ class PloopvaultTarget implements Target {
     let added = 0;
     let newChunks = 0;
     for (const d of disks) {
-      const m = await this.run(this.args("backup", "--disk", d.descriptorPath, "--json", "-q"), `ploopvault backup --disk ${d.descriptorPath}`);
+      const m = await this.run(this.args("backup", "--disk", d.descriptorPath, "--no-ionice", "--json", "-q"), `ploopvault backup --disk ${d.descriptorPath}`);
       for (const line of m.stdout.split("\n")) {
         if (!line.startsWith("{")) continue;
         const r = JSON.parse(line) as { newBytesStored?: number; newChunks?: number };
@@ -187,6 +205,98 @@ class PloopvaultTarget implements Target {
 
   inputs(disks: readonly BenchDisk[]): string[] {
     return disks.map((d) => d.imagePath);
+  }
+
+  touched(disks: readonly BenchDisk[]): string[] {
+    return this.inputs(disks);
+  }
+
+  async cleanup(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * ploopvault's container mode on a copy of the corpus laid out as a private area: one
+ * run backs up all containers, each through a ploop snapshot (scripts/ploop-offline) that
+ * is kept as the base of the next, incremental backup. A "next day" with no writes into
+ * the containers touches nothing: the base images of a running container do not change,
+ * only its top delta does.
+ */
+class PloopvaultContainerTarget implements Target {
+  readonly tool = "ploopvault" as const;
+  readonly input = "container" as const;
+  readonly store = "local" as const;
+  readonly label = "ploopvault, container mode (local)";
+  private readonly dir: string;
+  private readonly repo: string;
+  private readonly stateDir: string;
+  private readonly privateRoot: string;
+
+  constructor(private readonly tenv: ToolEnv) {
+    this.dir = join(tenv.work, uniqueName("pv-ct"));
+    this.repo = join(this.dir, "repo");
+    this.stateDir = join(this.dir, "state");
+    this.privateRoot = join(this.dir, "private");
+  }
+
+  private run(args: string[], label: string): Promise<Measured> {
+    return runMeasured(this.tenv.ploopvault[0]!, [...this.tenv.ploopvault.slice(1), ...args], this.dir, { label });
+  }
+
+  private copyOf(d: BenchDisk): string {
+    return join(this.privateRoot, d.ct, "root.hdd", "root.hds");
+  }
+
+  /** Untimed: the private area is a copy of the corpus (the corpus itself stays untouched). */
+  async prepare(disks: readonly BenchDisk[]): Promise<void> {
+    for (const d of disks) {
+      const r = await execa("cp", ["-a", "--reflink=auto", dirname(dirname(d.descriptorPath)), join(this.privateRoot, d.ct)], { reject: false });
+      if (r.exitCode !== 0) throw new Error(`copying ${d.ct} into ${this.privateRoot} failed: ${String(r.stderr).trim()}`);
+    }
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.privateRoot, { recursive: true });
+    await this.run(["init", "--repo", this.repo, "--state-dir", this.stateDir, "-q"], "ploopvault init");
+  }
+
+  async backup(disks: readonly BenchDisk[]): Promise<BackupStep> {
+    const args = ["backup", "--repo", this.repo, "--state-dir", this.stateDir, "--private-root", this.privateRoot, "--vzlist-bin", "/nonexistent/vzlist", "--ploop-bin", this.tenv.ploopBin, "--no-ionice", "--json", "-q", ...disks.map((d) => d.ct)];
+    const m = await this.run(args, "ploopvault backup CTID...");
+    let added = 0;
+    let newChunks = 0;
+    const modes: string[] = [];
+    for (const line of m.stdout.split("\n")) {
+      if (!line.startsWith("{")) continue;
+      const r = JSON.parse(line) as { newBytesStored?: number; newChunks?: number; mode?: string; status?: string; error?: string };
+      if (r.status !== undefined && r.status !== "ok") throw new Error(`container backup failed: ${r.error ?? line}`);
+      added += r.newBytesStored ?? 0;
+      newChunks += r.newChunks ?? 0;
+      if (r.mode !== undefined) modes.push(r.mode);
+    }
+    return { measured: m, addedBytes: added, newChunks, ...(modes.length > 0 ? { modes } : {}) };
+  }
+
+  async restore(disk: BenchDisk, outDir: string): Promise<RestoreStep> {
+    await mkdir(outDir, { recursive: true });
+    const file = join(outDir, `${disk.ct}.raw`);
+    const m = await this.run(["restore", "--repo", this.repo, "--state-dir", this.stateDir, `${disk.ct}:latest`, "--format", "raw", "--target", file, "-q"], "ploopvault restore");
+    const s = await syncFile(file, this.dir);
+    return { measured: combine([m, s]), syncSeconds: s.seconds, file };
+  }
+
+  async repoSize(): Promise<RepoSize> {
+    const t = await treeSize(this.repo);
+    return { bytes: t.bytes, diskBytes: t.diskBytes, objects: t.files };
+  }
+
+  inputs(disks: readonly BenchDisk[]): string[] {
+    return disks.map((d) => this.copyOf(d));
+  }
+
+  touched(): string[] {
+    return [];
   }
 
   async cleanup(): Promise<void> {
@@ -269,6 +379,10 @@ class ResticTarget implements Target {
     return disks.map((d) => (this.input === "raw" ? d.rawPath! : d.imagePath));
   }
 
+  touched(disks: readonly BenchDisk[]): string[] {
+    return this.inputs(disks);
+  }
+
   async cleanup(): Promise<void> {
     await rm(this.dir, { recursive: true, force: true });
   }
@@ -344,15 +458,23 @@ class BorgTarget implements Target {
     return disks.map((d) => (this.input === "raw" ? d.rawPath! : d.imagePath));
   }
 
+  touched(disks: readonly BenchDisk[]): string[] {
+    return this.inputs(disks);
+  }
+
   async cleanup(): Promise<void> {
     await rm(this.dir, { recursive: true, force: true });
   }
 }
 
 /** `dirs`: where the raw files and the corpus live (borg archives paths relative to them). */
-export function makeTarget(tool: ToolName, input: InputKind, store: "local" | "s3", env: ToolEnv, dirs: { corpus: string; raw: string }): Target {
-  if (tool === "ploopvault") return new PloopvaultTarget(env, store);
-  if (input === "ploop") throw new Error(`${tool} reads files, not ploop disks`);
+export function makeTarget(tool: ToolName, input: InputKind, store: "local" | "s3", env: ToolEnv, dirs: { corpus: string; raw: string }, encrypted = false): Target {
+  if (tool === "ploopvault" && input === "container") {
+    if (store !== "local") throw new Error("container mode is benchmarked on local repositories only");
+    return new PloopvaultContainerTarget(env);
+  }
+  if (tool === "ploopvault") return new PloopvaultTarget(env, store, encrypted);
+  if (input === "ploop" || input === "container") throw new Error(`${tool} reads files, not ploop disks`);
   if (tool === "restic") return new ResticTarget(env, input, store);
   if (store === "s3") throw new Error("borg has no S3 backend");
   return new BorgTarget(env, input, input === "raw" ? dirs.raw : dirs.corpus);

@@ -55,6 +55,8 @@ export interface BackupOptions {
    * protocol: a backup whose registration may have lapsed must not publish).
    */
   beforeManifest?: () => Promise<void>;
+  /** Chunk ids stored in this run (by any of its containers) and their uploads: not uploaded again. */
+  storedThisRun?: Map<string, Promise<void>>;
 }
 
 export interface BackupResult {
@@ -74,7 +76,9 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
   const id = newBackupId(options.time);
   const params = repo.config.chunker;
   const known = await cache.knownChunks();
-  const storedThisRun = new Set<string>();
+  // Shared by the containers of one run, so parallel backups do not upload the same new chunk twice.
+  const storedThisRun = options.storedThisRun ?? new Map<string, Promise<void>>();
+  const uploadsWaitedFor: Promise<void>[] = [];
   const uploads = new TaskLimiter(options.uploadConcurrency);
   const entries: ManifestEntry[] = [];
   const stats: BackupStats = { readBytes: 0, dataBytes: 0, holeBytes: 0, chunks: 0, newChunks: 0, newBytesStored: 0, seconds: 0 };
@@ -110,11 +114,28 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
       entry.id = id;
       if (object === null) return;
       const idHex = id.toString("hex");
-      if (storedThisRun.has(idHex)) return;
-      storedThisRun.add(idHex);
+      const earlier = storedThisRun.get(idHex);
+      if (earlier !== undefined) {
+        // Stored (or being stored) by this or another container of the run: this backup
+        // may reference it only once that upload has succeeded.
+        uploadsWaitedFor.push(earlier);
+        return;
+      }
+      let settle!: { resolve: () => void; reject: (error: unknown) => void };
+      const stored = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+      stored.catch(() => undefined);
+      storedThisRun.set(idHex, stored);
       stats.newChunks++;
       stats.newBytesStored += object.length;
-      await uploads.submit(() => upload(idHex, object));
+      await uploads.submit(async () => {
+        try {
+          await upload(idHex, object);
+          settle.resolve();
+        } catch (error) {
+          settle.reject(error);
+          throw error;
+        }
+      });
     });
   };
 
@@ -173,6 +194,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
     }
     await processing.drain();
     await uploads.drain();
+    await Promise.all(uploadsWaitedFor);
   } finally {
     await processor.close();
   }

@@ -59,10 +59,13 @@ export interface RunOptions {
   /** Per-container read progress (live display) and the image-read throttle (--limit-read). */
   onProgress?: (ct: string, progress: BackupProgress) => void;
   readThrottle?: (bytes: number) => Promise<void>;
+  readBlockBytes?: number;
   /** Incremental mode: keep each backup's snapshot and read only what changed next time. */
   kept: KeptSnapshots | null;
   /** Read the whole disk this time even if an incremental backup is possible. */
   forceFull: boolean;
+  /** Chunks stored by this run so far (shared by its containers). */
+  storedThisRun?: Map<string, Promise<void>>;
 }
 
 export function resultOf(ct: string, result: BackupResult, snapshotGuid: string | null): ContainerResult {
@@ -134,9 +137,11 @@ export async function backupOneContainer(container: ContainerInfo, options: RunO
               time: options.time ?? new Date(),
               workerThreads: options.workerThreads,
               uploadConcurrency: options.uploadConcurrency,
+              storedThisRun: options.storedThisRun,
               signal: options.signal,
               ...(options.onProgress ? { onProgress: (p: BackupProgress) => options.onProgress!(ct, p) } : {}),
               ...(options.readThrottle ? { readThrottle: options.readThrottle } : {}),
+              ...(options.readBlockBytes ? { readBlockBytes: options.readBlockBytes } : {}),
               // The frozen images must not have changed while we read them (ploop.md 3.6).
               beforeManifest: async () => {
                 await frozen.verifyUnchanged();

@@ -1,13 +1,25 @@
 /**
- * Repository verification: every manifest decodes, every chunk it references exists,
- * and (with readData) every referenced chunk decodes and hashes to its id. Memory is
- * proportional to the number of chunk ids (32 bytes each), never to the data.
+ * Repository verification: every manifest decodes, its side files and every chunk it
+ * references exist, and (with readData) every referenced chunk decodes and hashes to its
+ * id. Damage is reported per backup, naming it.
+ *
+ * Memory is proportional to the number of chunk ids (~46 bytes each), never to the data
+ * or to the number of references: the stored ids are a hash set, each manifest's
+ * references mark them in place (manifests are read a few at a time); only when
+ * something is missing or corrupt are the manifests read a second time to name the
+ * backups affected. --read-data reads `concurrency` chunks at a time (one chunk each).
+ *
+ * Also reported: lock objects under locks/ and whether they look expired (by this host's
+ * clock; a dead backup's or prune's lock blocks nobody for longer than its TTL, and the
+ * next prune removes it).
  */
 import { IntegrityError } from "../errors.js";
+import { StoreError } from "../uploader/store.js";
 import { chunkIds, decodeManifest } from "../manifest/format.js";
+import { judgeLocks, listLocks, lockTiming, type LockKind } from "../prune/locks.js";
 import { readChunk } from "../restore/restore.js";
-import { ChunkIdSet } from "../repository/chunk-id-set.js";
-import { CHUNKS_PREFIX, DESCRIPTOR_NAME, backupPrefix } from "../repository/layout.js";
+import { ChunkIdHashSet } from "../repository/chunk-id-set.js";
+import { BACKUPS_PREFIX, CHUNKS_PREFIX, DESCRIPTOR_NAME, backupPrefix, manifestKey } from "../repository/layout.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
 import { TaskLimiter } from "../util/limiter.js";
 
@@ -17,13 +29,25 @@ export interface DamagedBackup {
   problems: string[];
 }
 
+export interface LockReport {
+  key: string;
+  kind: LockKind;
+  holder: string | null;
+  ageSeconds: number;
+  expired: boolean;
+}
+
 export interface CheckReport {
   backups: number;
   chunksStored: number;
   chunksReferenced: number;
+  chunksMissing: number;
   chunksUnreferenced: number;
   chunksRead: number;
+  chunksCorrupt: number;
   damaged: DamagedBackup[];
+  locks: LockReport[];
+  expiredLocks: number;
 }
 
 export interface CheckOptions {
@@ -33,61 +57,55 @@ export interface CheckOptions {
 }
 
 const HEX_ID = /^[0-9a-f]{64}$/;
+const MAX_PROBLEMS = 20;
 
 export async function checkRepository(repo: Repository, options: CheckOptions): Promise<CheckReport> {
-  const storedIds: Buffer[] = [];
-  const sideFiles = new Set<string>();
-  for await (const info of repo.store.list(CHUNKS_PREFIX)) {
+  const store = repo.store;
+  const stored = new ChunkIdHashSet(1 << 16);
+  for await (const info of store.list(CHUNKS_PREFIX)) {
     const name = info.key.slice(info.key.lastIndexOf("/") + 1);
-    if (HEX_ID.test(name) && info.key === `${CHUNKS_PREFIX}${name.slice(0, 2)}/${name}`) storedIds.push(Buffer.from(name, "hex"));
+    if (HEX_ID.test(name) && info.key === `${CHUNKS_PREFIX}${name.slice(0, 2)}/${name}`) stored.add(Buffer.from(name, "hex"));
   }
-  const stored = ChunkIdSet.empty().withAdded(storedIds);
-  storedIds.length = 0;
-  for await (const info of repo.store.list("backups/")) sideFiles.add(info.key);
+  const referencedFlags = new Uint8Array(stored.size);
+  const missing = new ChunkIdHashSet();
+  const sideFiles = new Set<string>();
+  for await (const info of store.list(BACKUPS_PREFIX)) sideFiles.add(info.key);
 
   const refs = await repo.listBackups();
   const damaged = new Map<string, DamagedBackup>();
   const problem = (ref: BackupRef, text: string): void => {
     const key = `${ref.ct}/${ref.id}`;
     const entry = damaged.get(key) ?? { ct: ref.ct, id: ref.id, problems: [] };
-    if (entry.problems.length < 20) entry.problems.push(text);
+    if (entry.problems.length < MAX_PROBLEMS) entry.problems.push(text);
     damaged.set(key, entry);
   };
-  let referenced = ChunkIdSet.empty();
-  const decoded: { ref: BackupRef; ids: ChunkIdSet }[] = [];
-  for (const ref of refs) {
-    let ids: ChunkIdSet;
-    try {
-      const manifest = decodeManifest(await repo.getManifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
-      ids = ChunkIdSet.empty().withAdded(chunkIds(manifest.entries));
-      const configName = manifest.metadata.files.config;
-      for (const name of [DESCRIPTOR_NAME, ...(configName ? [configName] : [])]) {
-        if (!sideFiles.has(`${backupPrefix(ref.ct, ref.id)}${name}`)) problem(ref, `${name} missing`);
-      }
-    } catch (error) {
+  const readable: BackupRef[] = [];
+  await forEachManifest(repo, refs, options.concurrency, (ref, manifest, error) => {
+    if (manifest === null) {
       problem(ref, error instanceof Error ? error.message : String(error));
-      continue;
+      return;
     }
-    let missing = 0;
-    for (const id of ids.ids()) {
-      if (!stored.has(id)) {
-        if (missing < 5) problem(ref, `chunk ${id.toString("hex")} missing`);
-        missing++;
-      }
+    const configName = manifest.metadata.files.config;
+    for (const name of [DESCRIPTOR_NAME, ...(configName ? [configName] : [])]) {
+      if (!sideFiles.has(`${backupPrefix(ref.ct, ref.id)}${name}`)) problem(ref, `${name} missing`);
     }
-    if (missing > 5) problem(ref, `${missing - 5} more chunks missing`);
-    referenced = referenced.withAdded(ids.ids());
-    decoded.push({ ref, ids });
-  }
+    for (const id of chunkIds(manifest.entries)) {
+      const index = stored.indexOf(id);
+      if (index >= 0) referencedFlags[index] = 1;
+      else missing.add(id);
+    }
+    readable.push(ref);
+  });
+  let referencedStored = 0;
+  for (let i = 0; i < referencedFlags.length; i++) referencedStored += referencedFlags[i]!;
 
   let chunksRead = 0;
+  const bad = new Map<string, string>();
   if (options.readData) {
-    const bad = new Map<string, string>();
     const limiter = new TaskLimiter(options.concurrency);
-    const total = referenced.size;
-    for (const id of referenced.ids()) {
-      if (!stored.has(id)) continue;
-      const idHex = id.toString("hex");
+    for (let index = 0; index < referencedFlags.length; index++) {
+      if (referencedFlags[index] === 0) continue;
+      const idHex = stored.id(index).toString("hex");
       await limiter.submit(async () => {
         try {
           await readChunk(repo, idHex); // a chunk that does not verify is read a second time
@@ -97,25 +115,91 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
           bad.set(idHex, error.message);
         }
         chunksRead++;
-        options.onProgress?.(chunksRead, total);
+        options.onProgress?.(chunksRead, referencedStored);
       });
     }
     await limiter.drain();
-    if (bad.size > 0) {
-      for (const { ref, ids } of decoded) {
-        for (const [idHex, message] of bad) if (ids.has(Buffer.from(idHex, "hex"))) problem(ref, message);
-      }
-    }
   }
 
-  let unreferenced = 0;
-  for (const id of stored.ids()) if (!referenced.has(id)) unreferenced++;
+  // name the backups behind missing and corrupt chunks (second pass, only when needed)
+  const badIds = new ChunkIdHashSet();
+  for (const idHex of bad.keys()) badIds.add(Buffer.from(idHex, "hex"));
+  if (missing.size > 0 || badIds.size > 0) {
+    await forEachManifest(repo, readable, options.concurrency, (ref, manifest) => {
+      if (manifest === null) return; // vanished (forgotten by a concurrent prune): see below
+      const seen = new Set<string>();
+      let missingHere = 0;
+      for (const id of chunkIds(manifest.entries)) {
+        const isMissing = missing.has(id);
+        if (!isMissing && !badIds.has(id)) continue;
+        const idHex = id.toString("hex");
+        if (seen.has(idHex)) continue;
+        seen.add(idHex);
+        if (isMissing) {
+          if (missingHere < 5) problem(ref, `chunk ${idHex} missing`);
+          missingHere++;
+        } else {
+          problem(ref, bad.get(idHex)!);
+        }
+      }
+      if (missingHere > 5) problem(ref, `${missingHere - 5} more chunks missing`);
+    });
+  }
+
+  // a backup forgotten by a prune running meanwhile is not damage
+  for (const [key, d] of damaged) {
+    if ((await store.stat(manifestKey(d.ct, d.id))) === null) damaged.delete(key);
+  }
+
+  const locks = await lockReport(repo);
   return {
     backups: refs.length,
     chunksStored: stored.size,
-    chunksReferenced: referenced.size,
-    chunksUnreferenced: unreferenced,
+    chunksReferenced: referencedStored + missing.size,
+    chunksMissing: missing.size,
+    chunksUnreferenced: stored.size - referencedStored,
     chunksRead,
+    chunksCorrupt: bad.size,
     damaged: [...damaged.values()],
+    locks,
+    expiredLocks: locks.filter((l) => l.expired).length,
   };
+}
+
+/** Decode manifests with bounded concurrency; `visit` runs one at a time. */
+async function forEachManifest(
+  repo: Repository,
+  refs: readonly BackupRef[],
+  concurrency: number,
+  visit: (ref: BackupRef, manifest: ReturnType<typeof decodeManifest> | null, error?: unknown) => void,
+): Promise<void> {
+  const limiter = new TaskLimiter(Math.max(1, Math.min(concurrency, 8)));
+  for (const ref of refs) {
+    await limiter.submit(async () => {
+      let manifest;
+      try {
+        manifest = decodeManifest(await repo.getManifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
+      } catch (error) {
+        // a store that fails (unreachable, denied...) fails the check; anything else is damage
+        if (error instanceof StoreError && error.kind !== "not-found") throw error;
+        visit(ref, null, error);
+        return;
+      }
+      visit(ref, manifest);
+    });
+  }
+  await limiter.drain();
+}
+
+async function lockReport(repo: Repository): Promise<LockReport[]> {
+  const entries = await listLocks(repo.store);
+  if (entries.length === 0) return [];
+  const judged = await judgeLocks(repo.store, entries, new Date(), lockTiming());
+  return judged.map((j) => ({
+    key: j.key,
+    kind: j.kind,
+    holder: j.holder === null ? null : `${j.holder.host} pid ${j.holder.pid}`,
+    ageSeconds: Math.round(j.ageMs / 1000),
+    expired: !j.live,
+  }));
 }

@@ -12,6 +12,7 @@ import { releaseKeptSnapshot } from "../backup/incremental.js";
 import { EXIT_PARTIAL, PloopvaultError, UsageError } from "../errors.js";
 import { openLogicalDisk } from "../ploop/disk.js";
 import { PloopCli } from "../ploop/driver.js";
+import { BackupRegistration } from "../prune/registration.js";
 import { ManifestCache } from "../repository/known-chunks.js";
 import { validateName } from "../repository/layout.js";
 import type { Repository } from "../repository/repository.js";
@@ -129,8 +130,13 @@ PLOOPVAULT_EXIT_CODE and PLOOPVAULT_RESULTS_JSON in the environment (docs/operat
         }
         const repo = await openRepository(options);
         let results: ContainerResult[];
+        let registration: BackupRegistration | null = null;
         try {
+          // prune protocol (docs/prune.md): registered before anything reads what the repository holds
+          registration = await BackupRegistration.start(repo, options.host, { log: (line) => out.info(line), warn: (line) => out.warn(line) });
+          const reg = registration;
           results = await backupContainers(containers, {
+            beforeManifest: async () => reg.assertValid(),
             repo,
             cache: ManifestCache.forRepository(repo, options.stateDir),
             ploop,
@@ -145,9 +151,11 @@ PLOOPVAULT_EXIT_CODE and PLOOPVAULT_RESULTS_JSON in the environment (docs/operat
             onResult: (r) => report(out, r),
             kept: options.incremental ? kept : null,
             forceFull: options.full === true,
+            storedThisRun: new Map<string, Promise<void>>(),
             ...backupRunOps(options),
           });
         } finally {
+          await registration?.stop();
           await repo.close();
         }
         const failed = results.filter((r) => r.status !== "ok");
@@ -180,7 +188,11 @@ async function backupDirectDisk(options: BackupOptions, out: Output, time: Date 
   const descriptorPath = resolve(options.disk!);
   const ct = validateName("container id", options.name ?? defaultContainerId(descriptorPath));
   const repo: Repository = await openRepository(options);
+  let registration: BackupRegistration | null = null;
   try {
+    // prune protocol (docs/prune.md): registered before anything reads what the repository holds
+    registration = await BackupRegistration.start(repo, options.host, { log: (line) => out.info(line), warn: (line) => out.warn(line) });
+    const reg = registration;
     const disk = await openLogicalDisk(descriptorPath);
     try {
       if (disk.inUseImages.length > 0) {
@@ -199,13 +211,14 @@ async function backupDirectDisk(options: BackupOptions, out: Output, time: Date 
           snapshotGuid: null,
           sourceFormatVersion: disk.formatVersion,
         },
-        { host: options.host, time: time ?? new Date(), workerThreads: options.threads, uploadConcurrency: options.uploadConcurrency, signal, ...diskRunOps(options, ct) },
+        { host: options.host, time: time ?? new Date(), workerThreads: options.threads, uploadConcurrency: options.uploadConcurrency, signal, beforeManifest: async () => reg.assertValid(), ...diskRunOps(options, ct) },
       );
       report(out, resultOf(ct, result, null));
     } finally {
       await disk.close();
     }
   } finally {
+    await registration?.stop();
     await repo.close();
   }
 }

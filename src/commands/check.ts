@@ -42,6 +42,9 @@ them.
         progress?.remove("check");
         if (out.json) out.jsonResult({ ...report, status: report.damaged.length === 0 ? "ok" : "damaged" });
         out.info(`checked ${report.backups} backups, ${report.chunksReferenced} referenced chunks${options.readData ? ` (${report.chunksRead} read and verified)` : ""}, ${report.chunksUnreferenced} unreferenced`);
+        for (const l of report.locks.filter((x) => x.expired)) {
+          out.warn(`expired lock ${l.key}${l.holder ? ` of ${l.holder}` : ""}, last refreshed ${l.ageSeconds} s ago (by this host's clock): its process died; it blocks nobody, the next prune removes it`);
+        }
         for (const d of report.damaged) for (const p of d.problems) out.info(`damaged backup ${d.ct}/${d.id}: ${p}`);
         if (report.damaged.length > 0) {
           const names = report.damaged.map((d) => `${d.ct}/${d.id}`);

@@ -114,7 +114,7 @@ export function decodeKeyFile(body: Uint8Array, where: string): KeyFile {
     throw new PloopvaultError(`${where}: invalid key object: ${what}`);
   };
   if (typeof k !== "object" || k === null || k.format !== KEY_FORMAT) fail("not a ploopvault key");
-  if (k!.version !== KEY_VERSION) fail(`version ${String(k!.version)} is not supported by this ploopvault (supports ${KEY_VERSION})`);
+  if (k!.version !== KEY_VERSION) fail(`version ${JSON.stringify(k!.version) ?? "(none)"} is not supported by this ploopvault (supports ${KEY_VERSION})`);
   if (typeof k!.id !== "string" || !KEY_ID.test(k!.id)) fail("bad id");
   if (typeof k!.repository !== "string" || !/^[0-9a-f]{32}$/.test(k!.repository)) fail("bad repository id");
   for (const field of ["created", "host", "user", "masterKey"] as const) if (typeof k![field] !== "string") fail(`missing ${field}`);

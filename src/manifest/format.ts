@@ -132,13 +132,14 @@ export function decodeManifest(object: Uint8Array, name: string): Manifest {
   if (payload.length < 4) fail("truncated manifest");
   const jsonLength = payload.readUInt32LE(0);
   if (4 + jsonLength > payload.length) fail("truncated manifest metadata");
-  let metadata: ManifestMetadata;
+  let parsed: unknown;
   try {
-    metadata = JSON.parse(payload.toString("utf8", 4, 4 + jsonLength)) as ManifestMetadata;
+    parsed = JSON.parse(payload.toString("utf8", 4, 4 + jsonLength));
   } catch {
     return fail("manifest metadata is not valid JSON");
   }
-  validateMetadata(metadata, name);
+  validateMetadata(parsed, name);
+  const metadata = parsed;
   const entries: ManifestEntry[] = [];
   let pos = 4 + jsonLength;
   while (pos < payload.length) {
@@ -171,24 +172,68 @@ function readSafe(buf: Buffer, at: number, name: string): number {
   return Number(value);
 }
 
-function validateMetadata(m: ManifestMetadata, name: string): void {
+/** Names of objects beside the manifest, container ids and backup ids: one plain path segment. */
+const PLAIN_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** A value from the object, shown in a one-line message (escaped, cut short). */
+function show(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return (text.length > 80 ? `${text.slice(0, 80)}...` : text).replace(/[\u2028\u2029]/g, " ");
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+const isCount = (v: unknown): boolean => typeof v === "number" && Number.isFinite(v) && v >= 0;
+
+/**
+ * Every field the code reads is checked for its type, so a damaged or hostile manifest is
+ * refused here with one line instead of failing later (TypeError in a listing, a side-file
+ * name that is a path). Unknown extra fields are allowed (newer writers).
+ */
+function validateMetadata(value: unknown, name: string): asserts value is ManifestMetadata {
   const fail = (what: string): never => {
     throw new IntegrityError(`${name}: invalid metadata: ${what}`);
   };
-  if (typeof m !== "object" || m === null) fail("not an object");
-  if (m.formatVersion !== MANIFEST_VERSION) fail(`formatVersion ${String(m.formatVersion)}`);
+  if (!isObject(value)) return fail("not an object");
+  const m = value as Partial<Record<keyof ManifestMetadata, unknown>>;
+  if (m.formatVersion !== MANIFEST_VERSION) fail(`formatVersion ${show(m.formatVersion)}`);
   for (const key of ["id", "ct", "host", "time"] as const) if (typeof m[key] !== "string" || m[key] === "") fail(`missing ${key}`);
-  if (Number.isNaN(Date.parse(m.time))) fail(`time "${m.time}" is not a date`);
-  if (typeof m.disk !== "object" || m.disk === null) fail("missing disk");
-  const { logicalBytes, clusterBytes } = m.disk;
-  if (!Number.isSafeInteger(logicalBytes) || logicalBytes < 0) fail("disk.logicalBytes");
-  if (!Number.isSafeInteger(clusterBytes) || clusterBytes <= 0 || logicalBytes % clusterBytes !== 0) fail("disk.clusterBytes");
-  if (typeof m.chunker !== "object" || m.chunker === null) fail("missing chunker");
-  validateChunkerParams(m.chunker, name);
-  if (typeof m.files !== "object" || m.files === null || typeof m.files.descriptor !== "string") fail("files");
-  if (!Number.isSafeInteger(m.entryCount) || m.entryCount < 0) fail("entryCount");
-  if (typeof m.stats !== "object" || m.stats === null) fail("stats");
-  if (typeof m.source !== "object" || m.source === null) fail("source");
+  for (const key of ["id", "ct"] as const) if (!PLAIN_NAME.test(m[key] as string)) fail(`${key} ${show(m[key])} is not a plain name`);
+  if (Number.isNaN(Date.parse(m.time as string))) fail(`time ${show(m.time)} is not a date`);
+  if (!isObject(m.tool) || typeof m.tool.name !== "string" || typeof m.tool.version !== "string") fail("tool");
+  if (!isObject(m.disk)) return fail("missing disk");
+  const { logicalBytes, clusterBytes, sourceFormatVersion } = m.disk;
+  if (!Number.isSafeInteger(logicalBytes) || (logicalBytes as number) < 0) fail("disk.logicalBytes");
+  if (!Number.isSafeInteger(clusterBytes) || (clusterBytes as number) <= 0 || (logicalBytes as number) % (clusterBytes as number) !== 0) fail("disk.clusterBytes");
+  if (!Number.isSafeInteger(sourceFormatVersion) || (sourceFormatVersion as number) < 0 || (sourceFormatVersion as number) > 2) fail("disk.sourceFormatVersion");
+  if (!isObject(m.chunker)) return fail("missing chunker");
+  try {
+    validateChunkerParams(m.chunker as unknown as ChunkerParams, name);
+  } catch (error) {
+    throw new IntegrityError(error instanceof Error ? error.message : String(error));
+  }
+  const files = m.files;
+  if (!isObject(files) || typeof files.descriptor !== "string" || !PLAIN_NAME.test(files.descriptor)) fail("files.descriptor");
+  const config = (files as Record<string, unknown>).config;
+  if (config !== null && (typeof config !== "string" || !PLAIN_NAME.test(config))) fail("files.config");
+  if (!Number.isSafeInteger(m.entryCount) || (m.entryCount as number) < 0) fail("entryCount");
+  if (!isObject(m.stats)) return fail("stats");
+  for (const key of ["readBytes", "dataBytes", "holeBytes", "chunks", "newChunks", "newBytesStored", "seconds"]) if (!isCount(m.stats[key])) fail(`stats.${key}`);
+  if (m.stats.reusedChunks !== undefined && !isCount(m.stats.reusedChunks)) fail("stats.reusedChunks");
+  const source = m.source;
+  if (!isObject(source)) return fail("source");
+  if (typeof source.descriptorPath !== "string" || typeof source.topGuid !== "string") fail("source");
+  if (source.snapshotGuid !== null && typeof source.snapshotGuid !== "string") fail("source.snapshotGuid");
+  if (!Array.isArray(source.imageFiles) || !source.imageFiles.every((f) => typeof f === "string")) fail("source.imageFiles");
+  const inc = m.incremental;
+  if (inc !== undefined && inc !== null && (!isObject(inc) || typeof inc.baseBackup !== "string" || typeof inc.baseSnapshotGuid !== "string")) fail("incremental");
 }
 
 /** Entries must tile [0, logicalBytes) in order, without gaps or overlaps. */

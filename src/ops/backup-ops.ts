@@ -39,12 +39,24 @@ export function addBackupOpsOptions(cmd: Command): Command {
 
 export interface DiskOps {
   readThrottle?: (bytes: number) => Promise<void>;
+  readBlockBytes?: number;
   onProgress?: (progress: BackupProgress) => void;
 }
 
 export interface RunOps {
   readThrottle?: (bytes: number) => Promise<void>;
+  readBlockBytes?: number;
   onProgress?: (ct: string, progress: BackupProgress) => void;
+}
+
+/**
+ * Under --limit-read, read in blocks of about 1/8 s of the rate (256 KiB .. 8 MiB; the
+ * pipeline rounds to whole clusters), so the disk sees a steady trickle instead of a
+ * full-speed 8 MiB burst every few seconds.
+ */
+export function throttledReadBlock(rate: number): number {
+  const target = Math.min(8 << 20, Math.max(256 << 10, rate / 8));
+  return 2 ** Math.floor(Math.log2(target));
 }
 
 function showProgress(ct: string, p: BackupProgress): void {
@@ -55,7 +67,10 @@ function showProgress(ct: string, p: BackupProgress): void {
 export function backupRunOps(options: BackupOpsOptions): RunOps {
   const ops: RunOps = {};
   const throttle = readThrottle(options.limitRead);
-  if (throttle !== undefined) ops.readThrottle = throttle;
+  if (throttle !== undefined) {
+    ops.readThrottle = throttle;
+    ops.readBlockBytes = throttledReadBlock(options.limitRead!);
+  }
   if (progressDisplay() !== null) ops.onProgress = showProgress;
   return ops;
 }
@@ -64,7 +79,10 @@ export function backupRunOps(options: BackupOpsOptions): RunOps {
 export function diskRunOps(options: BackupOpsOptions, ct: string): DiskOps {
   const ops: DiskOps = {};
   const throttle = readThrottle(options.limitRead);
-  if (throttle !== undefined) ops.readThrottle = throttle;
+  if (throttle !== undefined) {
+    ops.readThrottle = throttle;
+    ops.readBlockBytes = throttledReadBlock(options.limitRead!);
+  }
   if (progressDisplay() !== null) ops.onProgress = (p) => showProgress(ct, p);
   return ops;
 }

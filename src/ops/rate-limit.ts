@@ -1,10 +1,12 @@
 /**
  * Bandwidth limits that keep a backup from starving running containers:
  *
- *  - TokenBucket: bytes per second with a small burst. take(n) resolves when n bytes may
- *    pass; callers queue in FIFO order, and a request larger than the bucket goes into
- *    debt (waits until the debt is repaid), so any request size works and the long-run
- *    rate is exactly the configured one.
+ *  - TokenBucket: bytes per second. take(n) resolves when n bytes may pass; callers queue
+ *    in FIFO order, and a request larger than the bucket goes into debt (waits until the
+ *    debt is repaid), so any request size works and the long-run rate is exactly the
+ *    configured one. The bucket starts empty (no burst at start) and holds at most 250 ms
+ *    of rate: enough to absorb timer and event-loop delays on a loaded host without
+ *    falling below the rate, small enough that an idle pause allows no real burst.
  *  - RateLimitedStore: an ObjectStore decorator (restic-style, like its limiter backend):
  *    put() waits for upload tokens for the body before sending it; get()/getRange() take
  *    download tokens for what arrived (sizes are not known before), so the average rate
@@ -21,8 +23,10 @@ import type { ObjectInfo, ObjectStore, PutOptions } from "../uploader/store.js";
 export interface TokenBucketOptions {
   /** Bytes per second. */
   rate: number;
-  /** Largest burst after an idle period (default: 50 ms of rate, at least 64 KiB). */
+  /** Largest burst after an idle period (default: 250 ms of rate, at least 64 KiB). */
   burst?: number;
+  /** Tokens at start (default 0: the first request waits for its own bytes). */
+  initial?: number;
   now?: () => number;
   sleep?: (ms: number) => Promise<void>;
 }
@@ -41,10 +45,10 @@ export class TokenBucket {
   constructor(options: TokenBucketOptions) {
     if (!(options.rate > 0) || !Number.isFinite(options.rate)) throw new RangeError(`rate must be a positive number of bytes per second, got ${options.rate}`);
     this.rate = options.rate;
-    this.burst = options.burst ?? Math.max(64 << 10, options.rate * 0.05);
+    this.burst = options.burst ?? Math.max(64 << 10, options.rate * 0.25);
     this.now = options.now ?? (() => performance.now());
     this.sleep = options.sleep ?? defaultSleep;
-    this.tokens = this.burst;
+    this.tokens = Math.min(this.burst, options.initial ?? 0);
     this.last = this.now();
   }
 

@@ -99,13 +99,22 @@ function oneLine(text: string): string {
   return text.replace(/\s+/g, " ").trim();
 }
 
+/** Text from the file, quoted for a one-line message: escaped (JSON) and cut at 80 characters. */
+function quoted(text: string): string {
+  return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}...` : text).replace(/[\u2028\u2029]/g, " ");
+}
+
+function formatError(path: string, what: string): PloopFormatError {
+  return new PloopFormatError(`${path}: ${what}`.replace(/[\r\n\u2028\u2029]+/g, " "));
+}
+
 /**
  * Parse and validate a DiskDescriptor.xml. GUIDs are normalised to lower case (ploop
  * compares them case-insensitively).
  */
 export function parseDescriptor(xml: string, descriptorPath: string): DiskDescriptor {
   const fail = (what: string): never => {
-    throw new PloopFormatError(`${descriptorPath}: ${what}`);
+    throw formatError(descriptorPath, what);
   };
   const valid = XMLValidator.validate(xml);
   if (valid !== true) {
@@ -147,13 +156,13 @@ export function parseDescriptor(xml: string, descriptorPath: string): DiskDescri
   const integer = (node: XmlNode, name: string, where: string): number | undefined => {
     const t = text(node, name, where);
     if (t === undefined) return undefined;
-    if (!/^\d+$/.test(t) || !Number.isSafeInteger(Number(t))) fail(`<${name}> in <${where}> is "${t}", not a non-negative integer`);
+    if (!/^\d+$/.test(t) || !Number.isSafeInteger(Number(t))) fail(`<${name}> in <${where}> is ${quoted(t)}, not a non-negative integer`);
     return Number(t);
   };
   const guid = (node: XmlNode, name: string, where: string): string => {
     const t = text(node, name, where);
     if (t === undefined || t === "") return fail(`<${where}> has no <${name}>`);
-    if (!GUID_RE.test(t)) fail(`<${where}/${name}> "${t}" is not a GUID like {xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}`);
+    if (!GUID_RE.test(t)) fail(`<${where}/${name}> ${quoted(t)} is not a GUID like {xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}`);
     return t.toLowerCase();
   };
 
@@ -231,10 +240,12 @@ export function parseDescriptor(xml: string, descriptorPath: string): DiskDescri
  */
 export function chainFor(dd: DiskDescriptor, topGuid: string = dd.topGuid): Chain {
   const fail = (what: string): never => {
-    throw new PloopFormatError(`${dd.descriptorPath}: ${what}`);
+    throw formatError(dd.descriptorPath, what);
   };
   const start = normaliseGuid(topGuid);
-  if (start === null) return fail(`"${topGuid}" is not a GUID`);
+  if (start === null) return fail(`${quoted(topGuid)} is not a GUID`);
+  // the all-zero GUID means "no parent": it is never an image, and would give an empty chain
+  if (start === NONE_GUID) return fail(`snapshot ${start} is not in the descriptor`);
   const chain: Chain = [];
   const seen = new Set<string>();
   let current = start;

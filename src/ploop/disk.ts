@@ -84,7 +84,7 @@ export async function openLogicalDisk(descriptorPath: string, options: OpenLogic
   let topGuid = dd.topGuid;
   if (options.topGuid !== undefined) {
     const g = normaliseGuid(options.topGuid);
-    if (g === null) throw new PloopvaultError(`"${options.topGuid}" is not a snapshot GUID`);
+    if (g === null) throw new PloopvaultError(`${JSON.stringify(options.topGuid.slice(0, 80))} is not a snapshot GUID`);
     topGuid = g;
   }
   const chain = chainFor(dd, topGuid);

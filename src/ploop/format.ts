@@ -241,12 +241,13 @@ export function batBytesOf(header: PloopHeader): number {
 
 /**
  * The BAT as raw entries. `batBytes` holds the bytes that follow the 64-byte header
- * (file offset 64 onwards), at least 4 * batEntries of them.
+ * (file offset 64 onwards), at least 4 * batEntries of them (fewer: a truncated BAT,
+ * PloopFormatError naming `fileName`).
  */
-export function decodeBat(batBytes: Buffer, header: PloopHeader): Uint32Array {
+export function decodeBat(batBytes: Buffer, header: PloopHeader, fileName = "ploop image"): Uint32Array {
   const n = header.batEntries;
   if (batBytes.length < n * BAT_ENTRY_BYTES) {
-    throw new RangeError(`BAT buffer holds ${batBytes.length} bytes, ${n * BAT_ENTRY_BYTES} needed`);
+    throw new PloopFormatError(`${fileName}: truncated BAT (${batBytes.length} bytes, ${n} entries need ${n * BAT_ENTRY_BYTES})`);
   }
   const bat = new Uint32Array(n);
   for (let i = 0; i < n; i++) bat[i] = batBytes.readUInt32LE(i * BAT_ENTRY_BYTES);

@@ -115,7 +115,7 @@ export async function openImage(path: string, options: OpenImageOptions = {}): P
     }
     const raw = Buffer.alloc(batBytes);
     await readAt(BAT_OFFSET_BYTES, raw);
-    const bat = decodeBat(raw, header);
+    const bat = decodeBat(raw, header, path);
     const allocatedClusters = validateBat(header, bat, fileSize, path);
     const clusterBytes = header.clusterSectors * SECTOR_BYTES;
     return {

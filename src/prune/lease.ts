@@ -95,7 +95,13 @@ export class Lease {
     }
     try {
       await this.store.put(this.key, this.body(), this.options.conditional ? { ifMatch: this.etag! } : undefined);
+      // our new version: release() must recognize it as ours
       if (this.options.conditional) await this.readBack();
+      if (this.fenceReason !== null || this.stopped) {
+        // fenced or released while this write was in flight: it must not linger
+        if (!this.options.conditional) await this.store.delete([this.key]).catch(() => undefined);
+        return;
+      }
     } catch (error) {
       if (error instanceof StoreError && error.kind === "changed") {
         await this.fence(`it was taken over or removed by another process`);

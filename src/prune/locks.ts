@@ -82,9 +82,16 @@ export interface LockBody {
   ttlSeconds: number;
 }
 
+let writes = 0;
+
+/**
+ * A lock object's body. Every call gives a different body (`written` and `seq`), so every
+ * version of a lock object has its own etag on every store (S3's ETag is a content hash):
+ * a takeover that read an old version can never match a newer one with the same content.
+ */
 export function lockBody(kind: LockKind, host: string, timing: LockTiming, started: Date): Buffer {
   const body: LockBody = { format: "ploopvault-lock", version: 1, kind, host, pid: process.pid, started: started.toISOString(), ttlSeconds: timing.ttlMs / 1000 };
-  return Buffer.from(`${JSON.stringify(body)}\n`);
+  return Buffer.from(`${JSON.stringify({ ...body, written: new Date().toISOString(), seq: ++writes })}\n`);
 }
 
 export function parseLockBody(body: Buffer): LockBody | null {

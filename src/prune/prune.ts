@@ -6,19 +6,20 @@
  * Phases of a (non dry-run) prune:
  *   0. take locks/prune (one prune at a time; stale ones are taken over);
  *   1. list backups/, read every manifest of the selected containers, plan, forget;
- *   2. plan the sweep without blocking anybody: the chunk ids referenced by the remaining
- *      manifests (a sorted id set, 32 bytes per id) and the unreferenced chunks older
- *      than --grace (the candidates);
+ *   2. plan the sweep without blocking anybody: list the chunks (a hash set of their ids
+ *      with size and flags, ~55 bytes per chunk), mark those the remaining manifests
+ *      reference; the unmarked ones older than --grace are the candidates;
  *   3. handshake: write our sweep marker, THEN list the registrations; while a live
  *      backup is registered, remove the marker and wait (at most --wait, then defer);
- *   4. remove expired lock objects; list backups/ again and drop candidates that a
- *      manifest written since phase 2 references (a backup that finished meanwhile);
+ *   4. remove expired lock objects; list backups/ again and mark what the manifests
+ *      written since phase 2 reference (backups that finished meanwhile);
  *   5. delete candidates in batches while the marker is provably live; remove the marker.
- * Memory: the referenced set and the candidate list, 32-40 bytes per chunk id.
+ * Memory: proportional to the number of chunks (~55 bytes each), not to the data nor to
+ * the number of references (manifests are read one at a time, ids marked in place).
  */
 import { PloopvaultError } from "../errors.js";
 import { chunkIds, decodeManifest } from "../manifest/format.js";
-import { ChunkIdSet, ChunkIdSetBuilder } from "../repository/chunk-id-set.js";
+import { ChunkIdHashSet } from "../repository/chunk-id-set.js";
 import type { ManifestCache } from "../repository/known-chunks.js";
 import { BACKUPS_PREFIX, CHUNKS_PREFIX, MANIFEST_NAME, chunkKey, parseManifestKey } from "../repository/layout.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
@@ -111,28 +112,51 @@ async function listBackupObjects(store: ObjectStore): Promise<Map<string, Backup
   return out;
 }
 
-/** Growable list of 32-byte ids with sizes. */
-class Candidates {
-  private ids = Buffer.allocUnsafe(32 * 1024);
-  private sizes = new Float64Array(1024);
-  count = 0;
-  push(id: Buffer, size: number): void {
-    if (this.count === this.sizes.length) {
-      const ids = Buffer.allocUnsafe(this.ids.length * 2);
-      this.ids.copy(ids);
-      this.ids = ids;
+const REFERENCED = 1;
+const YOUNG = 2;
+
+/** The chunks listed under chunks/: ids (hash set), sizes and flags, by index. */
+class StoredChunks {
+  readonly ids = new ChunkIdHashSet(1 << 16);
+  private sizes = new Float64Array(1 << 16);
+  private flags = new Uint8Array(1 << 16);
+
+  add(id: Buffer, size: number, young: boolean): void {
+    const index = this.ids.add(id);
+    if (index >= this.sizes.length) {
       const sizes = new Float64Array(this.sizes.length * 2);
       sizes.set(this.sizes);
       this.sizes = sizes;
+      const flags = new Uint8Array(this.flags.length * 2);
+      flags.set(this.flags);
+      this.flags = flags;
     }
-    id.copy(this.ids, this.count * 32);
-    this.sizes[this.count++] = size;
+    this.sizes[index] = size;
+    this.flags[index] = young ? YOUNG : 0;
   }
-  id(i: number): Buffer {
-    return this.ids.subarray(i * 32, i * 32 + 32);
+
+  get count(): number {
+    return this.ids.size;
   }
-  size(i: number): number {
-    return this.sizes[i]!;
+
+  /** Mark a referenced id; false if no such chunk is stored. */
+  mark(id: Uint8Array): boolean {
+    const index = this.ids.indexOf(id);
+    if (index < 0) return false;
+    this.flags[index]! |= REFERENCED;
+    return true;
+  }
+
+  referenced(index: number): boolean {
+    return (this.flags[index]! & REFERENCED) !== 0;
+  }
+
+  young(index: number): boolean {
+    return (this.flags[index]! & YOUNG) !== 0;
+  }
+
+  size(index: number): number {
+    return this.sizes[index]!;
   }
 }
 
@@ -169,10 +193,20 @@ export async function runPrune(repo: Repository, options: PruneOptions): Promise
     const listed = await listBackupObjects(store);
     const forgotten = await forget(repo, listed, options, report, pruneLock);
     checkAbort();
-    // 2. plan the sweep
+    // 2. plan the sweep: the chunks first, then what the remaining manifests reference
+    const graceNow = pruneLock?.lastModified ?? new Date();
+    const stored = new StoredChunks();
+    for await (const info of store.list(CHUNKS_PREFIX)) {
+      const name = info.key.slice(info.key.lastIndexOf("/") + 1);
+      if (!HEX_ID.test(name) || info.key !== chunkKey(name)) continue; // never touch what we do not know
+      const age = info.modified === undefined ? 0 : graceNow.getTime() - info.modified.getTime();
+      stored.add(Buffer.from(name, "hex"), info.size, age < options.graceMs);
+    }
+    report.chunksStored = stored.count;
+    checkAbort();
     const remaining = [...listed.values()].filter((b) => b.manifest !== null && !forgotten.has(`${BACKUPS_PREFIX}${b.ct}/${b.id}/`));
     const seen = new Set(remaining.map((b) => `${b.ct}/${b.id}`));
-    const referenced = await referencedIds(repo, remaining, options, report.damagedManifests);
+    await markReferenced(repo, remaining, stored, options, report.damagedManifests);
     if (report.damagedManifests.length > 0) {
       report.sweep = "skipped";
       options.warn(
@@ -180,31 +214,25 @@ export async function runPrune(repo: Repository, options: PruneOptions): Promise
       );
       return finish(report, started);
     }
-    report.chunksReferenced = referenced.size;
-    const graceNow = pruneLock?.lastModified ?? new Date();
-    const candidates = new Candidates();
-    for await (const info of store.list(CHUNKS_PREFIX)) {
-      const name = info.key.slice(info.key.lastIndexOf("/") + 1);
-      if (!HEX_ID.test(name) || info.key !== chunkKey(name)) continue; // never touch what we do not know
-      report.chunksStored++;
-      const id = Buffer.from(name, "hex");
-      if (referenced.has(id)) continue;
-      const age = info.modified === undefined ? 0 : graceNow.getTime() - info.modified.getTime();
-      if (age < options.graceMs) report.chunksSparedByGrace++;
-      else candidates.push(id, info.size);
+    let candidates = 0;
+    for (let i = 0; i < stored.count; i++) {
+      if (stored.referenced(i)) report.chunksReferenced++;
+      else if (stored.young(i)) report.chunksSparedByGrace++;
+      else candidates++;
     }
     checkAbort();
     // side files of backups that never got a manifest (crashed), older than --grace
     const orphans = orphanedFiles(listed, graceNow, options.graceMs);
     if (options.dryRun) {
-      for (let i = 0; i < candidates.count; i++) {
+      for (let i = 0; i < stored.count; i++) {
+        if (stored.referenced(i) || stored.young(i)) continue;
         report.chunksDeleted++;
-        report.chunkBytesDeleted += candidates.size(i);
+        report.chunkBytesDeleted += stored.size(i);
       }
       for (const f of orphans) countFile(report, f);
       return finish(report, started);
     }
-    if (candidates.count === 0 && orphans.length === 0) {
+    if (candidates === 0 && orphans.length === 0) {
       // nothing to delete: no need to make backups wait; still clean up after dead processes
       const entries = await listLocks(store);
       const now = await nowFromOwn(store, entries, PRUNE_LOCK_KEY);
@@ -212,7 +240,7 @@ export async function runPrune(repo: Repository, options: PruneOptions): Promise
       return finish(report, started);
     }
     // 3.-5. the sweep proper
-    await sweep(repo, options, report, pruneLock!, seen, candidates, checkAbort);
+    await sweep(repo, options, report, pruneLock!, seen, stored, checkAbort);
     return finish(report, started);
   } finally {
     await pruneLock?.release().catch((error: unknown) => options.warn(`cannot remove ${PRUNE_LOCK_KEY}: ${error instanceof Error ? error.message : String(error)} (it expires by itself)`));
@@ -302,22 +330,20 @@ async function forget(repo: Repository, listed: Map<string, BackupObjects>, opti
   return forgotten;
 }
 
-/** Phase 2: the set of chunk ids the given manifests reference. */
-async function referencedIds(repo: Repository, backups: readonly BackupObjects[], options: PruneOptions, damaged: string[]): Promise<ChunkIdSet> {
-  const builder = new ChunkIdSetBuilder();
+/** Phase 2 (and 4): mark the stored chunks the given manifests reference. */
+async function markReferenced(repo: Repository, backups: readonly BackupObjects[], stored: StoredChunks, options: PruneOptions, damaged: string[]): Promise<void> {
   const limiter = new TaskLimiter(options.concurrency ?? 8);
   for (const b of backups) {
     await limiter.submit(async () => {
       try {
         const manifest = await readManifest(repo, b, options.cache);
-        for (const id of chunkIds(manifest.entries)) builder.add(id);
+        for (const id of chunkIds(manifest.entries)) stored.mark(id);
       } catch (error) {
         damaged.push(`${b.ct}/${b.id}: ${error instanceof Error ? error.message : String(error)}`);
       }
     });
   }
   await limiter.drain();
-  return builder.build();
 }
 
 /** Phases 3-5. */
@@ -327,7 +353,7 @@ async function sweep(
   report: PruneReport,
   pruneLock: Lease,
   seen: Set<string>,
-  candidates: Candidates,
+  stored: StoredChunks,
   checkAbort: () => void,
 ): Promise<void> {
   const store = repo.store;
@@ -389,10 +415,9 @@ async function sweep(
     await removeExpiredLocks(store, judged, report, options);
     const listed = await listBackupObjects(store);
     const fresh = [...listed.values()].filter((b) => b.manifest !== null && !seen.has(`${b.ct}/${b.id}`));
-    let late = ChunkIdSet.empty();
     if (fresh.length > 0) {
       const damaged: string[] = [];
-      late = await referencedIds(repo, fresh, options, damaged);
+      await markReferenced(repo, fresh, stored, options, damaged);
       if (damaged.length > 0) {
         report.damagedManifests.push(...damaged);
         report.sweep = "skipped";
@@ -416,11 +441,10 @@ async function sweep(
       batch = [];
       batchBytes = 0;
     };
-    for (let i = 0; i < candidates.count; i++) {
-      const id = candidates.id(i);
-      if (late.has(id)) continue; // a backup that finished since phase 2 uses it
-      batch.push(chunkKey(id.toString("hex")));
-      batchBytes += candidates.size(i);
+    for (let i = 0; i < stored.count; i++) {
+      if (stored.referenced(i) || stored.young(i)) continue;
+      batch.push(chunkKey(stored.ids.id(i).toString("hex")));
+      batchBytes += stored.size(i);
       if (batch.length >= batchSize) await flush();
     }
     await flush();

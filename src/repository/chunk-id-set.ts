@@ -79,134 +79,167 @@ export class ChunkIdSet {
 }
 
 /**
- * Builds a ChunkIdSet from many ids with duplicates (the references of many manifests)
- * in O(n log n) time and memory proportional to the distinct ids: ids are appended to a
- * pending buffer; when it is full it is sorted, de-duplicated and merged into the sorted
- * base in one linear pass. The pending buffer grows with the base (at least 64 Ki, at most
- * 1 Mi ids), so merges copy the base O(references / base) times, not once per manifest
- * (merging per manifest is O(manifests x ids): 1000 manifests over 1M ids copy 32 GB).
- * Peak memory: about 2 x base + 40 bytes x pending.
+ * A hash set of 32-byte chunk ids: the ids back to back in one buffer (32 bytes each, in
+ * insertion order, each id's index stable) plus an open-addressing table of indexes
+ * (4 bytes x 2-4 slots per id). About 45 bytes per distinct id, no object per id; an add
+ * or lookup costs one hash and usually one 32-byte comparison, whatever the size. Ids
+ * are hashes themselves (SHA-256, or HMAC in encrypted repositories), so a few of their
+ * bytes are the table hash.
+ *
+ * Used where many references with duplicates meet (the chunk lists of many manifests):
+ * de-duplicating on insert is O(references), where sorting and merging per manifest is
+ * O(manifests x ids) (1000 manifests over 1M ids copy 32 GB).
+ */
+export class ChunkIdHashSet {
+  private records: Buffer;
+  private count = 0;
+  private slots: Int32Array;
+  private mask: number;
+
+  constructor(expected = 1024) {
+    let capacity = 1024;
+    while (capacity < expected * 2) capacity *= 2;
+    this.slots = new Int32Array(capacity).fill(-1);
+    this.mask = capacity - 1;
+    this.records = Buffer.allocUnsafe(Math.max(64, expected) * CHUNK_ID_BYTES);
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  /** The id at `index` (a view into the set's buffer). */
+  id(index: number): Buffer {
+    return this.records.subarray(index * CHUNK_ID_BYTES, (index + 1) * CHUNK_ID_BYTES);
+  }
+
+  /** The index of the id, or -1. */
+  indexOf(id: Uint8Array): number {
+    let slot = hashOf(id, 0) & this.mask;
+    for (;;) {
+      const index = this.slots[slot]!;
+      if (index < 0) return -1;
+      if (compareAt(this.records, index * CHUNK_ID_BYTES, id, 0) === 0) return index;
+      slot = (slot + 1) & this.mask;
+    }
+  }
+
+  has(id: Uint8Array): boolean {
+    return this.indexOf(id) >= 0;
+  }
+
+  /** The id's index; the id is added first if it is new. */
+  add(id: Uint8Array): number {
+    let slot = hashOf(id, 0) & this.mask;
+    for (;;) {
+      const index = this.slots[slot]!;
+      if (index < 0) break;
+      if (compareAt(this.records, index * CHUNK_ID_BYTES, id, 0) === 0) return index;
+      slot = (slot + 1) & this.mask;
+    }
+    const index = this.count;
+    if ((index + 1) * CHUNK_ID_BYTES > this.records.length) {
+      const bigger = Buffer.allocUnsafe(this.records.length * 2);
+      this.records.copy(bigger, 0, 0, index * CHUNK_ID_BYTES);
+      this.records = bigger;
+    }
+    copyId(id, 0, this.records, index * CHUNK_ID_BYTES);
+    this.count++;
+    this.slots[slot] = index;
+    if (this.count * 2 > this.slots.length) this.grow();
+    return index;
+  }
+
+  private grow(): void {
+    const slots = new Int32Array(this.slots.length * 2).fill(-1);
+    const mask = slots.length - 1;
+    for (let index = 0; index < this.count; index++) {
+      let slot = hashOf(this.records, index * CHUNK_ID_BYTES) & mask;
+      while (slots[slot]! >= 0) slot = (slot + 1) & mask;
+      slots[slot] = index;
+    }
+    this.slots = slots;
+    this.mask = mask;
+  }
+
+  /** The ids as a sorted ChunkIdSet (a new buffer of 32 bytes per id). */
+  toSortedSet(): ChunkIdSet {
+    return ChunkIdSet.fromSortedBuffer(sortRecords(this.records, this.count));
+  }
+}
+
+/** Table hash: ids are uniformly distributed; mixing both ends also copes with ids that share a prefix. */
+function hashOf(a: Uint8Array, o: number): number {
+  return ((a[o]! | (a[o + 1]! << 8) | (a[o + 2]! << 16) | (a[o + 3]! << 24)) ^ (a[o + 28]! | (a[o + 29]! << 8) | (a[o + 30]! << 16) | (a[o + 31]! << 24))) >>> 0;
+}
+
+/**
+ * Builds a ChunkIdSet from many ids with duplicates (the references of many manifests):
+ * de-duplicated on insert (ChunkIdHashSet), sorted once at the end. Memory: ~45 bytes per
+ * distinct id while building, plus the sorted result (32 bytes per id).
  */
 export class ChunkIdSetBuilder {
-  private base: Buffer;
-  private pending: Buffer;
-  private pendingCount = 0;
+  private readonly set: ChunkIdHashSet;
 
   constructor(start: ChunkIdSet = ChunkIdSet.empty()) {
-    this.base = start.buffer;
-    this.pending = Buffer.allocUnsafe(MIN_PENDING * CHUNK_ID_BYTES);
+    this.set = new ChunkIdHashSet(Math.max(1024, start.size * 2));
+    for (const id of start.ids()) this.set.add(id);
   }
 
   add(id: Uint8Array): void {
-    if (this.pendingCount * CHUNK_ID_BYTES === this.pending.length) this.makeRoom();
-    this.pending.set(id.subarray(0, CHUNK_ID_BYTES), this.pendingCount * CHUNK_ID_BYTES);
-    this.pendingCount++;
+    this.set.add(id);
   }
 
   addAll(ids: Iterable<Uint8Array>): void {
-    for (const id of ids) this.add(id);
+    for (const id of ids) this.set.add(id);
   }
 
-  /** The set of every id added so far (the builder can go on being used). */
+  get size(): number {
+    return this.set.size;
+  }
+
   build(): ChunkIdSet {
-    this.flush();
-    return ChunkIdSet.fromSortedBuffer(this.base);
-  }
-
-  private makeRoom(): void {
-    const capacity = this.pending.length / CHUNK_ID_BYTES;
-    const want = Math.min(MAX_PENDING, Math.max(MIN_PENDING, this.base.length / CHUNK_ID_BYTES));
-    if (want > capacity) {
-      // grow instead of merging while the base is small compared with what is pending
-      const bigger = Buffer.allocUnsafe(want * CHUNK_ID_BYTES);
-      this.pending.copy(bigger, 0, 0, this.pendingCount * CHUNK_ID_BYTES);
-      this.pending = bigger;
-      return;
-    }
-    this.flush();
-  }
-
-  private flush(): void {
-    if (this.pendingCount === 0) return;
-    const fresh = sortUnique(this.pending, this.pendingCount);
-    this.pendingCount = 0;
-    this.base = mergeSorted(this.base, fresh);
+    return this.set.toSortedSet();
   }
 }
-
-const MIN_PENDING = 1 << 16;
-/** 1 Mi ids (32 MiB); the record index must fit in the 21 low bits of a float64 sort key. */
-const MAX_PENDING = 1 << 20;
-const INDEX_BITS = 2 ** 21;
 
 /**
- * The first `count` 32-byte records of `records`, sorted and without duplicates, as a new
- * buffer. Sorting uses native Float64Array.sort on keys (first 4 id bytes x 2^21 + record
- * index), then orders runs with equal 4-byte prefixes (duplicates, rarely true prefix
- * collisions) by full comparison.
+ * `count` distinct 32-byte records, sorted, as a new buffer: a counting sort on the first
+ * two bytes (ids are uniform), then each bucket by full comparison (insertion sort while
+ * small, about 16 ids per bucket at 1M ids).
  */
-function sortUnique(records: Buffer, count: number): Buffer {
-  const keys = new Float64Array(count);
-  for (let i = 0; i < count; i++) keys[i] = records.readUInt32BE(i * CHUNK_ID_BYTES) * INDEX_BITS + i;
-  keys.sort();
-  const out = Buffer.allocUnsafe(count * CHUNK_ID_BYTES);
-  let o = 0;
-  let runStart = 0;
-  const run: number[] = [];
-  while (runStart < count) {
-    const prefix = Math.floor(keys[runStart]! / INDEX_BITS);
-    let runEnd = runStart + 1;
-    while (runEnd < count && Math.floor(keys[runEnd]! / INDEX_BITS) === prefix) runEnd++;
-    if (runEnd - runStart === 1) {
-      const at = (keys[runStart]! % INDEX_BITS) * CHUNK_ID_BYTES;
-      records.copy(out, o, at, at + CHUNK_ID_BYTES);
-      o += CHUNK_ID_BYTES;
+function sortRecords(records: Buffer, count: number): Buffer {
+  const starts = new Uint32Array(65537);
+  for (let i = 0; i < count; i++) starts[((records[i * CHUNK_ID_BYTES]! << 8) | records[i * CHUNK_ID_BYTES + 1]!) + 1]!++;
+  for (let b = 1; b <= 65536; b++) starts[b]! += starts[b - 1]!;
+  const next = starts.slice(0, 65536);
+  const order = new Uint32Array(count);
+  for (let i = 0; i < count; i++) order[next[(records[i * CHUNK_ID_BYTES]! << 8) | records[i * CHUNK_ID_BYTES + 1]!]!++] = i;
+  const cmp = (x: number, y: number): number => compareAt(records, x * CHUNK_ID_BYTES, records, y * CHUNK_ID_BYTES);
+  for (let b = 0; b < 65536; b++) {
+    const s = starts[b]!;
+    const e = starts[b + 1]!;
+    if (e - s < 2) continue;
+    if (e - s <= 32) {
+      for (let i = s + 1; i < e; i++) {
+        const v = order[i]!;
+        let j = i - 1;
+        while (j >= s && cmp(order[j]!, v) > 0) {
+          order[j + 1] = order[j]!;
+          j--;
+        }
+        order[j + 1] = v;
+      }
     } else {
-      // distinct ids of the run (usually one id repeated), then in order
-      run.length = 0;
-      for (let k = runStart; k < runEnd; k++) {
-        const at = (keys[k]! % INDEX_BITS) * CHUNK_ID_BYTES;
-        if (!run.some((r) => compareAt(records, r, records, at) === 0)) run.push(at);
-      }
-      run.sort((a, b) => compareAt(records, a, records, b));
-      for (const at of run) {
-        records.copy(out, o, at, at + CHUNK_ID_BYTES);
-        o += CHUNK_ID_BYTES;
-      }
+      order.set(Array.from(order.subarray(s, e)).sort(cmp), s);
     }
-    runStart = runEnd;
   }
-  return out.subarray(0, o);
+  const out = Buffer.allocUnsafe(count * CHUNK_ID_BYTES);
+  for (let k = 0; k < count; k++) copyId(records, order[k]! * CHUNK_ID_BYTES, out, k * CHUNK_ID_BYTES);
+  return out;
 }
 
-/** Union of two sorted duplicate-free record buffers. */
-function mergeSorted(a: Buffer, b: Buffer): Buffer {
-  if (a.length === 0) return Buffer.from(b);
-  if (b.length === 0) return a;
-  const out = Buffer.allocUnsafe(a.length + b.length);
-  let i = 0;
-  let j = 0;
-  let o = 0;
-  while (i < a.length && j < b.length) {
-    const c = compareAt(a, i, b, j);
-    if (c <= 0) {
-      a.copy(out, o, i, i + CHUNK_ID_BYTES);
-      i += CHUNK_ID_BYTES;
-      if (c === 0) j += CHUNK_ID_BYTES;
-    } else {
-      b.copy(out, o, j, j + CHUNK_ID_BYTES);
-      j += CHUNK_ID_BYTES;
-    }
-    o += CHUNK_ID_BYTES;
-  }
-  if (i < a.length) {
-    a.copy(out, o, i);
-    o += a.length - i;
-  }
-  if (j < b.length) {
-    b.copy(out, o, j);
-    o += b.length - j;
-  }
-  // many duplicates: do not keep the unused tail alive
-  return out.length - o > out.length / 8 ? Buffer.from(out.subarray(0, o)) : out.subarray(0, o);
+/** 32 bytes; a plain loop beats Buffer.copy/TypedArray.set at this size (no argument checks). */
+function copyId(from: Uint8Array, fromOff: number, to: Uint8Array, toOff: number): void {
+  for (let k = 0; k < CHUNK_ID_BYTES; k++) to[toOff + k] = from[fromOff + k]!;
 }

@@ -93,7 +93,7 @@ function validateConfig(value: unknown, where: string): asserts value is Reposit
     throw new PloopvaultError(`${where}: not a ploopvault repository config`);
   }
   if (c.version !== REPOSITORY_VERSION) {
-    throw new PloopvaultError(`${where}: repository format version ${String(c.version)} is not supported by this ploopvault (supports ${REPOSITORY_VERSION})`);
+    throw new PloopvaultError(`${where}: repository format version ${JSON.stringify(c.version) ?? "(none)"} is not supported by this ploopvault (supports ${REPOSITORY_VERSION})`);
   }
   if (typeof c.id !== "string" || !/^[0-9a-f]{32}$/.test(c.id)) throw new PloopvaultError(`${where}: bad repository id`);
   if (typeof c.chunker !== "object" || c.chunker === null) throw new PloopvaultError(`${where}: missing chunker parameters`);

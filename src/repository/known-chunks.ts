@@ -10,6 +10,7 @@
  * The returned known set carries the repository's chunk codec (attachChunkCodec), so
  * chunk processors built from it compute ids in this repository's id space.
  */
+import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, writeFile, open } from "node:fs/promises";
 import { join, dirname } from "node:path";
 import { decodeManifest, chunkIds } from "../manifest/format.js";
@@ -93,7 +94,7 @@ export class ManifestCache {
 
 async function writeAtomic(path: string, body: Uint8Array): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   await writeFile(tmp, body);
   const fh = await open(tmp, "r");
   try {

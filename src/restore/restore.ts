@@ -100,9 +100,33 @@ function targetError(error: unknown, target: string, action = "write restore tar
 async function prepareTarget(target: string, force: boolean): Promise<void> {
   if (!force && (await exists(target))) throw new PloopvaultError(`restore target ${target} already exists (use --force to replace it)`);
   try {
-    await mkdir(dirname(target), { recursive: true });
+    await makeDirectories(dirname(target));
   } catch (error) {
     throw new PloopvaultError(`cannot create the directory of restore target ${target}: ${fsReason(error)}`, { cause: error });
+  }
+}
+
+/**
+ * mkdir -p, one level at a time (node's recursive mkdir loops forever on some errors, e.g.
+ * ENOENT below /proc/self).
+ */
+async function makeDirectories(dir: string): Promise<void> {
+  const missing: string[] = [];
+  for (let d = dir; ; d = dirname(d)) {
+    try {
+      if (!(await stat(d)).isDirectory()) throw Object.assign(new Error(`${d} is not a directory`), { code: "ENOTDIR" });
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT" || dirname(d) === d) throw error;
+      missing.push(d);
+    }
+  }
+  for (const d of missing.reverse()) {
+    try {
+      await mkdir(d);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    }
   }
 }
 

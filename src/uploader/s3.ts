@@ -4,8 +4,9 @@
  *
  * - put: one PutObject with the whole body (S3 PUTs are atomic); ifAbsent sends
  *   `If-None-Match: *` and maps 412 to kind "exists"; ifMatch sends `If-Match: <etag>`
- *   and maps 412 (and 404: object gone) to kind "changed" (AWS S3 since 2024, Ceph RGW). Integrity on the wire is covered by
- *   SigV4's signed payload SHA-256, so no extra checksums are sent
+ *   and maps 412 (and 404: object gone) to kind "changed" (AWS S3 since 2024, Ceph RGW;
+ *   a 412 to the quoted ETag is retried once unquoted, which is what RGW 16.2 compares).
+ *   Integrity on the wire is covered by SigV4's signed payload SHA-256, so no extra checksums are sent
  *   (requestChecksumCalculation 'WHEN_REQUIRED': the SDK's default aws-chunked trailing
  *   checksums are refused by RGW and others).
  * - list: ListObjectsV2 pages of 1000 (url-encoded keys, so any key survives the XML).
@@ -20,10 +21,10 @@
  * idle timeout (no byte either way for `idleTimeoutMs`: a stalled server is abandoned and
  * the request retried) and an overall `requestTimeoutMs` until the response headers.
  * GET bodies are read whole and checked against Content-Length; a body cut short, reset or
- * stalled is fetched again. A conditional put (ifAbsent) that the server may have applied
- * before the connection broke is recognised: when a retry finds the key taken (412), or
- * the put fails for good, the stored object is compared with ours, and an identical one
- * means our earlier attempt landed.
+ * stalled is fetched again. A conditional put (ifAbsent or ifMatch) that the server may
+ * have applied before the connection broke is recognised: when a retry is refused (412),
+ * or the put fails for good, the stored object is compared with ours, and an identical one
+ * means our earlier attempt landed (manifests, configs and lock objects are unique).
  */
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
@@ -384,6 +385,7 @@ export class S3Store implements ObjectStore {
     const buffer = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     /** Set once an attempt failed in a way that may have left our object stored. */
     let mayHaveLanded = false;
+    let ifMatch = options?.ifMatch;
     for (let conflict = 0; ; conflict++) {
       try {
         await this.client.send(
@@ -394,14 +396,23 @@ export class S3Store implements ObjectStore {
             ContentLength: buffer.length,
             ContentType: "application/octet-stream",
             ...(options?.ifAbsent ? { IfNoneMatch: "*" } : {}),
-            ...(options?.ifMatch !== undefined ? { IfMatch: options.ifMatch } : {}),
+            ...(ifMatch !== undefined ? { IfMatch: ifMatch } : {}),
           }),
         );
         return;
       } catch (error) {
         const status = httpStatus(error);
+        if ((options?.ifAbsent || options?.ifMatch !== undefined) && (shape(error).$metadata?.attempts ?? 1) > 1) mayHaveLanded = true;
         if (options?.ifMatch !== undefined) {
           if (status === 412 || errorCode(error) === "PreconditionFailed" || status === 404 || errorCode(error) === "NoSuchKey") {
+            // Ceph RGW 16.2 compares a PUT's If-Match with the unquoted ETag (AWS takes the
+            // quoted one, as HEAD returns it): a real mismatch fails both ways
+            if (status === 412 && ifMatch !== undefined && /^".*"$/.test(ifMatch)) {
+              ifMatch = ifMatch.slice(1, -1);
+              continue;
+            }
+            // an earlier attempt of ours may have replaced the object before its answer was lost
+            if (mayHaveLanded && (await this.holds(key, buffer))) return;
             throw new StoreError("changed", `object ${key} in ${this.location} was changed or removed by another writer (conditional write refused)`, { key, cause: error });
           }
           if (status === 409 && errorCode(error) === "ConditionalRequestConflict" && conflict < 5) {
@@ -411,9 +422,12 @@ export class S3Store implements ObjectStore {
           if (status === 501) {
             throw new StoreError("io", `${this.endpointName} does not support conditional writes (If-Match), needed for ${this.location}/${key}`, { key, cause: error });
           }
+          // failed for good after a transient error: did one of the attempts land after all?
+          const failure = this.storeError(error, "write", key);
+          if ((failure.kind === "io" || failure.kind === "unreachable") && (await this.holds(key, buffer).catch(() => false))) return;
+          throw failure;
         }
         if (options?.ifAbsent) {
-          if ((shape(error).$metadata?.attempts ?? 1) > 1) mayHaveLanded = true;
           if (status === 412 || errorCode(error) === "PreconditionFailed") {
             // an earlier attempt of ours may have been applied before its answer was lost
             if (mayHaveLanded && (await this.holds(key, buffer))) return;

@@ -30,8 +30,8 @@ describe("backup, restore and check through moderate S3 faults", () => {
     await rm(work, { recursive: true, force: true });
   });
 
-  // 101, 104 (a day later: mostly known chunks), 101 again (nothing new to store)
-  it.each(["101", "104", "101"])("backup of %s: succeeds and restores bit-identical, or fails cleanly", async (ct) => {
+  // 101, then 104 (101 a day later: mostly known chunks, many manifests read)
+  it.each(["101", "104"])("backup of %s: succeeds and restores bit-identical, or fails cleanly", async (ct) => {
     p.proxy.setRates(MODERATE_FAULTS);
     p.proxy.resetCounters();
     const before = await p.repo.listKeys(`backups/${ct}/`);

@@ -32,10 +32,10 @@ describe("config file", () => {
     expect(repoOf(fileOnly.stderr)).toBe(`${dir}/from-file`);
 
     const envWins = await runCli(["snapshots", "--config", file], { env: { PLOOPVAULT_REPO: `${dir}/from-env` } });
-    expect(repoOf(envWins.stderr)).toBe(`${dir}/from-env`);
+    expect(repoOf(envWins.stderr), envWins.stderr).toBe(`${dir}/from-env`);
 
     const flagWins = await runCli(["snapshots", "--config", file, "--repo", `${dir}/from-flag`], { env: { PLOOPVAULT_REPO: `${dir}/from-env` } });
-    expect(repoOf(flagWins.stderr)).toBe(`${dir}/from-flag`);
+    expect(repoOf(flagWins.stderr), flagWins.stderr).toBe(`${dir}/from-flag`);
   });
 
   it("finds the file through PLOOPVAULT_CONFIG; --config wins over it; empty means none", async () => {
@@ -71,9 +71,14 @@ describe("config file", () => {
   });
 
   it("refuses secrets, naming the file and line and where secrets go instead", async () => {
-    for (const key of ["password", "aws_secret_access_key", "AWS-ACCESS-KEY-ID", "session-token", "repository-password"]) {
-      const file = await conf(`secret-${key}.conf`, `repo = /srv/backup\n${key} = hunter2\n`);
-      const r = await runCli(["snapshots", "--config", file]);
+    const keys = ["password", "aws_secret_access_key", "AWS-ACCESS-KEY-ID", "session-token", "repository-password"];
+    const runs = await Promise.all(
+      keys.map(async (key) => {
+        const file = await conf(`secret-${key}.conf`, `repo = /srv/backup\n${key} = hunter2\n`);
+        return { key, file, r: await runCli(["snapshots", "--config", file]) };
+      }),
+    );
+    for (const { key, file, r } of runs) {
       expect(r.code, key).toBe(2);
       expect(r.stderr).toContain(`config file ${file}, line 2:`);
       expect(r.stderr).toMatch(/secrets are never read from the config file; use the environment/);
@@ -99,12 +104,17 @@ describe("config file", () => {
       ["json = true\n", /line 1: "json" can only be given on the command line/],
       ["just some words\n", /line 1: expected "key = value"/],
     ];
-    for (const [text, expected] of cases) {
-      const file = await conf("bad.conf", text);
-      const r = await runCli(["backup", "--config", file, "--all"]);
-      expect(r.code, text).toBe(2);
-      expect(r.stderr, text).toMatch(expected);
-    }
+    // CLI start-up dominates: run the cases side by side
+    const runs = await Promise.all(
+      cases.map(async ([text], i) => {
+        const file = await conf(`bad-${i}.conf`, text);
+        return runCli(["backup", "--config", file, "--all"]);
+      }),
+    );
+    cases.forEach(([text, expected], i) => {
+      expect(runs[i]!.code, text).toBe(2);
+      expect(runs[i]!.stderr, text).toMatch(expected);
+    });
     const missing = await runCli(["snapshots", "--config", join(dir, "missing.conf")]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain(`config file ${join(dir, "missing.conf")}: cannot read (ENOENT)`);

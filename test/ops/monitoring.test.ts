@@ -132,7 +132,7 @@ describe("metrics file and hooks", () => {
     await mkdir(dump);
     const hook = `printf '%s\\n' "$@" > ${dump}/args; env | grep '^PLOOPVAULT_' | sort > ${dump}/env; cp "$PLOOPVAULT_RESULTS_JSON" ${dump}/results.json; echo output of the hook; echo its stderr >&2`;
     const r = await runCli(["backup", ...repo.args, "--disk", descriptorOf("101"), "--name", "301", "--host", "node1", "--json", "--hook-success", hook, "--hook-failure", `touch ${dump}/failure-ran`], {
-      env: { ...NO_CONFIG, PLOOPVAULT_PASSWORD: "not-for-hooks" },
+      env: { ...NO_CONFIG, PLOOPVAULT_NEW_PASSWORD: "not-for-hooks" },
     });
     expect(r.code, r.stderr).toBe(0);
     // the hook's output is logged on stderr; stdout holds only the --json result
@@ -160,7 +160,7 @@ describe("metrics file and hooks", () => {
       PLOOPVAULT_CONTAINERS_FAILED: "",
     });
     expect(Number(env.PLOOPVAULT_DURATION_SECONDS)).toBeGreaterThan(0);
-    expect(env.PLOOPVAULT_PASSWORD).toBeUndefined(); // secrets are not handed to hooks
+    expect(env.PLOOPVAULT_NEW_PASSWORD).toBeUndefined(); // passwords are not handed to hooks
     const results = JSON.parse(await readFile(join(dump, "results.json"), "utf8")) as { status: string; exitCode: number; results: { ct: string; status: string; backup: string }[] };
     expect(results).toMatchObject({ command: "backup", status: "success", exitCode: 0, error: null, host: "node1" });
     expect(results.results).toEqual([expect.objectContaining({ ct: "301", status: "ok", backup: jsonLines<{ backup: string }>(r.stdout)[0]!.backup })]);

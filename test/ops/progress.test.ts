@@ -7,6 +7,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ProgressDisplay } from "../../src/ops/progress.js";
 import { descriptorOf } from "../helpers/corpus.js";
 import { jsonLines, localRepo, PLOOP_WRAPPER, runCli, type RepoTarget } from "../helpers/cli.js";
 import { ANSI, NO_CONFIG, privateRootWith, runCliInPty } from "./util.js";
@@ -78,5 +79,52 @@ describe("progress display", () => {
     expect(r.stdout).toMatch(/CT 102 .*ETA/); // the terminal (stderr) got progress
     const results = jsonLines<{ ct: string; status: string }>(await readFile(outFile, "utf8"));
     expect(results).toEqual([expect.objectContaining({ ct: "102", status: "ok" })]);
+  });
+});
+
+describe("progress block rendering", () => {
+  const fake = (columns: number): { stream: { write: (t: string) => void; columns: number; isTTY: boolean }; writes: string[] } => {
+    const writes: string[] = [];
+    return { stream: { write: (t) => void writes.push(t), columns, isTTY: true }, writes };
+  };
+
+  it("redraws at most once per interval, keeps lines inside the terminal, prints log lines above the block", () => {
+    let now = 0;
+    const { stream, writes } = fake(60);
+    const display = new ProgressDisplay(stream, 250, () => now);
+    display.update("a", "CT 101", { done: 1 << 20, total: 100 << 20, newBytes: 0 });
+    for (now = 50; now < 250; now += 50) display.update("a", "CT 101", { done: (now / 10) << 20, total: 100 << 20, newBytes: 0 });
+    expect(writes).toHaveLength(1); // the first update draws, the next ones within 250 ms do not
+    now = 1000;
+    display.update("a", "CT 101", { done: 50 << 20, total: 100 << 20, newBytes: 3 << 20 });
+    display.update("b", "CT 102", { done: 1 << 20, total: 10 << 20 });
+    expect(writes).toHaveLength(2);
+    const lines = display.lines();
+    expect(lines).toHaveLength(3); // two containers and the total
+    for (const line of lines) expect(line.length).toBeLessThanOrEqual(59);
+    expect(lines[0]).toMatch(/^CT 101 .*50%/);
+    display.printAbove("a log line\n");
+    // the block on screen had one line (CT 102 arrived within the interval): erase it,
+    // print the log line, redraw all three lines below it
+    const last = writes[writes.length - 1]!;
+    expect(last.startsWith("\u001b[1A\r\u001b[Ja log line\n")).toBe(true);
+    expect(display.lineCount).toBe(3);
+    display.close();
+    expect(writes[writes.length - 1]).toBe("\u001b[3A\r\u001b[J");
+    const count = writes.length;
+    display.update("a", "CT 101", { done: 60 << 20, total: 100 << 20 });
+    expect(writes).toHaveLength(count); // closed: nothing more
+  });
+
+  it("shows rate and ETA once two samples exist", () => {
+    let now = 0;
+    const { stream } = fake(120);
+    const display = new ProgressDisplay(stream, 250, () => now);
+    display.update("a", "CT 101", { done: 0, total: 100 << 20 });
+    expect(display.lines()[0]).toMatch(/--\/s .*ETA --:--/);
+    now = 2000;
+    display.update("a", "CT 101", { done: 20 << 20, total: 100 << 20 });
+    expect(display.lines()[0]).toMatch(/10\.0 MiB\/s .*ETA 0:08/);
+    display.close();
   });
 });

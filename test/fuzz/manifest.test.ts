@@ -1,0 +1,199 @@
+/**
+ * Fuzzing the manifest decoder (src/manifest/format.ts): random bytes, random payloads in
+ * a valid envelope (magic, version, zstd frame with checksum), and valid manifests whose
+ * metadata JSON or entry table were mutated and then re-wrapped with a correct checksum
+ * (so the mutation reaches the validation, not just the checksum). decodeManifest returns
+ * a manifest whose entries tile the disk and whose metadata has the types the code reads,
+ * or throws a one-line IntegrityError naming the object; never anything else, never slowly.
+ */
+import { randomBytes } from "node:crypto";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { chunkerParamsForAverage } from "../../src/chunker/params.js";
+import { IntegrityError } from "../../src/errors.js";
+import { decodeManifest, encodeManifest, MANIFEST_MAGIC, type Manifest, type ManifestEntry } from "../../src/manifest/format.js";
+import { zstdCompress, zstdDecompressBounded } from "../../src/util/zstd.js";
+import { attempt, editArb, mutateBytes, runs } from "./oracle.js";
+
+const NAME = "manifest of backup 101/20261123T000000Z-0000abcd";
+const header = Buffer.from(`${MANIFEST_MAGIC}\x01`, "latin1");
+
+/** A valid manifest: random tiling of chunks and holes over a disk of whole clusters. */
+const manifestArb: fc.Arbitrary<Manifest> = fc
+  .record({
+    avg: fc.constantFrom(4096, 65536, 262144),
+    clusterBytes: fc.constantFrom(4096, 65536, 1 << 20),
+    pieces: fc.array(fc.record({ hole: fc.boolean(), size: fc.integer({ min: 1, max: 4 }) }), { maxLength: 30 }),
+    tail: fc.integer({ min: 0, max: 3 }),
+    config: fc.option(fc.constant("ve.conf"), { nil: null }),
+    snapshot: fc.option(fc.uuid().map((u) => `{${u}}`), { nil: null }),
+  })
+  .map(({ avg, clusterBytes, pieces, tail, config, snapshot }) => {
+    const chunker = chunkerParamsForAverage(avg);
+    const entries: ManifestEntry[] = [];
+    let offset = 0;
+    for (const p of pieces) {
+      const length = p.hole ? p.size * clusterBytes : Math.min(chunker.maxSize, p.size * (avg / 2));
+      entries.push(p.hole ? { kind: "hole", offset, length } : { kind: "chunk", offset, length, id: randomBytes(32) });
+      offset += length;
+    }
+    const logicalBytes = (Math.ceil(offset / clusterBytes) + tail) * clusterBytes;
+    if (logicalBytes > offset) entries.push({ kind: "hole", offset, length: logicalBytes - offset });
+    return {
+      metadata: {
+        formatVersion: 1,
+        id: "20261123T000000Z-0000abcd",
+        ct: "101",
+        host: "node1",
+        time: "2026-11-23T00:00:00.000Z",
+        tool: { name: "ploopvault", version: "fuzz" },
+        disk: { logicalBytes, clusterBytes, sourceFormatVersion: 2 },
+        chunker,
+        source: { descriptorPath: "/vz/private/101/root.hdd/DiskDescriptor.xml", topGuid: snapshot ?? "{5fbaabe3-6958-40ff-92a7-860e329aab41}", snapshotGuid: snapshot, imageFiles: ["/vz/private/101/root.hdd/root.hds"] },
+        files: { descriptor: "DiskDescriptor.xml", config },
+        stats: { readBytes: 1, dataBytes: 2, holeBytes: 3, chunks: 4, newChunks: 5, newBytesStored: 6, seconds: 0.5 },
+        entryCount: entries.length,
+      },
+      entries,
+    };
+  });
+
+/** The decoded payload of an encoded manifest: u32 JSON length, JSON, entry table. */
+function payloadOf(object: Buffer): { json: string; table: Buffer } {
+  const payload = zstdDecompressBounded(object.subarray(5), 1 << 30);
+  const n = payload.readUInt32LE(0);
+  return { json: payload.toString("utf8", 4, 4 + n), table: payload.subarray(4 + n) };
+}
+
+function wrap(json: string | Buffer, table: Buffer, jsonLength?: number): Buffer {
+  const j = typeof json === "string" ? Buffer.from(json, "utf8") : json;
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE((jsonLength ?? j.length) >>> 0, 0);
+  return Buffer.concat([header, zstdCompress(Buffer.concat([len, j, table]), 1, true)]);
+}
+
+/** Set (or delete) a value at a random path of a JSON object. */
+function mutateJson(value: unknown, path: readonly number[], replacement: unknown, remove: boolean): unknown {
+  if (path.length === 0 || typeof value !== "object" || value === null) return replacement;
+  const keys = Object.keys(value);
+  if (keys.length === 0) return replacement;
+  const key = keys[path[0]! % keys.length]!;
+  const copy: Record<string, unknown> = Array.isArray(value) ? ([...value] as unknown as Record<string, unknown>) : { ...(value as Record<string, unknown>) };
+  if (remove && path.length === 1) delete copy[key];
+  else copy[key] = mutateJson(copy[key], path.slice(1), replacement, remove);
+  return copy;
+}
+
+const jsonReplacement = fc.oneof(
+  fc.jsonValue({ maxDepth: 2 }),
+  fc.constantFrom(null, 0, -1, 1.5, 2 ** 53, 2 ** 64, "", "a\nb", "../../etc/passwd", "ve.conf/x", [], {}, "NaN", true),
+);
+
+function checkAccepted(m: Manifest): void {
+  const { metadata, entries } = m;
+  let at = 0;
+  for (const e of entries) {
+    expect(e.offset).toBe(at);
+    expect(e.length).toBeGreaterThan(0);
+    if (e.kind === "chunk") {
+      expect(e.length).toBeLessThanOrEqual(metadata.chunker.maxSize);
+      expect(e.id.length).toBe(32);
+    }
+    at += e.length;
+  }
+  expect(at).toBe(metadata.disk.logicalBytes);
+  expect(metadata.entryCount).toBe(entries.length);
+  // the fields the commands read have the types they expect
+  expect(typeof metadata.host).toBe("string");
+  expect(Number.isNaN(Date.parse(metadata.time))).toBe(false);
+  expect(typeof metadata.tool.version).toBe("string");
+  expect(typeof metadata.stats.newBytesStored).toBe("number");
+  expect(metadata.source.snapshotGuid === null || typeof metadata.source.snapshotGuid === "string").toBe(true);
+  expect(metadata.files.config === null || /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(metadata.files.config)).toBe(true);
+  expect(metadata.files.descriptor).toMatch(/^[A-Za-z0-9][A-Za-z0-9._-]*$/);
+}
+
+describe("manifest decoder (fuzz)", () => {
+  it("valid manifests round-trip", () => {
+    fc.assert(
+      fc.property(manifestArb, (m) => {
+        const decoded = decodeManifest(encodeManifest(m), NAME);
+        expect(decoded).toEqual(m);
+        checkAccepted(decoded);
+      }),
+      { numRuns: runs(300) },
+    );
+  });
+
+  it("random bytes, with and without a valid envelope", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 400 }), fc.nat({ max: 2 }), (bytes, mode) => {
+        const object =
+          mode === 0 ? Buffer.from(bytes) : mode === 1 ? Buffer.concat([header, Buffer.from(bytes)]) : Buffer.concat([header, zstdCompress(bytes, 1, true)]);
+        const r = attempt(() => decodeManifest(object, NAME), IntegrityError, NAME);
+        if (r.ok) checkAccepted(r.value);
+      }),
+      { numRuns: runs(3000) },
+    );
+  });
+
+  it("mutated object bytes (the checksum must catch what the structure does not)", () => {
+    fc.assert(
+      fc.property(manifestArb, fc.array(fc.record({ kind: fc.integer(editArb.kind), at: fc.integer(editArb.at), value: fc.integer(editArb.value), len: fc.integer(editArb.len) }), { minLength: 1, maxLength: 3 }), (m, edits) => {
+        const object = encodeManifest(m);
+        const bad = mutateBytes(object, edits);
+        const r = attempt(() => decodeManifest(bad, NAME), IntegrityError, NAME);
+        if (r.ok) {
+          checkAccepted(r.value);
+          expect(r.value).toEqual(m); // only a no-op edit (e.g. an insertion trimmed off again) is accepted
+        }
+      }),
+      { numRuns: runs(2000) },
+    );
+  });
+
+  it("mutated metadata JSON in a valid envelope", () => {
+    fc.assert(
+      fc.property(manifestArb, fc.array(fc.nat({ max: 20 }), { maxLength: 3 }), jsonReplacement, fc.boolean(), (m, path, replacement, remove) => {
+        const { json, table } = payloadOf(encodeManifest(m));
+        const mutated = JSON.stringify(mutateJson(JSON.parse(json), path, replacement, remove));
+        const r = attempt(() => decodeManifest(wrap(mutated ?? "null", table), NAME), IntegrityError, NAME);
+        if (r.ok) checkAccepted(r.value);
+      }),
+      { numRuns: runs(3000) },
+    );
+  });
+
+  it("mutated entry tables and JSON lengths in a valid envelope", () => {
+    fc.assert(
+      fc.property(
+        manifestArb,
+        fc.array(fc.record({ kind: fc.integer(editArb.kind), at: fc.integer(editArb.at), value: fc.integer(editArb.value), len: fc.integer(editArb.len) }), { minLength: 1, maxLength: 3 }),
+        fc.option(fc.oneof(fc.nat({ max: 5000 }), fc.constantFrom(0, 0xffffffff, 0x80000000)), { nil: undefined }),
+        (m, edits, jsonLength) => {
+          const { json, table } = payloadOf(encodeManifest(m));
+          const r = attempt(() => decodeManifest(wrap(json, mutateBytes(table, edits), jsonLength), NAME), IntegrityError, NAME);
+          if (r.ok) checkAccepted(r.value);
+        },
+      ),
+      { numRuns: runs(3000) },
+    );
+  });
+
+  it("a zstd frame claiming a huge content size is refused without allocating it", () => {
+    // a frame header that declares 2^31 - 2 bytes of content and then ends
+    const frame = Buffer.from(zstdCompress(Buffer.alloc(64), 1, true));
+    const fake = Buffer.from(frame);
+    const cases = [
+      Buffer.concat([header, Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x84, 0xfe, 0xff, 0xff, 0x7f])]), // FCS 4 bytes: 0x7ffffffe
+      Buffer.concat([header, Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0xc4, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])]), // FCS 8 bytes
+      Buffer.concat([header, fake.subarray(0, 6)]),
+      Buffer.concat([header, frame, frame]), // two frames: 128 bytes of payload, not a manifest
+      Buffer.concat([header, Buffer.from([0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]), frame]), // skippable frame first
+    ];
+    for (const object of cases) {
+      const r = attempt(() => decodeManifest(object, NAME), IntegrityError, NAME);
+      expect(r.ok).toBe(false);
+    }
+  });
+});
