@@ -65,6 +65,11 @@ async function ticksOf(pids: number[]): Promise<number> {
   return sum;
 }
 
+/** CPU seconds (user + system, all threads) the processes have used so far. */
+export async function cpuSecondsOf(pids: number[]): Promise<number> {
+  return (await ticksOf(pids)) / TICKS_PER_SECOND;
+}
+
 let timeChecked = false;
 export async function requireGnuTime(): Promise<void> {
   if (timeChecked) return;

@@ -191,7 +191,7 @@ export function renderReport(r: BenchReport): string {
   out.push(
     `Run ${r.date.slice(0, 16).replace("T", " ")} UTC, ${(r.seconds / 60).toFixed(1)} min; ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memGiB.toFixed(0)} GiB RAM, Linux ${r.machine.kernel}, Node ${r.machine.node}; load average ${r.loadBefore.toFixed(2)} before, ${r.loadAfter.toFixed(2)} after${r.nice === null ? "" : `; every tool (and the S3 server) ran at nice ${r.nice}`}.`,
   );
-  out.push(`Tools: ${Object.entries(r.versions).map(([k, v]) => `${k} (${v})`).join(", ")}${r.s3Server ? `; S3: ${r.s3Server}` : ""}.`);
+  out.push(`Tools: ${Object.values(r.versions).join("; ")}${r.s3Server ? `; S3 server: ${r.s3Server.replace(/ \([0-9a-f]{40}\)/, "")}` : ""}.`);
   out.push(
     `Corpus${r.corpus.scale ? ` (scale ${r.corpus.scale})` : ""}: ${disks.length} disks (${disks.map((d) => d.ct).join(", ")}), ${f(virtual / MB, 0)} MB virtual, ${f(data / MB, 0)} MB of data (allocated clusters). ` +
       `"data MB/s" divides these ${f(data / MB, 0)} MB (restore: the ${f((disks.find((d) => d.ct === r.restoreCt)?.dataBytes ?? 0) / MB, 0)} MB of disk ${r.restoreCt}) by the wall time, the same numerator for every tool.`,
@@ -221,9 +221,24 @@ export function renderReport(r: BenchReport): string {
     if (r.ceiling !== null) {
       const c = r.ceiling;
       out.push(
-        `RGW PUT ceiling (plain AWS SDK loop, no ploopvault code): ${c.objects} objects of ${c.objectBytes} bytes (ploopvault's mean stored chunk) at concurrency ${c.concurrency} in ${f(c.seconds)} s = **${f(c.bytesPerSecond / MB)} MB/s**` +
-          (pv?.first?.addedBytes != null ? `; ploopvault's first S3 backup stored ${f(pv.first.addedBytes / MB)} MB in ${f(pv.first.measured.seconds)} s = **${f(pv.first.addedBytes / MB / pv.first.measured.seconds)} MB/s** (${((pv.first.addedBytes / pv.first.measured.seconds / c.bytesPerSecond) * 100).toFixed(0)}% of the ceiling).` : "."),
+        `RGW PUT ceiling (plain AWS SDK loop, no ploopvault code): ${c.objects} objects of ${c.objectBytes} bytes (ploopvault's mean stored chunk) at concurrency ${c.concurrency} in ${f(c.seconds)} s = **${f(c.bytesPerSecond / MB)} MB/s**, ` +
+          `using ${f(c.serverCpuSeconds)} s of RGW CPU (${f((c.serverCpuSeconds / ((c.objects * c.objectBytes) / MB)) * 100, 2)} s per 100 MB) and ${f(c.clientCpuSeconds)} s of client CPU.`,
       );
+      if (pv?.first?.addedBytes != null) {
+        const m = pv.first.measured;
+        const stored = pv.first.addedBytes;
+        const rate = stored / m.seconds;
+        out.push(
+          `ploopvault's first S3 backup stored ${f(stored / MB)} MB in ${f(m.seconds)} s = **${f(rate / MB)} MB/s** (${((rate / c.bytesPerSecond) * 100).toFixed(0)}% of the ceiling). ` +
+            `It needed ${f(cpu(m))} s of client CPU while the RGW used ${f(m.serverCpuSeconds)} s: on ${r.machine.cores} cores shared by client and server, no client can store these bytes in less than ` +
+            `${f((cpu(m) + m.serverCpuSeconds) / r.machine.cores)} s (${f(stored / MB / ((cpu(m) + m.serverCpuSeconds) / r.machine.cores))} MB/s) without using less CPU.`,
+        );
+      }
+      out.push("");
+    }
+    const rs = find(r.s3, "restic", "raw");
+    if (pv?.first && rs?.first) {
+      out.push(`First S3 backup, ploopvault / restic (raw disks): ${(pv.first.measured.seconds / rs.first.measured.seconds).toFixed(2)}x; unchanged re-backup: ${pv.unchanged && rs.unchanged ? (pv.unchanged.measured.seconds / rs.unchanged.measured.seconds).toFixed(2) : "-"}x; restore: ${pv.restore && rs.restore ? (pv.restore.measured.seconds / rs.restore.measured.seconds).toFixed(2) : "-"}x.`);
       out.push("");
     }
     out.push(`"RGW CPU s": CPU time of the Ceph daemons (radosgw, ceph-osd, ceph-mon) during the run, which share the 2 cores with the client.`);

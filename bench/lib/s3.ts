@@ -10,6 +10,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { CreateBucketCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { execa } from "execa";
+import { cpuSecondsOf } from "./measure.js";
 
 export interface RgwServer {
   endpoint: string;
@@ -117,6 +118,10 @@ export interface PutCeiling {
   objects: number;
   seconds: number;
   bytesPerSecond: number;
+  /** CPU seconds the Ceph daemons used for these PUTs. */
+  serverCpuSeconds: number;
+  /** CPU seconds of the client loop (this process) meanwhile. */
+  clientCpuSeconds: number;
 }
 
 /**
@@ -138,6 +143,8 @@ export async function measurePutCeiling(s3: RgwServer, objectBytes: number, conc
     // warm-up: connections open, the server's bucket index exists
     for (let i = 0; i < concurrency * 2; i++) await put();
     const before = n;
+    const server0 = await cpuSecondsOf(s3.pids());
+    const client0 = process.cpuUsage();
     const started = performance.now();
     const deadline = started + seconds * 1000;
     await Promise.all(
@@ -146,8 +153,18 @@ export async function measurePutCeiling(s3: RgwServer, objectBytes: number, conc
       }),
     );
     const elapsed = (performance.now() - started) / 1000;
+    const client = process.cpuUsage(client0);
+    const serverCpuSeconds = (await cpuSecondsOf(s3.pids())) - server0;
     const objects = n - before;
-    return { objectBytes, concurrency, objects, seconds: elapsed, bytesPerSecond: (objects * objectBytes) / elapsed };
+    return {
+      objectBytes,
+      concurrency,
+      objects,
+      seconds: elapsed,
+      bytesPerSecond: (objects * objectBytes) / elapsed,
+      serverCpuSeconds,
+      clientCpuSeconds: (client.user + client.system) / 1e6,
+    };
   } finally {
     c.destroy();
   }

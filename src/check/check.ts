@@ -62,9 +62,12 @@ const MAX_PROBLEMS = 20;
 export async function checkRepository(repo: Repository, options: CheckOptions): Promise<CheckReport> {
   const store = repo.store;
   const stored = new ChunkIdHashSet(1 << 16);
+  const scratch = Buffer.alloc(32); // no allocation per listed chunk
   for await (const info of store.list(CHUNKS_PREFIX)) {
     const name = info.key.slice(info.key.lastIndexOf("/") + 1);
-    if (HEX_ID.test(name) && info.key === `${CHUNKS_PREFIX}${name.slice(0, 2)}/${name}`) stored.add(Buffer.from(name, "hex"));
+    if (!HEX_ID.test(name) || info.key !== `${CHUNKS_PREFIX}${name.slice(0, 2)}/${name}`) continue;
+    scratch.write(name, "hex");
+    stored.add(scratch);
   }
   const referencedFlags = new Uint8Array(stored.size);
   const missing = new ChunkIdHashSet();

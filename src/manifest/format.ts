@@ -4,8 +4,9 @@
  * Object layout (version 1):
  *   bytes 0..3   "PVMF"
  *   byte  4      format version (1)
- *   bytes 5..    zstd frame of the payload, with zstd's content checksum (a flipped bit
- *                anywhere is detected, not only in chunk data)
+ *   bytes 5..36  SHA-256 of everything after it (zstd ignores some header bits, so its
+ *                own checksum alone would miss a flip there: this catches any flip)
+ *   bytes 37..   zstd frame of the payload, with zstd's content checksum
  * Payload:
  *   u32 LE       length of the metadata JSON
  *   JSON         ManifestMetadata (UTF-8)
@@ -15,6 +16,7 @@
  * A binary table keeps a 100 GB disk's manifest at ~50 bytes per chunk instead of
  * ~150 for JSON, and decoding it is a linear scan with full validation.
  */
+import { createHash } from "node:crypto";
 import { zstdCompress, zstdDecompressBounded } from "../util/zstd.js";
 import { IntegrityError } from "../errors.js";
 import { validateChunkerParams, type ChunkerParams } from "../chunker/params.js";
@@ -22,6 +24,7 @@ import { validateChunkerParams, type ChunkerParams } from "../chunker/params.js"
 export const MANIFEST_MAGIC = "PVMF";
 export const MANIFEST_VERSION = 1;
 export const CHUNK_ID_BYTES = 32;
+const HEADER_BYTES = 5 + 32;
 
 const KIND_CHUNK = 1;
 const KIND_HOLE = 2;
@@ -109,10 +112,12 @@ export function encodeManifest(manifest: Manifest): Buffer {
       pos += HOLE_ENTRY_BYTES;
     }
   }
-  const header = Buffer.alloc(5);
+  const frame = zstdCompress(payload, 3, true);
+  const header = Buffer.alloc(HEADER_BYTES);
   header.write(MANIFEST_MAGIC, 0, "latin1");
   header[4] = MANIFEST_VERSION;
-  return Buffer.concat([header, zstdCompress(payload, 3, true)]);
+  createHash("sha256").update(frame).digest().copy(header, 5);
+  return Buffer.concat([header, frame]);
 }
 
 /** Decode and fully validate a manifest object; `name` identifies it in errors. */
@@ -122,10 +127,13 @@ export function decodeManifest(object: Uint8Array, name: string): Manifest {
     throw new IntegrityError(`${name}: ${what}`);
   };
   if (buf.length < 5 || buf.toString("latin1", 0, 4) !== MANIFEST_MAGIC) fail("not a ploopvault manifest");
+  if (buf.length < HEADER_BYTES) fail("truncated manifest");
   if (buf[4] !== MANIFEST_VERSION) fail(`unsupported manifest version ${buf[4]}`);
   let payload: Buffer;
   try {
-    payload = zstdDecompressBounded(buf.subarray(5), MAX_PAYLOAD_BYTES);
+    const frame = buf.subarray(HEADER_BYTES);
+    if (!createHash("sha256").update(frame).digest().equals(buf.subarray(5, HEADER_BYTES))) throw new Error("checksum mismatch");
+    payload = zstdDecompressBounded(frame, MAX_PAYLOAD_BYTES);
   } catch (error) {
     return fail(`corrupt manifest (${error instanceof Error ? error.message : String(error)})`);
   }

@@ -196,11 +196,13 @@ export async function runPrune(repo: Repository, options: PruneOptions): Promise
     // 2. plan the sweep: the chunks first, then what the remaining manifests reference
     const graceNow = pruneLock?.lastModified ?? new Date();
     const stored = new StoredChunks();
+    const scratch = Buffer.alloc(32); // no allocation per listed chunk
     for await (const info of store.list(CHUNKS_PREFIX)) {
       const name = info.key.slice(info.key.lastIndexOf("/") + 1);
       if (!HEX_ID.test(name) || info.key !== chunkKey(name)) continue; // never touch what we do not know
       const age = info.modified === undefined ? 0 : graceNow.getTime() - info.modified.getTime();
-      stored.add(Buffer.from(name, "hex"), info.size, age < options.graceMs);
+      scratch.write(name, "hex");
+      stored.add(scratch, info.size, age < options.graceMs);
     }
     report.chunksStored = stored.count;
     checkAbort();

@@ -16,7 +16,9 @@ import { corpus, descriptorOf } from "../helpers/corpus.js";
 import { writeClusterToTop } from "../helpers/delta-writer.js";
 import { ploopInit } from "../helpers/ploop-tool.js";
 import { pattern, sha256File } from "../ploop/fixtures.js";
-import { expectCleanFailure, proxiedRepo, visibleEntries } from "./harness.js";
+import { startFaultProxy } from "../helpers/fault-proxy.js";
+import { testS3 } from "../helpers/s3-server.js";
+import { expectCleanFailure, visibleEntries } from "./harness.js";
 
 async function backup(repo: RepoTarget, ct: string, descriptor = descriptorOf(ct)): Promise<string> {
   const r = await runCli(["backup", ...repo.args, "--disk", descriptor, "--name", ct, "--json", "-q"], { env: repo.env });
@@ -166,34 +168,31 @@ describe("restore from S3 that cannot be read", () => {
   });
 
   it("a restore killed midway (kill -9) leaves nothing at the target; the next one succeeds", async () => {
-    const p = await proxiedRepo("killed", { rates: { delay: 1 }, delayMs: [150, 300] });
+    // every request delayed, so the restore is slow enough to be killed while writing
+    const proxy = await startFaultProxy({ target: testS3().endpoint, rates: { delay: 1 }, delayMs: [150, 300] });
+    const env = { ...repo.env, AWS_ENDPOINT_URL: proxy.url, PLOOPVAULT_PLOOP: PLOOP_WRAPPER };
     try {
-      const b = await runCli(["backup", ...p.repo.args, "--disk", descriptorOf("102"), "--json", "-q"], { env: p.repo.env });
-      expect(b.code, b.stderr).toBe(0);
       const dir = join(work, "killed");
       await mkdir(dir);
       for (const format of ["raw", "ploop"]) {
         const target = join(dir, format);
-        const child = execa(process.execPath, [CLI, "restore", ...p.repo.args, "102", "--format", format, "--target", target], {
-          env: { ...p.env, PLOOPVAULT_PLOOP: PLOOP_WRAPPER },
-          reject: false,
-        });
+        const child = execa(process.execPath, [CLI, "restore", ...repo.args, "102", "--format", format, "--target", target], { env, reject: false });
         // wait until it is writing (the hidden partial exists), then kill it
         for (let i = 0; i < 200 && !(await readdir(dir)).some((n) => n.startsWith(`.${format}.ploopvault-partial-`)); i++) await new Promise((r) => setTimeout(r, 50));
-        await new Promise((r) => setTimeout(r, 500));
+        await new Promise((r) => setTimeout(r, 300));
         child.kill("SIGKILL");
         const result = await child;
         expect(result.signal).toBe("SIGKILL");
         expect(await gone(target)).toBe(true);
         expect(await visibleEntries(dir)).toEqual([]);
       }
-      p.proxy.setRates({});
+      proxy.setRates({});
       const target = join(dir, "again.raw");
-      const r = await runCli(["restore", ...p.repo.args, "102", "--format", "raw", "--target", target], { env: p.env });
+      const r = await runCli(["restore", ...repo.args, "102", "--format", "raw", "--target", target], { env });
       expect(r.code, r.stderr).toBe(0);
       expect(await sha256File(target)).toBe(corpus().flatSha256["102"]);
     } finally {
-      await p.close();
+      await proxy.close();
     }
   });
 });
