@@ -249,7 +249,7 @@ async function main(): Promise<void> {
       q ? String(Math.ceil(q.listed / 1000) + q.listCalls) : "-",
       q ? `${Math.ceil(q.deleted / 1000)} (${q.deleted})` : "-",
       `${(rss / 2 ** 20).toFixed(0)} MiB`,
-      `${Math.round(rss / chunks)} B`,
+      `${Math.round(rss / (name === "build" ? chunks : Number(r.chunksStored)))} B`,
       result,
     ]);
   }

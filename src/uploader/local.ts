@@ -42,6 +42,8 @@ import { dirname, join, resolve, sep } from "node:path";
 import { StoreError, validateKey, validatePrefix, type ObjectInfo, type ObjectStore, type PutOptions } from "./store.js";
 
 const TEMP_PREFIX = ".tmp-";
+/** How many files list() stats at once. */
+const LIST_STAT_CONCURRENCY = 64;
 /** How many unlink()s delete() runs at once. */
 const DELETE_CONCURRENCY = 32;
 
@@ -372,6 +374,27 @@ export class LocalDirectoryStore implements ObjectStore {
       throw fsStoreError(error, "list", dir);
     }
     const subdirs: string[] = [];
+    // files are stat'ed LIST_STAT_CONCURRENCY at a time: one at a time, listing a million
+    // chunks is bound by the latency of a million sequential lstat calls
+    let files: string[] = [];
+    const statFiles = async (): Promise<ObjectInfo[]> => {
+      const infos = await Promise.all(
+        files.map(async (name): Promise<ObjectInfo | null> => {
+          const path = join(dir, name);
+          let info;
+          try {
+            info = await lstat(path);
+            if (info.isSymbolicLink()) info = await stat(path);
+          } catch (error) {
+            if (errno(error) === "ENOENT") return null; // deleted while listing
+            throw fsStoreError(error, "list", path);
+          }
+          return { key: `${keyPrefix}${name}`, size: info.size, modified: info.mtime };
+        }),
+      );
+      files = [];
+      return infos.filter((i): i is ObjectInfo => i !== null);
+    };
     try {
       for await (const entry of handle) {
         const name = entry.name;
@@ -389,17 +412,11 @@ export class LocalDirectoryStore implements ObjectStore {
         if (isDir) {
           subdirs.push(name);
         } else if (isFile) {
-          let info;
-          try {
-            info = await lstat(path);
-            if (info.isSymbolicLink()) info = await stat(path);
-          } catch (error) {
-            if (errno(error) === "ENOENT") continue; // deleted while listing
-            throw fsStoreError(error, "list", path);
-          }
-          yield { key: `${keyPrefix}${name}`, size: info.size, modified: info.mtime };
+          files.push(name);
+          if (files.length >= LIST_STAT_CONCURRENCY) yield* await statFiles();
         }
       }
+      if (files.length > 0) yield* await statFiles();
     } catch (error) {
       if (error instanceof StoreError) throw error;
       throw fsStoreError(error, "list", dir);

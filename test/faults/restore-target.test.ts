@@ -182,7 +182,7 @@ describe("restore from S3 that cannot be read", () => {
         await new Promise((r) => setTimeout(r, 300));
         child.kill("SIGKILL");
         const result = await child;
-        expect(result.signal).toBe("SIGKILL");
+        expect(result.signal, `restore was not killed but exited ${result.exitCode}: ${String(result.stderr)}`).toBe("SIGKILL");
         expect(await gone(target)).toBe(true);
         expect(await visibleEntries(dir)).toEqual([]);
       }

@@ -6,7 +6,7 @@
  * a manifest whose entries tile the disk and whose metadata has the types the code reads,
  * or throws a one-line IntegrityError naming the object; never anything else, never slowly.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { chunkerParamsForAverage } from "../../src/chunker/params.js";
@@ -16,7 +16,14 @@ import { zstdCompress, zstdDecompressBounded } from "../../src/util/zstd.js";
 import { attempt, editArb, mutateBytes, runs } from "./oracle.js";
 
 const NAME = "manifest of backup 101/20261123T000000Z-0000abcd";
-const header = Buffer.from(`${MANIFEST_MAGIC}\x01`, "latin1");
+const magic = Buffer.from(`${MANIFEST_MAGIC}\x01`, "latin1");
+/** Object header: magic, version, SHA-256 of the zstd frame that follows. */
+const HEADER_BYTES = magic.length + 32;
+
+/** A correctly enveloped object around any frame bytes (so the decoder gets past the checksum). */
+function envelope(frame: Uint8Array): Buffer {
+  return Buffer.concat([magic, createHash("sha256").update(frame).digest(), frame]);
+}
 
 /** A valid manifest: random tiling of chunks and holes over a disk of whole clusters. */
 const manifestArb: fc.Arbitrary<Manifest> = fc
@@ -60,7 +67,7 @@ const manifestArb: fc.Arbitrary<Manifest> = fc
 
 /** The decoded payload of an encoded manifest: u32 JSON length, JSON, entry table. */
 function payloadOf(object: Buffer): { json: string; table: Buffer } {
-  const payload = zstdDecompressBounded(object.subarray(5), 1 << 30);
+  const payload = zstdDecompressBounded(object.subarray(HEADER_BYTES), 1 << 30);
   const n = payload.readUInt32LE(0);
   return { json: payload.toString("utf8", 4, 4 + n), table: payload.subarray(4 + n) };
 }
@@ -69,7 +76,7 @@ function wrap(json: string | Buffer, table: Buffer, jsonLength?: number): Buffer
   const j = typeof json === "string" ? Buffer.from(json, "utf8") : json;
   const len = Buffer.alloc(4);
   len.writeUInt32LE((jsonLength ?? j.length) >>> 0, 0);
-  return Buffer.concat([header, zstdCompress(Buffer.concat([len, j, table]), 1, true)]);
+  return envelope(zstdCompress(Buffer.concat([len, j, table]), 1, true));
 }
 
 /** Set (or delete) a value at a random path of a JSON object. */
@@ -128,8 +135,8 @@ describe("manifest decoder (fuzz)", () => {
   it("random bytes, with and without a valid envelope", () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 400 }), fc.nat({ max: 2 }), (bytes, mode) => {
-        const object =
-          mode === 0 ? Buffer.from(bytes) : mode === 1 ? Buffer.concat([header, Buffer.from(bytes)]) : Buffer.concat([header, zstdCompress(bytes, 1, true)]);
+        // raw bytes; random bytes in a valid envelope (checksum right, frame garbage); a valid frame of random payload
+        const object = mode === 0 ? Buffer.from(bytes) : mode === 1 ? envelope(bytes) : envelope(zstdCompress(bytes, 1, true));
         const r = attempt(() => decodeManifest(object, NAME), IntegrityError, NAME);
         if (r.ok) checkAccepted(r.value);
       }),
@@ -185,11 +192,11 @@ describe("manifest decoder (fuzz)", () => {
     const frame = Buffer.from(zstdCompress(Buffer.alloc(64), 1, true));
     const fake = Buffer.from(frame);
     const cases = [
-      Buffer.concat([header, Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x84, 0xfe, 0xff, 0xff, 0x7f])]), // FCS 4 bytes: 0x7ffffffe
-      Buffer.concat([header, Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0xc4, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])]), // FCS 8 bytes
-      Buffer.concat([header, fake.subarray(0, 6)]),
-      Buffer.concat([header, frame, frame]), // two frames: 128 bytes of payload, not a manifest
-      Buffer.concat([header, Buffer.from([0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]), frame]), // skippable frame first
+      envelope(Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x84, 0xfe, 0xff, 0xff, 0x7f])), // FCS 4 bytes: 0x7ffffffe
+      envelope(Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0xc4, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])), // FCS 8 bytes
+      envelope(fake.subarray(0, 6)),
+      envelope(Buffer.concat([frame, frame])), // two frames: 128 bytes of payload, not a manifest
+      envelope(Buffer.concat([Buffer.from([0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]), frame])), // skippable frame first
     ];
     for (const object of cases) {
       const r = attempt(() => decodeManifest(object, NAME), IntegrityError, NAME);
