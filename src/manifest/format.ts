@@ -120,8 +120,12 @@ export function encodeManifest(manifest: Manifest): Buffer {
   return Buffer.concat([header, frame]);
 }
 
-/** Decode and fully validate a manifest object; `name` identifies it in errors. */
-export function decodeManifest(object: Uint8Array, name: string): Manifest {
+/**
+ * The cheap part of decodeManifest: magic, version and the SHA-256 of the frame (one hash,
+ * no decompression). Enough to tell a copy damaged in transit or on a local disk from an
+ * intact one, e.g. before caching it. Returns the zstd frame.
+ */
+export function verifyManifestEnvelope(object: Uint8Array, name: string): Buffer {
   const buf = Buffer.from(object.buffer, object.byteOffset, object.byteLength);
   const fail = (what: string): never => {
     throw new IntegrityError(`${name}: ${what}`);
@@ -129,10 +133,19 @@ export function decodeManifest(object: Uint8Array, name: string): Manifest {
   if (buf.length < 5 || buf.toString("latin1", 0, 4) !== MANIFEST_MAGIC) fail("not a ploopvault manifest");
   if (buf.length < HEADER_BYTES) fail("truncated manifest");
   if (buf[4] !== MANIFEST_VERSION) fail(`unsupported manifest version ${buf[4]}`);
+  const frame = buf.subarray(HEADER_BYTES);
+  if (!createHash("sha256").update(frame).digest().equals(buf.subarray(5, HEADER_BYTES))) fail("corrupt manifest (checksum mismatch)");
+  return frame;
+}
+
+/** Decode and fully validate a manifest object; `name` identifies it in errors. */
+export function decodeManifest(object: Uint8Array, name: string): Manifest {
+  const fail = (what: string): never => {
+    throw new IntegrityError(`${name}: ${what}`);
+  };
+  const frame = verifyManifestEnvelope(object, name);
   let payload: Buffer;
   try {
-    const frame = buf.subarray(HEADER_BYTES);
-    if (!createHash("sha256").update(frame).digest().equals(buf.subarray(5, HEADER_BYTES))) throw new Error("checksum mismatch");
     payload = zstdDecompressBounded(frame, MAX_PAYLOAD_BYTES);
   } catch (error) {
     return fail(`corrupt manifest (${error instanceof Error ? error.message : String(error)})`);

@@ -13,7 +13,8 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, writeFile, open } from "node:fs/promises";
 import { join, dirname } from "node:path";
-import { decodeManifest, chunkIds } from "../manifest/format.js";
+import { IntegrityError } from "../errors.js";
+import { decodeManifest, chunkIds, verifyManifestEnvelope } from "../manifest/format.js";
 import { attachChunkCodec } from "./chunk-codec.js";
 import { ChunkIdSet, ChunkIdSetBuilder } from "./chunk-id-set.js";
 import { manifestKey } from "./layout.js";
@@ -40,14 +41,33 @@ export class ManifestCache {
    */
   async manifestObject(ref: BackupRef): Promise<Buffer> {
     const path = join(this.dir, "manifests", ref.ct, ref.id);
-    let stored: Buffer;
-    try {
-      stored = await readFile(path);
-    } catch {
+    const cached = await readFile(path).catch(() => null);
+    // a cached copy that does not verify (damaged on the local disk) is fetched again
+    const fromCache = cached === null ? null : this.verified(ref, cached);
+    if (fromCache !== null) return fromCache;
+    // verified before it is cached: a copy damaged in transit is fetched once more and never
+    // kept (a cached bad copy would fail every later backup and restore on this host)
+    let stored = await this.repo.getStoredManifestObject(ref);
+    let plain = this.verified(ref, stored);
+    if (plain === null) {
       stored = await this.repo.getStoredManifestObject(ref);
-      await writeAtomic(path, stored);
+      plain = this.repo.openManifestObject(ref, stored);
+      verifyManifestEnvelope(plain, `manifest of backup ${ref.ct}/${ref.id}`);
     }
-    return this.repo.openManifestObject(ref, stored);
+    await writeAtomic(path, stored);
+    return plain;
+  }
+
+  /** The opened manifest if `stored` authenticates and its checksum matches; null if it is damaged. */
+  private verified(ref: BackupRef, stored: Buffer): Buffer | null {
+    try {
+      const plain = this.repo.openManifestObject(ref, stored);
+      verifyManifestEnvelope(plain, `manifest of backup ${ref.ct}/${ref.id}`);
+      return plain;
+    } catch (error) {
+      if (error instanceof IntegrityError) return null;
+      throw error;
+    }
   }
 
   /** Remember a manifest this process just wrote, as putManifest returned it (saves downloading it next time). */

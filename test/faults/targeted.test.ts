@@ -66,6 +66,20 @@ describe("targeted faults", () => {
     expect(await visibleEntries(dir)).toEqual([]);
   });
 
+  it("a manifest damaged in transit is fetched again and never cached (later runs on the host are not poisoned)", async () => {
+    p.proxy.resetCounters();
+    p.proxy.setDecide((req) => (req.method === "GET" && req.path.endsWith(`/backups/101/${backupId}/manifest`) ? (req.occurrence === 0 ? "corrupt" : null) : null));
+    const stateDir = join(work, "fresh-state"); // no cached copy of the manifest yet
+    for (const label of ["first", "second"]) {
+      const target = join(work, `manifest-${label}.raw`);
+      const r = await p.run(["restore", `101/${backupId}`, "--format", "raw", "--target", target, "--state-dir", stateDir]);
+      expect(r.code, `${r.stderr}\n${p.proxy.describe()}`).toBe(0);
+      expect(await sha256File(target)).toBe(corpus().flatSha256["101"]);
+      await rm(target);
+    }
+    expect(p.proxy.counters.corrupt).toBe(1);
+  });
+
   it("stalled requests and bodies are abandoned after the idle timeout and retried", async () => {
     p.proxy.resetCounters();
     let n = 0;
