@@ -30,7 +30,7 @@ import { flattenDisk } from "./lib/flatten.js";
 import { ensureLargeDisk, LARGE_DISKS } from "./lib/large-disks.js";
 import { loadAverage, requireGnuTime } from "./lib/measure.js";
 import { renderReport, type BenchReport, type LargeDiskResult, type TargetResult } from "./lib/report.js";
-import { measurePutCeiling, rgwUnavailable, startRgw, type RgwServer } from "./lib/s3.js";
+import { measurePutCeiling, rgwUnavailable, startRgw, type PutCeiling, type RgwServer } from "./lib/s3.js";
 import { INSTALL_HINT, makeTarget, TOOL_NAMES, toolVersion, type BenchDisk, type InputKind, type Target, type ToolEnv, type ToolName } from "./lib/tools.js";
 
 const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -52,6 +52,8 @@ const USAGE = `usage: npm run bench -- [options]   (or: node dist/bench/run.js [
                         incremental re-backup; needs root and the ploop package)
   --no-encrypted        skip the extra run of ploopvault with an encrypted repository
   --keep                keep repositories and restored files
+  --repeat N            run every tool N times, interleaved, and report the median of
+                        each step (with the range); for a machine shared with other jobs
   --nice N              run the bench, every tool and the S3 server at this CPU priority
                         (e.g. -20 as root on a shared machine; inherited by all children)`;
 
@@ -70,6 +72,8 @@ interface Options {
   keep: boolean;
   /** Scheduling priority (nice value) for the bench and everything it starts, e.g. -20. */
   nice: number | null;
+  /** Runs of every tool (interleaved); the median of each step is reported. */
+  repeat: number;
 }
 
 function parseList<T extends string>(value: string | undefined, allowed: readonly T[], name: string): T[] {
@@ -80,7 +84,7 @@ function parseList<T extends string>(value: string | undefined, allowed: readonl
 }
 
 function parseOptions(argv: string[]): Options | null {
-  const o: Options = { scale: "bench", s3: "auto", tools: [...TOOL_NAMES], inputs: ["raw", "image"], out: join(PROJECT_ROOT, "docs/performance.md"), work: join(PROJECT_ROOT, ".tmp/bench"), largeDisks: true, containerMode: true, encrypted: true, keep: false, nice: null };
+  const o: Options = { scale: "bench", s3: "auto", tools: [...TOOL_NAMES], inputs: ["raw", "image"], out: join(PROJECT_ROOT, "docs/performance.md"), work: join(PROJECT_ROOT, ".tmp/bench"), largeDisks: true, containerMode: true, encrypted: true, keep: false, nice: null, repeat: 1 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -103,7 +107,11 @@ function parseOptions(argv: string[]): Options | null {
     else if (a === "--no-container-mode") o.containerMode = false;
     else if (a === "--no-encrypted") o.encrypted = false;
     else if (a === "--keep") o.keep = true;
-    else if (a === "--nice") {
+    else if (a === "--repeat") {
+      const n = Number(value());
+      if (!Number.isInteger(n) || n < 1 || n > 9) throw new Error(`--repeat: "${argv[i]}" is not 1..9`);
+      o.repeat = n;
+    } else if (a === "--nice") {
       const n = Number(value());
       if (!Number.isInteger(n) || n < -20 || n > 19) throw new Error(`--nice: "${argv[i]}" is not -20..19`);
       o.nice = n;
@@ -171,6 +179,34 @@ function plans(o: Options, s3: boolean): Plan[] {
     }
   }
   return list;
+}
+
+/**
+ * The median run of each step over repetitions (odd counts: the middle one; even: the
+ * lower middle), with the range of wall times; a step's own numbers stay together.
+ */
+function medianResult(runs: TargetResult[]): TargetResult {
+  const ok = runs.filter((r) => r.error === undefined);
+  if (ok.length === 0) return runs[0]!;
+  if (ok.length === 1 && runs.length === 1) return ok[0]!;
+  const pick = <T extends { measured: { seconds: number } }>(steps: (T | undefined)[]): T | undefined => {
+    const list = steps.filter((s): s is T => s !== undefined).sort((a, b) => a.measured.seconds - b.measured.seconds);
+    if (list.length === 0) return undefined;
+    const m = list[Math.floor((list.length - 1) / 2)]!;
+    return { ...m, range: [list[0]!.measured.seconds, list[list.length - 1]!.measured.seconds], runs: list.length };
+  };
+  const base = ok[0]!;
+  const result: TargetResult = { ...base };
+  result.first = pick(ok.map((r) => r.first));
+  result.unchanged = pick(ok.map((r) => r.unchanged));
+  result.untouched = pick(ok.map((r) => r.untouched));
+  result.restore = pick(ok.map((r) => r.restore));
+  result.restoreVerified = ok.every((r) => r.restoreVerified === true);
+  if (runs.length > ok.length) {
+    result.failedRuns = runs.length - ok.length;
+    result.failedError = runs.find((r) => r.error !== undefined)!.error!;
+  }
+  return result;
 }
 
 /** One repository through first / unchanged / (untouched) / restore. */
@@ -328,15 +364,23 @@ async function main(argv: string[]): Promise<number> {
     s3: [],
     large: [],
     ceiling: null,
+    repeat: o.repeat,
     loadBefore: await loadAverage(),
     loadAfter: 0,
     seconds: 0,
   };
 
   const all = plans({ ...o, tools }, s3);
-  for (const p of all.filter((x) => x.store === "local")) {
-    report.local.push(await runTarget(makeTarget(p.tool, p.input, p.store, env, { corpus: corpusDir, raw: rawDir }, p.encrypted), disks, restoreDisk, o.work, imageSha, o.keep));
+  const dirs = { corpus: corpusDir, raw: rawDir };
+  // Repetitions are interleaved (every tool once, then every tool again): other jobs on
+  // the machine then disturb all tools alike, and the median of each step is reported.
+  const local = all.filter((x) => x.store === "local");
+  const localRuns: TargetResult[][] = local.map(() => []);
+  for (let rep = 1; rep <= o.repeat; rep++) {
+    if (o.repeat > 1) log(`local repetition ${rep} of ${o.repeat}`);
+    for (const [i, p] of local.entries()) localRuns[i]!.push(await runTarget(makeTarget(p.tool, p.input, p.store, env, dirs, p.encrypted), disks, restoreDisk, o.work, imageSha, o.keep));
   }
+  report.local = localRuns.map(medianResult);
 
   if (o.largeDisks && tools.includes("ploopvault")) {
     for (const spec of LARGE_DISKS) {
@@ -369,16 +413,26 @@ async function main(argv: string[]): Promise<number> {
       rgw = await startRgw(join(PROJECT_ROOT, "scripts/rgw.sh"), join(o.work, `rgw-${process.pid}`), log);
       env.s3 = rgw;
       report.s3Server = (await toolVersionOf("radosgw", ["--version"])) ?? "radosgw";
-      for (const p of all.filter((x) => x.store === "s3")) {
-        const r = await runTarget(makeTarget(p.tool, p.input, p.store, env, { corpus: corpusDir, raw: rawDir }, p.encrypted), disks, restoreDisk, o.work, imageSha, o.keep);
-        report.s3.push(r);
-        if (p.tool === "ploopvault" && r.first?.newChunks && r.first.addedBytes) {
-          const objectBytes = Math.round(r.first.addedBytes / r.first.newChunks);
-          log(`RGW PUT ceiling: ${objectBytes} B objects at concurrency ${PV_UPLOAD_CONCURRENCY} for ${CEILING_SECONDS} s`);
-          report.ceiling = await measurePutCeiling(rgw, objectBytes, PV_UPLOAD_CONCURRENCY, CEILING_SECONDS);
-          log(`RGW PUT ceiling: ${(report.ceiling.bytesPerSecond / 1e6).toFixed(1)} MB/s (${report.ceiling.objects} objects)`);
+      const remote = all.filter((x) => x.store === "s3");
+      const remoteRuns: TargetResult[][] = remote.map(() => []);
+      const ceilings: PutCeiling[] = [];
+      for (let rep = 1; rep <= o.repeat; rep++) {
+        if (o.repeat > 1) log(`S3 repetition ${rep} of ${o.repeat}`);
+        for (const [i, p] of remote.entries()) {
+          const r = await runTarget(makeTarget(p.tool, p.input, p.store, env, dirs, p.encrypted), disks, restoreDisk, o.work, imageSha, o.keep);
+          remoteRuns[i]!.push(r);
+          if (p.tool === "ploopvault" && r.first?.newChunks && r.first.addedBytes) {
+            const objectBytes = Math.round(r.first.addedBytes / r.first.newChunks);
+            log(`RGW PUT ceiling: ${objectBytes} B objects at concurrency ${PV_UPLOAD_CONCURRENCY} for ${CEILING_SECONDS} s`);
+            const c = await measurePutCeiling(rgw, objectBytes, PV_UPLOAD_CONCURRENCY, CEILING_SECONDS);
+            log(`RGW PUT ceiling: ${(c.bytesPerSecond / 1e6).toFixed(1)} MB/s (${c.objects} objects)`);
+            ceilings.push(c);
+          }
         }
       }
+      report.s3 = remoteRuns.map(medianResult);
+      ceilings.sort((a, b) => a.bytesPerSecond - b.bytesPerSecond);
+      report.ceiling = ceilings[Math.floor((ceilings.length - 1) / 2)] ?? null;
     }
   } finally {
     if (rgw !== null) await rgw.stop();

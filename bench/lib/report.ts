@@ -18,6 +18,9 @@ export interface TargetResult {
   restore?: RestoreStep;
   restoreVerified?: boolean;
   error?: string;
+  /** With --repeat: repetitions that failed (the others are reported). */
+  failedRuns?: number;
+  failedError?: string;
 }
 
 export interface LargeDiskResult {
@@ -45,6 +48,7 @@ export interface BenchReport {
   loadBefore: number;
   loadAfter: number;
   seconds: number;
+  repeat: number;
 }
 
 const MB = 1e6;
@@ -70,13 +74,17 @@ function find(list: TargetResult[], tool: ToolName, input: InputKind, encrypted 
 interface Versus {
   pv: number | undefined;
   other: number | undefined;
+  /** CPU seconds of both, for time measures (less sensitive to other jobs than wall time). */
+  pvCpu?: number | undefined;
+  otherCpu?: number | undefined;
 }
 
 function ratioCell(v: Versus, limit: number, higherIsBetter = false): [string, string, string] {
   if (v.pv === undefined || v.other === undefined || v.other === 0) return [f(v.other), "-", "-"];
   const ratio = v.pv / v.other;
   const met = higherIsBetter ? ratio >= limit : ratio <= limit;
-  return [f(v.other), `${ratio.toFixed(2)}x`, met ? "yes" : "**no**"];
+  const cpuRatio = v.pvCpu !== undefined && v.otherCpu !== undefined && v.otherCpu > 0 ? ` (CPU ${(v.pvCpu / v.otherCpu).toFixed(2)}x)` : "";
+  return [f(v.other), `${ratio.toFixed(2)}x${cpuRatio}`, met ? "yes" : "**no**"];
 }
 
 function targetsTable(r: BenchReport): string[] {
@@ -88,18 +96,19 @@ function targetsTable(r: BenchReport): string[] {
     row(["---", "---:", "---:", "---:", "---", "---:", "---:", "---", "---"]),
   ];
   const pvCt = find(r.local, "ploopvault", "container");
-  const add = (name: string, get: (t: TargetResult) => number | undefined, limit: number, target: string, mine = pv): void => {
+  const add = (name: string, get: (t: TargetResult) => number | undefined, limit: number, target: string, mine = pv, getCpu?: (t: TargetResult) => number | undefined): void => {
     const p = mine === undefined ? undefined : get(mine);
-    const a = ratioCell({ pv: p, other: rr === undefined ? undefined : get(rr) }, limit);
-    const b = ratioCell({ pv: p, other: ri === undefined ? undefined : get(ri) }, limit);
-    lines.push(row([name, f(p), ...a, ...b, target]));
+    const pc = mine === undefined || getCpu === undefined ? undefined : getCpu(mine);
+    const other = (t: TargetResult | undefined): Versus => ({ pv: p, other: t === undefined ? undefined : get(t), pvCpu: pc, otherCpu: t === undefined || getCpu === undefined ? undefined : getCpu(t) });
+    lines.push(row([name, f(p), ...ratioCell(other(rr), limit), ...ratioCell(other(ri), limit), target]));
   };
-  add("first full backup of the 4 disks, s", (t) => t.first?.measured.seconds, 0.5, "<= 0.5x restic");
+  const stepCpu = (s: { measured: Measured } | undefined): number | undefined => (s === undefined ? undefined : cpu(s.measured));
+  add("first full backup of the 4 disks, s", (t) => t.first?.measured.seconds, 0.5, "<= 0.5x restic", pv, (t) => stepCpu(t.first));
   const pvEnc = find(r.local, "ploopvault", "ploop", true);
-  if (pvEnc !== undefined) add("first full backup, ploopvault encrypted (restic always encrypts), s", (t) => t.first?.measured.seconds, 0.5, "<= 0.5x restic", pvEnc);
-  add("unchanged re-backup of the 4 disks, s", (t) => t.unchanged?.measured.seconds, 0.2, "<= 0.2x restic");
-  if (pvCt !== undefined) add("unchanged re-backup, ploopvault in container mode (incremental from the kept delta), s", (t) => t.unchanged?.measured.seconds, 0.2, "<= 0.2x restic", pvCt);
-  add(`restore of one disk (${r.restoreCt}), s`, (t) => t.restore?.measured.seconds, 0.5, "<= 0.5x restic");
+  if (pvEnc !== undefined) add("first full backup, ploopvault encrypted (restic always encrypts), s", (t) => t.first?.measured.seconds, 0.5, "<= 0.5x restic", pvEnc, (t) => stepCpu(t.first));
+  add("unchanged re-backup of the 4 disks, s", (t) => t.unchanged?.measured.seconds, 0.2, "<= 0.2x restic", pv, (t) => stepCpu(t.unchanged));
+  if (pvCt !== undefined) add("unchanged re-backup, ploopvault in container mode (incremental from the kept delta), s", (t) => t.unchanged?.measured.seconds, 0.2, "<= 0.2x restic", pvCt, (t) => stepCpu(t.unchanged));
+  add(`restore of one disk (${r.restoreCt}), s`, (t) => t.restore?.measured.seconds, 0.5, "<= 0.5x restic", pv, (t) => stepCpu(t.restore));
   add("repository after the first backup, MB", (t) => (t.repoAfterFirst === undefined ? undefined : t.repoAfterFirst.bytes / MB), 1.0, "<= 1.0x restic");
 
   // Peak RSS: every ploopvault run of this report, including the large disks.
@@ -140,6 +149,12 @@ function targetsTable(r: BenchReport): string[] {
   return lines;
 }
 
+/** Wall seconds, with the range over repetitions when there were several. */
+function wall(step: { measured: Measured; range?: [number, number]; runs?: number }): string {
+  const w = f(step.measured.seconds, 2);
+  return step.range !== undefined && (step.runs ?? 1) > 1 ? `${w} (${f(step.range[0], 1)}-${f(step.range[1], 1)})` : w;
+}
+
 function runsTable(list: TargetResult[], disks: BenchDisk[], restoreCt: string, s3: boolean): string[] {
   const data = disks.reduce((s, d) => s + d.dataBytes, 0);
   const restoreData = disks.find((d) => d.ct === restoreCt)?.dataBytes ?? 0;
@@ -149,6 +164,7 @@ function runsTable(list: TargetResult[], disks: BenchDisk[], restoreCt: string, 
   ];
   for (const t of list) {
     const name = `${t.tool}, ${INPUT_NAMES[t.input]}${t.encrypted ? ", encrypted" : ""}`;
+    if (t.failedRuns) lines.push(row([name, `${t.failedRuns} repetition(s) FAILED`, (t.failedError ?? "").split("\n")[0]!.replace(/\|/g, "/"), "", "", "", "", "", ""]));
     if (t.error !== undefined) {
       lines.push(row([name, "FAILED", t.error.split("\n")[0]!.replace(/\|/g, "/"), "", "", "", "", "", ""]));
       continue;
@@ -159,7 +175,7 @@ function runsTable(list: TargetResult[], disks: BenchDisk[], restoreCt: string, 
     const backup = (scenario: string, step: BackupStep | undefined, size: RepoSize | undefined): void => {
       if (step === undefined) return;
       const m = step.measured;
-      lines.push(row([name, scenario, f(m.seconds, 2), f(data / MB / m.seconds, 0), f(cpu(m)), f(m.peakRssMiB, 0), step.addedBytes === null ? "-" : f(step.addedBytes / MB), repo(size), last(m)]));
+      lines.push(row([name, scenario, wall(step), f(data / MB / m.seconds, 0), f(cpu(m)), f(m.peakRssMiB, 0), step.addedBytes === null ? "-" : f(step.addedBytes / MB), repo(size), last(m)]));
     };
     backup("first backup", t.first, t.repoAfterFirst);
     backup(t.input === "container" ? "unchanged (nothing written)" : "unchanged, files touched", t.unchanged, t.repoAfterUnchanged);
@@ -168,7 +184,7 @@ function runsTable(list: TargetResult[], disks: BenchDisk[], restoreCt: string, 
       const m = t.restore.measured;
       const verified = t.restoreVerified ? "" : " (**content differs**)";
       lines.push(
-        row([name, `restore ${restoreCt}${verified}`, `${f(m.seconds, 2)} (sync ${f(t.restore.syncSeconds, 2)})`, f(restoreData / MB / m.seconds, 0), f(cpu(m)), f(m.peakRssMiB, 0), "", "", last(m)]),
+        row([name, `restore ${restoreCt}${verified}`, `${wall(t.restore)}, sync ${f(t.restore.syncSeconds, 2)}`, f(restoreData / MB / m.seconds, 0), f(cpu(m)), f(m.peakRssMiB, 0), "", "", last(m)]),
       );
     }
   }
@@ -196,9 +212,10 @@ export function renderReport(r: BenchReport): string {
     `Corpus${r.corpus.scale ? ` (scale ${r.corpus.scale})` : ""}: ${disks.length} disks (${disks.map((d) => d.ct).join(", ")}), ${f(virtual / MB, 0)} MB virtual, ${f(data / MB, 0)} MB of data (allocated clusters). ` +
       `"data MB/s" divides these ${f(data / MB, 0)} MB (restore: the ${f((disks.find((d) => d.ct === r.restoreCt)?.dataBytes ?? 0) / MB, 0)} MB of disk ${r.restoreCt}) by the wall time, the same numerator for every tool.`,
   );
+  if (r.repeat > 1) out.push(`Every tool ran ${r.repeat} times, interleaved; each step shows the median run (its CPU, RSS and sizes) and the range of wall times.`);
   for (const n of r.notes) out.push(`Note: ${n}.`);
   out.push("");
-  out.push("### Issue 4 targets (ratios = ploopvault / restic, same run)");
+  out.push("### Issue 4 targets (ratios = ploopvault / restic, same run; CPU = ratio of CPU seconds, user + system)");
   out.push("");
   out.push(...targetsTable(r));
   out.push("");

@@ -62,6 +62,9 @@ export interface RepoSize {
 
 export interface BackupStep {
   measured: Measured;
+  /** With --repeat: fastest and slowest wall time of the repetitions, and how many. */
+  range?: [number, number];
+  runs?: number;
   /** Container mode: "full" / "incremental" per container. */
   modes?: string[];
   /** Bytes the tool reports it added to the repository (ploopvault: compressed chunks; restic: data_added). */
@@ -72,6 +75,8 @@ export interface BackupStep {
 
 export interface RestoreStep {
   measured: Measured;
+  range?: [number, number];
+  runs?: number;
   /** Part of `measured` spent in `sync FILE` after the tool exited. */
   syncSeconds: number;
   /** The restored file (raw disk, or the image file for input "image"). */

@@ -8,7 +8,8 @@
 import { expect } from "vitest";
 import { PloopvaultError } from "../../src/errors.js";
 
-export const SLOW_MS = 2000;
+// Generous: a loaded CI machine can be slow; a hang or super-linear blow-up takes far longer.
+export const SLOW_MS = 10_000;
 
 /** Number of runs per property; PLOOPVAULT_FUZZ_RUNS scales them up for a longer session. */
 export function runs(base: number): number {

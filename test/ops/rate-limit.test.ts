@@ -80,7 +80,9 @@ describe("rate limits", () => {
     await concurrently(count, 8, (i) => store.put(`chunks/${i}`, body));
     const upSeconds = (performance.now() - t0) / 1000;
     expect(inner.objects.size).toBe(count);
-    expect(upSeconds).toBeGreaterThan(expected * 0.9);
+    // The bucket may hold up to 0.25 s of tokens after a stall (a loaded machine): at most
+    // 5 MiB of the 50, i.e. the 10% bound itself; allow timer jitter on top.
+    expect(upSeconds).toBeGreaterThan(expected * 0.88);
     expect(upSeconds).toBeLessThan(expected * 1.1);
 
     t0 = performance.now();
@@ -88,7 +90,7 @@ describe("rate limits", () => {
       expect((await store.get(`chunks/${i}`)).length).toBe(body.length);
     });
     const downSeconds = (performance.now() - t0) / 1000;
-    expect(downSeconds).toBeGreaterThan(expected * 0.9);
+    expect(downSeconds).toBeGreaterThan(expected * 0.88);
     expect(downSeconds).toBeLessThan(expected * 1.1);
   });
 
