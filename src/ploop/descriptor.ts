@@ -188,6 +188,7 @@ export function parseDescriptor(xml: string, descriptorPath: string): DiskDescri
     const file = text(node, "File", "Image");
     if (file === undefined || file === "") return fail(`<Image> ${g} has no <File>`);
     if (file.includes("\0")) fail(`<Image> ${g} has an invalid <File>`);
+    if (Buffer.byteLength(file) > 4096) fail(`<Image> ${g} has a <File> longer than 4096 bytes (PATH_MAX)`);
     // Doc 2.2: "Plain" is raw mode; anything else (normally "Compressed") is ploop1.
     const type: ImageType = text(node, "Type", "Image") === "Plain" ? "Plain" : "Compressed";
     if (images.some((i) => i.guid === g)) fail(`image GUID ${g} is listed twice`);
