@@ -63,16 +63,24 @@ export class Lease {
    */
   async create(mode: { ifAbsent?: boolean; ifMatch?: string } = {}): Promise<void> {
     const start = performance.now();
-    await this.store.put(this.key, this.body(), mode.ifMatch !== undefined ? { ifMatch: mode.ifMatch } : mode.ifAbsent ? { ifAbsent: true } : undefined);
-    if (this.options.conditional) await this.readBack();
+    const body = this.body();
+    await this.store.put(this.key, body, mode.ifMatch !== undefined ? { ifMatch: mode.ifMatch } : mode.ifAbsent ? { ifAbsent: true } : undefined);
+    if (this.options.conditional) await this.readBack(body);
     this.lastStart = start;
     this.schedule(this.timing.refreshMs);
   }
 
-  /** Our etag and LastModified, right after our write. */
-  private async readBack(): Promise<void> {
+  /**
+   * Our etag and LastModified, right after our write. The store's put does not return the
+   * etag, so it is read with stat(), then the body is read back: if it is not ours, another
+   * writer got in between and the etag we saw may be theirs (every body is unique).
+   */
+  private async readBack(body: Buffer): Promise<void> {
     const info = await this.store.stat(this.key);
-    if (info === null || info.etag === undefined) throw new StoreError("changed", `${this.options.what} vanished right after it was written`, { key: this.key });
+    const stored = info === null ? null : await this.store.get(this.key).catch(() => null);
+    if (info === null || info.etag === undefined || stored === null || !stored.equals(body)) {
+      throw new StoreError("changed", `${this.options.what} was overwritten by another process right after our write`, { key: this.key });
+    }
     this.etag = info.etag;
     this.modified = info.modified;
   }
@@ -94,9 +102,10 @@ export class Lease {
       return;
     }
     try {
-      await this.store.put(this.key, this.body(), this.options.conditional ? { ifMatch: this.etag! } : undefined);
+      const body = this.body();
+      await this.store.put(this.key, body, this.options.conditional ? { ifMatch: this.etag! } : undefined);
       // our new version: release() must recognize it as ours
-      if (this.options.conditional) await this.readBack();
+      if (this.options.conditional) await this.readBack(body);
       if (this.fenceReason !== null || this.stopped) {
         // fenced or released while this write was in flight: it must not linger
         if (!this.options.conditional) await this.store.delete([this.key]).catch(() => undefined);

@@ -194,7 +194,11 @@ export async function runPrune(repo: Repository, options: PruneOptions): Promise
     const forgotten = await forget(repo, listed, options, report, pruneLock);
     checkAbort();
     // 2. plan the sweep: the chunks first, then what the remaining manifests reference
-    const graceNow = pruneLock?.lastModified ?? new Date();
+    // S3 gives LastModified of a single object in whole seconds (HEAD), listings in
+    // milliseconds: round the lock's time up, or chunks written in the same second as the
+    // lock would count as younger than it and survive --grace 0
+    const lockTime = pruneLock?.lastModified;
+    const graceNow = lockTime === undefined ? new Date() : new Date(Math.ceil((lockTime.getTime() + 1) / 1000) * 1000);
     const stored = new StoredChunks();
     const scratch = Buffer.alloc(32); // no allocation per listed chunk
     for await (const info of store.list(CHUNKS_PREFIX)) {

@@ -13,23 +13,20 @@
  * etag of an object up to 1 MiB is a hash of its content, as S3's ETag is (lock objects
  * carry a fresh timestamp in every version, so every put gives a new etag); a larger
  * object's etag is its inode, mtime and size. There is no "replace if unchanged" system
- * call, so ifMatch works with rename(2), which moves one file atomically to one taker:
+ * call; ifMatch claims the version with link(2), which fails with EEXIST for all but one:
  *   1. read the key's etag: another etag (or none) -> "changed", nothing touched;
- *   2. write the new body to a temp file;
- *   3. rename the current file away to a private ".tmp-claim-*" name: of several racing
- *      writers exactly one gets that file, the others get ENOENT -> "changed";
- *   4. the claimed file must still have the expected etag (it may have been replaced
- *      between 1 and 3): if not, link it back (unless the key was re-created meanwhile)
- *      and fail with "changed";
- *   5. link() the temp file to the key, which fails (-> "changed") if an ifAbsent writer
- *      created the key in the short gap after 3; remove the claim.
- * So a given version is replaced by at most one ifMatch put, and an ifAbsent create racing
- * with one ifMatch put wins or loses cleanly. One anomaly remains: when an ifMatch put
- * loses step 4 (another one replaced the version first) AND an ifAbsent create lands in
- * the microseconds before step 4 puts the winner's file back, the create wins too and the
- * earlier winner finds out at its next ifMatch. Prune tolerates that (docs/prune.md: the
- * prune lock is not what makes deletion safe). Plain readers may see "no object" during
- * steps 3-5 (microseconds): ifMatch is meant for lock objects.
+ *   2. link the key's file to ".tmp-cas-<name>-<hash of the expected etag>": one name per
+ *      version, so of several writers replacing the same version exactly one gets it,
+ *      the others get EEXIST -> "changed";
+ *   3. the claimed file must be the expected version (the key may have been replaced
+ *      between 1 and 2; then the version is gone anyway) -> else "changed";
+ *   4. write the new body to a temp file and rename() it over the key: the key never
+ *      disappears, so a concurrent ifAbsent create cannot slip in; remove the claim.
+ * Nobody else writes a version while its claim is held: other ifMatch writers need the
+ * same claim, ifAbsent writers find the key present. A claim left by a writer that died
+ * between 2 and 4 is broken after a minute (a writer paused that long inside those three
+ * system calls could still overwrite a later winner; ifMatch is meant for lock objects,
+ * whose holders notice at their next conditional refresh).
  *
  * Difference from S3: a key cannot be both an object and the "directory" of other keys
  * ("a/b" and "a/b/c"); the repository layout never does that. Such a put fails with "io".
@@ -37,11 +34,12 @@
 import { createHash, randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
 import { link, lstat, mkdir, open, opendir, readFile, rename, rmdir, stat, unlink, type FileHandle } from "node:fs/promises";
-import type { BigIntStats } from "node:fs";
-import { dirname, join, resolve, sep } from "node:path";
+import { basename, dirname, join, resolve, sep } from "node:path";
 import { StoreError, validateKey, validatePrefix, type ObjectInfo, type ObjectStore, type PutOptions } from "./store.js";
 
 const TEMP_PREFIX = ".tmp-";
+/** A compare-and-swap claim older than this belongs to a writer that died mid-way. */
+const STALE_CLAIM_MS = 60_000;
 /** How many files list() stats at once. */
 const LIST_STAT_CONCURRENCY = 64;
 /** How many unlink()s delete() runs at once. */
@@ -79,13 +77,33 @@ export function fsStoreError(error: unknown, action: string, path: string, key?:
 
 const CONTENT_ETAG_MAX = 1 << 20;
 
-/** See the header comment: a content hash for small objects, else inode, mtime and size. */
-async function etagOfFile(path: string, info: BigIntStats): Promise<string> {
-  if (info.size <= BigInt(CONTENT_ETAG_MAX)) {
-    const body = await readFile(path);
-    return `"${createHash("sha256").update(body).digest("hex").slice(0, 32)}"`;
+/**
+ * Size, mtime and etag of one and the same version of the file at `path` (fstat and read
+ * through one descriptor: a stat() followed by a read could pair one version's mtime with
+ * the next version's content). Null if it is not a regular file. See the header comment.
+ */
+async function fileVersion(path: string): Promise<{ size: number; modified: Date; etag: string } | null> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  } catch (error) {
+    if (errno(error) === "EISDIR") return null;
+    throw error;
   }
-  return `"i${info.ino.toString(16)}-${info.mtimeNs.toString(16)}-${info.size.toString(16)}"`;
+  try {
+    const info = await handle.stat({ bigint: true });
+    if (!info.isFile()) return null;
+    let etag: string;
+    if (info.size <= BigInt(CONTENT_ETAG_MAX)) {
+      const body = await handle.readFile();
+      etag = `"${createHash("sha256").update(body).digest("hex").slice(0, 32)}"`;
+    } else {
+      etag = `"i${info.ino.toString(16)}-${info.mtimeNs.toString(16)}-${info.size.toString(16)}"`;
+    }
+    return { size: Number(info.size), modified: new Date(Number(info.mtimeNs / 1_000_000n)), etag };
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
 }
 
 function errno(error: unknown): string | undefined {
@@ -166,39 +184,46 @@ export class LocalDirectoryStore implements ObjectStore {
     await this.syncDir(dir, key);
   }
 
-  /** Compare-and-swap by rename (see the header comment). */
+  /** Compare-and-swap with a per-version claim (see the header comment). */
   private async putIfMatch(key: string, path: string, body: Uint8Array, expected: string): Promise<void> {
     const changed = (why: string, cause?: unknown): StoreError =>
       new StoreError("changed", `object ${key} in ${this.root} ${why} (conditional write refused)`, cause === undefined ? { key } : { key, cause });
     const current = await this.etagOf(path, key);
     if (current !== expected) throw changed(current === null ? "does not exist" : "was changed by another writer");
     const dir = dirname(path);
-    const temp = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString("hex")}`);
-    const claim = join(dir, `${TEMP_PREFIX}claim-${randomBytes(8).toString("hex")}`);
-    await this.writeTemp(temp, body, key);
+    const versionTag = createHash("sha256").update(expected).digest("hex").slice(0, 16);
+    const claim = join(dir, `${TEMP_PREFIX}cas-${basename(path)}-${versionTag}`);
+    // 2. claim this version: link(2) fails with EEXIST for every other claimant
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await link(path, claim);
+        break;
+      } catch (error) {
+        const code = errno(error);
+        if (code === "ENOENT") throw changed("was removed by another writer", error);
+        if (code !== "EEXIST") throw fsStoreError(error, "write", path, key);
+        // another writer is replacing this version (we lose), or one died holding the claim
+        const info = await stat(claim).catch(() => null);
+        if (attempt > 0 || info === null || Date.now() - info.ctimeMs < STALE_CLAIM_MS) throw changed("is being replaced by another writer", error);
+        const dead = join(dir, `${TEMP_PREFIX}dead-${randomBytes(8).toString("hex")}`);
+        await rename(claim, dead).catch(() => undefined);
+        await unlink(dead).catch(() => undefined);
+      }
+    }
     try {
+      // 3. what we claimed must be the expected version (the key may have moved on)
+      if ((await this.etagOf(claim, key)) !== expected) throw changed("was changed by another writer");
+      // 4. replace it atomically: the key never disappears, so no create can slip in
+      const temp = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString("hex")}`);
+      await this.writeTemp(temp, body, key);
       try {
-        await rename(path, claim);
+        await rename(temp, path);
       } catch (error) {
-        if (errno(error) === "ENOENT") throw changed("was removed or taken over by another writer", error);
+        await unlink(temp).catch(() => undefined);
         throw fsStoreError(error, "write", path, key);
       }
-      if ((await this.etagOf(claim, key)) !== expected) {
-        // replaced between our check and our rename: give it back unless the key was re-created
-        await link(claim, path).catch(() => undefined);
-        await unlink(claim).catch(() => undefined);
-        throw changed("was changed by another writer");
-      }
-      try {
-        await link(temp, path);
-      } catch (error) {
-        await unlink(claim).catch(() => undefined);
-        if (errno(error) === "EEXIST") throw changed("was re-created by another writer", error);
-        throw fsStoreError(error, "write", path, key);
-      }
-      await unlink(claim).catch(() => undefined);
     } finally {
-      await unlink(temp).catch(() => undefined);
+      await unlink(claim).catch(() => undefined);
     }
     await this.syncDir(dir, key);
   }
@@ -206,8 +231,7 @@ export class LocalDirectoryStore implements ObjectStore {
   /** The etag of the file at `path`, or null if there is none. */
   private async etagOf(path: string, key: string): Promise<string | null> {
     try {
-      const info = await stat(path, { bigint: true });
-      return info.isFile() ? await etagOfFile(path, info) : null;
+      return (await fileVersion(path))?.etag ?? null;
     } catch (error) {
       const code = errno(error);
       if (code === "ENOENT" || code === "ENOTDIR") return null;
@@ -340,9 +364,8 @@ export class LocalDirectoryStore implements ObjectStore {
   async stat(key: string): Promise<ObjectInfo | null> {
     const path = this.pathOf(key);
     try {
-      const info = await stat(path, { bigint: true });
-      if (!info.isFile()) return null;
-      return { key, size: Number(info.size), modified: new Date(Number(info.mtimeNs / 1_000_000n)), etag: await etagOfFile(path, info) };
+      const version = await fileVersion(path);
+      return version === null ? null : { key, ...version };
     } catch (error) {
       const code = errno(error);
       if (code === "ENOENT" || code === "ENOTDIR") {

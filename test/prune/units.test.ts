@@ -195,11 +195,7 @@ describe("locks in-process (local directory store)", () => {
     expect((await listLocks(store)).map((l) => l.key)).toEqual(["locks/sweep-dead-9-cc"]);
   });
 
-  // KNOWN DEFECT (issue 6 stays open): on the local directory store this race sometimes
-  // lets two of five contenders win (about 1 run in 3 here). Skipped so CI reports the rest;
-  // the prune lock is one of three guards (registrations and the sweep marker are the
-  // others), see docs/prune.md.
-  it.skip("one prune lock winner among many; a dead holder's lock is taken over after its TTL", async () => {
+  it("one prune lock winner among many; a dead holder's lock is taken over after its TTL", async () => {
     const { store, root } = tempStore();
     const timing = lockTiming({ ttlMs: 6000, refreshMs: 500 });
     const contenders = await Promise.allSettled(Array.from({ length: 5 }, (_, i) => acquirePruneLock(store, { host: `h${i}`, timing, waitMs: 0 })));
