@@ -94,7 +94,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
       ? new WorkerChunkProcessor(known, repo.config.compression.level, options.workerThreads)
       : new InlineChunkProcessor(known, (plain) => repo.encodeChunk(plain));
   // Enough chunks in flight to keep every worker busy while uploads wait for the network.
-  const processing = new TaskLimiter(Math.max(4, options.workerThreads * 4));
+  const processing = new TaskLimiter(Math.max(8, options.workerThreads * 8));
   const upload = async (idHex: string, object: Buffer): Promise<void> => {
     try {
       await repo.putChunkObject(idHex, object);

@@ -93,14 +93,14 @@ export function repoUrl(options: GlobalOptions): string {
 }
 
 /** The repository's store, wrapped in the bandwidth limits (--limit-upload/--limit-download). */
-export function openStoreFromOptions(options: GlobalOptions): ObjectStore {
+export async function openStoreFromOptions(options: GlobalOptions): Promise<ObjectStore> {
   const endpoint = options.endpoint || process.env.AWS_ENDPOINT_URL || undefined;
-  const store = openStore(repoUrl(options), endpoint === undefined ? {} : { endpoint });
+  const store = await openStore(repoUrl(options), endpoint === undefined ? {} : { endpoint });
   return withRateLimits(store, { upload: options.limitUpload, download: options.limitDownload });
 }
 
 export async function openRepository(options: GlobalOptions): Promise<Repository> {
-  const store = openStoreFromOptions(options);
+  const store = await openStoreFromOptions(options);
   try {
     return await Repository.open(store, { password: passwordProvider(options) });
   } catch (error) {

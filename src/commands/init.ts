@@ -41,7 +41,7 @@ export function initCommand(): Command {
       } else if (passwordProvider(options).given) {
         throw new UsageError(`a password was given (${PASSWORD_ENV} or --password-file) but not --encrypt: add --encrypt, or unset it for an unencrypted repository`);
       }
-      const store = openStoreFromOptions(options);
+      const store = await openStoreFromOptions(options);
       try {
         await store.ensureContainer?.();
         const repo = await Repository.init(store, newRepositoryConfig(chunker, level, new Date()), password === undefined ? {} : { password });

@@ -11,7 +11,7 @@
  * Every decode authenticates (encrypted), decompresses with a bound and re-computes the
  * id: content that does not match its name is reported as corruption naming the chunk.
  */
-import { createHash, createHmac } from "node:crypto";
+import { createHash, createHmac, webcrypto } from "node:crypto";
 import { open, seal, SEALED_CHUNK } from "../crypto/aead.js";
 import { AuthenticationFailure } from "../crypto/errors.js";
 import type { DataKeys } from "../crypto/keys.js";
@@ -71,6 +71,7 @@ export interface ChunkCodecSpec {
 export class ChunkCodec {
   private readonly dataKey: Buffer | null;
   private readonly idKey: Buffer | null;
+  private hmacKey: Promise<webcrypto.CryptoKey> | undefined;
 
   constructor(readonly spec: ChunkCodecSpec) {
     this.dataKey = spec.keys === null ? null : Buffer.from(spec.keys.dataKey);
@@ -90,6 +91,16 @@ export class ChunkCodec {
   /** The chunk's id: SHA-256, or HMAC-SHA256 under the id key in an encrypted repository. */
   id(plain: Uint8Array): Buffer {
     return this.idKey === null ? chunkId(plain) : createHmac("sha256", this.idKey).update(plain).digest();
+  }
+
+  /**
+   * The same id as id(), computed on libuv's thread pool (WebCrypto), so the calling
+   * thread can go on cutting chunks meanwhile. `plain` is copied before this returns.
+   */
+  async idAsync(plain: Uint8Array): Promise<Buffer> {
+    if (this.idKey === null) return Buffer.from(await webcrypto.subtle.digest("SHA-256", plain));
+    this.hmacKey ??= webcrypto.subtle.importKey("raw", this.idKey, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    return Buffer.from(await webcrypto.subtle.sign("HMAC", await this.hmacKey, plain));
   }
 
   /** The object to store for `plain`, whose id is `id` (computed if not given). */

@@ -13,7 +13,7 @@
 import { fileURLToPath } from "node:url";
 import { UsageError } from "../errors.js";
 import { LocalDirectoryStore } from "./local.js";
-import { S3Store, type S3StoreOptions } from "./s3.js";
+import type { S3StoreOptions } from "./s3.js";
 import type { ObjectStore } from "./store.js";
 
 export interface OpenStoreOptions {
@@ -91,7 +91,8 @@ export function parseRepoUrl(url: string): ParsedRepoUrl {
   return { kind: "local", path: url };
 }
 
-export function openStore(url: string, options: OpenStoreOptions = {}): ObjectStore {
+/** Async because the AWS SDK (~0.1 s and ~25 MB to load) is imported only for s3:// URLs. */
+export async function openStore(url: string, options: OpenStoreOptions = {}): Promise<ObjectStore> {
   const parsed = parseRepoUrl(url);
   if (parsed.kind === "local") return new LocalDirectoryStore(parsed.path);
   const endpoint = options.endpoint ?? (process.env.AWS_ENDPOINT_URL || undefined);
@@ -118,5 +119,6 @@ export function openStore(url: string, options: OpenStoreOptions = {}): ObjectSt
     retryBudgetMs: options.retryBudgetMs ?? envInt("PLOOPVAULT_S3_RETRY_BUDGET_MS", 0),
   };
   for (const [name, value] of Object.entries(settings)) if (value !== undefined) (s3 as unknown as Record<string, unknown>)[name] = value;
+  const { S3Store } = await import("./s3.js");
   return new S3Store(s3);
 }

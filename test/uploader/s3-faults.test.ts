@@ -66,19 +66,19 @@ describe("retry strategy", () => {
     expect(Date.now() - t).toBeLessThan(50);
   });
 
-  it("openStore takes attempts, mode and timeouts from the environment and refuses bad values", () => {
+  it("openStore takes attempts, mode and timeouts from the environment and refuses bad values", async () => {
     const saved = { ...process.env };
     try {
       process.env.AWS_MAX_ATTEMPTS = "0";
-      expect(() => openStore("s3://bucket/x", { endpoint: "http://127.0.0.1:1" })).toThrow(UsageError);
+      await expect(openStore("s3://bucket/x", { endpoint: "http://127.0.0.1:1" })).rejects.toThrow(UsageError);
       process.env.AWS_MAX_ATTEMPTS = "3";
       process.env.AWS_RETRY_MODE = "sometimes";
-      expect(() => openStore("s3://bucket/x", { endpoint: "http://127.0.0.1:1" })).toThrow(/AWS_RETRY_MODE/);
+      await expect(openStore("s3://bucket/x", { endpoint: "http://127.0.0.1:1" })).rejects.toThrow(/AWS_RETRY_MODE/);
       process.env.AWS_RETRY_MODE = "standard";
       process.env.PLOOPVAULT_S3_IDLE_TIMEOUT_MS = "soon";
-      expect(() => openStore("s3://bucket/x", { endpoint: "http://127.0.0.1:1" })).toThrow(/PLOOPVAULT_S3_IDLE_TIMEOUT_MS/);
+      await expect(openStore("s3://bucket/x", { endpoint: "http://127.0.0.1:1" })).rejects.toThrow(/PLOOPVAULT_S3_IDLE_TIMEOUT_MS/);
       process.env.PLOOPVAULT_S3_IDLE_TIMEOUT_MS = "1000";
-      expect(openStore("s3://bucket/x", { endpoint: "http://127.0.0.1:1" })).toBeInstanceOf(S3Store);
+      expect(await openStore("s3://bucket/x", { endpoint: "http://127.0.0.1:1" })).toBeInstanceOf(S3Store);
     } finally {
       process.env = saved;
     }

@@ -587,13 +587,13 @@ describe("S3Store specifics", () => {
     process.env.AWS_ENDPOINT_URL = s3.endpoint;
     delete process.env.AWS_PROFILE;
     try {
-      const viaEnv = openStore(`s3://${bucket}/via-env`);
+      const viaEnv = await openStore(`s3://${bucket}/via-env`);
       expect(viaEnv).toBeInstanceOf(S3Store);
       expect(viaEnv.location).toBe(`s3://${bucket}/via-env`);
       await viaEnv.put("k", Buffer.from("v"));
       await viaEnv.close();
       delete process.env.AWS_ENDPOINT_URL;
-      const viaOption = openStore(`s3://${bucket}/via-env`, { endpoint: s3.endpoint });
+      const viaOption = await openStore(`s3://${bucket}/via-env`, { endpoint: s3.endpoint });
       expect((await viaOption.get("k")).toString()).toBe("v");
       await viaOption.close();
       expect(await listKeys(bucket, "via-env/")).toEqual(["via-env/k"]);
@@ -705,20 +705,20 @@ describe("openStore / parseRepoUrl", () => {
     expect(parseRepoUrl("repo-dir")).toEqual({ kind: "local", path: "repo-dir" });
   });
 
-  it("refuses bad URLs with a UsageError", () => {
+  it("refuses bad URLs with a UsageError", async () => {
     for (const url of ["", "s3://", "s3:///prefix", "s3://UPPER_bad!/x", "s3://bucket/a//b", "s3://bucket/../x", "s3://bucket/x?y=1", "http://example.com/repo", "ftp://x/y", "file://"]) {
       expect(() => parseRepoUrl(url), url).toThrow(UsageError);
     }
-    expect(() => openStore("s3://bucket", { endpoint: "not a url" })).toThrow(UsageError);
-    expect(() => openStore("s3://bucket", { endpoint: "ftp://127.0.0.1:21" })).toThrow(UsageError);
+    await expect(openStore("s3://bucket", { endpoint: "not a url" })).rejects.toThrow(UsageError);
+    await expect(openStore("s3://bucket", { endpoint: "ftp://127.0.0.1:21" })).rejects.toThrow(UsageError);
   });
 
   it("opens a LocalDirectoryStore for paths and file:// URLs", async () => {
     const dir = tempDir("open");
-    const store = openStore(`file://${dir}`);
+    const store = await openStore(`file://${dir}`);
     expect(store).toBeInstanceOf(LocalDirectoryStore);
     expect(store.location).toBe(dir);
     await store.put("config", Buffer.from("c"));
-    expect((await openStore(dir).get("config")).toString()).toBe("c");
+    expect((await (await openStore(dir)).get("config")).toString()).toBe("c");
   });
 });
