@@ -15,7 +15,7 @@ import { createKeyFile, decodeKeyFile, encodeKeyFile, keyObjectName, KEYS_PREFIX
 import { deriveKeys, keyCheckMatches, keyCheckValue, newMasterKey, type RepositoryKeys } from "../crypto/keys.js";
 import { PASSWORD_ENV, passwordProvider, type PasswordProvider } from "../crypto/password.js";
 import { IntegrityError, PloopvaultError, UsageError } from "../errors.js";
-import { decodeManifest, encodeManifest, type Manifest } from "../manifest/format.js";
+import { decodeManifest, encodeManifest, verifyManifestEnvelope, type Manifest } from "../manifest/format.js";
 import { isNotFound, StoreError, type ObjectStore } from "../uploader/store.js";
 import { chunkKey, CONFIG_KEY, BACKUPS_PREFIX, backupPrefix, manifestKey, parseManifestKey, validateName } from "./layout.js";
 import { canonicalConfig, decodeConfig, encodeConfig, newEncryptionConfig, type RepositoryConfig } from "./config.js";
@@ -208,8 +208,19 @@ export class Repository {
   }
 
   /** The plain manifest encoding ("PVMF" ...), for decodeManifest. */
+  /** Verified (authenticated, checksum matched); a copy damaged in transit is fetched once more. */
   async getManifestObject(ref: BackupRef): Promise<Buffer> {
-    return this.openManifestObject(ref, await this.getStoredManifestObject(ref));
+    const what = `manifest of backup ${ref.ct}/${ref.id}`;
+    try {
+      const plain = this.openManifestObject(ref, await this.getStoredManifestObject(ref));
+      verifyManifestEnvelope(plain, what);
+      return plain;
+    } catch (error) {
+      if (!(error instanceof IntegrityError)) throw error;
+    }
+    const plain = this.openManifestObject(ref, await this.getStoredManifestObject(ref));
+    verifyManifestEnvelope(plain, what);
+    return plain;
   }
 
   async loadManifest(ref: BackupRef): Promise<Manifest> {

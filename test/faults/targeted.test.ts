@@ -80,6 +80,19 @@ describe("targeted faults", () => {
     expect(p.proxy.counters.corrupt).toBe(1);
   });
 
+  it("check reads a manifest damaged in transit once more and does not report a damaged backup", async () => {
+    p.proxy.resetCounters();
+    p.proxy.setDecide((req) => (req.method === "GET" && req.path.endsWith(`/backups/101/${backupId}/manifest`) && req.occurrence === 0 ? "corrupt" : null));
+    const r = await p.run(["check", "--json"]);
+    expect(r.code, `${r.stderr}\n${p.proxy.describe()}`).toBe(0);
+    expect(p.proxy.counters.corrupt).toBe(1);
+    // damaged on every read, it is reported, naming the backup
+    p.proxy.setDecide((req) => (req.method === "GET" && req.path.endsWith(`/backups/101/${backupId}/manifest`) ? "corrupt" : null));
+    const bad = await p.run(["check", "--json"]);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout + bad.stderr).toContain(`101/${backupId}`);
+  });
+
   it("stalled requests and bodies are abandoned after the idle timeout and retried", async () => {
     p.proxy.resetCounters();
     let n = 0;
