@@ -129,7 +129,7 @@ describe("prune racing with backups of two nodes (RGW)", () => {
 
     expect(await restoresAll()).toBeGreaterThanOrEqual(2);
     await checkReadData();
-  });
+  }, (RACE_SECONDS + 180) * 1000);
 
   it("a prune SIGKILLed mid-sweep blocks backups for at most its TTL; the next prune takes over and cleans up", async () => {
     const lock = { ttl: 8, refresh: 1 };
