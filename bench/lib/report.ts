@@ -149,6 +149,36 @@ function targetsTable(r: BenchReport): string[] {
   return lines;
 }
 
+/**
+ * Issue 7: what encryption costs, encrypted / unencrypted ploopvault on the same disks.
+ * Wall time includes the key derivation every command does once (scrypt, ~0.5 s by
+ * design, like restic's); "pipeline" is the commands' own reported seconds, without it.
+ */
+function encryptionTable(r: BenchReport): string[] {
+  const plain = find(r.local, "ploopvault", "ploop");
+  const enc = find(r.local, "ploopvault", "ploop", true);
+  if (plain === undefined || enc === undefined) return [];
+  const lines = [
+    row(["step", "unencrypted wall s", "encrypted wall s", "ratio", "unencrypted pipeline s", "encrypted pipeline s", "ratio", "within 10%"]),
+    row(["---", "---:", "---:", "---:", "---:", "---:", "---:", "---"]),
+  ];
+  const ratio = (a: number | undefined, b: number | undefined): string => (a === undefined || b === undefined || a === 0 ? "-" : `${(b / a).toFixed(2)}x`);
+  const steps: [string, (t: TargetResult) => { measured: Measured; pipelineSeconds?: number } | undefined][] = [
+    ["first backup of the 4 disks (4 commands)", (t) => t.first],
+    ["unchanged re-backup (4 commands)", (t) => t.unchanged],
+    [`restore of ${r.restoreCt} (1 command)`, (t) => t.restore],
+  ];
+  for (const [name, get] of steps) {
+    const a = get(plain);
+    const b = get(enc);
+    const pa = a?.pipelineSeconds;
+    const pb = b?.pipelineSeconds;
+    const met = pa === undefined || pb === undefined ? "-" : pb / pa <= 1.1 ? "yes" : "**no**";
+    lines.push(row([name, f(a?.measured.seconds, 2), f(b?.measured.seconds, 2), ratio(a?.measured.seconds, b?.measured.seconds), f(pa, 2), f(pb, 2), ratio(pa, pb), met]));
+  }
+  return lines;
+}
+
 /** Wall seconds, with the range over repetitions when there were several. */
 function wall(step: { measured: Measured; range?: [number, number]; runs?: number }): string {
   const w = f(step.measured.seconds, 2);
@@ -219,6 +249,18 @@ export function renderReport(r: BenchReport): string {
   out.push("");
   out.push(...targetsTable(r));
   out.push("");
+  const encryption = encryptionTable(r);
+  if (encryption.length > 0) {
+    out.push("### Issue 7: encrypted / unencrypted ploopvault (local repository, same run)");
+    out.push("");
+    out.push(...encryption);
+    out.push("");
+    out.push(
+      `Wall time includes the key derivation each command does once (scrypt N=2^17, r=8: ~0.5 s and 128 MiB by design, as restic's); ` +
+        `"pipeline" is the commands' own reported seconds after it (reading, chunking, ids, compression, encryption, storing).`,
+    );
+    out.push("");
+  }
   out.push("### Local repositories");
   out.push("");
   out.push(...runsTable(r.local, disks, r.restoreCt, false));

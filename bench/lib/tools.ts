@@ -71,6 +71,8 @@ export interface BackupStep {
   addedBytes: number | null;
   /** ploopvault only: chunks written. */
   newChunks: number | null;
+  /** ploopvault only: the pipeline's own seconds (its JSON "seconds": after start-up and key derivation). */
+  pipelineSeconds?: number;
 }
 
 export interface RestoreStep {
@@ -79,6 +81,8 @@ export interface RestoreStep {
   runs?: number;
   /** Part of `measured` spent in `sync FILE` after the tool exited. */
   syncSeconds: number;
+  /** ploopvault only: the restore's own seconds (its JSON "seconds"). */
+  pipelineSeconds?: number;
   /** The restored file (raw disk, or the image file for input "image"). */
   file: string;
 }
@@ -181,25 +185,29 @@ class PloopvaultTarget implements Target {
     const runs: Measured[] = [];
     let added = 0;
     let newChunks = 0;
+    let pipelineSeconds = 0;
     for (const d of disks) {
       const m = await this.run(this.args("backup", "--disk", d.descriptorPath, "--no-ionice", "--json", "-q"), `ploopvault backup --disk ${d.descriptorPath}`);
       for (const line of m.stdout.split("\n")) {
         if (!line.startsWith("{")) continue;
-        const r = JSON.parse(line) as { newBytesStored?: number; newChunks?: number };
+        const r = JSON.parse(line) as { newBytesStored?: number; newChunks?: number; seconds?: number };
         added += r.newBytesStored ?? 0;
         newChunks += r.newChunks ?? 0;
+        pipelineSeconds += r.seconds ?? 0;
       }
       runs.push(m);
     }
-    return { measured: combine(runs), addedBytes: added, newChunks };
+    return { measured: combine(runs), addedBytes: added, newChunks, pipelineSeconds };
   }
 
   async restore(disk: BenchDisk, outDir: string): Promise<RestoreStep> {
     await mkdir(outDir, { recursive: true });
     const file = join(outDir, `${disk.ct}.raw`);
-    const m = await this.run(this.args("restore", `${disk.ct}:latest`, "--format", "raw", "--target", file, "-q"), "ploopvault restore");
+    const m = await this.run(this.args("restore", `${disk.ct}:latest`, "--format", "raw", "--target", file, "--json", "-q"), "ploopvault restore");
     const s = await syncFile(file, this.dir);
-    return { measured: combine([m, s]), syncSeconds: s.seconds, file };
+    const line = m.stdout.split("\n").find((l) => l.startsWith("{"));
+    const pipelineSeconds = line === undefined ? undefined : (JSON.parse(line) as { seconds?: number }).seconds;
+    return { measured: combine([m, s]), syncSeconds: s.seconds, file, ...(pipelineSeconds === undefined ? {} : { pipelineSeconds }) };
   }
 
   async repoSize(): Promise<RepoSize> {
