@@ -1,12 +1,15 @@
 /**
  * The backup data flow for one logical disk:
- *   allocated runs of the disk -> large reads (one read ahead) -> content-defined chunks
- *   -> SHA-256 id -> (new chunks only) zstd -> bounded concurrent uploads
- *   -> side files (descriptor, container config) -> manifest, last.
+ *   allocated runs of the disk -> large reads (a few blocks ahead) -> content-defined
+ *   chunks and their SHA-256 ids, cut by worker threads block by block and stitched into
+ *   the sequential cut points (src/chunker/stitch.ts) -> (new chunks only) zstd in the
+ *   workers -> bounded concurrent uploads -> side files (descriptor, container config)
+ *   -> manifest, last. With --threads 0 everything runs on the main thread.
  * Holes are never read: they go into the manifest as hole entries. Nothing is staged on
  * local disk; memory is bounded by the read buffers plus the upload window.
  */
 import { StreamChunker } from "../chunker/index.js";
+import { CutStitcher } from "../chunker/stitch.js";
 import { PloopvaultError } from "../errors.js";
 import type { BackupStats, Manifest, ManifestEntry } from "../manifest/format.js";
 import type { LogicalDisk } from "../ploop/disk.js";
@@ -17,7 +20,7 @@ import { TaskLimiter } from "../util/limiter.js";
 import { planBackup, type PreviousBackup } from "./plan.js";
 import { TOOL_NAME, TOOL_VERSION } from "../version.js";
 import { InlineChunkProcessor, type ChunkProcessor } from "./chunk-processor.js";
-import { WorkerChunkProcessor } from "./worker-processor.js";
+import { WorkerChunkProcessor, type ScannedBlock } from "./worker-processor.js";
 
 export interface BackupSource {
   disk: LogicalDisk;
@@ -103,14 +106,31 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
     }
   };
 
-  const handleChunk = async (offset: number, plain: Buffer): Promise<void> => {
+  /**
+   * One chunk, in disk order. `plain` may be a view into a buffer the caller reuses once
+   * this returns (the task copies it before its first await). `knownId`: the id a worker
+   * already computed while scanning the block.
+   */
+  const handleChunk = async (offset: number, plain: Buffer, knownId?: Buffer): Promise<void> => {
     // The entry's slot is taken now so entries stay in disk order; its id arrives later.
     const entry: Extract<ManifestEntry, { kind: "chunk" }> = { kind: "chunk", offset, length: plain.length, id: NO_ID };
     entries.push(entry);
     stats.chunks++;
     stats.dataBytes += plain.length;
     await processing.submit(async () => {
-      const { id, object } = await processor.process(plain);
+      let id: Buffer;
+      let object: Buffer | null;
+      if (knownId === undefined || !(processor instanceof WorkerChunkProcessor)) {
+        ({ id, object } = await processor.process(plain));
+      } else if (known.has(knownId)) {
+        id = knownId;
+        object = null;
+      } else {
+        const copy = new Uint8Array(plain.length);
+        copy.set(plain);
+        id = knownId;
+        object = await processor.encode(copy, knownId);
+      }
       entry.id = id;
       if (object === null) return;
       const idHex = id.toString("hex");
@@ -140,6 +160,52 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
   };
 
 
+  /**
+   * A read segment chunked by the workers block by block (each from a fresh state) and
+   * stitched here into exactly the sequential cut points (src/chunker/stitch.ts): the
+   * main thread only reads, re-synchronizes near block starts and orders the results.
+   * A few blocks are read ahead; their buffers are reused.
+   */
+  const spareBlocks: ArrayBuffer[] = [];
+  const chunkSegmentInParallel = async (offset: number, length: number, workers: WorkerChunkProcessor, readBefore: number): Promise<number> => {
+    const end = offset + length;
+    const stitcher = new CutStitcher(params, offset);
+    const ahead: Promise<ScannedBlock>[] = [];
+    let next = offset;
+    let readSoFarHere = readBefore;
+    const readAndScan = (): void => {
+      const at = next;
+      const size = Math.min(block, end - at);
+      next += size;
+      const buffer = spareBlocks.pop() ?? new ArrayBuffer(block);
+      const p = (options.readThrottle ? options.readThrottle(size) : Promise.resolve())
+        .then(() => disk.read(at, new Uint8Array(buffer, 0, size)))
+        .then(() => workers.scan(buffer, size, params));
+      p.catch(() => undefined); // awaited in order below; must not become unhandled meanwhile
+      ahead.push(p);
+    };
+    const depth = workers.workerCount * 2 + 1;
+    while (next < end && ahead.length < depth) readAndScan();
+    while (ahead.length > 0) {
+      checkAbort();
+      const scanned = await ahead.shift()!;
+      if (next < end) readAndScan();
+      for (const c of stitcher.push(scanned.block, scanned.cuts)) {
+        if (c.kind === "sequential") await handleChunk(c.offset, c.bytes);
+        else {
+          const from = c.index === 0 ? 0 : scanned.cuts[c.index - 1]!; // the candidate chunk's start in the block
+          await handleChunk(c.offset, scanned.block.subarray(from, from + c.length), scanned.ids.subarray(c.index * 32, c.index * 32 + 32));
+        }
+      }
+      spareBlocks.push(scanned.block.buffer as ArrayBuffer);
+      readSoFarHere += scanned.block.length;
+      options.onProgress?.({ readBytes: readSoFarHere, totalBytes: toRead, newBytesStored: stats.newBytesStored });
+    }
+    const last = stitcher.finish();
+    if (last) await handleChunk(last.offset, last.bytes);
+    return readSoFarHere;
+  };
+
   const plan = planBackup(runs, disk.sizeBytes, source.previous ?? null);
   const toRead = plan.reduce((sum, seg) => sum + (seg.kind === "read" ? seg.length : 0), 0);
   let readSoFar = 0;
@@ -155,6 +221,10 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
         stats.chunks++;
         stats.reusedChunks = (stats.reusedChunks ?? 0) + 1;
         stats.dataBytes += segment.entry.length;
+        continue;
+      }
+      if (processor instanceof WorkerChunkProcessor) {
+        readSoFar = await chunkSegmentInParallel(segment.offset, segment.length, processor, readSoFar);
         continue;
       }
       // A read segment starts at a possible cut point: a fresh chunker, exactly as a full

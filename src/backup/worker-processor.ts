@@ -1,28 +1,44 @@
 /**
  * The per-chunk CPU work of a backup spread over the cores:
- *  - ids (SHA-256, or HMAC-SHA256 in an encrypted repository) on libuv's thread pool
- *    through WebCrypto, so the main thread only reads and cuts chunks;
+ *  - scan (src/chunker/stitch.ts): a worker cuts a whole block of the disk and computes
+ *    the ids of its chunks (SHA-256, or HMAC-SHA256 in an encrypted repository); the main
+ *    thread only reads, stitches the blocks' cuts and orders the results;
+ *  - process(): ids of single chunks (those the stitcher cut itself, near block starts)
+ *    on libuv's thread pool through WebCrypto;
  *  - the known-set lookup on the main thread (a binary search);
- *  - encoding of NEW chunks only (zstd, then AES-256-GCM when encrypted) in a pool of
- *    worker threads, started at the first new chunk: an unchanged re-backup starts none
- *    (each worker is a V8 isolate of ~40 MB and needs a copy of every chunk it encodes).
+ *  - encoding of NEW chunks only (zstd, then AES-256-GCM when encrypted) in the same
+ *    pool of worker threads (started on first use; each is a V8 isolate of ~40 MB).
  * The codec spec (compression level and, for an encrypted repository, the data and id
  * keys) goes to each worker in workerData; it is key material and never logged.
  */
 import { Worker } from "node:worker_threads";
 import { attachedChunkCodec, ChunkCodec } from "../repository/chunk-codec.js";
+import type { ChunkerParams } from "../chunker/params.js";
 import type { ChunkIdSet } from "../repository/chunk-id-set.js";
 import type { ChunkProcessor, ProcessedChunk } from "./chunk-processor.js";
 
 interface Reply {
   seq: number;
   object?: Uint8Array;
+  cuts?: Uint32Array;
+  ids?: Uint8Array;
+  data?: ArrayBuffer;
   error?: string;
 }
 
 interface Pending {
-  resolve: (object: Buffer) => void;
+  resolve: (reply: Reply) => void;
   reject: (error: Error) => void;
+}
+
+/** A block scanned by a worker: its candidate cuts and the ids of the chunks ending there. */
+export interface ScannedBlock {
+  /** The block itself (back from the worker). */
+  block: Buffer;
+  /** Candidate cut ends, block-relative (src/chunker/stitch.ts). */
+  cuts: Uint32Array;
+  /** 32 bytes per candidate: the id of the chunk ending at cuts[i]. */
+  ids: Buffer;
 }
 
 export class WorkerChunkProcessor implements ChunkProcessor {
@@ -57,16 +73,37 @@ export class WorkerChunkProcessor implements ChunkProcessor {
     return { id, object: await this.encode(copy, id) };
   }
 
-  private encode(plain: Uint8Array, id: Buffer): Promise<Buffer> {
+  get workerCount(): number {
+    return Math.max(1, this.threads);
+  }
+
+  /** Encode a new chunk in a worker; `plain` must own its ArrayBuffer (it is transferred). */
+  async encode(plain: Uint8Array, id: Buffer): Promise<Buffer> {
+    const reply = await this.request({ kind: "encode", data: plain.buffer, id: new Uint8Array(id) }, [plain.buffer as ArrayBuffer]);
+    if (reply.object === undefined) throw new Error("chunk worker: no encoded object");
+    return Buffer.from(reply.object.buffer, reply.object.byteOffset, reply.object.byteLength);
+  }
+
+  /**
+   * Candidate cuts and chunk ids of the first `length` bytes of `block` (transferred to a
+   * worker and back: do not touch it until this resolves).
+   */
+  async scan(block: ArrayBuffer, length: number, params: ChunkerParams): Promise<ScannedBlock> {
+    const reply = await this.request({ kind: "scan", data: block, length, params }, [block]);
+    if (reply.cuts === undefined || reply.ids === undefined || reply.data === undefined) throw new Error("chunk worker: incomplete scan result");
+    return { block: Buffer.from(reply.data, 0, length), cuts: reply.cuts, ids: Buffer.from(reply.ids.buffer, reply.ids.byteOffset, reply.ids.byteLength) };
+  }
+
+  private request(message: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<Reply> {
     if (this.failed) return Promise.reject(this.failed);
     if (this.workers.length === 0) this.start();
     let target = 0;
     for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[target]!) target = i;
     const seq = this.seq++;
     this.load[target]!++;
-    return new Promise<Buffer>((resolve, reject) => {
+    return new Promise<Reply>((resolve, reject) => {
       this.pending.set(seq, { resolve, reject });
-      this.workers[target]!.postMessage({ seq, data: plain.buffer, id: new Uint8Array(id) }, [plain.buffer as ArrayBuffer]);
+      this.workers[target]!.postMessage({ ...message, seq }, transfer);
     });
   }
 
@@ -89,11 +126,11 @@ export class WorkerChunkProcessor implements ChunkProcessor {
     const waiter = this.pending.get(reply.seq);
     if (!waiter) return;
     this.pending.delete(reply.seq);
-    if (reply.error !== undefined || reply.object === undefined) {
-      waiter.reject(new Error(`chunk worker: ${reply.error ?? "no result"}`));
+    if (reply.error !== undefined) {
+      waiter.reject(new Error(`chunk worker: ${reply.error}`));
       return;
     }
-    waiter.resolve(Buffer.from(reply.object.buffer, reply.object.byteOffset, reply.object.byteLength));
+    waiter.resolve(reply);
   }
 
   private fail(error: Error): void {

@@ -173,7 +173,10 @@ export async function openLogicalDisk(descriptorPath: string, options: OpenLogic
         end += Math.min(clusterBytes, len - end);
         next++;
       }
-      bytesRead += await file.readAt(fileOffset, target.subarray(pos, end));
+      // not `bytesRead += await ...`: that reads the counter before the await and loses
+      // the updates of concurrent reads
+      const n = await file.readAt(fileOffset, target.subarray(pos, end));
+      bytesRead += n;
       pos = end;
     }
   };

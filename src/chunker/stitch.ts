@@ -1,0 +1,104 @@
+/**
+ * Parallel content-defined chunking with exactly the cut points of sequential chunking.
+ *
+ * Workers chunk the blocks of a region (e.g. 8 MiB each) independently, each from a fresh
+ * state at its block's start, and report their cuts ("candidates"). Those are wrong only
+ * near the block start, where the sequential chunker is still inside a chunk that began in
+ * an earlier block. The stitcher continues the sequential chunker from the last confirmed
+ * cut into the block until it cuts at a position that is also a candidate: after a cut
+ * FastCDC's state is reset (hash 0, length 0), so from a common cut on both chunkings are
+ * identical and the rest of the block's candidates are adopted as they are (with the
+ * ids the worker computed). Usually that takes one or two chunks; on data without
+ * content-defined cuts (long runs of one byte: every cut forced at maxSize) it may never
+ * happen and the whole block is chunked sequentially here, still correctly.
+ *
+ * Pure: bytes and cut lists in, chunks out. The bytes of sequentially cut chunks are
+ * returned (the caller hashes them); adopted chunks refer to the candidate's index.
+ */
+import { cutMasks, findCut, newScanState, type CutMasks } from "./fastcdc.js";
+import type { ChunkerParams } from "./params.js";
+
+/** Real cut ends (not the remainder) of `block` chunked from a fresh state at its start. */
+export function candidateCuts(block: Uint8Array, params: ChunkerParams, masks: CutMasks = cutMasks(params)): number[] {
+  const cuts: number[] = [];
+  const state = newScanState();
+  let start = 0;
+  for (;;) {
+    const at = findCut(block, start, block.length, params, masks, state);
+    if (at < 0) return cuts;
+    cuts.push(at);
+    start = at;
+  }
+}
+
+export type StitchedChunk =
+  /** Cut here: `bytes` (a copy, or a view of the block valid until the next call) must be hashed by the caller. */
+  | { kind: "sequential"; offset: number; bytes: Buffer }
+  /** The worker's chunk ending at candidates[index] (starting at the previous candidate, or the block start for index 0). */
+  | { kind: "candidate"; offset: number; length: number; index: number };
+
+export class CutStitcher {
+  private readonly masks: CutMasks;
+  /** Bytes since the last confirmed cut (< maxSize), copied out of earlier blocks. */
+  private tail: Buffer = Buffer.alloc(0);
+  /** Logical offset of the next block's first byte. */
+  private next: number;
+
+  constructor(
+    private readonly params: ChunkerParams,
+    regionOffset: number,
+  ) {
+    this.masks = cutMasks(params);
+    this.next = regionOffset;
+  }
+
+  /**
+   * The chunks completed by this block, in order. `candidates`: candidateCuts() of this
+   * very block (ascending block-relative ends).
+   */
+  push(block: Buffer, candidates: ArrayLike<number>): StitchedChunk[] {
+    const out: StitchedChunk[] = [];
+    const blockOffset = this.next;
+    this.next += block.length;
+    const isCandidate = new Set<number>();
+    for (let i = 0; i < candidates.length; i++) isCandidate.add(candidates[i]!);
+    // position in the block where the current chunk starts; negative: inside the tail
+    let pos = -this.tail.length;
+    let synced = this.tail.length === 0; // the block start is a confirmed cut
+    while (!synced) {
+      // the sequential chunker from the confirmed cut at `pos`; its next cut is within maxSize
+      const from = Math.max(0, pos);
+      const take = Math.min(block.length, from + this.params.maxSize - Math.max(0, -pos)) - from;
+      const joined = pos < 0 ? Buffer.concat([this.tail, block.subarray(0, take)]) : block.subarray(from, from + take);
+      const at = findCut(joined, 0, joined.length, this.params, this.masks, newScanState());
+      if (at < 0) {
+        // the block ended inside this chunk: carry it over
+        this.tail = Buffer.from(joined);
+        return out;
+      }
+      out.push({ kind: "sequential", offset: blockOffset + pos, bytes: joined.subarray(0, at) });
+      pos += at;
+      this.tail = Buffer.alloc(0);
+      if (pos === block.length) return out; // cut exactly at the block end: in sync for the next block
+      synced = isCandidate.has(pos);
+    }
+    // in sync at `pos` (a candidate, or the block start): adopt the worker's chunks from here
+    let index = 0;
+    while (index < candidates.length && candidates[index]! <= pos) index++;
+    let start = pos;
+    for (; index < candidates.length; index++) {
+      const end = candidates[index]!;
+      out.push({ kind: "candidate", offset: blockOffset + start, length: end - start, index });
+      start = end;
+    }
+    this.tail = Buffer.from(block.subarray(start));
+    return out;
+  }
+
+  /** End of the region: the last, short chunk (the remainder), if any. */
+  finish(): { offset: number; bytes: Buffer } | null {
+    const last = this.tail;
+    this.tail = Buffer.alloc(0);
+    return last.length > 0 ? { offset: this.next - last.length, bytes: last } : null;
+  }
+}
