@@ -184,7 +184,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
       p.catch(() => undefined); // awaited in order below; must not become unhandled meanwhile
       ahead.push(p);
     };
-    const depth = workers.workerCount * 2 + 1;
+    const depth = workers.workerCount + 1;
     while (next < end && ahead.length < depth) readAndScan();
     while (ahead.length > 0) {
       checkAbort();
