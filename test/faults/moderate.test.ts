@@ -76,7 +76,7 @@ describe("backup, restore and check through moderate S3 faults", () => {
     p.proxy.setRates({ error500: 0.1, resetRequest: 0.1, resetResponse: 0.1, truncate: 0.1 });
     const before = await p.repo.listKeys("backups/");
     const b = await p.run(["backup", "--disk", descriptorOf("103")], { AWS_MAX_ATTEMPTS: "1" });
-    expectCleanFailure(b, /103|chunks\/|backups\/|S3|config/);
+    expectCleanFailure(b, /103|chunks\/|backups\/|locks\/|S3|config/); // any request may be the one that fails
     expect((await p.repo.listKeys("backups/")).filter((k) => k.endsWith("/manifest"))).toEqual(before.filter((k) => k.endsWith("/manifest")));
 
     const dir = join(work, "heavy");
