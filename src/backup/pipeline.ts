@@ -10,7 +10,8 @@
  */
 import { StreamChunker } from "../chunker/index.js";
 import { CutStitcher } from "../chunker/stitch.js";
-import { PloopvaultError } from "../errors.js";
+import { errorLine, PloopvaultError } from "../errors.js";
+import { LeaseLapsedError, type PublishGuard } from "../prune/registration.js";
 import type { BackupStats, Manifest, ManifestEntry } from "../manifest/format.js";
 import type { LogicalDisk } from "../ploop/disk.js";
 import { chunkKey, DESCRIPTOR_NAME, newBackupId, validateName } from "../repository/layout.js";
@@ -54,10 +55,16 @@ export interface BackupOptions {
   readThrottle?: (bytes: number) => Promise<void>;
   /**
    * Called after every chunk and side file is stored, right before the manifest is
-   * written; throwing here aborts the backup without a manifest (used by the prune
-   * protocol: a backup whose registration may have lapsed must not publish).
+   * written; throwing here aborts the backup without a manifest (the frozen images
+   * must not have changed while they were read).
    */
   beforeManifest?: () => Promise<void>;
+  /**
+   * The prune protocol (docs/prune.md): the manifest PUT runs inside the backup
+   * registration's guard, which refuses, cancels or disowns it when the registration
+   * lapsed. A disowned manifest is withdrawn and never trusted here again.
+   */
+  publish?: PublishGuard;
   /** Chunk ids stored in this run (by any of its containers) and their uploads: not uploaded again. */
   storedThisRun?: Map<string, Promise<void>>;
 }
@@ -300,9 +307,31 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
   };
   checkAbort();
   await options.beforeManifest?.();
-  const object = await repo.putManifest(manifest);
+  const object = await publishManifest(repo, cache, manifest, options.publish);
   await cache.remember(ref, object);
   return { manifest, stats };
+}
+
+/**
+ * The manifest PUT, last. Under a publish guard, a PUT that the guard cancels or that may
+ * have landed after the registration lapsed does not count: the manifest is withdrawn
+ * (and, if that fails too, distrusted on this host) and the backup fails.
+ */
+async function publishManifest(repo: Repository, cache: ManifestCache, manifest: Manifest, publish: PublishGuard | undefined): Promise<Buffer> {
+  if (publish === undefined) return repo.putManifest(manifest);
+  const ref = { ct: manifest.metadata.ct, id: manifest.metadata.id };
+  try {
+    return await publish.guard("publish the manifest of backup " + `${ref.ct}/${ref.id}`, (signal) => repo.putManifest(manifest, { signal }));
+  } catch (error) {
+    if (!(error instanceof LeaseLapsedError)) throw error;
+    await cache.distrust(ref).catch(() => undefined);
+    try {
+      await repo.withdrawManifest(ref);
+    } catch (withdrawError) {
+      throw new LeaseLapsedError(`${error.message}; its manifest could not be withdrawn (${errorLine(withdrawError)}): run "ploopvault check"`, { cause: error });
+    }
+    throw error;
+  }
 }
 
 function alignedBlockSize(requested: number, clusterBytes: number): number {

@@ -1,23 +1,33 @@
 /**
- * One backup run over several containers: each one is snapshotted through its
- * DiskDescriptor.xml, its frozen chain streamed through the pipeline, and the snapshot
- * merged back whatever happens (snapshot-lifecycle.ts). Containers run with bounded
- * parallelism; every container gets its own result, a failure of one does not stop the
- * others (exit 3 = partial success).
+ * One backup run (runBackup), the library behind `ploopvault backup`:
+ *
+ *   host run lock -> recovery of what a crashed run left -> discovery -> (no-incremental:
+ *   release kept snapshots) -> repository -> registration (prune protocol) -> containers
+ *   -> unregister
+ *
+ * Each container is snapshotted through its DiskDescriptor.xml, its frozen chain streamed
+ * through the pipeline, and the snapshot merged back whatever happens
+ * (snapshot-lifecycle.ts). Containers run with bounded parallelism; every container gets
+ * its own result, a failure of one does not stop the others (exit 3 = partial success).
+ * A lapsed registration stops the whole run at once: no container may publish after it.
+ * `--disk` backs up stopped containers' disks directly (no snapshot, no host lock).
  */
 import { readFile } from "node:fs/promises";
-import { errorLine } from "../errors.js";
+import { join } from "node:path";
+import { errorLine, PloopvaultError } from "../errors.js";
 import { openLogicalDisk } from "../ploop/disk.js";
-import type { PloopCli } from "../ploop/driver.js";
-import type { ManifestCache } from "../repository/known-chunks.js";
+import { PloopCli } from "../ploop/driver.js";
+import { BackupRegistration } from "../prune/registration.js";
+import { ManifestCache } from "../repository/known-chunks.js";
 import type { Repository } from "../repository/repository.js";
-import type { ContainerInfo } from "./containers.js";
-import { readDescriptorBytes, CONTAINER_CONFIG_NAME } from "./disk-source.js";
-import type { SnapshotJournal } from "./journal.js";
+import { acquireHostLock } from "../util/host-lock.js";
+import { listContainers, resolveContainers, type ContainerInfo } from "./containers.js";
+import { findContainerConfig, readDescriptorBytes, CONTAINER_CONFIG_NAME } from "./disk-source.js";
+import { SnapshotJournal } from "./journal.js";
 import { backupDisk, type BackupProgress, type BackupResult } from "./pipeline.js";
-import { withFrozenDisk } from "./snapshot-lifecycle.js";
-import { decideIncremental, keepSnapshot } from "./incremental.js";
-import type { KeptSnapshots } from "./kept-snapshot.js";
+import { recoverInterrupted, withFrozenDisk } from "./snapshot-lifecycle.js";
+import { decideIncremental, keepSnapshot, releaseKeptSnapshot } from "./incremental.js";
+import { KeptSnapshots } from "./kept-snapshot.js";
 
 export interface ContainerResult {
   ct: string;
@@ -54,7 +64,8 @@ export interface RunOptions {
   parallel: number;
   signal: AbortSignal;
   log: (line: string) => void;
-  beforeManifest?: () => Promise<void>;
+  /** The prune protocol's guard of each manifest PUT (the run's registration). */
+  publish?: BackupRegistration;
   onResult?: (result: ContainerResult) => void;
   /** Per-container read progress (live display) and the image-read throttle (--limit-read). */
   onProgress?: (ct: string, progress: BackupProgress) => void;
@@ -143,10 +154,8 @@ export async function backupOneContainer(container: ContainerInfo, options: RunO
               ...(options.readThrottle ? { readThrottle: options.readThrottle } : {}),
               ...(options.readBlockBytes ? { readBlockBytes: options.readBlockBytes } : {}),
               // The frozen images must not have changed while we read them (ploop.md 3.6).
-              beforeManifest: async () => {
-                await frozen.verifyUnchanged();
-                await options.beforeManifest?.();
-              },
+              beforeManifest: () => frozen.verifyUnchanged(),
+              ...(options.publish ? { publish: options.publish } : {}),
             },
           );
           backupId = result.manifest.metadata.id;
@@ -175,7 +184,7 @@ export async function backupContainers(containers: readonly ContainerInfo[], opt
       const index = next++;
       const container = containers[index]!;
       if (options.signal.aborted) {
-        results[index] = { ct: container.ct, status: "error", seconds: 0, error: "not started: run interrupted" };
+        results[index] = { ct: container.ct, status: "error", seconds: 0, error: `not started: ${errorLine(options.signal.reason ?? "run interrupted")}` };
       } else {
         options.log(`backing up container ${container.ct} (${container.status})`);
         results[index] = await backupOneContainer(container, options);
@@ -184,5 +193,167 @@ export async function backupContainers(containers: readonly ContainerInfo[], opt
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(options.parallel, containers.length)) }, worker));
+  return results;
+}
+
+/** A stopped container's disk, read directly (`backup --disk`). */
+export interface DirectDisk {
+  descriptorPath: string;
+  ct: string;
+}
+
+export interface BackupRunRequest {
+  /** Containers by id, every container found, or disks given directly. */
+  targets: { kind: "containers"; ctids: string[] } | { kind: "all" } | { kind: "disks"; disks: DirectDisk[] };
+  openRepository: () => Promise<Repository>;
+  stateDir: string;
+  /** Seconds to wait for another run's host lock (then exit 4). */
+  lockWaitSeconds: number;
+  host: string;
+  time: Date | null;
+  incremental: boolean;
+  forceFull: boolean;
+  workerThreads: number;
+  uploadConcurrency: number;
+  parallel: number;
+  ploopBin: string;
+  vzlistBin: string;
+  privateRoot: string;
+  /** SIGINT/SIGTERM. */
+  signal: AbortSignal;
+  log: (line: string) => void;
+  warn: (line: string) => void;
+  debug: (line: string) => void;
+  onResult?: (result: ContainerResult) => void;
+  onProgress?: (ct: string, progress: BackupProgress) => void;
+  readThrottle?: (bytes: number) => Promise<void>;
+  readBlockBytes?: number;
+}
+
+/**
+ * The whole backup run; one result per container (or disk), in order. Throws only for
+ * what stops the run before any container (host lock busy, no repository, nothing found).
+ */
+export async function runBackup(request: BackupRunRequest): Promise<ContainerResult[]> {
+  if (request.targets.kind === "disks") return withRegistration(request, (repo, registration, signal) => backupDirectDisks(request, request.targets.kind === "disks" ? request.targets.disks : [], repo, registration, signal));
+  // Overlapping cron runs on one host: the second waits, then gives up with exit 4.
+  const lock = await acquireHostLock(join(request.stateDir, "run.lock"), { waitSeconds: request.lockWaitSeconds });
+  try {
+    const ploop = new PloopCli({ bin: request.ploopBin, log: request.debug });
+    const journal = new SnapshotJournal(request.stateDir);
+    const kept = new KeptSnapshots(request.stateDir);
+    // Whatever a crashed or killed run left behind is cleaned up before anything else.
+    await recoverInterrupted(journal, ploop, request.log, {
+      isKept: async (ct, guid) => (await kept.get(ct))?.snapshotGuid.toLowerCase() === guid.toLowerCase(),
+    });
+    const discovery = { vzlistBin: request.vzlistBin, privateRoot: request.privateRoot, log: request.debug };
+    const containers = request.targets.kind === "all" ? await listContainers(discovery) : await resolveContainers(request.targets.ctids, discovery);
+    if (containers.length === 0) throw new PloopvaultError(`no containers found (vzlist "${request.vzlistBin}" or ${request.privateRoot}/*/root.hdd/DiskDescriptor.xml)`);
+    if (!request.incremental) {
+      // No kept deltas in this mode: give containers back a disk without ours.
+      for (const c of containers) {
+        const released = await releaseKeptSnapshot({ ct: c.ct, descriptorPath: c.descriptorPath, ploop, journal, kept, log: request.log });
+        if (released) request.log(`container ${c.ct}: kept snapshot ${released} of an earlier incremental backup merged (--no-incremental)`);
+      }
+    }
+    return await withRegistration(request, (repo, registration, signal) =>
+      backupContainers(containers, {
+        publish: registration,
+        repo,
+        cache: ManifestCache.forRepository(repo, request.stateDir),
+        ploop,
+        journal,
+        host: request.host,
+        time: request.time,
+        workerThreads: request.workerThreads,
+        uploadConcurrency: request.uploadConcurrency,
+        parallel: request.parallel,
+        signal,
+        log: request.log,
+        kept: request.incremental ? kept : null,
+        forceFull: request.forceFull,
+        storedThisRun: new Map<string, Promise<void>>(),
+        ...(request.onResult ? { onResult: request.onResult } : {}),
+        ...(request.onProgress ? { onProgress: request.onProgress } : {}),
+        ...(request.readThrottle ? { readThrottle: request.readThrottle } : {}),
+        ...(request.readBlockBytes ? { readBlockBytes: request.readBlockBytes } : {}),
+      }),
+    );
+  } finally {
+    await lock.release();
+  }
+}
+
+/**
+ * Open the repository and register the run with it (prune protocol, docs/prune.md)
+ * before anything reads what the repository holds; the run's signal also fires when the
+ * registration lapses, so every container stops at once.
+ */
+async function withRegistration(
+  request: BackupRunRequest,
+  body: (repo: Repository, registration: BackupRegistration, signal: AbortSignal) => Promise<ContainerResult[]>,
+): Promise<ContainerResult[]> {
+  const repo = await request.openRepository();
+  let registration: BackupRegistration | null = null;
+  try {
+    registration = await BackupRegistration.start(repo, request.host, { log: request.log, warn: request.warn });
+    return await body(repo, registration, AbortSignal.any([request.signal, registration.signal]));
+  } finally {
+    if (registration !== null && !(await registration.stop())) {
+      request.warn(`backup registration ${registration.key} lapsed during the run: every backup published before it was checked when its manifest landed; the others failed`);
+    }
+    await repo.close();
+  }
+}
+
+async function backupDirectDisks(request: BackupRunRequest, disks: readonly DirectDisk[], repo: Repository, registration: BackupRegistration, signal: AbortSignal): Promise<ContainerResult[]> {
+  const results: ContainerResult[] = [];
+  const storedThisRun = new Map<string, Promise<void>>();
+  for (const { descriptorPath, ct } of disks) {
+    const started = performance.now();
+    let result: ContainerResult;
+    try {
+      if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new PloopvaultError("run interrupted");
+      const disk = await openLogicalDisk(descriptorPath);
+      try {
+        if (disk.inUseImages.length > 0) {
+          throw new PloopvaultError(
+            `${disk.inUseImages[0]}: image is marked in use (container running, or not shut down cleanly); back up a running container by CTID so a snapshot is taken, or run "ploop check" on a stopped one`,
+          );
+        }
+        const backup = await backupDisk(
+          repo,
+          ManifestCache.forRepository(repo, request.stateDir),
+          {
+            disk,
+            ct,
+            descriptorXml: await readDescriptorBytes(descriptorPath),
+            containerConfig: await findContainerConfig(descriptorPath),
+            snapshotGuid: null,
+            sourceFormatVersion: disk.formatVersion,
+          },
+          {
+            host: request.host,
+            time: request.time ?? new Date(),
+            workerThreads: request.workerThreads,
+            uploadConcurrency: request.uploadConcurrency,
+            storedThisRun,
+            signal,
+            publish: registration,
+            ...(request.onProgress ? { onProgress: (p: BackupProgress) => request.onProgress!(ct, p) } : {}),
+            ...(request.readThrottle ? { readThrottle: request.readThrottle } : {}),
+            ...(request.readBlockBytes ? { readBlockBytes: request.readBlockBytes } : {}),
+          },
+        );
+        result = resultOf(ct, backup, null);
+      } finally {
+        await disk.close();
+      }
+    } catch (error) {
+      result = { ct, status: "error", seconds: (performance.now() - started) / 1000, error: errorLine(error) };
+    }
+    results.push(result);
+    request.onResult?.(result);
+  }
   return results;
 }

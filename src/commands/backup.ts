@@ -1,29 +1,17 @@
 import { availableParallelism } from "node:os";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { Command, Option } from "commander";
-import { listContainers, resolveContainers, type ContainerInfo } from "../backup/containers.js";
-import { defaultContainerId, findContainerConfig, readDescriptorBytes } from "../backup/disk-source.js";
-import { SnapshotJournal } from "../backup/journal.js";
-import { backupDisk } from "../backup/pipeline.js";
-import { backupContainers, resultOf, type ContainerResult } from "../backup/run.js";
-import { recoverInterrupted } from "../backup/snapshot-lifecycle.js";
-import { KeptSnapshots } from "../backup/kept-snapshot.js";
-import { releaseKeptSnapshot } from "../backup/incremental.js";
+import { defaultContainerId } from "../backup/disk-source.js";
+import { runBackup, type BackupRunRequest, type ContainerResult } from "../backup/run.js";
 import { EXIT_PARTIAL, PloopvaultError, UsageError } from "../errors.js";
-import { openLogicalDisk } from "../ploop/disk.js";
-import { PloopCli } from "../ploop/driver.js";
-import { BackupRegistration } from "../prune/registration.js";
-import { ManifestCache } from "../repository/known-chunks.js";
 import { validateName } from "../repository/layout.js";
-import type { Repository } from "../repository/repository.js";
 import { formatBytes, formatSeconds } from "../util/format.js";
-import { acquireHostLock } from "../util/host-lock.js";
-import { addBackupOpsOptions, backupRunOps, diskRunOps, recordResult, type BackupOpsOptions } from "../ops/backup-ops.js";
+import { addBackupOpsOptions, backupRunOps, recordResult, type BackupOpsOptions } from "../ops/backup-ops.js";
 import { addCommonOptions, defaultHost, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
 
 interface BackupOptions extends GlobalOptions, BackupOpsOptions {
   all?: boolean;
-  disk?: string;
+  disk?: string[];
   name?: string;
   host: string;
   time?: string;
@@ -57,7 +45,7 @@ export function backupCommand(): Command {
     .description("back up containers (snapshot, read the frozen disk, merge back) or one ploop disk")
     .argument("[ctid...]", "containers to back up (resolved with vzlist, else <private-root>/<CTID>)")
     .option("--all", "back up every container found (vzlist -a, else <private-root>/*/root.hdd)")
-    .option("--disk <path>", "DiskDescriptor.xml of a ploop disk to read directly (stopped container, no snapshot)")
+    .option("--disk <path>", "DiskDescriptor.xml of a ploop disk to read directly (stopped container, no snapshot); repeat for several", (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
     .option("--name <ct>", "container id recorded for --disk (default: the descriptor's folder's parent name)")
     .addOption(new Option("--private-root <dir>", "where container private areas live").default("/vz/private"))
     .addOption(new Option("--ploop-bin <path>", "ploop command line to drive").env("PLOOPVAULT_PLOOP").default("ploop"))
@@ -90,15 +78,22 @@ PLOOPVAULT_EXIT_CODE and PLOOPVAULT_RESULTS_JSON in the environment (docs/operat
     )
     .action(async (ctids: string[], options: BackupOptions) => {
       const out = new Output(options);
-      const modes = [ctids.length > 0, options.all === true, options.disk !== undefined].filter(Boolean).length;
+      const disks = options.disk ?? [];
+      const modes = [ctids.length > 0, options.all === true, disks.length > 0].filter(Boolean).length;
       if (modes !== 1) throw new UsageError("give container ids, --all, or --disk PATH/DiskDescriptor.xml (exactly one of them)");
-      if (options.name !== undefined && options.disk === undefined) throw new UsageError("--name only applies to --disk");
+      if (options.name !== undefined && disks.length !== 1) throw new UsageError(disks.length === 0 ? "--name only applies to --disk" : "--name applies to a single --disk");
       for (const ct of ctids) validateName("container id", ct);
       const time = options.time === undefined ? null : new Date(options.time);
       if (time !== null && Number.isNaN(time.getTime())) throw new UsageError(`--time: "${options.time}" is not an ISO 8601 time`);
+      const targets: BackupRunRequest["targets"] =
+        disks.length > 0
+          ? { kind: "disks", disks: disks.map((d) => ({ descriptorPath: resolve(d), ct: validateName("container id", options.name ?? defaultContainerId(resolve(d))) })) }
+          : options.all
+            ? { kind: "all" }
+            : { kind: "containers", ctids };
 
-      // Overlapping cron runs on one host: the second waits, then gives up with exit 4.
-      const lock = await acquireHostLock(join(options.stateDir, "run.lock"), { waitSeconds: options.lockWait });
+      // one target: its failure is the run's one error line, not printed twice
+      const targetCount = targets.kind === "containers" ? targets.ctids.length : targets.kind === "disks" ? targets.disks.length : Infinity;
       const abort = new AbortController();
       const onSignal = (signal: NodeJS.Signals): void => {
         if (!abort.signal.aborted) out.warn(`${signal} received: stopping, merging snapshots back, writing no manifest`);
@@ -106,120 +101,50 @@ PLOOPVAULT_EXIT_CODE and PLOOPVAULT_RESULTS_JSON in the environment (docs/operat
       };
       process.on("SIGINT", onSignal);
       process.on("SIGTERM", onSignal);
+      let results: ContainerResult[];
       try {
-        if (options.disk !== undefined) {
-          await backupDirectDisk(options, out, time, abort.signal);
-          return;
-        }
-        const ploop = new PloopCli({ bin: options.ploopBin, log: (line) => out.debug(line) });
-        const journal = new SnapshotJournal(options.stateDir);
-        // Whatever a crashed or killed run left behind is cleaned up before anything else.
-        const kept = new KeptSnapshots(options.stateDir);
-        await recoverInterrupted(journal, ploop, (line) => out.info(line), {
-          isKept: async (ct, guid) => (await kept.get(ct))?.snapshotGuid.toLowerCase() === guid.toLowerCase(),
+        results = await runBackup({
+          targets,
+          openRepository: () => openRepository(options),
+          stateDir: options.stateDir,
+          lockWaitSeconds: options.lockWait,
+          host: options.host,
+          time,
+          incremental: options.incremental,
+          forceFull: options.full === true,
+          workerThreads: options.threads,
+          uploadConcurrency: options.uploadConcurrency,
+          parallel: options.parallel,
+          ploopBin: options.ploopBin,
+          vzlistBin: options.vzlistBin,
+          privateRoot: options.privateRoot,
+          signal: abort.signal,
+          log: (line) => out.info(line),
+          warn: (line) => out.warn(line),
+          debug: (line) => out.debug(line),
+          onResult: (r) => report(out, r, targetCount),
+          ...backupRunOps(options),
         });
-        const discovery = { vzlistBin: options.vzlistBin, privateRoot: options.privateRoot, log: (line: string) => out.debug(line) };
-        const containers: ContainerInfo[] = options.all ? await listContainers(discovery) : await resolveContainers(ctids, discovery);
-        if (containers.length === 0) throw new PloopvaultError(`no containers found (vzlist "${options.vzlistBin}" or ${options.privateRoot}/*/root.hdd/DiskDescriptor.xml)`);
-        if (!options.incremental) {
-          // No kept deltas in this mode: give containers back a disk without ours.
-          for (const c of containers) {
-            const released = await releaseKeptSnapshot({ ct: c.ct, descriptorPath: c.descriptorPath, ploop, journal, kept, log: (line) => out.info(line) });
-            if (released) out.info(`container ${c.ct}: kept snapshot ${released} of an earlier incremental backup merged (--no-incremental)`);
-          }
-        }
-        const repo = await openRepository(options);
-        let results: ContainerResult[];
-        let registration: BackupRegistration | null = null;
-        try {
-          // prune protocol (docs/prune.md): registered before anything reads what the repository holds
-          registration = await BackupRegistration.start(repo, options.host, { log: (line) => out.info(line), warn: (line) => out.warn(line) });
-          const reg = registration;
-          results = await backupContainers(containers, {
-            beforeManifest: async () => reg.assertValid(),
-            repo,
-            cache: ManifestCache.forRepository(repo, options.stateDir),
-            ploop,
-            journal,
-            host: options.host,
-            time,
-            workerThreads: options.threads,
-            uploadConcurrency: options.uploadConcurrency,
-            parallel: options.parallel,
-            signal: abort.signal,
-            log: (line) => out.info(line),
-            onResult: (r) => report(out, r),
-            kept: options.incremental ? kept : null,
-            forceFull: options.full === true,
-            storedThisRun: new Map<string, Promise<void>>(),
-            ...backupRunOps(options),
-          });
-        } finally {
-          await registration?.stop();
-          await repo.close();
-        }
-        const failed = results.filter((r) => r.status !== "ok");
-        if (abort.signal.aborted) throw abort.signal.reason instanceof Error ? abort.signal.reason : new PloopvaultError("interrupted");
-        if (failed.length === 0) return;
-        const summary = failed.map((r) => `${r.ct}: ${r.error ?? "failed"}`).join("; ");
-        if (failed.length === results.length) throw new PloopvaultError(failed.length === 1 ? `backup of container ${summary}` : `all ${failed.length} backups failed: ${summary}`);
-        throw new PloopvaultError(`${failed.length} of ${results.length} backups failed: ${summary}`, { exitCode: EXIT_PARTIAL });
       } finally {
         process.off("SIGINT", onSignal);
         process.off("SIGTERM", onSignal);
-        await lock.release();
       }
+      const failed = results.filter((r) => r.status !== "ok");
+      if (abort.signal.aborted) throw abort.signal.reason instanceof Error ? abort.signal.reason : new PloopvaultError("interrupted");
+      if (failed.length === 0) return;
+      const summary = failed.map((r) => `${r.ct}: ${r.error ?? "failed"}`).join("; ");
+      if (failed.length === results.length) throw new PloopvaultError(failed.length === 1 ? `backup of container ${summary}` : `all ${failed.length} backups failed: ${summary}`);
+      throw new PloopvaultError(`${failed.length} of ${results.length} backups failed: ${summary}`, { exitCode: EXIT_PARTIAL });
     });
 }
 
-function report(out: Output, r: ContainerResult): void {
+function report(out: Output, r: ContainerResult, targetCount: number): void {
   recordResult(r);
   if (out.json) out.jsonResult(r);
   if (r.status === "ok") {
     const mode = r.mode === "incremental" ? `, incremental since ${r.baseBackup}` : r.mode === "full" ? ", full read" : "";
     out.info(`backup ${r.ct}/${r.backup}: ${formatBytes(r.logicalBytes ?? 0)} disk, ${formatBytes(r.readBytes ?? 0)} read${mode}, ${r.newChunks} new of ${r.chunks} chunks (${formatBytes(r.newBytesStored ?? 0)} stored) in ${formatSeconds(r.seconds)}`);
-  } else {
+  } else if (targetCount > 1) {
     out.info(`backup of container ${r.ct} FAILED: ${r.error ?? "unknown error"}`);
   }
 }
-
-/** --disk: the disk of a stopped container, read directly without a snapshot. */
-async function backupDirectDisk(options: BackupOptions, out: Output, time: Date | null, signal: AbortSignal): Promise<void> {
-  const descriptorPath = resolve(options.disk!);
-  const ct = validateName("container id", options.name ?? defaultContainerId(descriptorPath));
-  const repo: Repository = await openRepository(options);
-  let registration: BackupRegistration | null = null;
-  try {
-    // prune protocol (docs/prune.md): registered before anything reads what the repository holds
-    registration = await BackupRegistration.start(repo, options.host, { log: (line) => out.info(line), warn: (line) => out.warn(line) });
-    const reg = registration;
-    const disk = await openLogicalDisk(descriptorPath);
-    try {
-      if (disk.inUseImages.length > 0) {
-        throw new PloopvaultError(
-          `${disk.inUseImages[0]}: image is marked in use (container running, or not shut down cleanly); back up a running container by CTID so a snapshot is taken, or run "ploop check" on a stopped one`,
-        );
-      }
-      const result = await backupDisk(
-        repo,
-        ManifestCache.forRepository(repo, options.stateDir),
-        {
-          disk,
-          ct,
-          descriptorXml: await readDescriptorBytes(descriptorPath),
-          containerConfig: await findContainerConfig(descriptorPath),
-          snapshotGuid: null,
-          sourceFormatVersion: disk.formatVersion,
-        },
-        { host: options.host, time: time ?? new Date(), workerThreads: options.threads, uploadConcurrency: options.uploadConcurrency, signal, beforeManifest: async () => reg.assertValid(), ...diskRunOps(options, ct) },
-      );
-      report(out, resultOf(ct, result, null));
-    } finally {
-      await disk.close();
-    }
-  } finally {
-    await registration?.stop();
-    await repo.close();
-  }
-}
-

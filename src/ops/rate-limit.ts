@@ -90,8 +90,14 @@ export class RateLimitedStore implements ObjectStore {
   }
 
   async put(key: string, body: Uint8Array, options?: PutOptions): Promise<void> {
-    await this.limits.upload?.take(body.length);
+    const turn = this.limits.upload?.take(body.length);
+    if (turn !== undefined) await abortable(turn, options?.signal);
     return this.inner.put(key, body, options);
+  }
+
+  /** Lock traffic bypasses the limits: a refresh must never wait for upload tokens. */
+  controlChannel(): ObjectStore {
+    return this.inner.controlChannel?.() ?? this.inner;
   }
 
   async get(key: string): Promise<Buffer> {
@@ -125,6 +131,26 @@ export class RateLimitedStore implements ObjectStore {
   close(): Promise<void> {
     return this.inner.close();
   }
+}
+
+/** `turn`, unless `signal` aborts first (then its reason). */
+function abortable(turn: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  if (signal === undefined) return turn;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    turn.then(
+      () => {
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 /** Wrap `store` when a limit is set; the store itself otherwise. */

@@ -1,16 +1,28 @@
 /**
  * A lease: one lock object kept alive by re-writing it every `refresh`, with the holder's
  * self-fence. The holder trusts its lease only while every gap between two successful
- * refreshes, measured on the local monotonic clock from the START of the earlier request
- * to the END of the later one, and the time since the start of the last successful
- * refresh, stay below limit = TTL - margin. Why that is enough (docs/prune.md): the
- * server stamps a write between its request's start and end, so a reader that sees the
- * object older than TTL on the server clock implies that more than TTL passed on ours
- * between a refresh start and the next refresh end (or now), which the holder notices.
+ * refreshes, measured from the START of the earlier request to the END of the later one,
+ * and the time since the start of the last successful refresh, stay below
+ * limit = TTL - margin. Why that is enough (docs/prune.md): the server stamps a write
+ * between its request's start and end, so a reader that sees the object older than TTL
+ * on the server clock implies that more than TTL passed on ours between a refresh start
+ * and the next refresh end (or now), which the holder notices.
  *
- * A failed refresh is retried soon; the gap rule, not the failure, decides. Once fenced
- * a lease never recovers: it stops refreshing and removes its object (the holder must not
- * act on it any more, so it should not block others either).
+ * Time is measured on two clocks and the larger reading counts: the monotonic clock
+ * (immune to clock steps) and the wall clock, because the monotonic clock stands still
+ * while the host is suspended (and often while a VM is paused), and the storage clock
+ * does not: after a resume the wall clock shows the gap, the monotonic one does not.
+ *
+ * Unique lock objects (registrations, sweep markers) are created with a conditional
+ * create and refreshed with `If-Match` on our own last etag, so an object that another
+ * process removed (a prune that judged it expired) is noticed and never silently
+ * re-created. The shared prune lock is refreshed the same way (it detects a takeover).
+ *
+ * A watchdog fences the lease the moment the limit passes, even while no refresh is due,
+ * and aborts `signal`: work that depends on the lease (the backup, the manifest PUT, a
+ * delete batch) stops at once. Once fenced a lease never recovers. It then removes its
+ * object, unless requests that depend on it may still land (`guard()`): the object stays
+ * (and expires by itself after the margin) until they settle.
  */
 import { PloopvaultError } from "../errors.js";
 import { StoreError, type ObjectStore } from "../uploader/store.js";
@@ -19,26 +31,50 @@ import { CLOCK_SLACK_MS, type LockTiming } from "./locks.js";
 
 export class LeaseLapsedError extends PloopvaultError {}
 
+/** The two clocks a lease reads (tests inject a host that sleeps through a suspend). */
+export interface LeaseClock {
+  /** Monotonic milliseconds (performance.now()). */
+  mono(): number;
+  /** Wall-clock milliseconds (Date.now()). */
+  wall(): number;
+}
+
+const SYSTEM_CLOCK: LeaseClock = { mono: () => performance.now(), wall: () => Date.now() };
+
 export interface LeaseOptions {
-  /** Refresh with a conditional overwrite on our own last etag (detects a takeover). */
-  conditional?: boolean;
+  /**
+   * The key is shared with other holders (locks/prune): a fenced or taken-over lease
+   * must not delete it. Unique keys (registrations, markers) are always ours to delete.
+   */
+  shared?: boolean;
   /** What the lease is, for messages ("backup registration locks/backup-..."). */
   what: string;
   warn?: (line: string) => void;
+  clock?: LeaseClock;
+}
+
+/** Both clocks at one moment. */
+interface Instant {
+  mono: number;
+  wall: number;
 }
 
 export class Lease {
-  /** performance.now() at the start of the last successful write. */
-  private lastStart = 0;
+  /** Both clocks at the start of the last successful write. */
+  private lastStart: Instant = { mono: 0, wall: 0 };
   private etag: string | undefined;
   private modified: Date | undefined;
   private fenceReason: string | null = null;
   private timer: NodeJS.Timeout | undefined;
+  private watchdog: NodeJS.Timeout | undefined;
   private inFlight: Promise<void> | null = null;
   private stopped = false;
+  /** Requests in flight that must land while the object is live (guard()). */
+  private guarded = 0;
   private readonly controller = new AbortController();
   /** Aborted when the lease is fenced. */
   readonly signal = this.controller.signal;
+  private readonly clock: LeaseClock;
 
   constructor(
     readonly store: ObjectStore,
@@ -46,7 +82,18 @@ export class Lease {
     private readonly body: () => Buffer,
     readonly timing: LockTiming,
     private readonly options: LeaseOptions,
-  ) {}
+  ) {
+    this.clock = options.clock ?? SYSTEM_CLOCK;
+  }
+
+  private instant(): Instant {
+    return { mono: this.clock.mono(), wall: this.clock.wall() };
+  }
+
+  /** Milliseconds from `since` to now: the larger of the two clocks' readings. */
+  private elapsedSince(since: Instant): number {
+    return Math.max(this.clock.mono() - since.mono, this.clock.wall() - since.wall);
+  }
 
   get limitMs(): number {
     return this.timing.ttlMs - this.timing.marginMs;
@@ -58,16 +105,18 @@ export class Lease {
   }
 
   /**
-   * Write the object (plain put, or conditional create / takeover), start refreshing.
-   * `mode.ifMatch` takes over a stale object with that etag.
+   * Write the object, start refreshing. A unique key is created conditionally (it must
+   * not exist); `mode.ifMatch` takes over a stale shared object with that etag.
    */
-  async create(mode: { ifAbsent?: boolean; ifMatch?: string } = {}): Promise<void> {
-    const start = performance.now();
+  async create(mode: { ifMatch?: string } = {}): Promise<void> {
+    const start = this.instant();
     const body = this.body();
-    await this.store.put(this.key, body, mode.ifMatch !== undefined ? { ifMatch: mode.ifMatch } : mode.ifAbsent ? { ifAbsent: true } : undefined);
-    if (this.options.conditional) await this.readBack(body);
+    await this.store.put(this.key, body, mode.ifMatch !== undefined ? { ifMatch: mode.ifMatch } : { ifAbsent: true });
+    await this.readBack(body);
     this.lastStart = start;
     this.schedule(this.timing.refreshMs);
+    this.watchdog = setInterval(() => void this.lapsed(), Math.max(50, Math.min(1000, this.limitMs / 20)));
+    this.watchdog.unref();
   }
 
   /**
@@ -79,7 +128,7 @@ export class Lease {
     const info = await this.store.stat(this.key);
     const stored = info === null ? null : await this.store.get(this.key).catch(() => null);
     if (info === null || info.etag === undefined || stored === null || !stored.equals(body)) {
-      throw new StoreError("changed", `${this.options.what} was overwritten by another process right after our write`, { key: this.key });
+      throw new StoreError("changed", `${this.options.what} was overwritten or removed by another process right after our write`, { key: this.key });
     }
     this.etag = info.etag;
     this.modified = info.modified;
@@ -96,34 +145,27 @@ export class Lease {
   }
 
   private async refresh(): Promise<void> {
-    const start = performance.now();
-    if (start - this.lastStart > this.limitMs) {
-      await this.fence(`no successful refresh for ${formatDuration(start - this.lastStart)} (limit ${formatDuration(this.limitMs)})`);
-      return;
-    }
+    const start = this.instant();
+    if (this.lapsed() !== null) return;
     try {
       const body = this.body();
-      await this.store.put(this.key, body, this.options.conditional ? { ifMatch: this.etag! } : undefined);
-      // our new version: release() must recognize it as ours
-      if (this.options.conditional) await this.readBack(body);
-      if (this.fenceReason !== null || this.stopped) {
-        // fenced or released while this write was in flight: it must not linger
-        if (!this.options.conditional) await this.store.delete([this.key]).catch(() => undefined);
-        return;
-      }
+      await this.store.put(this.key, body, { ifMatch: this.etag! });
+      // our new version: the next refresh and release() must recognize it as ours
+      await this.readBack(body);
     } catch (error) {
       if (error instanceof StoreError && error.kind === "changed") {
-        await this.fence(`it was taken over or removed by another process`);
+        await this.fence(`it was removed or taken over by another process (a prune may have judged it expired)`);
         return;
       }
-      if (this.stopped) return;
+      if (this.stopped || this.fenceReason !== null) return;
       this.options.warn?.(`cannot refresh ${this.options.what}: ${error instanceof Error ? error.message : String(error)}; retrying`);
       this.schedule(Math.min(this.timing.refreshMs, Math.max(200, this.timing.pollMs)));
       return;
     }
-    const end = performance.now();
-    if (end - this.lastStart > this.limitMs) {
-      await this.fence(`a refresh completed ${formatDuration(end - this.lastStart)} after the previous one started (limit ${formatDuration(this.limitMs)})`);
+    if (this.fenceReason !== null || this.stopped) return;
+    const gap = this.elapsedSince(this.lastStart);
+    if (gap > this.limitMs) {
+      await this.fence(`a refresh completed ${formatDuration(gap)} after the previous one started (limit ${formatDuration(this.limitMs)})`);
       return;
     }
     this.lastStart = start;
@@ -135,15 +177,18 @@ export class Lease {
     this.fenceReason = reason;
     this.controller.abort(new LeaseLapsedError(`${this.options.what} lapsed: ${reason}`));
     if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.watchdog !== undefined) clearInterval(this.watchdog);
     if (!this.stopped) this.options.warn?.(`${this.options.what} lapsed: ${reason}`);
-    // we must not act on it any more; do not make others wait for it either
-    if (!this.options.conditional) await this.store.delete([this.key]).catch(() => undefined);
+    // We must not act on it any more; do not make others wait for it either, unless a
+    // request that depends on it may still land: then it stays until that settles.
+    if (!this.options.shared && this.guarded === 0) await this.store.delete([this.key]).catch(() => undefined);
   }
 
   /** The reason the lease lapsed, or null while it is valid. */
   lapsed(): string | null {
-    if (this.fenceReason === null && performance.now() - this.lastStart > this.limitMs) {
-      void this.fence(`no successful refresh for ${formatDuration(performance.now() - this.lastStart)} (limit ${formatDuration(this.limitMs)})`);
+    if (this.fenceReason === null && !this.stopped) {
+      const since = this.elapsedSince(this.lastStart);
+      if (since > this.limitMs) void this.fence(`no successful refresh for ${formatDuration(since)} (limit ${formatDuration(this.limitMs)})`);
     }
     return this.fenceReason;
   }
@@ -151,7 +196,7 @@ export class Lease {
   /**
    * Throws unless the lease is valid now with at least `margin` to spare: a request
    * issued right after this returns lands while others still see the object live,
-   * provided it completes within the margin.
+   * provided it completes within the margin (guard() enforces that).
    */
   assertValid(action: string): void {
     const reason = this.lapsed();
@@ -163,11 +208,34 @@ export class Lease {
    * dead to others (the request took longer than the margin, or the lease lapsed).
    */
   assertCoveredUntilNow(action: string): void {
-    const elapsed = performance.now() - this.lastStart;
+    const elapsed = this.elapsedSince(this.lastStart);
     if (this.fenceReason !== null || elapsed > this.timing.ttlMs - CLOCK_SLACK_MS) {
       throw new LeaseLapsedError(
-        `${this.options.what} may have looked expired to other processes while we were ${action} (${formatDuration(elapsed)} since its last refresh, TTL ${formatDuration(this.timing.ttlMs)})`,
+        `${this.options.what} may have looked expired to other processes while we were ${action} (${formatDuration(elapsed)} since its last refresh, TTL ${formatDuration(this.timing.ttlMs)}${this.fenceReason === null ? "" : `; ${this.fenceReason}`})`,
       );
+    }
+  }
+
+  /**
+   * Run a request that must land while the object is live (a manifest PUT, a delete
+   * batch): refused unless the lease is valid with the margin to spare, given `signal`
+   * (aborted the moment the lease lapses), and checked once it returns: if the lease
+   * may have looked expired meanwhile, it throws LeaseLapsedError although the request
+   * may have landed (the caller undoes what it can). While it runs, a fence does not
+   * delete the object, so a request still in flight at the server stays covered.
+   */
+  async guard<T>(action: string, request: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    this.assertValid(action);
+    this.guarded++;
+    try {
+      const result = await request(this.signal);
+      this.assertCoveredUntilNow(action);
+      return result;
+    } catch (error) {
+      if (this.signal.aborted) throw this.signal.reason instanceof Error ? this.signal.reason : new LeaseLapsedError(`${this.options.what} lapsed while ${action}`);
+      throw error;
+    } finally {
+      this.guarded--;
     }
   }
 
@@ -175,9 +243,10 @@ export class Lease {
   async release(): Promise<void> {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.watchdog !== undefined) clearInterval(this.watchdog);
     if (this.inFlight !== null) await this.inFlight.catch(() => undefined);
-    if (this.options.conditional && this.fenceReason !== null) return; // someone else's now
-    if (this.options.conditional) {
+    if (this.options.shared) {
+      if (this.fenceReason !== null) return; // someone else's now
       const info = await this.store.stat(this.key).catch(() => null);
       if (info?.etag !== undefined && info.etag !== this.etag) return; // taken over
     }

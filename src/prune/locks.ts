@@ -13,7 +13,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
-import { UsageError } from "../errors.js";
+import { PloopvaultError, UsageError } from "../errors.js";
 import type { ObjectInfo, ObjectStore } from "../uploader/store.js";
 
 export const LOCKS_PREFIX = "locks/";
@@ -177,14 +177,25 @@ export function describeHolder(key: string, holder: LockBody | null): string {
   return `${holder.host} pid ${holder.pid} (started ${holder.started})`;
 }
 
+/** A listing did not show an object this process had written before it: the store's listings are not consistent. */
+export class InconsistentListingError extends PloopvaultError {}
+
 /**
  * The storage clock's "now", lower bound: the LastModified of `ownKey` in a listing just
- * taken (it was written by us before the listing), or of a stat of it.
+ * taken. The key was written by us before the listing started, so a listing without it
+ * is not read-after-write consistent (an eventually consistent S3 implementation or a
+ * gateway cache): the handshake's "at least one side sees the other" needs exactly that
+ * consistency, so the operation stops instead of guessing.
  */
-export async function nowFromOwn(store: ObjectStore, entries: readonly ObjectInfo[], ownKey: string): Promise<Date> {
-  const own = entries.find((e) => e.key === ownKey)?.modified ?? (await store.stat(ownKey))?.modified;
-  if (own === undefined) throw new Error(`internal error: ${ownKey} has no modification time in ${store.location}`);
-  return own;
+export function nowFromOwn(store: ObjectStore, entries: readonly ObjectInfo[], ownKey: string): Date {
+  const own = entries.find((e) => e.key === ownKey);
+  if (own === undefined) {
+    throw new InconsistentListingError(
+      `${store.location}: a listing of ${LOCKS_PREFIX} did not show ${ownKey}, which this process wrote just before: the storage's listings are not consistent with its writes (eventually consistent server or caching proxy); prune and backup cannot coordinate safely there, stopping`,
+    );
+  }
+  if (own.modified === undefined) throw new Error(`internal error: ${ownKey} has no modification time in ${store.location}`);
+  return own.modified;
 }
 
 /** The storage clock's "now" (lower bound) by writing, reading and removing a probe object. */

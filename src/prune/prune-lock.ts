@@ -32,7 +32,7 @@ export async function acquirePruneLock(store: ObjectStore, options: PruneLockOpt
   const started = new Date();
   const newLease = (): Lease =>
     new Lease(store, PRUNE_LOCK_KEY, () => lockBody("prune", host, timing, started), timing, {
-      conditional: true,
+      shared: true,
       what: `prune lock ${PRUNE_LOCK_KEY}`,
       ...(options.warn ? { warn: options.warn } : {}),
     });
@@ -41,7 +41,7 @@ export async function acquirePruneLock(store: ObjectStore, options: PruneLockOpt
   for (;;) {
     const lease = newLease();
     try {
-      await lease.create({ ifAbsent: true });
+      await lease.create();
       return lease;
     } catch (error) {
       if (!(error instanceof StoreError && (error.kind === "exists" || error.kind === "changed"))) throw error;

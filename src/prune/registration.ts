@@ -2,19 +2,21 @@
  * A running backup makes itself visible to prune (docs/prune.md, "Backup registration"):
  *
  *   const reg = await BackupRegistration.start(repo, host);   // BEFORE loading known chunks
- *   ... backupDisk(..., { beforeManifest: async () => reg.assertValid() }) ...
+ *   ... backupDisk(..., { publish: reg }) ...                  // the manifest PUT runs in reg.guard()
  *   await reg.stop();                                          // finally
  *
- * start() writes locks/backup-<host>-<pid>-<random>, then looks for a live sweep marker
- * (a prune deleting chunks) and waits until there is none (bounded; then it fails with a
- * message naming the prune). The registration is re-written every refresh interval;
- * assertValid() throws once it may have looked expired to a prune (self-fence), so the
- * backup never publishes a manifest that could reference chunks a prune deleted.
+ * start() writes locks/backup-<host>-<pid>-<random> through the store's control channel
+ * (lock traffic never queues behind data), then looks for a live sweep marker (a prune
+ * deleting chunks) and waits until there is none (bounded; then it fails with a message
+ * naming the prune). The registration is re-written every refresh interval with
+ * If-Match; it fences itself once it may have looked expired to a prune, which aborts
+ * `signal` (the backup stops) and makes guard() refuse, cancel or disown the manifest PUT,
+ * so a backup never counts a manifest that could reference chunks a prune deleted.
  */
 import { PloopvaultError } from "../errors.js";
 import type { ObjectStore } from "../uploader/store.js";
 import { formatDuration } from "./duration.js";
-import { Lease } from "./lease.js";
+import { Lease, LeaseLapsedError } from "./lease.js";
 import { describeHolder, judgeLocks, listLocks, lockBody, lockTiming, nowFromOwn, readHolder, sleep, uniqueLockKey, type LockTiming } from "./locks.js";
 
 export const DEFAULT_SWEEP_WAIT_MS = 60 * 60_000;
@@ -31,7 +33,20 @@ export interface RegistrationOptions {
 
 export class SweepRunningError extends PloopvaultError {}
 
-export class BackupRegistration {
+/**
+ * What the backup pipeline needs to publish a manifest safely: a request run through
+ * guard() is refused unless the registration is valid with the margin to spare, aborted
+ * the moment it lapses, and, once it returns, rejected with LeaseLapsedError if the
+ * registration may have looked expired before it landed.
+ */
+export interface PublishGuard {
+  readonly signal: AbortSignal;
+  guard<T>(action: string, request: (signal: AbortSignal) => Promise<T>): Promise<T>;
+}
+
+export { LeaseLapsedError };
+
+export class BackupRegistration implements PublishGuard {
   private constructor(private readonly lease: Lease) {}
 
   /** The registration's object key. */
@@ -49,7 +64,7 @@ export class BackupRegistration {
    * anything with its ObjectStore as `store`.
    */
   static async start(repo: { store: ObjectStore }, host: string, options: RegistrationOptions = {}): Promise<BackupRegistration> {
-    const store = repo.store;
+    const store = repo.store.controlChannel?.() ?? repo.store;
     const timing = options.timing ?? lockTiming();
     const envWait = process.env.PLOOPVAULT_SWEEP_WAIT;
     const waitMs = options.sweepWaitMs ?? (envWait !== undefined && envWait !== "" && Number(envWait) >= 0 ? Number(envWait) * 1000 : DEFAULT_SWEEP_WAIT_MS);
@@ -67,7 +82,7 @@ export class BackupRegistration {
       let announced = false;
       for (;;) {
         const entries = await listLocks(store);
-        const now = await nowFromOwn(store, entries, key);
+        const now = nowFromOwn(store, entries, key);
         const sweeps = (await judgeLocks(store, entries.filter((e) => e.kind === "sweep"), now, timing)).filter((s) => s.live);
         if (sweeps.length === 0) break;
         const holders = await Promise.all(sweeps.map(async (s) => describeHolder(s.key, s.holder ?? (await readHolder(store, s.key)))));
@@ -97,15 +112,19 @@ export class BackupRegistration {
     this.lease.assertValid("write the backup's manifest (a prune may have deleted chunks this backup relies on; run the backup again)");
   }
 
+  guard<T>(action: string, request: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    return this.lease.guard(`${action} (a prune may have deleted chunks this backup relies on; run the backup again)`, request);
+  }
+
   /** Null while valid; else why the registration lapsed. */
   lapsed(): string | null {
     return this.lease.lapsed();
   }
 
   /**
-   * Unregister. Returns false if the registration lapsed before now, which after a
-   * successful assertValid() can only mean the manifest write itself took longer than the
-   * safety margin (then `ploopvault check` tells whether anything is missing).
+   * Unregister. Returns false if the registration lapsed before now: manifests published
+   * through guard() before the lapse are sound (each was checked when it landed); the
+   * caller reports the lapse (nothing after it may be trusted).
    */
   async stop(): Promise<boolean> {
     const ok = this.lease.lapsed() === null;

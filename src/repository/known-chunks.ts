@@ -11,7 +11,7 @@
  * chunk processors built from it compute ids in this repository's id space.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, rename, writeFile, open } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, writeFile, open } from "node:fs/promises";
 import { join, dirname } from "node:path";
 import { IntegrityError } from "../errors.js";
 import { decodeManifest, chunkIds, verifyManifestEnvelope } from "../manifest/format.js";
@@ -70,13 +70,36 @@ export class ManifestCache {
     }
   }
 
+  /**
+   * Never trust this backup's manifest again on this host, even if it is still listed
+   * (a backup whose registration lapsed and whose manifest could not be withdrawn): its
+   * chunks may be gone. The merged id set is dropped, so the next knownChunks() rebuilds
+   * it without the manifest.
+   */
+  async distrust(ref: BackupRef): Promise<void> {
+    await writeAtomic(join(this.dir, "distrusted", ref.ct, ref.id), Buffer.from(`${new Date().toISOString()}\n`));
+    await rm(join(this.dir, "manifests", ref.ct, ref.id), { force: true });
+    await rm(join(this.dir, "known-chunks.json"), { force: true });
+  }
+
+  /** "ct/id" of every distrusted backup. */
+  private async distrusted(): Promise<Set<string>> {
+    const out = new Set<string>();
+    const root = join(this.dir, "distrusted");
+    for (const ct of await readdir(root).catch(() => [] as string[])) {
+      for (const id of await readdir(join(root, ct)).catch(() => [] as string[])) out.add(`${ct}/${id}`);
+    }
+    return out;
+  }
+
   /** Remember a manifest this process just wrote, as putManifest returned it (saves downloading it next time). */
   async remember(ref: BackupRef, object: Buffer): Promise<void> {
     await writeAtomic(join(this.dir, "manifests", ref.ct, ref.id), object);
   }
 
   async knownChunks(): Promise<ChunkIdSet> {
-    const refs = await this.repo.listBackups();
+    const distrusted = await this.distrusted();
+    const refs = (await this.repo.listBackups()).filter((r) => !distrusted.has(`${r.ct}/${r.id}`));
     const present = new Set(refs.map((r) => manifestKey(r.ct, r.id)));
     const idsPath = join(this.dir, "known-chunks.bin");
     const metaPath = join(this.dir, "known-chunks.json");

@@ -249,13 +249,22 @@ export class Repository {
    * Written last: the backup becomes visible only now. Never overwrites. Returns the
    * object as stored (sealed in an encrypted repository; give it to openManifestObject).
    */
-  async putManifest(manifest: Manifest): Promise<Buffer> {
+  async putManifest(manifest: Manifest, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
     const { ct, id } = manifest.metadata;
     const key = manifestKey(ct, id);
     const plain = encodeManifest(manifest);
     const object = this.unlocked === null ? plain : seal(this.unlocked.keys.dataKey, SEALED_MANIFEST, key, plain);
-    await this.store.put(key, object, { ifAbsent: true });
+    await this.store.put(key, object, { ifAbsent: true, ...(options.signal ? { signal: options.signal } : {}) });
     return object;
+  }
+
+  /**
+   * Take back a manifest that may have been published although it must not count (its
+   * backup's registration lapsed). Removing a manifest is always safe; its side files go
+   * with the next prune.
+   */
+  async withdrawManifest(ref: BackupRef): Promise<void> {
+    await this.store.delete([manifestKey(ref.ct, ref.id)]);
   }
 
   // ---- key objects of an encrypted repository (keys/<id>) ----

@@ -152,6 +152,7 @@ export class LocalDirectoryStore implements ObjectStore {
   }
 
   async put(key: string, body: Uint8Array, options?: PutOptions): Promise<void> {
+    if (options?.signal?.aborted) throw options.signal.reason;
     const path = this.pathOf(key);
     const dir = dirname(path);
     if (options?.ifMatch !== undefined) {
@@ -162,6 +163,8 @@ export class LocalDirectoryStore implements ObjectStore {
     const temp = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString("hex")}`);
     await this.writeTemp(temp, body, key);
     try {
+      // the last moment to give up: after this the object is in place
+      if (options?.signal?.aborted) throw options.signal.reason;
       if (options?.ifAbsent) {
         try {
           await link(temp, path);

@@ -290,8 +290,9 @@ export class S3Store implements ObjectStore {
   private readonly region: string | undefined;
   /** Set once HeadBucket confirmed the bucket (tells a 404 HEAD of a key from a missing bucket). */
   private bucketVerified = false;
+  private control: S3Store | null = null;
 
-  constructor(options: S3StoreOptions) {
+  constructor(private readonly options: S3StoreOptions) {
     if (!/^[a-z0-9][a-z0-9.\-_]{1,254}$/i.test(options.bucket)) {
       throw new StoreError("io", `invalid S3 bucket name "${options.bucket}"`);
     }
@@ -380,7 +381,26 @@ export class S3Store implements ObjectStore {
     this.bucketVerified = true;
   }
 
+  /**
+   * Lock objects go through a client of their own: its own sockets, and its own retry
+   * state, so neither uploads filling the sockets nor the adaptive hold-back after a
+   * throttled data request delay a registration's refresh. Lock requests are small:
+   * shorter timeouts and fewer attempts (a refresh that fails is retried by the lease).
+   */
+  controlChannel(): ObjectStore {
+    this.control ??= new S3Store({
+      ...this.options,
+      maxSockets: 4,
+      retryMode: "standard",
+      maxAttempts: Math.min(3, this.maxAttempts),
+      requestTimeoutMs: Math.min(30_000, this.options.requestTimeoutMs ?? S3_DEFAULTS.requestTimeoutMs),
+      retryBudgetMs: Math.min(60_000, this.retryBudgetMs),
+    });
+    return this.control;
+  }
+
   async put(key: string, body: Uint8Array, options?: PutOptions): Promise<void> {
+    if (options?.signal?.aborted) throw options.signal.reason;
     const objectKey = this.objectKey(key);
     const buffer = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     /** Set once an attempt failed in a way that may have left our object stored. */
@@ -398,9 +418,11 @@ export class S3Store implements ObjectStore {
             ...(options?.ifAbsent ? { IfNoneMatch: "*" } : {}),
             ...(ifMatch !== undefined ? { IfMatch: ifMatch } : {}),
           }),
+          options?.signal === undefined ? {} : { abortSignal: options.signal },
         );
         return;
       } catch (error) {
+        if (options?.signal?.aborted) throw options.signal.reason;
         const status = httpStatus(error);
         if ((options?.ifAbsent || options?.ifMatch !== undefined) && (shape(error).$metadata?.attempts ?? 1) > 1) mayHaveLanded = true;
         if (options?.ifMatch !== undefined) {
@@ -645,6 +667,7 @@ export class S3Store implements ObjectStore {
 
   async close(): Promise<void> {
     this.client.destroy();
+    this.control?.client.destroy();
   }
 }
 

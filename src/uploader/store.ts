@@ -25,6 +25,11 @@
  * - delete() removes the keys; missing keys are not an error.
  * - Errors are StoreError with a kind, the key (if any) and the store's location in the
  *   message, so the one line an operator sees names what failed.
+ * - put(..., { signal }) gives up once the signal is aborted (rejecting with its reason);
+ *   an S3 PUT already received whole may still be applied by the server.
+ * - controlChannel() is the store for lock objects (docs/prune.md): requests that must
+ *   never queue behind data transfers (no bandwidth limit, their own S3 connections and
+ *   retry state). Stores without separate channels return themselves.
  */
 
 import { PloopvaultError } from "../errors.js";
@@ -43,6 +48,8 @@ export interface PutOptions {
   ifAbsent?: boolean;
   /** Replace the object only if its current etag is this one; else fail with kind "changed". */
   ifMatch?: string;
+  /** Give up when aborted (the manifest PUT of a backup whose registration lapsed). */
+  signal?: AbortSignal;
 }
 
 export interface ObjectStore {
@@ -54,6 +61,8 @@ export interface ObjectStore {
   stat(key: string): Promise<ObjectInfo | null>;
   list(prefix: string): AsyncIterable<ObjectInfo>;
   delete(keys: readonly string[]): Promise<void>;
+  /** The store for lock traffic: never waits behind data (see the contract above). */
+  controlChannel?(): ObjectStore;
   /** Create the bucket/directory if it does not exist (used by `init` only). */
   ensureContainer?(): Promise<void>;
   /** Release sockets/handles. */

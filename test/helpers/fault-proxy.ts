@@ -16,6 +16,8 @@
  *   stall         stop answering (before the status line, or mid-body) until the client
  *                 gives up, or `stallMs` passes (then the connection is reset)
  *   delay         forward normally after a random delay in `delayMs`
+ *   holdResponse  forward (the request takes effect upstream), then hold the answer for a
+ *                 random delay in `delayMs`: a request that landed long before its reply
  *   corrupt       forward, but flip one byte of a successful GET's body (same length):
  *                 only end-to-end verification (chunk ids, manifest checksums) can notice
  *
@@ -31,7 +33,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 
-export const FAULT_KINDS = ["error500", "slowDown503", "resetRequest", "resetResponse", "truncate", "stall", "delay", "corrupt"] as const;
+export const FAULT_KINDS = ["error500", "slowDown503", "resetRequest", "resetResponse", "truncate", "stall", "delay", "corrupt", "holdResponse"] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 export type FaultRates = Record<FaultKind, number>;
 
@@ -287,7 +289,15 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     upstream.on("data", (d: Buffer) => chunks.push(d));
     upstream.on("end", () => {
       done();
-      let body = Buffer.concat(chunks);
+      if (fault === "holdResponse") {
+        counters.holdResponse++;
+        later(delayMs[0] + Math.floor(random() * Math.max(0, delayMs[1] - delayMs[0])), () => send(Buffer.concat(chunks)));
+      } else {
+        send(Buffer.concat(chunks));
+      }
+    });
+    const send = (received: Buffer): void => {
+      let body = received;
       if (res.destroyed || clientSocket.destroyed) return;
       switch (fault) {
         case "resetResponse": {
@@ -338,7 +348,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       }
       res.writeHead(status, { ...headers, "content-length": body.length });
       res.end(body);
-    });
+    };
   };
 
   server.on("connection", (socket: Socket) => {
