@@ -18,7 +18,7 @@ import { chunkKey, DESCRIPTOR_NAME, newBackupId, validateName } from "../reposit
 import type { ManifestCache } from "../repository/known-chunks.js";
 import type { Repository } from "../repository/repository.js";
 import { TaskLimiter } from "../util/limiter.js";
-import { planBackup, type PreviousBackup } from "./plan.js";
+import { planBackup, withUnknownChunksRewritten, type PreviousBackup } from "./plan.js";
 import { TOOL_NAME, TOOL_VERSION } from "../version.js";
 import { InlineChunkProcessor, type ChunkProcessor } from "./chunk-processor.js";
 import { WorkerChunkProcessor, type ScannedBlock } from "./worker-processor.js";
@@ -213,7 +213,8 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
     return readSoFarHere;
   };
 
-  const plan = planBackup(runs, disk.sizeBytes, source.previous ?? null);
+  const previous = source.previous ? withUnknownChunksRewritten(source.previous, (id) => known.has(id)) : null;
+  const plan = planBackup(runs, disk.sizeBytes, previous);
   const toRead = plan.reduce((sum, seg) => sum + (seg.kind === "read" ? seg.length : 0), 0);
   let readSoFar = 0;
   try {

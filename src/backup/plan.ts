@@ -57,3 +57,20 @@ function isClean(entry: ChunkEntry, previous: PreviousBackup): boolean {
   for (let c = first; c <= last; c++) if (previous.written[c] === 1) return false;
   return true;
 }
+
+/**
+ * The previous backup with every chunk the repository is not known to hold (a missing or
+ * damaged chunk) counted as written: the plan re-reads exactly those chunks' data, and
+ * the backup uploads them again instead of referencing what is gone.
+ */
+export function withUnknownChunksRewritten(previous: PreviousBackup, isKnown: (id: Buffer) => boolean): PreviousBackup {
+  let written: Uint8Array | null = null;
+  for (const e of previous.entries) {
+    if (e.kind !== "chunk" || isKnown(e.id)) continue;
+    written ??= Uint8Array.from(previous.written);
+    const first = Math.floor(e.offset / previous.clusterBytes);
+    const last = Math.floor((e.offset + e.length - 1) / previous.clusterBytes);
+    for (let c = first; c <= last && c < written.length; c++) written[c] = 1;
+  }
+  return written === null ? previous : { ...previous, written };
+}

@@ -13,13 +13,14 @@
  * clock; a dead backup's or prune's lock blocks nobody for longer than its TTL, and the
  * next prune removes it).
  */
-import { IntegrityError } from "../errors.js";
+import { errorLine, IntegrityError } from "../errors.js";
 import { StoreError } from "../uploader/store.js";
 import { chunkIds, decodeManifest } from "../manifest/format.js";
 import { judgeLocks, listLocks, lockTiming, type LockKind } from "../prune/locks.js";
 import { readChunk } from "../restore/restore.js";
 import { ChunkIdHashSet } from "../repository/chunk-id-set.js";
-import { BACKUPS_PREFIX, CHUNKS_PREFIX, DESCRIPTOR_NAME, backupPrefix, manifestKey } from "../repository/layout.js";
+import { BACKUPS_PREFIX, CHUNKS_PREFIX, DESCRIPTOR_NAME, backupPrefix, chunkKey, manifestKey } from "../repository/layout.js";
+import { loadMissingChunks, recordMissingChunks } from "../repository/missing-chunks.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
 import { TaskLimiter } from "../util/limiter.js";
 
@@ -39,6 +40,8 @@ export interface LockReport {
 
 export interface CheckReport {
   backups: number;
+  /** Missing and corrupt chunks recorded under missing/ for the next backups to upload again. */
+  chunksRecordedForRepair: number;
   chunksStored: number;
   chunksReferenced: number;
   chunksMissing: number;
@@ -52,6 +55,12 @@ export interface CheckReport {
 
 export interface CheckOptions {
   readData: boolean;
+  /**
+   * Record what is missing or corrupt under missing/ (backups then upload it again) and
+   * drop the records of earlier checks this one supersedes. Needs write access.
+   */
+  recordForRepair?: boolean;
+  warn?: (line: string) => void;
   concurrency: number;
   onProgress?: (done: number, total: number) => void;
 }
@@ -74,6 +83,7 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
   const sideFiles = new Set<string>();
   for await (const info of store.list(BACKUPS_PREFIX)) sideFiles.add(info.key);
 
+  const earlierRecords = await loadMissingChunks(store);
   const refs = await repo.listBackups();
   const damaged = new Map<string, DamagedBackup>();
   const problem = (ref: BackupRef, text: string): void => {
@@ -99,6 +109,20 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
     }
     readable.push(ref);
   });
+  // A chunk uploaded after the listing above by a backup that finished meanwhile is not
+  // missing: confirm each one before reporting it.
+  const confirmed = new ChunkIdHashSet();
+  const lateLimiter = new TaskLimiter(Math.max(1, options.concurrency));
+  let late = 0;
+  for (let i = 0; i < missing.size; i++) {
+    const id = missing.id(i);
+    await lateLimiter.submit(async () => {
+      if ((await store.stat(chunkKey(id.toString("hex")))) === null) confirmed.add(id);
+      else late++;
+    });
+  }
+  await lateLimiter.drain();
+  const missingIds = confirmed;
   let referencedStored = 0;
   for (let i = 0; i < referencedFlags.length; i++) referencedStored += referencedFlags[i]!;
 
@@ -127,13 +151,13 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
   // name the backups behind missing and corrupt chunks (second pass, only when needed)
   const badIds = new ChunkIdHashSet();
   for (const idHex of bad.keys()) badIds.add(Buffer.from(idHex, "hex"));
-  if (missing.size > 0 || badIds.size > 0) {
+  if (missingIds.size > 0 || badIds.size > 0) {
     await forEachManifest(repo, readable, options.concurrency, (ref, manifest) => {
       if (manifest === null) return; // vanished (forgotten by a concurrent prune): see below
       const seen = new Set<string>();
       let missingHere = 0;
       for (const id of chunkIds(manifest.entries)) {
-        const isMissing = missing.has(id);
+        const isMissing = missingIds.has(id);
         if (!isMissing && !badIds.has(id)) continue;
         const idHex = id.toString("hex");
         if (seen.has(idHex)) continue;
@@ -154,12 +178,28 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
     if ((await store.stat(manifestKey(d.ct, d.id))) === null) damaged.delete(key);
   }
 
+  let recorded = 0;
+  if (options.recordForRepair === true) {
+    const ids = [...bad.keys()];
+    for (let i = 0; i < missingIds.size; i++) ids.push(missingIds.id(i).toString("hex"));
+    try {
+      if (ids.length > 0) await recordMissingChunks(store, ids, "check");
+      recorded = ids.length;
+      // what earlier checks and reads recorded is either still missing (recorded again
+      // just now) or was uploaded again by a backup
+      if (earlierRecords.keys.length > 0) await store.delete(earlierRecords.keys);
+    } catch (error) {
+      options.warn?.(`cannot record the missing chunks for repair in ${store.location}: ${errorLine(error)} (backups will not heal them until a check can)`);
+    }
+  }
+
   const locks = await lockReport(repo);
   return {
     backups: refs.length,
+    chunksRecordedForRepair: recorded,
     chunksStored: stored.size,
-    chunksReferenced: referencedStored + missing.size,
-    chunksMissing: missing.size,
+    chunksReferenced: referencedStored + late + missingIds.size,
+    chunksMissing: missingIds.size,
     chunksUnreferenced: stored.size - referencedStored,
     chunksRead,
     chunksCorrupt: bad.size,

@@ -25,8 +25,9 @@ Examples:
   ploopvault check --repo s3://backups/node1 --json | jq .damaged
 
 Exit code 1 when a backup is damaged (each one is listed on stderr and under "damaged"
-with --json). Unreferenced chunks are normal after an interrupted backup; prune removes
-them.
+with --json). Missing and corrupt chunks are recorded in the repository (missing/) so
+that the next backups upload them again from the containers' disks. Unreferenced chunks
+are normal after an interrupted backup; prune removes them.
 `,
     )
     .action(async (options: CheckOptions) => {
@@ -37,6 +38,8 @@ them.
         const report = await checkRepository(repo, {
           readData: options.readData === true,
           concurrency: options.concurrency,
+          recordForRepair: true,
+          warn: (line) => out.warn(line),
           ...(progress === null ? {} : { onProgress: (done: number, total: number) => progress.update("check", "check", { done, total }, "chunks") }),
         });
         progress?.remove("check");
@@ -46,6 +49,9 @@ them.
           out.warn(`expired lock ${l.key}${l.holder ? ` of ${l.holder}` : ""}, last refreshed ${l.ageSeconds} s ago (by this host's clock): its process died; it blocks nobody, the next prune removes it`);
         }
         for (const d of report.damaged) for (const p of d.problems) out.info(`damaged backup ${d.ct}/${d.id}: ${p}`);
+        if (report.chunksRecordedForRepair > 0) {
+          out.warn(`${report.chunksRecordedForRepair} missing or corrupt chunk(s) recorded under missing/: the next backup of a disk that still holds their data uploads them again, which repairs every backup using them (docs/operations.md, "Repairing a repository")`);
+        }
         if (report.damaged.length > 0) {
           const names = report.damaged.map((d) => `${d.ct}/${d.id}`);
           throw new PloopvaultError(`check failed: ${names.length} damaged backup${names.length === 1 ? "" : "s"}: ${names.slice(0, 10).join(", ")}${names.length > 10 ? ", ..." : ""}`);

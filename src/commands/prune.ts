@@ -21,7 +21,8 @@ interface PruneCliOptions extends GlobalOptions {
   grace: string;
   wait: string;
   dryRun?: boolean;
-  host: string;
+  host?: string;
+  lockHost: string;
   lockTtl?: string;
   lockRefresh?: string;
 }
@@ -44,7 +45,8 @@ export function pruneCommand(): Command {
     .addOption(new Option("--grace <duration>", "leave unreferenced chunks younger than this alone (0 = delete at once)").default(DEFAULT_GRACE))
     .addOption(new Option("--wait <duration>", "how long to wait for running backups (or another prune) before deferring deletion").default(DEFAULT_PRUNE_WAIT))
     .option("--dry-run", "show what would be forgotten and freed; change nothing")
-    .addOption(new Option("--host <name>", "this host's name in lock objects").default(defaultHost()))
+    .option("--host <name>", "only forget backups made on this host (the sweep always considers every backup)")
+    .addOption(new Option("--lock-host <name>", "this host's name in lock objects").default(defaultHost()))
     .addOption(new Option("--lock-ttl <duration>", "lock TTL (tests)").hideHelp())
     .addOption(new Option("--lock-refresh <duration>", "lock refresh interval (tests)").hideHelp())
     .addHelpText(
@@ -94,7 +96,8 @@ export function pruneCommand(): Command {
           graceMs,
           dryRun: options.dryRun === true,
           waitMs,
-          host: options.host,
+          host: options.lockHost,
+          ...(options.host === undefined ? {} : { onlyHost: options.host }),
           timing,
           cache: ManifestCache.forRepository(repo, options.stateDir),
           signal: abort.signal,

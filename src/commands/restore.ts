@@ -10,6 +10,7 @@ import { addCommonOptions, openRepository, Output, parsePositiveInt, type Global
 
 interface RestoreOptions extends GlobalOptions {
   target: string;
+  host?: string;
   format: RestoreFormat;
   force?: boolean;
   concurrency: number;
@@ -18,7 +19,8 @@ interface RestoreOptions extends GlobalOptions {
 export function restoreCommand(): Command {
   return addCommonOptions(new Command("restore"))
     .description("restore a backup as a ploop disk, a sparse raw image, or a raw stream on stdout")
-    .argument("<backup>", "backup id, CT or CT:latest (newest backup of a container), or CT/ID")
+    .argument("<backup>", "backup id (or a unique prefix), CT or CT:latest (newest backup of a container), HOST/CT:latest, or CT/ID")
+    .option("--host <name>", "only backups made on this host (needed for CT:latest when several hosts back up a container of that id)")
     .requiredOption("--target <path>", "ploop: directory to create (PATH/root.hdd, PATH/DiskDescriptor.xml); raw: file; '-' = raw to stdout")
     .addOption(new Option("--format <format>", "output format").choices(["ploop", "raw"]).default("ploop"))
     .option("--force", "replace an existing target")
@@ -29,8 +31,10 @@ export function restoreCommand(): Command {
 Examples:
   # the newest backup of container 101 as a ploop disk for a new container 201
   ploopvault restore --repo /srv/backup 101:latest --target /vz/private/201/root.hdd
-  # a given backup (ids: ploopvault snapshots --ct 101)
+  # a given backup (ids: ploopvault snapshots --ct 101), or a unique prefix of its id
   ploopvault restore --repo /srv/backup 101/20240101T020000Z-1a2b3c4d --target /tmp/101
+  # several nodes share the repository and each has a container 101: name the node
+  ploopvault restore --repo s3://backups/all node1/101:latest --target /vz/private/201/root.hdd
   # a sparse raw image, e.g. to loop-mount and copy single files out
   ploopvault restore --repo /srv/backup 101 --format raw --target /tmp/101.raw
   # a raw stream on stdout
@@ -57,8 +61,8 @@ complete; Ctrl-C removes the partial files.
       process.on("SIGINT", onSignal);
       process.on("SIGTERM", onSignal);
       try {
-        const ref = await resolveBackup(repo, spec);
         const cache = ManifestCache.forRepository(repo, options.stateDir);
+        const ref = await resolveBackup(repo, spec, { metadata: (r) => cache.metadata(r), ...(options.host === undefined ? {} : { host: options.host }) });
         const manifest = decodeManifest(await cache.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
         const progress = progressDisplay();
         const label = `restore ${ref.ct}`;

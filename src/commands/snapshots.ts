@@ -1,23 +1,25 @@
 import { Command } from "commander";
-import { decodeManifest } from "../manifest/format.js";
 import { ManifestCache } from "../repository/known-chunks.js";
 import { formatBytes } from "../util/format.js";
 import { addCommonOptions, openRepository, Output, type GlobalOptions } from "./common.js";
 
 interface SnapshotsOptions extends GlobalOptions {
   ct?: string;
+  host?: string;
 }
 
 export function snapshotsCommand(): Command {
   return addCommonOptions(new Command("snapshots"))
     .description("list backups in the repository")
     .option("--ct <id>", "only backups of this container")
+    .option("--host <name>", "only backups made on this host")
     .addHelpText(
       "after",
       `
 Examples:
   ploopvault snapshots --repo /srv/backup
   ploopvault snapshots --repo s3://backups/node1 --ct 101
+  ploopvault snapshots --repo s3://backups/all --host node1
   # newest backup time per container, for a script
   ploopvault snapshots --repo s3://backups/node1 --json | jq 'group_by(.ct) | map(max_by(.time) | {ct, time})'
 
@@ -33,7 +35,8 @@ the repository after dedup and compression).
         const cache = ManifestCache.forRepository(repo, options.stateDir);
         const rows = [];
         for (const ref of await repo.listBackups(options.ct)) {
-          const { metadata } = decodeManifest(await cache.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
+          const metadata = await cache.metadata(ref);
+          if (options.host !== undefined && metadata.host !== options.host) continue;
           rows.push({
             id: metadata.id,
             ct: metadata.ct,

@@ -35,6 +35,8 @@ export interface PruneOptions {
   policy: KeepPolicy;
   /** Only forget backups of this container (the sweep always considers every backup). */
   ct?: string;
+  /** Only forget backups made on this host. */
+  onlyHost?: string;
   /** Unreferenced chunks younger than this (LastModified) are left alone. */
   graceMs: number;
   dryRun: boolean;
@@ -299,6 +301,7 @@ async function forget(repo: Repository, listed: Map<string, BackupObjects>, opti
     await limiter.submit(async () => {
       try {
         const { metadata } = await readManifest(repo, b, options.cache);
+        if (options.onlyHost !== undefined && metadata.host !== options.onlyHost) return;
         infos.push({ ct: b.ct, id: b.id, host: metadata.host, time: new Date(metadata.time) });
       } catch (error) {
         // a manifest we cannot read is never forgotten by policy; the sweep stops on it

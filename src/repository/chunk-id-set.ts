@@ -51,6 +51,19 @@ export class ChunkIdSet {
     for (let o = 0; o < this.sorted.length; o += CHUNK_ID_BYTES) yield this.sorted.subarray(o, o + CHUNK_ID_BYTES);
   }
 
+  /** A new set without the ids (hex) in `removed`. */
+  without(removed: ReadonlySet<string>): ChunkIdSet {
+    if (removed.size === 0) return this;
+    const out = Buffer.allocUnsafe(this.sorted.length);
+    let o = 0;
+    for (const id of this.ids()) {
+      if (removed.has(id.toString("hex"))) continue;
+      id.copy(out, o);
+      o += CHUNK_ID_BYTES;
+    }
+    return new ChunkIdSet(out.subarray(0, o));
+  }
+
   /** A new set with these ids added. */
   withAdded(ids: Iterable<Uint8Array>): ChunkIdSet {
     const fresh = [...ids].filter((id) => !this.has(id)).sort((a, b) => compareAt(a, 0, b, 0));

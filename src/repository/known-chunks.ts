@@ -14,8 +14,9 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, writeFile, open } from "node:fs/promises";
 import { join, dirname } from "node:path";
 import { IntegrityError } from "../errors.js";
-import { decodeManifest, chunkIds, verifyManifestEnvelope } from "../manifest/format.js";
+import { decodeManifest, chunkIds, verifyManifestEnvelope, type ManifestMetadata } from "../manifest/format.js";
 import { attachChunkCodec } from "./chunk-codec.js";
+import { loadMissingChunks } from "./missing-chunks.js";
 import { ChunkIdSet, ChunkIdSetBuilder } from "./chunk-id-set.js";
 import { manifestKey } from "./layout.js";
 import type { BackupRef, Repository } from "./repository.js";
@@ -92,6 +93,31 @@ export class ManifestCache {
     return out;
   }
 
+  /**
+   * A backup's metadata (host, time, sizes) for listings and for resolving
+   * HOST/CT:latest. Decoding a large manifest costs a decompression, so the metadata of an
+   * unencrypted repository is kept beside the cached manifest (an encrypted repository's
+   * cache holds nothing in plaintext but chunk ids: it is decoded each time).
+   */
+  async metadata(ref: BackupRef): Promise<ManifestMetadata> {
+    const path = join(this.dir, "metadata", ref.ct, `${ref.id}.json`);
+    const name = `manifest of backup ${ref.ct}/${ref.id}`;
+    if (!this.repo.encrypted) {
+      const cached = await readFile(path, "utf8").catch(() => null);
+      if (cached !== null) {
+        try {
+          const parsed = JSON.parse(cached) as ManifestMetadata;
+          if (parsed.id === ref.id && parsed.ct === ref.ct) return parsed;
+        } catch {
+          // damaged cache file: decode again
+        }
+      }
+    }
+    const { metadata } = decodeManifest(await this.manifestObject(ref), name);
+    if (!this.repo.encrypted) await writeAtomic(path, Buffer.from(JSON.stringify(metadata)));
+    return metadata;
+  }
+
   /** Remember a manifest this process just wrote, as putManifest returned it (saves downloading it next time). */
   async remember(ref: BackupRef, object: Buffer): Promise<void> {
     await writeAtomic(join(this.dir, "manifests", ref.ct, ref.id), object);
@@ -131,7 +157,9 @@ export class ManifestCache {
       const meta: IndexMeta = { version: 1, manifests: [...merged].filter((k) => present.has(k)) };
       await writeAtomic(metaPath, Buffer.from(JSON.stringify(meta)));
     }
-    return attachChunkCodec(set, this.repo.chunkCodec);
+    // chunks known to be missing or damaged are not trusted: backups upload them again
+    const missing = await loadMissingChunks(this.repo.store);
+    return attachChunkCodec(set.without(missing.ids), this.repo.chunkCodec);
   }
 }
 

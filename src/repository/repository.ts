@@ -20,6 +20,7 @@ import { isNotFound, StoreError, type ObjectStore } from "../uploader/store.js";
 import { chunkKey, CONFIG_KEY, BACKUPS_PREFIX, backupPrefix, manifestKey, parseManifestKey, validateName } from "./layout.js";
 import { canonicalConfig, decodeConfig, encodeConfig, newEncryptionConfig, type RepositoryConfig } from "./config.js";
 import { ChunkCodec } from "./chunk-codec.js";
+import { recordMissingChunks } from "./missing-chunks.js";
 
 export interface BackupRef {
   ct: string;
@@ -164,7 +165,10 @@ export class Repository {
     try {
       object = await this.store.get(chunkKey(idHex));
     } catch (error) {
-      if (isNotFound(error)) throw new IntegrityError(`chunk ${idHex} is missing from ${this.location}${where}`);
+      if (isNotFound(error)) {
+        await this.noteMissingChunk(idHex);
+        throw new IntegrityError(`chunk ${idHex} is missing from ${this.location}${where}`);
+      }
       throw error;
     }
     try {
@@ -173,6 +177,19 @@ export class Repository {
       if (error instanceof IntegrityError) throw new IntegrityError(`${error.message}${where}`);
       throw error;
     }
+  }
+
+  private readonly reportedMissing = new Set<string>();
+
+  /**
+   * A chunk read got a 404: record it (src/repository/missing-chunks.ts) so the next
+   * backups upload it again. Best effort, once per chunk and process: a read-only
+   * credential must not turn a damaged restore into a different error.
+   */
+  private async noteMissingChunk(idHex: string): Promise<void> {
+    if (this.reportedMissing.has(idHex)) return;
+    this.reportedMissing.add(idHex);
+    await recordMissingChunks(this.store, [idHex], "read").catch(() => undefined);
   }
 
   /** Every backup that has a manifest, sorted by container then id (= time). */

@@ -16,12 +16,12 @@
  *   target, never something at the target's name.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, open, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readdir, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { Writable } from "node:stream";
 import { IntegrityError, PloopvaultError } from "../errors.js";
 import type { Manifest, ManifestEntry } from "../manifest/format.js";
-import { createPloopImageWriter, writeDescriptorFile } from "../ploop/writer.js";
+import { createPloopImageWriter, DESCRIPTOR_FILE_NAME, writeDescriptorFile } from "../ploop/writer.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
 import { TaskLimiter } from "../util/limiter.js";
 
@@ -42,6 +42,8 @@ export interface RestoreResult {
 
 /** Image file name inside a restored ploop directory (contract: PATH/root.hdd). */
 export const RESTORED_IMAGE_NAME = "root.hdd";
+/** The container config a ploop restore may have written before (a backup without one leaves it alone). */
+const CONTAINER_CONFIG_FILE_NAME = "ve.conf";
 
 type ChunkEntry = Extract<ManifestEntry, { kind: "chunk" }>;
 
@@ -96,9 +98,27 @@ function targetError(error: unknown, target: string, action = "write restore tar
   return new PloopvaultError(`cannot ${action} ${target}: ${fsReason(error)}`, { cause: error });
 }
 
-/** Refuse an existing target (unless forced) and create the target's parent directories. */
-async function prepareTarget(target: string, force: boolean): Promise<void> {
-  if (!force && (await exists(target))) throw new PloopvaultError(`restore target ${target} already exists (use --force to replace it)`);
+/**
+ * Refuse an existing target (unless forced) and create the target's parent directories.
+ * `--force` replaces only what this restore writes: a raw restore replaces a file, never
+ * a directory; a ploop restore writes into a directory only if it holds nothing but the
+ * files a ploop restore writes (`ownNames`), and refuses one holding anything else.
+ */
+async function prepareTarget(target: string, force: boolean, ownNames: ReadonlySet<string> | null = null): Promise<void> {
+  const existing = await stat(target).catch(() => null);
+  if (existing !== null) {
+    if (!force) throw new PloopvaultError(`restore target ${target} already exists (use --force to replace it)`);
+    if (ownNames === null && existing.isDirectory()) throw new PloopvaultError(`restore target ${target} is a directory: a raw restore writes a file (give the file's path)`);
+    if (ownNames !== null) {
+      if (!existing.isDirectory()) throw new PloopvaultError(`restore target ${target} is not a directory: a ploop restore writes ${[...ownNames].join(", ")} into a directory`);
+      const foreign = (await readdir(target)).filter((name) => !ownNames.has(name)).sort();
+      if (foreign.length > 0) {
+        throw new PloopvaultError(
+          `restore target ${target} holds files a ploop restore does not write (${foreign.slice(0, 5).join(", ")}${foreign.length > 5 ? `, ... ${foreign.length} in all` : ""}): --force replaces only ${[...ownNames].join(", ")}; move the others away or restore into an empty directory`,
+        );
+      }
+    }
+  }
   try {
     await makeDirectories(dirname(target));
   } catch (error) {
@@ -271,7 +291,10 @@ export async function restoreToStream(repo: Repository, ref: BackupRef, manifest
 /** PATH/root.hdd (ploop v2) + PATH/DiskDescriptor.xml (+ the saved container config). */
 export async function restorePloop(repo: Repository, ref: BackupRef, manifest: Manifest, target: string, force: boolean, options: RestoreOptions): Promise<RestoreResult> {
   const started = performance.now();
-  await prepareTarget(target, force);
+  const configName = manifest.metadata.files.config;
+  // the descriptor last: a directory with a new descriptor always has its new image
+  const written = [RESTORED_IMAGE_NAME, ...(configName === null ? [] : [configName]), DESCRIPTOR_FILE_NAME];
+  await prepareTarget(target, force, new Set([...written, CONTAINER_CONFIG_FILE_NAME]));
   const { logicalBytes, clusterBytes } = manifest.metadata.disk;
   const temp = partialName(target);
   await mkdir(temp, { recursive: false }).catch((error: unknown) => {
@@ -293,22 +316,16 @@ export async function restorePloop(repo: Repository, ref: BackupRef, manifest: M
       throw error;
     }
     await writeDescriptorFile(temp, { imageFile: RESTORED_IMAGE_NAME, sizeBytes: logicalBytes, clusterBytes });
-    const configName = manifest.metadata.files.config;
     if (configName !== null) {
       const body = await repo.getBackupFile(ref, configName);
       await writeFile(join(temp, configName), body, { mode: 0o600 });
     }
     await syncDir(temp);
     if (force && (await exists(target))) {
-      const old = partialName(target).replace("partial", "replaced");
-      await rename(target, old);
-      try {
-        await rename(temp, target);
-      } catch (error) {
-        await rename(old, target).catch(() => undefined); // put the old target back
-        throw error;
-      }
-      await rm(old, { recursive: true, force: true }).catch(() => undefined);
+      // only our files are replaced, one atomic rename each; anything else was refused above
+      for (const name of written) await rename(join(temp, name), join(target, name));
+      await syncDir(target);
+      await rm(temp, { recursive: true, force: true });
     } else {
       await rename(temp, target);
     }

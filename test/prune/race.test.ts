@@ -103,7 +103,7 @@ describe("prune racing with backups of two nodes (RGW)", () => {
     const pruner = async (): Promise<void> => {
       const stateDir = join(work, "state-pruner");
       while (Date.now() < deadline) {
-        const r = await result(run(["prune", "--keep-last", "1", "--grace", "0", "--wait", "6s", "--host", "pruner", "--json"], stateDir, lock));
+        const r = await result(run(["prune", "--keep-last", "1", "--grace", "0", "--wait", "6s", "--lock-host", "pruner", "--json"], stateDir, lock));
         const report = r.stdout.trim() === "" ? {} : (JSON.parse(r.stdout) as { sweep?: string; chunksDeleted?: number });
         prunes.push({ code: r.code, ...report, stderr: r.stderr });
         await sleep(200 + Math.random() * 800);
@@ -137,7 +137,7 @@ describe("prune racing with backups of two nodes (RGW)", () => {
     const orphan = "ff".repeat(32);
     await putObject(repo.url.slice("s3://".length).split("/")[0]!, `repo/chunks/ff/${orphan}`, Buffer.from([1, 2, 3]));
 
-    const victim = run(["prune", "--keep-last", "1", "--grace", "0", "--host", "victim"], join(work, "state-victim"), lock, { PLOOPVAULT_TEST_SWEEP_PAUSE: "120" });
+    const victim = run(["prune", "--keep-last", "1", "--grace", "0", "--lock-host", "victim"], join(work, "state-victim"), lock, { PLOOPVAULT_TEST_SWEEP_PAUSE: "120" });
     let marker: string | undefined;
     for (let i = 0; i < 300 && marker === undefined; i++) {
       marker = (await repo.listKeys("locks/")).find((k) => k.startsWith("locks/sweep-victim-"));
@@ -158,7 +158,7 @@ describe("prune racing with backups of two nodes (RGW)", () => {
     disksById.set(jsonLines<{ backup: string }>(b.stdout)[0]!.backup, "101");
 
     // the next prune takes the dead prune's lock over (it is older than the TTL by now)
-    const p = await result(run(["prune", "--keep-last", "1", "--grace", "0", "--wait", "30s", "--host", "next", "--json"], join(work, "state-next"), lock));
+    const p = await result(run(["prune", "--keep-last", "1", "--grace", "0", "--wait", "30s", "--lock-host", "next", "--json"], join(work, "state-next"), lock));
     expect(p.code, p.stderr).toBe(0);
     expect(p.stderr).toMatch(/took over the prune lock of victim/);
     const report = JSON.parse(p.stdout) as { sweep: string; expiredLocksRemoved: string[] };
@@ -186,7 +186,7 @@ describe("prune racing with backups of two nodes (RGW)", () => {
     // (with nothing to delete, prune does not wait for running backups at all)
     await putObject(repo.url.slice("s3://".length).split("/")[0]!, `repo/chunks/ee/${"ee".repeat(32)}`, Buffer.from([4, 5, 6]));
 
-    const p = await result(run(["prune", "--keep-last", "1", "--grace", "0", "--wait", "40s", "--host", "after", "--json"], join(work, "state-after"), lock));
+    const p = await result(run(["prune", "--keep-last", "1", "--grace", "0", "--wait", "40s", "--lock-host", "after", "--json"], join(work, "state-after"), lock));
     expect(p.code, p.stderr).toBe(0);
     const seconds = (Date.now() - killedAt) / 1000;
     expect(seconds).toBeGreaterThan(lock.ttl - 3); // it did wait for the registration to expire
