@@ -1,19 +1,40 @@
 /**
  * recoverInterrupted() against states produced by the real ploop 1.15 (offline):
- * a snapshot left behind, an offline merge SIGKILLed halfway (image left "in use"),
- * a stale DiskDescriptor.xml.tmp, a LOCK, a ploop still running, a live owner.
+ * a snapshot left behind, an offline merge SIGKILLed halfway (image left "in use", also on
+ * a sparse image), ploop killed between its descriptor switch and its unlink (strace
+ * fault injection), a stale DiskDescriptor.xml.tmp, a LOCK, a ploop still running, a live
+ * owner; and recoverUnjournaled(): our marked snapshots found without a journal.
  */
 import { execa } from "execa";
-import { copyFile, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
+import { copyFile, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { newSnapshotGuid, SnapshotJournal } from "../../src/backup/journal.js";
-import { imageMarkedInUse, recoverInterrupted, type RecoveryReport } from "../../src/backup/snapshot-lifecycle.js";
+import { newSnapshotGuid, SnapshotJournal, stateDirOwnerId } from "../../src/backup/journal.js";
+import { imageMarkedInUse, recoverInterrupted, recoverUnjournaled, type RecoveryReport } from "../../src/backup/snapshot-lifecycle.js";
 import { PloopCli } from "../../src/ploop/driver.js";
 import { openLogicalDisk } from "../../src/ploop/disk.js";
 import { writeClusterToTop } from "../helpers/delta-writer.js";
-import { ploopCheck } from "../helpers/ploop-tool.js";
-import { fillTop, filesIn, holdFlock, makeDisk, PLOOP_OFFLINE, readCluster, realPloop, scratch, script, tagCluster, TOP, writeCrashedEntry } from "./fixtures.js";
+import { ploopCheck, ploopFlatten, ploopSnapshotList } from "../helpers/ploop-tool.js";
+import { sha256File } from "../ploop/fixtures.js";
+import {
+  discardClusters,
+  fillTop,
+  filesIn,
+  holdFlock,
+  makeDisk,
+  PLOOP_OFFLINE,
+  ploopCallsSparse,
+  ploopKilledAt,
+  readCluster,
+  realPloop,
+  scratch,
+  script,
+  tagCluster,
+  TOP,
+  unlistedImageFiles,
+  writeCrashedEntry,
+} from "./fixtures.js";
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -146,6 +167,130 @@ describe("recoverInterrupted", () => {
     } finally {
       await disk.close();
     }
+  });
+
+  it("finishes an offline merge SIGKILLed halfway on a SPARSE image, filling its holes as ploop does", async () => {
+    // Real hosts: v2 discard/compaction leaves unused clusters punched out of the image
+    // (ploop.md 1.9). ploop 1.15's `check -d` then clears the flag but refuses the image
+    // (exit 11 "image is sparse") unless told to fill the holes (-S), as its own mount does.
+    const dd = await makeDisk(diskDir, { size: "512M", clusterSectors: 2048 });
+    const ploop = realPloop();
+    const MiB = 1 << 20;
+    await fillTop(dd, 400, 16, "BASE");
+    await discardClusters(join(diskDir, "root.hds"), [401, 402, 405, 410]);
+    expect(await ploopCallsSparse(join(diskDir, "root.hds"))).toBe(true);
+    const S = journal.newSnapshotGuid();
+    await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: S, state: "snapshot-pending" });
+    await ploop.snapshot(dd, S);
+    const frozenImage = (await ploop.snapshotList(dd, S))[0]!.file;
+    await fillTop(dd, 0, 320, "DELTA");
+    await journal.setState(S, "merging");
+
+    const merge = execa(PLOOP_OFFLINE, ["snapshot-delete", "-u", S, dd], { reject: false });
+    const t0 = Date.now();
+    while (!(await imageMarkedInUse(frozenImage))) {
+      if (Date.now() - t0 > 10_000) throw new Error("merge never marked the image in use");
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    merge.kill("SIGKILL");
+    expect((await merge).signal).toBe("SIGKILL");
+    expect(await readFile(dd, "utf8")).toContain(S);
+
+    const reports = await recoverInterrupted(journal, ploop, log);
+    expect(reports.map((r) => [r.action, r.detail])).toEqual([
+      ["merged-after-clearing-in-use", `cleared the in-use flag of ${frozenImage} (interrupted offline merge) and merged it back`],
+    ]);
+    expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
+    expect((await ploop.snapshotList(dd, TOP)).map((c) => c.guid)).toEqual([TOP]);
+    expect(await filesIn(diskDir)).toEqual(["DiskDescriptor.xml", "DiskDescriptor.xml.lck", "root.hds"]);
+    expect(await ploopCallsSparse(join(diskDir, "root.hds"))).toBe(false);
+    const disk = await openLogicalDisk(dd);
+    try {
+      for (const c of [0, 100, 319]) expect((await readCluster(disk, c)).equals(tagCluster("DELTA", c, MiB))).toBe(true);
+      for (const c of [400, 403, 415]) expect((await readCluster(disk, c)).equals(tagCluster("BASE", c, MiB))).toBe(true);
+      for (const c of [401, 405, 410]) expect((await readCluster(disk, c)).equals(Buffer.alloc(MiB))).toBe(true);
+    } finally {
+      await disk.close();
+    }
+  });
+
+  it("removes the delta a merge killed between its descriptor switch and its unlink left behind, and no file it cannot prove it made", async () => {
+    // ploop's merge: copy the child into S's image, switch the descriptor, unlink the
+    // child. A kill between the last two leaves the whole child delta unlisted (on a
+    // real host, GBs). strace kills ploop exactly there.
+    const setUp = async (name: string): Promise<{ dd: string; dir: string; S: string }> => {
+      const ctDir = join(dir, name);
+      await mkdir(ctDir);
+      const dd = await makeDisk(ctDir);
+      await fillTop(dd, 0, 20, "BASE");
+      const S = journal.newSnapshotGuid();
+      await writeCrashedEntry(journal, { ct: name, descriptorPath: dd, snapshotGuid: S, state: "snapshot-pending" });
+      await realPloop().snapshot(dd, S);
+      await journal.setState(S, "snapshot-taken");
+      await fillTop(dd, 10, 30, "AFTER");
+      return { dd, dir: ctDir, S };
+    };
+    const a = await setUp("a");
+    const b = await setUp("b");
+    // Someone else's unlisted file of the same kind: never ours to remove.
+    const foreign = join(a.dir, `root.hds.{${randomUUID()}}`);
+    await writeFile(foreign, "not ploopvault's");
+    const children = new Map<string, string>();
+    for (const x of [a, b]) children.set(x.S, (await ploopSnapshotList(x.dd)).find((e) => e.parentGuid === x.S)!.file);
+
+    const killing = new PloopCli({ bin: await ploopKilledAt(dir, "unlink", 1), lockRetries: 0 });
+    const first = await recoverInterrupted(journal, killing, log);
+    expect(first.map((r) => r.action)).toEqual(["failed", "failed"]);
+    for (const x of [a, b]) {
+      expect(await readFile(x.dd, "utf8")).not.toContain(x.S); // the switch happened
+      expect(await unlistedImageFiles(x.dd)).toContain(children.get(x.S)!.split("/").pop());
+    }
+    // b's leftover is replaced by a copy (another inode): not provably the file ploop made.
+    const bChild = children.get(b.S)!;
+    await copyFile(bChild, `${bChild}.copy`);
+    await rename(`${bChild}.copy`, bChild);
+
+    const second = await recoverInterrupted(journal, realPloop(), log);
+    const byCt = (ct: string): [string, string][] => second.filter((r) => r.ct === ct).map((r) => [r.action, r.detail]);
+    expect(byCt("a")).toEqual([
+      ["already-merged", `not in ${a.dd} any more (already merged); entry dropped`],
+      ["removed-orphan-delta", `removed ${children.get(a.S)}: the delta merged into ${a.S}'s image (ploop was killed after switching ${a.dd} and before deleting it)`],
+    ]);
+    expect(byCt("b")).toEqual([["already-merged", `not in ${b.dd} any more (already merged); entry dropped`]]);
+    expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
+    expect(await unlistedImageFiles(a.dd)).toEqual([foreign.split("/").pop()]);
+    expect(await unlistedImageFiles(b.dd)).toEqual([bChild.split("/").pop()]);
+    const disk = await openLogicalDisk(a.dd);
+    try {
+      expect((await readCluster(disk, 5)).equals(tagCluster("BASE", 5, 65536))).toBe(true);
+      expect((await readCluster(disk, 39)).equals(tagCluster("AFTER", 39, 65536))).toBe(true);
+    } finally {
+      await disk.close();
+    }
+  });
+
+  it("removes the empty delta and the .tmp of a ploop snapshot killed before its descriptor switch", async () => {
+    const dd = await makeDisk(diskDir);
+    await fillTop(dd, 0, 8, "BASE");
+    const S = journal.newSnapshotGuid();
+    await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: S, state: "snapshot-pending" });
+    // ploop snapshot: write DiskDescriptor.xml.tmp(.tmp), create the new delta, rename the
+    // .tmp over the descriptor (the 2nd rename): killed there.
+    const r = await execa(await ploopKilledAt(dir, "rename", 2), ["snapshot", "-u", S, dd], { reject: false });
+    expect(r.exitCode).not.toBe(0);
+    const orphan = await unlistedImageFiles(dd);
+    expect(orphan).toHaveLength(1);
+    expect(await filesIn(diskDir)).toContain("DiskDescriptor.xml.tmp");
+
+    const reports = await recoverInterrupted(journal, realPloop(), log);
+    expect(reports.map((x) => [x.action, x.detail])).toEqual([
+      ["already-merged", `not in ${dd} (never created, or already merged); entry dropped`],
+      ["removed-orphan-delta", `removed ${join(diskDir, orphan[0]!)}: the empty delta of an unfinished ploop snapshot of ${S}`],
+      ["removed-stale-tmp", `removed leftover ${dd}.tmp`],
+    ]);
+    expect(await filesIn(diskDir)).toEqual(["DiskDescriptor.xml", "DiskDescriptor.xml.lck", "root.hds"]);
+    expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
   });
 
   it("waits for an orphaned real merge that outlived our run, then finds the snapshot gone", async () => {
