@@ -190,3 +190,19 @@ export async function unlistedImageFiles(dd: string): Promise<string[]> {
   const dir = dd.slice(0, dd.lastIndexOf("/"));
   return (await readdir(dir)).filter((name) => !name.startsWith("DiskDescriptor.xml") && !listed.has(name)).sort();
 }
+
+/** The util-linux flock helper that `parentPid` started for `lockPath`. */
+export async function flockHelperOf(parentPid: number, lockPath: string): Promise<number> {
+  for (const name of await readdir("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = await readFile(`/proc/${name}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      const argv = (await readFile(`/proc/${name}/cmdline`, "utf8")).split("\0");
+      if (ppid === parentPid && argv[0]!.endsWith("flock") && argv.includes(lockPath)) return Number(name);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  throw new Error(`no flock helper of ${parentPid} for ${lockPath}`);
+}

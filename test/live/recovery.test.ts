@@ -401,3 +401,71 @@ describe("recoverInterrupted", () => {
     await rm(bad);
   });
 });
+
+describe("recoverUnjournaled", () => {
+  it("merges this state dir's snapshots that no journal entry or kept record explains; leaves users' and other installations' alone", async () => {
+    const dd = await makeDisk(diskDir);
+    const ploop = realPloop();
+    const user = `{${randomUUID()}}`; // a user's snapshot (ploop/vzctl make random v4 GUIDs)
+    const lost = journal.newSnapshotGuid(); // ours, its journal entry lost with the state dir
+    const other = newSnapshotGuid(stateDirOwnerId(join(dir, "another-state-dir")));
+    const kept = journal.newSnapshotGuid(); // ours, kept on purpose (kept record)
+    const lookalike = "{70766c74-0000-4000-8000-000000000001}"; // our tag, but version 4: not ours
+    let cluster = 0;
+    for (const g of [user, lost, other, lookalike, kept]) {
+      await fillTop(dd, cluster, 4, `W${cluster}`);
+      cluster += 2; // overlapping writes: every merge has something to combine
+      await ploop.snapshot(dd, g);
+    }
+    await fillTop(dd, cluster, 4, "TOP");
+    const before = join(dir, "before.raw");
+    await ploopFlatten(dd, before);
+
+    const reports = await recoverUnjournaled([{ ct: "101", descriptorPath: dd }], journal, ploop, log, { keptGuids: new Set([kept]) });
+    expect(reports.map((r) => [r.snapshotGuid, r.action])).toEqual([
+      [lost, "merged"],
+      [other, "foreign-snapshot"],
+    ]);
+    expect(reports[0]!.detail).toBe(`made by this state dir's ploopvault but in no journal entry or kept record (state dir lost or reset?): ploop snapshot-delete merged it back into ${dd}`);
+    expect(reports[1]!.detail).toBe(
+      `made by ploopvault with another state dir (owner ${stateDirOwnerId(join(dir, "another-state-dir"))}, this one is ${journal.ownerId}); left alone. If no other ploopvault installation backs up this host, merge it with: ploop snapshot-delete -u ${other} ${dd}`,
+    );
+    expect(lines.filter((l) => l.startsWith("warning: "))).toHaveLength(1);
+    expect((await ploopSnapshotList(dd)).map((e) => e.guid).sort()).toEqual([user, other, lookalike, kept, TOP].sort());
+    expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
+    expect(await unlistedImageFiles(dd)).toEqual([]);
+    const after = join(dir, "after.raw");
+    await ploopFlatten(dd, after);
+    expect(await sha256File(after)).toBe(await sha256File(before));
+
+    // Nothing left to do the next time (the foreign one is reported again).
+    expect((await recoverUnjournaled([{ ct: "101", descriptorPath: dd }], journal, ploop, log, { keptGuids: new Set([kept]) })).map((r) => r.action)).toEqual(["foreign-snapshot"]);
+  });
+
+  it("finishes an interrupted merge of a lost snapshot (image left in use) like a journaled one", async () => {
+    const dd = await makeDisk(diskDir, { size: "512M", clusterSectors: 2048 });
+    const ploop = realPloop();
+    await fillTop(dd, 400, 8, "BASE");
+    const S = journal.newSnapshotGuid();
+    await ploop.snapshot(dd, S);
+    const frozenImage = (await ploop.snapshotList(dd, S))[0]!.file;
+    await fillTop(dd, 0, 320, "DELTA");
+    const merge = execa(PLOOP_OFFLINE, ["snapshot-delete", "-u", S, dd], { reject: false });
+    while (!(await imageMarkedInUse(frozenImage))) await new Promise((r) => setTimeout(r, 2));
+    await new Promise((r) => setTimeout(r, 50));
+    merge.kill("SIGKILL");
+    await merge;
+    // No journal at all (state dir lost).
+    const reports = await recoverUnjournaled([{ ct: "101", descriptorPath: dd }], journal, ploop, log, { keptGuids: new Set() });
+    expect(reports.map((r) => r.action)).toEqual(["merged-after-clearing-in-use"]);
+    expect((await ploop.snapshotList(dd, TOP)).map((c) => c.guid)).toEqual([TOP]);
+    expect(await filesIn(diskDir)).toEqual(["DiskDescriptor.xml", "DiskDescriptor.xml.lck", "root.hds"]);
+    const disk = await openLogicalDisk(dd);
+    try {
+      expect((await readCluster(disk, 7)).equals(tagCluster("DELTA", 7, 1 << 20))).toBe(true);
+      expect((await readCluster(disk, 405)).equals(tagCluster("BASE", 405, 1 << 20))).toBe(true);
+    } finally {
+      await disk.close();
+    }
+  });
+});
