@@ -223,13 +223,7 @@ export async function mergeChildOf(descriptorPath: string, guid: string): Promis
   if (children.length !== 1) return null;
   const image = dd.images.find((i) => i.guid === children[0]!.guid);
   if (image === undefined) return null;
-  const path = absoluteImagePath(descriptorPath, image.file);
-  try {
-    const st = await stat(path, { bigint: true });
-    return { path, dev: String(st.dev), ino: String(st.ino) };
-  } catch {
-    return null;
-  }
+  return identityOf(absoluteImagePath(descriptorPath, image.file));
 }
 
 /**
@@ -609,11 +603,8 @@ async function recoverOne(entry: JournalEntry, journal: SnapshotJournal, ploop: 
   }
 }
 
-interface FileIdentity {
-  path: string;
-  dev: string;
-  ino: string;
-}
+/** A regular file by path and identity (device + inode, as decimal strings). */
+type FileIdentity = MergeChild;
 
 async function identityOf(path: string): Promise<FileIdentity | null> {
   try {
