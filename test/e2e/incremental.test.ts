@@ -35,6 +35,10 @@ interface Result {
 }
 
 const CLUSTER = 64 << 10;
+/** Kill trials per kind (CI: a few; PLOOPVAULT_KILL_TRIALS=N for more by hand). */
+const KILL_TRIALS = Number(process.env.PLOOPVAULT_KILL_TRIALS ?? 2);
+/** A kill trial is two backups, a restore and a flattening by ploop: give each its time. */
+const killTestTimeout = (kills: number): number => 60_000 + kills * 45_000;
 
 describe("incremental backups", () => {
   let repo: RepoTarget;
@@ -166,7 +170,7 @@ describe("incremental backups", () => {
     const dd = await makeDisk(dir, { size: "32M" });
     await fillTop(dd, 0, 300, "base");
     await backupAndVerify(ct, dd, "first");
-    const trials = 2 * Number(process.env.PLOOPVAULT_KILL_TRIALS ?? 2);
+    const trials = 2 * KILL_TRIALS;
     for (let trial = 0; trial < trials; trial++) {
       const target = trial % 2 === 0 ? "group" : "main";
       await randomWrites(dd, 512, 8);
@@ -177,7 +181,7 @@ describe("incremental backups", () => {
       const r = await backupAndVerify(ct, dd, `after kill ${trial} (${target})`);
       expect(r.status).toBe("ok");
     }
-  });
+  }, killTestTimeout(2 * KILL_TRIALS));
 
   it("kill -9 while ploop merges the previous kept delta into a sparse image, of the process group and of the main process: the next run finishes the merge", async () => {
     // Images are sparse on real hosts (discard/compaction, sparse copies). ploop 1.15 then
@@ -190,7 +194,7 @@ describe("incremental backups", () => {
     const dd = await makeDisk(dir, { size: "64M", clusterSectors: 2048 });
     await fillTop(dd, 0, 20, "base", { zeroTailBytes: MiB / 4 });
     await backupAndVerify(ct, dd, "first");
-    const trials = Number(process.env.PLOOPVAULT_KILL_TRIALS ?? 2);
+    const trials = KILL_TRIALS;
     let midMerge = 0;
     for (let trial = 0; trial < trials; trial++) {
       for (const target of ["group", "main"] as const) {
@@ -219,7 +223,7 @@ describe("incremental backups", () => {
     }
     console.log(`kill during the merge of the kept delta (sparse images): ${2 * trials} trials, ${midMerge} of ${trials} process-group kills left the merge halfway`);
     expect(midMerge).toBeGreaterThan(0);
-  });
+  }, killTestTimeout(2 * KILL_TRIALS));
 
   it("release gives the container back a single-image disk; the next backup reads everything", async () => {
     const ct = "301";
