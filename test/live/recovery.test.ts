@@ -59,6 +59,52 @@ function actions(reports: RecoveryReport[]): string[] {
   return reports.map((r) => r.action);
 }
 
+/**
+ * Our run dies mid-merge and takes ploop with it (process group kill): start the real
+ * `snapshot-delete -u S`, wait until it marks S's image in use, let it copy for a while,
+ * SIGKILL it.
+ */
+async function killMergeHalfway(dd: string, S: string, frozenImage: string): Promise<void> {
+  const merge = execa(PLOOP_OFFLINE, ["snapshot-delete", "-u", S, dd], { reject: false });
+  const t0 = Date.now();
+  while (!(await imageMarkedInUse(frozenImage))) {
+    if (Date.now() - t0 > 10_000) throw new Error("merge never marked the image in use");
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  await new Promise((r) => setTimeout(r, 50)); // let it copy some clusters
+  merge.kill("SIGKILL");
+  const killed = await merge;
+  expect(killed.signal).toBe("SIGKILL");
+}
+
+/** The live disk of `dd` reads exactly `want` at each of these clusters. */
+async function expectClusters(dd: string, expected: readonly (readonly [number, Buffer])[]): Promise<void> {
+  const disk = await openLogicalDisk(dd);
+  try {
+    for (const [cluster, want] of expected) expect((await readCluster(disk, cluster)).equals(want), `cluster ${cluster}`).toBe(true);
+  } finally {
+    await disk.close();
+  }
+}
+
+/** Snapshot S of container 101 as a run that then died left it (journaled by a dead process); returns S's image. */
+async function snapshotOfCrashedRun(dd: string, S: string): Promise<string> {
+  await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: S, state: "snapshot-pending" });
+  await realPloop().snapshot(dd, S);
+  return (await realPloop().snapshotList(dd, S))[0]!.file;
+}
+
+/** Recovery finishes the interrupted merge of a crashed run's snapshot: one image left, nothing else. */
+async function expectRecoveredInterruptedMerge(dd: string, frozenImage: string): Promise<void> {
+  const reports = await recoverInterrupted(journal, realPloop(), log);
+  expect(reports.map((r) => [r.action, r.detail])).toEqual([
+    ["merged-after-clearing-in-use", `cleared the in-use flag of ${frozenImage} (interrupted offline merge) and merged it back`],
+  ]);
+  expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
+  expect((await realPloop().snapshotList(dd, TOP)).map((c) => c.guid)).toEqual([TOP]);
+  expect(await filesIn(diskDir)).toEqual(["DiskDescriptor.xml", "DiskDescriptor.xml.lck", "root.hds"]);
+}
+
 describe("recoverInterrupted", () => {
   it("merges a snapshot left behind, keeps data written since, and leaves foreign snapshots alone", async () => {
     const ctDisk = join(dir, "101", "root.hdd");
@@ -84,14 +130,7 @@ describe("recoverInterrupted", () => {
     const chain = await ploop.snapshotList(dd, TOP);
     expect(chain.map((c) => c.guid)).toEqual([TOP, admin]);
 
-    const disk = await openLogicalDisk(dd);
-    try {
-      expect((await readCluster(disk, 3)).equals(tagCluster("AFTER", 3, 65536))).toBe(true);
-      expect((await readCluster(disk, 4)).equals(tagCluster("ADMIN", 4, 65536))).toBe(true);
-      expect((await readCluster(disk, 5)).equals(tagCluster("AFTER", 5, 65536))).toBe(true);
-    } finally {
-      await disk.close();
-    }
+    await expectClusters(dd, [[3, tagCluster("AFTER", 3, 65536)], [4, tagCluster("ADMIN", 4, 65536)], [5, tagCluster("AFTER", 5, 65536)]]);
   });
 
   it("drops entries whose snapshot is not in the descriptor, or whose descriptor is gone", async () => {
@@ -121,23 +160,10 @@ describe("recoverInterrupted", () => {
     await writeClusterToTop(dd, 0, tagCluster("BASE", 0, MiB));
     await writeClusterToTop(dd, 400, tagCluster("BASE", 400, MiB));
     const S = newSnapshotGuid();
-    await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: S, state: "snapshot-pending" });
-    await ploop.snapshot(dd, S);
-    const frozenImage = (await ploop.snapshotList(dd, S))[0]!.file;
+    const frozenImage = await snapshotOfCrashedRun(dd, S);
     await fillTop(dd, 0, 320, "DELTA");
     await journal.setState(S, "merging");
-
-    // Our run dies mid-merge and takes ploop with it (process group kill).
-    const merge = execa(PLOOP_OFFLINE, ["snapshot-delete", "-u", S, dd], { reject: false });
-    const t0 = Date.now();
-    while (!(await imageMarkedInUse(frozenImage))) {
-      if (Date.now() - t0 > 10_000) throw new Error("merge never marked the image in use");
-      await new Promise((r) => setTimeout(r, 2));
-    }
-    await new Promise((r) => setTimeout(r, 50)); // let it copy some clusters
-    merge.kill("SIGKILL");
-    const killed = await merge;
-    expect(killed.signal).toBe("SIGKILL");
+    await killMergeHalfway(dd, S, frozenImage);
     // What 1.15 leaves: descriptor unchanged (S still there), S's image "in use", the .tmp.
     expect(await readFile(dd, "utf8")).toContain(S);
     expect(await imageMarkedInUse(frozenImage)).toBe(true);
@@ -145,13 +171,7 @@ describe("recoverInterrupted", () => {
     // A plain re-run of the merge fails with "image in use" (exit 4).
     await expect(ploop.snapshotDelete(dd, S)).rejects.toThrow(/image in use or cannot be opened \(exit 4\)/);
 
-    const reports = await recoverInterrupted(journal, ploop, log);
-    expect(reports.map((r) => [r.action, r.detail])).toEqual([
-      ["merged-after-clearing-in-use", `cleared the in-use flag of ${frozenImage} (interrupted offline merge) and merged it back`],
-    ]);
-    expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
-    expect((await ploop.snapshotList(dd, TOP)).map((c) => c.guid)).toEqual([TOP]);
-    expect(await filesIn(diskDir)).toEqual(["DiskDescriptor.xml", "DiskDescriptor.xml.lck", "root.hds"]);
+    await expectRecoveredInterruptedMerge(dd, frozenImage);
     // On this 512 MiB / 1 MiB-cluster disk ploop 1.15's offline snapshot-delete leaves
     // CIF_Empty set on the (non-empty) merged image, interrupted or not (measured; not on
     // 64 MiB / 64 KiB-cluster disks): `check -f -c -r` may report that and nothing else.
@@ -174,45 +194,24 @@ describe("recoverInterrupted", () => {
     // (ploop.md 1.9). ploop 1.15's `check -d` then clears the flag but refuses the image
     // (exit 11 "image is sparse") unless told to fill the holes (-S), as its own mount does.
     const dd = await makeDisk(diskDir, { size: "512M", clusterSectors: 2048 });
-    const ploop = realPloop();
     const MiB = 1 << 20;
     await fillTop(dd, 400, 16, "BASE");
     await discardClusters(join(diskDir, "root.hds"), [401, 402, 405, 410]);
     expect(await ploopCallsSparse(join(diskDir, "root.hds"))).toBe(true);
     const S = journal.newSnapshotGuid();
-    await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: S, state: "snapshot-pending" });
-    await ploop.snapshot(dd, S);
-    const frozenImage = (await ploop.snapshotList(dd, S))[0]!.file;
+    const frozenImage = await snapshotOfCrashedRun(dd, S);
     await fillTop(dd, 0, 320, "DELTA");
     await journal.setState(S, "merging");
-
-    const merge = execa(PLOOP_OFFLINE, ["snapshot-delete", "-u", S, dd], { reject: false });
-    const t0 = Date.now();
-    while (!(await imageMarkedInUse(frozenImage))) {
-      if (Date.now() - t0 > 10_000) throw new Error("merge never marked the image in use");
-      await new Promise((r) => setTimeout(r, 2));
-    }
-    await new Promise((r) => setTimeout(r, 50));
-    merge.kill("SIGKILL");
-    expect((await merge).signal).toBe("SIGKILL");
+    await killMergeHalfway(dd, S, frozenImage);
     expect(await readFile(dd, "utf8")).toContain(S);
 
-    const reports = await recoverInterrupted(journal, ploop, log);
-    expect(reports.map((r) => [r.action, r.detail])).toEqual([
-      ["merged-after-clearing-in-use", `cleared the in-use flag of ${frozenImage} (interrupted offline merge) and merged it back`],
-    ]);
-    expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
-    expect((await ploop.snapshotList(dd, TOP)).map((c) => c.guid)).toEqual([TOP]);
-    expect(await filesIn(diskDir)).toEqual(["DiskDescriptor.xml", "DiskDescriptor.xml.lck", "root.hds"]);
+    await expectRecoveredInterruptedMerge(dd, frozenImage);
     expect(await ploopCallsSparse(join(diskDir, "root.hds"))).toBe(false);
-    const disk = await openLogicalDisk(dd);
-    try {
-      for (const c of [0, 100, 319]) expect((await readCluster(disk, c)).equals(tagCluster("DELTA", c, MiB))).toBe(true);
-      for (const c of [400, 403, 415]) expect((await readCluster(disk, c)).equals(tagCluster("BASE", c, MiB))).toBe(true);
-      for (const c of [401, 405, 410]) expect((await readCluster(disk, c)).equals(Buffer.alloc(MiB))).toBe(true);
-    } finally {
-      await disk.close();
-    }
+    await expectClusters(dd, [
+      ...[0, 100, 319].map((c) => [c, tagCluster("DELTA", c, MiB)] as const),
+      ...[400, 403, 415].map((c) => [c, tagCluster("BASE", c, MiB)] as const),
+      ...[401, 405, 410].map((c) => [c, Buffer.alloc(MiB)] as const),
+    ]);
   });
 
   it("removes the delta a merge killed between its descriptor switch and its unlink left behind, and no file it cannot prove it made", async () => {
@@ -261,13 +260,7 @@ describe("recoverInterrupted", () => {
     expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
     expect(await unlistedImageFiles(a.dd)).toEqual([foreign.split("/").pop()]);
     expect(await unlistedImageFiles(b.dd)).toEqual([bChild.split("/").pop()]);
-    const disk = await openLogicalDisk(a.dd);
-    try {
-      expect((await readCluster(disk, 5)).equals(tagCluster("BASE", 5, 65536))).toBe(true);
-      expect((await readCluster(disk, 39)).equals(tagCluster("AFTER", 39, 65536))).toBe(true);
-    } finally {
-      await disk.close();
-    }
+    await expectClusters(a.dd, [[5, tagCluster("BASE", 5, 65536)], [39, tagCluster("AFTER", 39, 65536)]]);
   });
 
   it("removes the empty delta and the .tmp of a ploop snapshot killed before its descriptor switch", async () => {
@@ -308,12 +301,7 @@ describe("recoverInterrupted", () => {
     expect((await orphan).exitCode).toBe(0);
     expect(reports).toEqual([{ ct: "101", snapshotGuid: S, action: "already-merged", detail: `not in ${dd} any more (already merged); entry dropped` }]);
     expect((await ploop.snapshotList(dd, TOP)).map((c) => c.guid)).toEqual([TOP]);
-    const disk = await openLogicalDisk(dd);
-    try {
-      expect((await readCluster(disk, 319)).equals(tagCluster("DELTA", 319, 1 << 20))).toBe(true);
-    } finally {
-      await disk.close();
-    }
+    await expectClusters(dd, [[319, tagCluster("DELTA", 319, 1 << 20)]]);
   });
 
   it("removes a stale DiskDescriptor.xml.tmp, but not while a ploop operation holds the lock", async () => {
@@ -450,22 +438,12 @@ describe("recoverUnjournaled", () => {
     await ploop.snapshot(dd, S);
     const frozenImage = (await ploop.snapshotList(dd, S))[0]!.file;
     await fillTop(dd, 0, 320, "DELTA");
-    const merge = execa(PLOOP_OFFLINE, ["snapshot-delete", "-u", S, dd], { reject: false });
-    while (!(await imageMarkedInUse(frozenImage))) await new Promise((r) => setTimeout(r, 2));
-    await new Promise((r) => setTimeout(r, 50));
-    merge.kill("SIGKILL");
-    await merge;
+    await killMergeHalfway(dd, S, frozenImage);
     // No journal at all (state dir lost).
     const reports = await recoverUnjournaled([{ ct: "101", descriptorPath: dd }], journal, ploop, log, { keptGuids: new Set() });
     expect(reports.map((r) => r.action)).toEqual(["merged-after-clearing-in-use"]);
     expect((await ploop.snapshotList(dd, TOP)).map((c) => c.guid)).toEqual([TOP]);
     expect(await filesIn(diskDir)).toEqual(["DiskDescriptor.xml", "DiskDescriptor.xml.lck", "root.hds"]);
-    const disk = await openLogicalDisk(dd);
-    try {
-      expect((await readCluster(disk, 7)).equals(tagCluster("DELTA", 7, 1 << 20))).toBe(true);
-      expect((await readCluster(disk, 405)).equals(tagCluster("BASE", 405, 1 << 20))).toBe(true);
-    } finally {
-      await disk.close();
-    }
+    await expectClusters(dd, [[7, tagCluster("DELTA", 7, 1 << 20)], [405, tagCluster("BASE", 405, 1 << 20)]]);
   });
 });
