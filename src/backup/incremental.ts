@@ -16,6 +16,7 @@ import type { SnapshotJournal } from "./journal.js";
 import { sameStamps, stampImagesAtAndBelow, type KeptSnapshot, type KeptSnapshots } from "./kept-snapshot.js";
 import type { PreviousBackup } from "./plan.js";
 import { openLogicalDisk } from "../ploop/disk.js";
+import { mergeChildOf } from "./snapshot-lifecycle.js";
 
 export type IncrementalBase = PreviousBackup & { backupId: string; snapshotGuid: string };
 
@@ -72,7 +73,7 @@ export async function keepSnapshot(ctx: KeepContext, previous: KeptSnapshot | nu
     const disk = await openLogicalDisk(descriptorPath).catch(() => null);
     oldPresent = disk?.images.some((i) => i.guid === old) ?? false;
     await disk?.close();
-    if (oldPresent) await journal.record({ ct, descriptorPath, snapshotGuid: old, state: "merging" });
+    if (oldPresent) await journal.record({ ct, descriptorPath, snapshotGuid: old, state: "merging", mergeChild: await mergeChildOf(descriptorPath, old) });
   }
   const record: KeptSnapshot = {
     version: 1,
@@ -114,7 +115,7 @@ export async function releaseKeptSnapshot(ctx: Omit<KeepContext, "repo">): Promi
   const present = disk?.images.some((i) => i.guid === kept.snapshotGuid) ?? false;
   await disk?.close();
   if (present) {
-    await journal.record({ ct, descriptorPath: kept.descriptorPath, snapshotGuid: kept.snapshotGuid, state: "merging" });
+    await journal.record({ ct, descriptorPath: kept.descriptorPath, snapshotGuid: kept.snapshotGuid, state: "merging", mergeChild: await mergeChildOf(kept.descriptorPath, kept.snapshotGuid) });
     await ctx.kept.remove(ct);
     await ploop.snapshotDelete(kept.descriptorPath, kept.snapshotGuid);
     await journal.remove(kept.snapshotGuid);

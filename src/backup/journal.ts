@@ -7,10 +7,10 @@
  * Durability: write a temp file, fsync it, rename it over the entry, fsync the directory.
  * A reader sees the old entry or the new one, never half of one.
  */
-import { randomUUID } from "node:crypto";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { PloopvaultError } from "../errors.js";
 import { normaliseGuid } from "../ploop/descriptor.js";
 
@@ -18,6 +18,20 @@ export const JOURNAL_VERSION = 1;
 
 export type JournalState = "snapshot-pending" | "snapshot-taken" | "merging";
 const STATES: readonly JournalState[] = ["snapshot-pending", "snapshot-taken", "merging"];
+
+/**
+ * The image that `ploop snapshot-delete -u S` merges into S's image and then deletes (S's
+ * only child), as it was when the merge was journaled. If ploop dies after switching the
+ * descriptor but before its unlink, this file is left behind unlisted; recovery removes
+ * it only if it is still this very file (same device and inode) and no descriptor image.
+ */
+export interface MergeChild {
+  /** Absolute path. */
+  path: string;
+  /** st_dev and st_ino as decimal strings (64-bit values). */
+  dev: string;
+  ino: string;
+}
 
 export interface JournalEntry {
   version: 1;
@@ -32,6 +46,8 @@ export interface JournalEntry {
   host: string;
   /** ISO 8601. */
   startedAt: string;
+  /** Set when the entry is (or was) "merging": what the merge deletes at its end. */
+  mergeChild?: MergeChild;
 }
 
 export interface CorruptJournalEntry {
@@ -47,9 +63,41 @@ export interface JournalListing {
 
 export class JournalError extends PloopvaultError {}
 
-/** A new snapshot GUID: lower-case, braced, random (crypto.randomUUID). */
-export function newSnapshotGuid(): string {
-  return `{${randomUUID()}}`;
+/**
+ * Snapshot GUIDs ploopvault makes carry its mark, so that they are recognised in a
+ * DiskDescriptor.xml even when the state dir (journal, kept records) is lost:
+ *
+ *   {70766c74-OOOO-8OOO-vrrr-rrrrrrrrrrrr}
+ *
+ * 70766c74 is ASCII "pvlt"; OOOOOOO (28 bits) identifies the state dir (a hash of its
+ * absolute path, so a reinstalled or wiped state dir at the same path keeps it); "8" is
+ * the RFC 9562 version of a custom-layout UUID, v the variant (8, 9, a or b); r are 62
+ * random bits. ploop and vzctl generate random version-4 GUIDs, which can never match.
+ */
+export const OWN_GUID_TAG = "70766c74";
+const OWN_GUID_RE = /^\{70766c74-([0-9a-f]{4})-8([0-9a-f]{3})-[89ab][0-9a-f]{3}-[0-9a-f]{12}\}$/;
+
+/** The 7-hex-digit owner id of a state dir (from its absolute path). */
+export function stateDirOwnerId(stateDir: string): string {
+  return createHash("sha256").update(`ploopvault-state-dir\0${resolve(stateDir)}`).digest("hex").slice(0, 7);
+}
+
+/**
+ * A new snapshot GUID, lower-case and braced. With `ownerId`: ploopvault's mark (see
+ * above); without: a plain random version-4 GUID.
+ */
+export function newSnapshotGuid(ownerId?: string): string {
+  if (ownerId === undefined) return `{${randomUUID()}}`;
+  if (!/^[0-9a-f]{7}$/.test(ownerId)) throw new JournalError(`invalid snapshot owner id "${ownerId}"`);
+  const r = randomBytes(8).toString("hex"); // 64 bits, 62 used
+  const variant = "89ab"[parseInt(r[0]!, 16) & 3]!;
+  return `{${OWN_GUID_TAG}-${ownerId.slice(0, 4)}-8${ownerId.slice(4)}-${variant}${r.slice(1, 4)}-${r.slice(4, 16)}}`;
+}
+
+/** The owner id in a GUID ploopvault made, or null for any other GUID (user, vzctl, ploop). */
+export function snapshotGuidOwner(guid: string): string | null {
+  const m = OWN_GUID_RE.exec(guid.toLowerCase());
+  return m === null ? null : `${m[1]}${m[2]}`;
 }
 
 const ENTRY_SUFFIX = ".json";
@@ -80,15 +128,35 @@ function checkEntry(value: unknown): JournalEntry | string {
   if (typeof v.pid !== "number" || !Number.isInteger(v.pid) || v.pid <= 0) return "invalid pid";
   if (host === null) return "missing host";
   if (startedAt === null || Number.isNaN(Date.parse(startedAt))) return "invalid startedAt";
-  return { version: 1, ct, descriptorPath, snapshotGuid: guid, tool: "ploop", state: state as JournalState, pid: v.pid, host, startedAt };
+  const entry: JournalEntry = { version: 1, ct, descriptorPath, snapshotGuid: guid, tool: "ploop", state: state as JournalState, pid: v.pid, host, startedAt };
+  if (v.mergeChild !== undefined) {
+    const c = v.mergeChild as Record<string, unknown> | null;
+    const ok = typeof c === "object" && c !== null && typeof c.path === "string" && c.path.startsWith("/") && typeof c.dev === "string" && /^\d+$/.test(c.dev) && typeof c.ino === "string" && /^\d+$/.test(c.ino);
+    if (!ok) return "invalid mergeChild";
+    entry.mergeChild = { path: c.path as string, dev: c.dev as string, ino: c.ino as string };
+  }
+  return entry;
 }
 
 export class SnapshotJournal {
   /** <stateDir>/journal */
   readonly dir: string;
+  /** Owner id of the state dir, carried by every snapshot GUID this journal hands out. */
+  readonly ownerId: string;
 
   constructor(stateDir: string) {
     this.dir = join(stateDir, "journal");
+    this.ownerId = stateDirOwnerId(stateDir);
+  }
+
+  /** A fresh GUID for a snapshot this state dir makes (recognisable without the journal). */
+  newSnapshotGuid(): string {
+    return newSnapshotGuid(this.ownerId);
+  }
+
+  /** Whether ploopvault made this snapshot with this state dir (by its GUID alone). */
+  ownsSnapshot(guid: string): boolean {
+    return snapshotGuidOwner(guid) === this.ownerId;
   }
 
   private fileOf(snapshotGuid: string): string {
@@ -101,7 +169,7 @@ export class SnapshotJournal {
    * Durably record a snapshot about to be taken. Call BEFORE `ploop snapshot`: if we die
    * after ploop created it, this entry is how the next run finds it.
    */
-  async record(fields: { ct: string; descriptorPath: string; snapshotGuid: string; state?: JournalState }): Promise<JournalEntry> {
+  async record(fields: { ct: string; descriptorPath: string; snapshotGuid: string; state?: JournalState; mergeChild?: MergeChild | null }): Promise<JournalEntry> {
     const g = normaliseGuid(fields.snapshotGuid);
     if (g === null) throw new JournalError(`journal: "${fields.snapshotGuid}" is not a snapshot GUID`);
     const entry: JournalEntry = {
@@ -115,16 +183,17 @@ export class SnapshotJournal {
       host: hostname(),
       startedAt: new Date().toISOString(),
     };
+    if (fields.mergeChild) entry.mergeChild = fields.mergeChild;
     await this.write(entry);
     return entry;
   }
 
-  /** Move an entry to another state (durably). */
-  async setState(snapshotGuid: string, state: JournalState): Promise<JournalEntry> {
+  /** Move an entry to another state (durably), optionally recording what its merge deletes. */
+  async setState(snapshotGuid: string, state: JournalState, mergeChild?: MergeChild | null): Promise<JournalEntry> {
     const file = this.fileOf(snapshotGuid);
     const current = await this.readOne(file);
     if (typeof current === "string") throw new JournalError(`journal entry ${file}: ${current}`);
-    const next: JournalEntry = { ...current, state };
+    const next: JournalEntry = { ...current, state, ...(mergeChild ? { mergeChild } : {}) };
     await this.write(next);
     return next;
   }

@@ -25,7 +25,7 @@ import { listContainers, resolveContainers, type ContainerInfo } from "./contain
 import { findContainerConfig, readDescriptorBytes, CONTAINER_CONFIG_NAME } from "./disk-source.js";
 import { SnapshotJournal } from "./journal.js";
 import { backupDisk, type BackupProgress, type BackupResult } from "./pipeline.js";
-import { recoverInterrupted, withFrozenDisk } from "./snapshot-lifecycle.js";
+import { recoverInterrupted, recoverUnjournaled, withFrozenDisk } from "./snapshot-lifecycle.js";
 import { decideIncremental, keepSnapshot, releaseKeptSnapshot } from "./incremental.js";
 import { KeptSnapshots } from "./kept-snapshot.js";
 
@@ -238,6 +238,10 @@ export async function runBackup(request: BackupRunRequest): Promise<ContainerRes
   if (request.targets.kind === "disks") return withRegistration(request, (repo, registration, signal) => backupDirectDisks(request, request.targets.kind === "disks" ? request.targets.disks : [], repo, registration, signal));
   // Overlapping cron runs on one host: the second waits, then gives up with exit 4.
   const lock = await acquireHostLock(join(request.stateDir, "run.lock"), { waitSeconds: request.lockWaitSeconds });
+  // The lock is gone if its flock helper dies: stop as for a signal, and say why.
+  const stopIfLockLost = (): void => {
+    if (lock.lost.aborted) throw lock.lost.reason;
+  };
   try {
     const ploop = new PloopCli({ bin: request.ploopBin, log: request.debug });
     const journal = new SnapshotJournal(request.stateDir);
@@ -249,6 +253,8 @@ export async function runBackup(request: BackupRunRequest): Promise<ContainerRes
     const discovery = { vzlistBin: request.vzlistBin, privateRoot: request.privateRoot, log: request.debug };
     const containers = request.targets.kind === "all" ? await listContainers(discovery) : await resolveContainers(request.targets.ctids, discovery);
     if (containers.length === 0) throw new PloopvaultError(`no containers found (vzlist "${request.vzlistBin}" or ${request.privateRoot}/*/root.hdd/DiskDescriptor.xml)`);
+    // Snapshots of this state dir that no journal entry or kept record explains (lost state dir).
+    await recoverUnjournaled(containers, journal, ploop, request.log, { keptGuids: new Set((await kept.list()).map((k) => k.snapshotGuid.toLowerCase())) });
     if (!request.incremental) {
       // No kept deltas in this mode: give containers back a disk without ours.
       for (const c of containers) {
@@ -256,7 +262,8 @@ export async function runBackup(request: BackupRunRequest): Promise<ContainerRes
         if (released) request.log(`container ${c.ct}: kept snapshot ${released} of an earlier incremental backup merged (--no-incremental)`);
       }
     }
-    return await withRegistration(request, (repo, registration, signal) =>
+    stopIfLockLost();
+    const results = await withRegistration({ ...request, signal: AbortSignal.any([request.signal, lock.lost]) }, (repo, registration, signal) =>
       backupContainers(containers, {
         publish: registration,
         repo,
@@ -279,6 +286,8 @@ export async function runBackup(request: BackupRunRequest): Promise<ContainerRes
         ...(request.readBlockBytes ? { readBlockBytes: request.readBlockBytes } : {}),
       }),
     );
+    stopIfLockLost();
+    return results;
   } finally {
     await lock.release();
   }

@@ -5,9 +5,12 @@
  *   -> caller reads the frozen chain of S -> journal "merging" -> ploop snapshot-delete -u S
  *   -> journal entry removed
  *
- * S is a fresh random GUID, never the top GUID. The merge runs whatever happened while
- * reading (success, error, abort). A run that dies anywhere leaves its journal entry;
- * recoverInterrupted() finishes the job for exactly those snapshots and nothing else.
+ * S is a fresh GUID carrying ploopvault's mark and the state dir's owner id (journal.ts),
+ * never the top GUID. The merge runs whatever happened while reading (success, error,
+ * abort). A run that dies anywhere leaves its journal entry; recoverInterrupted()
+ * finishes the job for exactly those snapshots, and recoverUnjournaled() finds this state
+ * dir's marked snapshots that no journal entry or kept record explains (lost state dir).
+ * Neither ever touches a snapshot someone else made.
  */
 import { execa } from "execa";
 import { open, readFile, readdir, stat } from "node:fs/promises";
@@ -16,8 +19,8 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { errorLine, PloopvaultError } from "../errors.js";
 import { chainFor, parseDescriptor, type DiskDescriptor } from "../ploop/descriptor.js";
 import { PloopBinaryNotFoundError, PloopCommandError, PLOOP_EXIT, isLockFailure, type PloopCli, type SnapshotListEntry } from "../ploop/driver.js";
-import { DISK_IN_USE, TOP_GUID } from "../ploop/format.js";
-import { newSnapshotGuid, type JournalEntry, type SnapshotJournal } from "./journal.js";
+import { decodeHeader, DISK_IN_USE, HEADER_BYTES, TOP_GUID } from "../ploop/format.js";
+import { snapshotGuidOwner, type JournalEntry, type MergeChild, type SnapshotJournal } from "./journal.js";
 
 export interface FrozenDiskContext {
   /** Container id, for messages and the journal. */
@@ -135,7 +138,7 @@ export async function withFrozenDisk<T>(ctx: FrozenDiskContext, fn: (frozen: Fro
   // snapshot untouched (they end up below S).
   const lowerBefore = await stampsBelowTop(dd);
 
-  const S = newSnapshotGuid();
+  const S = journal.newSnapshotGuid();
   await journal.record({ ct, descriptorPath: dd, snapshotGuid: S, state: "snapshot-pending" });
   try {
     await ploop.snapshot(dd, S);
@@ -149,7 +152,9 @@ export async function withFrozenDisk<T>(ctx: FrozenDiskContext, fn: (frozen: Fro
       present = null;
     }
     if (present === false) {
-      await journal.remove(S);
+      // A ploop killed halfway leaves the new empty delta and DiskDescriptor.xml.tmp.
+      const left = await cleanAfterFailedSnapshot(ctx, dd, S);
+      if (!left) await journal.remove(S);
       throw new SnapshotCreateError(`container ${ct}: cannot take backup snapshot: ${errorLine(error)}`, { cause: error });
     }
     if (present === null) {
@@ -201,11 +206,53 @@ export async function withFrozenDisk<T>(ctx: FrozenDiskContext, fn: (frozen: Fro
   return outcome.value;
 }
 
+/**
+ * S's only child image: the file `ploop snapshot-delete -u S` merges into S's image and
+ * then deletes. It is always the delta that `ploop snapshot -u S` created (a merge keeps
+ * the lower file under the upper GUID), so when S is ours, so is this file. Null when S is
+ * not in the descriptor, has no single child, or the file cannot be stat'ed.
+ */
+export async function mergeChildOf(descriptorPath: string, guid: string): Promise<MergeChild | null> {
+  let dd: DiskDescriptor;
+  try {
+    dd = await readDescriptorFile(descriptorPath);
+  } catch {
+    return null;
+  }
+  const children = dd.shots.filter((s) => s.parentGuid === guid);
+  if (children.length !== 1) return null;
+  const image = dd.images.find((i) => i.guid === children[0]!.guid);
+  if (image === undefined) return null;
+  return identityOf(absoluteImagePath(descriptorPath, image.file));
+}
+
+/**
+ * `ploop snapshot -u S` failed and S is not in the descriptor: remove the delta and the
+ * DiskDescriptor.xml.tmp a killed ploop leaves (removeOrphanedDelta proves they are its).
+ * True when something had to be left in place (the journal entry then stays).
+ */
+async function cleanAfterFailedSnapshot(ctx: FrozenDiskContext, dd: string, S: string): Promise<boolean> {
+  const { ct, ploop, log } = ctx;
+  let left = false;
+  try {
+    const orphan = await removeOrphanedDelta({ snapshotGuid: S, descriptorPath: dd, state: "snapshot-pending" }, ploop, "flock");
+    if (orphan !== null) {
+      log(`container ${ct}: snapshot ${S}: ${orphan.action}: ${orphan.detail}`);
+      left = orphan.action === "orphan-delta-left";
+    }
+    await removeStaleDescriptorTmp(dd);
+  } catch (error) {
+    log(`container ${ct}: snapshot ${S}: ${errorLine(error)}`);
+    left = true;
+  }
+  return left;
+}
+
 /** snapshot-delete S; on failure keep the journal entry and throw SnapshotMergeError. */
 async function mergeBack(ctx: FrozenDiskContext, dd: string, S: string, earlier: unknown): Promise<void> {
   const { ct, ploop, journal, log } = ctx;
   try {
-    await journal.setState(S, "merging");
+    await journal.setState(S, "merging", await mergeChildOf(dd, S));
   } catch (error) {
     // The entry still says "snapshot-taken", which recovery treats the same way.
     log(`container ${ct}: ${errorLine(error)}`);
@@ -249,7 +296,17 @@ export type RecoveryAction =
   /** A stale DiskDescriptor.xml.tmp beside a journaled descriptor was removed. */
   | "removed-stale-tmp"
   /** S is the snapshot an incremental backup keeps on purpose: entry dropped, S left alone. */
-  | "kept";
+  | "kept"
+  /**
+   * An image file ploop created for S and left behind unlisted when it was killed (the
+   * merged child after the descriptor switch, or the new top of an unfinished
+   * `ploop snapshot -u S`) was removed.
+   */
+  | "removed-orphan-delta"
+  /** Such a file was found but left in place (disk lock held, or the disk is mounted): entry kept. */
+  | "orphan-delta-left"
+  /** A snapshot ploopvault made with ANOTHER state dir (or another installation): left alone. */
+  | "foreign-snapshot";
 
 export interface RecoveryReport {
   ct: string;
@@ -336,6 +393,29 @@ export async function imageMarkedInUse(path: string): Promise<boolean> {
 }
 
 /**
+ * Run `rm -f -- FILES` under `flock -n` on DiskDescriptor.xml.lck beside `descriptorPath`,
+ * so that no ploop operation (1.x and 7.x take that lock for every descriptor operation)
+ * is in progress while files it might still be working on disappear. "busy" = nothing
+ * removed: the lock is held, or there is no .lck (ploop >= 8.0.59 locks the base image
+ * instead, ploop.md 2.6, which we cannot test from here).
+ */
+async function removeUnderDiskLock(descriptorPath: string, files: readonly string[], flockBin: string): Promise<"removed" | "busy"> {
+  const lck = `${descriptorPath}.lck`;
+  try {
+    await stat(lck);
+  } catch {
+    return "busy";
+  }
+  const r = await execa(flockBin, ["-n", "-E", "75", lck, "rm", "-f", "--", ...files], { reject: false, stdin: "ignore" });
+  if (r.exitCode === 75) return "busy";
+  if (r.failed) {
+    const why = r.code === "ENOENT" ? `"${flockBin}" not found (install util-linux)` : errorLine(r.stderr || r.shortMessage);
+    throw new PloopvaultError(`cannot remove ${files.join(", ")} under ${lck}: ${why}`);
+  }
+  return "removed";
+}
+
+/**
  * Remove DiskDescriptor.xml.tmp beside `descriptorPath` unless a ploop operation holds
  * DiskDescriptor.xml.lck (then the .tmp is its work in progress: 1.15 writes it at the
  * START of a merge and renames it at the end). The removal runs under that lock
@@ -343,42 +423,25 @@ export async function imageMarkedInUse(path: string): Promise<boolean> {
  */
 export async function removeStaleDescriptorTmp(descriptorPath: string, flockBin = "flock"): Promise<"removed" | "none" | "busy"> {
   const tmp = `${descriptorPath}.tmp`;
-  const lck = `${descriptorPath}.lck`;
   try {
     await stat(tmp);
   } catch {
     return "none";
   }
-  try {
-    await stat(lck);
-  } catch {
-    // No lock file: either no ploop op ran here, or ploop >= 8.0.59, which locks byte
-    // ranges of the base image instead (ploop.md 2.6) and which we cannot test from here.
-    // A leftover .tmp is harmless (ploop overwrites it): leave it.
-    return "busy";
-  }
-  const r = await execa(flockBin, ["-n", "-E", "75", lck, "rm", "-f", "--", tmp], { reject: false, stdin: "ignore" });
-  if (r.exitCode === 75) return "busy";
-  if (r.failed) {
-    const why = r.code === "ENOENT" ? `"${flockBin}" not found (install util-linux)` : errorLine(r.stderr || r.shortMessage);
-    throw new PloopvaultError(`cannot test ${lck}: ${why}`);
-  }
-  return "removed";
+  // A leftover .tmp is harmless (ploop overwrites it); without a .lck it is left alone.
+  return removeUnderDiskLock(descriptorPath, [tmp], flockBin);
 }
 
 /**
  * Finish every snapshot our journal knows about (ploop.md 3.10). Never touches snapshots
- * that are not in the journal. Returns one report per entry (plus .tmp clean-ups).
+ * that are not in the journal. Returns one report per entry (plus .tmp and orphaned
+ * delta clean-ups).
  */
 export async function recoverInterrupted(journal: SnapshotJournal, ploop: PloopCli, log: (line: string) => void, options: RecoverOptions = {}): Promise<RecoveryReport[]> {
   const flockBin = options.flockBin ?? "flock";
   const waitForPloopMs = options.waitForPloopMs ?? 120_000;
   const reports: RecoveryReport[] = [];
-  const report = (r: RecoveryReport): void => {
-    reports.push(r);
-    const warn = r.action === "descriptor-gone" || r.action === "failed" || r.action === "locked" || r.action === "corrupt-entry";
-    log(`${warn ? "warning: " : ""}recovery: container ${r.ct}: snapshot ${r.snapshotGuid}: ${r.action}: ${r.detail}`);
-  };
+  const report = reporter(reports, log);
 
   await journal.removeStaleTemps();
   const { entries, corrupt } = await journal.list();
@@ -388,7 +451,6 @@ export async function recoverInterrupted(journal: SnapshotJournal, ploop: PloopC
 
   for (const entry of entries) {
     const { ct, snapshotGuid: S } = entry;
-    const dd = entry.descriptorPath;
     if (await ownerAlive(entry)) {
       report({ ct, snapshotGuid: S, action: "in-progress", detail: `process ${entry.pid} that took it (at ${entry.startedAt}) is still running` });
       continue;
@@ -410,59 +472,94 @@ export async function recoverInterrupted(journal: SnapshotJournal, ploop: PloopC
       report({ ct, snapshotGuid: S, action: "in-progress", detail: `ploop process ${busy.join(", ")} is still working on it` });
       continue;
     }
-
-    let outcome: Outcome;
-    try {
-      outcome = await recoverOne(entry, journal, ploop);
-    } catch (error) {
-      if (error instanceof PloopBinaryNotFoundError) throw error;
-      outcome = { action: "failed", detail: `${errorLine(error)}; entry kept` };
-    }
-    report({ ct, snapshotGuid: S, ...outcome });
-    if (outcome.action === "descriptor-gone") continue;
-    try {
-      const tmp = await removeStaleDescriptorTmp(dd, flockBin);
-      if (tmp === "removed") report({ ct, snapshotGuid: S, action: "removed-stale-tmp", detail: `removed leftover ${dd}.tmp` });
-    } catch (error) {
-      log(`recovery: container ${ct}: ${errorLine(error)}`);
-    }
+    await finishEntry(entry, journal, ploop, flockBin, report, "");
   }
   return reports;
 }
 
-type Outcome = { action: RecoveryAction; detail: string };
+function reporter(reports: RecoveryReport[], log: (line: string) => void): (r: RecoveryReport) => void {
+  return (r: RecoveryReport): void => {
+    reports.push(r);
+    const warn = r.action === "descriptor-gone" || r.action === "failed" || r.action === "locked" || r.action === "corrupt-entry" || r.action === "orphan-delta-left" || r.action === "foreign-snapshot";
+    log(`${warn ? "warning: " : ""}recovery: container ${r.ct}: snapshot ${r.snapshotGuid}: ${r.action}: ${r.detail}`);
+  };
+}
+
+/**
+ * Merge S back (or find it merged), remove what an interrupted ploop left for S, and drop
+ * the entry when nothing is left to do. `why` prefixes the detail of the main report.
+ */
+async function finishEntry(entry: JournalEntry, journal: SnapshotJournal, ploop: PloopCli, flockBin: string, report: (r: RecoveryReport) => void, why: string): Promise<void> {
+  const { ct, snapshotGuid: S, descriptorPath: dd } = entry;
+  let outcome: Outcome;
+  try {
+    outcome = await recoverOne(entry, journal, ploop);
+  } catch (error) {
+    if (error instanceof PloopBinaryNotFoundError) throw error;
+    outcome = { action: "failed", detail: `${errorLine(error)}; entry kept`, settled: false };
+  }
+  report({ ct, snapshotGuid: S, action: outcome.action, detail: `${why}${outcome.detail}` });
+  if (outcome.action === "descriptor-gone") {
+    await journal.remove(S);
+    return;
+  }
+  let keepEntry = !outcome.settled;
+  if (outcome.settled) {
+    try {
+      const orphan = await removeOrphanedDelta(entry, ploop, flockBin);
+      if (orphan !== null) {
+        report({ ct, snapshotGuid: S, ...orphan });
+        if (orphan.action === "orphan-delta-left") keepEntry = true;
+      }
+    } catch (error) {
+      keepEntry = true;
+      report({ ct, snapshotGuid: S, action: "orphan-delta-left", detail: `${errorLine(error)}; entry kept, the next run looks again` });
+    }
+  }
+  if (!keepEntry) await journal.remove(S);
+  try {
+    const tmp = await removeStaleDescriptorTmp(dd, flockBin);
+    if (tmp === "removed") report({ ct, snapshotGuid: S, action: "removed-stale-tmp", detail: `removed leftover ${dd}.tmp` });
+  } catch (error) {
+    report({ ct, snapshotGuid: S, action: "failed", detail: errorLine(error) });
+  }
+}
+
+/** `settled`: S is not in the descriptor any more (merged now or earlier, or never created). */
+type Outcome = { action: RecoveryAction; detail: string; settled: boolean };
 
 async function recoverOne(entry: JournalEntry, journal: SnapshotJournal, ploop: PloopCli): Promise<Outcome> {
   const { snapshotGuid: S, descriptorPath: dd } = entry;
-  const drop = async (action: RecoveryAction, detail: string): Promise<Outcome> => {
-    await journal.remove(S);
-    return { action, detail };
-  };
+  const settled = (action: RecoveryAction, detail: string): Outcome => ({ action, detail, settled: true });
+  const kept = (action: RecoveryAction, detail: string): Outcome => ({ action, detail, settled: false });
 
   let descriptor: DiskDescriptor;
   try {
     descriptor = await readDescriptorFile(dd);
   } catch (error) {
-    if (errnoCode(error) === "ENOENT") return drop("descriptor-gone", `${dd} no longer exists; entry dropped`);
-    return { action: "failed", detail: `${errorLine(error)}; entry kept` };
+    if (errnoCode(error) === "ENOENT") return settled("descriptor-gone", `${dd} no longer exists; entry dropped`);
+    return kept("failed", `${errorLine(error)}; entry kept`);
   }
   if (!descriptor.images.some((i) => i.guid === S)) {
-    return drop("already-merged", entry.state === "snapshot-pending" ? `not in ${dd} (never created, or already merged); entry dropped` : `not in ${dd} any more (already merged); entry dropped`);
+    return settled("already-merged", entry.state === "snapshot-pending" ? `not in ${dd} (never created, or already merged); entry dropped` : `not in ${dd} any more (already merged); entry dropped`);
   }
   if (descriptor.topGuid === S || S === TOP_GUID) {
     // Cannot happen with our GUIDs; deleting the top would discard data.
-    return { action: "failed", detail: `${S} is the top image of ${dd}; refusing to delete it, entry kept` };
+    return kept("failed", `${S} is the top image of ${dd}; refusing to delete it, entry kept`);
   }
 
+  // Record what this merge will delete at its end, in case it is interrupted after the
+  // descriptor switch (then that file is left unlisted and removeOrphanedDelta finds it).
+  await journal.setState(S, "merging", await mergeChildOf(dd, S));
   const deleteOnce = async (): Promise<"deleted" | "absent"> => ploop.snapshotDelete(dd, S);
   try {
     const r = await deleteOnce();
-    return drop(r === "deleted" ? "merged" : "already-merged", r === "deleted" ? `ploop snapshot-delete merged it back into ${dd}` : `ploop says it no longer exists in ${dd}; entry dropped`);
+    return settled(r === "deleted" ? "merged" : "already-merged", r === "deleted" ? `ploop snapshot-delete merged it back into ${dd}` : `ploop says it no longer exists in ${dd}; entry dropped`);
   } catch (error) {
     if (error instanceof PloopBinaryNotFoundError) throw error;
-    if (!(error instanceof PloopCommandError)) return { action: "failed", detail: `${errorLine(error)}; entry kept` };
-    if (isLockFailure(error)) return { action: "locked", detail: `${errorLine(error)}; entry kept, the next run retries` };
-    if (error.ploopExitCode !== PLOOP_EXIT.OPEN) return { action: "failed", detail: `${errorLine(error)}; entry kept` };
+    if (!(error instanceof PloopCommandError)) return kept("failed", `${errorLine(error)}; entry kept`);
+    if (isLockFailure(error)) return kept("locked", `${errorLine(error)}; entry kept, the next run retries`);
+    if (error.ploopExitCode !== PLOOP_EXIT.OPEN) return kept("failed", `${errorLine(error)}; entry kept`);
   }
 
   // Exit 4 "Image is in use": an offline merge was interrupted and left the in-use flag
@@ -471,10 +568,10 @@ async function recoverOne(entry: JournalEntry, journal: SnapshotJournal, ploop: 
   try {
     device = await ploop.mountedDevice(dd);
   } catch (error) {
-    return { action: "failed", detail: `image in use and cannot tell whether ${dd} is mounted (${errorLine(error)}); entry kept` };
+    return kept("failed", `image in use and cannot tell whether ${dd} is mounted (${errorLine(error)}); entry kept`);
   }
   if (device !== null) {
-    return { action: "failed", detail: `ploop reports an image in use while ${dd} is mounted on ${device}; not touching a running disk, entry kept` };
+    return kept("failed", `ploop reports an image in use while ${dd} is mounted on ${device}; not touching a running disk, entry kept`);
   }
   const chain = chainFor(descriptor);
   const dirty: string[] = [];
@@ -484,22 +581,179 @@ async function recoverOne(entry: JournalEntry, journal: SnapshotJournal, ploop: 
     try {
       if (await imageMarkedInUse(path)) dirty.push(path);
     } catch (error) {
-      return { action: "failed", detail: `cannot read the header of ${path} (${errnoCode(error)}); entry kept` };
+      return kept("failed", `cannot read the header of ${path} (${errnoCode(error)}); entry kept`);
     }
   }
   if (dirty.length === 0) {
-    return { action: "failed", detail: `ploop snapshot-delete says an image is in use, but no image of ${dd} is marked in use; entry kept` };
+    return kept("failed", `ploop snapshot-delete says an image is in use, but no image of ${dd} is marked in use; entry kept`);
   }
   try {
+    // check -d -S: drop the flag, trim the unreferenced tail the merge left, and fill holes
+    // of a sparse image as ploop does itself (PloopCli.clearInUse).
     for (const path of dirty) await ploop.clearInUse(path);
     const r = await deleteOnce();
-    return drop(
+    return settled(
       r === "deleted" ? "merged-after-clearing-in-use" : "already-merged",
       `cleared the in-use flag of ${dirty.join(", ")} (interrupted offline merge) and ${r === "deleted" ? "merged it back" : "found it gone"}`,
     );
   } catch (error) {
     if (error instanceof PloopBinaryNotFoundError) throw error;
-    if (error instanceof PloopCommandError && isLockFailure(error)) return { action: "locked", detail: `${errorLine(error)}; entry kept, the next run retries` };
-    return { action: "failed", detail: `after clearing the in-use flag of ${dirty.join(", ")}: ${errorLine(error)}; entry kept` };
+    if (error instanceof PloopCommandError && isLockFailure(error)) return kept("locked", `${errorLine(error)}; entry kept, the next run retries`);
+    return kept("failed", `after clearing the in-use flag of ${dirty.join(", ")}: ${errorLine(error)}; entry kept`);
   }
+}
+
+/** A regular file by path and identity (device + inode, as decimal strings). */
+type FileIdentity = MergeChild;
+
+async function identityOf(path: string): Promise<FileIdentity | null> {
+  try {
+    const st = await stat(path, { bigint: true });
+    return st.isFile() ? { path, dev: String(st.dev), ino: String(st.ino) } : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether the descriptor lists `file`, by path or by the same inode under another name. */
+async function listedByDescriptor(descriptor: DiskDescriptor, descriptorPath: string, file: FileIdentity): Promise<boolean> {
+  for (const image of descriptor.images) {
+    const path = absoluteImagePath(descriptorPath, image.file);
+    if (path === file.path) return true;
+    const other = await identityOf(path);
+    if (other !== null && other.dev === file.dev && other.ino === file.ino) return true;
+  }
+  return false;
+}
+
+/** A ploop image that holds no data cluster (every BAT entry zero): what `ploop snapshot` creates. */
+async function isEmptyDelta(path: string): Promise<boolean> {
+  const fh = await open(path, "r");
+  try {
+    const header = Buffer.alloc(HEADER_BYTES);
+    if ((await fh.read(header, 0, HEADER_BYTES, 0)).bytesRead < HEADER_BYTES) return false;
+    const h = decodeHeader(header, path);
+    const bat = Buffer.alloc(h.batEntries * 4);
+    if ((await fh.read(bat, 0, bat.length, HEADER_BYTES)).bytesRead < bat.length) return false;
+    for (let k = 0; k < bat.length; k += 4) if (bat.readUInt32LE(k) !== 0) return false;
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * After S left the descriptor: an image file ploop created for S and did not get to
+ * delete or adopt because it was killed. Removed only when ploopvault can prove it made it
+ * and nothing uses it:
+ *  - the merged child: the entry recorded its path and inode before the merge (it is the
+ *    delta `ploop snapshot -u S` created); S is gone, so the merge completed up to the
+ *    descriptor switch (ploop switches only after copying everything, then unlinks);
+ *    the very same inode is still there and no descriptor image is it;
+ *  - the new top of an unfinished `ploop snapshot -u S` (entry still "snapshot-pending"):
+ *    ploop names it in DiskDescriptor.xml.tmp, which it writes first, with S as the
+ *    parent of the top; the live descriptor does not list it, it holds no data, and the
+ *    disk is not mounted (online, the kernel may already write into it).
+ * The removal runs under the disk's ploop lock. null = nothing of the kind found.
+ */
+async function removeOrphanedDelta(entry: Pick<JournalEntry, "snapshotGuid" | "descriptorPath" | "state" | "mergeChild">, ploop: PloopCli, flockBin: string): Promise<{ action: RecoveryAction; detail: string } | null> {
+  const { snapshotGuid: S, descriptorPath: dd } = entry;
+  let live: DiskDescriptor;
+  try {
+    live = await readDescriptorFile(dd);
+  } catch {
+    return null;
+  }
+  if (live.images.some((i) => i.guid === S)) return null;
+
+  let orphan: FileIdentity | null = null;
+  let what = "";
+  if (entry.mergeChild !== undefined) {
+    const now = await identityOf(entry.mergeChild.path);
+    if (now !== null && now.dev === entry.mergeChild.dev && now.ino === entry.mergeChild.ino && !(await listedByDescriptor(live, dd, now))) {
+      orphan = now;
+      what = `the delta merged into ${S}'s image (ploop was killed after switching ${dd} and before deleting it)`;
+    }
+  }
+  if (orphan === null && entry.state === "snapshot-pending") {
+    let pending: DiskDescriptor | null = null;
+    try {
+      pending = parseDescriptor(await readFile(`${dd}.tmp`, "utf8"), `${dd}.tmp`);
+    } catch {
+      pending = null;
+    }
+    const top = pending?.shots.find((s) => s.guid === pending!.topGuid);
+    const topImage = pending?.images.find((i) => i.guid === pending!.topGuid);
+    if (pending !== null && top?.parentGuid === S && topImage !== undefined && pending.images.some((i) => i.guid === S)) {
+      const candidate = await identityOf(absoluteImagePath(dd, topImage.file));
+      if (candidate !== null && !(await listedByDescriptor(live, dd, candidate)) && (await isEmptyDelta(candidate.path))) {
+        if ((await ploop.mountedDevice(dd)) !== null) {
+          return { action: "orphan-delta-left", detail: `${candidate.path}, created by an unfinished ploop snapshot of ${S}, is not in ${dd}, but the disk is mounted (the kernel may use it): left in place, entry kept` };
+        }
+        orphan = candidate;
+        what = `the empty delta of an unfinished ploop snapshot of ${S}`;
+      }
+    }
+  }
+  if (orphan === null) return null;
+  const r = await removeUnderDiskLock(dd, [orphan.path], flockBin);
+  if (r === "busy") return { action: "orphan-delta-left", detail: `${orphan.path} (${what}) left in place: ${dd}.lck is held or missing; entry kept, the next run looks again` };
+  return { action: "removed-orphan-delta", detail: `removed ${orphan.path}: ${what}` };
+}
+
+export interface UnjournaledOptions {
+  /** Snapshot GUIDs (lower-case, braced) kept on purpose by incremental backups of this state dir. */
+  keptGuids: ReadonlySet<string>;
+  flockBin?: string;
+}
+
+/**
+ * Snapshots this state dir made (by the mark in their GUID, journal.ts) that sit in a
+ * container's chain although neither the journal nor a kept record explains them: the
+ * state dir was lost or reset (tmpfs, reinstall) after a run left them. Each is journaled
+ * and merged back like an interrupted run's snapshot. Snapshots of others are never
+ * touched: GUIDs without the mark (users, vzctl, other tools) are not even reported;
+ * marked ones of another state dir are reported as "foreign-snapshot" and left alone.
+ * Run after recoverInterrupted(), under the host lock.
+ */
+export async function recoverUnjournaled(
+  containers: readonly { ct: string; descriptorPath: string }[],
+  journal: SnapshotJournal,
+  ploop: PloopCli,
+  log: (line: string) => void,
+  options: UnjournaledOptions,
+): Promise<RecoveryReport[]> {
+  const flockBin = options.flockBin ?? "flock";
+  const reports: RecoveryReport[] = [];
+  const report = reporter(reports, log);
+  const journaled = new Set((await journal.list()).entries.map((e) => e.snapshotGuid));
+  for (const { ct, descriptorPath } of containers) {
+    const dd = resolve(descriptorPath);
+    let descriptor: DiskDescriptor;
+    try {
+      descriptor = await readDescriptorFile(dd);
+    } catch {
+      continue; // the backup of this container reports it
+    }
+    for (const image of descriptor.images) {
+      const S = image.guid;
+      const owner = snapshotGuidOwner(S);
+      if (owner === null || S === descriptor.topGuid || journaled.has(S) || options.keptGuids.has(S)) continue;
+      if (owner !== journal.ownerId) {
+        report({
+          ct,
+          snapshotGuid: S,
+          action: "foreign-snapshot",
+          detail: `made by ploopvault with another state dir (owner ${owner}, this one is ${journal.ownerId}); left alone. If no other ploopvault installation backs up this host, merge it with: ploop snapshot-delete -u ${S} ${dd}`,
+        });
+        continue;
+      }
+      const entry = await journal.record({ ct, descriptorPath: dd, snapshotGuid: S, state: "merging", mergeChild: await mergeChildOf(dd, S) });
+      journaled.add(S);
+      await finishEntry(entry, journal, ploop, flockBin, report, "made by this state dir's ploopvault but in no journal entry or kept record (state dir lost or reset?): ");
+    }
+  }
+  return reports;
 }

@@ -283,11 +283,22 @@ export class PloopCli {
   }
 
   /**
-   * `ploop check -d IMAGE`: clear the in-use flag of one image file (1.15 also trims an
-   * unreferenced tail). Only for a disk that is NOT mounted (ploop.md 3.10).
+   * `ploop check -d -S IMAGE`: clear the in-use flag of one image file left by an
+   * interrupted offline merge. Only for a disk that is NOT mounted (ploop.md 3.10).
+   *
+   * What ploop does (read in its lib/check.c, measured with 1.15): it verifies the BAT,
+   * trims the unreferenced tail the merge left ("Trimming tail"), writes the clean header,
+   * and only then looks for holes. 1.x refuses a sparse image on ext4 without -S: exit 11
+   * "Error in fill_hole ... image is sparse" (the flag is already cleared by then); with -S
+   * it fills the holes with zeros, exactly what its own descriptor checks (every mount,
+   * `ploop check DiskDescriptor.xml`) do. 7.x fills only holes inside used clusters and
+   * punches unused ones; 9.x skips the sparse pass. Images are sparse on real hosts after
+   * discard/compaction or a sparse copy. Other exits: 11 without "sparse" = structural
+   * damage (never "fixed" with -F here), 7 = a write failed (disk full while filling?),
+   * 17 = the image is in a v1/v2 conversion, 4 = cannot open it.
    */
   async clearInUse(imagePath: string): Promise<void> {
-    await this.run(["check", "-d", imagePath], imagePath);
+    await this.run(["check", "-d", "-S", imagePath], imagePath);
   }
 
   /** The ploop device the disk is mounted on (`ploop info -d DD`), or null when not mounted. */

@@ -18,6 +18,15 @@
  * `flock /var/lib/ploopvault/run.lock some-command` keeps backups away meanwhile.
  *
  * The holder's pid and start time go to a sidecar file (<lock>.holder) for messages only.
+ *
+ * The helper is watched: if it dies while we still hold the lock (killed by an admin or
+ * the OOM killer), the kernel has dropped the lock and another run may start at any
+ * moment, so `lost` aborts with HostLockLostError and the run must stop.
+ *
+ * Scope: the lock file lives in the state dir, so the lock is per state dir. One state
+ * dir per host is the intended setup (the default path); a second installation with its
+ * own state dir is not excluded by it, but never touches the first one's snapshots (their
+ * GUIDs carry the state dir's owner id, backup/journal.ts). docs/online-backup.md.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
@@ -38,8 +47,16 @@ export class HostLockBusyError extends PloopvaultError {
 
 export class HostLockError extends PloopvaultError {}
 
+/** The flock helper died while the lock was held: the lock is gone. */
+export class HostLockLostError extends PloopvaultError {}
+
 export interface HostLock {
   readonly path: string;
+  /**
+   * Aborted (reason: HostLockLostError) when the lock is lost before release(): the flock
+   * helper exited or was killed. Whoever runs under the lock must stop.
+   */
+  readonly lost: AbortSignal;
   /** Release the lock (idempotent). Resolves once the kernel lock is gone. */
   release(): Promise<void>;
 }
@@ -157,8 +174,17 @@ export async function acquireHostLock(lockPath: string, options: AcquireHostLock
   }
 
   let released: Promise<void> | null = null;
+  const lost = new AbortController();
+  const onLost = (code: number | null, signal: NodeJS.Signals | null): void => {
+    if (released !== null) return;
+    const how = signal === null ? `exited with code ${code}` : `was killed by ${signal}`;
+    lost.abort(new HostLockLostError(`host lock ${lockPath} lost: its flock helper (pid ${child.pid}) ${how}; another run may start now, so this one stops`));
+  };
+  if (child.exitCode !== null || child.signalCode !== null) onLost(child.exitCode, child.signalCode);
+  else child.once("exit", onLost);
   return {
     path: lockPath,
+    lost: lost.signal,
     release(): Promise<void> {
       released ??= releaseHelper(lockPath, child, token);
       return released;

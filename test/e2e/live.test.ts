@@ -8,7 +8,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openLogicalDisk } from "../../src/ploop/disk.js";
 import { CLI, jsonLines, localRepo, PLOOP_WRAPPER, runCli, type RepoTarget } from "../helpers/cli.js";
 import { ploopFlatten, ploopSnapshot, ploopSnapshotList } from "../helpers/ploop-tool.js";
-import { fillTop, makeDisk, SIMULATOR, tagCluster } from "../live/fixtures.js";
+import { fillTop, flockHelperOf, makeDisk, SIMULATOR, tagCluster } from "../live/fixtures.js";
 import { sha256File } from "../ploop/fixtures.js";
 
 const CLUSTER = 64 << 10; // makeDisk: 128-sector clusters
@@ -252,5 +252,28 @@ describe("online backup of running containers", () => {
       const entry = after.find((e) => e.guid === guid)!;
       expect(await sha256File(entry.file), `user snapshot ${guid}`).toBe(sha);
     }
+  });
+
+  it("stops with a one-line error, merging its snapshot back and writing no backup, when the host lock's flock helper dies", async () => {
+    const dd = await newContainer(privateRoot, "205");
+    await fillTop(dd, 200, 40, "more"); // 4.5 MiB to read at 1 MiB/s: time to kill the helper
+    const child = execa(process.execPath, [CLI, "backup", ...args(), "205", "--limit-read", "1M"], { reject: false, env: { PLOOPVAULT_PLOOP: PLOOP_WRAPPER } });
+    const lockPath = join(repo.stateDir, "run.lock");
+    let helper = 0;
+    const t0 = Date.now();
+    // Wait until the backup holds the lock and reads its snapshot.
+    while (helper === 0 || (await ploopSnapshotList(dd)).length < 2) {
+      if (Date.now() - t0 > 30_000) throw new Error("the backup never got to reading its snapshot");
+      helper = await flockHelperOf(child.pid!, lockPath).catch(() => 0);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    process.kill(helper, "SIGKILL");
+    const r = await child;
+    expect(r.exitCode, String(r.stderr)).toBe(1);
+    expect(String(r.stderr).trim().split("\n").pop()).toBe(`ploopvault: host lock ${lockPath} lost: its flock helper (pid ${helper}) was killed by SIGKILL; another run may start now, so this one stops`);
+    expect(await ploopSnapshotList(dd)).toHaveLength(1);
+    expect(await readdir(join(repo.stateDir, "journal"))).toEqual([]);
+    const list = await runCli(["snapshots", ...repo.args, "--ct", "205", "--json"]);
+    expect(JSON.parse(list.stdout)).toEqual([]);
   });
 });

@@ -39,11 +39,12 @@ export function tagCluster(tag: string, cluster: number, clusterBytes: number): 
 }
 
 /**
- * Fill virtual clusters [first, first+count) of the descriptor's top image quickly: one
+ * Fill virtual clusters [first, first+count) of the descriptor's top image quickly (the
+ * last `zeroTailBytes` of each cluster zero, for images that can be made sparse): one
  * sequential data write, then the BAT, one fsync (fine for a test fixture; the kernel's
  * careful ordering is the simulator's job).
  */
-export async function fillTop(dd: string, first: number, count: number, tag: string): Promise<void> {
+export async function fillTop(dd: string, first: number, count: number, tag: string, options: { zeroTailBytes?: number } = {}): Promise<void> {
   const path = await topImagePath(dd);
   const fh = await open(path, "r+");
   try {
@@ -58,7 +59,8 @@ export async function fillTop(dd: string, first: number, count: number, tag: str
     for (let k = 0; k < count; k += batch) {
       const n = Math.min(batch, count - k);
       const buf = Buffer.alloc(n * clusterBytes);
-      for (let j = 0; j < n; j++) buf.fill(tagUnit(tag, first + k + j), j * clusterBytes, (j + 1) * clusterBytes, "latin1");
+      const zeroTail = Math.min(options.zeroTailBytes ?? 0, clusterBytes);
+      for (let j = 0; j < n; j++) buf.fill(tagUnit(tag, first + k + j), j * clusterBytes, (j + 1) * clusterBytes - zeroTail, "latin1");
       await fh.write(buf, 0, buf.length, fileCluster * clusterBytes);
       for (let j = 0; j < n; j++) bat.writeUInt32LE(fileCluster + j, 4 * (k + j));
       fileCluster += n;
@@ -129,4 +131,78 @@ export async function holdFlock(path: string): Promise<() => Promise<void>> {
     child.stdin!.end();
     await child;
   };
+}
+
+/**
+ * Make an image file sparse without changing a byte of its content, the way a sparse copy
+ * (cp --sparse, rsync -S) or a restore that skips zeros leaves it: `fallocate --dig-holes`
+ * deallocates every all-zero block (BAT padding, zero-filled parts of clusters).
+ */
+export async function digHoles(imagePath: string): Promise<void> {
+  await execa("fallocate", ["--dig-holes", imagePath]);
+}
+
+/**
+ * What v2 discard/compaction does on real hosts (ploop.md 1.9): drop virtual clusters from
+ * the image's BAT and punch holes where their data was (`fallocate -p`), leaving unused,
+ * unallocated clusters inside the file.
+ */
+export async function discardClusters(imagePath: string, virtualClusters: readonly number[]): Promise<void> {
+  const fh = await open(imagePath, "r+");
+  try {
+    const h = Buffer.alloc(64);
+    await fh.read(h, 0, 64, 0);
+    if (h.toString("latin1", 0, 16) !== "WithouFreSpacExt") throw new Error(`${imagePath}: discardClusters supports v2 images only`);
+    const clusterBytes = h.readUInt32LE(0x1c) * 512;
+    for (const c of virtualClusters) {
+      const slot = Buffer.alloc(4);
+      await fh.read(slot, 0, 4, 64 + 4 * c);
+      const fileCluster = slot.readUInt32LE(0);
+      if (fileCluster === 0) throw new Error(`${imagePath}: virtual cluster ${c} is not allocated`);
+      await fh.write(Buffer.alloc(4), 0, 4, 64 + 4 * c);
+      await fh.sync();
+      await execa("fallocate", ["--punch-hole", "--offset", String(fileCluster * clusterBytes), "--length", String(clusterBytes), imagePath]);
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** ploop's own verdict (read-only `check -f -r`): does it call this image sparse? */
+export async function ploopCallsSparse(imagePath: string): Promise<boolean> {
+  const r = await execa(PLOOP_OFFLINE, ["check", "-f", "-r", imagePath], { reject: false, all: true });
+  return r.exitCode === 11 && /is sparse/.test(String(r.all));
+}
+
+/**
+ * A ploop command line (scripts/ploop-offline under strace) that SIGKILLs ploop at its
+ * `nth` call of `syscall`: fault injection at the exact point between two of ploop's
+ * steps (e.g. the descriptor switch and the unlink that follows it).
+ */
+export async function ploopKilledAt(dir: string, syscall: "unlink" | "rename", nth: number): Promise<string> {
+  return script(dir, `ploop-killed-at-${syscall}-${nth}`, `exec strace -f -qq -o /dev/null -e trace=${syscall} -e inject=${syscall}:signal=KILL:when=${nth} -- "${PLOOP_OFFLINE}" "$@"`);
+}
+
+/** Files beside the descriptor that look like images (not DiskDescriptor.xml*) but that it does not list. */
+export async function unlistedImageFiles(dd: string): Promise<string[]> {
+  const xml = await readFile(dd, "utf8");
+  const listed = new Set([...xml.matchAll(/<File>\s*([^<]+?)\s*<\/File>/g)].map((m) => m[1]!.split("/").pop()!));
+  const dir = dd.slice(0, dd.lastIndexOf("/"));
+  return (await readdir(dir)).filter((name) => !name.startsWith("DiskDescriptor.xml") && !listed.has(name)).sort();
+}
+
+/** The util-linux flock helper that `parentPid` started for `lockPath`. */
+export async function flockHelperOf(parentPid: number, lockPath: string): Promise<number> {
+  for (const name of await readdir("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = await readFile(`/proc/${name}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      const argv = (await readFile(`/proc/${name}/cmdline`, "utf8")).split("\0");
+      if (ppid === parentPid && argv[0]!.endsWith("flock") && argv.includes(lockPath)) return Number(name);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  throw new Error(`no flock helper of ${parentPid} for ${lockPath}`);
 }

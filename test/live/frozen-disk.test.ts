@@ -15,7 +15,7 @@ import { PloopCli, PloopCommandError } from "../../src/ploop/driver.js";
 import { openLogicalDisk } from "../../src/ploop/disk.js";
 import { writeClusterToTop } from "../helpers/delta-writer.js";
 import { ploopCheck } from "../helpers/ploop-tool.js";
-import { deadPid, filesIn, makeDisk, PLOOP_OFFLINE, readCluster, realPloop, scratch, SIMULATOR, tagCluster, TOP } from "./fixtures.js";
+import { deadPid, filesIn, makeDisk, PLOOP_OFFLINE, ploopKilledAt, readCluster, realPloop, scratch, SIMULATOR, tagCluster, TOP } from "./fixtures.js";
 
 const CLUSTER = 65536;
 const SIM_CLUSTERS = 24;
@@ -238,6 +238,20 @@ describe("withFrozenDisk", () => {
     const fake = join(dir, "no-such-ploop");
     const e = await withFrozenDisk({ ct: "101", descriptorPath: dd, ploop: new PloopCli({ bin: fake }), journal, log }, async () => 1).catch((x: unknown) => x);
     expect((e as Error).message).toBe(`container 101: cannot take backup snapshot: ploop binary "${fake}" not found; install ploop or pass --ploop-bin`);
+    expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
+  });
+
+  it("leaves nothing behind when ploop snapshot is killed before its descriptor switch", async () => {
+    const dd = await makeDisk(join(dir, "disk"));
+    await writeClusterToTop(dd, 2, tagCluster("D", 2, CLUSTER));
+    const xml = await readFile(dd, "utf8");
+    const ploop = new PloopCli({ bin: await ploopKilledAt(dir, "rename", 2), lockRetries: 0 });
+    const e = await withFrozenDisk({ ct: "101", descriptorPath: dd, ploop, journal, log }, async () => 1).catch((x: unknown) => x);
+    expect((e as Error).message).toMatch(/^container 101: cannot take backup snapshot: ploop snapshot on .*: killed by SIGKILL/);
+    // The empty delta ploop had created and its DiskDescriptor.xml.tmp are gone.
+    expect(await filesIn(join(dir, "disk"))).toEqual(["DiskDescriptor.xml", "DiskDescriptor.xml.lck", "root.hds"]);
+    expect(lines.some((l) => /removed-orphan-delta: removed .*root\.hds\.\{[0-9a-f-]{36}\}: the empty delta of an unfinished ploop snapshot/.test(l))).toBe(true);
+    expect(await readFile(dd, "utf8")).toBe(xml);
     expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
   });
 });

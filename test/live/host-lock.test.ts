@@ -1,14 +1,15 @@
 /**
  * Host lock: a second run waits, then gives up with HostLockBusyError (exit code 4); a
- * holder that dies in any way, even SIGKILL, never blocks later runs.
+ * holder that dies in any way, even SIGKILL, never blocks later runs; a flock helper that
+ * dies under a live holder is noticed (the lock is gone).
  */
 import { build } from "esbuild";
 import { execa, type ResultPromise } from "execa";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { acquireHostLock, HostLockBusyError } from "../../src/util/host-lock.js";
-import { holdFlock, REPO_ROOT, scratch } from "./fixtures.js";
+import { acquireHostLock, HostLockBusyError, HostLockLostError } from "../../src/util/host-lock.js";
+import { flockHelperOf, holdFlock, REPO_ROOT, scratch } from "./fixtures.js";
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -115,5 +116,25 @@ describe("acquireHostLock", () => {
   it("explains a missing flock binary", async () => {
     await expect(acquireHostLock(join(dir, "f.lock"), { waitSeconds: 0, flockBin: "/nonexistent/flock" })).rejects.toThrow(`host lock ${join(dir, "f.lock")}: "/nonexistent/flock" not found (install util-linux)`);
   });
-});
 
+  it("reports the loss of the lock when its flock helper dies, and not after a release", async () => {
+    const lockPath = join(dir, "g.lock");
+    const lock = await acquireHostLock(lockPath, { waitSeconds: 0 });
+    expect(lock.lost.aborted).toBe(false);
+    const helper = await flockHelperOf(process.pid, lockPath);
+    const noticed = new Promise<unknown>((resolve) => lock.lost.addEventListener("abort", () => resolve(lock.lost.reason), { once: true }));
+    process.kill(helper, "SIGKILL");
+    const reason = await noticed;
+    expect(reason).toBeInstanceOf(HostLockLostError);
+    expect((reason as Error).message).toBe(`host lock ${lockPath} lost: its flock helper (pid ${helper}) was killed by SIGKILL; another run may start now, so this one stops`);
+    // It really is gone: another run gets it at once.
+    const other = await acquireHostLock(lockPath, { waitSeconds: 0 });
+    await other.release();
+    await lock.release();
+
+    const again = await acquireHostLock(lockPath, { waitSeconds: 0 });
+    await again.release();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(again.lost.aborted).toBe(false);
+  });
+});

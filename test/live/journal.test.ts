@@ -3,7 +3,8 @@ import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { newSnapshotGuid, SnapshotJournal } from "../../src/backup/journal.js";
+import { newSnapshotGuid, OWN_GUID_TAG, SnapshotJournal, snapshotGuidOwner, stateDirOwnerId } from "../../src/backup/journal.js";
+import { normaliseGuid } from "../../src/ploop/descriptor.js";
 import { deadPid, scratch } from "./fixtures.js";
 
 let dir: string;
@@ -101,5 +102,44 @@ describe("SnapshotJournal", () => {
   it("rejects a non-GUID", async () => {
     const journal = new SnapshotJournal(dir);
     await expect(journal.record({ ct: "1", descriptorPath: "/d", snapshotGuid: "../../etc/passwd" })).rejects.toThrow(/is not a snapshot GUID/);
+  });
+
+  it("marks the snapshot GUIDs it hands out with ploopvault's tag and the state dir's owner id", () => {
+    const journal = new SnapshotJournal(join(dir, "state"));
+    expect(journal.ownerId).toMatch(/^[0-9a-f]{7}$/);
+    // Derived from the absolute path only: a wiped or reinstalled state dir keeps it.
+    expect(new SnapshotJournal(`${dir}/./state/`).ownerId).toBe(journal.ownerId);
+    expect(stateDirOwnerId(join(dir, "other"))).not.toBe(journal.ownerId);
+    const seen = new Set<string>();
+    for (let i = 0; i < 2000; i++) {
+      const g = journal.newSnapshotGuid();
+      expect(normaliseGuid(g)).toBe(g); // lower-case, braced, what ploop accepts
+      expect(g.startsWith(`{${OWN_GUID_TAG}-${journal.ownerId.slice(0, 4)}-8${journal.ownerId.slice(4)}-`)).toBe(true);
+      expect("89ab").toContain(g[20]);
+      expect(journal.ownsSnapshot(g)).toBe(true);
+      expect(snapshotGuidOwner(g.toUpperCase())).toBe(journal.ownerId);
+      seen.add(g);
+    }
+    expect(seen.size).toBe(2000);
+    // GUIDs others make (ploop, vzctl, admins: random version 4) are never ours, even
+    // with our tag in front; another state dir's are ploopvault's but not this one's.
+    for (let i = 0; i < 2000; i++) expect(snapshotGuidOwner(newSnapshotGuid())).toBeNull();
+    expect(snapshotGuidOwner(`{${OWN_GUID_TAG}-1234-4567-89ab-0123456789ab}`)).toBeNull();
+    expect(snapshotGuidOwner("{5fbaabe3-6958-40ff-92a7-860e329aab41}")).toBeNull();
+    const other = newSnapshotGuid(stateDirOwnerId(join(dir, "other")));
+    expect(snapshotGuidOwner(other)).toBe(stateDirOwnerId(join(dir, "other")));
+    expect(journal.ownsSnapshot(other)).toBe(false);
+  });
+
+  it("records what a merge will delete, and rejects a malformed record of it", async () => {
+    const journal = new SnapshotJournal(dir);
+    const S = journal.newSnapshotGuid();
+    await journal.record({ ct: "101", descriptorPath: "/d/DiskDescriptor.xml", snapshotGuid: S });
+    const mergeChild = { path: "/d/root.hds.{x}", dev: "2049", ino: "18446744073709551615" };
+    await journal.setState(S, "merging", mergeChild);
+    expect((await journal.list()).entries).toMatchObject([{ snapshotGuid: S, state: "merging", mergeChild }]);
+    const file = join(journal.dir, `${S.slice(1, -1)}.json`);
+    await writeFile(file, JSON.stringify({ ...JSON.parse(await readFile(file, "utf8")), mergeChild: { path: "relative", dev: "1", ino: "2" } }));
+    expect((await journal.list()).corrupt).toEqual([{ file, reason: "invalid mergeChild" }]);
   });
 });
