@@ -16,6 +16,7 @@ import { pruneCommand } from "./commands/prune.js";
 import { keyCommand } from "./commands/key.js";
 import { restoreCommand } from "./commands/restore.js";
 import { releaseCommand } from "./commands/release.js";
+import { serveNbdCommand } from "./commands/serve-nbd.js";
 import { snapshotsCommand } from "./commands/snapshots.js";
 import { EXIT_FAILURE, EXIT_USAGE, errorLine, PloopvaultError } from "./errors.js";
 import { afterCommand, beforeCommand } from "./ops/session.js";
@@ -59,7 +60,7 @@ function buildProgram(): Command {
     .addHelpText("after", PROGRAM_HELP)
     .exitOverride();
   program.hook("preAction", (_program, actionCommand) => beforeCommand(program, actionCommand));
-  for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), pruneCommand(), checkCommand(), keyCommand(), releaseCommand()]) {
+  for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), pruneCommand(), checkCommand(), serveNbdCommand(), keyCommand(), releaseCommand()]) {
     program.addCommand(cmd.exitOverride());
   }
   return program;

@@ -27,6 +27,13 @@ export interface LazyDiskStats {
   cacheHits: number;
 }
 
+/** A run of the disk that is stored data (one or more chunks) or a hole (zeros, never fetched). */
+export interface DiskExtent {
+  offset: number;
+  length: number;
+  hole: boolean;
+}
+
 export class LazyBackupDisk implements BlockDevice {
   readonly size: number;
   readonly stats: LazyDiskStats = { chunksFetched: 0, bytesFetched: 0, cacheHits: 0 };
@@ -60,6 +67,23 @@ export class LazyBackupDisk implements BlockDevice {
       else hi = mid - 1;
     }
     return lo;
+  }
+
+  /**
+   * Where [offset, offset + length) has data and where holes, from the manifest alone (no
+   * fetch): entries clipped to the range, in order, at most `limit` of them (the list then
+   * ends early). What the NBD export reports as base:allocation and reads as hole chunks.
+   */
+  extents(offset: number, length: number, limit = Number.POSITIVE_INFINITY): DiskExtent[] {
+    checkRange(this, offset, length, `disk of backup ${this.ref.ct}/${this.ref.id}`);
+    const out: DiskExtent[] = [];
+    const end = offset + length;
+    for (let i = length === 0 ? this.offsets.length : this.entryAt(offset); i < this.offsets.length && this.offsets[i]! < end && out.length < limit; i++) {
+      const entry = this.manifest.entries[i]!;
+      const from = Math.max(offset, entry.offset);
+      out.push({ offset: from, length: Math.min(end, entry.offset + entry.length) - from, hole: entry.kind === "hole" });
+    }
+    return out;
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
