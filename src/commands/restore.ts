@@ -4,7 +4,8 @@ import { progressDisplay } from "../ops/progress.js";
 import { ManifestCache } from "../repository/known-chunks.js";
 import { decodeManifest } from "../manifest/format.js";
 import { resolveBackup } from "../restore/resolve.js";
-import { restorePloop, restoreRaw, restoreToStream, type RestoreFormat, type RestoreResult } from "../restore/restore.js";
+import { RESTORE_CONCURRENCY, restorePloop, restoreRaw, restoreToStream, type RestoreFormat, type RestoreResult } from "../restore/restore.js";
+import { parseRepoUrl } from "../uploader/open.js";
 import { formatBytes, formatSeconds } from "../util/format.js";
 import { addCommonOptions, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
 
@@ -13,7 +14,8 @@ interface RestoreOptions extends GlobalOptions {
   host?: string;
   format: RestoreFormat;
   force?: boolean;
-  concurrency: number;
+  concurrency?: number;
+  seed?: string;
 }
 
 export function restoreCommand(): Command {
@@ -24,7 +26,8 @@ export function restoreCommand(): Command {
     .requiredOption("--target <path>", "ploop: directory to create (PATH/root.hdd, PATH/DiskDescriptor.xml); raw: file; '-' = raw to stdout")
     .addOption(new Option("--format <format>", "output format").choices(["ploop", "raw"]).default("ploop"))
     .option("--force", "replace an existing target")
-    .addOption(new Option("--concurrency <n>", "chunks fetched in parallel").default(8).argParser(parsePositiveInt("--concurrency")))
+    .addOption(new Option("--concurrency <n>", `chunks fetched in parallel (default ${RESTORE_CONCURRENCY.local} from a directory, ${RESTORE_CONCURRENCY.s3} from S3)`).argParser(parsePositiveInt("--concurrency")))
+    .option("--seed <file>", "an older copy of this disk (raw image, ploop image, DiskDescriptor.xml or its directory; the target itself): only chunks it does not hold are fetched")
     .addHelpText(
       "after",
       `
@@ -39,6 +42,8 @@ Examples:
   ploopvault restore --repo /srv/backup 101 --format raw --target /tmp/101.raw
   # a raw stream on stdout
   ploopvault restore --repo /srv/backup 101 --target - | gzip > 101.raw.gz
+  # yesterday's restore as the seed: only what changed since is fetched
+  ploopvault restore --repo s3://backups/node1 101 --format raw --target /tmp/101.raw --force --seed /tmp/101.raw
   # without starving other traffic
   ploopvault restore --repo s3://backups/node1 101 --target /tmp/101 --limit-download 50M
 
@@ -67,7 +72,8 @@ complete; Ctrl-C removes the partial files.
         const progress = progressDisplay();
         const label = `restore ${ref.ct}`;
         const opts = {
-          concurrency: options.concurrency,
+          concurrency: options.concurrency ?? RESTORE_CONCURRENCY[parseRepoUrl(repo.location).kind === "s3" ? "s3" : "local"],
+          ...(options.seed === undefined ? {} : { seed: options.seed }),
           signal: abort.signal,
           ...(progress === null ? {} : { onProgress: (done: number, total: number) => progress.update("restore", label, { done, total }) }),
         };

@@ -172,7 +172,7 @@ export class Repository {
       throw error;
     }
     try {
-      return this.chunkCodec.decode(object, idHex, this.config.chunker.maxSize);
+      return await this.chunkCodec.decodeAsync(object, idHex, this.config.chunker.maxSize);
     } catch (error) {
       if (error instanceof IntegrityError) throw new IntegrityError(`${error.message}${where}`);
       throw error;

@@ -1,8 +1,19 @@
 /**
  * Restore: the backup flow reversed. Chunks are fetched concurrently, verified against
  * their ids, and written at their offsets (raw file, ploop image) or in order (stream).
- * Holes stay holes. Files are written under a temporary name and renamed into place only
- * when complete, so a failed restore never leaves a target that looks finished.
+ * Files are written under a temporary name and renamed into place only when complete, so
+ * a failed restore never leaves a target that looks finished.
+ *
+ * Speed (docs/performance.md, "Restore"):
+ * - Fetches run `concurrency` at a time (the command sizes it to the store: a local
+ *   directory is CPU-bound, S3 latency-bound); a chunk's id check runs on libuv's thread
+ *   pool (ChunkCodec.decodeAsync) while the main thread decompresses the next one.
+ * - Holes stay holes: hole entries are never written, nor are the all-zero 4 KiB blocks
+ *   inside chunks of a raw target (the file starts empty, so they read as zeros), nor
+ *   chunks of zeros (a max-size chunk whose id is that of zeros is not even fetched).
+ * - With a seed (src/restore/seed.ts: an older copy of the disk, or the target itself),
+ *   each chunk's range is read from the seed and hashed with the repository's chunk id
+ *   function; only chunks whose id differs are fetched.
  *
  * Robustness (docs/fault-tolerance.md):
  * - A chunk that fails verification is fetched once more before the restore gives up
@@ -24,21 +35,32 @@ import type { Manifest, ManifestEntry } from "../manifest/format.js";
 import { createPloopImageWriter, DESCRIPTOR_FILE_NAME, writeDescriptorFile } from "../ploop/writer.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
 import { TaskLimiter } from "../util/limiter.js";
+import { openSeed, type Seed } from "./seed.js";
 
 export type RestoreFormat = "ploop" | "raw";
 
 export interface RestoreOptions {
+  /** Chunks fetched (and seed ranges checked) at the same time. */
   concurrency: number;
   signal?: AbortSignal;
   onProgress?: (writtenBytes: number, totalBytes: number) => void;
+  /** An older copy of the disk (restore --seed): chunks it holds are read from it, not fetched. */
+  seed?: string;
 }
 
 export interface RestoreResult {
   logicalBytes: number;
   dataBytes: number;
   chunks: number;
+  /** Chunks fetched from the repository. */
+  fetchedChunks: number;
+  /** Chunks taken from the seed (their bytes there hash to the chunk id). */
+  seededChunks: number;
   seconds: number;
 }
+
+/** Store-sized default of RestoreOptions.concurrency (bench/run.ts measured these). */
+export const RESTORE_CONCURRENCY = { local: 8, s3: 32 } as const;
 
 /** Image file name inside a restored ploop directory (contract: PATH/root.hdd). */
 export const RESTORED_IMAGE_NAME = "root.hdd";
@@ -57,6 +79,9 @@ function isAllZero(buf: Buffer): boolean {
   if (zeroBlock.length < buf.length) zeroBlock = Buffer.alloc(buf.length);
   return buf.equals(zeroBlock.subarray(0, buf.length));
 }
+
+/** Granularity of the holes a raw restore leaves inside chunks: the file system's block. */
+const SPARSE_BLOCK = 4096;
 
 async function exists(path: string): Promise<boolean> {
   try {
@@ -173,8 +198,59 @@ export async function readChunk(repo: Repository, idHex: string, ref?: BackupRef
   }
 }
 
-/** Fetch every chunk concurrently and hand it to `write` (any order). */
-async function fetchChunks(repo: Repository, ref: BackupRef, manifest: Manifest, options: RestoreOptions, write: (entry: ChunkEntry, plain: Buffer) => Promise<void>): Promise<number> {
+/**
+ * Where each chunk's bytes come from: nowhere for a chunk of zeros, the seed when its bytes
+ * at the entry's range hash to the chunk id, else the repository (a fetch of the same id
+ * already in flight is shared).
+ */
+class ChunkSupplier {
+  fetchedChunks = 0;
+  seededChunks = 0;
+  private readonly fetching = new Map<string, Promise<Buffer>>();
+  private readonly zeroId: Buffer;
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly ref: BackupRef,
+    private readonly seed: Seed | null,
+  ) {
+    // Long runs of zeros inside allocated clusters are cut at the chunker's maximum.
+    this.zeroId = repo.chunkId(Buffer.alloc(repo.config.chunker.maxSize));
+  }
+
+  /** The plain bytes of `entry`, or null for a chunk of zeros (nothing to write). */
+  async get(entry: ChunkEntry): Promise<Buffer | null> {
+    if (entry.length === this.repo.config.chunker.maxSize && entry.id.equals(this.zeroId)) return null;
+    if (this.seed !== null) {
+      const candidate = Buffer.allocUnsafe(entry.length);
+      await this.seed.read(entry.offset, candidate);
+      if ((await this.repo.chunkCodec.idAsync(candidate)).equals(entry.id)) {
+        this.seededChunks++;
+        return candidate;
+      }
+    }
+    const idHex = entry.id.toString("hex");
+    let fetch = this.fetching.get(idHex);
+    if (fetch === undefined) {
+      fetch = readChunk(this.repo, idHex, this.ref).finally(() => this.fetching.delete(idHex));
+      this.fetching.set(idHex, fetch);
+      this.fetchedChunks++;
+    }
+    const plain = await fetch;
+    if (plain.length !== entry.length) {
+      throw new PloopvaultError(`chunk ${idHex} has ${plain.length} bytes, manifest of ${this.ref.ct}/${this.ref.id} says ${entry.length}`);
+    }
+    return plain;
+  }
+}
+
+/** Open the seed of `options` (null without one). */
+async function seedOf(options: RestoreOptions): Promise<Seed | null> {
+  return options.seed === undefined ? null : openSeed(options.seed);
+}
+
+/** Supply every chunk concurrently and hand it to `write` (any order; null = zeros). */
+async function supplyChunks(supplier: ChunkSupplier, ref: BackupRef, manifest: Manifest, options: RestoreOptions, write: (entry: ChunkEntry, plain: Buffer | null) => Promise<void>): Promise<number> {
   const limiter = new TaskLimiter(options.concurrency);
   const entries = chunkEntries(manifest);
   const total = entries.reduce((s, e) => s + e.length, 0);
@@ -182,11 +258,7 @@ async function fetchChunks(repo: Repository, ref: BackupRef, manifest: Manifest,
   for (const entry of entries) {
     if (options.signal?.aborted) throw new PloopvaultError(`restore of ${ref.ct}/${ref.id} interrupted`);
     await limiter.submit(async () => {
-      const plain = await readChunk(repo, entry.id.toString("hex"), ref);
-      if (plain.length !== entry.length) {
-        throw new PloopvaultError(`chunk ${entry.id.toString("hex")} has ${plain.length} bytes, manifest of ${ref.ct}/${ref.id} says ${entry.length}`);
-      }
-      await write(entry, plain);
+      await write(entry, await supplier.get(entry));
       written += entry.length;
       options.onProgress?.(written, total);
     });
@@ -204,26 +276,47 @@ async function writeFully(fh: FileHandle, data: Buffer, position: number): Promi
   }
 }
 
+/**
+ * Write `data` at `position` of a file that was created empty, leaving its all-zero
+ * SPARSE_BLOCK-aligned blocks unwritten (holes that read as zeros).
+ */
+async function writeSparse(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+  const blockEnd = (at: number): number => Math.min(data.length, (Math.floor((position + at) / SPARSE_BLOCK) + 1) * SPARSE_BLOCK - position);
+  let at = 0;
+  while (at < data.length) {
+    while (at < data.length && isAllZero(data.subarray(at, blockEnd(at)))) at = blockEnd(at);
+    let end = at;
+    while (end < data.length && !isAllZero(data.subarray(end, blockEnd(end)))) end = blockEnd(end);
+    if (end > at) await writeFully(fh, data.subarray(at, end), position + at);
+    at = end;
+  }
+}
+
 /** Sparse raw disk image at `target`. */
 export async function restoreRaw(repo: Repository, ref: BackupRef, manifest: Manifest, target: string, force: boolean, options: RestoreOptions): Promise<RestoreResult> {
   const started = performance.now();
   await prepareTarget(target, force);
+  const seed = await seedOf(options);
   const temp = partialName(target);
-  const fh = await openForWrite(temp, target);
-  let closed = false;
+  let fh: FileHandle | null = null;
   try {
-    await fh.truncate(manifest.metadata.disk.logicalBytes);
-    const dataBytes = await fetchChunks(repo, ref, manifest, options, async (entry, plain) => {
-      if (!isAllZero(plain)) await writeFully(fh, plain, entry.offset);
+    fh = await openForWrite(temp, target);
+    const out = fh;
+    await out.truncate(manifest.metadata.disk.logicalBytes);
+    const supplier = new ChunkSupplier(repo, ref, seed);
+    const dataBytes = await supplyChunks(supplier, ref, manifest, options, async (entry, plain) => {
+      if (plain !== null) await writeSparse(out, plain, entry.offset);
     });
-    await fh.sync();
-    closed = true;
-    await fh.close();
+    await out.sync();
+    fh = null;
+    await out.close();
+    await seed?.close();
     await rename(temp, target);
     await syncDir(dirname(target)).catch(() => undefined);
-    return { logicalBytes: manifest.metadata.disk.logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, seconds: (performance.now() - started) / 1000 };
+    return { logicalBytes: manifest.metadata.disk.logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, fetchedChunks: supplier.fetchedChunks, seededChunks: supplier.seededChunks, seconds: (performance.now() - started) / 1000 };
   } catch (error) {
-    if (!closed) await fh.close().catch(() => undefined);
+    await fh?.close().catch(() => undefined);
+    await seed?.close().catch(() => undefined);
     await rm(temp, { force: true }).catch(() => undefined);
     throw targetError(error, target);
   }
@@ -240,14 +333,23 @@ async function openForWrite(path: string, target: string): Promise<FileHandle> {
 /** The raw disk, in order, to a stream (stdout). Holes are written as zeros. */
 export async function restoreToStream(repo: Repository, ref: BackupRef, manifest: Manifest, out: Writable, options: RestoreOptions): Promise<RestoreResult> {
   const started = performance.now();
+  const seed = await seedOf(options);
+  try {
+    return await streamEntries(repo, ref, manifest, out, options, new ChunkSupplier(repo, ref, seed), started);
+  } finally {
+    await seed?.close().catch(() => undefined);
+  }
+}
+
+async function streamEntries(repo: Repository, ref: BackupRef, manifest: Manifest, out: Writable, options: RestoreOptions, supplier: ChunkSupplier, started: number): Promise<RestoreResult> {
   const zeros = Buffer.alloc(1 << 20);
-  const window: { entry: ManifestEntry; data: Promise<Buffer> | null }[] = [];
+  const window: { entry: ManifestEntry; data: Promise<Buffer | null> | null }[] = [];
   let next = 0;
   const entries = manifest.entries;
   const fill = (): void => {
     while (window.length < options.concurrency && next < entries.length) {
       const entry = entries[next++]!;
-      const data = entry.kind === "chunk" ? readChunk(repo, entry.id.toString("hex"), ref) : null;
+      const data = entry.kind === "chunk" ? supplier.get(entry) : null;
       data?.catch(() => undefined);
       window.push({ entry, data });
     }
@@ -275,17 +377,18 @@ export async function restoreToStream(repo: Repository, ref: BackupRef, manifest
     if (options.signal?.aborted) throw new PloopvaultError(`restore of ${ref.ct}/${ref.id} interrupted`);
     const { entry, data } = window.shift()!;
     fill();
-    if (data === null) {
+    const plain = data === null ? null : await data;
+    if (plain === null) {
       for (let left = entry.length; left > 0; left -= zeros.length) await write(left >= zeros.length ? zeros : zeros.subarray(0, left));
     } else {
-      const plain = await data;
       await write(plain);
-      dataBytes += plain.length;
     }
+    if (entry.kind === "chunk") dataBytes += entry.length;
     written += entry.length;
     options.onProgress?.(written, manifest.metadata.disk.logicalBytes);
   }
-  return { logicalBytes: manifest.metadata.disk.logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, seconds: (performance.now() - started) / 1000 };
+  const { fetchedChunks, seededChunks } = supplier;
+  return { logicalBytes: manifest.metadata.disk.logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, fetchedChunks, seededChunks, seconds: (performance.now() - started) / 1000 };
 }
 
 /** PATH/root.hdd (ploop v2) + PATH/DiskDescriptor.xml (+ the saved container config). */
@@ -296,8 +399,10 @@ export async function restorePloop(repo: Repository, ref: BackupRef, manifest: M
   const written = [RESTORED_IMAGE_NAME, ...(configName === null ? [] : [configName]), DESCRIPTOR_FILE_NAME];
   await prepareTarget(target, force, new Set([...written, CONTAINER_CONFIG_FILE_NAME]));
   const { logicalBytes, clusterBytes } = manifest.metadata.disk;
+  const seed = await seedOf(options);
   const temp = partialName(target);
-  await mkdir(temp, { recursive: false }).catch((error: unknown) => {
+  await mkdir(temp, { recursive: false }).catch(async (error: unknown) => {
+    await seed?.close().catch(() => undefined);
     throw new PloopvaultError(`cannot write restore target ${target}: ${fsReason(error)}`, { cause: error });
   });
   try {
@@ -307,14 +412,17 @@ export async function restorePloop(repo: Repository, ref: BackupRef, manifest: M
     }
     const allocated = [...clusters].sort((a, b) => a - b);
     const writer = await createPloopImageWriter(join(temp, RESTORED_IMAGE_NAME), { sizeBytes: logicalBytes, clusterBytes, allocatedClusters: allocated });
+    const supplier = new ChunkSupplier(repo, ref, seed);
     let dataBytes: number;
     try {
-      dataBytes = await fetchChunks(repo, ref, manifest, options, (entry, plain) => writer.write(entry.offset, plain));
+      // A chunk of zeros is not written: finish() zero-fills what was never written.
+      dataBytes = await supplyChunks(supplier, ref, manifest, options, async (entry, plain) => (plain === null ? undefined : writer.write(entry.offset, plain)));
       await writer.finish();
     } catch (error) {
       await writer.abort().catch(() => undefined);
       throw error;
     }
+    await seed?.close();
     await writeDescriptorFile(temp, { imageFile: RESTORED_IMAGE_NAME, sizeBytes: logicalBytes, clusterBytes });
     if (configName !== null) {
       const body = await repo.getBackupFile(ref, configName);
@@ -330,8 +438,9 @@ export async function restorePloop(repo: Repository, ref: BackupRef, manifest: M
       await rename(temp, target);
     }
     await syncDir(dirname(target)).catch(() => undefined);
-    return { logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, seconds: (performance.now() - started) / 1000 };
+    return { logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, fetchedChunks: supplier.fetchedChunks, seededChunks: supplier.seededChunks, seconds: (performance.now() - started) / 1000 };
   } catch (error) {
+    await seed?.close().catch(() => undefined);
     await rm(temp, { recursive: true, force: true }).catch(() => undefined);
     throw targetError(error, target);
   }
