@@ -201,6 +201,8 @@ function medianResult(runs: TargetResult[]): TargetResult {
   result.unchanged = pick(ok.map((r) => r.unchanged));
   result.untouched = pick(ok.map((r) => r.untouched));
   result.restore = pick(ok.map((r) => r.restore));
+  const seededRuns = ok.map((r) => r.seeded).filter((x): x is NonNullable<typeof x> => x !== undefined).sort((a, b) => a.seeded.measured.seconds - b.seeded.measured.seconds);
+  if (seededRuns.length > 0) result.seeded = seededRuns[Math.floor((seededRuns.length - 1) / 2)];
   result.restoreVerified = ok.every((r) => r.restoreVerified === true);
   if (runs.length > ok.length) {
     result.failedRuns = runs.length - ok.length;
@@ -238,6 +240,11 @@ async function runTarget(target: Target, disks: BenchDisk[], restoreDisk: BenchD
     result.restoreVerified = got === expected;
     if (!result.restoreVerified) log(`${target.label}: RESTORED FILE DIFFERS (sha256 ${got}, expected ${expected})`);
     log(`${target.label}: restore ${result.restore.measured.seconds.toFixed(1)} s${result.restoreVerified ? ", verified" : ""}`);
+    if (target.seededRestore !== undefined && result.restoreVerified) {
+      result.seeded = await target.seededRestore(restoreDisk, out, result.restore.file);
+      const sr = result.seeded;
+      log(`${target.label}: ${sr.changedClusters} of ${sr.allocatedClusters} clusters changed; restore ${sr.unseeded.measured.seconds.toFixed(1)} s (${sr.fetchedUnseeded} chunks fetched), over yesterday's file with --seed ${sr.seeded.measured.seconds.toFixed(1)} s (${sr.fetchedSeeded} of ${sr.chunks} fetched)${sr.verified ? ", verified" : ", RESULTS DIFFER"}`);
+    }
     if (!keep) await rm(out, { recursive: true, force: true });
   } catch (error) {
     result.error = error instanceof Error ? error.message : String(error);
@@ -446,7 +453,7 @@ async function main(argv: string[]): Promise<number> {
     await writeOut(o.out, md);
     log(`report written to ${o.out}`);
   }
-  const failed = [...report.local, ...report.s3].filter((r) => r.error !== undefined || r.restoreVerified === false).length + report.large.filter((r) => r.error !== undefined).length;
+  const failed = [...report.local, ...report.s3].filter((r) => r.error !== undefined || r.restoreVerified === false || r.seeded?.verified === false).length + report.large.filter((r) => r.error !== undefined).length;
   return failed > 0 ? 1 : 0;
 }
 

@@ -2,7 +2,7 @@
 import type { LargeDisk } from "./large-disks.js";
 import type { Measured } from "./measure.js";
 import type { PutCeiling } from "./s3.js";
-import type { BackupStep, BenchDisk, InputKind, RepoSize, RestoreStep, ToolName } from "./tools.js";
+import type { BackupStep, BenchDisk, InputKind, RepoSize, RestoreStep, SeededRestoreStep, ToolName } from "./tools.js";
 
 export interface TargetResult {
   tool: ToolName;
@@ -17,6 +17,8 @@ export interface TargetResult {
   untouched?: BackupStep;
   restore?: RestoreStep;
   restoreVerified?: boolean;
+  /** ploopvault: restore of the disk with ~1 % changed, with and without --seed. */
+  seeded?: SeededRestoreStep;
   error?: string;
   /** With --repeat: repetitions that failed (the others are reported). */
   failedRuns?: number;
@@ -179,6 +181,44 @@ function encryptionTable(r: BenchReport): string[] {
   return lines;
 }
 
+/**
+ * Issue 15 item 4: restore against restic (raw disks) from each store, and the seeded
+ * restore of the same disk with ~1 % of its clusters changed against its unseeded restore.
+ */
+function restoreTable(r: BenchReport): string[] {
+  const lines = [
+    row(["store", "measure", "ploopvault s", "compared with", "s", "ratio", "met", "target"]),
+    row(["---", "---", "---:", "---", "---:", "---:", "---", "---"]),
+  ];
+  for (const [store, list] of [["local", r.local], ["S3 (RGW)", r.s3]] as const) {
+    const pv = find(list, "ploopvault", "ploop");
+    if (pv === undefined) continue;
+    const rs = find(list, "restic", "raw");
+    if (pv.restore !== undefined && rs?.restore !== undefined) {
+      const [, ratio, met] = ratioCell({ pv: pv.restore.measured.seconds, other: rs.restore.measured.seconds, pvCpu: cpu(pv.restore.measured), otherCpu: cpu(rs.restore.measured) }, 0.5);
+      lines.push(row([store, `restore of ${r.restoreCt}`, f(pv.restore.measured.seconds, 2), "restic restore (raw disk)", f(rs.restore.measured.seconds, 2), ratio, met, "<= 0.5x restic"]));
+    }
+    const sr = pv.seeded;
+    if (sr !== undefined) {
+      const [, ratio, met] = ratioCell({ pv: sr.seeded.measured.seconds, other: sr.unseeded.measured.seconds, pvCpu: cpu(sr.seeded.measured), otherCpu: cpu(sr.unseeded.measured) }, 0.1);
+      const changed = `${sr.changedClusters} of ${sr.allocatedClusters} clusters changed`;
+      lines.push(
+        row([
+          store,
+          `restore --seed over yesterday's file (${changed}; ${sr.fetchedSeeded} of ${sr.chunks} chunks fetched${sr.verified ? "" : "; **results differ**"})`,
+          f(sr.seeded.measured.seconds, 2),
+          `the same restore unseeded (${sr.fetchedUnseeded} chunks fetched)`,
+          f(sr.unseeded.measured.seconds, 2),
+          ratio,
+          met,
+          "<= 0.1x unseeded",
+        ]),
+      );
+    }
+  }
+  return lines.length > 2 ? lines : [];
+}
+
 /** Wall seconds, with the range over repetitions when there were several. */
 function wall(step: { measured: Measured; range?: [number, number]; runs?: number }): string {
   const w = f(step.measured.seconds, 2);
@@ -249,6 +289,13 @@ export function renderReport(r: BenchReport): string {
   out.push("");
   out.push(...targetsTable(r));
   out.push("");
+  const restores = restoreTable(r);
+  if (restores.length > 0) {
+    out.push("### Issue 15: restore at the store's speed (wall s incl. `sync FILE`; CPU = ratio of CPU seconds)");
+    out.push("");
+    out.push(...restores);
+    out.push("");
+  }
   const encryption = encryptionTable(r);
   if (encryption.length > 0) {
     out.push("### Issue 7: encrypted / unencrypted ploopvault (local repository, same run)");

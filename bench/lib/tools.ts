@@ -14,10 +14,13 @@
  * Restores are made durable the same way for every tool: the tool's own run, then
  * `sync FILE` (ploopvault already fsyncs; restic and borg do not).
  */
+import { randomBytes } from "node:crypto";
 import { mkdir, rm } from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
 import { execa } from "execa";
-import { treeSize } from "./files.js";
+import { openLogicalDisk } from "../../src/ploop/disk.js";
+import { TopDeltaWriter, topImagePath } from "./delta-writes.js";
+import { sha256File, treeSize } from "./files.js";
 import { combine, runMeasured, type Measured } from "./measure.js";
 import { bucketSize, type RgwServer } from "./s3.js";
 
@@ -87,6 +90,24 @@ export interface RestoreStep {
   file: string;
 }
 
+/**
+ * Issue 15's seeded restore: the disk changed on ~1 % of its data clusters and backed up
+ * again; its restore into a new file (the baseline) and over yesterday's restored file
+ * with `--seed` on it.
+ */
+export interface SeededRestoreStep {
+  unseeded: RestoreStep;
+  seeded: RestoreStep;
+  /** Data clusters rewritten with random bytes, of all allocated clusters. */
+  changedClusters: number;
+  allocatedClusters: number;
+  chunks: number;
+  fetchedUnseeded: number;
+  fetchedSeeded: number;
+  /** Both restores gave the same file. */
+  verified: boolean;
+}
+
 export interface Target {
   readonly tool: ToolName;
   readonly encrypted?: boolean;
@@ -98,6 +119,8 @@ export interface Target {
   prepare?(disks: readonly BenchDisk[]): Promise<void>;
   backup(disks: readonly BenchDisk[]): Promise<BackupStep>;
   restore(disk: BenchDisk, outDir: string): Promise<RestoreStep>;
+  /** ploopvault: change ~1 % of the disk, back it up, restore it with and without yesterday's `seedFile`. */
+  seededRestore?(disk: BenchDisk, outDir: string, seedFile: string): Promise<SeededRestoreStep>;
   repoSize(): Promise<RepoSize>;
   /** The paths whose content the tool reads (for cache warming). */
   inputs(disks: readonly BenchDisk[]): string[];
@@ -208,6 +231,47 @@ class PloopvaultTarget implements Target {
     const line = m.stdout.split("\n").find((l) => l.startsWith("{"));
     const pipelineSeconds = line === undefined ? undefined : (JSON.parse(line) as { seconds?: number }).seconds;
     return { measured: combine([m, s]), syncSeconds: s.seconds, file, ...(pipelineSeconds === undefined ? {} : { pipelineSeconds }) };
+  }
+
+  async seededRestore(disk: BenchDisk, outDir: string, seedFile: string): Promise<SeededRestoreStep> {
+    // Untimed: a private copy of the disk with every 100th allocated cluster rewritten.
+    const copyDir = join(this.dir, "changed", disk.ct);
+    await mkdir(dirname(copyDir), { recursive: true });
+    const cp = await execa("cp", ["-a", "--reflink=auto", dirname(dirname(disk.descriptorPath)), copyDir], { reject: false });
+    if (cp.exitCode !== 0) throw new Error(`copying ${disk.ct} failed: ${String(cp.stderr).trim()}`);
+    const descriptor = join(copyDir, relative(dirname(dirname(disk.descriptorPath)), disk.descriptorPath));
+    const logical = await openLogicalDisk(descriptor);
+    const clusters: number[] = [];
+    for (const run of logical.allocatedRuns()) for (let at = run.offset; at < run.offset + run.length; at += logical.clusterBytes) clusters.push(at / logical.clusterBytes);
+    await logical.close();
+    const changed = clusters.filter((_, i) => i % 100 === 50);
+    const writer = await TopDeltaWriter.open(await topImagePath(descriptor));
+    try {
+      for (const c of changed) await writer.writeCluster(c, randomBytes(writer.clusterBytes));
+    } finally {
+      await writer.close();
+    }
+    await this.run(this.args("backup", "--disk", descriptor, "--name", disk.ct, "--no-ionice", "-q"), "ploopvault backup (changed disk)");
+    const restoreJson = (m: Measured): { chunks: number; fetchedChunks: number; seconds: number } => JSON.parse(m.stdout.split("\n").find((l) => l.startsWith("{")) ?? "{}") as { chunks: number; fetchedChunks: number; seconds: number };
+    // Timed: today's backup into a new file, then over yesterday's file seeded by it.
+    const fresh = join(outDir, `${disk.ct}-today.raw`);
+    const m1 = await this.run(this.args("restore", `${disk.ct}:latest`, "--format", "raw", "--target", fresh, "--json", "-q"), "ploopvault restore (changed disk)");
+    const s1 = await syncFile(fresh, this.dir);
+    const m2 = await this.run(this.args("restore", `${disk.ct}:latest`, "--format", "raw", "--target", seedFile, "--force", "--seed", seedFile, "--json", "-q"), "ploopvault restore --seed (changed disk)");
+    const s2 = await syncFile(seedFile, this.dir);
+    const [r1, r2] = [restoreJson(m1), restoreJson(m2)];
+    const verified = (await sha256File(fresh)) === (await sha256File(seedFile));
+    await rm(fresh, { force: true });
+    return {
+      unseeded: { measured: combine([m1, s1]), syncSeconds: s1.seconds, file: fresh, pipelineSeconds: r1.seconds },
+      seeded: { measured: combine([m2, s2]), syncSeconds: s2.seconds, file: seedFile, pipelineSeconds: r2.seconds },
+      changedClusters: changed.length,
+      allocatedClusters: clusters.length,
+      chunks: r2.chunks,
+      fetchedUnseeded: r1.fetchedChunks,
+      fetchedSeeded: r2.fetchedChunks,
+      verified,
+    };
   }
 
   async repoSize(): Promise<RepoSize> {
