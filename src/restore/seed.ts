@@ -107,16 +107,37 @@ async function ploopDiskSeed(descriptorPath: string): Promise<Seed> {
   };
 }
 
-/** Open `path` as a seed of the kind its content says; one clear line if it cannot be used. */
+async function openSeedOfKind(path: string): Promise<Seed> {
+  const st = await stat(path);
+  if (st.isDirectory()) return ploopDiskSeed(join(path, DESCRIPTOR_FILE_NAME));
+  if (!st.isFile()) throw new Error("not a file or a ploop directory");
+  if (await startsWith(path, [SIG_V1, SIG_V2])) return ploopImageSeed(path);
+  if (await startsWith(path, ["<?xml", "<Parallels_disk_image"])) return ploopDiskSeed(path);
+  return rawSeed(path);
+}
+
+/**
+ * Open `path` as a seed of the kind its content says. Errors, opening or reading later,
+ * are one line naming the seed (not the restore target).
+ */
 export async function openSeed(path: string): Promise<Seed> {
+  let seed: Seed;
   try {
-    const st = await stat(path);
-    if (st.isDirectory()) return await ploopDiskSeed(join(path, DESCRIPTOR_FILE_NAME));
-    if (!st.isFile()) throw new Error("not a file or a ploop directory");
-    if (await startsWith(path, [SIG_V1, SIG_V2])) return await ploopImageSeed(path);
-    if (await startsWith(path, ["<?xml", "<Parallels_disk_image"])) return await ploopDiskSeed(path);
-    return await rawSeed(path);
+    seed = await openSeedOfKind(path);
   } catch (error) {
     throw new PloopvaultError(`cannot use seed ${path}: ${errorLine(error)}`, { cause: error });
   }
+  return {
+    path: seed.path,
+    kind: seed.kind,
+    size: seed.size,
+    async read(offset, target) {
+      try {
+        await seed.read(offset, target);
+      } catch (error) {
+        throw new PloopvaultError(`cannot read seed ${path} at ${offset}: ${errorLine(error)}`, { cause: error });
+      }
+    },
+    close: () => seed.close(),
+  };
 }

@@ -309,3 +309,76 @@ describe.each(["s3", "encrypted"] as const)("restore --seed, %s repository", (ki
     await expect(stat(target)).rejects.toThrow();
   });
 });
+
+describe("restore --seed on a file system that clones (XFS reflink; needs root, mount, mkfs.xfs)", () => {
+  let repo: RepoTarget;
+  let work: string;
+  let mnt: string | null = null;
+  let todaySha: string;
+  let yesterdaySha: string;
+  let yesterdayId: string;
+
+  beforeAll(async () => {
+    repo = await localRepo();
+    work = await mkdtemp(join(tmpdir(), "pv-xfs-"));
+    const image = join(work, "xfs.img");
+    const dir = join(work, "mnt");
+    try {
+      await execa("truncate", ["-s", "2G", image]);
+      await execa("mkfs.xfs", ["-q", "-m", "reflink=1", image]);
+      await execa("mkdir", ["-p", dir]);
+      await execa("mount", ["-o", "loop", image, dir]);
+      mnt = dir;
+    } catch {
+      mnt = null;
+      return;
+    }
+    expect((await runCli(["init", ...repo.args, "--chunk-avg", "256K"])).code).toBe(0);
+    const copy = await copyContainer(CT);
+    const dd = join(copy, "root.hdd", "DiskDescriptor.xml");
+    const day1 = await runCli(["backup", ...repo.args, "--disk", dd, "--name", CT, "--time", "2026-01-01T02:00:00Z", "--json", "-q"]);
+    expect(day1.code, day1.stderr).toBe(0);
+    yesterdayId = jsonLines<{ backup: string }>(day1.stdout)[0]!.backup;
+    yesterdaySha = corpus().flatSha256[CT]!;
+    await writeClusterToTop(dd, 40, randomBytes(256 * 1024));
+    expect((await runCli(["backup", ...repo.args, "--disk", dd, "--name", CT, "--time", "2026-01-02T02:00:00Z", "-q"])).code).toBe(0);
+    const flat = join(work, "today.flat");
+    await ploopFlatten(dd, flat);
+    todaySha = await sha256File(flat);
+    await rm(flat);
+  });
+  afterAll(async () => {
+    if (mnt !== null) await execa("umount", [mnt]).catch(() => undefined);
+    await repo.cleanup();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("the new file is a clone of the seed: unchanged blocks shared, the old file intact, the result exact", async (ctx) => {
+    if (mnt === null) return ctx.skip();
+    const target = join(mnt, "101.raw");
+    const first = await runCli(["restore", ...repo.args, `${CT}/${yesterdayId}`, "--format", "raw", "--target", target, "-q"]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(await sha256File(target)).toBe(yesterdaySha);
+    const old = join(mnt, "old.raw");
+    await execa("ln", [target, old]); // the old inode, as a reader holding it would see it
+    const r = await runCli(["restore", ...repo.args, `${CT}:latest`, "--format", "raw", "--target", target, "--force", "--seed", target, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const result = jsonLines<RestoreJson>(r.stdout)[0]!;
+    expect(result.fetchedChunks / result.chunks).toBeLessThan(0.05);
+    expect(await sha256File(target)).toBe(todaySha);
+    expect(await sha256File(old)).toBe(yesterdaySha); // copy-on-write: the old file did not change
+    expect((await execa("filefrag", ["-v", target])).stdout).toMatch(/shared/);
+    expect((await stat(target)).mode & 0o777).toBe(0o600);
+  });
+
+  it("a cloned seed holding data where the backup has holes is zeroed there", async (ctx) => {
+    if (mnt === null) return ctx.skip();
+    const seed = join(mnt, "garbage.raw");
+    const fh = await open(seed, "w");
+    for (let i = 0; i < 300; i++) await fh.write(randomBytes(MIB)); // data over holes and chunks alike
+    await fh.close();
+    const r = await runCli(["restore", ...repo.args, `${CT}:latest`, "--format", "raw", "--target", join(mnt, "from-garbage.raw"), "--seed", seed, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await sha256File(join(mnt, "from-garbage.raw"))).toBe(todaySha);
+  });
+});
