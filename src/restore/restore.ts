@@ -13,10 +13,9 @@
  *   chunks of zeros (a max-size chunk whose id is that of zeros is not even fetched).
  * - With a seed (src/restore/seed.ts: an older copy of the disk, or the target itself),
  *   each chunk's range is read from the seed and hashed with the repository's chunk id
- *   function; only chunks whose id differs are fetched. A raw seed on a file system that
- *   clones (XFS, btrfs) becomes the temporary file by reflink, and only the differing
- *   chunks (and the seed's data where the backup has holes) are written into it; elsewhere
- *   the new file is written whole, which bounds a seeded restore to the disk's write speed.
+ *   function; only chunks whose id differs are fetched. The new file is still written
+ *   whole (temporary name, rename), so a seeded restore is bound by the target's write
+ *   speed and the seed's read and hash speed (docs/performance.md).
  *
  * Robustness (docs/fault-tolerance.md):
  * - A chunk that fails verification is fetched once more before the restore gives up
@@ -30,8 +29,7 @@
  *   target, never something at the target's name.
  */
 import { randomBytes } from "node:crypto";
-import { constants } from "node:fs";
-import { copyFile, mkdir, open, readdir, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readdir, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { Writable } from "node:stream";
 import { IntegrityError, PloopvaultError } from "../errors.js";
@@ -222,15 +220,15 @@ class ChunkSupplier {
     this.zeroId = repo.chunkId(Buffer.alloc(repo.config.chunker.maxSize));
   }
 
-  /** The plain bytes of `entry` (null for a chunk of zeros: nothing to write) and where they came from. */
-  async get(entry: ChunkEntry): Promise<Supplied> {
-    if (entry.length === this.repo.config.chunker.maxSize && entry.id.equals(this.zeroId)) return { plain: null, from: "zeros" };
+  /** The plain bytes of `entry`, or null for a chunk of zeros (nothing to write). */
+  async get(entry: ChunkEntry): Promise<Buffer | null> {
+    if (entry.length === this.repo.config.chunker.maxSize && entry.id.equals(this.zeroId)) return null;
     if (this.seed !== null) {
       const candidate = Buffer.allocUnsafe(entry.length);
       await this.seed.read(entry.offset, candidate);
       if ((await this.repo.chunkCodec.idAsync(candidate)).equals(entry.id)) {
         this.seededChunks++;
-        return { plain: candidate, from: "seed" };
+        return candidate;
       }
     }
     const idHex = entry.id.toString("hex");
@@ -244,13 +242,8 @@ class ChunkSupplier {
     if (plain.length !== entry.length) {
       throw new PloopvaultError(`chunk ${idHex} has ${plain.length} bytes, manifest of ${this.ref.ct}/${this.ref.id} says ${entry.length}`);
     }
-    return { plain, from: "repository" };
+    return plain;
   }
-}
-
-interface Supplied {
-  plain: Buffer | null;
-  from: "zeros" | "seed" | "repository";
 }
 
 /** Open the seed of `options` (null without one). */
@@ -258,8 +251,8 @@ async function seedOf(options: RestoreOptions): Promise<Seed | null> {
   return options.seed === undefined ? null : openSeed(options.seed);
 }
 
-/** Supply every chunk concurrently and hand it to `write` (any order). */
-async function supplyChunks(supplier: ChunkSupplier, ref: BackupRef, manifest: Manifest, options: RestoreOptions, write: (entry: ChunkEntry, supplied: Supplied) => Promise<void>): Promise<number> {
+/** Supply every chunk concurrently and hand it to `write` (any order; null = zeros). */
+async function supplyChunks(supplier: ChunkSupplier, ref: BackupRef, manifest: Manifest, options: RestoreOptions, write: (entry: ChunkEntry, plain: Buffer | null) => Promise<void>): Promise<number> {
   const limiter = new TaskLimiter(options.concurrency);
   const entries = chunkEntries(manifest);
   const total = entries.reduce((s, e) => s + e.length, 0);
@@ -301,49 +294,6 @@ async function writeSparse(fh: FileHandle, data: Buffer, position: number): Prom
   }
 }
 
-/**
- * Make [offset, offset + length) of `fh` read as zeros, writing only the blocks that do
- * not already (a clone of a seed: the seed may hold data where the backup has a hole).
- */
-async function zeroRange(fh: FileHandle, offset: number, length: number): Promise<void> {
-  const piece = Buffer.allocUnsafe(Math.min(length, 1 << 20));
-  for (let at = offset; at < offset + length; at += piece.length) {
-    const view = piece.subarray(0, Math.min(piece.length, offset + length - at));
-    let got = 0;
-    while (got < view.length) {
-      const { bytesRead } = await fh.read(view, got, view.length - got, at + got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    if (isAllZero(view.subarray(0, got))) continue;
-    for (let b = 0; b < got; ) {
-      const end = Math.min(got, (Math.floor((at + b) / SPARSE_BLOCK) + 1) * SPARSE_BLOCK - at);
-      if (!isAllZero(view.subarray(b, end))) {
-        if (zeroBlock.length < end - b) zeroBlock = Buffer.alloc(end - b);
-        await writeFully(fh, zeroBlock.subarray(0, end - b), at + b);
-      }
-      b = end;
-    }
-  }
-}
-
-/**
- * The temporary file as a copy-on-write clone of a raw seed (FICLONE: XFS, btrfs; same
- * file system), so the blocks that stay the same are shared instead of written again.
- * False where the file system cannot clone (ext4, another file system) or the seed is not
- * a raw file: the restore then writes every block.
- */
-async function cloneSeed(seed: Seed | null, temp: string): Promise<boolean> {
-  if (seed === null || seed.kind !== "raw") return false;
-  try {
-    await copyFile(seed.path, temp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
-    return true;
-  } catch {
-    await rm(temp, { force: true }).catch(() => undefined);
-    return false;
-  }
-}
-
 /** Sparse raw disk image at `target`. */
 export async function restoreRaw(repo: Repository, ref: BackupRef, manifest: Manifest, target: string, force: boolean, options: RestoreOptions): Promise<RestoreResult> {
   const started = performance.now();
@@ -352,27 +302,13 @@ export async function restoreRaw(repo: Repository, ref: BackupRef, manifest: Man
   const temp = partialName(target);
   let fh: FileHandle | null = null;
   try {
-    const cloned = await cloneSeed(seed, temp);
-    fh = cloned ? await open(temp, "r+") : await openForWrite(temp, target);
+    fh = await openForWrite(temp, target);
     const out = fh;
-    if (cloned) await out.chmod(0o600);
     await out.truncate(manifest.metadata.disk.logicalBytes);
     const supplier = new ChunkSupplier(repo, ref, seed);
-    const dataBytes = await supplyChunks(supplier, ref, manifest, options, async (entry, { plain, from }) => {
-      if (!cloned) {
-        if (plain !== null) await writeSparse(out, plain, entry.offset);
-      } else if (plain === null) {
-        await zeroRange(out, entry.offset, entry.length);
-      } else if (from !== "seed") {
-        await writeFully(out, plain, entry.offset); // over the seed's bytes: zeros too
-      } // else: the clone holds these bytes already
+    const dataBytes = await supplyChunks(supplier, ref, manifest, options, async (entry, plain) => {
+      if (plain !== null) await writeSparse(out, plain, entry.offset);
     });
-    if (cloned) {
-      // Where the backup has holes the seed may hold data (up to its old size).
-      const limiter = new TaskLimiter(options.concurrency);
-      for (const e of manifest.entries) if (e.kind === "hole" && e.offset < seed!.size) await limiter.submit(() => zeroRange(out, e.offset, Math.min(e.length, seed!.size - e.offset)));
-      await limiter.drain();
-    }
     await out.sync();
     fh = null;
     await out.close();
@@ -416,7 +352,7 @@ async function streamEntries(manifest: Manifest, out: Writable, options: Restore
   const fill = (): void => {
     while (window.length < options.concurrency && next < entries.length) {
       const entry = entries[next++]!;
-      const data = entry.kind === "chunk" ? supplier.get(entry).then((supplied) => supplied.plain) : null;
+      const data = entry.kind === "chunk" ? supplier.get(entry) : null;
       data?.catch(() => undefined);
       window.push({ entry, data });
     }
@@ -483,7 +419,7 @@ export async function restorePloop(repo: Repository, ref: BackupRef, manifest: M
     let dataBytes: number;
     try {
       // A chunk of zeros is not written: finish() zero-fills what was never written.
-      dataBytes = await supplyChunks(supplier, ref, manifest, options, async (entry, { plain }) => (plain === null ? undefined : writer.write(entry.offset, plain)));
+      dataBytes = await supplyChunks(supplier, ref, manifest, options, async (entry, plain) => (plain === null ? undefined : writer.write(entry.offset, plain)));
       await writer.finish();
     } catch (error) {
       await writer.abort().catch(() => undefined);
