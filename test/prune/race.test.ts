@@ -85,13 +85,17 @@ describe("prune racing with backups of two nodes (RGW)", () => {
   it(`two nodes back up while prune forgets and deletes, for ${RACE_SECONDS} s: nothing referenced is ever lost`, async () => {
     const lock = { ttl: 20, refresh: 2 };
     const disks = corpus().cts; // 101..104: overlapping content (101/102/104 share most chunks, 103 has its own)
+    // run for RACE_SECONDS, and on a slow machine on until a prune has deleted chunks
+    // while the nodes were busy (at most 4x as long): otherwise the race did not happen
     const deadline = Date.now() + RACE_SECONDS * 1000;
+    const hardDeadline = Date.now() + RACE_SECONDS * 4000;
+    const racing = (): boolean => Date.now() < deadline || (Date.now() < hardDeadline && !prunes.some((p) => p.sweep === "done" && (p.chunksDeleted ?? 0) > 0));
     const backups: BackupRun[] = [];
     const prunes: { code: number; sweep?: string; chunksDeleted?: number; stderr: string }[] = [];
 
     const node = async (host: string, offset: number): Promise<void> => {
       const stateDir = join(work, `state-${host}`);
-      for (let i = 0; Date.now() < deadline; i++) {
+      for (let i = 0; racing(); i++) {
         const disk = disks[(i + offset) % disks.length]!;
         const r = await result(run(["backup", "--disk", descriptorOf(disk), "--name", "shared", "--host", host, "--json", "--threads", "1"], stateDir, lock));
         const id = r.code === 0 ? jsonLines<{ backup: string }>(r.stdout)[0]!.backup : null;
@@ -102,7 +106,7 @@ describe("prune racing with backups of two nodes (RGW)", () => {
     };
     const pruner = async (): Promise<void> => {
       const stateDir = join(work, "state-pruner");
-      while (Date.now() < deadline) {
+      while (racing()) {
         const r = await result(run(["prune", "--keep-last", "1", "--grace", "0", "--wait", "6s", "--lock-host", "pruner", "--json"], stateDir, lock));
         const report = r.stdout.trim() === "" ? {} : (JSON.parse(r.stdout) as { sweep?: string; chunksDeleted?: number });
         prunes.push({ code: r.code, ...report, stderr: r.stderr });
@@ -129,7 +133,7 @@ describe("prune racing with backups of two nodes (RGW)", () => {
 
     expect(await restoresAll()).toBeGreaterThanOrEqual(2);
     await checkReadData();
-  }, (RACE_SECONDS + 180) * 1000);
+  }, (RACE_SECONDS * 4 + 180) * 1000);
 
   it("a prune SIGKILLed mid-sweep blocks backups for at most its TTL; the next prune takes over and cleans up", async () => {
     const lock = { ttl: 8, refresh: 1 };
