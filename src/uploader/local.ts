@@ -35,6 +35,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
 import { link, lstat, mkdir, open, opendir, readFile, rename, rmdir, stat, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join, resolve, sep } from "node:path";
+import { makePrivateDir, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../util/private-fs.js";
 import { StoreError, validateKey, validatePrefix, type ObjectInfo, type ObjectStore, type PutOptions } from "./store.js";
 
 const TEMP_PREFIX = ".tmp-";
@@ -144,7 +145,7 @@ export class LocalDirectoryStore implements ObjectStore {
 
   async ensureContainer(): Promise<void> {
     try {
-      await mkdir(this.root, { recursive: true });
+      await makePrivateDir(this.root);
     } catch (error) {
       throw fsStoreError(error, "create repository directory", this.root);
     }
@@ -247,7 +248,7 @@ export class LocalDirectoryStore implements ObjectStore {
     let handle: FileHandle | undefined;
     for (let attempt = 0; handle === undefined; attempt++) {
       try {
-        handle = await open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
+        handle = await open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, PRIVATE_FILE_MODE);
       } catch (error) {
         // a concurrent delete() may remove an emptied parent between mkdirs and open: retry
         if (errno(error) !== "ENOENT" || attempt >= 5) {
@@ -298,7 +299,7 @@ export class LocalDirectoryStore implements ObjectStore {
     }
     for (const d of missing.reverse()) {
       try {
-        await mkdir(d);
+        await mkdir(d, PRIVATE_DIR_MODE);
       } catch (error) {
         if (errno(error) !== "EEXIST") throw fsStoreError(error, "create directory", d, key);
       }
