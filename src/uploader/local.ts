@@ -7,7 +7,10 @@
  * there, which fails with EEXIST if the name is taken, so two writers cannot both win),
  * and fsyncs the directory. Readers therefore see the old object, the new one or none,
  * never a partial file. A crash can leave ".tmp-*" files behind; list() skips them and no
- * key may contain a ".tmp-" segment, so they are invisible (remove them by hand if needed).
+ * key may contain a ".tmp-" segment, so they are invisible; prune removes the old ones
+ * (removeStaleTemporaries).
+ *
+ * Everything is owner-only whatever the umask: files 0600, directories 0700.
  *
  * Etags and ifMatch (compare-and-swap; used for lock takeover, see docs/prune.md): the
  * etag of an object up to 1 MiB is a hash of its content, as S3's ETag is (lock objects
@@ -501,6 +504,55 @@ export class LocalDirectoryStore implements ObjectStore {
         }
       }
     }
+  }
+
+  /**
+   * Temp files (".tmp-*") of writers that died, anywhere below the root: a put's temp file,
+   * a compare-and-swap claim (a hard link: its ctime is when the claim was made, which is
+   * why ctime counts, not only mtime). Only those changed before `before` go.
+   */
+  async removeStaleTemporaries(before: Date, options: { dryRun?: boolean } = {}): Promise<{ count: number; bytes: number }> {
+    await this.checkRoot();
+    const result = { count: 0, bytes: 0 };
+    const cutoff = before.getTime();
+    const visit = async (dir: string): Promise<void> => {
+      let handle;
+      try {
+        handle = await opendir(dir, { bufferSize: 256 });
+      } catch (error) {
+        if (errno(error) === "ENOENT" || errno(error) === "ENOTDIR") return; // removed meanwhile
+        throw fsStoreError(error, "list", dir);
+      }
+      const subdirs: string[] = [];
+      try {
+        for await (const entry of handle) {
+          const path = join(dir, entry.name);
+          if (entry.isDirectory()) {
+            if (!entry.name.startsWith(TEMP_PREFIX)) subdirs.push(path);
+            continue;
+          }
+          if (!entry.name.startsWith(TEMP_PREFIX)) continue;
+          const info = await lstat(path).catch(() => null);
+          if (info === null || !info.isFile() || Math.max(info.mtimeMs, info.ctimeMs) >= cutoff) continue;
+          if (!options.dryRun) {
+            try {
+              await unlink(path);
+            } catch (error) {
+              if (errno(error) === "ENOENT") continue; // its writer finished (or another prune) meanwhile
+              throw fsStoreError(error, "delete", path);
+            }
+          }
+          result.count++;
+          result.bytes += info.size;
+        }
+      } catch (error) {
+        if (error instanceof StoreError) throw error;
+        throw fsStoreError(error, "list", dir);
+      }
+      for (const sub of subdirs) await visit(sub);
+    };
+    await visit(this.root);
+    return result;
   }
 
   async close(): Promise<void> {}
