@@ -156,7 +156,7 @@ async function prepareTarget(target: string, force: boolean, ownNames: ReadonlyS
 
 /**
  * mkdir -p, one level at a time (node's recursive mkdir loops forever on some errors, e.g.
- * ENOENT below /proc/self).
+ * ENOENT below /proc/self). New directories are owner-only.
  */
 async function makeDirectories(dir: string): Promise<void> {
   const missing: string[] = [];
@@ -171,7 +171,7 @@ async function makeDirectories(dir: string): Promise<void> {
   }
   for (const d of missing.reverse()) {
     try {
-      await mkdir(d);
+      await mkdir(d, PRIVATE_DIR_MODE);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
     }
