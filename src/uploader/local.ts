@@ -507,9 +507,11 @@ export class LocalDirectoryStore implements ObjectStore {
   }
 
   /**
-   * Temp files (".tmp-*") of writers that died, anywhere below the root: a put's temp file,
-   * a compare-and-swap claim (a hard link: its ctime is when the claim was made, which is
-   * why ctime counts, not only mtime). Only those changed before `before` go.
+   * Temp files (".tmp-*") of writers that died, anywhere below the root. A put's temp file
+   * is judged by its mtime (its writer's last write; the rename follows at once). A
+   * compare-and-swap claim (".tmp-cas-*", ".tmp-dead-*") is a hard link to a lock object,
+   * whose mtime may be old; its ctime is when the claim was made. Only those last changed
+   * before `before` go.
    */
   async removeStaleTemporaries(before: Date, options: { dryRun?: boolean } = {}): Promise<{ count: number; bytes: number }> {
     await this.checkRoot();
@@ -533,7 +535,8 @@ export class LocalDirectoryStore implements ObjectStore {
           }
           if (!entry.name.startsWith(TEMP_PREFIX)) continue;
           const info = await lstat(path).catch(() => null);
-          if (info === null || !info.isFile() || Math.max(info.mtimeMs, info.ctimeMs) >= cutoff) continue;
+          const claim = entry.name.startsWith(`${TEMP_PREFIX}cas-`) || entry.name.startsWith(`${TEMP_PREFIX}dead-`);
+          if (info === null || !info.isFile() || (claim ? info.ctimeMs : info.mtimeMs) >= cutoff) continue;
           if (!options.dryRun) {
             try {
               await unlink(path);
