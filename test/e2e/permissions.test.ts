@@ -78,6 +78,9 @@ describe("owner-only files under umask 000", () => {
     expect(backup.code, backup.stderr).toBe(0);
     const prune = await runCli(["prune", ...repo.args, "--keep-last", "1", "--password-file", passwordFile]);
     expect(prune.code, prune.stderr).toBe(0);
+    // the host run lock (container backups and release take it; --disk backups do not)
+    const release = await runCli(["release", "--all", "--state-dir", repo.stateDir]);
+    expect(release.code, release.stderr).toBe(0);
     const repoEntries = await modes(repo.url);
     expect(repoEntries.some((e) => e.path.includes(`${join(repo.url, "keys")}/`))).toBe(true);
     expect(repoEntries.some((e) => e.path.includes(`${join(repo.url, "chunks")}/`))).toBe(true);
