@@ -56,7 +56,7 @@ export class KeptSnapshots {
   }
 
   async put(kept: KeptSnapshot): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
+    await mkdir(this.dir, { recursive: true, mode: 0o700 }); // the state dir is owner-only
     const target = this.path(kept.ct);
     const temp = `${target}.tmp-${process.pid}`;
     const fh = await open(temp, "w", 0o600);

@@ -214,7 +214,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
   };
 
   const previous = source.previous ? withUnknownChunksRewritten(source.previous, (id) => known.has(id)) : null;
-  const plan = planBackup(runs, disk.sizeBytes, previous);
+  const plan = planBackup(runs, disk.sizeBytes, previous, params.minSize);
   const toRead = plan.reduce((sum, seg) => sum + (seg.kind === "read" ? seg.length : 0), 0);
   let readSoFar = 0;
   try {

@@ -7,6 +7,9 @@
  *    run ends), so the chunker restarts exactly where a full chunking could have cut.
  * Allocation only grows above a snapshot (a delta cannot unallocate a lower cluster), so
  * every old chunk lies inside one current allocated run.
+ * An old chunk shorter than the chunker's minimum (the tail of an earlier read segment or
+ * run) is read again rather than reused: short chunks then never pile up across backups,
+ * which bounds a manifest's entries by its geometry (maxManifestEntries, manifest/format.ts).
  */
 import type { ManifestEntry } from "../manifest/format.js";
 import type { DataRun } from "../ploop/disk.js";
@@ -25,7 +28,7 @@ export interface PreviousBackup {
   clusterBytes: number;
 }
 
-export function planBackup(runs: readonly DataRun[], sizeBytes: number, previous: PreviousBackup | null): Segment[] {
+export function planBackup(runs: readonly DataRun[], sizeBytes: number, previous: PreviousBackup | null, minChunkBytes: number): Segment[] {
   const plan: Segment[] = [];
   const oldChunks = previous ? previous.entries.filter((e): e is ChunkEntry => e.kind === "chunk") : [];
   let k = 0;
@@ -38,7 +41,7 @@ export function planBackup(runs: readonly DataRun[], sizeBytes: number, previous
       while (k < oldChunks.length && oldChunks[k]!.offset < run.offset) k++;
       for (; k < oldChunks.length && oldChunks[k]!.offset < end; k++) {
         const entry = oldChunks[k]!;
-        if (entry.offset + entry.length > end || !isClean(entry, previous)) continue;
+        if (entry.offset + entry.length > end || entry.length < minChunkBytes || !isClean(entry, previous)) continue;
         if (entry.offset > pos) plan.push({ kind: "read", offset: pos, length: entry.offset - pos });
         plan.push({ kind: "reuse", entry });
         pos = entry.offset + entry.length;

@@ -10,7 +10,10 @@ import { passwordProvider } from "../crypto/password.js";
 import { UsageError } from "../errors.js";
 import { LOG_FORMATS, logger, type LogFormat } from "../ops/log.js";
 import { rateOption, withRateLimits } from "../ops/rate-limit.js";
-import { Repository } from "../repository/repository.js";
+import type { Repository } from "../repository/repository.js";
+import type { ConditionalWritesOptions } from "../repository/conditional-writes.js";
+import { openTrustedRepository } from "../repository/trust.js";
+import { defaultLockHost, lockBody, uniqueLockKey } from "../prune/locks.js";
 import { openStore } from "../uploader/open.js";
 import type { ObjectStore } from "../uploader/store.js";
 
@@ -99,10 +102,38 @@ export async function openStoreFromOptions(options: GlobalOptions): Promise<Obje
   return withRateLimits(store, { upload: options.limitUpload, download: options.limitDownload });
 }
 
+/**
+ * How this host reaches the repository: its location, plus the endpoint for S3 (the same
+ * bucket name on another server is another repository). Keys what the state dir
+ * remembers about it (src/repository/trust.ts, conditional-writes.ts).
+ */
+export function repositoryServer(options: GlobalOptions, store: ObjectStore): string {
+  const endpoint = options.endpoint || process.env.AWS_ENDPOINT_URL || undefined;
+  return store.location.startsWith("s3://") && endpoint !== undefined ? `${store.location} at ${endpoint}` : store.location;
+}
+
+/** How init and prune probe the server for conditional writes (a probe lock object under locks/). */
+export function conditionalWritesProbe(options: GlobalOptions, store: ObjectStore, out: Output): Omit<ConditionalWritesOptions, "purpose"> {
+  const host = defaultLockHost();
+  const probeTiming = { ttlMs: 60_000, refreshMs: 10_000, marginMs: 20_000, pollMs: 1000 };
+  const started = new Date();
+  return {
+    stateDir: options.stateDir,
+    server: repositoryServer(options, store),
+    probeKey: uniqueLockKey("probe", host),
+    probeBody: () => lockBody("probe", host, probeTiming, started),
+    warn: (line) => out.warn(line),
+  };
+}
+
+/**
+ * Open the repository, checked against what this host remembers about it (a plaintext
+ * config where an encrypted repository was is refused, whatever the password source).
+ */
 export async function openRepository(options: GlobalOptions): Promise<Repository> {
   const store = await openStoreFromOptions(options);
   try {
-    return await Repository.open(store, { password: passwordProvider(options) });
+    return await openTrustedRepository(store, { stateDir: options.stateDir, location: repositoryServer(options, store), password: passwordProvider(options) });
   } catch (error) {
     await store.close();
     throw error;

@@ -3,9 +3,9 @@ import { chunkerParamsForAverage, DEFAULT_AVG_CHUNK } from "../chunker/index.js"
 import { newPassword, PASSWORD_ENV, passwordProvider } from "../crypto/password.js";
 import { UsageError } from "../errors.js";
 import { newRepositoryConfig } from "../repository/config.js";
-import { Repository } from "../repository/repository.js";
+import { createRepository } from "../repository/create.js";
 import { formatBytes, parseSize } from "../util/format.js";
-import { addCommonOptions, openStoreFromOptions, Output, type GlobalOptions } from "./common.js";
+import { addCommonOptions, conditionalWritesProbe, openStoreFromOptions, Output, type GlobalOptions } from "./common.js";
 
 interface InitOptions extends GlobalOptions {
   chunkAvg: string;
@@ -43,8 +43,10 @@ export function initCommand(): Command {
       }
       const store = await openStoreFromOptions(options);
       try {
-        await store.ensureContainer?.();
-        const repo = await Repository.init(store, newRepositoryConfig(chunker, level, new Date()), password === undefined ? {} : { password });
+        const repo = await createRepository(store, newRepositoryConfig(chunker, level, new Date()), {
+          ...(password === undefined ? {} : { password }),
+          ...conditionalWritesProbe(options, store, out),
+        });
         const encryption = repo.keyId === null ? null : { scheme: repo.config.encryption!.scheme, key: repo.keyId };
         if (out.json) out.jsonResult({ repository: repo.location, id: repo.config.id, chunker: repo.config.chunker, compression: repo.config.compression, encryption });
         out.info(

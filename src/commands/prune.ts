@@ -4,10 +4,11 @@ import { formatDuration, parseDuration } from "../prune/duration.js";
 import { lockTiming } from "../prune/locks.js";
 import { policyIsEmpty, type KeepPolicy } from "../prune/policy.js";
 import { runPrune, type PruneReport } from "../prune/prune.js";
+import { requireConditionalWrites } from "../repository/conditional-writes.js";
 import { ManifestCache } from "../repository/known-chunks.js";
 import { validateName } from "../repository/layout.js";
 import { formatBytes } from "../util/format.js";
-import { addCommonOptions, defaultHost, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
+import { addCommonOptions, conditionalWritesProbe, defaultHost, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
 
 interface PruneCliOptions extends GlobalOptions {
   keepLast?: number;
@@ -90,6 +91,8 @@ export function pruneCommand(): Command {
       const repo = await openRepository(options);
       let report: PruneReport;
       try {
+        // prune's lock takeovers and the safety of deletion rest on conditional writes
+        if (options.dryRun !== true) await requireConditionalWrites(repo.store, repo.config.id, { ...conditionalWritesProbe(options, repo.store, out), purpose: "prune" });
         report = await runPrune(repo, {
           policy,
           ...(options.ct === undefined ? {} : { ct: options.ct }),

@@ -43,6 +43,15 @@ export function deriveKeys(master: Uint8Array, repositoryId: string): Repository
   };
 }
 
+/**
+ * A name for the master key that reveals nothing about it (HKDF with its own info
+ * string): the state dir remembers it per repository, so a config and keys replaced by
+ * another master key are noticed (docs/encryption.md, "Downgrade protection").
+ */
+export function keyFingerprint(master: Uint8Array, repositoryId: string): string {
+  return Buffer.from(subkey(master, repositoryId, "fingerprint")).toString("hex");
+}
+
 /** HMAC-SHA256 of the canonical config text, lower-case hex. */
 export function keyCheckValue(checkKey: Uint8Array, canonicalConfig: string): string {
   return createHmac("sha256", checkKey).update(canonicalConfig, "utf8").digest("hex");

@@ -8,8 +8,9 @@
  *
  * Passwords are never written anywhere: not to logs, not to error messages.
  */
-import { readFile } from "node:fs/promises";
+import { open } from "node:fs/promises";
 import { PloopvaultError, UsageError } from "../errors.js";
+import { logger } from "../ops/log.js";
 
 export const PASSWORD_ENV = "PLOOPVAULT_PASSWORD";
 export const PASSWORD_FILE_ENV = "PLOOPVAULT_PASSWORD_FILE";
@@ -24,13 +25,26 @@ export interface PasswordProvider {
 
 const HOW = `set ${PASSWORD_ENV}, use --password-file FILE, or run on a terminal`;
 
-/** Read a password file: its content without one trailing newline. */
-export async function readPasswordFile(path: string, option: string): Promise<string> {
+/**
+ * Read a password file: its content without one trailing newline. A file that group or
+ * others can read gets a warning (the password opens every backup): chmod 600 it.
+ */
+export async function readPasswordFile(path: string, option: string, warn: (line: string) => void = (line) => logger.warn(line)): Promise<string> {
   let text: string;
+  let mode: number;
   try {
-    text = await readFile(path, "utf8");
+    const fh = await open(path, "r");
+    try {
+      mode = (await fh.stat()).mode;
+      text = await fh.readFile("utf8");
+    } finally {
+      await fh.close().catch(() => undefined);
+    }
   } catch (error) {
     throw new UsageError(`${option} ${path}: cannot read (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+  }
+  if ((mode & 0o044) !== 0) {
+    warn(`${option} ${path} is readable by ${(mode & 0o004) !== 0 ? "everyone" : "its group"} (mode ${(mode & 0o777).toString(8).padStart(4, "0")}): anyone who can read it can open the repository; chmod 600 ${path}`);
   }
   return text.replace(/\r?\n$/, "");
 }

@@ -17,7 +17,7 @@
  * ~150 for JSON, and decoding it is a linear scan with full validation.
  */
 import { createHash } from "node:crypto";
-import { zstdCompress, zstdDecompressBounded } from "../util/zstd.js";
+import { zstdCompress, zstdContentSize, zstdDecompressBounded, zstdDecompressPrefix } from "../util/zstd.js";
 import { IntegrityError } from "../errors.js";
 import { validateChunkerParams, type ChunkerParams } from "../chunker/params.js";
 
@@ -30,8 +30,47 @@ const KIND_CHUNK = 1;
 const KIND_HOLE = 2;
 const CHUNK_ENTRY_BYTES = 1 + 8 + 8 + CHUNK_ID_BYTES;
 const HOLE_ENTRY_BYTES = 1 + 8 + 8;
-/** Decompressed manifests larger than this are refused (a 50 TiB disk at 64 KiB chunks fits). */
+/** Decompressed manifests larger than this are refused whatever their geometry. */
 const MAX_PAYLOAD_BYTES = 2 ** 31 - 1;
+/** The metadata JSON: a few KiB in practice (at most 127 image paths, ploop.md 1.4). */
+export const MAX_METADATA_BYTES = 1 << 20;
+/** Cluster sizes: powers of two, 4 KiB (ploop's own minimum is 32 KiB) to 64 MiB. */
+export const MIN_CLUSTER_BYTES = 4096;
+export const MAX_CLUSTER_BYTES = 64 << 20;
+/** ploop creates and grows disks up to 50 TiB (ploop.md 1.4); a manifest may say 64 TiB at most. */
+export const MAX_LOGICAL_BYTES = 64 * 2 ** 40;
+/**
+ * Names a ploop-format restore writes (PATH/root.hdd, PATH/DiskDescriptor.xml) or ploop
+ * adds beside them (root.hdd.{GUID} deltas, DiskDescriptor.xml.lck), and the manifest's
+ * own name: a side file named like one of them could overwrite the restored disk.
+ */
+const RESERVED_SIDE_FILE = /^(manifest|root\.hdd.*|DiskDescriptor\.xml.*)$/;
+
+/**
+ * The most entries a manifest of this geometry can hold. Proof for what backups write
+ * (docs/repository-format.md): each allocated run of L bytes holds at most 2L/min + 1
+ * chunks (every chunk but the last of a read segment is >= min, read segments are
+ * separated by reused chunks, and reused chunks are >= min), runs and holes alternate
+ * (at most one per cluster each way), so entries <= 2 logical/min + clusters + 2. Twice
+ * the chunk term leaves room for manifests written before short chunks stopped being
+ * reused (src/backup/plan.ts).
+ */
+export function maxManifestEntries(disk: { logicalBytes: number; clusterBytes: number }, minChunkBytes: number): number {
+  return 4 * Math.ceil(disk.logicalBytes / minChunkBytes) + Math.ceil(disk.logicalBytes / disk.clusterBytes) + 16;
+}
+
+/** What is wrong with a disk geometry, or null: cluster a power of two in range, size in range and whole clusters. */
+export function geometryProblem(disk: { logicalBytes: unknown; clusterBytes: unknown }): string | null {
+  const { logicalBytes, clusterBytes } = disk;
+  if (!Number.isSafeInteger(clusterBytes) || (clusterBytes as number) < MIN_CLUSTER_BYTES || (clusterBytes as number) > MAX_CLUSTER_BYTES || ((clusterBytes as number) & ((clusterBytes as number) - 1)) !== 0) {
+    return `disk.clusterBytes ${show(clusterBytes)} is not a power of two from ${MIN_CLUSTER_BYTES} to ${MAX_CLUSTER_BYTES}`;
+  }
+  if (!Number.isSafeInteger(logicalBytes) || (logicalBytes as number) < 0 || (logicalBytes as number) > MAX_LOGICAL_BYTES) {
+    return `disk.logicalBytes ${show(logicalBytes)} is not a disk size from 0 to ${MAX_LOGICAL_BYTES} (64 TiB)`;
+  }
+  if ((logicalBytes as number) % (clusterBytes as number) !== 0) return `disk.logicalBytes ${logicalBytes as number} is not a whole number of ${clusterBytes as number}-byte clusters`;
+  return null;
+}
 
 export type ManifestEntry =
   | { kind: "chunk"; offset: number; length: number; id: Buffer }
@@ -91,10 +130,17 @@ export interface Manifest {
   entries: ManifestEntry[];
 }
 
+/** Refuses (plain Error: a bug, not bad input) what decodeManifest would refuse to read back. */
 export function encodeManifest(manifest: Manifest): Buffer {
-  validateEntries(manifest.entries, manifest.metadata.disk.logicalBytes, manifest.metadata.chunker.maxSize, "manifest");
+  const { disk, chunker } = manifest.metadata;
+  const problem = geometryProblem(disk);
+  if (problem !== null) throw new Error(`manifest: ${problem}`);
+  validateEntries(manifest.entries, disk.logicalBytes, chunker.maxSize, "manifest");
+  const maxEntries = maxManifestEntries(disk, chunker.minSize);
+  if (manifest.entries.length > maxEntries) throw new Error(`manifest: ${manifest.entries.length} entries, more than a disk of this geometry can hold (${maxEntries})`);
   const metadata = { ...manifest.metadata, entryCount: manifest.entries.length };
   const json = Buffer.from(JSON.stringify(metadata), "utf8");
+  if (json.length > MAX_METADATA_BYTES) throw new Error(`manifest: metadata of ${json.length} bytes exceeds ${MAX_METADATA_BYTES}`);
   let size = 4 + json.length;
   for (const e of manifest.entries) size += e.kind === "chunk" ? CHUNK_ENTRY_BYTES : HOLE_ENTRY_BYTES;
   const payload = Buffer.alloc(size);
@@ -144,26 +190,49 @@ export function decodeManifest(object: Uint8Array, name: string): Manifest {
     throw new IntegrityError(`${name}: ${what}`);
   };
   const frame = verifyManifestEnvelope(object, name);
-  let payload: Buffer;
+  const corrupt = (error: unknown): never => fail(`corrupt manifest (${error instanceof Error ? error.message : String(error)})`);
+  // The metadata first (decompressing only its part), then the whole payload, with a
+  // limit from the geometry the metadata declares: a hostile object cannot make us
+  // allocate more than its own disk's entry table needs.
+  let head: Buffer;
+  let contentSize: number;
   try {
-    payload = zstdDecompressBounded(frame, MAX_PAYLOAD_BYTES);
+    contentSize = zstdContentSize(frame);
   } catch (error) {
-    return fail(`corrupt manifest (${error instanceof Error ? error.message : String(error)})`);
+    return corrupt(error);
   }
-  if (payload.length < 4) fail("truncated manifest");
-  const jsonLength = payload.readUInt32LE(0);
-  if (4 + jsonLength > payload.length) fail("truncated manifest metadata");
+  if (contentSize > MAX_PAYLOAD_BYTES) fail(`manifest of ${contentSize} bytes exceeds the limit ${MAX_PAYLOAD_BYTES}`);
+  try {
+    head = zstdDecompressPrefix(frame, Math.min(contentSize, 4 + MAX_METADATA_BYTES));
+  } catch (error) {
+    return corrupt(error);
+  }
+  if (head.length < 4) fail("truncated manifest");
+  const jsonLength = head.readUInt32LE(0);
+  if (jsonLength > MAX_METADATA_BYTES) fail(`metadata of ${jsonLength} bytes exceeds the limit ${MAX_METADATA_BYTES}`);
+  if (4 + jsonLength > head.length) fail("truncated manifest metadata");
   let parsed: unknown;
   try {
-    parsed = JSON.parse(payload.toString("utf8", 4, 4 + jsonLength));
+    parsed = JSON.parse(head.toString("utf8", 4, 4 + jsonLength));
   } catch {
     return fail("manifest metadata is not valid JSON");
   }
   validateMetadata(parsed, name);
   const metadata = parsed;
+  const maxEntries = maxManifestEntries(metadata.disk, metadata.chunker.minSize);
+  if (metadata.entryCount > maxEntries) fail(`entryCount ${metadata.entryCount} is more than a disk of ${metadata.disk.logicalBytes} bytes can have (${maxEntries})`);
+  const limit = 4 + jsonLength + metadata.entryCount * CHUNK_ENTRY_BYTES;
+  if (contentSize > limit) fail(`manifest of ${contentSize} bytes is larger than its ${metadata.entryCount} entries need (at most ${limit})`);
+  let payload: Buffer;
+  try {
+    payload = zstdDecompressBounded(frame, limit);
+  } catch (error) {
+    return corrupt(error);
+  }
   const entries: ManifestEntry[] = [];
   let pos = 4 + jsonLength;
   while (pos < payload.length) {
+    if (entries.length >= metadata.entryCount) fail(`has more entries than its metadata says (${metadata.entryCount})`);
     const kind = payload[pos];
     if (kind === KIND_CHUNK) {
       if (pos + CHUNK_ENTRY_BYTES > payload.length) fail("truncated chunk entry");
@@ -230,9 +299,9 @@ function validateMetadata(value: unknown, name: string): asserts value is Manife
   if (Number.isNaN(Date.parse(m.time as string))) fail(`time ${show(m.time)} is not a date`);
   if (!isObject(m.tool) || typeof m.tool.name !== "string" || typeof m.tool.version !== "string") fail("tool");
   if (!isObject(m.disk)) return fail("missing disk");
-  const { logicalBytes, clusterBytes, sourceFormatVersion } = m.disk;
-  if (!Number.isSafeInteger(logicalBytes) || (logicalBytes as number) < 0) fail("disk.logicalBytes");
-  if (!Number.isSafeInteger(clusterBytes) || (clusterBytes as number) <= 0 || (logicalBytes as number) % (clusterBytes as number) !== 0) fail("disk.clusterBytes");
+  const { sourceFormatVersion } = m.disk;
+  const geometry = geometryProblem(m.disk as { logicalBytes: unknown; clusterBytes: unknown });
+  if (geometry !== null) fail(geometry);
   if (!Number.isSafeInteger(sourceFormatVersion) || (sourceFormatVersion as number) < 0 || (sourceFormatVersion as number) > 2) fail("disk.sourceFormatVersion");
   if (!isObject(m.chunker)) return fail("missing chunker");
   try {
@@ -242,8 +311,13 @@ function validateMetadata(value: unknown, name: string): asserts value is Manife
   }
   const files = m.files;
   if (!isObject(files) || typeof files.descriptor !== "string" || !PLAIN_NAME.test(files.descriptor)) fail("files.descriptor");
+  const descriptor = (files as Record<string, unknown>).descriptor as string;
+  if (descriptor === "manifest") fail("files.descriptor is the manifest's own name");
   const config = (files as Record<string, unknown>).config;
   if (config !== null && (typeof config !== "string" || !PLAIN_NAME.test(config))) fail("files.config");
+  if (typeof config === "string" && (RESERVED_SIDE_FILE.test(config) || config === descriptor)) {
+    fail(`files.config ${show(config)} collides with the manifest, the descriptor or a file a restore writes (root.hdd, DiskDescriptor.xml)`);
+  }
   if (!Number.isSafeInteger(m.entryCount) || (m.entryCount as number) < 0) fail("entryCount");
   if (!isObject(m.stats)) return fail("stats");
   for (const key of ["readBytes", "dataBytes", "holeBytes", "chunks", "newChunks", "newBytesStored", "seconds"]) if (!isCount(m.stats[key])) fail(`stats.${key}`);

@@ -128,6 +128,10 @@ export class RateLimitedStore implements ObjectStore {
     await this.inner.ensureContainer?.();
   }
 
+  async removeStaleTemporaries(before: Date, options?: { dryRun?: boolean }): Promise<{ count: number; bytes: number }> {
+    return (await this.inner.removeStaleTemporaries?.(before, options)) ?? { count: 0, bytes: 0 };
+  }
+
   close(): Promise<void> {
     return this.inner.close();
   }

@@ -380,7 +380,8 @@ export async function writeDescriptorFile(dir: string, options: DescriptorFileOp
   const xml = renderDescriptor({ sizeSectors, clusterSectors, images });
   const target = join(dir, DESCRIPTOR_FILE_NAME);
   const temp = join(dir, `.${DESCRIPTOR_FILE_NAME}.${randomBytes(4).toString("hex")}.tmp`);
-  const fh = await open(temp, "wx", 0o644);
+  // owner-only like the image (ploop and vzctl run as root; ploop itself would use 0666 & ~umask)
+  const fh = await open(temp, "wx", 0o600);
   try {
     await writeFully(fh, Buffer.from(xml, "utf8"), 0);
     await fh.sync();

@@ -85,8 +85,19 @@ export interface PruneReport {
   fileBytesDeleted: number;
   bytesFreed: number;
   expiredLocksRemoved: string[];
+  /** Temp files of interrupted writes (local repositories) removed, or with --dry-run found. */
+  temporariesRemoved: number;
+  temporaryBytesRemoved: number;
   seconds: number;
 }
+
+/**
+ * A temp file of a local repository (".tmp-*") untouched for this long belongs to a writer
+ * that died: a live one writes a chunk in well under a second and renames it at once. At
+ * least twice the lock TTL, so a writer stalled that long has been fenced already (its
+ * registration lapsed); it loses that one write (its rename fails), never data.
+ */
+export const STALE_TEMPORARY_MIN_MS = 3_600_000;
 
 export class PruneAborted extends PloopvaultError {}
 
@@ -182,6 +193,8 @@ export async function runPrune(repo: Repository, options: PruneOptions): Promise
     fileBytesDeleted: 0,
     bytesFreed: 0,
     expiredLocksRemoved: [],
+    temporariesRemoved: 0,
+    temporaryBytesRemoved: 0,
     seconds: 0,
   };
   const checkAbort = (): void => {
@@ -203,6 +216,7 @@ export async function runPrune(repo: Repository, options: PruneOptions): Promise
     // lock would count as younger than it and survive --grace 0
     const lockTime = pruneLock?.lastModified;
     const graceNow = lockTime === undefined ? new Date() : new Date(Math.ceil((lockTime.getTime() + 1) / 1000) * 1000);
+    await removeStaleTemporaries(store, graceNow, options, report);
     const stored = new StoredChunks();
     const scratch = Buffer.alloc(32); // no allocation per listed chunk
     for await (const info of store.list(CHUNKS_PREFIX)) {
@@ -267,6 +281,16 @@ function orphanedFiles(listed: Map<string, BackupObjects>, now: Date, graceMs: n
   return out;
 }
 
+/** Temp files interrupted writes left in a local repository (older than STALE_TEMPORARY_MIN_MS, 2 x TTL). */
+async function removeStaleTemporaries(store: ObjectStore, now: Date, options: PruneOptions, report: PruneReport): Promise<void> {
+  if (store.removeStaleTemporaries === undefined) return;
+  const before = new Date(now.getTime() - Math.max(STALE_TEMPORARY_MIN_MS, 2 * options.timing.ttlMs));
+  const { count, bytes } = await store.removeStaleTemporaries(before, { dryRun: options.dryRun });
+  report.temporariesRemoved = count;
+  report.temporaryBytesRemoved = bytes;
+  if (count > 0) options.log(`${options.dryRun ? "would remove" : "removed"} ${count} temporary file${count === 1 ? "" : "s"} (${bytes} bytes) left by interrupted writes`);
+}
+
 /** Lock objects of dead processes (registrations, markers, probes) go. */
 async function removeExpiredLocks(store: ObjectStore, judged: readonly JudgedLock[], report: PruneReport, options: PruneOptions): Promise<void> {
   const expired = judged.filter((j) => !j.live && (j.kind === "backup" || j.kind === "sweep" || j.kind === "probe")).map((j) => j.key);
@@ -277,7 +301,7 @@ async function removeExpiredLocks(store: ObjectStore, judged: readonly JudgedLoc
 }
 
 function finish(report: PruneReport, started: number): PruneReport {
-  report.bytesFreed = report.chunkBytesDeleted + report.fileBytesDeleted;
+  report.bytesFreed = report.chunkBytesDeleted + report.fileBytesDeleted + report.temporaryBytesRemoved;
   report.seconds = (performance.now() - started) / 1000;
   return report;
 }

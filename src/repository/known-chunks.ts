@@ -9,17 +9,22 @@
  * state dir is plaintext but the chunk ids (keyed HMACs); manifestObject() opens them.
  * The returned known set carries the repository's chunk codec (attachChunkCodec), so
  * chunk processors built from it compute ids in this repository's id space.
+ *
+ * Everything here is owner-only (files 0600, directories 0700, whatever the umask).
  */
-import { randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, rename, rm, writeFile, open } from "node:fs/promises";
-import { join, dirname } from "node:path";
+import { readdir, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { IntegrityError } from "../errors.js";
 import { decodeManifest, chunkIds, verifyManifestEnvelope, type ManifestMetadata } from "../manifest/format.js";
 import { attachChunkCodec } from "./chunk-codec.js";
 import { loadMissingChunks } from "./missing-chunks.js";
 import { ChunkIdSet, ChunkIdSetBuilder } from "./chunk-id-set.js";
+import { writePrivateFileAtomic } from "../util/private-fs.js";
 import { manifestKey } from "./layout.js";
 import type { BackupRef, Repository } from "./repository.js";
+
+/** A cache file lost in a crash is rebuilt or fetched again: no directory fsync per file. */
+const CACHE = { syncDir: false };
 
 interface IndexMeta {
   version: 1;
@@ -55,7 +60,7 @@ export class ManifestCache {
       plain = this.repo.openManifestObject(ref, stored);
       verifyManifestEnvelope(plain, `manifest of backup ${ref.ct}/${ref.id}`);
     }
-    await writeAtomic(path, stored);
+    await writePrivateFileAtomic(path, stored, CACHE);
     return plain;
   }
 
@@ -78,7 +83,7 @@ export class ManifestCache {
    * it without the manifest.
    */
   async distrust(ref: BackupRef): Promise<void> {
-    await writeAtomic(join(this.dir, "distrusted", ref.ct, ref.id), Buffer.from(`${new Date().toISOString()}\n`));
+    await writePrivateFileAtomic(join(this.dir, "distrusted", ref.ct, ref.id), `${new Date().toISOString()}\n`);
     await rm(join(this.dir, "manifests", ref.ct, ref.id), { force: true });
     await rm(join(this.dir, "known-chunks.json"), { force: true });
   }
@@ -114,13 +119,13 @@ export class ManifestCache {
       }
     }
     const { metadata } = decodeManifest(await this.manifestObject(ref), name);
-    if (!this.repo.encrypted) await writeAtomic(path, Buffer.from(JSON.stringify(metadata)));
+    if (!this.repo.encrypted) await writePrivateFileAtomic(path, JSON.stringify(metadata), CACHE);
     return metadata;
   }
 
   /** Remember a manifest this process just wrote, as putManifest returned it (saves downloading it next time). */
   async remember(ref: BackupRef, object: Buffer): Promise<void> {
-    await writeAtomic(join(this.dir, "manifests", ref.ct, ref.id), object);
+    await writePrivateFileAtomic(join(this.dir, "manifests", ref.ct, ref.id), object, CACHE);
   }
 
   async knownChunks(): Promise<ChunkIdSet> {
@@ -153,9 +158,9 @@ export class ManifestCache {
     }
     if (changed) set = builder.build();
     if (changed || merged.size !== present.size) {
-      await writeAtomic(idsPath, set.buffer);
+      await writePrivateFileAtomic(idsPath, set.buffer, CACHE);
       const meta: IndexMeta = { version: 1, manifests: [...merged].filter((k) => present.has(k)) };
-      await writeAtomic(metaPath, Buffer.from(JSON.stringify(meta)));
+      await writePrivateFileAtomic(metaPath, Buffer.from(JSON.stringify(meta)), CACHE);
     }
     // chunks known to be missing or damaged are not trusted: backups upload them again
     const missing = await loadMissingChunks(this.repo.store);
@@ -163,15 +168,3 @@ export class ManifestCache {
   }
 }
 
-async function writeAtomic(path: string, body: Uint8Array): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
-  await writeFile(tmp, body);
-  const fh = await open(tmp, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
-}

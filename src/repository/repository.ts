@@ -12,7 +12,8 @@ import { hostname, userInfo } from "node:os";
 import { open, seal, SEALED_FILE, SEALED_MANIFEST } from "../crypto/aead.js";
 import { AuthenticationFailure, WrongPasswordError } from "../crypto/errors.js";
 import { createKeyFile, decodeKeyFile, encodeKeyFile, keyObjectName, KEYS_PREFIX, parseKeyObjectName, unwrapMasterKey, type KeyFile } from "../crypto/key-file.js";
-import { deriveKeys, keyCheckMatches, keyCheckValue, newMasterKey, type RepositoryKeys } from "../crypto/keys.js";
+import { DEFAULT_SCRYPT, scryptWork } from "../crypto/kdf.js";
+import { deriveKeys, keyCheckMatches, keyCheckValue, keyFingerprint, newMasterKey, type RepositoryKeys } from "../crypto/keys.js";
 import { PASSWORD_ENV, passwordProvider, type PasswordProvider } from "../crypto/password.js";
 import { IntegrityError, PloopvaultError, UsageError } from "../errors.js";
 import { decodeManifest, encodeManifest, verifyManifestEnvelope, type Manifest } from "../manifest/format.js";
@@ -44,7 +45,18 @@ export interface InitOptions {
 export interface OpenOptions {
   /** The password of an encrypted repository (default: PLOOPVAULT_PASSWORD or a terminal prompt). */
   password?: PasswordProvider;
+  /** Try this key object first (the one that opened the repository last time on this host). */
+  preferredKeyId?: string;
 }
+
+/** At most this many key objects are read (one per operator: a handful in practice). */
+export const MAX_KEY_OBJECTS = 32;
+/**
+ * scrypt work (N * r * p, kdf.ts) one open may spend on key objects, cheapest first:
+ * 32 derivations at the default cost (about 18 s here). A password is tried on every
+ * key object, so planted ones must not make an open take for ever.
+ */
+export const MAX_UNLOCK_WORK = 32 * scryptWork(DEFAULT_SCRYPT);
 
 interface Unlocked {
   master: Buffer;
@@ -79,14 +91,23 @@ export class Repository {
     return this.unlocked?.keyId ?? null;
   }
 
-  /** Create a new repository; refuses if a config already exists. */
+  /** A fingerprint of the master key (encrypted repositories), safe to store: see keyFingerprint. */
+  get keyFingerprint(): string | null {
+    return this.unlocked === null ? null : keyFingerprint(this.unlocked.master, this.config.id);
+  }
+
+  /**
+   * Create a new repository; refuses if a config already exists (looked up first, then
+   * created with a conditional create: a server that ignores If-None-Match would
+   * otherwise overwrite it; src/repository/create.ts also probes the server first).
+   */
   static async init(store: ObjectStore, config: RepositoryConfig, options: InitOptions = {}): Promise<Repository> {
+    if (options.password !== undefined && config.encryption !== null) throw new Error("Repository.init: pass an unencrypted config and a password");
+    if ((await store.stat(CONFIG_KEY)) !== null) throw new PloopvaultError(`a repository already exists at ${store.location}`);
     if (options.password === undefined) {
       await putConfig(store, config);
       return new Repository(store, config, null);
     }
-    if (config.encryption !== null) throw new Error("Repository.init: pass an unencrypted config and a password");
-    if ((await store.stat(CONFIG_KEY)) !== null) throw new PloopvaultError(`a repository already exists at ${store.location}`);
     const master = newMasterKey();
     const keys = deriveKeys(master, config.id);
     const draft: RepositoryConfig = { ...config, encryption: newEncryptionConfig("0".repeat(64)) };
@@ -105,9 +126,14 @@ export class Repository {
 
   /**
    * Open a repository; an encrypted one is unlocked with the password (tried against
-   * every key object). A wrong password is a WrongPasswordError (exit 5).
+   * the key objects). A wrong password is a WrongPasswordError (exit 5).
    */
   static async open(store: ObjectStore, options: OpenOptions = {}): Promise<Repository> {
+    return Repository.unlock(store, await Repository.loadConfig(store), options);
+  }
+
+  /** The repository's config object, validated (not yet authenticated: see unlock). */
+  static async loadConfig(store: ObjectStore): Promise<RepositoryConfig> {
     let body: Buffer;
     try {
       body = await store.get(CONFIG_KEY);
@@ -117,7 +143,15 @@ export class Repository {
       }
       throw error;
     }
-    const config = decodeConfig(body, `${store.location}/${CONFIG_KEY}`);
+    return decodeConfig(body, `${store.location}/${CONFIG_KEY}`);
+  }
+
+  /**
+   * Open the repository whose config is `config` (from loadConfig): an encrypted one is
+   * unlocked with the password. Key objects are tried preferred first, then cheapest
+   * first, within MAX_KEY_OBJECTS and MAX_UNLOCK_WORK.
+   */
+  static async unlock(store: ObjectStore, config: RepositoryConfig, options: OpenOptions = {}): Promise<Repository> {
     const password = options.password ?? passwordProvider({});
     if (config.encryption === null) {
       // A replaced config must not silently turn an encrypted repository into a plaintext one.
@@ -126,11 +160,25 @@ export class Repository {
       }
       return new Repository(store, config, null);
     }
-    const keyFiles = await loadKeyFiles(store);
-    if (keyFiles.length === 0) throw new PloopvaultError(`repository ${store.location} is encrypted but has no key objects under ${KEYS_PREFIX}`);
+    const ids = await listKeyIds(store);
+    const preferred = options.preferredKeyId;
+    const tooMany = ids.length > MAX_KEY_OBJECTS;
+    const tooManyLine = `repository ${store.location} has ${ids.length} key objects under ${KEYS_PREFIX}, more than the ${MAX_KEY_OBJECTS} ploopvault reads: delete the ones nobody uses with an S3 tool (someone who can write the bucket may have planted them)`;
+    if (tooMany && (preferred === undefined || !ids.includes(preferred))) throw new PloopvaultError(tooManyLine);
+    const keyFiles = (await loadKeyFiles(store, tooMany ? [preferred!] : ids)).filter((k) => k.repository === config.id);
+    if (keyFiles.length === 0) throw new PloopvaultError(`repository ${store.location} is encrypted but has no usable key objects under ${KEYS_PREFIX}`);
+    keyFiles.sort((a, b) => Number(b.id === preferred) - Number(a.id === preferred) || scryptWork(a.kdf) - scryptWork(b.kdf) || cmp(a.id, b.id));
     const secret = await password.get(`repository ${store.location} is encrypted`);
+    let spent = 0;
+    let tried = 0;
     for (const key of keyFiles) {
-      if (key.repository !== config.id) continue;
+      spent += scryptWork(key.kdf);
+      if (tried > 0 && spent > MAX_UNLOCK_WORK) {
+        throw new PloopvaultError(
+          `the password opens none of the ${tried} cheapest of ${keyFiles.length} key objects of repository ${store.location}; the others were not tried (their key derivation would take too long: are there planted key objects under ${KEYS_PREFIX}?)`,
+        );
+      }
+      tried++;
       const master = await unwrapMasterKey(key, secret, config.id);
       if (master === null) continue;
       const keys = deriveKeys(master, config.id);
@@ -139,6 +187,7 @@ export class Repository {
       }
       return new Repository(store, config, { master, keys, keyId: key.id });
     }
+    if (tooMany) throw new PloopvaultError(tooManyLine);
     throw new WrongPasswordError(`wrong password for repository ${store.location} (no key object under ${KEYS_PREFIX} accepts it)`);
   }
 
@@ -294,12 +343,17 @@ export class Repository {
   /** Every key object, sorted by creation time. */
   async listKeys(): Promise<KeyFile[]> {
     this.requireUnlocked("key list");
-    return (await loadKeyFiles(this.store)).filter((k) => k.repository === this.config.id).sort((a, b) => cmp(a.created, b.created) || cmp(a.id, b.id));
+    const ids = await listKeyIds(this.store);
+    if (ids.length > MAX_KEY_OBJECTS) throw new PloopvaultError(`repository ${this.location} has ${ids.length} key objects under ${KEYS_PREFIX}, more than the ${MAX_KEY_OBJECTS} ploopvault reads`);
+    return (await loadKeyFiles(this.store, ids)).filter((k) => k.repository === this.config.id).sort((a, b) => cmp(a.created, b.created) || cmp(a.id, b.id));
   }
 
   /** A new key object for `password` (another password opening the same master key). */
   async addKey(password: string, owner: KeyOwner = defaultKeyOwner(), kdfCost?: { N: number; r: number; p: number }): Promise<KeyFile> {
     const { master } = this.requireUnlocked("key add");
+    if ((await listKeyIds(this.store)).length >= MAX_KEY_OBJECTS) {
+      throw new PloopvaultError(`repository ${this.location} already has ${MAX_KEY_OBJECTS} key objects, the most ploopvault reads: remove one first`);
+    }
     const key = await createKeyFile(master, password, this.config.id, { ...owner, created: new Date() }, kdfCost);
     await this.store.put(keyObjectName(key.id), encodeKeyFile(key), { ifAbsent: true });
     return key;
@@ -351,15 +405,24 @@ async function putConfig(store: ObjectStore, config: RepositoryConfig): Promise<
   }
 }
 
-/** Every readable key object; unreadable ones are skipped (another key may still open the repository). */
-async function loadKeyFiles(store: ObjectStore): Promise<KeyFile[]> {
+/** The ids of the key objects under keys/, sorted. */
+async function listKeyIds(store: ObjectStore): Promise<string[]> {
   const ids: string[] = [];
   for await (const info of store.list(KEYS_PREFIX)) {
     const id = parseKeyObjectName(info.key);
     if (id !== null) ids.push(id);
   }
+  return ids.sort();
+}
+
+/**
+ * These key objects, those that are readable and valid; the others are skipped (another
+ * key may still open the repository), including ones whose KDF parameters exceed the
+ * limits (kdf.ts).
+ */
+async function loadKeyFiles(store: ObjectStore, ids: readonly string[]): Promise<KeyFile[]> {
   const keys: KeyFile[] = [];
-  for (const id of ids.sort()) {
+  for (const id of ids) {
     try {
       const key = decodeKeyFile(await store.get(keyObjectName(id)), `${store.location}/${keyObjectName(id)}`);
       if (key.id === id) keys.push(key);

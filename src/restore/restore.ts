@@ -38,6 +38,7 @@ import { createPloopImageWriter, DESCRIPTOR_FILE_NAME, writeDescriptorFile } fro
 import type { BackupRef, Repository } from "../repository/repository.js";
 import { TaskLimiter } from "../util/limiter.js";
 import { openSeed, type Seed } from "./seed.js";
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../util/private-fs.js";
 
 export type RestoreFormat = "ploop" | "raw";
 
@@ -155,7 +156,7 @@ async function prepareTarget(target: string, force: boolean, ownNames: ReadonlyS
 
 /**
  * mkdir -p, one level at a time (node's recursive mkdir loops forever on some errors, e.g.
- * ENOENT below /proc/self).
+ * ENOENT below /proc/self). New directories are owner-only.
  */
 async function makeDirectories(dir: string): Promise<void> {
   const missing: string[] = [];
@@ -170,7 +171,7 @@ async function makeDirectories(dir: string): Promise<void> {
   }
   for (const d of missing.reverse()) {
     try {
-      await mkdir(d);
+      await mkdir(d, PRIVATE_DIR_MODE);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
     }
@@ -314,7 +315,7 @@ export async function restoreRaw(repo: Repository, ref: BackupRef, manifest: Man
     await out.close();
     await seed?.close();
     await rename(temp, target);
-    await syncDir(dirname(target)).catch(() => undefined);
+    await syncTargetDirectory(target);
     return { logicalBytes: manifest.metadata.disk.logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, fetchedChunks: supplier.fetchedChunks, seededChunks: supplier.seededChunks, seconds: (performance.now() - started) / 1000 };
   } catch (error) {
     await fh?.close().catch(() => undefined);
@@ -324,9 +325,10 @@ export async function restoreRaw(repo: Repository, ref: BackupRef, manifest: Man
   }
 }
 
+/** The raw target is created owner-only (a disk holds everything of the container). */
 async function openForWrite(path: string, target: string): Promise<FileHandle> {
   try {
-    return await open(path, "wx");
+    return await open(path, "wx", PRIVATE_FILE_MODE);
   } catch (error) {
     throw new PloopvaultError(`cannot write restore target ${target}: ${fsReason(error)}`, { cause: error });
   }
@@ -404,7 +406,8 @@ export async function restorePloop(repo: Repository, ref: BackupRef, manifest: M
   const { logicalBytes, clusterBytes } = manifest.metadata.disk;
   const seed = await seedOf(options);
   const temp = partialName(target);
-  await mkdir(temp, { recursive: false }).catch(async (error: unknown) => {
+  // owner-only, like a container's private area (its root.hdd is 0600, as ploop makes it)
+  await mkdir(temp, { recursive: false, mode: PRIVATE_DIR_MODE }).catch(async (error: unknown) => {
     await seed?.close().catch(() => undefined);
     throw new PloopvaultError(`cannot write restore target ${target}: ${fsReason(error)}`, { cause: error });
   });
@@ -440,12 +443,24 @@ export async function restorePloop(repo: Repository, ref: BackupRef, manifest: M
     } else {
       await rename(temp, target);
     }
-    await syncDir(dirname(target)).catch(() => undefined);
+    await syncTargetDirectory(target);
     return { logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, fetchedChunks: supplier.fetchedChunks, seededChunks: supplier.seededChunks, seconds: (performance.now() - started) / 1000 };
   } catch (error) {
     await seed?.close().catch(() => undefined);
     await rm(temp, { recursive: true, force: true }).catch(() => undefined);
     throw targetError(error, target);
+  }
+}
+
+/**
+ * fsync the target's directory after the rename, so the finished target survives a crash.
+ * A failure is reported (the target is complete, but its name may not be durable yet).
+ */
+async function syncTargetDirectory(target: string): Promise<void> {
+  try {
+    await syncDir(dirname(target));
+  } catch (error) {
+    throw new PloopvaultError(`restore target ${target} was written, but syncing its directory ${dirname(target)} failed: ${fsReason(error)}; it may not survive a crash`, { cause: error });
   }
 }
 

@@ -7,7 +7,10 @@
  * there, which fails with EEXIST if the name is taken, so two writers cannot both win),
  * and fsyncs the directory. Readers therefore see the old object, the new one or none,
  * never a partial file. A crash can leave ".tmp-*" files behind; list() skips them and no
- * key may contain a ".tmp-" segment, so they are invisible (remove them by hand if needed).
+ * key may contain a ".tmp-" segment, so they are invisible; prune removes the old ones
+ * (removeStaleTemporaries).
+ *
+ * Everything is owner-only whatever the umask: files 0600, directories 0700.
  *
  * Etags and ifMatch (compare-and-swap; used for lock takeover, see docs/prune.md): the
  * etag of an object up to 1 MiB is a hash of its content, as S3's ETag is (lock objects
@@ -35,6 +38,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
 import { link, lstat, mkdir, open, opendir, readFile, rename, rmdir, stat, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join, resolve, sep } from "node:path";
+import { makePrivateDir, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../util/private-fs.js";
 import { StoreError, validateKey, validatePrefix, type ObjectInfo, type ObjectStore, type PutOptions } from "./store.js";
 
 const TEMP_PREFIX = ".tmp-";
@@ -144,7 +148,7 @@ export class LocalDirectoryStore implements ObjectStore {
 
   async ensureContainer(): Promise<void> {
     try {
-      await mkdir(this.root, { recursive: true });
+      await makePrivateDir(this.root);
     } catch (error) {
       throw fsStoreError(error, "create repository directory", this.root);
     }
@@ -247,7 +251,7 @@ export class LocalDirectoryStore implements ObjectStore {
     let handle: FileHandle | undefined;
     for (let attempt = 0; handle === undefined; attempt++) {
       try {
-        handle = await open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
+        handle = await open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, PRIVATE_FILE_MODE);
       } catch (error) {
         // a concurrent delete() may remove an emptied parent between mkdirs and open: retry
         if (errno(error) !== "ENOENT" || attempt >= 5) {
@@ -298,7 +302,7 @@ export class LocalDirectoryStore implements ObjectStore {
     }
     for (const d of missing.reverse()) {
       try {
-        await mkdir(d);
+        await mkdir(d, PRIVATE_DIR_MODE);
       } catch (error) {
         if (errno(error) !== "EEXIST") throw fsStoreError(error, "create directory", d, key);
       }
@@ -500,6 +504,58 @@ export class LocalDirectoryStore implements ObjectStore {
         }
       }
     }
+  }
+
+  /**
+   * Temp files (".tmp-*") of writers that died, anywhere below the root. A put's temp file
+   * is judged by its mtime (its writer's last write; the rename follows at once). A
+   * compare-and-swap claim (".tmp-cas-*", ".tmp-dead-*") is a hard link to a lock object,
+   * whose mtime may be old; its ctime is when the claim was made. Only those last changed
+   * before `before` go.
+   */
+  async removeStaleTemporaries(before: Date, options: { dryRun?: boolean } = {}): Promise<{ count: number; bytes: number }> {
+    await this.checkRoot();
+    const result = { count: 0, bytes: 0 };
+    const cutoff = before.getTime();
+    const visit = async (dir: string): Promise<void> => {
+      let handle;
+      try {
+        handle = await opendir(dir, { bufferSize: 256 });
+      } catch (error) {
+        if (errno(error) === "ENOENT" || errno(error) === "ENOTDIR") return; // removed meanwhile
+        throw fsStoreError(error, "list", dir);
+      }
+      const subdirs: string[] = [];
+      try {
+        for await (const entry of handle) {
+          const path = join(dir, entry.name);
+          if (entry.isDirectory()) {
+            if (!entry.name.startsWith(TEMP_PREFIX)) subdirs.push(path);
+            continue;
+          }
+          if (!entry.name.startsWith(TEMP_PREFIX)) continue;
+          const info = await lstat(path).catch(() => null);
+          const claim = entry.name.startsWith(`${TEMP_PREFIX}cas-`) || entry.name.startsWith(`${TEMP_PREFIX}dead-`);
+          if (info === null || !info.isFile() || (claim ? info.ctimeMs : info.mtimeMs) >= cutoff) continue;
+          if (!options.dryRun) {
+            try {
+              await unlink(path);
+            } catch (error) {
+              if (errno(error) === "ENOENT") continue; // its writer finished (or another prune) meanwhile
+              throw fsStoreError(error, "delete", path);
+            }
+          }
+          result.count++;
+          result.bytes += info.size;
+        }
+      } catch (error) {
+        if (error instanceof StoreError) throw error;
+        throw fsStoreError(error, "list", dir);
+      }
+      for (const sub of subdirs) await visit(sub);
+    };
+    await visit(this.root);
+    return result;
   }
 
   async close(): Promise<void> {}

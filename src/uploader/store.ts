@@ -65,6 +65,14 @@ export interface ObjectStore {
   controlChannel?(): ObjectStore;
   /** Create the bucket/directory if it does not exist (used by `init` only). */
   ensureContainer?(): Promise<void>;
+  /**
+   * Remove what interrupted writes left behind that list() never shows (a local
+   * directory's ".tmp-*" files), last changed before `before` on the storage side's
+   * clock; never anything younger, so a live writer's temp file is left alone. Stores
+   * where an interrupted write leaves nothing (S3) do not have it. With `dryRun`, only
+   * counts. Used by prune.
+   */
+  removeStaleTemporaries?(before: Date, options?: { dryRun?: boolean }): Promise<{ count: number; bytes: number }>;
   /** Release sockets/handles. */
   close(): Promise<void>;
 }

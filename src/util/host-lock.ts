@@ -29,7 +29,7 @@
  * GUIDs carry the state dir's owner id, backup/journal.ts). docs/online-backup.md.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { dirname } from "node:path";
 import { PloopvaultError } from "../errors.js";
@@ -109,7 +109,8 @@ export async function acquireHostLock(lockPath: string, options: AcquireHostLock
   const wait = options.waitSeconds;
   if (!Number.isFinite(wait) || wait < 0) throw new HostLockError(`host lock ${lockPath}: invalid wait of ${wait} s`);
   try {
-    await mkdir(dirname(lockPath), { recursive: true });
+    await mkdir(dirname(lockPath), { recursive: true, mode: 0o700 }); // the state dir is owner-only
+    await (await open(lockPath, "a", 0o600)).close(); // else flock creates it 0666 & ~umask
   } catch (error) {
     throw new HostLockError(`host lock ${lockPath}: cannot create its directory (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { cause: error });
   }
@@ -167,7 +168,7 @@ export async function acquireHostLock(lockPath: string, options: AcquireHostLock
   const info: HolderInfo = { pid: process.pid, startedAt: new Date().toISOString(), host: hostname(), token };
   try {
     const tmp = `${holderPath(lockPath)}.${process.pid}.tmp`;
-    await writeFile(tmp, `${JSON.stringify(info)}\n`);
+    await writeFile(tmp, `${JSON.stringify(info)}\n`, { mode: 0o600 });
     await rename(tmp, holderPath(lockPath));
   } catch {
     // Holder info is only for messages; the lock itself is held.

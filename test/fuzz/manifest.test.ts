@@ -11,7 +11,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { chunkerParamsForAverage } from "../../src/chunker/params.js";
 import { IntegrityError } from "../../src/errors.js";
-import { decodeManifest, encodeManifest, MANIFEST_MAGIC, type Manifest, type ManifestEntry } from "../../src/manifest/format.js";
+import { decodeManifest, encodeManifest, MANIFEST_MAGIC, MAX_LOGICAL_BYTES, maxManifestEntries, type Manifest, type ManifestEntry } from "../../src/manifest/format.js";
 import { zstdCompress, zstdDecompressBounded } from "../../src/util/zstd.js";
 import { attempt, editArb, mutateBytes, runs } from "./oracle.js";
 
@@ -118,6 +118,14 @@ function checkAccepted(m: Manifest): void {
   expect(metadata.source.snapshotGuid === null || typeof metadata.source.snapshotGuid === "string").toBe(true);
   expect(metadata.files.config === null || /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(metadata.files.config)).toBe(true);
   expect(metadata.files.descriptor).toMatch(/^[A-Za-z0-9][A-Za-z0-9._-]*$/);
+  // geometry a ploop disk can have, and no more entries than it allows (issue 12, item 9)
+  const { clusterBytes, logicalBytes } = metadata.disk;
+  expect(clusterBytes >= 4096 && clusterBytes <= 64 << 20 && (clusterBytes & (clusterBytes - 1)) === 0, `cluster ${clusterBytes}`).toBe(true);
+  expect(logicalBytes).toBeLessThanOrEqual(MAX_LOGICAL_BYTES);
+  expect(entries.length).toBeLessThanOrEqual(maxManifestEntries(metadata.disk, metadata.chunker.minSize));
+  // a restore writes the config beside root.hdd and DiskDescriptor.xml: it must not replace them
+  expect(metadata.files.config ?? "ve.conf").not.toMatch(/^(manifest|root\.hdd.*|DiskDescriptor\.xml.*)$/);
+  expect(metadata.files.config).not.toBe(metadata.files.descriptor);
 }
 
 describe("manifest decoder (fuzz)", () => {
@@ -184,6 +192,50 @@ describe("manifest decoder (fuzz)", () => {
         },
       ),
       { numRuns: runs(3000) },
+    );
+  });
+
+  it("hostile geometry, entry counts and side-file names in a valid envelope", () => {
+    const hostile = fc.record({
+      clusterBytes: fc.oneof(fc.constantFrom(0, 1, 512, 1024, 2048, 3000, 4095, 12288, 4096, 1 << 20, 64 << 20, 128 << 20, 2 ** 40), fc.integer({ min: 1, max: 1 << 27 })),
+      clusters: fc.oneof(fc.integer({ min: 0, max: 64 }), fc.constantFrom(2 ** 26, 2 ** 32, 2 ** 40)),
+      entryCount: fc.oneof(fc.nat({ max: 300 }), fc.constantFrom(2 ** 20, 2 ** 31, 2 ** 40)),
+      config: fc.constantFrom(null, "ve.conf", "root.hdd", "root.hdd.1", "DiskDescriptor.xml", "DiskDescriptor.xml.lck", "manifest", "root.hds", "x.conf"),
+      descriptor: fc.constantFrom("DiskDescriptor.xml", "manifest", "ve.conf"),
+      // random entries, or entries that tile the disk: one hole, or chunks of `tiny` bytes on a small disk
+      pieces: fc.oneof(fc.array(fc.record({ hole: fc.boolean(), length: fc.integer({ min: 1, max: 1 << 22 }) }), { maxLength: 200 }), fc.constant("tile" as const)),
+      tiny: fc.constantFrom(64, 1000, 4096),
+      trueCount: fc.boolean(),
+      padding: fc.constantFrom(0, 0, 17, 1 << 16),
+    });
+    const entry = (hole: boolean, offset: number, length: number): Buffer => {
+      const e = Buffer.alloc(hole ? 17 : 49);
+      e[0] = hole ? 2 : 1;
+      e.writeBigUInt64LE(BigInt(offset), 1);
+      e.writeBigUInt64LE(BigInt(length), 9);
+      return e;
+    };
+    fc.assert(
+      fc.property(manifestArb, hostile, (m, h) => {
+        const logicalBytes = h.clusterBytes * h.clusters;
+        const table: Buffer[] = [];
+        if (h.pieces === "tile") {
+          if (logicalBytes > 0 && logicalBytes <= 1 << 20) for (let at = 0; at < logicalBytes; at += h.tiny) table.push(entry(false, at, Math.min(h.tiny, logicalBytes - at)));
+          else if (logicalBytes > 0 && logicalBytes <= Number.MAX_SAFE_INTEGER) table.push(entry(true, 0, logicalBytes));
+        } else {
+          let offset = 0;
+          for (const p of h.pieces) {
+            table.push(entry(p.hole, offset, p.length));
+            offset += p.length;
+          }
+        }
+        const entryCount = h.trueCount ? table.length : h.entryCount;
+        table.push(Buffer.alloc(h.padding));
+        const metadata = { ...m.metadata, disk: { logicalBytes, clusterBytes: h.clusterBytes, sourceFormatVersion: 2 }, entryCount, files: { descriptor: h.descriptor, config: h.config } };
+        const r = attempt(() => decodeManifest(wrap(JSON.stringify(metadata), Buffer.concat(table)), NAME), IntegrityError, NAME);
+        if (r.ok) checkAccepted(r.value);
+      }),
+      { numRuns: runs(2000) },
     );
   });
 

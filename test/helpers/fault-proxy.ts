@@ -21,6 +21,12 @@
  *   corrupt       forward, but flip one byte of a successful GET's body (same length):
  *                 only end-to-end verification (chunk ids, manifest checksums) can notice
  *
+ * Apart from the random faults, `ignoreConditions` makes the proxy look like an S3 server
+ * that ignores If-None-Match / If-Match on PUT: a conditional PUT the upstream refuses
+ * (412) is answered 200 instead. (The upstream object is not replaced: the proxy cannot
+ * re-sign the request without the condition; the client sees exactly what such a server
+ * answers, which is what ploopvault's probe must catch.)
+ *
  * At most one fault per request; the rates are the probabilities of each (their sum must
  * be <= 1). Deterministic with a seed: the decision for a request depends only on the seed,
  * the method, the path+query and how many times that method+path was seen before, so
@@ -61,9 +67,11 @@ export interface FaultProxyOptions {
   port?: number;
   /** Override the random decision: return a fault, null for none, undefined to use the rates. */
   decide?: (request: RequestInfo) => FaultKind | null | undefined;
+  /** Answer 200 to conditional PUTs the upstream refuses with 412 (see the header). */
+  ignoreConditions?: boolean;
 }
 
-export type FaultCounters = Record<FaultKind, number> & { requests: number; forwarded: number; upstreamErrors: number };
+export type FaultCounters = Record<FaultKind, number> & { requests: number; forwarded: number; upstreamErrors: number; conditionsIgnored: number };
 
 export interface FaultProxy {
   /** http://127.0.0.1:PORT */
@@ -77,6 +85,7 @@ export interface FaultProxy {
   /** Change the rates (e.g. none while setting up, moderate for the run under test). */
   setRates(rates: Partial<FaultRates>): void;
   setDecide(decide: FaultProxyOptions["decide"]): void;
+  setIgnoreConditions(ignore: boolean): void;
   /** Zero the counters and forget which requests were seen (occurrences start at 0 again). */
   resetCounters(): void;
   /** One line: seed, requests, faults by kind. */
@@ -136,6 +145,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
   const seed = options.seed ?? randomBytes(4).readUInt32LE(0);
   let rates: FaultRates = normaliseRates(options.rates ?? {});
   let decide = options.decide;
+  let ignoreConditions = options.ignoreConditions ?? false;
   const delayMs = options.delayMs ?? [50, 500];
   const stallMs = options.stallMs ?? 60_000;
   const seen = new Map<string, number>();
@@ -257,6 +267,17 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       req.pipe(upstreamReq);
       upstreamReq.on("response", (upstream) => {
         upstream.on("error", () => reset(clientSocket));
+        const conditional = req.headers["if-none-match"] !== undefined || req.headers["if-match"] !== undefined;
+        if (ignoreConditions && method === "PUT" && conditional && upstream.statusCode === 412) {
+          counters.conditionsIgnored++;
+          upstream.resume();
+          upstream.on("end", () => {
+            upstreamDone = true;
+            res.writeHead(200, { ETag: `"${randomBytes(16).toString("hex")}"`, "Content-Length": 0, "x-amz-request-id": "fault" });
+            res.end();
+          });
+          return;
+        }
         relayResponse(method, upstream, res, clientSocket, fault, random, () => (upstreamDone = true));
       });
     };
@@ -373,6 +394,9 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     setRates(next) {
       rates = normaliseRates(next);
     },
+    setIgnoreConditions(ignore) {
+      ignoreConditions = ignore;
+    },
     setDecide(next) {
       decide = next;
     },
@@ -396,7 +420,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
 }
 
 function emptyCounters(): FaultCounters {
-  const c = { requests: 0, forwarded: 0, upstreamErrors: 0 } as FaultCounters;
+  const c = { requests: 0, forwarded: 0, upstreamErrors: 0, conditionsIgnored: 0 } as FaultCounters;
   for (const k of FAULT_KINDS) c[k] = 0;
   return c;
 }
