@@ -115,14 +115,14 @@ async function fixDirTimes(root: string): Promise<void> {
 }
 
 /** Deterministic pseudo-random bytes (AES-256-CTR keystream of a seed): incompressible, reproducible. */
-function seededBytes(seed: string, length: number): Buffer {
+export function seededBytes(seed: string, length: number): Buffer {
   const key = createHash("sha256").update(`ploopvault corpus ${seed}`).digest();
   const cipher = createCipheriv("aes-256-ctr", key, Buffer.alloc(16));
   return Buffer.concat([cipher.update(Buffer.alloc(length)), cipher.final()]);
 }
 
 /** A fixed UUID per container so mkfs output is reproducible. */
-function uuidFor(tag: string): string {
+export function uuidFor(tag: string): string {
   const h = createHash("sha256").update(`ploopvault corpus uuid ${tag}`).digest("hex");
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }

@@ -11,9 +11,11 @@
 import { Command, CommanderError } from "commander";
 import { backupCommand } from "./commands/backup.js";
 import { checkCommand } from "./commands/check.js";
+import { dumpCommand } from "./commands/dump.js";
 import { initCommand } from "./commands/init.js";
 import { pruneCommand } from "./commands/prune.js";
 import { keyCommand } from "./commands/key.js";
+import { lsCommand } from "./commands/ls.js";
 import { restoreCommand } from "./commands/restore.js";
 import { releaseCommand } from "./commands/release.js";
 import { serveNbdCommand } from "./commands/serve-nbd.js";
@@ -60,7 +62,7 @@ function buildProgram(): Command {
     .addHelpText("after", PROGRAM_HELP)
     .exitOverride();
   program.hook("preAction", (_program, actionCommand) => beforeCommand(program, actionCommand));
-  for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), pruneCommand(), checkCommand(), serveNbdCommand(), keyCommand(), releaseCommand()]) {
+  for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), pruneCommand(), checkCommand(), serveNbdCommand(), keyCommand(), releaseCommand(), lsCommand(), dumpCommand()]) {
     program.addCommand(cmd.exitOverride());
   }
   return program;

@@ -3,6 +3,7 @@ import { PloopvaultError, UsageError } from "../errors.js";
 import { progressDisplay } from "../ops/progress.js";
 import { ManifestCache } from "../repository/known-chunks.js";
 import { decodeManifest } from "../manifest/format.js";
+import { restoreFilesFromBackup } from "../files/restore-files.js";
 import { resolveBackup } from "../restore/resolve.js";
 import { RESTORE_CONCURRENCY, restorePloop, restoreRaw, restoreToStream, type RestoreFormat, type RestoreResult } from "../restore/restore.js";
 import { parseRepoUrl } from "../uploader/open.js";
@@ -16,6 +17,8 @@ interface RestoreOptions extends GlobalOptions {
   force?: boolean;
   concurrency?: number;
   seed?: string;
+  include?: string[];
+  partition?: number;
 }
 
 export function restoreCommand(): Command {
@@ -28,6 +31,8 @@ export function restoreCommand(): Command {
     .option("--force", "replace an existing target")
     .addOption(new Option("--concurrency <n>", `chunks fetched in parallel (default ${RESTORE_CONCURRENCY.local} from a directory, ${RESTORE_CONCURRENCY.s3} from S3)`).argParser(parsePositiveInt("--concurrency")))
     .option("--seed <file>", "an older copy of this disk (raw image, ploop image, DiskDescriptor.xml or its directory; the target itself): only chunks it does not hold are fetched")
+    .option("--include <path...>", "restore only these files and folders of the backed-up filesystem into the folder --target (docs/file-restore.md)")
+    .addOption(new Option("--partition <n>", "with --include: partition of the disk to read").argParser(parsePositiveInt("--partition")))
     .addHelpText(
       "after",
       `
@@ -46,6 +51,8 @@ Examples:
   ploopvault restore --repo s3://backups/node1 101 --format raw --target /tmp/101.raw --force --seed /tmp/101.raw
   # without starving other traffic
   ploopvault restore --repo s3://backups/node1 101 --target /tmp/101 --limit-download 50M
+  # single files and folders, with owners, modes, times and xattrs, into /tmp/r/var/www/shop
+  ploopvault restore --repo s3://backups/node1 101:latest --include /var/www/shop --target /tmp/r
 
 A restored ploop disk is PATH/root.hdd + PATH/DiskDescriptor.xml (+ the container's
 ve.conf as saved at backup time); docs/operations.md shows how to register it as a new
@@ -55,6 +62,7 @@ complete; Ctrl-C removes the partial files.
     )
     .action(async (spec: string, options: RestoreOptions) => {
       const out = new Output(options);
+      if (options.include !== undefined) return restoreIncluded(spec, options, out);
       const toStdout = options.target === "-";
       if (toStdout && options.format === "ploop" && process.argv.includes("--format")) throw new UsageError("--target - streams a raw disk: use --format raw");
       const repo = await openRepository(options);
@@ -92,4 +100,31 @@ complete; Ctrl-C removes the partial files.
         await repo.close();
       }
     });
+}
+
+async function restoreIncluded(spec: string, options: RestoreOptions, out: Output): Promise<void> {
+  if (process.argv.includes("--format")) throw new UsageError("--include restores files into the folder --target: --format does not apply");
+  if (options.target === "-") throw new UsageError("--include needs a folder as --target (dump writes single files to stdout)");
+  const repo = await openRepository(options);
+  const abort = new AbortController();
+  const onSignal = (): void => abort.abort();
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    const result = await restoreFilesFromBackup(repo, spec, options.stateDir, {
+      includes: options.include!,
+      target: options.target,
+      force: options.force === true,
+      signal: abort.signal,
+      warn: (line) => out.warn(line),
+      ...(options.partition === undefined ? {} : { partition: options.partition }),
+    });
+    for (const s of result.skipped) out.warn(`${s}: a socket, not restored`);
+    if (out.json) out.jsonResult({ ...result, target: options.target, includes: options.include, status: "ok" });
+    out.info(`restored ${result.files} files, ${result.dirs} folders, ${result.symlinks} symlinks, ${result.hardlinks} hard links, ${result.specials} special files (${formatBytes(result.dataBytes)}) of ${result.ct}/${result.backup} into ${options.target}; fetched ${formatBytes(result.bytesFetched)} in ${result.chunksFetched} chunks`);
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    await repo.close();
+  }
 }

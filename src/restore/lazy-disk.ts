@@ -4,6 +4,10 @@
  * chunks are fetched (several at a time for a large range), holes read as zeros without a
  * request, and recently used chunks stay in a bounded cache. File restore (ls, dump,
  * restore --include, check --fs) and the NBD export read disks through this.
+ *
+ * The cache and the de-duplication of fetches in flight are keyed by chunk id, not by
+ * position: a disk repeats chunks (zeroed inode tables, copies of files), and each is
+ * fetched once however many places it fills.
  */
 import { PloopvaultError } from "../errors.js";
 import { checkRange, type BlockDevice } from "../fs/block-device.js";
@@ -40,10 +44,10 @@ export class LazyBackupDisk implements BlockDevice {
   private readonly offsets: Float64Array;
   private readonly cacheLimit: number;
   private readonly concurrency: number;
-  /** Insertion order = recency (re-inserted on every hit). */
-  private readonly cache = new Map<number, Buffer>();
+  /** Chunk id (hex) -> decoded chunk; insertion order = recency (re-inserted on every hit). */
+  private readonly cache = new Map<string, Buffer>();
   private cachedBytes = 0;
-  private readonly inFlight = new Map<number, Promise<Buffer>>();
+  private readonly inFlight = new Map<string, Promise<Buffer>>();
 
   constructor(
     private readonly repo: Repository,
@@ -112,36 +116,36 @@ export class LazyBackupDisk implements BlockDevice {
 
   /** The decoded chunk of entry `index`, from the cache, a fetch in flight, or the repository. */
   private async chunk(index: number): Promise<Buffer> {
-    const cached = this.cache.get(index);
-    if (cached !== undefined) {
-      this.stats.cacheHits++;
-      this.cache.delete(index);
-      this.cache.set(index, cached);
-      return cached;
-    }
-    const pending = this.inFlight.get(index);
-    if (pending !== undefined) return pending;
-    const fetch = this.fetch(index).finally(() => this.inFlight.delete(index));
-    this.inFlight.set(index, fetch);
-    return fetch;
-  }
-
-  private async fetch(index: number): Promise<Buffer> {
     const entry = this.manifest.entries[index]!;
     if (entry.kind !== "chunk") throw new Error(`internal error: entry ${index} is a hole`);
     const idHex = entry.id.toString("hex");
+    const cached = this.cache.get(idHex);
+    if (cached !== undefined) {
+      this.stats.cacheHits++;
+      this.cache.delete(idHex);
+      this.cache.set(idHex, cached);
+      return cached;
+    }
+    const pending = this.inFlight.get(idHex);
+    if (pending !== undefined) return pending;
+    const fetch = this.fetch(idHex, entry.length).finally(() => this.inFlight.delete(idHex));
+    this.inFlight.set(idHex, fetch);
+    return fetch;
+  }
+
+  private async fetch(idHex: string, length: number): Promise<Buffer> {
     const plain = await readChunk(this.repo, idHex, this.ref);
-    if (plain.length !== entry.length) {
-      throw new PloopvaultError(`chunk ${idHex} has ${plain.length} bytes, manifest of ${this.ref.ct}/${this.ref.id} says ${entry.length}`);
+    if (plain.length !== length) {
+      throw new PloopvaultError(`chunk ${idHex} has ${plain.length} bytes, manifest of ${this.ref.ct}/${this.ref.id} says ${length}`);
     }
     this.stats.chunksFetched++;
     this.stats.bytesFetched += plain.length;
-    this.remember(index, plain);
+    this.remember(idHex, plain);
     return plain;
   }
 
-  private remember(index: number, plain: Buffer): void {
-    this.cache.set(index, plain);
+  private remember(idHex: string, plain: Buffer): void {
+    this.cache.set(idHex, plain);
     this.cachedBytes += plain.length;
     for (const [old, body] of this.cache) {
       if (this.cachedBytes <= this.cacheLimit || this.cache.size <= 1) break;

@@ -1,0 +1,44 @@
+/**
+ * Where `dump` writes: stdout, or a file given with --target, written under a temporary
+ * name beside it (owner-only) and renamed into place only when complete, so a failed dump
+ * never leaves something that looks finished.
+ */
+import { randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { open, rename, rm, stat } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { PloopvaultError } from "../errors.js";
+import { streamSink, type ByteSink } from "./dump.js";
+
+export async function withDumpTarget<T>(target: string, force: boolean, write: (sink: ByteSink) => Promise<T>): Promise<T> {
+  if (!force) {
+    const exists = await stat(target).then(
+      () => true,
+      () => false,
+    );
+    if (exists) throw new PloopvaultError(`dump target ${target} already exists (use --force to replace it)`);
+  }
+  const temp = join(dirname(target), `.${basename(target)}.ploopvault-partial-${randomBytes(4).toString("hex")}`);
+  let fh;
+  try {
+    fh = await open(temp, "wx", 0o600);
+  } catch (error) {
+    throw new PloopvaultError(`cannot create dump target ${target}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
+  }
+  const stream = createWriteStream("", { fd: fh.fd, autoClose: false });
+  try {
+    const result = await write(streamSink(stream));
+    await new Promise<void>((resolve, reject) => stream.end((error?: Error | null) => (error ? reject(error) : resolve())));
+    await fh.sync();
+    await fh.close();
+    await rename(temp, target);
+    return result;
+  } catch (error) {
+    stream.destroy();
+    await fh.close().catch(() => undefined);
+    await rm(temp, { force: true });
+    const code = (error as NodeJS.ErrnoException).code;
+    if (!(error instanceof PloopvaultError) && code !== undefined) throw new PloopvaultError(`cannot write dump target ${target}: ${code}`, { cause: error });
+    throw error;
+  }
+}
