@@ -29,6 +29,8 @@ const MAX_SYMLINK_BYTES = 4096;
 const MAX_XATTR_VALUE = 65536;
 const MAX_SYMLINK_FOLLOWS = 40;
 const BG_INODE_UNINIT = 0x1;
+/** Parsed directories kept for lookups (a path walk re-reads its parents; 10,000 lookups in one big folder would re-parse it each time). */
+const DIR_CACHE_ENTRIES = 200_000;
 
 interface GroupDesc {
   inodeTable: number;
@@ -45,6 +47,9 @@ export interface ResolvedPath {
 export class ExtFilesystem {
   readonly warnings: string[] = [];
   private readonly descBlocks = new Map<number, Promise<Buffer>>();
+  /** inode -> (name in latin1 -> entry), most recently used last. */
+  private readonly dirCache = new Map<number, Map<string, DirEntry>>();
+  private dirCacheEntries = 0;
   private readonly inodeTableBlocks: number;
 
   private constructor(
@@ -313,8 +318,22 @@ export class ExtFilesystem {
 
   /** The entry `name` of directory `dir`, or null. */
   async child(dir: Inode, name: Buffer): Promise<DirEntry | null> {
-    for (const e of await this.readDir(dir)) if (e.name.equals(name)) return e;
-    return null;
+    let index = this.dirCache.get(dir.ino);
+    if (index === undefined) {
+      index = new Map();
+      for (const e of await this.readDir(dir)) index.set(e.name.toString("latin1"), e);
+      this.dirCache.set(dir.ino, index);
+      this.dirCacheEntries += index.size;
+      for (const [ino, old] of this.dirCache) {
+        if (this.dirCacheEntries <= DIR_CACHE_ENTRIES || this.dirCache.size <= 1) break;
+        this.dirCache.delete(ino);
+        this.dirCacheEntries -= old.size;
+      }
+    } else {
+      this.dirCache.delete(dir.ino);
+      this.dirCache.set(dir.ino, index);
+    }
+    return index.get(name.toString("latin1")) ?? null;
   }
 
   /**
