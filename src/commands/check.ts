@@ -1,18 +1,26 @@
 import { Command, Option } from "commander";
 import { checkRepository } from "../check/check.js";
-import { PloopvaultError } from "../errors.js";
+import { PloopvaultError, UsageError } from "../errors.js";
+import { checkBackupFilesystems } from "../files/check-fs.js";
+import { recordFsCheck } from "../ops/session.js";
+import { formatBytes } from "../util/format.js";
 import { progressDisplay } from "../ops/progress.js";
 import { addCommonOptions, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
 
 interface CheckOptions extends GlobalOptions {
   readData?: boolean;
   concurrency: number;
+  fs?: boolean;
+  metricsFile?: string;
 }
 
 export function checkCommand(): Command {
   return addCommonOptions(new Command("check"))
     .description("verify that every backup's manifest and chunks are present (and, with --read-data, intact)")
+    .argument("[backup...]", "with --fs: backups to walk (default: the newest of every container)")
     .option("--read-data", "download, decompress and re-hash every referenced chunk")
+    .option("--fs", "walk the filesystem in backups (every inode, extent, folder reachable) and report damage (docs/file-restore.md)")
+    .addOption(new Option("--metrics-file <path>", "write Prometheus textfile metrics here after the run (atomically)"))
     .addOption(new Option("--concurrency <n>", "chunks read in parallel").default(8).argParser(parsePositiveInt("--concurrency")))
     .addHelpText(
       "after",
@@ -23,6 +31,8 @@ Examples:
   # also download, decompress and re-hash every referenced chunk (reads the whole repository)
   ploopvault check --repo s3://backups/node1 --read-data --limit-download 50M
   ploopvault check --repo s3://backups/node1 --json | jq .damaged
+  # prove that last night's backup of every container holds a sound filesystem
+  ploopvault check --repo s3://backups/node1 --fs --metrics-file /var/lib/node_exporter/ploopvault-fs.prom
 
 Exit code 1 when a backup is damaged (each one is listed on stderr and under "damaged"
 with --json). Missing and corrupt chunks are recorded in the repository (missing/) so
@@ -30,8 +40,10 @@ that the next backups upload them again from the containers' disks. Unreferenced
 are normal after an interrupted backup; prune removes them.
 `,
     )
-    .action(async (options: CheckOptions) => {
+    .action(async (backups: string[], options: CheckOptions) => {
       const out = new Output(options);
+      if (backups.length > 0 && options.fs !== true) throw new UsageError("backups to check are given only with --fs (the repository check covers every backup)");
+      if (options.fs === true) return checkFilesystems(backups, options, out);
       const repo = await openRepository(options);
       try {
         const progress = progressDisplay();
@@ -60,4 +72,34 @@ are normal after an interrupted backup; prune removes them.
         await repo.close();
       }
     });
+}
+
+async function checkFilesystems(backups: string[], options: CheckOptions, out: Output): Promise<void> {
+  const repo = await openRepository(options);
+  try {
+    const results = await checkBackupFilesystems(repo, backups, {
+      stateDir: options.stateDir,
+      onBackup: (r) => {
+        const files = r.filesystems.reduce((n, f) => n + f.files, 0);
+        const dirs = r.filesystems.reduce((n, f) => n + f.directories, 0);
+        recordFsCheck({ ct: r.ct, ok: r.status === "ok", errors: r.errorCount, files, directories: dirs, bytesFetched: r.bytesFetched, seconds: r.seconds, backupTime: r.time });
+        const what = `filesystem of ${r.ct}/${r.backup}`;
+        if (r.status === "ok") out.info(`${what}: ok: ${files} files, ${dirs} folders in ${r.filesystems.length} filesystem${r.filesystems.length === 1 ? "" : "s"}; fetched ${formatBytes(r.bytesFetched)}`);
+        else out.warn(`${what}: ${r.status}: ${r.problem ?? `${r.errorCount} errors`}`);
+        for (const f of r.filesystems) {
+          for (const w of f.warnings) out.warn(w);
+          for (const e of f.errors) out.info(`damaged ${f.filesystem}: ${e}`);
+          if (f.errorCount > f.errors.length) out.info(`damaged ${f.filesystem}: ${f.errorCount - f.errors.length} more errors`);
+        }
+      },
+    });
+    const bad = results.filter((r) => r.status !== "ok");
+    if (out.json) out.jsonResult({ filesystems: results, damaged: bad.map((r) => `${r.ct}/${r.backup}`), status: bad.length === 0 ? "ok" : "damaged" });
+    if (bad.length > 0) {
+      const names = bad.map((r) => `${r.ct}/${r.backup}`);
+      throw new PloopvaultError(`check --fs failed: ${names.length} backup${names.length === 1 ? "" : "s"} without a sound filesystem: ${names.slice(0, 10).join(", ")}${names.length > 10 ? ", ..." : ""}`);
+    }
+  } finally {
+    await repo.close();
+  }
 }

@@ -21,6 +21,16 @@
  *   _container_new_chunks{ct}          idem
  *   _container_failures_total{ct}      counter kept across runs
  *
+ * `check --fs` adds, per container whose newest (or given) backup it walked:
+ *
+ *   _fs_ok{ct}                          1 if its filesystem walked without damage
+ *   _fs_errors{ct}                      damage found (0 when ok)
+ *   _fs_files{ct}, _fs_directories{ct}  what the walk saw
+ *   _fs_bytes_fetched{ct}               repository bytes the walk fetched
+ *   _fs_duration_seconds{ct}
+ *   _fs_backup_timestamp_seconds{ct}    when the checked backup was taken (alert on its age)
+ *   _fs_last_ok_timestamp_seconds{ct}   end of the last run that found it ok (kept across failures)
+ *
  * What is "kept across runs" is read back from the previous file. A container that is not
  * in a successful run disappears from the file (it was removed from the host); after a run
  * that failed, containers of the previous file that this run did not report keep their
@@ -43,6 +53,20 @@ export interface RunSummary {
   status: RunStatus;
   error: string | null;
   results: ContainerResult[];
+  /** check --fs: one per backup walked. */
+  fsChecks?: FsCheckMetric[];
+}
+
+export interface FsCheckMetric {
+  ct: string;
+  ok: boolean;
+  errors: number;
+  files: number;
+  directories: number;
+  bytesFetched: number;
+  seconds: number;
+  /** When the checked backup was taken (ISO 8601). */
+  backupTime: string;
 }
 
 type Labels = Record<string, string>;
@@ -141,6 +165,28 @@ export function renderMetrics(summary: RunSummary, previousText: string | null):
   if (!ok) {
     const before = new Set(previous.filter((s) => s.name === `${p}container_success` && s.labels.ct !== undefined).map((s) => s.labels.ct!));
     for (const ct of [...before].sort()) if (!reported.has(ct)) perCt({ ct, status: "not-run" });
+  }
+
+  const fsReported = new Set<string>();
+  const perFs = (m: FsCheckMetric | { ct: string; ok: false }): void => {
+    const labels = { ct: m.ct };
+    const full = "files" in m;
+    add("fs_ok", "gauge", "1 if the container's backup holds a filesystem that walked without damage (check --fs).", labels, m.ok ? 1 : 0);
+    add("fs_errors", "gauge", "Damage found in the filesystem of the container's backup.", labels, full ? m.errors : prev("fs_errors", m.ct));
+    add("fs_files", "gauge", "Files in the filesystem of the container's backup.", labels, full ? m.files : prev("fs_files", m.ct));
+    add("fs_directories", "gauge", "Folders in the filesystem of the container's backup.", labels, full ? m.directories : prev("fs_directories", m.ct));
+    add("fs_bytes_fetched", "gauge", "Repository bytes the filesystem walk fetched.", labels, full ? m.bytesFetched : prev("fs_bytes_fetched", m.ct));
+    add("fs_duration_seconds", "gauge", "Duration of the filesystem walk.", labels, full ? m.seconds : prev("fs_duration_seconds", m.ct));
+    add("fs_backup_timestamp_seconds", "gauge", "When the checked backup was taken (Unix seconds).", labels, full ? Date.parse(m.backupTime) / 1000 : prev("fs_backup_timestamp_seconds", m.ct));
+    add("fs_last_ok_timestamp_seconds", "gauge", "End of the last run that found the container's backup filesystem ok (Unix seconds).", labels, m.ok ? end : prev("fs_last_ok_timestamp_seconds", m.ct));
+  };
+  for (const m of summary.fsChecks ?? []) {
+    fsReported.add(m.ct);
+    perFs(m);
+  }
+  if (!ok) {
+    const before = new Set(previous.filter((s) => s.name === `${p}fs_ok` && s.labels.ct !== undefined).map((s) => s.labels.ct!));
+    for (const ct of [...before].sort()) if (!fsReported.has(ct)) perFs({ ct, ok: false });
   }
 
   const lines: string[] = [];

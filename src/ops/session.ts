@@ -15,7 +15,7 @@ import { applyConfig, loadConfig } from "./config.js";
 import { runHook } from "./hooks.js";
 import { setIdleIoPriority } from "./ionice.js";
 import { logger, type LogFormat } from "./log.js";
-import { statusOf, writeMetricsFile, type RunSummary } from "./metrics.js";
+import { statusOf, writeMetricsFile, type FsCheckMetric, type RunSummary } from "./metrics.js";
 import { closeProgress, enableProgress, progressDisplay, shouldShowProgress } from "./progress.js";
 
 interface SessionOptions {
@@ -38,6 +38,7 @@ interface ArmedRun {
   startedAt: Date;
   options: SessionOptions;
   results: ContainerResult[];
+  fsChecks: FsCheckMetric[];
 }
 
 let started: { command: string; at: number } | null = null;
@@ -66,7 +67,7 @@ export async function beforeCommand(program: Command, command: Command): Promise
     logger.debug(r.detail);
   }
   if (options.metricsFile !== undefined || options.hookSuccess !== undefined || options.hookFailure !== undefined) {
-    armed = { command: command.name(), startedAt: new Date(), options, results: [] };
+    armed = { command: command.name(), startedAt: new Date(), options, results: [], fsChecks: [] };
   }
 }
 
@@ -74,6 +75,11 @@ export async function beforeCommand(program: Command, command: Command): Promise
 export function recordResult(result: ContainerResult): void {
   progressDisplay()?.remove(`ct:${result.ct}`);
   armed?.results.push(result);
+}
+
+/** A backup's filesystem walk by check --fs (for metrics). */
+export function recordFsCheck(metric: FsCheckMetric): void {
+  armed?.fsChecks.push(metric);
 }
 
 /**
@@ -96,6 +102,7 @@ export async function afterCommand(exitCode: number, error: unknown): Promise<vo
       status: statusOf(exitCode),
       error: error === undefined ? null : errorLine(error),
       results: run.results,
+      ...(run.fsChecks.length > 0 ? { fsChecks: run.fsChecks } : {}),
     };
     if (run.options.metricsFile !== undefined) {
       try {

@@ -29,6 +29,8 @@ export interface MapContext {
   inodeCsumSeed: number | null;
   /** "ext4 ...: inode 12" */
   label: string;
+  /** Told of every extent tree and indirect block (check --fs marks them as used). */
+  onMapBlock?: (block: number) => void;
 }
 
 export const EXTENT_MAGIC = 0xf30a;
@@ -102,6 +104,7 @@ export async function* extentRuns(ctx: MapContext, root: Buffer, endBlock: numbe
       checkPhysical(ctx, child, 1, "extent tree block");
       if (visited.has(child)) throw new FilesystemError(`${ctx.label}: extent tree visits block ${child} twice (a loop or a shared subtree)`);
       visited.add(child);
+      ctx.onMapBlock?.(child);
       const block = await ctx.readBlock(child);
       const where = `extent tree block ${child}`;
       const ch = header(ctx, block, blockCapacity, where);
@@ -141,6 +144,7 @@ export async function* blockMapRuns(ctx: MapContext, iblock: Buffer, endBlock: n
     checkPhysical(ctx, block, 1, `indirect block (level ${level})`);
     if (visited.has(block)) throw new FilesystemError(`${ctx.label}: block map uses indirect block ${block} twice`);
     visited.add(block);
+    ctx.onMapBlock?.(block);
     const data = await ctx.readBlock(block);
     const span = perBlock ** (level - 1);
     for (let i = 0; i < perBlock; i++) {

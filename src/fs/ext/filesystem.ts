@@ -33,6 +33,8 @@ const BG_INODE_UNINIT = 0x1;
 const DIR_CACHE_ENTRIES = 200_000;
 
 interface GroupDesc {
+  blockBitmap: number;
+  inodeBitmap: number;
   inodeTable: number;
   flags: number;
   itableUnused: number;
@@ -137,7 +139,9 @@ export class ExtFilesystem {
     if (inodeTable + this.inodeTableBlocks > sb.blocksCount || inodeTable === 0) {
       throw new FilesystemError(`${this.label}: group descriptor ${group}: inode table at block ${inodeTable} lies outside the filesystem`);
     }
-    return { inodeTable, flags: d.readUInt16LE(0x12), itableUnused: d.readUInt16LE(0x1c) + (wide ? d.readUInt16LE(0x32) * 65536 : 0) };
+    const blockBitmap = d.readUInt32LE(0) + (wide ? d.readUInt32LE(0x20) * 2 ** 32 : 0);
+    const inodeBitmap = d.readUInt32LE(4) + (wide ? d.readUInt32LE(0x24) * 2 ** 32 : 0);
+    return { blockBitmap, inodeBitmap, inodeTable, flags: d.readUInt16LE(0x12), itableUnused: d.readUInt16LE(0x1c) + (wide ? d.readUInt16LE(0x32) * 65536 : 0) };
   }
 
   /** The inode, checksum verified; an unused inode (never written, deleted) is an error. */
@@ -174,8 +178,9 @@ export class ExtFilesystem {
   // ---------------------------------------------------------------------------------
   // file contents
 
-  private mapContext(inode: Inode): MapContext {
+  private mapContext(inode: Inode, onMapBlock?: (block: number) => void): MapContext {
     return {
+      ...(onMapBlock === undefined ? {} : { onMapBlock }),
       blockSize: this.sb.blockSize,
       blocksCount: this.sb.blocksCount,
       readBlock: (b) => this.readBlock(b),
@@ -196,12 +201,13 @@ export class ExtFilesystem {
    * Runs of blocks holding the inode's data, in logical order, up to its size. Not for
    * inline-data inodes (see inlineData).
    */
-  runs(inode: Inode): AsyncGenerator<Run> {
+  runs(inode: Inode, onMapBlock?: (block: number) => void): AsyncGenerator<Run> {
     this.refuseEncrypted(inode);
     const endBlock = Math.ceil(inode.size / this.sb.blockSize);
-    if ((inode.flags & INODE_FLAGS.EXTENTS) !== 0) return extentRuns(this.mapContext(inode), inode.iblock, endBlock);
-    if (endBlock > 12 + 1024 ** 3 * 16) throw new FilesystemError(`${this.label}: inode ${inode.ino}: size ${inode.size} too large for a block map`);
-    return blockMapRuns(this.mapContext(inode), inode.iblock, endBlock);
+    if ((inode.flags & INODE_FLAGS.EXTENTS) !== 0) return extentRuns(this.mapContext(inode, onMapBlock), inode.iblock, endBlock);
+    const perBlock = this.sb.blockSize / 4;
+    if (endBlock > 12 + perBlock + perBlock ** 2 + perBlock ** 3) throw new FilesystemError(`${this.label}: inode ${inode.ino}: size ${inode.size} too large for a block map`);
+    return blockMapRuns(this.mapContext(inode, onMapBlock), inode.iblock, endBlock);
   }
 
   /** Content of an inline-data inode: i_block then the system.data xattr, cut to the size. */
