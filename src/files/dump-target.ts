@@ -4,11 +4,10 @@
  * never leaves something that looks finished.
  */
 import { randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
 import { open, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { PloopvaultError } from "../errors.js";
-import { streamSink, type ByteSink } from "./dump.js";
+import type { ByteSink } from "./dump.js";
 
 export async function withDumpTarget<T>(target: string, force: boolean, write: (sink: ByteSink) => Promise<T>): Promise<T> {
   if (!force) {
@@ -25,16 +24,25 @@ export async function withDumpTarget<T>(target: string, force: boolean, write: (
   } catch (error) {
     throw new PloopvaultError(`cannot create dump target ${target}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
   }
-  const stream = createWriteStream("", { fd: fh.fd, autoClose: false });
+  const handle = fh;
+  let position = 0;
+  const sink: ByteSink = {
+    async write(data: Buffer): Promise<void> {
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await handle.write(data, done, data.length - done, position);
+        done += bytesWritten;
+        position += bytesWritten;
+      }
+    },
+  };
   try {
-    const result = await write(streamSink(stream));
-    await new Promise<void>((resolve, reject) => stream.end((error?: Error | null) => (error ? reject(error) : resolve())));
+    const result = await write(sink);
     await fh.sync();
     await fh.close();
     await rename(temp, target);
     return result;
   } catch (error) {
-    stream.destroy();
     await fh.close().catch(() => undefined);
     await rm(temp, { force: true });
     const code = (error as NodeJS.ErrnoException).code;

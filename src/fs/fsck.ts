@@ -115,7 +115,7 @@ export async function checkFilesystem(fs: ExtFilesystem, options: FsCheckOptions
 
   // the tree from the root
   const hardLinked = new Map<number, { links: number; seen: number }>();
-  const seenDirs = new Set<number>([ROOT_INO]);
+  const seenDirs = new Map<number, string>([[ROOT_INO, "/"]]);
   let inodes = 0;
 
   const checkInode = async (inode: Inode, path: string): Promise<void> => {
@@ -171,11 +171,12 @@ export async function checkFilesystem(fs: ExtFilesystem, options: FsCheckOptions
       if (has(sb.incompat, INCOMPAT.FILETYPE) && expected !== undefined && expected !== inode.type) error(`${path}: the folder entry says ${expected}, inode ${inode.ino} is a ${inode.type}`);
       if (inode.type === "dir") {
         subdirs++;
-        if (seenDirs.has(inode.ino)) {
-          error(`${path}: folder inode ${inode.ino} is reached a second time (a folder hard link or a cycle)`);
+        const before = seenDirs.get(inode.ino);
+        if (before !== undefined) {
+          error(`directory inode ${inode.ino} is reached twice, as ${before} and ${path} (a directory hard link or a cycle)`);
           continue;
         }
-        seenDirs.add(inode.ino);
+        seenDirs.set(inode.ino, path);
         await checkInode(inode, path);
         stack.push({ inode, path });
       } else if (inode.links > 1) {

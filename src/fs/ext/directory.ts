@@ -38,16 +38,12 @@ function recLen(raw: number, blockSize: number): number {
   return (raw & 65532) | ((raw & 3) << 16);
 }
 
-/** The block ends in a checksum entry (inode 0, rec_len 12, name_len 0, type 0xde). */
+/**
+ * The block ends in a checksum entry (inode 0, rec_len 12, name_len 0, type 0xde), looked
+ * for at its fixed place as the kernel does: damage earlier in the block must not hide it.
+ */
 function hasLeafTail(block: Buffer, blockSize: number): boolean {
-  let at = 0;
   const top = blockSize - TAIL_BYTES;
-  while (at < top) {
-    const len = recLen(block.readUInt16LE(at + 4), blockSize);
-    if (len < 8 || len % 4 !== 0) return false;
-    at += len;
-  }
-  if (at !== top) return false;
   return block.readUInt32LE(top) === 0 && block.readUInt16LE(top + 4) === TAIL_BYTES && block[top + 6] === 0 && block[top + 7] === TAIL_FILE_TYPE;
 }
 
