@@ -261,7 +261,9 @@ export class FileRestorer {
           continue;
         }
         if (c !== "ELOOP" && c !== "ENOTDIR") throw this.fsError(error, components, "open folder");
-        const what = c === "ELOOP" ? "a symbolic link" : "not a folder";
+        // O_NOFOLLOW|O_DIRECTORY gives ENOTDIR (or ELOOP) for a symlink: say which it is
+        const isLink = c === "ELOOP" || (await lstat(path).then((st) => st.isSymbolicLink(), () => false));
+        const what = isLink ? "a symbolic link" : "not a folder";
         if (!this.options.force) throw new PloopvaultError(`${this.shown(components)} is ${what} in the restore target: refusing to restore through it (--force replaces it)`);
         await unlink(path).catch((e: unknown) => {
           throw this.fsError(e, components, "replace");

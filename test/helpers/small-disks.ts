@@ -40,6 +40,8 @@ export async function buildSmallDisk(dir: string, name: string, options: SmallDi
   await writeFile(join(tree, "dir", "sub", "deep.txt"), "deep\n");
   await writeFile(join(tree, "hello.txt"), "hello\n");
   await execa("ln", ["-s", "dir/sub/deep.txt", join(tree, "link")]);
+  await execa("ln", ["-s", "/etc", join(tree, "etc-link")]);
+  await execa("chmod", ["0750", join(tree, "dir", "sub")]);
   const raw = join(dir, `${name}.raw`);
   const fh = await open(raw, "w");
   await fh.truncate(sizeMiB << 20);
