@@ -6,7 +6,7 @@
  * `debugfs` (ls -p, stat, ea_get, rdump) run on the real ploop's flattening of the disk:
  * content, size, type, mode, owner, mtime, links, symlink targets, device numbers, xattrs.
  */
-import { lstat, mkdtemp, readdir, readlink, rm } from "node:fs/promises";
+import { lstat, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
@@ -17,7 +17,7 @@ import { resolveItem } from "../../src/files/listing.js";
 import { Repository } from "../../src/repository/repository.js";
 import { openStore } from "../../src/uploader/open.js";
 import { jsonLines, runCli } from "../helpers/cli.js";
-import { debugfsTree, getfattrTree, normalizeXattr, sha256File, type OracleEntry } from "../helpers/debugfs-oracle.js";
+import { compareTree, debugfsTree, expectedNs, expectSamePaths, nsOf, sha256File, type OracleEntry } from "../helpers/debugfs-oracle.js";
 import { diskOf, fsCorpus, type FsCorpus } from "../helpers/fs-corpus.js";
 import { createHash } from "node:crypto";
 
@@ -60,66 +60,6 @@ afterAll(async () => {
   for (const o of oracles.values()) await o.cleanup();
   if (work !== undefined) await rm(work, { recursive: true, force: true });
 });
-
-/** Same set of paths; a mismatch lists only the differences (10,000-entry diffs are unreadable). */
-function expectSamePaths(got: string[], want: string[]): void {
-  const g = new Set(got);
-  const w = new Set(want);
-  expect({ missing: want.filter((p) => !g.has(p)).slice(0, 20), unexpected: got.filter((p) => !w.has(p)).slice(0, 20), count: got.length }).toEqual({ missing: [], unexpected: [], count: want.length });
-}
-
-function nsOf(iso: string): bigint {
-  const m = /^(.*)\.(\d{9})Z$/.exec(iso)!;
-  return BigInt(Date.parse(`${m[1]}Z`)) * 1_000_000n + BigInt(m[2]!);
-}
-
-function expectedNs(e: OracleEntry): bigint {
-  return BigInt(e.mtimeSec) * 1_000_000_000n + BigInt(e.mtimeNsec);
-}
-
-/** A restored or extracted tree against the oracle: every entry, its metadata, content and xattrs. */
-async function compareTree(root: string, oracle: Map<string, OracleEntry>, options: { mtimeToleranceNs: bigint }): Promise<void> {
-  const found = new Map<string, Awaited<ReturnType<typeof lstat>>>();
-  const walk = async (dir: string, rel: string): Promise<void> => {
-    for (const name of await readdir(dir)) {
-      const path = join(dir, name);
-      const st = await lstat(path, { bigint: true });
-      found.set(`${rel}/${name}`, st);
-      if (st.isDirectory()) await walk(path, `${rel}/${name}`);
-    }
-  };
-  await walk(root, "");
-  const expected = [...oracle.values()].filter((e) => e.type !== "socket");
-  expectSamePaths([...found.keys()], expected.map((e) => e.path));
-  const xattrs = await getfattrTree(root);
-  const inodeOf = new Map<number, bigint>();
-  for (const e of expected) {
-    const st = found.get(e.path)! as Awaited<ReturnType<typeof lstat>> & { mode: bigint; uid: bigint; gid: bigint; size: bigint; mtimeNs: bigint; nlink: bigint; ino: bigint; rdev: bigint };
-    const where = `${root}${e.path}`;
-    const typeOk = { file: st.isFile(), dir: st.isDirectory(), symlink: st.isSymbolicLink(), chardev: st.isCharacterDevice(), blockdev: st.isBlockDevice(), fifo: st.isFIFO(), socket: false }[e.type];
-    expect(typeOk, `${where} is a ${e.type}`).toBe(true);
-    expect(Number(st.mode & 0o7777n), `${where} mode`).toBe(e.permissions);
-    expect([Number(st.uid), Number(st.gid)], `${where} owner`).toEqual([e.uid, e.gid]);
-    const diff = st.mtimeNs - expectedNs(e);
-    expect(diff >= -options.mtimeToleranceNs && diff <= options.mtimeToleranceNs, `${where} mtime ${st.mtimeNs} vs ${expectedNs(e)}`).toBe(true);
-    if (e.type === "file") {
-      expect(Number(st.size), `${where} size`).toBe(e.size);
-      expect(await sha256File(join(root, e.path)), `${where} content`).toBe(e.sha256);
-      expect(Number(st.nlink), `${where} links`).toBe(e.links);
-      const first = inodeOf.get(e.ino);
-      if (first === undefined) inodeOf.set(e.ino, st.ino);
-      else expect(st.ino, `${where} is a hard link`).toBe(first);
-    }
-    if (e.type === "symlink") expect(await readlink(join(root, e.path)), `${where} target`).toBe(e.target);
-    if (e.type === "chardev" || e.type === "blockdev") {
-      const rdev = Number(st.rdev);
-      expect({ major: (rdev >> 8) & 0xfff, minor: (rdev & 0xff) | ((rdev >> 12) & 0xfff00) }, `${where} device`).toEqual(e.device);
-    }
-    const got = xattrs.get(join(root, e.path)) ?? new Map<string, Buffer>();
-    const want = new Map([...e.xattrs].map(([k, v]) => [k, normalizeXattr(k, v)]));
-    expect(new Map([...got].map(([k, v]) => [k, normalizeXattr(k, v)])), `${where} xattrs`).toEqual(want);
-  }
-}
 
 describe.each(CTS)("disk %s", (ct) => {
   it("ls --long --recursive --json lists every entry as debugfs sees it", async () => {
