@@ -19,6 +19,7 @@ import { blockMapRuns, extentRuns, type MapContext, type Run } from "./block-map
 import { parseDirBlock, parseInlineDir, type DirContext, type DirEntry } from "./directory.js";
 import { INODE_FLAGS, inodeChecksumOk, inodeCsumSeed, parseInode, type Inode } from "./inode.js";
 import { groupHasSuperblock, has, INCOMPAT, parseSuperblock, RO_COMPAT, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSET, type Superblock } from "./superblock.js";
+import { displayPath } from "../names.js";
 import { aclToXattrForm, blockXattrs, inodeXattrs, type RawXattr, type Xattr } from "./xattr.js";
 import { crc16Update, crc32cUpdate, le32 } from "../checksums.js";
 
@@ -352,7 +353,7 @@ export class ExtFilesystem {
     const stack: { name: Buffer; inode: Inode }[] = [];
     let current = await this.root();
     let follows = 0;
-    const shown = (): string => `/${stack.map((s) => s.name.toString("utf8")).join("/")}`;
+    const shown = (): string => displayPath(stack.map((s) => s.name));
     while (pending.length > 0) {
       const name = pending.shift()!;
       if (name.length === 1 && name[0] === 0x2e) continue;
@@ -363,10 +364,10 @@ export class ExtFilesystem {
       }
       if (current.type !== "dir") throw new PathError(`${shown()} is not a directory`);
       const entry = await this.child(current, name);
-      if (entry === null) throw new PathError(`${shown() === "/" ? "" : shown()}/${name.toString("utf8")}: no such file or directory`);
+      if (entry === null) throw new PathError(`${displayPath([...stack.map((s) => s.name), name])}: no such file or directory`);
       const inode = await this.inode(entry.ino);
       if (inode.type === "symlink" && (pending.length > 0 || followLast)) {
-        if (++follows > MAX_SYMLINK_FOLLOWS) throw new PathError(`${shown()}/${name.toString("utf8")}: too many levels of symbolic links`);
+        if (++follows > MAX_SYMLINK_FOLLOWS) throw new PathError(`${displayPath([...stack.map((s) => s.name), name])}: too many levels of symbolic links`);
         const target = await this.readlink(inode);
         const parts = splitPath(target);
         if (target[0] === 0x2f) {
