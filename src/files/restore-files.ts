@@ -79,8 +79,12 @@ function code(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | null)?.code;
 }
 
-function seconds(t: { sec: number; nsec: number }): number {
-  return t.sec + t.nsec / 1e9;
+/**
+ * A time for utimes: as a numeric string, because Node replaces a negative *number* (a
+ * time before 1970) by the current time, but passes strings and Dates through.
+ */
+function seconds(t: { sec: number; nsec: number }): string {
+  return String(t.sec + t.nsec / 1e9);
 }
 
 interface OpenDir {

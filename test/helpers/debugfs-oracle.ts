@@ -50,7 +50,7 @@ function perCommand(output: string): string[] {
   return output.split(/^debugfs: /m).slice(1);
 }
 
-export function sha256File(path: string): Promise<string> {
+export function sha256File(path: string | Buffer): Promise<string> {
   return new Promise((resolve, reject) => {
     const h = createHash("sha256");
     createReadStream(path)
