@@ -27,6 +27,7 @@
  * CLI: node dist/scripts/fs-corpus.js OUT [--large-mib N]
  */
 import { lutimes, mkdir, mkdtemp, open, rm, symlink, link, utimes, writeFile, chown, chmod } from "node:fs/promises";
+import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -321,7 +322,7 @@ async function wrap(outDir: string, ctid: string, raw: string, meta: Omit<FsCorp
   const dir = join(outDir, ctid, "root.hdd");
   await rm(join(outDir, ctid), { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
-  const result = await writeImageFromRaw(raw, join(dir, "root.hds"), { version: 2, clusterBytes: MIB, shuffle: true, seed: Number(ctid), skipZeroClusters: true });
+  const result = await writeImageFromRaw(raw, join(dir, "root.hds"), { version: 2, clusterBytes: MIB, shuffle: true, seed: Number.parseInt(ctid, 10) || 1, skipZeroClusters: true });
   const descriptorPath = await writeDescriptorFile(dir, { imageFile: "root.hds", sizeBytes: result.sizeBytes, clusterBytes: MIB });
   await rm(raw);
   return { ctid, descriptorPath, sizeBytes: result.sizeBytes, ...meta };
@@ -375,6 +376,55 @@ async function disk203(work: string, out: string): Promise<FsCorpusDisk> {
   await run("e2fsck", ["-fn", raw]);
   await rm(tree, { recursive: true, force: true });
   return wrap(out, "203", raw, { fsOffset: 0, table: "none", kind: "ext4" });
+}
+
+export interface DataDiskOptions {
+  /** Data besides the file to restore (default 1024 MiB, in files of 64 MiB). */
+  dataMiB?: number;
+  /** The file a test or bench restores (default 10 MiB). */
+  fileMiB?: number;
+}
+
+export interface DataDisk extends FsCorpusDisk {
+  /** Path of the file to restore inside the filesystem. */
+  file: string;
+  fileBytes: number;
+  fileSha256: string;
+}
+
+/**
+ * A container disk holding `dataMiB` of incompressible data (the fetch-bound test and
+ * bench/file-restore.ts: how much of a big backup a single-file restore reads): GPT, ext4
+ * at 1 MiB, /srv/bulk/part-NN.bin of 64 MiB each, and /srv/www/restore-me.bin to restore.
+ */
+export async function buildDataDisk(outDir: string, ctid: string, options: DataDiskOptions = {}): Promise<DataDisk> {
+  const dataMiB = options.dataMiB ?? 1024;
+  const fileMiB = options.fileMiB ?? 10;
+  const work = await mkdtemp(join(tmpdir(), "ploopvault-data-disk-"));
+  try {
+    const tree = join(work, "tree");
+    await mkdir(join(tree, "srv", "bulk"), { recursive: true });
+    await mkdir(join(tree, "srv", "www"));
+    await mkdir(join(tree, "etc"));
+    await writeFile(join(tree, "etc", "hostname"), `ct${ctid}.example.test\n`);
+    for (let i = 0, left = dataMiB; left > 0; i++, left -= 64) {
+      await writeFile(join(tree, "srv", "bulk", `part-${String(i).padStart(2, "0")}.bin`), seededBytes(`${ctid} bulk ${i}`, Math.min(64, left) * MIB));
+    }
+    const file = seededBytes(`${ctid} restore-me`, fileMiB * MIB);
+    await writeFile(join(tree, "srv", "www", "restore-me.bin"), file);
+    const raw = join(work, `${ctid}.raw`);
+    const diskMiB = Math.ceil((dataMiB + fileMiB) * 1.2) + 128;
+    await fileWith(raw, [], diskMiB * MIB);
+    await run("sgdisk", ["-n", "1:2048:0", "-t", "1:8300", raw]);
+    const lastSector = Number(/Last sector: (\d+)/.exec(await run("sgdisk", ["-i", "1", raw]))![1]);
+    const blocks = Math.floor(((lastSector - 2047) * 512) / 4096);
+    await run("mkfs.ext4", ["-q", "-F", "-b", "4096", "-U", uuidFor(`${ctid} data`), "-E", `offset=${2048 * 512}`, "-d", tree, raw, String(blocks)]);
+    await rm(tree, { recursive: true, force: true });
+    const disk = await wrap(resolve(outDir), ctid, raw, { fsOffset: 2048 * 512, table: "gpt", kind: "ext4" });
+    return { ...disk, file: "/srv/www/restore-me.bin", fileBytes: file.length, fileSha256: createHash("sha256").update(file).digest("hex") };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
 }
 
 /** Build disks 201-203 as OUT/<ctid>/root.hdd/{root.hds,DiskDescriptor.xml}. */
