@@ -82,7 +82,7 @@ async function checkFilesystems(backups: string[], options: CheckOptions, out: O
       onBackup: (r) => {
         const files = r.filesystems.reduce((n, f) => n + f.files, 0);
         const dirs = r.filesystems.reduce((n, f) => n + f.directories, 0);
-        recordFsCheck({ ct: r.ct, ok: r.status === "ok", errors: r.errorCount, files, directories: dirs, bytesFetched: r.bytesFetched, seconds: r.seconds, backupTime: r.time });
+        recordFsCheck({ ct: r.ct, backupHost: r.host, ok: r.status === "ok", errors: r.errorCount, files, directories: dirs, bytesFetched: r.bytesFetched, seconds: r.seconds, backupTime: r.time });
         const what = `filesystem of ${r.ct}/${r.backup}`;
         if (r.status === "ok") out.info(`${what}: ok: ${files} files, ${dirs} folders in ${r.filesystems.length} filesystem${r.filesystems.length === 1 ? "" : "s"}; fetched ${formatBytes(r.bytesFetched)}`);
         else out.warn(`${what}: ${r.status}: ${r.problem ?? `${r.errorCount} errors`}`);

@@ -13,17 +13,19 @@ interface DumpOptions extends GlobalOptions {
   target?: string;
   force?: boolean;
   partition?: number;
+  host?: string;
 }
 
 export function dumpCommand(): Command {
   return addCommonOptions(new Command("dump"))
     .description("write a file from a backup to stdout, or a folder as a tar stream, fetching only what it needs")
-    .argument("<backup>", "backup id, CT or CT:latest (newest backup of a container), or CT/ID")
+    .argument("<backup>", "backup id (or a unique prefix), CT or CT:latest (newest backup of a container), CT/ID, or HOST/CT:latest")
     .argument("<path>", "file or folder inside the backed-up filesystem")
     .addOption(new Option("--archive <format>", "a tar stream even for a single file").choices(["tar"]))
     .option("--target <file>", "write to FILE (created owner-only, complete or not at all) instead of stdout")
     .option("--force", "replace an existing --target file")
     .addOption(new Option("--partition <n>", "partition of the disk to read (default: the one holding an ext filesystem)").argParser(parsePositiveInt("--partition")))
+    .option("--host <name>", "only backups made on this host (needed for CT:latest when several hosts back up a container of that id)")
     .addHelpText(
       "after",
       `
@@ -44,7 +46,7 @@ skipped. With --json the summary (bytes written, bytes fetched) goes to stdout w
       if (options.target === undefined && process.stdout.isTTY) throw new UsageError("refusing to write a dump to a terminal: redirect stdout or use --target FILE");
       const repo = await openRepository(options);
       try {
-        const backup = await openBackupFilesystemBySpec(repo, spec, options.stateDir, { ...(options.partition === undefined ? {} : { partition: options.partition }) });
+        const backup = await openBackupFilesystemBySpec(repo, spec, options.stateDir, { ...(options.partition === undefined ? {} : { partition: options.partition }), ...(options.host === undefined ? {} : { host: options.host }) });
         for (const w of backup.fs.warnings) out.warn(w);
         const item = await resolveItem(backup.fs, path);
         requireDumpable(item);

@@ -8,16 +8,18 @@ interface LsOptions extends GlobalOptions {
   long?: boolean;
   recursive?: boolean;
   partition?: number;
+  host?: string;
 }
 
 export function lsCommand(): Command {
   return addCommonOptions(new Command("ls"))
     .description("list files in a backup's filesystem, fetching only the metadata it needs")
-    .argument("<backup>", "backup id, CT or CT:latest (newest backup of a container), or CT/ID")
+    .argument("<backup>", "backup id (or a unique prefix), CT or CT:latest (newest backup of a container), CT/ID, or HOST/CT:latest")
     .argument("[path]", "folder or file inside the backed-up filesystem", "/")
     .option("-l, --long", "type and permissions, links, owner, group, size, mtime (UTC) and symlink targets")
     .option("-R, --recursive", "everything below the folder")
     .addOption(new Option("--partition <n>", "partition of the disk to read (default: the one holding an ext filesystem)").argParser(parsePositiveInt("--partition")))
+    .option("--host <name>", "only backups made on this host (needed for CT:latest when several hosts back up a container of that id)")
     .addHelpText(
       "after",
       `
@@ -37,7 +39,7 @@ permissions, uid, gid, size, links, inode, mtime, target), then a summary
       const out = new Output(options);
       const repo = await openRepository(options);
       try {
-        const backup = await openBackupFilesystemBySpec(repo, spec, options.stateDir, { ...(options.partition === undefined ? {} : { partition: options.partition }) });
+        const backup = await openBackupFilesystemBySpec(repo, spec, options.stateDir, { ...(options.partition === undefined ? {} : { partition: options.partition }), ...(options.host === undefined ? {} : { host: options.host }) });
         for (const w of backup.fs.warnings) out.warn(w);
         let entries = 0;
         for await (const node of listNodes(backup.fs, path, { recursive: options.recursive === true })) {

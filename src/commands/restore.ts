@@ -118,6 +118,7 @@ async function restoreIncluded(spec: string, options: RestoreOptions, out: Outpu
       signal: abort.signal,
       warn: (line) => out.warn(line),
       ...(options.partition === undefined ? {} : { partition: options.partition }),
+      ...(options.host === undefined ? {} : { host: options.host }),
     });
     for (const s of result.skipped) out.warn(`${s}: a socket, not restored`);
     if (out.json) out.jsonResult({ ...result, target: options.target, includes: options.include, status: "ok" });

@@ -47,12 +47,14 @@ export function fetchStats(stats: LazyDiskStats): { chunksFetched: number; bytes
 }
 
 /**
- * Resolve BACKUP (id, CT, CT:latest, CT/ID), load its manifest (through the manifest cache
- * in the state directory, as restore does) and open its filesystem.
+ * Resolve BACKUP (as restore does: ID or prefix, CT, CT:latest, CT/ID, HOST/CT:latest,
+ * with --host as a filter), load its manifest through the manifest cache in the state
+ * directory, and open its filesystem.
  */
-export async function openBackupFilesystemBySpec(repo: Repository, spec: string, stateDir: string, options: OpenBackupFsOptions = {}): Promise<BackupFilesystem> {
-  const ref = await resolveBackup(repo, spec);
-  const manifest = await loadBackupManifest(repo, ref, stateDir);
+export async function openBackupFilesystemBySpec(repo: Repository, spec: string, stateDir: string, options: OpenBackupFsOptions & { host?: string } = {}): Promise<BackupFilesystem> {
+  const cache = ManifestCache.forRepository(repo, stateDir);
+  const ref = await resolveBackup(repo, spec, { metadata: (r) => cache.metadata(r), ...(options.host === undefined ? {} : { host: options.host }) });
+  const manifest = decodeManifest(await cache.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
   return openBackupFilesystem(repo, ref, manifest, options);
 }
 

@@ -10,11 +10,14 @@ import { ExtFilesystem } from "../fs/ext/filesystem.js";
 import { FilesystemError, UnsupportedFilesystemError } from "../fs/errors.js";
 import { checkFilesystem, type FsCheckReport } from "../fs/fsck.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
+import { ManifestCache } from "../repository/known-chunks.js";
 import { resolveBackup } from "../restore/resolve.js";
 import { backupLabel, fetchStats, loadBackupManifest, openBackupFilesystems } from "./backup-fs.js";
 
 export interface BackupFsCheck {
   ct: string;
+  /** The host that made the backup. */
+  host: string;
   backup: string;
   /** When the backup was taken (ISO 8601 UTC). */
   time: string;
@@ -35,15 +38,21 @@ export interface CheckFsOptions {
   onProgress?: (label: string, inodes: number) => void;
 }
 
-/** The backups to check: as given (BACKUP specs), or the newest of every container. */
-export async function backupsToCheck(repo: Repository, specs: readonly string[]): Promise<BackupRef[]> {
+/**
+ * The backups to check: as given (BACKUP arguments, resolved as restore does), or the
+ * newest backup of every container of every host (several nodes share a repository and
+ * container ids repeat across them).
+ */
+export async function backupsToCheck(repo: Repository, specs: readonly string[], stateDir: string): Promise<BackupRef[]> {
+  const cache = ManifestCache.forRepository(repo, stateDir);
   if (specs.length > 0) {
     const refs: BackupRef[] = [];
-    for (const s of specs) refs.push(await resolveBackup(repo, s));
+    for (const s of specs) refs.push(await resolveBackup(repo, s, { metadata: (r) => cache.metadata(r) }));
     return refs;
   }
   const newest = new Map<string, BackupRef>();
-  for (const ref of await repo.listBackups()) newest.set(ref.ct, ref); // sorted by ct, then id (= time)
+  // sorted by container, then id (= time): the last one of a (host, container) is its newest
+  for (const ref of await repo.listBackups()) newest.set(`${(await cache.metadata(ref)).host}\0${ref.ct}`, ref);
   return [...newest.values()];
 }
 
@@ -51,7 +60,7 @@ export async function checkBackupFilesystem(repo: Repository, ref: BackupRef, op
   const started = performance.now();
   const manifest = await loadBackupManifest(repo, ref, options.stateDir);
   const { disk, found } = await openBackupFilesystems(repo, ref, manifest);
-  const result: BackupFsCheck = { ct: ref.ct, backup: ref.id, time: manifest.metadata.time, status: "ok", filesystems: [], errorCount: 0, chunksFetched: 0, bytesFetched: 0, seconds: 0 };
+  const result: BackupFsCheck = { ct: ref.ct, host: manifest.metadata.host, backup: ref.id, time: manifest.metadata.time, status: "ok", filesystems: [], errorCount: 0, chunksFetched: 0, bytesFetched: 0, seconds: 0 };
   if (found.length === 0) {
     result.status = "unsupported";
     result.problem = `no ext2/ext3/ext4 filesystem found on the disk of ${backupLabel(ref)}`;
@@ -82,7 +91,7 @@ export async function checkBackupFilesystem(repo: Repository, ref: BackupRef, op
 
 export async function checkBackupFilesystems(repo: Repository, specs: readonly string[], options: CheckFsOptions): Promise<BackupFsCheck[]> {
   const results: BackupFsCheck[] = [];
-  for (const ref of await backupsToCheck(repo, specs)) {
+  for (const ref of await backupsToCheck(repo, specs, options.stateDir)) {
     const r = await checkBackupFilesystem(repo, ref, options);
     options.onBackup?.(r);
     results.push(r);

@@ -476,9 +476,9 @@ export async function restoreFilesFromBackup(
   repo: Repository,
   spec: string,
   stateDir: string,
-  options: RestoreFilesOptions & { partition?: number },
+  options: RestoreFilesOptions & { partition?: number; host?: string },
 ): Promise<RestoreFilesResult & { backup: string; ct: string; warnings: string[]; chunksFetched: number; bytesFetched: number; cacheHits: number }> {
-  const backup = await openBackupFilesystemBySpec(repo, spec, stateDir, options.partition === undefined ? {} : { partition: options.partition });
+  const backup = await openBackupFilesystemBySpec(repo, spec, stateDir, { ...(options.partition === undefined ? {} : { partition: options.partition }), ...(options.host === undefined ? {} : { host: options.host }) });
   for (const w of backup.fs.warnings) options.warn?.(w);
   const result = await restoreFiles(backup.fs, options);
   return { backup: backup.ref.id, ct: backup.ref.ct, warnings: backup.fs.warnings, ...result, ...fetchStats(backup.disk.stats) };

@@ -21,7 +21,8 @@
  *   _container_new_chunks{ct}          idem
  *   _container_failures_total{ct}      counter kept across runs
  *
- * `check --fs` adds, per container whose newest (or given) backup it walked:
+ * `check --fs` adds, per container whose newest (or given) backup it walked (labels ct and
+ * backup_host, the node that made the backup; host is the node that ran the check):
  *
  *   _fs_ok{ct}                          1 if its filesystem walked without damage
  *   _fs_errors{ct}                      damage found (0 when ok)
@@ -59,6 +60,8 @@ export interface RunSummary {
 
 export interface FsCheckMetric {
   ct: string;
+  /** The host that made the checked backup (label backup_host: container ids repeat across hosts). */
+  backupHost: string;
   ok: boolean;
   errors: number;
   files: number;
@@ -168,25 +171,29 @@ export function renderMetrics(summary: RunSummary, previousText: string | null):
   }
 
   const fsReported = new Set<string>();
-  const perFs = (m: FsCheckMetric | { ct: string; ok: false }): void => {
-    const labels = { ct: m.ct };
+  const prevFs = (name: string, ct: string, backupHost: string): number | undefined => previous.find((s) => s.name === p + name && s.labels.ct === ct && s.labels.backup_host === backupHost)?.value;
+  const perFs = (m: FsCheckMetric | { ct: string; backupHost: string; ok: false }): void => {
+    const labels = { ct: m.ct, backup_host: m.backupHost };
     const full = "files" in m;
+    const kept = (name: string, value: number | undefined): number | undefined => (full ? value : prevFs(name, m.ct, m.backupHost));
     add("fs_ok", "gauge", "1 if the container's backup holds a filesystem that walked without damage (check --fs).", labels, m.ok ? 1 : 0);
-    add("fs_errors", "gauge", "Damage found in the filesystem of the container's backup.", labels, full ? m.errors : prev("fs_errors", m.ct));
-    add("fs_files", "gauge", "Files in the filesystem of the container's backup.", labels, full ? m.files : prev("fs_files", m.ct));
-    add("fs_directories", "gauge", "Folders in the filesystem of the container's backup.", labels, full ? m.directories : prev("fs_directories", m.ct));
-    add("fs_bytes_fetched", "gauge", "Repository bytes the filesystem walk fetched.", labels, full ? m.bytesFetched : prev("fs_bytes_fetched", m.ct));
-    add("fs_duration_seconds", "gauge", "Duration of the filesystem walk.", labels, full ? m.seconds : prev("fs_duration_seconds", m.ct));
-    add("fs_backup_timestamp_seconds", "gauge", "When the checked backup was taken (Unix seconds).", labels, full ? Date.parse(m.backupTime) / 1000 : prev("fs_backup_timestamp_seconds", m.ct));
-    add("fs_last_ok_timestamp_seconds", "gauge", "End of the last run that found the container's backup filesystem ok (Unix seconds).", labels, m.ok ? end : prev("fs_last_ok_timestamp_seconds", m.ct));
+    add("fs_errors", "gauge", "Damage found in the filesystem of the container's backup.", labels, kept("fs_errors", full ? m.errors : undefined));
+    add("fs_files", "gauge", "Files in the filesystem of the container's backup.", labels, kept("fs_files", full ? m.files : undefined));
+    add("fs_directories", "gauge", "Folders in the filesystem of the container's backup.", labels, kept("fs_directories", full ? m.directories : undefined));
+    add("fs_bytes_fetched", "gauge", "Repository bytes the filesystem walk fetched.", labels, kept("fs_bytes_fetched", full ? m.bytesFetched : undefined));
+    add("fs_duration_seconds", "gauge", "Duration of the filesystem walk.", labels, kept("fs_duration_seconds", full ? m.seconds : undefined));
+    add("fs_backup_timestamp_seconds", "gauge", "When the checked backup was taken (Unix seconds).", labels, kept("fs_backup_timestamp_seconds", full ? Date.parse(m.backupTime) / 1000 : undefined));
+    add("fs_last_ok_timestamp_seconds", "gauge", "End of the last run that found the container's backup filesystem ok (Unix seconds).", labels, m.ok ? end : prevFs("fs_last_ok_timestamp_seconds", m.ct, m.backupHost));
   };
   for (const m of summary.fsChecks ?? []) {
-    fsReported.add(m.ct);
+    fsReported.add(`${m.backupHost}\0${m.ct}`);
     perFs(m);
   }
   if (!ok) {
-    const before = new Set(previous.filter((s) => s.name === `${p}fs_ok` && s.labels.ct !== undefined).map((s) => s.labels.ct!));
-    for (const ct of [...before].sort()) if (!fsReported.has(ct)) perFs({ ct, ok: false });
+    // a failed run keeps the containers it did not reach, as not ok (alerts keep firing)
+    for (const s of previous.filter((x) => x.name === `${p}fs_ok` && x.labels.ct !== undefined && x.labels.backup_host !== undefined)) {
+      if (!fsReported.has(`${s.labels.backup_host}\0${s.labels.ct}`)) perFs({ ct: s.labels.ct!, backupHost: s.labels.backup_host!, ok: false });
+    }
   }
 
   const lines: string[] = [];

@@ -109,8 +109,8 @@ describe("damaged metadata in a backup", () => {
       expect(text, c.ct).toMatch(c.error);
     }
     const prom = await readFile(metrics, "utf8");
-    expect(prom).toMatch(/^ploopvault_check_fs_ok\{ct="intact",host="[^"]+"\} 1$/m);
-    for (const c of CASES) expect(prom).toMatch(new RegExp(`^ploopvault_check_fs_ok\\{ct="${c.ct}",host="[^"]+"\\} 0$`, "m"));
+    expect(prom).toMatch(/^ploopvault_check_fs_ok\{ct="intact",backup_host="[^"]+",host="[^"]+"\} 1$/m);
+    for (const c of CASES) expect(prom).toMatch(new RegExp(`^ploopvault_check_fs_ok\\{ct="${c.ct}",backup_host="[^"]+",host="[^"]+"\\} 0$`, "m"));
     expect(prom).toMatch(/^ploopvault_check_last_run_exit_code\{host="[^"]+"\} 1$/m);
   });
 });
