@@ -28,6 +28,7 @@
  */
 import { lutimes, mkdir, mkdtemp, open, rm, symlink, link, utimes, writeFile, chown, chmod } from "node:fs/promises";
 import { createHash } from "node:crypto";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -80,6 +81,25 @@ async function fileWith(path: string, pieces: { at: number; data: Buffer }[], si
     await fh.truncate(size);
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * A unix socket file at `path` with nothing listening (what a daemon leaves behind): bound
+ * by a Node server under a temporary name, hard-linked to `path`, and closed (Node removes
+ * the name it listened on; the link stays).
+ */
+async function socketFile(path: string): Promise<void> {
+  const temp = `${path}.${process.pid}.listen`;
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(temp, () => resolve());
+  });
+  try {
+    await link(temp, path);
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 }
 
@@ -198,7 +218,7 @@ async function tree201(root: string, work: string, options: Required<Pick<FsCorp
   await dir("run", 0o755);
   await run("mkfifo", ["-m", "620", join(root, "run/initctl")]);
   times.push({ path: join(root, "run/initctl"), time: T0 - 1000 * ++n });
-  await run("python3", ["-c", `import socket; socket.socket(socket.AF_UNIX).bind(${JSON.stringify(join(root, "run/daemon.sock"))})`]);
+  await socketFile(join(root, "run/daemon.sock"));
   times.push({ path: join(root, "run/daemon.sock"), time: T0 - 1000 * ++n });
   await dir("many", 0o755);
   for (let i = 0; i < options.manyFiles; i++) {
