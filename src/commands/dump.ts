@@ -4,6 +4,7 @@ import { fetchStats, openBackupFilesystemBySpec } from "../files/backup-fs.js";
 import { dumpFileContent, dumpTar, requireDumpable, streamSink, type ByteSink } from "../files/dump.js";
 import { withDumpTarget } from "../files/dump-target.js";
 import { resolveItem } from "../files/listing.js";
+import { watchStdout } from "../files/stdout.js";
 import { displayPath } from "../fs/walk.js";
 import { formatBytes } from "../util/format.js";
 import { addCommonOptions, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
@@ -65,6 +66,7 @@ skipped. With --json the summary (bytes written, bytes fetched) goes to stdout w
             return sink.write(data);
           },
         });
+        if (options.target === undefined) watchStdout();
         const result = options.target === undefined ? await write(counting(streamSink(process.stdout))) : await withDumpTarget(options.target, options.force === true, (sink) => write(counting(sink)));
         for (const s of result.skipped) out.warn(`${s}: a socket, not stored in the tar stream`);
         const stats = fetchStats(backup.disk.stats);

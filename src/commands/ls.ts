@@ -1,6 +1,7 @@
 import { Command, Option } from "commander";
 import { fetchStats, openBackupFilesystemBySpec } from "../files/backup-fs.js";
 import { listNodes, longLine } from "../files/listing.js";
+import { watchStdout } from "../files/stdout.js";
 import { formatBytes } from "../util/format.js";
 import { addCommonOptions, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
 
@@ -42,8 +43,11 @@ permissions, uid, gid, size, links, inode, mtime, target), then a summary
         const backup = await openBackupFilesystemBySpec(repo, spec, options.stateDir, { ...(options.partition === undefined ? {} : { partition: options.partition }), ...(options.host === undefined ? {} : { host: options.host }) });
         for (const w of backup.fs.warnings) out.warn(w);
         let entries = 0;
+        const stdout = watchStdout();
         for await (const node of listNodes(backup.fs, path, { recursive: options.recursive === true })) {
-          entries++;
+          if (stdout.closed) return;
+          // let a broken pipe's 'error' event in now and then (the loop itself never leaves the microtask queue)
+          if (++entries % 256 === 0) await new Promise((resolve) => setImmediate(resolve));
           if (out.json) out.jsonResult({ struct_type: "node", ...node });
           else out.result(options.long ? longLine(node) : node.path);
         }

@@ -5,6 +5,7 @@
  * a tar archive (GNU tar skips them too) and are reported as skipped.
  */
 import type { Writable } from "node:stream";
+import { PloopvaultError } from "../errors.js";
 import { PathError } from "../fs/errors.js";
 import { deviceNumbers } from "../fs/ext/inode.js";
 import type { ExtFilesystem, Inode } from "../fs/ext/filesystem.js";
@@ -22,6 +23,7 @@ export function streamSink(stream: Writable): ByteSink & { bytes: number } {
   const sink = {
     bytes: 0,
     write(data: Buffer): Promise<void> {
+      if (stream.destroyed || stream.writableEnded) return Promise.reject(new PloopvaultError("the reader of the dump closed it before the end (broken pipe)"));
       sink.bytes += data.length;
       if (stream.write(data)) return Promise.resolve();
       return new Promise<void>((resolve, reject) => {
@@ -32,7 +34,7 @@ export function streamSink(stream: Writable): ByteSink & { bytes: number } {
           else resolve();
         };
         const onDrain = (): void => done();
-        const onError = (error: Error): void => done(error);
+        const onError = (error: NodeJS.ErrnoException): void => done(error.code === "EPIPE" ? new PloopvaultError("the reader of the dump closed it before the end (broken pipe)") : error);
         stream.once("drain", onDrain);
         stream.once("error", onError);
       });

@@ -120,6 +120,17 @@ async function snapshot(root: string): Promise<Map<string, { type: string; mode:
 }
 
 describe("edge cases of names, sizes, owners and times", () => {
+  it("a reader that stops early: ls ends quietly, dump says so in one line", async () => {
+    const cli = `${process.execPath} ${join(process.cwd(), "dist/src/cli.js")}`;
+    const repo = repoArgs.join(" ");
+    const ls = await execa("bash", ["-c", `${cli} ls ${repo} edge / | head -1 >/dev/null; echo "exit \${PIPESTATUS[0]}"`], { reject: false });
+    expect(ls.stdout.trim()).toBe("exit 0");
+    expect(ls.stderr).not.toMatch(/Error|at /);
+    const dump = await execa("bash", ["-c", `${cli} dump ${repo} edge /ten-gib-sparse | head -c 100 >/dev/null; echo "exit \${PIPESTATUS[0]}"`], { reject: false });
+    expect(dump.stdout.trim()).toBe("exit 1");
+    expect(dump.stderr.trim()).toBe("ploopvault: the reader of the dump closed it before the end (broken pipe)");
+  });
+
   it("ls shows odd names escaped, and dump takes them back", async () => {
     const r = await runCli(["ls", ...repoArgs, "edge", "/", "--json"]);
     expect(r.code, r.stderr).toBe(0);
