@@ -43,6 +43,7 @@ are normal after an interrupted backup; prune removes them.
     .action(async (backups: string[], options: CheckOptions) => {
       const out = new Output(options);
       if (backups.length > 0 && options.fs !== true) throw new UsageError("backups to check are given only with --fs (the repository check covers every backup)");
+      if (options.fs === true && options.readData === true) throw new UsageError("--fs and --read-data are separate checks: run them one after the other");
       if (options.fs === true) return checkFilesystems(backups, options, out);
       const repo = await openRepository(options);
       try {

@@ -105,6 +105,7 @@ complete; Ctrl-C removes the partial files.
 async function restoreIncluded(spec: string, options: RestoreOptions, out: Output): Promise<void> {
   if (process.argv.includes("--format")) throw new UsageError("--include restores files into the folder --target: --format does not apply");
   if (options.target === "-") throw new UsageError("--include needs a folder as --target (dump writes single files to stdout)");
+  if (options.seed !== undefined) throw new UsageError("--seed applies to whole-disk restores, not to --include");
   const repo = await openRepository(options);
   const abort = new AbortController();
   const onSignal = (): void => abort.abort();

@@ -13,7 +13,7 @@ import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openBackupFilesystemBySpec, type BackupFilesystem } from "../../src/files/backup-fs.js";
 import { dumpFileContent } from "../../src/files/dump.js";
-import { resolveItem } from "../../src/files/listing.js";
+import { resolveItem, type FileNode } from "../../src/files/listing.js";
 import { Repository } from "../../src/repository/repository.js";
 import { openStore } from "../../src/uploader/open.js";
 import { jsonLines, runCli } from "../helpers/cli.js";
@@ -23,20 +23,7 @@ import { createHash } from "node:crypto";
 
 const CTS = ["201", "202", "203"] as const;
 
-interface Node {
-  path: string;
-  type: string;
-  mode: number;
-  permissions: string;
-  uid: number;
-  gid: number;
-  size: number;
-  links: number;
-  inode: number;
-  mtime: string;
-  target?: string;
-  device?: { major: number; minor: number };
-}
+type Node = FileNode;
 
 let corpus: FsCorpus;
 let work: string;
