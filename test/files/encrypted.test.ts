@@ -65,7 +65,7 @@ describe.each(CTS)("encrypted repository on S3, disk %s", (ct) => {
     const check = await runCli(["check", ...repo.args, "--fs", ct, "--json"], { env });
     expect(check.code, check.stderr).toBe(0);
     expect(jsonLines<{ status: string }>(check.stdout)[0]!.status).toBe("ok");
-  });
+  }, 300_000);
 });
 
 it("a wrong password is refused with exit 5", async () => {

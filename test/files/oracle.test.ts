@@ -88,7 +88,7 @@ describe.each(CTS)("disk %s", (ct) => {
       expect([Number(m![3]), Number(m![4]), m![8]], row).toEqual([e.uid, e.gid, e.target]);
       expect(Date.parse(`${m![6]!.replace(" ", "T")}Z`) / 1000, row).toBe(e.mtimeSec);
     }
-  });
+  }, 300_000);
 
   it("dump gives every file's content as rdump does", async () => {
     const oracle = oracles.get(ct)!.entries;
@@ -123,7 +123,7 @@ describe.each(CTS)("disk %s", (ct) => {
       expect(jsonLines<{ bytesWritten: number; bytesFetched: number }>(t.stdout)[0]!.bytesWritten).toBe(e.size);
       expect(((await lstat(viaTarget)).mode & 0o777).toString(8)).toBe("600");
     }
-  });
+  }, 300_000);
 
   it("a tar stream of / lists and extracts with GNU tar as debugfs has it", async () => {
     const oracle = oracles.get(ct)!.entries;
@@ -166,7 +166,7 @@ describe.each(CTS)("disk %s", (ct) => {
     await execa("mkdir", [extracted]);
     await execa("tar", ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", tar, "-C", extracted]);
     await compareTree(extracted, oracle, { mtimeToleranceNs: 0n });
-  });
+  }, 300_000);
 
   it("restore --include / writes every entry into the folder as debugfs has it", async () => {
     const oracle = oracles.get(ct)!.entries;
@@ -178,5 +178,5 @@ describe.each(CTS)("disk %s", (ct) => {
     expect(summary.bytesFetched).toBeGreaterThan(0);
     // utimes takes floating-point seconds: the restored mtime is exact to the microsecond
     await compareTree(target, oracle, { mtimeToleranceNs: 1000n });
-  });
+  }, 300_000);
 });
