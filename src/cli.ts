@@ -22,6 +22,7 @@ import { serveNbdCommand } from "./commands/serve-nbd.js";
 import { snapshotsCommand } from "./commands/snapshots.js";
 import { EXIT_FAILURE, EXIT_USAGE, errorLine, PloopvaultError } from "./errors.js";
 import { afterCommand, beforeCommand } from "./ops/session.js";
+import { activeZstdBinding } from "./util/zstd.js";
 import { TOOL_VERSION } from "./version.js";
 
 const PROGRAM_HELP = `
@@ -41,7 +42,9 @@ AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance roles), repository passwords from
 PLOOPVAULT_PASSWORD, --password-file or a prompt.
 
 Environment: PLOOPVAULT_REPO, PLOOPVAULT_CONFIG, PLOOPVAULT_STATE, PLOOPVAULT_PLOOP,
-PLOOPVAULT_PASSWORD, PLOOPVAULT_PASSWORD_FILE, AWS_ENDPOINT_URL, AWS_REGION.
+PLOOPVAULT_PASSWORD, PLOOPVAULT_PASSWORD_FILE, AWS_ENDPOINT_URL, AWS_REGION,
+PLOOPVAULT_ZSTD (napi or zlib: force one zstd binding; default zstd-napi where
+installed, else node:zlib).
 
 Exit codes: 0 ok, 1 failure, 2 usage error, 3 partial success (some containers failed),
 4 another run holds the host lock, 5 wrong repository password.
@@ -61,7 +64,11 @@ function buildProgram(): Command {
     .showHelpAfterError(false)
     .addHelpText("after", PROGRAM_HELP)
     .exitOverride();
-  program.hook("preAction", (_program, actionCommand) => beforeCommand(program, actionCommand));
+  program.hook("preAction", (_program, actionCommand) => {
+    // a wrong PLOOPVAULT_ZSTD fails here, before the command has done anything
+    if (process.env.PLOOPVAULT_ZSTD) activeZstdBinding();
+    return beforeCommand(program, actionCommand);
+  });
   for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), pruneCommand(), checkCommand(), serveNbdCommand(), keyCommand(), releaseCommand(), lsCommand(), dumpCommand()]) {
     program.addCommand(cmd.exitOverride());
   }

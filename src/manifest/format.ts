@@ -17,7 +17,7 @@
  * ~150 for JSON, and decoding it is a linear scan with full validation.
  */
 import { createHash } from "node:crypto";
-import { zstdCompress, zstdContentSize, zstdDecompressBounded, zstdDecompressPrefix } from "../util/zstd.js";
+import { activeZstdBinding, zstdCompress, zstdContentSize, zstdDecompressBounded, zstdDecompressPrefix } from "../util/zstd.js";
 import { IntegrityError } from "../errors.js";
 import { validateChunkerParams, type ChunkerParams } from "../chunker/params.js";
 
@@ -191,6 +191,7 @@ export function decodeManifest(object: Uint8Array, name: string): Manifest {
   };
   const frame = verifyManifestEnvelope(object, name);
   const corrupt = (error: unknown): never => fail(`corrupt manifest (${error instanceof Error ? error.message : String(error)})`);
+  const zstd = activeZstdBinding(); // a missing binding is a set-up error, not a damaged manifest
   // The metadata first (decompressing only its part), then the whole payload, with a
   // limit from the geometry the metadata declares: a hostile object cannot make us
   // allocate more than its own disk's entry table needs.
@@ -203,7 +204,7 @@ export function decodeManifest(object: Uint8Array, name: string): Manifest {
   }
   if (contentSize > MAX_PAYLOAD_BYTES) fail(`manifest of ${contentSize} bytes exceeds the limit ${MAX_PAYLOAD_BYTES}`);
   try {
-    head = zstdDecompressPrefix(frame, Math.min(contentSize, 4 + MAX_METADATA_BYTES));
+    head = zstdDecompressPrefix(frame, Math.min(contentSize, 4 + MAX_METADATA_BYTES), zstd);
   } catch (error) {
     return corrupt(error);
   }
@@ -225,7 +226,7 @@ export function decodeManifest(object: Uint8Array, name: string): Manifest {
   if (contentSize > limit) fail(`manifest of ${contentSize} bytes is larger than its ${metadata.entryCount} entries need (at most ${limit})`);
   let payload: Buffer;
   try {
-    payload = zstdDecompressBounded(frame, limit);
+    payload = zstdDecompressBounded(frame, limit, zstd);
   } catch (error) {
     return corrupt(error);
   }

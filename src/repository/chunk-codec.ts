@@ -16,7 +16,7 @@ import { open, seal, SEALED_CHUNK } from "../crypto/aead.js";
 import { AuthenticationFailure } from "../crypto/errors.js";
 import type { DataKeys } from "../crypto/keys.js";
 import { IntegrityError } from "../errors.js";
-import { zstdCompress, zstdDecompressBounded } from "../util/zstd.js";
+import { activeZstdBinding, zstdCompress, zstdDecompressBounded } from "../util/zstd.js";
 import type { ChunkIdSet } from "./chunk-id-set.js";
 import { chunkKey } from "./layout.js";
 
@@ -51,8 +51,9 @@ function decompressChunk(object: Uint8Array, expectedIdHex: string, maxBytes: nu
   if (object.length < 1 || object[0] !== CHUNK_FORMAT_ZSTD) {
     throw new IntegrityError(`chunk ${expectedIdHex}: unknown chunk format ${object.length < 1 ? "(empty object)" : `0x${object[0]!.toString(16)}`}`);
   }
+  const zstd = activeZstdBinding(); // a missing binding is a set-up error, not a damaged chunk
   try {
-    return zstdDecompressBounded(object.subarray(1), maxBytes);
+    return zstdDecompressBounded(object.subarray(1), maxBytes, zstd);
   } catch (error) {
     throw new IntegrityError(`chunk ${expectedIdHex}: cannot be decompressed (${error instanceof Error ? error.message : String(error)})`);
   }

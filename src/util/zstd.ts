@@ -1,20 +1,169 @@
 /**
- * zstd with a bound on the decompressed size: a stored object is untrusted input, and
- * a frame header claiming gigabytes must not make us allocate them.
+ * zstd through one of two bindings of the same library (zstd 1.5.7 in both today):
+ *  - "napi": the zstd-napi package, an optional dependency (it compiles C++ on install,
+ *    or fetches a prebuilt binary; where neither works npm skips it);
+ *  - "zlib": zstd built into node:zlib (Node >= 22.15, 23.8).
+ * By default napi where it is installed (measured faster: ~5-10 % compressing 256 KiB
+ * chunks at level 3, ~30 % decompressing; bench/stages.ts), else zlib.
+ * PLOOPVAULT_ZSTD=napi|zlib forces one (tests run the suite with each).
+ *
+ * Both write standard zstd frames with the content size in the header, so objects
+ * written through either are read through the other (test/util/zstd.test.ts); the bytes
+ * may differ slightly (streaming vs one-shot block splitting), never their meaning.
+ *
+ * Decompression is bounded: a stored object is untrusted input, and a frame header
+ * claiming gigabytes must not make us allocate them. The frames are walked first
+ * (zstd-frame.ts) and their declared sizes checked against the limit; a prefix of the
+ * content can be had without decompressing the rest (zstdDecompressPrefix).
  */
 import { createRequire } from "node:module";
-import { compress, decompress } from "zstd-napi";
+import * as zlib from "node:zlib";
+import { PloopvaultError } from "../errors.js";
+import { listZstdFrames, zstdContentBytes, zstdFrameBlocks } from "./zstd-frame.js";
 
-interface ZstdBinding {
-  getFrameContentSize(frame: Uint8Array): number | null;
-  findFrameCompressedSize(frame: Uint8Array): number;
+export type ZstdBindingName = "napi" | "zlib";
+export const ZSTD_BINDING_NAMES: readonly ZstdBindingName[] = ["napi", "zlib"];
+
+export interface ZstdBinding {
+  readonly name: ZstdBindingName;
+  /** `checksum` adds zstd's content checksum (xxhash64), verified on decompression. */
+  compress(data: Uint8Array, level: number, checksum: boolean): Buffer;
+  /** Decompress one whole frame whose header declares `contentBytes`. */
+  decompress(frame: Uint8Array, contentBytes: number): Buffer;
+  /**
+   * At least the first `maxBytes` (< contentBytes) of one frame's content, decompressing
+   * little more than needed and allocating at most ~16 x maxBytes; fewer only for a frame
+   * of mostly tiny blocks, which no zstd compressor writes unasked.
+   */
+  decompressPrefix(frame: Uint8Array, contentBytes: number, maxBytes: number): Buffer;
+}
+
+/** The part of zstd-napi used here (declared locally: the package is optional). */
+interface ZstdNapi {
+  compress(data: Uint8Array, parameters: { compressionLevel: number; checksumFlag: boolean }): Buffer;
+  decompress(data: Uint8Array): Buffer;
+}
+interface ZstdNapiBinding {
   DCtx: new () => { decompressStream(dst: Uint8Array, src: Uint8Array): [number, number, number] };
 }
-const binding = createRequire(import.meta.url)("zstd-napi/binding") as ZstdBinding;
+
+function loadNapi(): ZstdBinding | null {
+  let napi: ZstdNapi;
+  let native: ZstdNapiBinding;
+  try {
+    const require = createRequire(import.meta.url);
+    napi = require("zstd-napi") as ZstdNapi;
+    native = require("zstd-napi/binding") as ZstdNapiBinding;
+  } catch {
+    return null;
+  }
+  return {
+    name: "napi",
+    compress: (data, level, checksum) => napi.compress(data, { compressionLevel: level, checksumFlag: checksum }),
+    decompress: (frame) => napi.decompress(frame),
+    // a streaming context: it stops where the output buffer is full
+    decompressPrefix: (frame, _contentBytes, maxBytes) => {
+      const dctx = new native.DCtx();
+      const out = Buffer.allocUnsafe(maxBytes);
+      let produced = 0;
+      let consumed = 0;
+      while (produced < maxBytes && consumed < frame.length) {
+        const [, wrote, read] = dctx.decompressStream(out.subarray(produced), frame.subarray(consumed));
+        produced += wrote;
+        consumed += read;
+        if (wrote === 0 && read === 0) break;
+      }
+      return out.subarray(0, produced);
+    },
+  };
+}
+
+/** node:zlib's zstd functions (typed by @types/node 24; absent at run time before Node 22.15). */
+type ZlibZstd = Pick<typeof zlib, "zstdCompressSync" | "zstdDecompressSync">;
+
+function loadZlib(): ZstdBinding | null {
+  const z = zlib as Partial<ZlibZstd>;
+  if (typeof z.zstdCompressSync !== "function" || typeof z.zstdDecompressSync !== "function") return null;
+  const { ZSTD_c_compressionLevel, ZSTD_c_checksumFlag, ZSTD_e_continue } = zlib.constants;
+  const compress = z.zstdCompressSync;
+  const decompress = z.zstdDecompressSync;
+  // One output buffer of the declared size; maxOutputLength bounds it again.
+  const decompressFrame = (frame: Uint8Array, contentBytes: number): Buffer => decompress(frame, { chunkSize: Math.max(64, contentBytes), maxOutputLength: Math.max(1, contentBytes) });
+  return {
+    name: "zlib",
+    // One call with all input and ZSTD_e_end: zstd learns the size and writes it in the frame header.
+    compress: (data, level, checksum) => compress(data, { params: { [ZSTD_c_compressionLevel]: level, [ZSTD_c_checksumFlag]: checksum ? 1 : 0 } }),
+    decompress: decompressFrame,
+    // node:zlib has no synchronous streaming: give it the frame up to a block boundary
+    // (ZSTD_e_continue: a cut frame is not an error) whose blocks can hold maxBytes at most
+    // a block more, and take more blocks (up to 16x) only if they held less.
+    decompressPrefix: (frame, contentBytes, maxBytes) => {
+      const blocks = zstdFrameBlocks(frame);
+      let out = Buffer.alloc(0);
+      for (let allowance = maxBytes; allowance <= 16 * maxBytes; allowance *= 2) {
+        let room = 0;
+        let taken = 0;
+        while (taken < blocks.length && room < allowance) room += blocks[taken++]!.maxContent;
+        if (taken === blocks.length) return decompressFrame(frame, contentBytes).subarray(0, maxBytes); // content <= room
+        out = decompress(frame.subarray(0, blocks[taken - 1]!.end), { finishFlush: ZSTD_e_continue, chunkSize: Math.max(64, Math.min(room, contentBytes)), maxOutputLength: room });
+        if (out.length >= maxBytes) return out.subarray(0, maxBytes);
+      }
+      return out;
+    },
+  };
+}
+
+const loaded = new Map<ZstdBindingName, ZstdBinding | null>();
+
+/** The binding of that name, or null where it is not available (not installed, or Node too old). */
+export function zstdBinding(name: ZstdBindingName): ZstdBinding | null {
+  if (!loaded.has(name)) loaded.set(name, name === "napi" ? loadNapi() : loadZlib());
+  return loaded.get(name)!;
+}
+
+let selected: ZstdBinding | undefined;
+
+/** The binding this process uses: PLOOPVAULT_ZSTD if set, else napi where installed, else zlib. */
+export function activeZstdBinding(): ZstdBinding {
+  if (selected !== undefined) return selected;
+  const forced = process.env.PLOOPVAULT_ZSTD;
+  if (forced !== undefined && forced !== "") {
+    if (!(ZSTD_BINDING_NAMES as readonly string[]).includes(forced)) {
+      throw new PloopvaultError(`PLOOPVAULT_ZSTD=${JSON.stringify(forced).slice(0, 40)}: unknown zstd binding (use napi or zlib)`);
+    }
+    const binding = zstdBinding(forced as ZstdBindingName);
+    if (binding === null) throw new PloopvaultError(`PLOOPVAULT_ZSTD=${forced}: ${unavailable(forced as ZstdBindingName)}`);
+    selected = binding;
+    return binding;
+  }
+  const binding = zstdBinding("napi") ?? zstdBinding("zlib");
+  if (binding === null) throw new PloopvaultError(`no zstd available: ${unavailable("zlib")}, and ${unavailable("napi")}`);
+  selected = binding;
+  return binding;
+}
+
+function unavailable(name: ZstdBindingName): string {
+  return name === "napi"
+    ? "the optional package zstd-napi is not installed (npm skips it where it cannot be built)"
+    : `Node ${process.version} has no zstd in node:zlib (Node >= 22.15 has; Node 24 LTS is the supported runtime)`;
+}
 
 /** `checksum` adds zstd's content checksum (xxhash64), verified on decompression. */
-export function zstdCompress(data: Uint8Array, level: number, checksum = false): Buffer {
-  return compress(data, { compressionLevel: level, checksumFlag: checksum });
+export function zstdCompress(data: Uint8Array, level: number, checksum = false, binding: ZstdBinding = activeZstdBinding()): Buffer {
+  return binding.compress(data, level, checksum);
+}
+
+/** Throws an Error (caller adds context) if the data is not exactly whole frames within maxBytes. */
+export function zstdDecompressBounded(data: Uint8Array, maxBytes: number, binding: ZstdBinding = activeZstdBinding()): Buffer {
+  const frames = listZstdFrames(data, maxBytes);
+  // Frame by frame: node:zlib on Node 22 stops at the first frame's end (Node 24 does not).
+  // A stored object is one frame, so this is one call.
+  const parts = frames.filter((f) => !f.skippable).map((f) => {
+    const plain = binding.decompress(data.subarray(f.offset, f.offset + f.frameBytes), f.contentBytes);
+    if (plain.length !== f.contentBytes) throw new Error(`zstd frame at byte ${f.offset} holds ${plain.length} bytes, its header declares ${f.contentBytes}`);
+    return plain;
+  });
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
 }
 
 /**
@@ -22,22 +171,7 @@ export function zstdCompress(data: Uint8Array, level: number, checksum = false):
  * an Error (caller adds context) for a frame without a size or damaged frame boundaries.
  */
 export function zstdContentSize(data: Uint8Array): number {
-  let total = 0;
-  let frame = data;
-  while (frame.length > 0) {
-    const size = binding.getFrameContentSize(frame);
-    if (size === null) throw new Error("zstd frame without a content size");
-    total += size;
-    frame = frame.subarray(binding.findFrameCompressedSize(frame));
-  }
-  return total;
-}
-
-/** Throws an Error (caller adds context) if the data is not exactly one frame set within maxBytes. */
-export function zstdDecompressBounded(data: Uint8Array, maxBytes: number): Buffer {
-  const total = zstdContentSize(data);
-  if (total > maxBytes) throw new Error(`zstd content size ${total} exceeds the limit ${maxBytes}`);
-  return decompress(data);
+  return zstdContentBytes(data);
 }
 
 /**
@@ -46,16 +180,18 @@ export function zstdDecompressBounded(data: Uint8Array, maxBytes: number): Buffe
  * Nothing is verified beyond what zstd checks on the way (the content checksum is at the
  * end of a frame: callers decompress the whole object before trusting it).
  */
-export function zstdDecompressPrefix(data: Uint8Array, maxBytes: number): Buffer {
-  const dctx = new binding.DCtx();
-  const out = Buffer.allocUnsafe(maxBytes);
+export function zstdDecompressPrefix(data: Uint8Array, maxBytes: number, binding: ZstdBinding = activeZstdBinding()): Buffer {
+  const parts: Buffer[] = [];
   let produced = 0;
-  let consumed = 0;
-  while (produced < maxBytes && consumed < data.length) {
-    const [, wrote, read] = dctx.decompressStream(out.subarray(produced), data.subarray(consumed));
-    produced += wrote;
-    consumed += read;
-    if (wrote === 0 && read === 0) break;
+  for (const f of listZstdFrames(data)) {
+    if (produced >= maxBytes) break;
+    if (f.skippable || f.contentBytes === 0) continue;
+    const frame = data.subarray(f.offset, f.offset + f.frameBytes);
+    const want = maxBytes - produced;
+    const part = f.contentBytes <= want ? binding.decompress(frame, f.contentBytes) : binding.decompressPrefix(frame, f.contentBytes, want);
+    parts.push(part);
+    produced += part.length;
+    if (part.length < Math.min(want, f.contentBytes)) break; // a short prefix: nothing after it can follow on
   }
-  return out.subarray(0, produced);
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
 }
