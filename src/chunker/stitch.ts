@@ -17,18 +17,11 @@
  */
 import { cutMasks, findCut, newScanState, type CutMasks } from "./fastcdc.js";
 import type { ChunkerParams } from "./params.js";
+import { findCuts } from "./scan.js";
 
 /** Real cut ends (not the remainder) of `block` chunked from a fresh state at its start. */
 export function candidateCuts(block: Uint8Array, params: ChunkerParams, masks: CutMasks = cutMasks(params)): number[] {
-  const cuts: number[] = [];
-  const state = newScanState();
-  let start = 0;
-  for (;;) {
-    const at = findCut(block, start, block.length, params, masks, state);
-    if (at < 0) return cuts;
-    cuts.push(at);
-    start = at;
-  }
+  return findCuts(block, 0, block.length, params, masks, newScanState());
 }
 
 export type StitchedChunk =

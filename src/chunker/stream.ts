@@ -1,10 +1,11 @@
 /**
- * Streaming wrapper around findCut: feed the bytes of one contiguous data region in
+ * Streaming wrapper around findCut/findCuts: feed the bytes of one contiguous data region in
  * buffers of any size, get back complete chunks. A chunk may span input buffers; the
  * pending tail (< maxSize) is copied once so the caller may reuse its buffers.
  */
 import { cutMasks, findCut, newScanState, type CutMasks, type ScanState } from "./fastcdc.js";
 import type { ChunkerParams } from "./params.js";
+import { findCuts } from "./scan.js";
 
 export class StreamChunker {
   private readonly masks: CutMasks;
@@ -41,15 +42,11 @@ export class StreamChunker {
       work = data;
     }
     let start = from;
-    while (start < work.length) {
-      const at = findCut(work, start, work.length, this.params, this.masks, this.state);
-      if (at < 0) {
-        this.pending = Buffer.from(work.subarray(start));
-        break;
-      }
+    for (const at of findCuts(work, start, work.length, this.params, this.masks, this.state)) {
       chunks.push(work.subarray(start, at));
       start = at;
     }
+    if (start < work.length) this.pending = Buffer.from(work.subarray(start));
     return chunks;
   }
 
@@ -66,17 +63,11 @@ export class StreamChunker {
 /** Cut points of one whole buffer (for tests and measurements). */
 export function chunkBuffer(data: Buffer, params: ChunkerParams): number[] {
   const lengths: number[] = [];
-  const masks = cutMasks(params);
-  const state = newScanState();
   let start = 0;
-  while (start < data.length) {
-    const at = findCut(data, start, data.length, params, masks, state);
-    if (at < 0) {
-      lengths.push(data.length - start);
-      break;
-    }
+  for (const at of findCuts(data, 0, data.length, params, cutMasks(params), newScanState())) {
     lengths.push(at - start);
     start = at;
   }
+  if (start < data.length) lengths.push(data.length - start);
   return lengths;
 }
