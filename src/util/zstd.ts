@@ -19,7 +19,7 @@
 import { createRequire } from "node:module";
 import * as zlib from "node:zlib";
 import { PloopvaultError } from "../errors.js";
-import { listZstdFrames, zstdContentBytes, zstdFrameBlocks } from "./zstd-frame.js";
+import { listZstdFrames, ZSTD_MAX_BLOCK_CONTENT, zstdContentBytes, zstdFrameBlocks } from "./zstd-frame.js";
 
 export type ZstdBindingName = "napi" | "zlib";
 export const ZSTD_BINDING_NAMES: readonly ZstdBindingName[] = ["napi", "zlib"];
@@ -31,9 +31,8 @@ export interface ZstdBinding {
   /** Decompress one whole frame whose header declares `contentBytes`. */
   decompress(frame: Uint8Array, contentBytes: number): Buffer;
   /**
-   * At least the first `maxBytes` (< contentBytes) of one frame's content, decompressing
-   * little more than needed and allocating at most ~16 x maxBytes; fewer only for a frame
-   * of mostly tiny blocks, which no zstd compressor writes unasked.
+   * The first `maxBytes` (< contentBytes) of one frame's content, decompressing little
+   * more than needed and allocating at most maxBytes + one block (128 KiB).
    */
   decompressPrefix(frame: Uint8Array, contentBytes: number, maxBytes: number): Buffer;
 }
@@ -94,21 +93,34 @@ function loadZlib(): ZstdBinding | null {
     // One call with all input and ZSTD_e_end: zstd learns the size and writes it in the frame header.
     compress: (data, level, checksum) => compress(data, { params: { [ZSTD_c_compressionLevel]: level, [ZSTD_c_checksumFlag]: checksum ? 1 : 0 } }),
     decompress: decompressFrame,
-    // node:zlib has no synchronous streaming: give it the frame up to a block boundary
-    // (ZSTD_e_continue: a cut frame is not an error) whose blocks can hold maxBytes at most
-    // a block more, and take more blocks (up to 16x) only if they held less.
-    decompressPrefix: (frame, contentBytes, maxBytes) => {
+    // node:zlib has no synchronous streaming: give it the frame cut after some block
+    // (ZSTD_e_continue: a cut frame is not an error). The fewest blocks that hold maxBytes
+    // hold less than maxBytes + one block, so that bounds every attempt's output; the
+    // first guess counts blocks as full, then a binary search over the block count.
+    decompressPrefix: (frame, _contentBytes, maxBytes) => {
       const blocks = zstdFrameBlocks(frame);
-      let out = Buffer.alloc(0);
-      for (let allowance = maxBytes; allowance <= 16 * maxBytes; allowance *= 2) {
-        let room = 0;
-        let taken = 0;
-        while (taken < blocks.length && room < allowance) room += blocks[taken++]!.maxContent;
-        if (taken === blocks.length) return decompressFrame(frame, contentBytes).subarray(0, maxBytes); // content <= room
-        out = decompress(frame.subarray(0, blocks[taken - 1]!.end), { finishFlush: ZSTD_e_continue, chunkSize: Math.max(64, Math.min(room, contentBytes)), maxOutputLength: room });
-        if (out.length >= maxBytes) return out.subarray(0, maxBytes);
+      const cap = maxBytes + ZSTD_MAX_BLOCK_CONTENT;
+      const attempt = (count: number): Buffer | null => {
+        try {
+          return decompress(frame.subarray(0, blocks[count - 1]!.end), { finishFlush: ZSTD_e_continue, chunkSize: Math.min(cap, 1 << 20), maxOutputLength: cap });
+        } catch (error) {
+          if ((error as { code?: unknown }).code === "ERR_BUFFER_TOO_LARGE") return null; // more than enough
+          throw error;
+        }
+      };
+      let enough = blocks.length; // all blocks hold the whole content, more than maxBytes
+      let tooFew = 0;
+      let count = 0;
+      for (let room = 0; count < blocks.length && room < maxBytes; ) room += blocks[count++]!.maxContent;
+      for (;;) {
+        const out = attempt(count);
+        if (out !== null && out.length >= maxBytes) return out.subarray(0, maxBytes);
+        if (out === null) enough = count;
+        else tooFew = count;
+        // a frame whose blocks hold less than its header declares (zstd would fail at its end)
+        if (enough - tooFew <= 1 && count === enough) throw new Error(`zstd frame holds less than the ${maxBytes} bytes asked for`);
+        count = enough - tooFew <= 1 ? enough : (tooFew + enough) >> 1;
       }
-      return out;
     },
   };
 }

@@ -9,12 +9,13 @@ import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import * as zlib from "node:zlib";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CHUNK_FORMAT_ZSTD, chunkId, decodeChunk, encodeChunk } from "../../src/repository/chunk-codec.js";
 import { decodeManifest, encodeManifest, verifyManifestEnvelope } from "../../src/manifest/format.js";
-import { activeZstdBinding, ZSTD_BINDING_NAMES, zstdBinding, zstdCompress, zstdDecompressBounded, type ZstdBinding } from "../../src/util/zstd.js";
-import { readZstdFrame, zstdContentBytes } from "../../src/util/zstd-frame.js";
+import { activeZstdBinding, ZSTD_BINDING_NAMES, zstdBinding, zstdCompress, zstdContentSize, zstdDecompressBounded, zstdDecompressPrefix, type ZstdBinding } from "../../src/util/zstd.js";
+import { readZstdFrame, zstdContentBytes, zstdFrameBlocks } from "../../src/util/zstd-frame.js";
 import { seededRandom, seededText } from "../chunker/inputs.js";
 import { PROJECT_ROOT } from "../helpers/s3-server.js";
 import { fixtureChunkPlain, fixtureManifest } from "./format-fixtures.js";
@@ -101,6 +102,51 @@ describe("zstd bindings", () => {
           expect(readZstdFrame(frame), `${writer.name}, ${what}`).toEqual({ frameBytes: native.findFrameCompressedSize(frame), contentBytes: native.getFrameContentSize(frame), skippable: false });
         }
       }
+    }
+  });
+
+  /** A frame of many small compressed blocks (a flush after every 1000 bytes), with its content size. */
+  async function flushedFrame(data: Buffer): Promise<Buffer | null> {
+    if (typeof zlib.createZstdCompress !== "function") return null;
+    const stream = zlib.createZstdCompress({ pledgedSrcSize: data.length, params: { [zlib.constants.ZSTD_c_compressionLevel]: 3 } });
+    const out: Buffer[] = [];
+    stream.on("data", (c: Buffer) => out.push(c));
+    const ended = new Promise((resolve) => stream.on("end", resolve));
+    for (let i = 0; i < data.length; i += 1000) {
+      stream.write(data.subarray(i, i + 1000));
+      await new Promise<void>((resolve) => stream.flush(() => resolve()));
+    }
+    stream.end();
+    await ended;
+    return Buffer.concat(out);
+  }
+
+  it("a prefix of the content, the same through every binding, whatever the frame's blocks", async () => {
+    const text = seededText(3 << 20, "prefix");
+    const frames: [string, Buffer][] = bindings.map((b) => [`${b.name}, level 3`, zstdCompress(text, 3, true, b)]);
+    const flushed = await flushedFrame(text.subarray(0, 300_000));
+    if (flushed !== null) frames.push(["300 small blocks", flushed]);
+    frames.push(["two frames and a skippable one", Buffer.concat([zstdCompress(text.subarray(0, 70_000), 3), Buffer.from([0x50, 0x2a, 0x4d, 0x18, 0, 0, 0, 0]), zstdCompress(text.subarray(70_000, 500_000), 1)])]);
+    for (const [what, frame] of frames) {
+      if (!what.startsWith("two frames")) expect(zstdFrameBlocks(frame).length, what).toBeGreaterThan(2);
+      const content = zstdContentSize(frame);
+      for (const binding of bindings) {
+        for (const want of [1, 4, 1000, 65_537, 128 << 10, 1 << 20, (1 << 20) + 4, content - 1, content, content + 10]) {
+          const prefix = zstdDecompressPrefix(frame, want, binding);
+          expect(prefix.equals(text.subarray(0, Math.min(want, content))), `${what}, ${binding.name}, ${want} bytes`).toBe(true);
+        }
+      }
+    }
+  });
+
+  it("a prefix never decompresses much more than asked (a frame of 256 MiB of zeros, 1 MiB asked)", () => {
+    const zeros = Buffer.alloc(256 << 20);
+    for (const binding of bindings) {
+      const frame = zstdCompress(zeros, 3, false, binding);
+      const before = process.memoryUsage().arrayBuffers;
+      const prefix = zstdDecompressPrefix(frame, 1 << 20, binding);
+      expect(prefix.length).toBe(1 << 20);
+      expect(process.memoryUsage().arrayBuffers - before, binding.name).toBeLessThan(16 << 20);
     }
   });
 
