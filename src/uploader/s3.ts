@@ -2,7 +2,11 @@
  * A repository in an S3 bucket (AWS or any S3-compatible server: Ceph RGW, MinIO...),
  * under an optional key prefix.
  *
- * - put: one PutObject with the whole body (S3 PUTs are atomic); ifAbsent sends
+ * - put: one PutObject with the whole body (S3 PUTs are atomic), or from
+ *   `multipartThresholdBytes` on (manifests of large disks: ~150 MB for 1 TiB) a managed
+ *   multipart upload (@aws-sdk/lib-storage): parts of `multipartPartBytes` sent 4 at a
+ *   time, each retried on its own, the upload aborted on failure so no parts are left
+ *   behind; the object appears only when CompleteMultipartUpload succeeds. ifAbsent sends
  *   `If-None-Match: *` and maps 412 to kind "exists"; ifMatch sends `If-Match: <etag>`
  *   and maps 412 (and 404: object gone) to kind "changed" (AWS S3 since 2024, Ceph RGW;
  *   a 412 to the quoted ETag is retried once unquoted, which is what RGW 16.2 compares).
@@ -28,6 +32,7 @@
  */
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
+import { Upload } from "@aws-sdk/lib-storage";
 import {
   CreateBucketCommand,
   DeleteObjectsCommand,
@@ -74,6 +79,10 @@ export interface S3StoreOptions {
   requestTimeoutMs?: number;
   /** No retry starts later than this many milliseconds after an operation's first attempt. Default 300000. */
   retryBudgetMs?: number;
+  /** Objects of at least this many bytes are sent as multipart uploads. Default 64 MiB. */
+  multipartThresholdBytes?: number;
+  /** Part size of multipart uploads, >= 5 MiB (the S3 minimum). Default 16 MiB. */
+  multipartPartBytes?: number;
 }
 
 export const S3_DEFAULTS = {
@@ -83,6 +92,10 @@ export const S3_DEFAULTS = {
   idleTimeoutMs: 20_000,
   requestTimeoutMs: 300_000,
   retryBudgetMs: 300_000,
+  multipartThresholdBytes: 64 << 20,
+  multipartPartBytes: 16 << 20,
+  /** Parts in flight per multipart upload. */
+  multipartConcurrency: 4,
 };
 
 /** Backoff of transient failures (5xx, resets, timeouts): full jitter over base * 2^n, capped. */
@@ -291,6 +304,8 @@ export class S3Store implements ObjectStore {
   /** Set once HeadBucket confirmed the bucket (tells a 404 HEAD of a key from a missing bucket). */
   private bucketVerified = false;
   private control: S3Store | null = null;
+  private readonly multipartThresholdBytes: number;
+  private readonly multipartPartBytes: number;
 
   constructor(private readonly options: S3StoreOptions) {
     if (!/^[a-z0-9][a-z0-9.\-_]{1,254}$/i.test(options.bucket)) {
@@ -306,6 +321,14 @@ export class S3Store implements ObjectStore {
     this.maxAttempts = options.maxAttempts ?? S3_DEFAULTS.maxAttempts;
     if (!Number.isInteger(this.maxAttempts) || this.maxAttempts < 1) throw new StoreError("io", `invalid S3 max attempts ${this.maxAttempts}`);
     this.retryBudgetMs = options.retryBudgetMs ?? S3_DEFAULTS.retryBudgetMs;
+    this.multipartPartBytes = options.multipartPartBytes ?? S3_DEFAULTS.multipartPartBytes;
+    this.multipartThresholdBytes = options.multipartThresholdBytes ?? S3_DEFAULTS.multipartThresholdBytes;
+    if (!Number.isSafeInteger(this.multipartPartBytes) || this.multipartPartBytes < 5 << 20) {
+      throw new StoreError("io", `invalid S3 multipart part size ${this.multipartPartBytes} (at least 5 MiB)`);
+    }
+    if (!Number.isSafeInteger(this.multipartThresholdBytes) || this.multipartThresholdBytes <= this.multipartPartBytes) {
+      throw new StoreError("io", `invalid S3 multipart threshold ${this.multipartThresholdBytes} (more than one part of ${this.multipartPartBytes})`);
+    }
     const maxSockets = options.maxSockets ?? 32;
     this.region =
       options.region ?? (this.hasEndpoint ? (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || "us-east-1") : undefined);
@@ -403,6 +426,8 @@ export class S3Store implements ObjectStore {
     if (options?.signal?.aborted) throw options.signal.reason;
     const objectKey = this.objectKey(key);
     const buffer = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    // conditional replacement is for small lock objects only
+    if (buffer.length >= this.multipartThresholdBytes && options?.ifMatch === undefined) return this.putMultipart(key, objectKey, buffer, options);
     /** Set once an attempt failed in a way that may have left our object stored. */
     let mayHaveLanded = false;
     let ifMatch = options?.ifMatch;
@@ -473,6 +498,53 @@ export class S3Store implements ObjectStore {
         }
         throw this.storeError(error, "write", key);
       }
+    }
+  }
+
+  /**
+   * A large object as a managed multipart upload. ifAbsent: a HEAD first (parts are not
+   * sent for an object that exists), and `If-None-Match: *` on CompleteMultipartUpload for
+   * servers that honour it there (AWS); the keys written this way (manifests) carry a random
+   * part, so the HEAD alone already rules out all but our own earlier attempts.
+   */
+  private async putMultipart(key: string, objectKey: string, buffer: Buffer, options: PutOptions | undefined): Promise<void> {
+    const signal = options?.signal;
+    if (options?.ifAbsent && (await this.stat(key)) !== null) {
+      throw new StoreError("exists", `object ${key} already exists in ${this.location}`, { key });
+    }
+    if (signal?.aborted) throw signal.reason;
+    const abort = new AbortController();
+    const onAbort = (): void => abort.abort(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const upload = new Upload({
+      client: this.client,
+      params: {
+        Bucket: this.bucket,
+        Key: objectKey,
+        Body: buffer,
+        ContentType: "application/octet-stream",
+        ...(options?.ifAbsent ? { IfNoneMatch: "*" } : {}),
+      },
+      partSize: this.multipartPartBytes,
+      queueSize: S3_DEFAULTS.multipartConcurrency,
+      leavePartsOnError: false,
+      abortController: abort,
+    });
+    try {
+      await upload.done();
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason;
+      const status = httpStatus(error);
+      if (options?.ifAbsent && (status === 412 || errorCode(error) === "PreconditionFailed")) {
+        // a retried CompleteMultipartUpload whose first attempt landed
+        if (await this.holds(key, buffer)) return;
+        throw new StoreError("exists", `object ${key} already exists in ${this.location}`, { key, cause: error });
+      }
+      const failure = this.storeError(error, "write", key);
+      if ((failure.kind === "io" || failure.kind === "unreachable") && (await this.holds(key, buffer).catch(() => false))) return;
+      throw failure;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
     }
   }
 

@@ -13,7 +13,7 @@ import { openStore } from "../../src/uploader/open.js";
 import { backoffDelay, S3RetryStrategy, S3Store, type S3StoreOptions } from "../../src/uploader/s3.js";
 import { StoreError } from "../../src/uploader/store.js";
 import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";
-import { getObject, listKeys, makeTestBucket, putObject, removeTestBucket, testS3 } from "../helpers/s3-server.js";
+import { getObject, listKeys, makeTestBucket, minioClient, putObject, removeTestBucket, testS3 } from "../helpers/s3-server.js";
 
 function sdkError(name: string, status: number | undefined, attempts = 1): Error {
   return Object.assign(new Error(`${name} message`), { name, $metadata: { ...(status === undefined ? {} : { httpStatusCode: status }), attempts } });
@@ -238,6 +238,74 @@ describe("S3Store through the fault proxy (real RGW)", () => {
       expect(error).toBeInstanceOf(StoreError);
       expect((error as StoreError).message).toMatch(/timed out/);
       expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await store.close();
+    }
+  });
+
+  /** Multipart uploads of `bucket` not completed nor aborted, under `prefix` (independent client). */
+  async function incompleteUploads(prefix: string): Promise<string[]> {
+    const keys: string[] = [];
+    const stream = minioClient().listIncompleteUploads(bucket, prefix, true);
+    for await (const upload of stream as AsyncIterable<{ key: string }>) keys.push(upload.key);
+    return keys;
+  }
+  const multipart = { multipartThresholdBytes: 12 << 20, multipartPartBytes: 5 << 20 };
+  const isPart = (req: { method: string; url: string }, part: number): boolean => req.method === "PUT" && new RegExp(`[?&]partNumber=${part}(&|$)`).test(req.url);
+
+  it("a large object goes up in parts; faults in the middle retry those parts only, nothing is left over", async () => {
+    const body = randomBytes((23 << 20) + 12_345); // 5 parts of 5 MiB
+    const parts: number[] = [];
+    proxy.setDecide((req) => {
+      const part = /[?&]partNumber=(\d+)/.exec(req.url);
+      if (req.method === "PUT" && part !== null) parts.push(Number(part[1]));
+      if (isPart(req, 3) && req.occurrence === 0) return "resetRequest";
+      if (isPart(req, 4) && req.occurrence === 0) return "error500";
+      return null;
+    });
+    const store = open(multipart);
+    try {
+      await store.put("big/manifest", body, { ifAbsent: true });
+    } finally {
+      await store.close();
+    }
+    expect((await getObject(bucket, "faults/big/manifest")).equals(body)).toBe(true);
+    expect(proxy.counters.resetRequest + proxy.counters.error500, proxy.describe()).toBe(2);
+    // each part sent once, parts 3 and 4 once more: no whole-object retry
+    expect(parts.sort((a, b) => a - b)).toEqual([1, 2, 3, 3, 4, 4, 5]);
+    expect(await incompleteUploads("faults/big/")).toEqual([]);
+  });
+
+  it("a part that fails for good aborts the upload: one line naming the object, nothing stored, no parts left", async () => {
+    proxy.setDecide((req) => (isPart(req, 2) ? "error500" : null));
+    const store = open({ ...multipart, maxAttempts: 2 });
+    try {
+      const error = await store.put("big/failed", randomBytes(16 << 20), { ifAbsent: true }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(StoreError);
+      expect((error as StoreError).message).toMatch(/big\/failed/);
+      expect((error as StoreError).message).not.toMatch(/\n/);
+    } finally {
+      await store.close();
+    }
+    // the abort is sent after the failed part; give it a moment
+    for (let i = 0; i < 50 && (await incompleteUploads("faults/big/failed")).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await incompleteUploads("faults/big/failed")).toEqual([]);
+    expect(await listKeys(bucket, "faults/big/failed")).toEqual([]);
+  });
+
+  it("a large conditional put: refused before any part is sent when the object exists; a lost completion answer still succeeds", async () => {
+    await putObject(bucket, "faults/big/existing", "theirs");
+    const store = open(multipart);
+    try {
+      await expect(store.put("big/existing", randomBytes(13 << 20), { ifAbsent: true })).rejects.toMatchObject({ kind: "exists" });
+      expect(proxy.counters.forwarded, "only the HEAD").toBe(1);
+      expect((await getObject(bucket, "faults/big/existing")).toString()).toBe("theirs");
+      // CompleteMultipartUpload lands, its answer is lost; the retry finds no such upload
+      proxy.setDecide((req) => (req.method === "POST" && req.url.includes("uploadId=") && req.occurrence === 0 ? "resetResponse" : null));
+      const body = randomBytes(13 << 20);
+      await store.put("big/completed", body, { ifAbsent: true });
+      expect(proxy.counters.resetResponse).toBe(1);
+      expect((await getObject(bucket, "faults/big/completed")).equals(body)).toBe(true);
     } finally {
       await store.close();
     }
