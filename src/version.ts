@@ -4,7 +4,7 @@ interface PackageJson {
   name: string;
   version: string;
 }
-// dist/src/version.js and src/version.ts both sit two levels below package.json's dir... resolve robustly.
+// package.json is one directory above src/version.ts and two above dist/src/version.js (installed or not)
 const require = createRequire(import.meta.url);
 function loadPackage(): PackageJson {
   for (const candidate of ["../package.json", "../../package.json"]) {
