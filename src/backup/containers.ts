@@ -4,7 +4,7 @@
  * <privateRoot>/<CTID>/root.hdd/DiskDescriptor.xml (docs ploop.md 2.4).
  * Only ploop containers are returned (simfs ones have no DiskDescriptor.xml).
  */
-import { execa } from "execa";
+import { loadExeca } from "../util/exec.js";
 import { readdir, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { PloopvaultError } from "../errors.js";
@@ -98,7 +98,7 @@ export function parseVzlist(output: string): VzlistRow[] {
 type VzlistResult = { ok: true; rows: VzlistRow[] } | { ok: false; why: string };
 
 async function runVzlist(bin: string): Promise<VzlistResult> {
-  const r = await execa(bin, ["-a", "-H", "-o", "ctid,private,status"], { reject: false, stdin: "ignore" });
+  const r = await (await loadExeca())(bin, ["-a", "-H", "-o", "ctid,private,status"], { reject: false, stdin: "ignore" });
   if (r.failed) {
     if (r.exitCode === undefined && r.signal === undefined) return { ok: false, why: `${bin} not found` };
     const line = String(r.stderr ?? "").trim().split("\n").pop() ?? "";

@@ -12,7 +12,7 @@
  * dir's marked snapshots that no journal entry or kept record explains (lost state dir).
  * Neither ever touches a snapshot someone else made.
  */
-import { execa } from "execa";
+import { loadExeca } from "../util/exec.js";
 import { open, readFile, readdir, stat } from "node:fs/promises";
 import { hostname } from "node:os";
 import { dirname, isAbsolute, resolve } from "node:path";
@@ -406,7 +406,7 @@ async function removeUnderDiskLock(descriptorPath: string, files: readonly strin
   } catch {
     return "busy";
   }
-  const r = await execa(flockBin, ["-n", "-E", "75", lck, "rm", "-f", "--", ...files], { reject: false, stdin: "ignore" });
+  const r = await (await loadExeca())(flockBin, ["-n", "-E", "75", lck, "rm", "-f", "--", ...files], { reject: false, stdin: "ignore" });
   if (r.exitCode === 75) return "busy";
   if (r.failed) {
     const why = r.code === "ENOENT" ? `"${flockBin}" not found (install util-linux)` : errorLine(r.stderr || r.shortMessage);

@@ -2,7 +2,7 @@
  * What every command shares: repository options, opening the store, output modes.
  * Logs go to stderr (src/ops/log.ts: levels, --log-file, --log-format); --json results go
  * to stdout; -q silences stderr on success. Options left unset on the command line and in
- * the environment come from the config file (src/ops/config.ts, applied by cli.ts).
+ * the environment come from the config file (src/ops/config.ts, applied by main.ts).
  */
 import { hostname } from "node:os";
 import { Option, type Command } from "commander";
@@ -36,7 +36,8 @@ export interface GlobalOptions {
   limitDownload?: number;
 }
 
-export const DEFAULT_STATE_DIR = "/var/lib/ploopvault";
+import { DEFAULT_STATE_DIR } from "../util/state-dir.js";
+export { DEFAULT_STATE_DIR };
 
 export function addCommonOptions(cmd: Command): Command {
   return cmd

@@ -26,7 +26,7 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import { chmod, lchown, link, lstat, lutimes, mkdir, open, rename, rm, stat, symlink, unlink, type FileHandle } from "node:fs/promises";
-import { execa } from "execa";
+import { loadExeca } from "../util/exec.js";
 import { PloopvaultError } from "../errors.js";
 import { deviceNumbers, type Inode } from "../fs/ext/inode.js";
 import type { ExtFilesystem } from "../fs/ext/filesystem.js";
@@ -368,7 +368,7 @@ export class FileRestorer {
     const node = `/proc/${process.pid}/fd/${dir.fd}/${temp}`;
     const args = inode.type === "fifo" ? [node, "p"] : [node, inode.type === "chardev" ? "c" : "b", String(deviceNumbers(inode).major), String(deviceNumbers(inode).minor)];
     // Node has no mknod(2); mknod(1) creates the node inside the open folder (never follows: it creates)
-    const r = await execa("mknod", ["-m", "600", ...args], { reject: false });
+    const r = await (await loadExeca())("mknod", ["-m", "600", ...args], { reject: false });
     if (r.exitCode !== 0) throw new PloopvaultError(`cannot create ${this.shown(components)}: mknod: ${(r.stderr || r.shortMessage || "").trim().split("\n")[0]}`);
     const path = at(dir, temp);
     if (this.owners) await lchown(path, inode.uid, inode.gid);
@@ -438,7 +438,7 @@ export class FileRestorer {
         if (group.length === 0) continue;
         const dump = group.map((p) => `# file: ${p.path}\n${p.xattrs.map((x) => `${x.name}=0x${x.value.toString("hex")}`).join("\n")}\n`).join("\n");
         const args = [...(noDereference ? ["-h"] : []), "--restore=-"];
-        const r = await execa(this.setfattr, args, { input: dump, reject: false });
+        const r = await (await loadExeca())(this.setfattr, args, { input: dump, reject: false });
         if (r.exitCode !== 0) {
           const missing = (r as { code?: string }).code === "ENOENT";
           const reason = missing ? `${this.setfattr} not found (install the attr package)` : (r.stderr || r.shortMessage || "").trim().split("\n")[0]!;

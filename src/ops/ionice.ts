@@ -9,7 +9,7 @@
  * or an unsupported scheduler leaves the priority unchanged and the backup goes on.
  */
 import { readdir } from "node:fs/promises";
-import { execa } from "execa";
+import { loadExeca } from "../util/exec.js";
 
 export interface IoniceResult {
   ok: boolean;
@@ -25,7 +25,7 @@ export async function setIdleIoPriority(bin = "ionice"): Promise<IoniceResult> {
   }
   if (tids.length === 0) tids = [String(process.pid)];
   try {
-    const r = await execa(bin, ["-c3", "-p", ...tids], { reject: false, timeout: 10_000, stdin: "ignore" });
+    const r = await (await loadExeca())(bin, ["-c3", "-p", ...tids], { reject: false, timeout: 10_000, stdin: "ignore" });
     if (r.failed) {
       const why = r.exitCode === undefined ? String(r.originalMessage ?? r.shortMessage) : `exit ${r.exitCode}: ${String(r.stderr).trim().split("\n")[0] ?? ""}`;
       return { ok: false, detail: `${bin} -c3 failed (${why})` };

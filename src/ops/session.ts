@@ -1,6 +1,6 @@
 /**
  * What happens around every command, driven by its options (so a command opts in just by
- * having the option): before the action (cli.ts preAction hook) the config file fills in
+ * having the option): before the action (main.ts preAction hook) the config file fills in
  * unset options, the logger opens --log-file, progress is switched on for a terminal, the
  * I/O priority drops to idle (--ionice, backup), and runs with --metrics-file or hooks are
  * armed; after the action (success or not, with the final exit code) the metrics file is

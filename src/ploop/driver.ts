@@ -7,7 +7,7 @@
  * Failures become PloopCommandError with ploop's exit code mapped to a meaning
  * (ploop.md 3.2 table) and ploop's last stderr line, on one line.
  */
-import { execa } from "execa";
+import { loadExeca } from "../util/exec.js";
 import { PloopvaultError } from "../errors.js";
 import { normaliseGuid } from "./descriptor.js";
 import { TOP_GUID } from "./format.js";
@@ -198,7 +198,7 @@ export class PloopCli {
 
   private async runOnce(args: readonly string[], target: string): Promise<RunResult> {
     const sub = args[0] ?? "";
-    const r = await execa(this.bin, args, {
+    const r = await (await loadExeca())(this.bin, args, {
       reject: false,
       stdin: "ignore",
       // Do not SIGTERM ploop when we exit: an operation that runs to completion leaves a

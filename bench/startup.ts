@@ -1,0 +1,103 @@
+/**
+ * Fixed cost per run (issue: a cron run at night meets a cold page cache): wall time of
+ * runs that do (almost) nothing, warm and with the page cache dropped, with V8's compile
+ * cache (src/util/compile-cache.ts) and without it (NODE_DISABLE_COMPILE_CACHE=1):
+ *   node -e 0                       the runtime alone (the floor)
+ *   ploopvault --version            module loading
+ *   snapshots                       + config, local repository, listing
+ *   backup --all, N unchanged cts   + host lock, journal, ploop snapshot/merge per container
+ * Per-container cost = (4 containers - 1 container) / 3.
+ *   node dist/bench/startup.js [--rounds N] [--cold-rounds N]
+ * Cold runs need root (echo 3 > /proc/sys/vm/drop_caches); without it they are skipped.
+ */
+import { spawnSync } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { buildCorpus } from "../scripts/corpus.js";
+
+const ROOT = resolve(fileURLToPath(import.meta.url), "..", "..", "..");
+const CLI = join(ROOT, "dist", "src", "cli.js");
+const PLOOP_OFFLINE = join(ROOT, "scripts", "ploop-offline");
+
+function option(name: string, fallback: number): number {
+  const at = process.argv.indexOf(name);
+  return at < 0 ? fallback : Number(process.argv[at + 1]);
+}
+
+function dropCaches(): boolean {
+  spawnSync("sync");
+  const r = spawnSync("sh", ["-c", "echo 3 > /proc/sys/vm/drop_caches"], { stdio: "ignore" });
+  return r.status === 0;
+}
+
+function timed(argv: string[], env: NodeJS.ProcessEnv): number {
+  const started = process.hrtime.bigint();
+  const r = spawnSync(argv[0]!, argv.slice(1), { env, stdio: ["ignore", "ignore", "pipe"] });
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  if (r.status !== 0) throw new Error(`${argv.slice(1).join(" ")} exited ${r.status}: ${r.stderr.toString().trim()}`);
+  return seconds;
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function main(): Promise<void> {
+  const rounds = option("--rounds", 7);
+  const coldRounds = option("--cold-rounds", 3);
+  const work = await mkdtemp(join(tmpdir(), "pv-startup-"));
+  try {
+    process.stdout.write(`building 4 small containers in ${work} ...\n`);
+    const privateRoot = join(work, "private");
+    const containers = await buildCorpus(privateRoot, { scale: "small" });
+    const repo = join(work, "repo");
+    const state = join(work, "state");
+    const env = { ...process.env, PLOOPVAULT_STATE: state, PLOOPVAULT_PLOOP: PLOOP_OFFLINE };
+    const common = ["--repo", repo, "--state-dir", state];
+    const backup = (cts: string[]): string[] => [process.execPath, CLI, "backup", ...cts, ...common, "--private-root", privateRoot, "--vzlist-bin", "/nonexistent/vzlist", "--ploop-bin", PLOOP_OFFLINE, "--no-ionice", "-q"];
+    await writeFile(join(work, "empty.js"), "");
+    timed([process.execPath, CLI, "init", ...common], env);
+    const all = containers.map((c) => c.ctid);
+    timed(backup(all), env); // first backups (whole disks), and the kept snapshots
+    const cases: [string, string[]][] = [
+      ["node -e 0 (runtime alone)", [process.execPath, "-e", "0"]],
+      ["ploopvault --version", [process.execPath, CLI, "--version"]],
+      ["snapshots (local repository)", [process.execPath, CLI, "snapshots", ...common]],
+      ["backup, 1 unchanged container", backup(all.slice(0, 1))],
+      [`backup, ${all.length} unchanged containers`, backup(all)],
+    ];
+    const results = new Map<string, Record<string, number>>();
+    const canDrop = dropCaches();
+    for (const [name] of cases) results.set(name, {});
+    for (const cache of ["on", "off"] as const) {
+      const caseEnv = cache === "on" ? env : { ...env, NODE_DISABLE_COMPILE_CACHE: "1" };
+      for (const [name, argv] of cases) {
+        timed(argv, caseEnv); // fills the compile cache
+        const warm: number[] = [];
+        for (let i = 0; i < rounds; i++) warm.push(timed(argv, caseEnv));
+        const cold: number[] = [];
+        for (let i = 0; canDrop && i < coldRounds; i++) {
+          dropCaches();
+          cold.push(timed(argv, caseEnv));
+        }
+        const row = results.get(name)!;
+        row[`warm, cache ${cache}`] = median(warm);
+        if (cold.length > 0) row[`cold, cache ${cache}`] = median(cold);
+      }
+    }
+    const columns = [...new Set([...results.values()].flatMap((r) => Object.keys(r)))];
+    const lines = [`| run (median seconds; ${rounds} warm, ${canDrop ? coldRounds : 0} cold rounds) | ${columns.join(" | ")} |`, `|---|${columns.map(() => "---:").join("|")}|`];
+    for (const [name, row] of results) lines.push(`| ${name} | ${columns.map((c) => (row[c] === undefined ? "" : row[c]!.toFixed(3))).join(" | ")} |`);
+    const one = results.get("backup, 1 unchanged container")!;
+    const four = results.get(`backup, ${all.length} unchanged containers`)!;
+    for (const c of columns) {
+      if (one[c] !== undefined && four[c] !== undefined) lines.push(`| per container (${c}) | ${((four[c]! - one[c]!) / (all.length - 1)).toFixed(3)} |`);
+    }
+    process.stdout.write(`\n${lines.join("\n")}\n`);
+    if (!canDrop) process.stdout.write("(cold runs skipped: dropping the page cache needs root)\n");
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+await main();
