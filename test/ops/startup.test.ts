@@ -1,0 +1,55 @@
+/**
+ * Start-up cost (bench/startup.ts measures it): V8's compile cache lives in the state
+ * directory only when that directory is ours and not writable by others (the cache holds
+ * code the process runs), owner-only; and a run that spawns nothing does not load execa.
+ */
+import { chmod, mkdir, mkdtemp, readdir, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { execa } from "execa";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CLI, runCli } from "../helpers/cli.js";
+
+const compileCacheSupported = Number(process.versions.node.split(".")[0]) >= 22;
+
+describe("start-up", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "pv-startup-"));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it.runIf(compileCacheSupported)("keeps V8's compile cache in a state dir of ours (0700), never in one others can write", async () => {
+    const state = join(dir, "state");
+    await mkdir(state, { mode: 0o700 });
+    expect((await runCli(["--version"], { env: { PLOOPVAULT_STATE: state } })).code).toBe(0);
+    const cache = join(state, "compile-cache");
+    expect((await stat(cache)).mode & 0o777).toBe(0o700);
+    expect((await readdir(cache)).length).toBeGreaterThan(0);
+
+    const shared = join(dir, "shared");
+    await mkdir(shared);
+    await chmod(shared, 0o777);
+    expect((await runCli(["--version"], { env: { PLOOPVAULT_STATE: shared } })).code).toBe(0);
+    expect(await readdir(shared)).toEqual([]);
+
+    const off = join(dir, "off");
+    await mkdir(off, { mode: 0o700 });
+    expect((await runCli(["--version"], { env: { PLOOPVAULT_STATE: off, NODE_DISABLE_COMPILE_CACHE: "1" } })).code).toBe(0);
+    expect(await readdir(off)).toEqual([]);
+  });
+
+  it("--version and --help load neither execa nor the AWS SDK", async () => {
+    for (const args of [["--version"], ["--help"], ["snapshots", "--help"]]) {
+      const probe = `const seen = []; const { registerHooks } = await import("node:module");
+registerHooks({ resolve(spec, ctx, next) { const r = next(spec, ctx); seen.push(r.url); return r; } });
+process.on("exit", () => process.stderr.write("\\nLOADED " + JSON.stringify(seen.filter((u) => /node_modules\\/(execa|@aws-sdk)\\//.test(u)))));
+process.argv.splice(1, 0, ${JSON.stringify(CLI)}); await import(${JSON.stringify(CLI)});`;
+      const r = await execa(process.execPath, ["--input-type=module", "-e", probe, "--", ...args], { reject: false });
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(/LOADED (.*)$/.exec(r.stderr)?.[1], args.join(" ")).toBe("[]");
+    }
+  });
+});
