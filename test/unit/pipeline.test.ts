@@ -1,0 +1,165 @@
+/**
+ * The unit tier (npm run test:unit): backup, restore, prune and check through the real
+ * pipeline against the in-memory store and an in-memory disk: no RGW, no ploop, no root.
+ * The end-to-end suite proves the same on real images and servers; this tier is for a
+ * quick edit-test loop.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { backupDisk, type BackupSource } from "../../src/backup/pipeline.js";
+import { planBackup } from "../../src/backup/plan.js";
+import { checkRepository } from "../../src/check/check.js";
+import { chunkerParamsForAverage } from "../../src/chunker/index.js";
+import { lockTiming } from "../../src/prune/locks.js";
+import { runPrune } from "../../src/prune/prune.js";
+import { newRepositoryConfig } from "../../src/repository/config.js";
+import { ManifestCache } from "../../src/repository/known-chunks.js";
+import { CHUNKS_PREFIX } from "../../src/repository/layout.js";
+import { Repository } from "../../src/repository/repository.js";
+import { restoreToStream } from "../../src/restore/restore.js";
+import { MemoryStore } from "../../src/uploader/memory.js";
+import { MemoryDisk } from "./memory-disk.js";
+
+const CLUSTER = 64 << 10;
+
+async function chunkKeys(store: MemoryStore): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const info of store.list(CHUNKS_PREFIX)) keys.push(info.key);
+  return keys;
+}
+
+function diskWith(clusters: number, seed: number): MemoryDisk {
+  const bytes = Buffer.alloc(clusters * CLUSTER);
+  const present: boolean[] = [];
+  for (let i = 0; i < clusters; i++) {
+    const allocated = (i * 7 + seed) % 5 !== 0; // every fifth cluster a hole
+    present.push(allocated);
+    if (allocated) randomBytes(CLUSTER).copy(bytes, i * CLUSTER);
+  }
+  return new MemoryDisk(bytes, CLUSTER, present);
+}
+
+function source(disk: MemoryDisk, ct: string): BackupSource {
+  return { disk, ct, previous: null, descriptorXml: Buffer.from("<Parallels_disk_image/>"), containerConfig: null, snapshotGuid: null, sourceFormatVersion: 2 };
+}
+
+async function restoreBytes(repo: Repository, ct: string, id: string): Promise<Buffer> {
+  const ref = { ct, id };
+  const manifest = await repo.loadManifest(ref);
+  const parts: Buffer[] = [];
+  const out = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      parts.push(Buffer.from(chunk));
+      done();
+    },
+  });
+  await restoreToStream(repo, ref, manifest, out, { concurrency: 4 });
+  return Buffer.concat(parts);
+}
+
+describe("pipeline against the in-memory store", () => {
+  let state: string;
+  let store: MemoryStore;
+  let repo: Repository;
+  let cache: ManifestCache;
+  const options = (time: string) => ({ host: "node1", time: new Date(time), workerThreads: 0, uploadConcurrency: 4 });
+
+  beforeAll(async () => {
+    state = await mkdtemp(join(tmpdir(), "pv-unit-"));
+    store = new MemoryStore("unit");
+    repo = await Repository.init(store, newRepositoryConfig(chunkerParamsForAverage(16 << 10), 3, new Date("2026-01-01T00:00:00Z")));
+    cache = ManifestCache.forRepository(repo, state);
+  });
+  afterAll(async () => {
+    await rm(state, { recursive: true, force: true });
+  });
+
+  it("backs up, restores bit-identical (holes as zeros), and stores an unchanged disk once", async () => {
+    const disk = diskWith(48, 1);
+    const first = await backupDisk(repo, cache, source(disk, "101"), options("2026-01-02T00:00:00Z"));
+    expect(first.stats.holeBytes).toBeGreaterThan(0);
+    expect((await restoreBytes(repo, "101", first.manifest.metadata.id)).equals(disk.bytes)).toBe(true);
+    const again = await backupDisk(repo, cache, source(disk, "101"), options("2026-01-03T00:00:00Z"));
+    expect(again.stats.newChunks).toBe(0);
+    expect(again.stats.chunks).toBe(first.stats.chunks);
+  });
+
+  it("prune forgets by policy and deletes exactly the chunks only forgotten backups used; check is clean", async () => {
+    const old = diskWith(32, 2);
+    const oldBackup = await backupDisk(repo, cache, source(old, "102"), options("2026-01-04T00:00:00Z"));
+    const current = diskWith(32, 3);
+    const newBackup = await backupDisk(repo, cache, source(current, "102"), options("2026-01-05T00:00:00Z"));
+    const chunksBefore = await chunkKeys(store);
+    const report = await runPrune(repo, {
+      policy: { last: 1 },
+      ct: "102",
+      graceMs: 0,
+      dryRun: false,
+      waitMs: 0,
+      host: "node1",
+      timing: lockTiming(),
+      log: () => {},
+      warn: () => {},
+    });
+    expect(report.sweep).toBe("done");
+    expect(report.forgotten).toBe(1);
+    expect(report.chunksDeleted).toBe(oldBackup.stats.newChunks);
+    expect((await chunkKeys(store)).length).toBe(chunksBefore.length - oldBackup.stats.newChunks);
+    expect((await restoreBytes(repo, "102", newBackup.manifest.metadata.id)).equals(current.bytes)).toBe(true);
+    const check = await checkRepository(repo, { readData: true, concurrency: 4 });
+    expect(check.damaged).toEqual([]);
+    expect(check.chunksMissing + check.chunksCorrupt + check.chunksUnreferenced).toBe(0);
+  });
+
+  it("check --read-data names a backup whose chunk was damaged", async () => {
+    const disk = diskWith(16, 4);
+    const backup = await backupDisk(repo, cache, source(disk, "103"), options("2026-01-06T00:00:00Z"));
+    const ids = new Set(backup.manifest.entries.flatMap((e) => (e.kind === "chunk" ? [e.id.toString("hex")] : [])));
+    const key = (await chunkKeys(store)).find((k) => ids.has(k.slice(k.lastIndexOf("/") + 1)));
+    expect(key).toBeDefined();
+    const body = await store.get(key!);
+    body[body.length >> 1] ^= 0xff;
+    await store.put(key!, body);
+    const check = await checkRepository(repo, { readData: true, concurrency: 4 });
+    expect(check.chunksCorrupt).toBe(1);
+    expect(check.damaged.map((d) => `${d.ct}/${d.id}`)).toContain(`103/${backup.manifest.metadata.id}`);
+  });
+});
+
+describe("planBackup (golden)", () => {
+  const id = (n: number): Buffer => Buffer.alloc(32, n);
+  it("a full read: allocated runs are read, the rest are holes", () => {
+    // an 8-cluster disk of 1 KiB clusters; clusters 2-3 and 6 allocated
+    const plan = planBackup([{ offset: 2048, length: 2048 }, { offset: 6144, length: 1024 }], 8192, null, 256);
+    expect(plan).toEqual([
+      { kind: "hole", offset: 0, length: 2048 },
+      { kind: "read", offset: 2048, length: 2048 },
+      { kind: "hole", offset: 4096, length: 2048 },
+      { kind: "read", offset: 6144, length: 1024 },
+      { kind: "hole", offset: 7168, length: 1024 },
+    ]);
+  });
+
+  it("incremental: clean chunks inside a run are reused, chunks over written clusters or too small are read again", () => {
+    const entries = [
+      { kind: "chunk" as const, offset: 0, length: 1536, id: id(1) }, // clusters 0-1, clean
+      { kind: "chunk" as const, offset: 1536, length: 1024, id: id(2) }, // clusters 1-2, cluster 2 written
+      { kind: "chunk" as const, offset: 2560, length: 1536, id: id(3) }, // clusters 2-3, cluster 2 written
+      { kind: "chunk" as const, offset: 4096, length: 128, id: id(4) }, // below the minimum: read
+      { kind: "chunk" as const, offset: 4224, length: 1920, id: id(5) }, // clusters 4-5, clean
+      { kind: "hole" as const, offset: 6144, length: 2048 },
+    ];
+    const written = Uint8Array.from([0, 0, 1, 0, 0, 0, 0, 0]);
+    const plan = planBackup([{ offset: 0, length: 6144 }], 8192, { entries, written, clusterBytes: 1024 }, 256);
+    expect(plan).toEqual([
+      { kind: "reuse", entry: entries[0] },
+      { kind: "read", offset: 1536, length: 2688 },
+      { kind: "reuse", entry: entries[4] },
+      { kind: "hole", offset: 6144, length: 2048 },
+    ]);
+  });
+});
