@@ -1,5 +1,5 @@
 /**
- * Worker thread body for WorkerChunkProcessor. Two jobs:
+ * Worker thread body for WorkerChunkProcessor (worker-processor.ts). Two jobs:
  *  - scan: cut a block of the disk from a fresh chunker state (candidate cuts, see
  *    src/chunker/stitch.ts) and compute the id of every chunk between them;
  *  - encode: compress (and, in an encrypted repository, encrypt) one new chunk.
@@ -7,9 +7,9 @@
  * workerData.codec holds key material: never log it, never echo it in errors.
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { candidateCuts } from "../chunker/stitch.js";
 import type { ChunkerParams } from "../chunker/params.js";
 import { ChunkCodec, type ChunkCodecSpec } from "../repository/chunk-codec.js";
+import { scanBlock } from "./chunk-processor.js";
 
 interface WorkerInit {
   codec: ChunkCodecSpec;
@@ -24,14 +24,7 @@ const codec = new ChunkCodec(init.codec);
 parentPort!.on("message", (job: Job) => {
   try {
     if (job.kind === "scan") {
-      const block = new Uint8Array(job.data, 0, job.length);
-      const cuts = Uint32Array.from(candidateCuts(block, job.params));
-      const ids = new Uint8Array(cuts.length * 32);
-      let start = 0;
-      for (let i = 0; i < cuts.length; i++) {
-        ids.set(codec.id(block.subarray(start, cuts[i]!)), i * 32);
-        start = cuts[i]!;
-      }
+      const { cuts, ids } = scanBlock(new Uint8Array(job.data, 0, job.length), job.params, codec);
       parentPort!.postMessage({ seq: job.seq, cuts, ids, data: job.data }, [cuts.buffer, ids.buffer, job.data]);
       return;
     }

@@ -8,7 +8,6 @@
  * Holes are never read: they go into the manifest as hole entries. Nothing is staged on
  * local disk; memory is bounded by the read buffers plus the upload window.
  */
-import { StreamChunker } from "../chunker/index.js";
 import { CutStitcher } from "../chunker/stitch.js";
 import { errorLine, PloopvaultError } from "../errors.js";
 import { LeaseLapsedError, type PublishGuard } from "../prune/registration.js";
@@ -20,8 +19,8 @@ import type { Repository } from "../repository/repository.js";
 import { TaskLimiter } from "../util/limiter.js";
 import { planBackup, withUnknownChunksRewritten, type PreviousBackup } from "./plan.js";
 import { TOOL_NAME, TOOL_VERSION } from "../version.js";
-import { InlineChunkProcessor, type ChunkProcessor } from "./chunk-processor.js";
-import { WorkerChunkProcessor, type ScannedBlock } from "./worker-processor.js";
+import { InlineChunkProcessor, type ChunkProcessor, type ScannedBlock } from "./chunk-processor.js";
+import { WorkerChunkProcessor } from "./worker-processor.js";
 
 export interface BackupSource {
   disk: LogicalDisk;
@@ -94,15 +93,14 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
   const stats: BackupStats = { readBytes: 0, dataBytes: 0, holeBytes: 0, chunks: 0, newChunks: 0, newBytesStored: 0, seconds: 0 };
   const runs = disk.allocatedRuns();
   const block = alignedBlockSize(options.readBlockBytes ?? DEFAULT_READ_BLOCK, disk.clusterBytes);
-  const buffers = [Buffer.allocUnsafe(block), Buffer.allocUnsafe(block)];
   const checkAbort = (): void => {
     if (options.signal?.aborted) throw new BackupAborted(`backup of ${ct} interrupted`);
   };
 
   const processor: ChunkProcessor =
     options.workerThreads > 0
-      ? new WorkerChunkProcessor(known, repo.config.compression.level, options.workerThreads)
-      : new InlineChunkProcessor(known, (plain) => repo.encodeChunk(plain));
+      ? new WorkerChunkProcessor(known, repo.chunkCodec, options.workerThreads)
+      : new InlineChunkProcessor(known, repo.chunkCodec);
   // Enough chunks in flight to keep every worker busy while uploads wait for the network.
   const processing = new TaskLimiter(Math.max(8, options.workerThreads * 8));
   const upload = async (idHex: string, object: Buffer): Promise<void> => {
@@ -127,7 +125,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
     await processing.submit(async () => {
       let id: Buffer;
       let object: Buffer | null;
-      if (knownId === undefined || !(processor instanceof WorkerChunkProcessor)) {
+      if (knownId === undefined) {
         ({ id, object } = await processor.process(plain));
       } else if (known.has(knownId)) {
         id = knownId;
@@ -168,13 +166,14 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
 
 
   /**
-   * A read segment chunked by the workers block by block (each from a fresh state) and
-   * stitched here into exactly the sequential cut points (src/chunker/stitch.ts): the
-   * main thread only reads, re-synchronizes near block starts and orders the results.
-   * A few blocks are read ahead; their buffers are reused.
+   * A read segment (which starts at a possible cut point) chunked block by block, each
+   * from a fresh state (by the workers, or inline), and stitched here into exactly the
+   * sequential cut points (src/chunker/stitch.ts): the main thread only reads,
+   * re-synchronizes near block starts and orders the results. A few blocks are read
+   * ahead; their buffers are reused.
    */
   const spareBlocks: ArrayBuffer[] = [];
-  const chunkSegmentInParallel = async (offset: number, length: number, workers: WorkerChunkProcessor, readBefore: number): Promise<number> => {
+  const chunkSegment = async (offset: number, length: number, readBefore: number): Promise<number> => {
     const end = offset + length;
     const stitcher = new CutStitcher(params, offset);
     const ahead: Promise<ScannedBlock>[] = [];
@@ -187,11 +186,11 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
       const buffer = spareBlocks.pop() ?? new ArrayBuffer(block);
       const p = (options.readThrottle ? options.readThrottle(size) : Promise.resolve())
         .then(() => disk.read(at, new Uint8Array(buffer, 0, size)))
-        .then(() => workers.scan(buffer, size, params));
+        .then(() => processor.scan(buffer, size, params));
       p.catch(() => undefined); // awaited in order below; must not become unhandled meanwhile
       ahead.push(p);
     };
-    const depth = workers.workerCount + 1;
+    const depth = processor.parallelism + 1;
     while (next < end && ahead.length < depth) readAndScan();
     while (ahead.length > 0) {
       checkAbort();
@@ -231,44 +230,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
         stats.dataBytes += segment.entry.length;
         continue;
       }
-      if (processor instanceof WorkerChunkProcessor) {
-        readSoFar = await chunkSegmentInParallel(segment.offset, segment.length, processor, readSoFar);
-        continue;
-      }
-      // A read segment starts at a possible cut point: a fresh chunker, exactly as a full
-      // chunking of the run would be at that point.
-      const chunker = new StreamChunker(params);
-      let chunkStart = segment.offset;
-      const segEnd = segment.offset + segment.length;
-      // A read ahead that fails after we stopped waiting for it must not become unhandled.
-      const readAhead = (at: number, buf: Buffer): Promise<Buffer> => {
-        const view = buf.subarray(0, Math.min(block, segEnd - at));
-        const p = (options.readThrottle ? options.readThrottle(view.length) : Promise.resolve()).then(() => disk.read(at, view)).then(() => view);
-        p.catch(() => undefined);
-        return p;
-      };
-      // One read ahead: block k+1 is being read while block k is chunked.
-      let which = 0;
-      let pending: Promise<Buffer> | null = readAhead(segment.offset, buffers[which]!);
-      for (let at = segment.offset; at < segEnd; at += block) {
-        checkAbort();
-        const data: Buffer = await pending!;
-        const next = at + block;
-        which ^= 1;
-        pending = next < segEnd ? readAhead(next, buffers[which]!) : null;
-        for (const chunk of chunker.push(data)) {
-          await handleChunk(chunkStart, chunk);
-          chunkStart += chunk.length;
-        }
-        readSoFar += data.length;
-        options.onProgress?.({ readBytes: readSoFar, totalBytes: toRead, newBytesStored: stats.newBytesStored });
-      }
-      const last = chunker.finish();
-      if (last) {
-        await handleChunk(chunkStart, last);
-        chunkStart += last.length;
-      }
-      if (chunkStart !== segEnd) throw new Error(`internal error: chunks of segment at ${segment.offset} end at ${chunkStart}, segment ends at ${segEnd}`);
+      readSoFar = await chunkSegment(segment.offset, segment.length, readSoFar);
     }
     await processing.drain();
     await uploads.drain();

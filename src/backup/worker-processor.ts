@@ -1,21 +1,17 @@
 /**
- * The per-chunk CPU work of a backup spread over the cores:
- *  - scan (src/chunker/stitch.ts): a worker cuts a whole block of the disk and computes
- *    the ids of its chunks (SHA-256, or HMAC-SHA256 in an encrypted repository); the main
- *    thread only reads, stitches the blocks' cuts and orders the results;
- *  - process(): ids of single chunks (those the stitcher cut itself, near block starts)
- *    on libuv's thread pool through WebCrypto;
- *  - the known-set lookup on the main thread (a binary search);
- *  - encoding of NEW chunks only (zstd, then AES-256-GCM when encrypted) in the same
- *    pool of worker threads (started on first use; each is a V8 isolate of ~40 MB).
- * The codec spec (compression level and, for an encrypted repository, the data and id
- * keys) goes to each worker in workerData; it is key material and never logged.
+ * The ChunkProcessor (chunk-processor.ts) of a backup spread over the cores: scans of
+ * whole blocks and encodings of NEW chunks run in a pool of worker threads (started on
+ * first use; each is a V8 isolate of ~40 MB); ids of single chunks (those the stitcher
+ * cut itself, near block starts) on libuv's thread pool through WebCrypto; the known-set
+ * lookup on the main thread. The codec spec (compression level and, for an encrypted
+ * repository, the data and id keys) goes to each worker in workerData; it is key material
+ * and never logged.
  */
 import { Worker } from "node:worker_threads";
-import { attachedChunkCodec, ChunkCodec } from "../repository/chunk-codec.js";
+import type { ChunkCodec } from "../repository/chunk-codec.js";
 import type { ChunkerParams } from "../chunker/params.js";
 import type { ChunkIdSet } from "../repository/chunk-id-set.js";
-import type { ChunkProcessor, ProcessedChunk } from "./chunk-processor.js";
+import type { ChunkProcessor, ProcessedChunk, ScannedBlock } from "./chunk-processor.js";
 
 interface Reply {
   seq: number;
@@ -31,18 +27,7 @@ interface Pending {
   reject: (error: Error) => void;
 }
 
-/** A block scanned by a worker: its candidate cuts and the ids of the chunks ending there. */
-export interface ScannedBlock {
-  /** The block itself (back from the worker). */
-  block: Buffer;
-  /** Candidate cut ends, block-relative (src/chunker/stitch.ts). */
-  cuts: Uint32Array;
-  /** 32 bytes per candidate: the id of the chunk ending at cuts[i]. */
-  ids: Buffer;
-}
-
 export class WorkerChunkProcessor implements ChunkProcessor {
-  private readonly codec: ChunkCodec;
   private readonly workers: Worker[] = [];
   private readonly load: number[] = [];
   private readonly pending = new Map<number, Pending>();
@@ -50,17 +35,11 @@ export class WorkerChunkProcessor implements ChunkProcessor {
   private failed: Error | null = null;
   private closed = false;
 
-  /**
-   * `codec`: the repository's ChunkCodec, or (older callers) a compression level, in
-   * which case the codec attached to `known` is used if there is one.
-   */
   constructor(
     private readonly known: ChunkIdSet,
-    codec: ChunkCodec | number,
+    private readonly codec: ChunkCodec,
     private readonly threads: number,
-  ) {
-    this.codec = codec instanceof ChunkCodec ? codec : (attachedChunkCodec(known) ?? new ChunkCodec({ compressionLevel: codec, keys: null }));
-  }
+  ) {}
 
   async process(plain: Buffer): Promise<ProcessedChunk> {
     if (this.failed) throw this.failed;
@@ -73,7 +52,7 @@ export class WorkerChunkProcessor implements ChunkProcessor {
     return { id, object: await this.encode(copy, id) };
   }
 
-  get workerCount(): number {
+  get parallelism(): number {
     return Math.max(1, this.threads);
   }
 

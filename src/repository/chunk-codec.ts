@@ -17,7 +17,6 @@ import { AuthenticationFailure } from "../crypto/errors.js";
 import type { DataKeys } from "../crypto/keys.js";
 import { IntegrityError } from "../errors.js";
 import { activeZstdBinding, zstdCompress, zstdDecompressBounded } from "../util/zstd.js";
-import type { ChunkIdSet } from "./chunk-id-set.js";
 import { chunkKey } from "./layout.js";
 
 export const CHUNK_FORMAT_ZSTD = 0x01;
@@ -156,21 +155,4 @@ export class ChunkCodec {
   isOwnFormat(object: Uint8Array): boolean {
     return object[0] === (this.encrypted ? CHUNK_FORMAT_ENCRYPTED : CHUNK_FORMAT_ZSTD);
   }
-}
-
-/**
- * Chunk ids mean something only in their repository's id space (SHA-256, or HMAC under
- * that repository's key). The known set that ManifestCache.knownChunks() returns carries
- * its repository's codec, so chunk processors built from that set compute ids and
- * objects the way the repository requires without the pipeline handling key material.
- */
-const codecOfSet = new WeakMap<ChunkIdSet, ChunkCodec>();
-
-export function attachChunkCodec(set: ChunkIdSet, codec: ChunkCodec): ChunkIdSet {
-  codecOfSet.set(set, codec);
-  return set;
-}
-
-export function attachedChunkCodec(set: ChunkIdSet): ChunkCodec | undefined {
-  return codecOfSet.get(set);
 }

@@ -7,8 +7,7 @@
  *
  * Encrypted repositories: the cache keeps manifests as stored (sealed), so nothing in the
  * state dir is plaintext but the chunk ids (keyed HMACs); manifestObject() opens them.
- * The returned known set carries the repository's chunk codec (attachChunkCodec), so
- * chunk processors built from it compute ids in this repository's id space.
+ * The ids are in this repository's id space (its ChunkCodec computes them).
  *
  * Everything here is owner-only (files 0600, directories 0700, whatever the umask).
  */
@@ -16,7 +15,6 @@ import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { IntegrityError } from "../errors.js";
 import { decodeManifest, chunkIds, verifyManifestEnvelope, type ManifestMetadata } from "../manifest/format.js";
-import { attachChunkCodec } from "./chunk-codec.js";
 import { loadMissingChunks } from "./missing-chunks.js";
 import { ChunkIdSet, ChunkIdSetBuilder } from "./chunk-id-set.js";
 import { writePrivateFileAtomic } from "../util/private-fs.js";
@@ -164,7 +162,7 @@ export class ManifestCache {
     }
     // chunks known to be missing or damaged are not trusted: backups upload them again
     const missing = await loadMissingChunks(this.repo.store);
-    return attachChunkCodec(set.without(missing.ids), this.repo.chunkCodec);
+    return set.without(missing.ids);
   }
 }
 
