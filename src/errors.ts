@@ -30,7 +30,10 @@ export class PloopFormatError extends PloopvaultError {}
 /** Stored data that is missing or does not match its id (corruption, tampering). */
 export class IntegrityError extends PloopvaultError {}
 
-/** Render any thrown value as one line, keeping the context of wrapped causes. */
+/**
+ * Any thrown value as one line: the first line of an Error's message (the stack and
+ * `cause` are not included, so the message itself must carry the context), else String().
+ */
 export function errorLine(error: unknown): string {
   if (error instanceof Error) return error.message.split("\n")[0] ?? String(error);
   return String(error);

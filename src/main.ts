@@ -1,5 +1,5 @@
 /**
- * ploopvault command line. Exit codes (design.md, docs/operations.md): 0 ok, 1 failure,
+ * ploopvault command line. Exit codes (docs/operations.md, "Exit codes"): 0 ok, 1 failure,
  * 2 usage, 3 partial, 4 host lock busy, 5 wrong password. A failure prints exactly one
  * line on stderr naming what failed and why.
  *

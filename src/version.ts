@@ -4,7 +4,12 @@ interface PackageJson {
   name: string;
   version: string;
 }
-// package.json is one directory above src/version.ts and two above dist/src/version.js (installed or not)
+/**
+ * Name and version from the package.json of the installed package (or the checkout): one
+ * directory above src/version.ts (tests run the sources), two above dist/src/version.js
+ * (a build, installed or not). The name check skips any other package.json; "0.0.0" only
+ * if neither is found (a copied dist/ without its package.json).
+ */
 const require = createRequire(import.meta.url);
 function loadPackage(): PackageJson {
   for (const candidate of ["../package.json", "../../package.json"]) {

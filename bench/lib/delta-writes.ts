@@ -2,7 +2,7 @@
  * A running container's writes, as the ploop kernel driver makes them: into the top
  * delta of the chain, cluster by cluster (copy-on-write: the first write to a cluster
  * above a snapshot stores the whole cluster in the top), data flushed before the BAT
- * entry. Written against the raw byte layout (docs ploop.md 1.2/1.3), not with
+ * entry. Written against the raw byte layout (docs/ploop.md 1.2/1.3), not with
  * src/ploop/format.ts, so a bug there cannot hide in both the bench and the reader.
  */
 import { open, readFile } from "node:fs/promises";

@@ -1,7 +1,7 @@
 /**
  * Finding the containers to back up: `vzlist -a -H -o ctid,private,status` where vzlist
  * exists (it knows each container's private area and state), otherwise a scan of
- * <privateRoot>/<CTID>/root.hdd/DiskDescriptor.xml (docs ploop.md 2.4).
+ * <privateRoot>/<CTID>/root.hdd/DiskDescriptor.xml (docs/ploop.md 2.4).
  * Only ploop containers are returned (simfs ones have no DiskDescriptor.xml).
  */
 import { loadExeca } from "../util/exec.js";

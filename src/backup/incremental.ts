@@ -1,5 +1,5 @@
 /**
- * Incremental backups from the ploop delta (rolling snapshot, ploop.md 3.9 option 3).
+ * Incremental backups from the ploop delta (rolling snapshot, docs/ploop.md 3.9).
  * After backup N its snapshot S_N is kept; the container writes into the delta above it.
  * Backup N+1 takes S_{N+1}: the images between S_N and S_{N+1} list exactly the clusters
  * written in between, so only those (and the chunks around them) are read; everything else

@@ -1,5 +1,5 @@
 /**
- * Journal of ploop snapshots in flight (docs ploop.md 3.10): one small JSON file per
+ * Journal of ploop snapshots in flight (docs/ploop.md 3.10): one small JSON file per
  * snapshot under <stateDir>/journal/, written durably BEFORE `ploop snapshot` runs, so a
  * run that dies at any point leaves enough behind for the next run to find and merge
  * the snapshot it created - and only that one.

@@ -153,7 +153,7 @@ export async function backupOneContainer(container: ContainerInfo, options: RunO
               ...(options.onProgress ? { onProgress: (p: BackupProgress) => options.onProgress!(ct, p) } : {}),
               ...(options.readThrottle ? { readThrottle: options.readThrottle } : {}),
               ...(options.readBlockBytes ? { readBlockBytes: options.readBlockBytes } : {}),
-              // The frozen images must not have changed while we read them (ploop.md 3.6).
+              // The frozen images must not have changed while we read them (docs/ploop.md 3.6).
               beforeManifest: () => frozen.verifyUnchanged(),
               ...(options.publish ? { publish: options.publish } : {}),
             },

@@ -1,5 +1,5 @@
 /**
- * The life of one backup snapshot (docs ploop.md 3.2, 3.6, 3.10):
+ * The life of one backup snapshot (docs/ploop.md 3.2, 3.6, 3.10):
  *
  *   journal "snapshot-pending" -> ploop snapshot -u S -> journal "snapshot-taken"
  *   -> caller reads the frozen chain of S -> journal "merging" -> ploop snapshot-delete -u S
@@ -143,7 +143,7 @@ export async function withFrozenDisk<T>(ctx: FrozenDiskContext, fn: (frozen: Fro
   try {
     await ploop.snapshot(dd, S);
   } catch (error) {
-    // ploop undoes a failed snapshot itself (ploop.md 2.5); only if S made it into the
+    // ploop undoes a failed snapshot itself (docs/ploop.md 2.5); only if S made it into the
     // descriptor anyway do we have to merge it.
     let present: boolean | null = null;
     try {
@@ -274,7 +274,7 @@ async function mergeBack(ctx: FrozenDiskContext, dd: string, S: string, earlier:
 }
 
 // ---------------------------------------------------------------------------
-// Recovery (ploop.md 3.10)
+// Recovery (docs/ploop.md 3.10)
 
 export type RecoveryAction =
   /** Descriptor no longer exists (container destroyed/moved): entry dropped. */
@@ -397,7 +397,7 @@ export async function imageMarkedInUse(path: string): Promise<boolean> {
  * so that no ploop operation (1.x and 7.x take that lock for every descriptor operation)
  * is in progress while files it might still be working on disappear. "busy" = nothing
  * removed: the lock is held, or there is no .lck (ploop >= 8.0.59 locks the base image
- * instead, ploop.md 2.6, which we cannot test from here).
+ * instead, docs/ploop.md 2.6, which we cannot test from here).
  */
 async function removeUnderDiskLock(descriptorPath: string, files: readonly string[], flockBin: string): Promise<"removed" | "busy"> {
   const lck = `${descriptorPath}.lck`;
@@ -433,7 +433,7 @@ export async function removeStaleDescriptorTmp(descriptorPath: string, flockBin 
 }
 
 /**
- * Finish every snapshot our journal knows about (ploop.md 3.10). Never touches snapshots
+ * Finish every snapshot our journal knows about (docs/ploop.md 3.10). Never touches snapshots
  * that are not in the journal. Returns one report per entry (plus .tmp and orphaned
  * delta clean-ups).
  */
@@ -563,7 +563,7 @@ async function recoverOne(entry: JournalEntry, journal: SnapshotJournal, ploop: 
   }
 
   // Exit 4 "Image is in use": an offline merge was interrupted and left the in-use flag
-  // on an image (ploop.md 3.10). Clearing it is only safe when no kernel has the disk open.
+  // on an image (docs/ploop.md 3.10). Clearing it is only safe when no kernel has the disk open.
   let device: string | null;
   try {
     device = await ploop.mountedDevice(dd);

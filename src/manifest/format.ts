@@ -32,12 +32,12 @@ const CHUNK_ENTRY_BYTES = 1 + 8 + 8 + CHUNK_ID_BYTES;
 const HOLE_ENTRY_BYTES = 1 + 8 + 8;
 /** Decompressed manifests larger than this are refused whatever their geometry. */
 const MAX_PAYLOAD_BYTES = 2 ** 31 - 1;
-/** The metadata JSON: a few KiB in practice (at most 127 image paths, ploop.md 1.4). */
+/** The metadata JSON: a few KiB in practice (at most 127 image paths, docs/ploop.md 1.4). */
 export const MAX_METADATA_BYTES = 1 << 20;
 /** Cluster sizes: powers of two, 4 KiB (ploop's own minimum is 32 KiB) to 64 MiB. */
 export const MIN_CLUSTER_BYTES = 4096;
 export const MAX_CLUSTER_BYTES = 64 << 20;
-/** ploop creates and grows disks up to 50 TiB (ploop.md 1.4); a manifest may say 64 TiB at most. */
+/** ploop creates and grows disks up to 50 TiB (docs/ploop.md 1.4); a manifest may say 64 TiB at most. */
 export const MAX_LOGICAL_BYTES = 64 * 2 ** 40;
 /**
  * Names a ploop-format restore writes (PATH/root.hdd, PATH/DiskDescriptor.xml) or ploop

@@ -1,7 +1,7 @@
 /**
  * Log lines with levels, to stderr and optionally to a log file.
  *
- * stderr (the CLI contract, shared/docs/design.md): `error` and `warn` always, `info`
+ * stderr (docs/operations.md, "Logs and progress"): `error` and `warn` always, `info`
  * unless -q, `debug` only with -v (and not -q). Text format keeps the plain lines the
  * CLI always printed ("warning: ..." for warnings, "ploopvault: ..." for the final error);
  * `--log-format json` turns every stderr line into one JSON object instead.

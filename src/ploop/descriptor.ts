@@ -3,7 +3,7 @@
  * I/O layer (disk.ts, writer.ts) reads/writes the file and resolves relative File paths
  * against the descriptor's directory.
  *
- * Reference: docs ploop.md section 2. The parser is as strict as ploop itself where a
+ * Reference: docs/ploop.md section 2. The parser is as strict as ploop itself where a
  * mistake would make us read the wrong images (exactly one Storage, Blocksize, GUIDs,
  * #images == #shots), and as lenient where ploop is (root element name, Disk_Parameters
  * content, unknown elements).
@@ -189,7 +189,7 @@ export function parseDescriptor(xml: string, descriptorPath: string): DiskDescri
     if (file === undefined || file === "") return fail(`<Image> ${g} has no <File>`);
     if (file.includes("\0")) fail(`<Image> ${g} has an invalid <File>`);
     if (Buffer.byteLength(file) > 4096) fail(`<Image> ${g} has a <File> longer than 4096 bytes (PATH_MAX)`);
-    // Doc 2.2: "Plain" is raw mode; anything else (normally "Compressed") is ploop1.
+    // docs/ploop.md 2.2: "Plain" is raw mode; anything else (normally "Compressed") is ploop1.
     const type: ImageType = text(node, "Type", "Image") === "Plain" ? "Plain" : "Compressed";
     if (images.some((i) => i.guid === g)) fail(`image GUID ${g} is listed twice`);
     images.push({ guid: g, file, type });
@@ -199,7 +199,7 @@ export function parseDescriptor(xml: string, descriptorPath: string): DiskDescri
   const shotNodes = Array.isArray(snapshots.Shot) ? snapshots.Shot : [];
   const shots: DescriptorShot[] = [];
   if (shotNodes.length === 0 && images.length === 1) {
-    // Old descriptors without <Shot> are accepted for a single image (doc 2.2).
+    // Old descriptors without <Shot> are accepted for a single image (docs/ploop.md 2.2).
     shots.push({ guid: images[0]!.guid, parentGuid: NONE_GUID, temporary: false });
   } else {
     if (shotNodes.length !== images.length) fail(`${images.length} <Image> but ${shotNodes.length} <Shot> elements`);
@@ -237,7 +237,7 @@ export function parseDescriptor(xml: string, descriptorPath: string): DiskDescri
 
 /**
  * The images that make up the disk as of `topGuid` (default: the live top), base first.
- * Follows ParentGUID links, never the order of <Image> elements (doc 2.3).
+ * Follows ParentGUID links, never the order of <Image> elements (docs/ploop.md 2.3).
  */
 export function chainFor(dd: DiskDescriptor, topGuid: string = dd.topGuid): Chain {
   const fail = (what: string): never => {
@@ -289,7 +289,7 @@ function escapeXml(text: string): string {
 }
 
 /**
- * A descriptor in ploop 1.15's own layout (doc 2.1; byte-identical to `ploop init` for
+ * A descriptor in ploop 1.15's own layout (docs/ploop.md 2.1; byte-identical to `ploop init` for
  * one image). A single image gets TOP_GUID with parent NONE_GUID.
  */
 export function renderDescriptor(options: RenderDescriptorOptions): string {
@@ -305,7 +305,7 @@ export function renderDescriptor(options: RenderDescriptorOptions): string {
   });
   if (new Set(guids).size !== guids.length) throw new RangeError("image GUIDs must be unique");
   const geometry = computeGeometry(sizeSectors);
-  // <Sectors> is recomputed from the size, not the track size (doc 1.6: 100M -> 400/16/32).
+  // <Sectors> is recomputed from the size, not the track size (docs/ploop.md 1.6: 100M -> 400/16/32).
   const sectors = Math.floor(sizeSectors / (geometry.cylinders * geometry.heads));
   const lines = [
     `<?xml version="1.0"?>`,

@@ -1,5 +1,5 @@
 /**
- * The logical disk of a ploop chain (doc 1.10): for every virtual cluster, the topmost
+ * The logical disk of a ploop chain (docs/ploop.md 1.10): for every virtual cluster, the topmost
  * image of the chain that holds it supplies the data; clusters no image holds are holes
  * and read as zeros without touching any file.
  *
@@ -94,7 +94,7 @@ export async function openLogicalDisk(descriptorPath: string, options: OpenLogic
   const files: ImageFile[] = [];
   try {
     for (const entry of chain) {
-      // Relative File paths are relative to the descriptor's directory (doc 2.2).
+      // Relative File paths are relative to the descriptor's directory (docs/ploop.md 2.2).
       const path = isAbsolute(entry.file) ? entry.file : resolve(baseDir, entry.file);
       if (entry.type === "Plain") {
         const raw = await openRawImage(path, clusterBytes, {

@@ -1,11 +1,11 @@
 /**
- * Drives the ploop command line (docs ploop.md 3.2): snapshot, snapshot-list,
+ * Drives the ploop command line (docs/ploop.md 3.2): snapshot, snapshot-list,
  * snapshot-delete, check -d, info -d. Only the descriptor-based commands are exposed;
  * the dangerous low-level forms (`snapshot -d`, `merge`, `check -F`) are deliberately
  * absent, and deleting the top GUID is refused in code.
  *
  * Failures become PloopCommandError with ploop's exit code mapped to a meaning
- * (ploop.md 3.2 table) and ploop's last stderr line, on one line.
+ * (docs/ploop.md 3.2) and ploop's last stderr line, on one line.
  */
 import { loadExeca } from "../util/exec.js";
 import { PloopvaultError } from "../errors.js";
@@ -266,7 +266,7 @@ export class PloopCli {
   /**
    * `ploop snapshot-delete -u GUID DD`: merge GUID's child into it; GUID disappears.
    * 'absent' when ploop says there is no such snapshot (exit 43). Never the top GUID:
-   * offline that discards every write since the last snapshot (ploop.md 3.2).
+   * offline that discards every write since the last snapshot (docs/ploop.md 3.2).
    */
   async snapshotDelete(descriptorPath: string, guid: string): Promise<"deleted" | "absent"> {
     const g = requireGuid(guid, `snapshot-delete on ${descriptorPath}`);
@@ -284,7 +284,7 @@ export class PloopCli {
 
   /**
    * `ploop check -d -S IMAGE`: clear the in-use flag of one image file left by an
-   * interrupted offline merge. Only for a disk that is NOT mounted (ploop.md 3.10).
+   * interrupted offline merge. Only for a disk that is NOT mounted (docs/ploop.md 3.10).
    *
    * What ploop does (read in its lib/check.c, measured with 1.15): it verifies the BAT,
    * trims the unreferenced tail the merge left ("Trimming tail"), writes the clean header,

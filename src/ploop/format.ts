@@ -2,7 +2,7 @@
  * The ploop1 image format (v1 and v2), pure functions over Buffers. No I/O here: the
  * readers in image.ts / disk.ts and the writers in writer.ts do the file work.
  *
- * Reference: docs ploop.md section 1. All on-disk integers are little-endian.
+ * Reference: docs/ploop.md section 1. All on-disk integers are little-endian.
  *   0x00 16 signature      0x10 u32 type (2)      0x14 u32 heads     0x18 u32 cylinders
  *   0x1C u32 cluster size in sectors ("m_Sectors")   0x20 u32 BAT entries ("m_Size")
  *   0x24 size in sectors: v2 u64, v1 u32 (0x28 unused)   0x2C u32 in-use marker
@@ -56,7 +56,7 @@ export interface PloopHeader {
   clusterSectors: number;
   /**
    * Number of meaningful BAT entries. decodeHeader stores min(m_Size, sizeSectors/clusterSectors)
-   * (doc 1.3: if they ever differ, the kernel ignores clusters beyond the size).
+   * (docs/ploop.md 1.3: if they ever differ, the kernel ignores clusters beyond the size).
    */
   batEntries: number;
   /** Virtual disk size in sectors, a multiple of clusterSectors. */
@@ -74,7 +74,7 @@ export function isValidClusterSectors(n: number): boolean {
   return Number.isInteger(n) && n >= MIN_CLUSTER_SECTORS && n <= MAX_CLUSTER_SECTORS && (n & (n - 1)) === 0;
 }
 
-/** Only "Ynot" means in use here; "v2.1" is a clean close with CBT (1.15 disagrees, see doc 1.7). */
+/** Only "Ynot" means in use here; "v2.1" is a clean close with CBT (1.15 disagrees, see docs/ploop.md 1.7). */
 export function isInUse(header: PloopHeader): boolean {
   return header.diskInUse === DISK_IN_USE;
 }
@@ -83,7 +83,7 @@ export function clusterBytesOf(header: PloopHeader): number {
   return header.clusterSectors * SECTOR_BYTES;
 }
 
-/** Doc 1.5: header + BAT rounded up to a sector, then to a whole cluster. */
+/** docs/ploop.md 1.5: header + BAT rounded up to a sector, then to a whole cluster. */
 export function computeFirstBlockOffsetSectors(batEntries: number, clusterSectors: number): number {
   const bytes = HEADER_BYTES + BAT_ENTRY_BYTES * batEntries;
   const sectors = Math.ceil(bytes / SECTOR_BYTES);
@@ -98,7 +98,7 @@ export interface ChsGeometry {
 }
 
 /**
- * Legacy CHS geometry as ploop derives it (doc 1.6; confirmed against ploop 1.15 `init`
+ * Legacy CHS geometry as ploop derives it (docs/ploop.md 1.6; confirmed against ploop 1.15 `init`
  * for 100M..2T). Informational only, but reproducing it makes our images byte-identical.
  */
 export function computeGeometry(sizeSectors: number): ChsGeometry {
@@ -147,14 +147,14 @@ export function decodeHeader(buf: Buffer, fileName: string): PloopHeader {
     fail(`invalid cluster size ${clusterSectors} sectors (must be a power of two, ${MIN_CLUSTER_SECTORS}..${MAX_CLUSTER_SECTORS})`);
   }
   const rawBatEntries = buf.readUInt32LE(0x20);
-  // v1 has a 32-bit size at 0x24; the u32 at 0x28 is unused and ignored (doc 1.2).
+  // v1 has a 32-bit size at 0x24; the u32 at 0x28 is unused and ignored (docs/ploop.md 1.2).
   const sizeSectors = version === 2 ? u64(buf, 0x24, fileName, "disk size") : buf.readUInt32LE(0x24);
   if (sizeSectors === 0) fail("virtual disk size is 0");
   if (sizeSectors % clusterSectors !== 0) fail(`disk size ${sizeSectors} sectors is not a multiple of the cluster size ${clusterSectors} sectors`);
   const sizeClusters = sizeSectors / clusterSectors;
   if (sizeClusters > U32_MAX) fail(`disk size ${sizeSectors} sectors exceeds 2^32 clusters`);
   if (rawBatEntries === 0) fail("BAT has 0 entries");
-  // Doc 1.3: if m_Size and the size disagree, use the smaller (the kernel refuses the rest).
+  // docs/ploop.md 1.3: if m_Size and the size disagree, use the smaller (the kernel refuses the rest).
   const batEntries = Math.min(rawBatEntries, sizeClusters);
 
   const diskInUse = buf.readUInt32LE(0x2c);
@@ -280,7 +280,7 @@ export function batEntryToFileOffset(header: PloopHeader, entry: number): number
 
 /**
  * Reject a BAT that would make a reader return wrong data: entries into the header/BAT
- * area, clusters not wholly inside the file (an unaligned tail is ignored, doc 1.9),
+ * area, clusters not wholly inside the file (an unaligned tail is ignored, docs/ploop.md 1.9),
  * v1 entries that are not cluster aligned, and two virtual clusters sharing one file
  * cluster. Returns the number of allocated entries.
  */

@@ -1,6 +1,6 @@
 /**
  * One image file of a chain, opened read-only: a ploop1 image (header + BAT, validated
- * against the file size) or a raw (Plain) base. Never writes, never locks (doc 3.6:
+ * against the file size) or a raw (Plain) base. Never writes, never locks (docs/ploop.md 3.6:
  * frozen images are read with plain reads while the container runs).
  */
 import { open, type FileHandle } from "node:fs/promises";
@@ -146,7 +146,7 @@ export async function openImage(path: string, options: OpenImageOptions = {}): P
 
 /**
  * Open a raw (Plain) base image: virtual offset = file offset, zeros past end of file
- * (doc 1.10). `sizeBytes` is the disk size the descriptor claims (Disk_size), if any.
+ * (docs/ploop.md 1.10). `sizeBytes` is the disk size the descriptor claims (Disk_size), if any.
  */
 export async function openRawImage(path: string, clusterBytes: number, options: OpenImageOptions & { sizeBytes?: number } = {}): Promise<RawImage> {
   const fh = await openReadOnly(path, options.referencedBy);

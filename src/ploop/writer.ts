@@ -1,5 +1,5 @@
 /**
- * Writing ploop images and descriptors (doc 1.12):
+ * Writing ploop images and descriptors (docs/ploop.md 1.12):
  *  - createPloopImageWriter: the restore target. v2, data clusters in virtual order right
  *    after the BAT, every byte written (ploop 1.15 `check -f` rejects sparse images),
  *    header written last so an interrupted restore never looks like a valid image.

@@ -1,5 +1,5 @@
 /**
- * Object names of the repository layout (shared/docs/design.md section 2, a contract):
+ * Object names of the repository layout (docs/repository-format.md, a contract):
  *   config
  *   chunks/<first two hex>/<chunk id>
  *   backups/<ct>/<backup id>/{manifest,DiskDescriptor.xml,<container config>}

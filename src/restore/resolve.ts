@@ -1,5 +1,5 @@
 /**
- * BACKUP arguments (shared/docs/design.md section 1):
+ * BACKUP arguments (restore, ls, dump, serve-nbd...):
  *
  *   ID | unique ID prefix          one backup
  *   CT | CT:latest                 the newest backup of a container

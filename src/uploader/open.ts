@@ -1,5 +1,5 @@
 /**
- * Repository URL -> ObjectStore (shared/docs/design.md, "Repository URLs"):
+ * Repository URL (`--repo`, PLOOPVAULT_REPO) -> ObjectStore:
  *   s3://BUCKET[/PREFIX]   S3; endpoint from options.endpoint or env AWS_ENDPOINT_URL
  *                          (path-style then), credentials and region from the SDK chain
  *   file://PATH            local directory (file:///abs/path or file://relative/path)

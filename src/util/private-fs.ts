@@ -1,7 +1,7 @@
 /**
  * Files and directories only their owner can read: state, caches, trust records, local
- * repository objects, restored disks (shared/docs/design.md: "what a run writes is
- * readable by its owner only"). Modes are given explicitly at creation, so the result
+ * repository objects, restored disks (the project's rule: what a run writes is readable
+ * by its owner only). Modes are given explicitly at creation, so the result
  * does not depend on the umask: a umask can only take bits away from 0600/0700, never
  * add any (with umask 000, node's default 0666 would make a file world-writable).
  */

@@ -1,5 +1,5 @@
 /**
- * What a run writes is readable by its owner only (issue 12, item 8; design.md): local
+ * What a run writes is readable by its owner only (issue 12, item 8): local
  * repository objects and directories, keys, the state dir (caches, records, lock), and
  * restored disks, whatever the umask: the commands run here under umask 000, where any
  * file created without an explicit mode would come out world-readable and writable.

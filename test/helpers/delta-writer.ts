@@ -4,7 +4,7 @@
  * maps it, otherwise appended at the end of the file; data is written and flushed before
  * the BAT entry (the kernel's crash-safe order), then CIF_Empty is cleared.
  *
- * Deliberately written against the raw byte layout (doc 1.2/1.3) rather than with
+ * Deliberately written against the raw byte layout (docs/ploop.md 1.2/1.3) rather than with
  * src/ploop/format.ts, so a bug there cannot hide in both the fixture and the reader.
  */
 import { open, readFile } from "node:fs/promises";

@@ -143,7 +143,7 @@ export async function digHoles(imagePath: string): Promise<void> {
 }
 
 /**
- * What v2 discard/compaction does on real hosts (ploop.md 1.9): drop virtual clusters from
+ * What v2 discard/compaction does on real hosts (docs/ploop.md 1.9): drop virtual clusters from
  * the image's BAT and punch holes where their data was (`fallocate -p`), leaving unused,
  * unallocated clusters inside the file.
  */

@@ -191,7 +191,7 @@ describe("recoverInterrupted", () => {
 
   it("finishes an offline merge SIGKILLed halfway on a SPARSE image, filling its holes as ploop does", async () => {
     // Real hosts: v2 discard/compaction leaves unused clusters punched out of the image
-    // (ploop.md 1.9). ploop 1.15's `check -d` then clears the flag but refuses the image
+    // (docs/ploop.md 1.9). ploop 1.15's `check -d` then clears the flag but refuses the image
     // (exit 11 "image is sparse") unless told to fill the holes (-S), as its own mount does.
     const dd = await makeDisk(diskDir, { size: "512M", clusterSectors: 2048 });
     const MiB = 1 << 20;

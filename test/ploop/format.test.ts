@@ -27,7 +27,7 @@ import { scratchDir } from "./fixtures.js";
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex");
 
-// ploop.md 1.11: 10 GiB v2 image, 1 MiB clusters, virtual cluster 5 in file cluster 1.
+// docs/ploop.md 1.11: 10 GiB v2 image, 1 MiB clusters, virtual cluster 5 in file cluster 1.
 const WORKED_HEADER_V2 = hex(`
   5769 7468 6f75 4672 6553 7061 6345 7874
   0200 0000 1000 0000 00a0 0000 0008 0000
@@ -54,7 +54,7 @@ function header10G(): Buffer {
   return Buffer.from(WORKED_HEADER_V2);
 }
 
-describe("ploop header: worked example (doc 1.11)", () => {
+describe("ploop header: worked example (docs/ploop.md 1.11)", () => {
   it("encodes the 10 GiB v2 header byte for byte", () => {
     const h = newHeader({ version: 2, sizeSectors: 20971520, clusterSectors: 2048, empty: false });
     expect(encodeHeader(h).equals(WORKED_HEADER_V2)).toBe(true);
@@ -102,7 +102,7 @@ describe("ploop header: worked example (doc 1.11)", () => {
 });
 
 describe("ploop header: computed fields", () => {
-  it("first block offset (doc 1.5) for 64K/256K/1M clusters", () => {
+  it("first block offset (docs/ploop.md 1.5) for 64K/256K/1M clusters", () => {
     expect(computeFirstBlockOffsetSectors(100, 2048)).toBe(2048);
     expect(computeFirstBlockOffsetSectors(10240, 2048)).toBe(2048);
     expect(computeFirstBlockOffsetSectors(262128, 2048)).toBe(2048); // exactly one BAT cluster

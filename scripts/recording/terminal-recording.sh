@@ -1,13 +1,15 @@
 #!/bin/bash
-# Re-make docs/terminal-recording.{typescript,timing,txt}: a backup of the small test
-# corpus (4 containers in parallel, reads limited so the progress display is visible),
-# recorded with util-linux `script` inside a 100x30 tmux pane; the .txt holds pane
-# captures (one mid-backup frame and the final screen).
+# Re-make terminal-recording.{typescript,timing,txt} beside this script (shown in
+# docs/operations.md, "Progress"): a backup of the small test corpus (4 containers in
+# parallel, reads limited so the progress display is visible), recorded with util-linux
+# `script` inside a 100x30 tmux pane; the .txt holds pane captures (one mid-backup frame
+# and the final screen).
 #
-#   npm run build && bash docs/terminal-recording.sh
-#   scriptreplay -t docs/terminal-recording.timing docs/terminal-recording.typescript
+#   npm run build && bash scripts/recording/terminal-recording.sh
+#   scriptreplay -t scripts/recording/terminal-recording.timing scripts/recording/terminal-recording.typescript
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
 work=/tmp/ploopvault-demo
 session=ploopvault-rec-$$
 rm -rf "$work"
@@ -43,11 +45,11 @@ for _ in $(seq 1 600); do
 done
 final=$(tmux capture-pane -p -S - -t "$session" | sed '/__DONE__/,$d')
 
-cp "$work/typescript" "$root/docs/terminal-recording.typescript"
-cp "$work/timing" "$root/docs/terminal-recording.timing"
+cp "$work/typescript" "$here/terminal-recording.typescript"
+cp "$work/timing" "$here/terminal-recording.timing"
 {
-  echo "# ploopvault: backup of the small test corpus (docs/terminal-recording.sh)"
-  echo "# replay: scriptreplay -t docs/terminal-recording.timing docs/terminal-recording.typescript"
+  echo "# ploopvault: backup of the small test corpus (scripts/recording/terminal-recording.sh)"
+  echo "# replay: scriptreplay -t scripts/recording/terminal-recording.timing scripts/recording/terminal-recording.typescript"
   echo
   echo "## the terminal during the first backup (tmux capture-pane, 100x30)"
   echo
@@ -56,5 +58,5 @@ cp "$work/timing" "$root/docs/terminal-recording.timing"
   echo "## the terminal at the end (the progress lines are erased as containers finish)"
   echo
   echo "$final" | sed -e :a -e '/^\n*$/{$d;N;ba' -e '}'
-} >"$root/docs/terminal-recording.txt"
-echo "wrote docs/terminal-recording.{typescript,timing,txt}" >&2
+} >"$here/terminal-recording.txt"
+echo "wrote scripts/recording/terminal-recording.{typescript,timing,txt}" >&2
