@@ -4,7 +4,7 @@
  * <privateRoot>/<CTID>/root.hdd/DiskDescriptor.xml (docs/ploop.md 2.4).
  * Only ploop containers are returned (simfs ones have no DiskDescriptor.xml).
  */
-import { loadExeca } from "../util/exec.js";
+import { runCommand } from "../util/exec.js";
 import { readdir, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { PloopvaultError } from "../errors.js";
@@ -98,15 +98,15 @@ export function parseVzlist(output: string): VzlistRow[] {
 type VzlistResult = { ok: true; rows: VzlistRow[] } | { ok: false; why: string };
 
 async function runVzlist(bin: string): Promise<VzlistResult> {
-  const r = await (await loadExeca())(bin, ["-a", "-H", "-o", "ctid,private,status"], { reject: false, stdin: "ignore" });
+  const r = await runCommand(bin, ["-a", "-H", "-o", "ctid,private,status"]);
   if (r.failed) {
-    if (r.exitCode === undefined && r.signal === undefined) return { ok: false, why: `${bin} not found` };
-    const line = String(r.stderr ?? "").trim().split("\n").pop() ?? "";
+    if (r.spawnError !== null) return { ok: false, why: `${bin} not found` };
+    const line = r.stderr.trim().split("\n").pop() ?? "";
     // vzlist exits 1 with "Container(s) not found" when there are none.
-    if (/not found/i.test(line) && String(r.stdout ?? "").trim() === "") return { ok: true, rows: [] };
-    throw new PloopvaultError(`${bin} -a -H -o ctid,private,status failed (${r.exitCode === undefined ? `killed by ${r.signal}` : `exit ${r.exitCode}`})${line ? `: ${line}` : ""}`);
+    if (/not found/i.test(line) && r.stdout.trim() === "") return { ok: true, rows: [] };
+    throw new PloopvaultError(`${bin} -a -H -o ctid,private,status failed (${r.exitCode === null ? `killed by ${r.signal}` : `exit ${r.exitCode}`})${line ? `: ${line}` : ""}`);
   }
-  return { ok: true, rows: parseVzlist(String(r.stdout ?? "")) };
+  return { ok: true, rows: parseVzlist(r.stdout) };
 }
 
 async function fromRow(row: VzlistRow, confDir: string): Promise<ContainerInfo | null> {

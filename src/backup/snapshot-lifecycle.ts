@@ -12,7 +12,7 @@
  * dir's marked snapshots that no journal entry or kept record explains (lost state dir).
  * Neither ever touches a snapshot someone else made.
  */
-import { loadExeca } from "../util/exec.js";
+import { runCommand } from "../util/exec.js";
 import { open, readFile, readdir, stat } from "node:fs/promises";
 import { hostname } from "node:os";
 import { dirname, isAbsolute, resolve } from "node:path";
@@ -406,10 +406,10 @@ async function removeUnderDiskLock(descriptorPath: string, files: readonly strin
   } catch {
     return "busy";
   }
-  const r = await (await loadExeca())(flockBin, ["-n", "-E", "75", lck, "rm", "-f", "--", ...files], { reject: false, stdin: "ignore" });
+  const r = await runCommand(flockBin, ["-n", "-E", "75", lck, "rm", "-f", "--", ...files]);
   if (r.exitCode === 75) return "busy";
   if (r.failed) {
-    const why = r.code === "ENOENT" ? `"${flockBin}" not found (install util-linux)` : errorLine(r.stderr || r.shortMessage);
+    const why = r.spawnError === "ENOENT" ? `"${flockBin}" not found (install util-linux)` : r.stderr.trim().split("\n")[0] || r.summary;
     throw new PloopvaultError(`cannot remove ${files.join(", ")} under ${lck}: ${why}`);
   }
   return "removed";

@@ -26,7 +26,7 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import { chmod, lchown, link, lstat, lutimes, mkdir, open, rename, rm, stat, symlink, unlink, type FileHandle } from "node:fs/promises";
-import { loadExeca } from "../util/exec.js";
+import { runCommand } from "../util/exec.js";
 import { PloopvaultError } from "../errors.js";
 import { deviceNumbers, type Inode } from "../fs/ext/inode.js";
 import type { ExtFilesystem } from "../fs/ext/filesystem.js";
@@ -368,8 +368,8 @@ export class FileRestorer {
     const node = `/proc/${process.pid}/fd/${dir.fd}/${temp}`;
     const args = inode.type === "fifo" ? [node, "p"] : [node, inode.type === "chardev" ? "c" : "b", String(deviceNumbers(inode).major), String(deviceNumbers(inode).minor)];
     // Node has no mknod(2); mknod(1) creates the node inside the open folder (never follows: it creates)
-    const r = await (await loadExeca())("mknod", ["-m", "600", ...args], { reject: false });
-    if (r.exitCode !== 0) throw new PloopvaultError(`cannot create ${this.shown(components)}: mknod: ${(r.stderr || r.shortMessage || "").trim().split("\n")[0]}`);
+    const r = await runCommand("mknod", ["-m", "600", ...args]);
+    if (r.failed) throw new PloopvaultError(`cannot create ${this.shown(components)}: ${r.summary}`);
     const path = at(dir, temp);
     if (this.owners) await lchown(path, inode.uid, inode.gid);
     // a device or fifo cannot be opened to fchmod it (opening a device has effects); the
@@ -438,10 +438,9 @@ export class FileRestorer {
         if (group.length === 0) continue;
         const dump = group.map((p) => `# file: ${p.path}\n${p.xattrs.map((x) => `${x.name}=0x${x.value.toString("hex")}`).join("\n")}\n`).join("\n");
         const args = [...(noDereference ? ["-h"] : []), "--restore=-"];
-        const r = await (await loadExeca())(this.setfattr, args, { input: dump, reject: false });
-        if (r.exitCode !== 0) {
-          const missing = (r as { code?: string }).code === "ENOENT";
-          const reason = missing ? `${this.setfattr} not found (install the attr package)` : (r.stderr || r.shortMessage || "").trim().split("\n")[0]!;
+        const r = await runCommand(this.setfattr, args, { input: dump });
+        if (r.failed) {
+          const reason = r.spawnError === "ENOENT" ? `${this.setfattr} not found (install the attr package)` : r.stderr.trim().split("\n")[0] || r.summary;
           for (const p of group) this.xattrFailures.push(`${p.shown}: ${reason}`);
           this.warn(`xattrs of ${group.length} entries not restored: ${reason}`);
         }

@@ -9,7 +9,7 @@
  * or an unsupported scheduler leaves the priority unchanged and the backup goes on.
  */
 import { readdir } from "node:fs/promises";
-import { loadExeca } from "../util/exec.js";
+import { runCommand } from "../util/exec.js";
 
 export interface IoniceResult {
   ok: boolean;
@@ -25,11 +25,8 @@ export async function setIdleIoPriority(bin = "ionice"): Promise<IoniceResult> {
   }
   if (tids.length === 0) tids = [String(process.pid)];
   try {
-    const r = await (await loadExeca())(bin, ["-c3", "-p", ...tids], { reject: false, timeout: 10_000, stdin: "ignore" });
-    if (r.failed) {
-      const why = r.exitCode === undefined ? String(r.originalMessage ?? r.shortMessage) : `exit ${r.exitCode}: ${String(r.stderr).trim().split("\n")[0] ?? ""}`;
-      return { ok: false, detail: `${bin} -c3 failed (${why})` };
-    }
+    const r = await runCommand(bin, ["-c3", "-p", ...tids], { timeoutMs: 10_000 });
+    if (r.failed) return { ok: false, detail: `${bin} -c3 failed (${r.summary})` };
     return { ok: true, detail: `I/O priority set to idle (${bin} -c3 on ${tids.length} thread${tids.length === 1 ? "" : "s"})` };
   } catch (error) {
     return { ok: false, detail: `${bin} not usable: ${error instanceof Error ? error.message : String(error)}` };

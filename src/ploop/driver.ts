@@ -7,7 +7,7 @@
  * Failures become PloopCommandError with ploop's exit code mapped to a meaning
  * (docs/ploop.md 3.2) and ploop's last stderr line, on one line.
  */
-import { loadExeca } from "../util/exec.js";
+import { runCommand } from "../util/exec.js";
 import { PloopvaultError } from "../errors.js";
 import { normaliseGuid } from "./descriptor.js";
 import { TOP_GUID } from "./format.js";
@@ -198,25 +198,16 @@ export class PloopCli {
 
   private async runOnce(args: readonly string[], target: string): Promise<RunResult> {
     const sub = args[0] ?? "";
-    const r = await (await loadExeca())(this.bin, args, {
-      reject: false,
-      stdin: "ignore",
-      // Do not SIGTERM ploop when we exit: an operation that runs to completion leaves a
-      // consistent disk; one killed halfway leaves a dirty image for recovery.
-      cleanup: false,
-      stripFinalNewline: false,
-      ...(this.env === undefined ? {} : { env: this.env }),
-    });
-    const stdout = String(r.stdout ?? "");
-    const stderr = String(r.stderr ?? "");
+    // ploop is not killed when we exit (src/util/exec.ts): a dirty image is left for recovery only if it is killed halfway
+    const r = await runCommand(this.bin, args, this.env === undefined ? {} : { env: this.env });
+    const { stdout, stderr } = r;
     if (!r.failed) return { stdout, stderr };
-    if (r.exitCode === undefined && r.signal === undefined) {
-      const code = r.code ?? "";
-      if (code === "ENOENT") throw new PloopBinaryNotFoundError(`ploop binary "${this.bin}" not found; install ploop or pass --ploop-bin`);
-      throw new PloopBinaryNotFoundError(`ploop binary "${this.bin}" cannot be run (${code || lastLine(r.shortMessage ?? "")}); install ploop or pass --ploop-bin`);
+    if (r.spawnError !== null) {
+      if (r.spawnError === "ENOENT") throw new PloopBinaryNotFoundError(`ploop binary "${this.bin}" not found; install ploop or pass --ploop-bin`);
+      throw new PloopBinaryNotFoundError(`ploop binary "${this.bin}" cannot be run (${r.spawnError}); install ploop or pass --ploop-bin`);
     }
     const line = lastLine(stderr) || lastLine(stdout);
-    if (r.exitCode === undefined) {
+    if (r.exitCode === null) {
       throw new PloopCommandError(`ploop ${sub} on ${target}: killed by ${r.signal}${line ? `: ${line}` : ""}`, { ploopExitCode: -1, args, stderrLine: line });
     }
     const code = r.exitCode;
