@@ -12,6 +12,7 @@ import { errorLine } from "../errors.js";
 import { checkRange, type BlockDevice } from "../fs/block-device.js";
 import { ExtFilesystem } from "../fs/ext/filesystem.js";
 import { markFreeClusters, readFreeBlockRuns, skipFreeRefusal } from "../fs/ext/free-space.js";
+import { parseSuperblock, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSET } from "../fs/ext/superblock.js";
 import { findExtFilesystems } from "../fs/partitions.js";
 import type { DataRun, LogicalDisk } from "../ploop/disk.js";
 
@@ -51,6 +52,14 @@ export async function findFreeClusters(disk: LogicalDisk, log: (line: string) =>
     log(line);
     return { map, clusterBytes: disk.clusterBytes, filesystems: [line] };
   }
+  const parts = [...found.table.partitions].sort((a, b) => a.start - b.start);
+  const overlap = parts.findIndex((p, i) => i > 0 && p.start < parts[i - 1]!.start + parts[i - 1]!.size);
+  if (overlap > 0) {
+    // One filesystem's free blocks could be another partition's data.
+    const line = `--skip-free: reading everything: partitions ${parts[overlap - 1]!.number} and ${parts[overlap]!.number} of ${label} overlap`;
+    log(line);
+    return { map, clusterBytes: disk.clusterBytes, filesystems: [line] };
+  }
   if (found.found.length === 0) {
     const line = `--skip-free: reading everything: no ext2/ext3/ext4 filesystem on ${label}`;
     log(line);
@@ -59,20 +68,23 @@ export async function findFreeClusters(disk: LogicalDisk, log: (line: string) =>
   for (const f of found.found) {
     const start = f.partition?.start ?? 0;
     try {
-      const fs = await ExtFilesystem.open(f.device, f.label);
-      const refusal = skipFreeRefusal(fs.sb);
+      // Refusals first: a filesystem we may not skip in need not be fully readable by us.
+      const sb = parseSuperblock(await f.device.read(SUPERBLOCK_OFFSET, SUPERBLOCK_BYTES), f.device.size, `filesystem in ${f.label}`);
+      const refusal = skipFreeRefusal(sb);
       if (refusal !== null) {
-        const line = `--skip-free: reading all of ${fs.label}: ${refusal}`;
+        const line = `--skip-free: reading all of the ${sb.kind} filesystem in ${f.label}: ${refusal}`;
         log(line);
         filesystems.push(line);
         continue;
       }
+      const fs = await ExtFilesystem.open(f.device, f.label);
       const { runs, uninitGroups } = await readFreeBlockRuns(fs);
       const marked = markFreeClusters(map, disk.sizeBytes, disk.clusterBytes, start, fs.blockSize, runs);
       const freeBlocks = runs.reduce((sum, r) => sum + r.count, 0);
       const line =
         `--skip-free: ${fs.label}: ${freeBlocks} of ${fs.sb.blocksCount} blocks free, ${marked} whole clusters skipped` +
         (uninitGroups > 0 ? ` (${uninitGroups} groups with uninitialized bitmaps read as used)` : "");
+      log(line);
       filesystems.push(line);
     } catch (error) {
       const line = `--skip-free: reading all of ${f.label}: ${errorLine(error)}`;
