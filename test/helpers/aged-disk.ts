@@ -58,9 +58,9 @@ export async function debugfsWrite(raw: string, fsOffset: number, commands: stri
 }
 
 /**
- * Build the aged disk in `dir`: a pass of writes of ~writeMiB, then every other file and
- * every fifth one deleted, then a few rewritten (a quarter of the deleted bytes written
- * again, into the freed space).
+ * Build the aged disk in `dir`: a pass of writes of ~writeMiB, then two files of every
+ * three deleted, then a third of the deleted bytes written again as new files (into the
+ * freed space).
  */
 export async function buildAgedDisk(dir: string, name: string, options: AgedDiskOptions = {}): Promise<AgedDisk> {
   const sizeMiB = options.sizeMiB ?? 96;
@@ -96,14 +96,14 @@ export async function buildAgedDisk(dir: string, name: string, options: AgedDisk
   await debugfsWrite(raw, AGED_FS_OFFSET, first);
   const files = new Set(sizes.map((_, i) => `/data/f${i}`));
   const deleted: number[] = [];
-  for (let i = 0; i < sizes.length; i++) if (i % 2 === 1 || i % 5 === 0) deleted.push(i);
+  for (let i = 0; i < sizes.length; i++) if (i % 3 !== 0) deleted.push(i);
   await debugfsWrite(raw, AGED_FS_OFFSET, deleted.map((i) => `rm /data/f${i}`));
   for (const i of deleted) files.delete(`/data/f${i}`);
   // rewrites: a quarter of the deleted bytes come back under new names, into the freed space
   const deletedBytes = deleted.reduce((s, i) => s + sizes[i]!, 0);
   const again: string[] = ["mkdir /data/new"];
   let rewritten = 0;
-  for (let j = 0; rewritten < deletedBytes / 4; j++) {
+  for (let j = 0; rewritten < deletedBytes / 3; j++) {
     const size = (384 << 10) + j * 1000;
     await writeFile(join(src, `g${j}`), fileBytes(seed * 100_000 + 50_000 + j, size, j % 2 === 0));
     again.push(`write ${join(src, `g${j}`)} /data/new/g${j}`);
