@@ -156,7 +156,9 @@ describe("backup --skip-free", () => {
 
     const restored = await restoreRaw(skipping, "aged", "skipped");
     const zeroed = await expectUsedBlocksIdentical(aged, restored);
-    expect(zeroed * aged.blockSize).toBeGreaterThanOrEqual(free.skippedFreeBytes! * 0.99);
+    // free blocks that held deleted files' bytes came back as zeros (some free blocks were zeros already)
+    expect(zeroed * aged.blockSize).toBeGreaterThan(free.skippedFreeBytes! / 2);
+    expect(zeroed * aged.blockSize).toBeLessThanOrEqual(free.skippedFreeBytes!);
     const files = await expectSameFiles(aged.raw, restored, aged.fsOffset);
     expect(files).toBe(aged.files.length + 2); // + /README, /etc/hostname
 

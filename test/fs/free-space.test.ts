@@ -162,7 +162,7 @@ describe("bitmaps of real filesystems, against dumpe2fs", () => {
     await execa("mkfs.ext4", ["-q", "-F", "-b", "1024", "-O", "metadata_csum,^flex_bg", c]);
     const r = await compare(c, 0);
     // uninit groups are counted as used: fewer free blocks than dumpe2fs, never more
-    expect(r.uninitGroups + r.runs.length).toBeGreaterThan(0);
+    expect(r.uninitGroups).toBeGreaterThan(0);
   });
 
   it("refuses bigalloc, an errors state and a damaged bitmap", async () => {
