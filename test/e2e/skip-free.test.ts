@@ -115,11 +115,13 @@ describe("backup --skip-free", () => {
     return { ...r!, stderr: b.stderr };
   }
 
+  let lastRestoreStderr = "";
   async function restoreRaw(repo: RepoTarget, ref: string, name: string): Promise<string> {
     const raw = join(work, `${name}.restored`);
     await rm(raw, { force: true });
     const r = await runCli(["restore", ...repo.args, ref, "--format", "raw", "--target", raw]);
     expect(r.code, r.stderr).toBe(0);
+    lastRestoreStderr = r.stderr;
     return raw;
   }
 
@@ -153,8 +155,10 @@ describe("backup --skip-free", () => {
     // the default is unchanged: bit-identical to the source
     const plainRaw = await restoreRaw(plain, "aged", "plain");
     expect(await sha256File(plainRaw)).toBe(await sha256File(aged.raw));
+    expect(lastRestoreStderr).not.toMatch(/skip-free/);
 
     const restored = await restoreRaw(skipping, "aged", "skipped");
+    expect(lastRestoreStderr).toMatch(/was taken with --skip-free: .* of free filesystem space was not stored and reads as zeros/);
     const zeroed = await expectUsedBlocksIdentical(aged, restored);
     // free blocks that held deleted files' bytes came back as zeros (some free blocks were zeros already)
     expect(zeroed * aged.blockSize).toBeGreaterThan(free.skippedFreeBytes! / 2);
@@ -219,6 +223,7 @@ describe("backup --skip-free", () => {
     // a "day": the container deletes files (their clusters become free, unwritten) and
     // writes new ones (partly into space that was free at the first backup)
     let state: AgedDisk = aged;
+    let skippedBefore = first!.skippedFreeBytes!;
     for (let day = 1; day <= 2; day++) {
       const next = join(work, `day${day}.raw`);
       await copyFile(state.raw, next);
@@ -249,6 +254,9 @@ describe("backup --skip-free", () => {
       const [r] = jsonLines<Result>(b.stdout);
       expect(r!.mode, r!.fullReason).toBe("incremental");
       expect(r!.reusedChunks).toBeGreaterThan(0);
+      // the deleted files' clusters (not written since: only metadata changed) are dropped
+      expect(r!.skippedFreeBytes).toBeGreaterThan(skippedBefore);
+      skippedBefore = r!.skippedFreeBytes!;
       // the disk as the real ploop sees it at that snapshot is the day's disk
       const flat = join(work, `day${day}.flat`);
       await ploopFlatten(dd, flat);
