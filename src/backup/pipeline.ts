@@ -21,6 +21,7 @@ import { planBackup, withUnknownChunksRewritten, type PreviousBackup } from "./p
 import { TOOL_NAME, TOOL_VERSION } from "../version.js";
 import { InlineChunkProcessor, type ChunkProcessor, type ScannedBlock } from "./chunk-processor.js";
 import { WorkerChunkProcessor } from "./worker-processor.js";
+import { skippedBytes, withoutFreeClusters, type FreeClusters } from "./free-space.js";
 
 export interface BackupSource {
   disk: LogicalDisk;
@@ -33,6 +34,8 @@ export interface BackupSource {
   containerConfig: { name: string; body: Buffer } | null;
   snapshotGuid: string | null;
   sourceFormatVersion: number;
+  /** --skip-free: clusters entirely in free filesystem blocks, stored as holes (free-space.ts). */
+  free?: FreeClusters | null;
 }
 
 export interface BackupProgress {
@@ -91,7 +94,11 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
   const uploads = new TaskLimiter(options.uploadConcurrency);
   const entries: ManifestEntry[] = [];
   const stats: BackupStats = { readBytes: 0, dataBytes: 0, holeBytes: 0, chunks: 0, newChunks: 0, newBytesStored: 0, seconds: 0 };
-  const runs = disk.allocatedRuns();
+  const allocated = disk.allocatedRuns();
+  // Free clusters become holes here, so the plan never reads them; an incremental plan
+  // then reuses an old chunk only if it lies entirely in clusters still in use.
+  const runs = source.free ? withoutFreeClusters(allocated, source.free.map, source.free.clusterBytes) : allocated;
+  const freeSkippedBytes = source.free ? skippedBytes(allocated, runs) : 0;
   const block = alignedBlockSize(options.readBlockBytes ?? DEFAULT_READ_BLOCK, disk.clusterBytes);
   const checkAbort = (): void => {
     if (options.signal?.aborted) throw new BackupAborted(`backup of ${ct} interrupted`);
@@ -263,6 +270,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
       },
       files: { descriptor: DESCRIPTOR_NAME, config: source.containerConfig?.name ?? null },
       incremental: source.previous ? { baseBackup: source.previous.backupId, baseSnapshotGuid: source.previous.snapshotGuid } : null,
+      ...(source.free ? { freeSpace: { skippedBytes: freeSkippedBytes, clusterBytes: source.free.clusterBytes, filesystems: source.free.filesystems } } : {}),
       stats,
       entryCount: entries.length,
     },

@@ -28,6 +28,7 @@ import { backupDisk, type BackupProgress, type BackupResult } from "./pipeline.j
 import { recoverInterrupted, recoverUnjournaled, withFrozenDisk } from "./snapshot-lifecycle.js";
 import { decideIncremental, keepSnapshot, releaseKeptSnapshot } from "./incremental.js";
 import { KeptSnapshots } from "./kept-snapshot.js";
+import { findFreeClusters } from "./free-space.js";
 
 export interface ContainerResult {
   ct: string;
@@ -40,6 +41,8 @@ export interface ContainerResult {
   /** Why a full read was needed, when incremental mode was on. */
   fullReason?: string;
   reusedChunks?: number;
+  /** --skip-free: allocated bytes not read because their filesystem blocks are free. */
+  skippedFreeBytes?: number;
   logicalBytes?: number;
   readBytes?: number;
   dataBytes?: number;
@@ -77,6 +80,8 @@ export interface RunOptions {
   forceFull: boolean;
   /** Chunks stored by this run so far (shared by its containers). */
   storedThisRun?: Map<string, Promise<void>>;
+  /** --skip-free: store clusters the disk's ext filesystems leave free as holes. */
+  skipFree?: boolean;
 }
 
 export function resultOf(ct: string, result: BackupResult, snapshotGuid: string | null): ContainerResult {
@@ -95,6 +100,7 @@ export function resultOf(ct: string, result: BackupResult, snapshotGuid: string 
     newChunks: s.newChunks,
     newBytesStored: s.newBytesStored,
     reusedChunks: s.reusedChunks ?? 0,
+    ...(metadata.freeSpace ? { skippedFreeBytes: metadata.freeSpace.skippedBytes } : {}),
     seconds: s.seconds,
   };
 }
@@ -142,6 +148,7 @@ export async function backupOneContainer(container: ContainerInfo, options: RunO
               containerConfig: await readConfig(container.configPath),
               snapshotGuid: frozen.snapshotGuid,
               sourceFormatVersion: disk.formatVersion,
+              free: options.skipFree ? await findFreeClusters(disk, (line) => options.log(`container ${ct}: ${line}`)) : null,
             },
             {
               host: options.host,
@@ -228,6 +235,8 @@ export interface BackupRunRequest {
   onProgress?: (ct: string, progress: BackupProgress) => void;
   readThrottle?: (bytes: number) => Promise<void>;
   readBlockBytes?: number;
+  /** --skip-free (docs/skip-free.md). */
+  skipFree?: boolean;
 }
 
 /**
@@ -280,6 +289,7 @@ export async function runBackup(request: BackupRunRequest): Promise<ContainerRes
         kept: request.incremental ? kept : null,
         forceFull: request.forceFull,
         storedThisRun: new Map<string, Promise<void>>(),
+        skipFree: request.skipFree === true,
         ...(request.onResult ? { onResult: request.onResult } : {}),
         ...(request.onProgress ? { onProgress: request.onProgress } : {}),
         ...(request.readThrottle ? { readThrottle: request.readThrottle } : {}),
@@ -340,6 +350,7 @@ async function backupDirectDisks(request: BackupRunRequest, disks: readonly Dire
             containerConfig: await findContainerConfig(descriptorPath),
             snapshotGuid: null,
             sourceFormatVersion: disk.formatVersion,
+            free: request.skipFree ? await findFreeClusters(disk, (line) => request.log(`disk ${ct}: ${line}`)) : null,
           },
           {
             host: request.host,

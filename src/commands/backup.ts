@@ -24,6 +24,7 @@ interface BackupOptions extends GlobalOptions, BackupOpsOptions {
   lockWait: number;
   incremental: boolean;
   full?: boolean;
+  skipFree?: boolean;
 }
 
 function parseThreads(value: string): number {
@@ -57,6 +58,7 @@ export function backupCommand(): Command {
     .addOption(new Option("--threads <n>", "worker threads for hashing and compression (0 = main thread only)").default(availableParallelism()).argParser(parseThreads))
     .option("--no-incremental", "merge each backup's snapshot back at once and read the whole disk every time (no kept delta)")
     .option("--full", "read the whole disk this time (the snapshot is still kept for the next incremental backup)")
+    .option("--skip-free", "do not read or store clusters that the disk's ext4 filesystems leave free (restored as zeros; docs/skip-free.md)")
     .addOption(new Option("--lock-wait <seconds>", "how long to wait for another ploopvault run on this host").default(600).argParser(parseSeconds("--lock-wait")))
     .addHelpText(
       "after",
@@ -112,6 +114,7 @@ PLOOPVAULT_EXIT_CODE and PLOOPVAULT_RESULTS_JSON in the environment (docs/operat
           time,
           incremental: options.incremental,
           forceFull: options.full === true,
+          skipFree: options.skipFree === true,
           workerThreads: options.threads,
           uploadConcurrency: options.uploadConcurrency,
           parallel: options.parallel,
@@ -142,7 +145,7 @@ function report(out: Output, r: ContainerResult, targetCount: number): void {
   recordResult(r);
   if (out.json) out.jsonResult(r);
   if (r.status === "ok") {
-    const mode = r.mode === "incremental" ? `, incremental since ${r.baseBackup}` : r.mode === "full" ? ", full read" : "";
+    const mode = (r.mode === "incremental" ? `, incremental since ${r.baseBackup}` : r.mode === "full" ? ", full read" : "") + (r.skippedFreeBytes !== undefined ? `, ${formatBytes(r.skippedFreeBytes)} free space skipped` : "");
     out.info(`backup ${r.ct}/${r.backup}: ${formatBytes(r.logicalBytes ?? 0)} disk, ${formatBytes(r.readBytes ?? 0)} read${mode}, ${r.newChunks} new of ${r.chunks} chunks (${formatBytes(r.newBytesStored ?? 0)} stored) in ${formatSeconds(r.seconds)}`);
   } else if (targetCount > 1) {
     out.info(`backup of container ${r.ct} FAILED: ${r.error ?? "unknown error"}`);

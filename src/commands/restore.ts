@@ -94,6 +94,8 @@ complete; Ctrl-C removes the partial files.
         const summary = { backup: ref.id, ct: ref.ct, target: options.target, format: toStdout ? "raw" : options.format, ...result, status: "ok" };
         if (out.json && !toStdout) out.jsonResult(summary);
         out.info(`restored ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}: ${formatBytes(result.logicalBytes)} disk, ${formatBytes(result.dataBytes)} data in ${formatSeconds(result.seconds)}`);
+        const free = manifest.metadata.freeSpace;
+        if (free) out.info(`backup ${ref.ct}/${ref.id} was taken with --skip-free: ${formatBytes(free.skippedBytes)} of free filesystem space was not stored and reads as zeros (docs/skip-free.md)`);
       } finally {
         process.off("SIGINT", onSignal);
         process.off("SIGTERM", onSignal);

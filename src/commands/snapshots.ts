@@ -47,6 +47,8 @@ the repository after dedup and compression).
             newBytesStored: metadata.stats.newBytesStored,
             chunks: metadata.stats.chunks,
             snapshotGuid: metadata.source.snapshotGuid,
+            // --skip-free: this much of the disk held free filesystem space and restores as zeros
+            ...(metadata.freeSpace ? { skippedFreeBytes: metadata.freeSpace.skippedBytes } : {}),
           });
         }
         rows.sort((a, b) => (a.time === b.time ? (a.id < b.id ? -1 : 1) : a.time < b.time ? -1 : 1));
@@ -55,10 +57,14 @@ the repository after dedup and compression).
           return;
         }
         const table = [["ID", "CT", "HOST", "TIME", "SIZE", "DATA", "NEW"]];
-        for (const r of rows) table.push([r.id, r.ct, r.host, r.time.replace(/\.\d+Z$/, "Z"), formatBytes(r.logicalBytes), formatBytes(r.dataBytes), formatBytes(r.newBytesStored)]);
+        for (const r of rows) {
+          const data = formatBytes(r.dataBytes) + (r.skippedFreeBytes !== undefined ? "*" : "");
+          table.push([r.id, r.ct, r.host, r.time.replace(/\.\d+Z$/, "Z"), formatBytes(r.logicalBytes), data, formatBytes(r.newBytesStored)]);
+        }
         const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
         for (const row of table) out.result(row.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd());
         out.info(`${rows.length} backup${rows.length === 1 ? "" : "s"}`);
+        if (rows.some((r) => r.skippedFreeBytes !== undefined)) out.info("* taken with --skip-free: free filesystem space was not stored and restores as zeros");
       } finally {
         await repo.close();
       }

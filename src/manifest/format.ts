@@ -121,6 +121,11 @@ export interface ManifestMetadata {
   files: { descriptor: string; config: string | null };
   /** Set when the backup reused the unchanged part of a previous backup (read only what changed). */
   incremental?: { baseBackup: string; baseSnapshotGuid: string } | null;
+  /**
+   * backup --skip-free: allocated clusters that lay entirely in free filesystem blocks were
+   * stored as holes (docs/skip-free.md): a restore has zeros there, not the source's bytes.
+   */
+  freeSpace?: { skippedBytes: number; clusterBytes: number; filesystems: string[] } | null;
   stats: BackupStats;
   entryCount: number;
 }
@@ -330,6 +335,10 @@ function validateMetadata(value: unknown, name: string): asserts value is Manife
   if (!Array.isArray(source.imageFiles) || !source.imageFiles.every((f) => typeof f === "string")) fail("source.imageFiles");
   const inc = m.incremental;
   if (inc !== undefined && inc !== null && (!isObject(inc) || typeof inc.baseBackup !== "string" || typeof inc.baseSnapshotGuid !== "string")) fail("incremental");
+  const free = m.freeSpace;
+  if (free !== undefined && free !== null) {
+    if (!isObject(free) || !isCount(free.skippedBytes) || !isCount(free.clusterBytes) || !Array.isArray(free.filesystems) || !free.filesystems.every((f) => typeof f === "string")) fail("freeSpace");
+  }
 }
 
 /** Entries must tile [0, logicalBytes) in order, without gaps or overlaps. */

@@ -33,12 +33,14 @@ const BG_INODE_UNINIT = 0x1;
 /** Parsed directories kept for lookups (a path walk re-reads its parents; 10,000 lookups in one big folder would re-parse it each time). */
 const DIR_CACHE_ENTRIES = 200_000;
 
-interface GroupDesc {
+export interface GroupDesc {
   blockBitmap: number;
   inodeBitmap: number;
   inodeTable: number;
   flags: number;
   itableUnused: number;
+  /** metadata_csum: crc32c of the block bitmap (low 16 bits only when descriptors are 32 bytes). */
+  blockBitmapCsum: number;
 }
 
 export interface ResolvedPath {
@@ -142,7 +144,8 @@ export class ExtFilesystem {
     }
     const blockBitmap = d.readUInt32LE(0) + (wide ? d.readUInt32LE(0x20) * 2 ** 32 : 0);
     const inodeBitmap = d.readUInt32LE(4) + (wide ? d.readUInt32LE(0x24) * 2 ** 32 : 0);
-    return { blockBitmap, inodeBitmap, inodeTable, flags: d.readUInt16LE(0x12), itableUnused: d.readUInt16LE(0x1c) + (wide ? d.readUInt16LE(0x32) * 65536 : 0) };
+    const blockBitmapCsum = d.readUInt16LE(0x18) + (wide ? d.readUInt16LE(0x38) * 65536 : 0);
+    return { blockBitmap, inodeBitmap, inodeTable, flags: d.readUInt16LE(0x12), itableUnused: d.readUInt16LE(0x1c) + (wide ? d.readUInt16LE(0x32) * 65536 : 0), blockBitmapCsum };
   }
 
   /** The inode, checksum verified; an unused inode (never written, deleted) is an error. */
