@@ -20,6 +20,7 @@ import { restoreCommand } from "./commands/restore.js";
 import { releaseCommand } from "./commands/release.js";
 import { serveNbdCommand } from "./commands/serve-nbd.js";
 import { snapshotsCommand } from "./commands/snapshots.js";
+import { installStdoutGuard } from "./commands/common.js";
 import { EXIT_FAILURE, EXIT_USAGE, errorLine, PloopvaultError } from "./errors.js";
 import { afterCommand, beforeCommand } from "./ops/session.js";
 import { activeZstdBinding } from "./util/zstd.js";
@@ -98,6 +99,7 @@ async function main(argv: string[]): Promise<number> {
   return code;
 }
 
+installStdoutGuard((code) => process.exit(code));
 main(process.argv).then(
   (code) => {
     process.exitCode = code;

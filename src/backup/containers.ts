@@ -162,7 +162,13 @@ export async function listContainers(options: ContainerDiscoveryOptions = {}): P
  * The named containers, in the order given (duplicates removed). A CTID vzlist does not
  * know falls back to <privateRoot>/<CTID>; one found nowhere is an error naming where we looked.
  */
-export async function resolveContainers(ctids: readonly string[], options: ContainerDiscoveryOptions = {}): Promise<ContainerInfo[]> {
+export async function resolveContainers(
+  ctids: readonly string[],
+  options: ContainerDiscoveryOptions & {
+    /** Report an unknown container here and go on with the others (default: throw). */
+    onUnknown?: (ct: string, error: ContainerNotFoundError) => void;
+  } = {},
+): Promise<ContainerInfo[]> {
   const privateRoot = resolve(options.privateRoot ?? DEFAULT_PRIVATE_ROOT);
   const confDir = options.confDir ?? DEFAULT_CONF_DIR;
   const vzlistBin = options.vzlistBin ?? "vzlist";
@@ -172,14 +178,21 @@ export async function resolveContainers(ctids: readonly string[], options: Conta
   for (const ct of ctids) {
     if (seen.has(ct)) continue;
     seen.add(ct);
+    try {
+      result.push(await resolveOne(ct));
+    } catch (error) {
+      if (options.onUnknown === undefined || !(error instanceof ContainerNotFoundError)) throw error;
+      options.onUnknown(ct, error);
+    }
+  }
+  return result;
+
+  async function resolveOne(ct: string): Promise<ContainerInfo> {
     if (!isSafeCtid(ct)) throw new ContainerNotFoundError(`invalid container id "${ct}"`);
     const row = vz.ok ? vz.rows.find((r) => r.ct === ct) : undefined;
     if (row !== undefined) {
       const info = await fromRow(row, confDir);
-      if (info !== null) {
-        result.push(info);
-        continue;
-      }
+      if (info !== null) return info;
       if (row.privateDir !== "-" && row.privateDir !== "") {
         throw new ContainerNotFoundError(`container ${ct} has no ploop disk: ${descriptorOf(resolve(row.privateDir))} does not exist (simfs container?)`);
       }
@@ -187,11 +200,9 @@ export async function resolveContainers(ctids: readonly string[], options: Conta
     const privateDir = join(privateRoot, ct);
     const descriptorPath = descriptorOf(privateDir);
     if (await isFile(descriptorPath)) {
-      result.push({ ct, privateDir, descriptorPath, configPath: await configFor(ct, privateDir, confDir), status: row === undefined ? "unknown" : mapStatus(row.status) });
-      continue;
+      return { ct, privateDir, descriptorPath, configPath: await configFor(ct, privateDir, confDir), status: row === undefined ? "unknown" : mapStatus(row.status) };
     }
     const where = vz.ok ? `not listed by ${vzlistBin} and no ${descriptorPath}` : `${vz.why} and no ${descriptorPath}`;
     throw new ContainerNotFoundError(`unknown container ${ct}: ${where}`);
   }
-  return result;
 }

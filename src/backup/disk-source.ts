@@ -2,9 +2,11 @@
  * Gathers what a backup of one ploop disk stores besides the data: the descriptor as it
  * was, and the container config found beside the disk (ve.conf next to root.hdd).
  */
+import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { PloopvaultError } from "../errors.js";
+import { PloopvaultError, UsageError } from "../errors.js";
+import { validateName } from "../repository/layout.js";
 
 export const CONTAINER_CONFIG_NAME = "ve.conf";
 
@@ -33,4 +35,20 @@ export async function findContainerConfig(descriptorPath: string, explicitPath?:
 /** Default container id for --disk: the descriptor's folder's parent name (/vz/private/101/root.hdd/DD.xml -> 101). */
 export function defaultContainerId(descriptorPath: string): string {
   return basename(dirname(dirname(descriptorPath)));
+}
+
+/**
+ * The container id recorded for `--disk PATH`: `name` (--name) if given, else the default
+ * from the path. A path it cannot be told from gets a message about the path, not about
+ * an empty container id.
+ */
+export function containerIdForDisk(descriptorPath: string, name: string | undefined): string {
+  if (name !== undefined) return validateName("container id", name);
+  const derived = defaultContainerId(descriptorPath);
+  try {
+    return validateName("container id", derived);
+  } catch {
+    if (!existsSync(descriptorPath)) throw new UsageError(`--disk ${descriptorPath}: no such file`);
+    throw new UsageError(`--disk ${descriptorPath}: cannot tell the container id from the path (expected .../CTID/root.hdd/DiskDescriptor.xml): give --name CTID`);
+  }
 }

@@ -260,7 +260,14 @@ export async function runBackup(request: BackupRunRequest): Promise<ContainerRes
       isKept: async (ct, guid) => (await kept.get(ct))?.snapshotGuid.toLowerCase() === guid.toLowerCase(),
     });
     const discovery = { vzlistBin: request.vzlistBin, privateRoot: request.privateRoot, log: request.debug };
-    const containers = request.targets.kind === "all" ? await listContainers(discovery) : await resolveContainers(request.targets.ctids, discovery);
+    // `backup 101 999`: an unknown id is that container's failure, the others are backed up (exit 3)
+    const unknown: ContainerResult[] = [];
+    const containers =
+      request.targets.kind === "all"
+        ? await listContainers(discovery)
+        : await resolveContainers(request.targets.ctids, { ...discovery, onUnknown: (ct, error) => unknown.push({ ct, status: "error", seconds: 0, error: errorLine(error) }) });
+    for (const r of unknown) request.onResult?.(r);
+    if (containers.length === 0 && unknown.length > 0) return unknown;
     if (containers.length === 0) throw new PloopvaultError(`no containers found (vzlist "${request.vzlistBin}" or ${request.privateRoot}/*/root.hdd/DiskDescriptor.xml)`);
     // Snapshots of this state dir that no journal entry or kept record explains (lost state dir).
     await recoverUnjournaled(containers, journal, ploop, request.log, { keptGuids: new Set((await kept.list()).map((k) => k.snapshotGuid.toLowerCase())) });
@@ -297,7 +304,7 @@ export async function runBackup(request: BackupRunRequest): Promise<ContainerRes
       }),
     );
     stopIfLockLost();
-    return results;
+    return [...unknown, ...results];
   } finally {
     await lock.release();
   }

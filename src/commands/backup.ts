@@ -1,13 +1,14 @@
 import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
 import { Command, Option } from "commander";
-import { defaultContainerId } from "../backup/disk-source.js";
+import { containerIdForDisk } from "../backup/disk-source.js";
 import { runBackup, type BackupRunRequest, type ContainerResult } from "../backup/run.js";
 import { EXIT_PARTIAL, PloopvaultError, UsageError } from "../errors.js";
+import { durationSecondsOption } from "../prune/duration.js";
 import { validateName } from "../repository/layout.js";
 import { formatBytes, formatSeconds } from "../util/format.js";
 import { addBackupOpsOptions, backupRunOps, recordResult, type BackupOpsOptions } from "../ops/backup-ops.js";
-import { addCommonOptions, defaultHost, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
+import { addCommonOptions, defaultHost, keepRunningWithoutStdout, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
 
 interface BackupOptions extends GlobalOptions, BackupOpsOptions {
   all?: boolean;
@@ -33,14 +34,6 @@ function parseThreads(value: string): number {
   return n;
 }
 
-function parseSeconds(name: string): (value: string) => number {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isFinite(n) || n < 0) throw new UsageError(`${name} must be a number of seconds >= 0, got "${value}"`);
-    return n;
-  };
-}
-
 export function backupCommand(): Command {
   return addBackupOpsOptions(addCommonOptions(new Command("backup")))
     .description("back up containers (snapshot, read the frozen disk, merge back) or one ploop disk")
@@ -59,7 +52,7 @@ export function backupCommand(): Command {
     .option("--no-incremental", "merge each backup's snapshot back at once and read the whole disk every time (no kept delta)")
     .option("--full", "read the whole disk this time (the snapshot is still kept for the next incremental backup)")
     .option("--skip-free", "do not read or store clusters that the disk's ext4 filesystems leave free (restored as zeros; docs/skip-free.md)")
-    .addOption(new Option("--lock-wait <seconds>", "how long to wait for another ploopvault run on this host").default(600).argParser(parseSeconds("--lock-wait")))
+    .addOption(new Option("--lock-wait <duration>", "how long to wait for another ploopvault run on this host (e.g. 10m; a plain number is seconds)").default(600, "10m").argParser(durationSecondsOption("--lock-wait", { allowZero: true })))
     .addHelpText(
       "after",
       `
@@ -80,6 +73,7 @@ PLOOPVAULT_EXIT_CODE and PLOOPVAULT_RESULTS_JSON in the environment (docs/operat
     )
     .action(async (ctids: string[], options: BackupOptions) => {
       const out = new Output(options);
+      keepRunningWithoutStdout(); // snapshots must be merged back even if `| head` went away
       const disks = options.disk ?? [];
       const modes = [ctids.length > 0, options.all === true, disks.length > 0].filter(Boolean).length;
       if (modes !== 1) throw new UsageError("give container ids, --all, or --disk PATH/DiskDescriptor.xml (exactly one of them)");
@@ -89,7 +83,7 @@ PLOOPVAULT_EXIT_CODE and PLOOPVAULT_RESULTS_JSON in the environment (docs/operat
       if (time !== null && Number.isNaN(time.getTime())) throw new UsageError(`--time: "${options.time}" is not an ISO 8601 time`);
       const targets: BackupRunRequest["targets"] =
         disks.length > 0
-          ? { kind: "disks", disks: disks.map((d) => ({ descriptorPath: resolve(d), ct: validateName("container id", options.name ?? defaultContainerId(resolve(d))) })) }
+          ? { kind: "disks", disks: disks.map((d) => ({ descriptorPath: resolve(d), ct: containerIdForDisk(resolve(d), options.name) })) }
           : options.all
             ? { kind: "all" }
             : { kind: "containers", ctids };

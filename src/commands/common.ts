@@ -1,7 +1,8 @@
 /**
  * What every command shares: repository options, opening the store, output modes.
  * Logs go to stderr (src/ops/log.ts: levels, --log-file, --log-format); --json results go
- * to stdout; -q silences stderr on success. Options left unset on the command line and in
+ * to stdout; -q makes a successful run print nothing but the listing or data it was asked
+ * for (and --json results). Options left unset on the command line and in
  * the environment come from the config file (src/ops/config.ts, applied by main.ts).
  */
 import { hostname } from "node:os";
@@ -26,6 +27,10 @@ export interface GlobalOptions {
   stateDir: string;
   /** Password of an encrypted repository (else env PLOOPVAULT_PASSWORD or a terminal prompt). */
   passwordFile?: string;
+  /** A command printing the password (restic's --password-command). */
+  passwordCommand?: string;
+  /** Where the password option came from when not the command line (set by src/ops/session.ts). */
+  passwordOrigin?: string;
   config?: string;
   logFile?: string;
   logFormat?: LogFormat;
@@ -47,6 +52,7 @@ export function addCommonOptions(cmd: Command): Command {
     .option("-q, --quiet", "no log output on success")
     .option("-v, --verbose", "more log output")
     .addOption(new Option("--password-file <file>", "password of an encrypted repository (else env PLOOPVAULT_PASSWORD, or a prompt on a terminal)").env("PLOOPVAULT_PASSWORD_FILE"))
+    .addOption(new Option("--password-command <command>", "run COMMAND (/bin/sh -c) and use what it prints as the password").env("PLOOPVAULT_PASSWORD_COMMAND"))
     .addOption(new Option("--state-dir <dir>", "local state: journal, caches").env("PLOOPVAULT_STATE").default(DEFAULT_STATE_DIR))
     .addOption(new Option("--config <file>", "config file (default /etc/ploopvault/ploopvault.conf if it exists; \"\" = none)").env("PLOOPVAULT_CONFIG"))
     .addOption(new Option("--limit-upload <rate>", "limit uploads to RATE bytes/s (e.g. 20M = 20 MiB/s)").argParser(rateOption("--limit-upload")))
@@ -80,14 +86,54 @@ export class Output {
     logger.warn(line);
   }
 
-  /** Human result line on stdout (not in --json mode). */
+  /** A human report line on stdout (what was done): not in --json mode, not with -q. */
   result(line: string): void {
+    if (!this.json && this.options.quiet !== true) process.stdout.write(`${line}\n`);
+  }
+
+  /**
+   * A line of the listing the command was asked for (snapshots, key list, stats, diff):
+   * stdout, even with -q (like a restore to stdout), not in --json mode.
+   */
+  listing(line: string): void {
     if (!this.json) process.stdout.write(`${line}\n`);
+  }
+
+  /** Rows as aligned columns (the first row is the header). */
+  table(rows: readonly (readonly string[])[]): void {
+    if (rows.length === 0) return;
+    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => (row[i] ?? "").length)));
+    for (const row of rows) this.listing(row.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd());
   }
 
   jsonResult(value: unknown): void {
     process.stdout.write(`${JSON.stringify(value)}\n`);
   }
+}
+
+let mustFinishWithoutStdout = false;
+
+/**
+ * `ploopvault snapshots | head -1`: the reader went away (EPIPE). Like any Unix tool that
+ * dies of SIGPIPE, stop at once and quietly (exit 141), unless the command said it must
+ * finish its work anyway (backup: snapshots to merge back; its --json lines are then lost).
+ * Later writes to stdout are dropped, so nothing waits for a "drain" that never comes.
+ */
+export function installStdoutGuard(exit: (code: number) => void): void {
+  process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code !== "EPIPE") throw error;
+    process.stdout.write = ((_chunk: unknown, ...rest: unknown[]) => {
+      const callback = rest.find((r) => typeof r === "function") as (() => void) | undefined;
+      if (callback !== undefined) queueMicrotask(callback);
+      return true;
+    }) as typeof process.stdout.write;
+    if (!mustFinishWithoutStdout) exit(141);
+  });
+}
+
+/** This command finishes its work even if stdout is closed under it. */
+export function keepRunningWithoutStdout(): void {
+  mustFinishWithoutStdout = true;
 }
 
 export function repoUrl(options: GlobalOptions): string {

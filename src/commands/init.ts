@@ -1,6 +1,6 @@
 import { Command, Option } from "commander";
 import { chunkerParamsForAverage, DEFAULT_AVG_CHUNK } from "../chunker/index.js";
-import { newPassword, PASSWORD_ENV, passwordProvider } from "../crypto/password.js";
+import { newPassword, PASSWORD_ENV, passwordProvider, runPasswordCommand } from "../crypto/password.js";
 import { UsageError } from "../errors.js";
 import { newRepositoryConfig } from "../repository/config.js";
 import { createRepository } from "../repository/create.js";
@@ -37,9 +37,15 @@ export function initCommand(): Command {
       }
       let password: string | undefined;
       if (options.encrypt) {
-        password = await newPassword({ file: options.passwordFile, option: "--password-file", envName: PASSWORD_ENV }, `new encrypted repository`);
-      } else if (passwordProvider(options).given) {
-        throw new UsageError(`a password was given (${PASSWORD_ENV} or --password-file) but not --encrypt: add --encrypt, or unset it for an unencrypted repository`);
+        passwordProvider(options); // refuses --password-file together with --password-command
+        const command = options.passwordFile === undefined ? options.passwordCommand : undefined;
+        password =
+          command !== undefined
+            ? await runPasswordCommand(command, "--password-command")
+            : await newPassword({ file: options.passwordFile, option: "--password-file", envName: PASSWORD_ENV }, `new encrypted repository`);
+      } else {
+        const given = passwordProvider(options);
+        if (given.given) throw new UsageError(`a password was given (${given.source}) but not --encrypt: add --encrypt, or remove it for an unencrypted repository`);
       }
       const store = await openStoreFromOptions(options);
       try {

@@ -52,8 +52,7 @@ export function keyCommand(): Command {
         }
         const table = [[" ", "ID", "CREATED", "HOST", "USER", "KDF"]];
         for (const r of rows) table.push([r.current ? "*" : " ", r.id, r.created.replace(/\.\d+Z$/, "Z"), r.host, r.user, `scrypt N=2^${Math.log2(r.kdf.N)} r=${r.kdf.r} p=${r.kdf.p}`]);
-        const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
-        for (const row of table) out.result(row.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd());
+        out.table(table);
         out.info(`${rows.length} key${rows.length === 1 ? "" : "s"} (* = the one this password opens)`);
       }),
     );

@@ -132,16 +132,18 @@ function printReport(out: Output, r: PruneReport, verbose: boolean): void {
     return;
   }
   const would = r.dryRun ? "would " : "";
+  // a dry run's report is what was asked for (shown with -q); a real run's is silent with -q
+  const line = (text: string): void => (r.dryRun ? out.listing(text) : out.result(text));
   for (const g of r.groups) {
-    out.result(`container ${g.ct} on ${g.host}: keep ${g.kept.length}, ${would}forget ${g.forgotten.length}`);
-    if (verbose) for (const k of g.kept) out.result(`  keep    ${g.ct}/${k.id}  ${k.time}  (${k.reasons.join(", ")})`);
-    for (const f of g.forgotten) out.result(`  ${r.dryRun ? "would forget" : "forget"}  ${g.ct}/${f.id}  ${f.time}`);
+    line(`container ${g.ct} on ${g.host}: keep ${g.kept.length}, ${would}forget ${g.forgotten.length}`);
+    if (verbose) for (const k of g.kept) line(`  keep    ${g.ct}/${k.id}  ${k.time}  (${k.reasons.join(", ")})`);
+    for (const f of g.forgotten) line(`  ${r.dryRun ? "would forget" : "forget"}  ${g.ct}/${f.id}  ${f.time}`);
   }
   const chunks = `${r.chunksDeleted} chunk${r.chunksDeleted === 1 ? "" : "s"}`;
   if (r.dryRun) {
-    out.result(`dry run: would forget ${r.forgotten} backup${r.forgotten === 1 ? "" : "s"}, delete ${chunks} and ${r.filesDeleted} other files, freeing ${formatBytes(r.bytesFreed)}; nothing changed`);
+    line(`dry run: would forget ${r.forgotten} backup${r.forgotten === 1 ? "" : "s"}, delete ${chunks} and ${r.filesDeleted} other files, freeing ${formatBytes(r.bytesFreed)}; nothing changed`);
   } else {
-    out.result(`forgot ${r.forgotten} backup${r.forgotten === 1 ? "" : "s"}, deleted ${chunks} and ${r.filesDeleted} other files, freed ${formatBytes(r.bytesFreed)} in ${formatDuration(r.seconds * 1000)}`);
+    line(`forgot ${r.forgotten} backup${r.forgotten === 1 ? "" : "s"}, deleted ${chunks} and ${r.filesDeleted} other files, freed ${formatBytes(r.bytesFreed)} in ${formatDuration(r.seconds * 1000)}`);
   }
-  if (r.chunksSparedByGrace > 0) out.result(`${r.chunksSparedByGrace} unreferenced chunk${r.chunksSparedByGrace === 1 ? " is" : "s are"} younger than --grace and stay for now`);
+  if (r.chunksSparedByGrace > 0) line(`${r.chunksSparedByGrace} unreferenced chunk${r.chunksSparedByGrace === 1 ? " is" : "s are"} younger than --grace and stay for now`);
 }

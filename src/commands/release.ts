@@ -7,6 +7,7 @@ import { KeptSnapshots } from "../backup/kept-snapshot.js";
 import { recoverInterrupted, recoverUnjournaled } from "../backup/snapshot-lifecycle.js";
 import { errorLine, PloopvaultError, UsageError } from "../errors.js";
 import { PloopCli } from "../ploop/driver.js";
+import { durationSecondsOption } from "../prune/duration.js";
 import { validateName } from "../repository/layout.js";
 import { acquireHostLock } from "../util/host-lock.js";
 import { addCommonOptions, Output, type GlobalOptions } from "./common.js";
@@ -38,7 +39,7 @@ export function releaseCommand(): Command {
     .addOption(new Option("--ploop-bin <path>", "ploop command line to drive").env("PLOOPVAULT_PLOOP").default("ploop"))
     .addOption(new Option("--private-root <dir>", "where container private areas live").default("/vz/private"))
     .addOption(new Option("--vzlist-bin <path>", "vzlist binary (the private root is scanned if it is missing)").default("vzlist"))
-    .addOption(new Option("--lock-wait <seconds>", "how long to wait for another ploopvault run on this host").default(600).argParser(Number))
+    .addOption(new Option("--lock-wait <duration>", "how long to wait for another ploopvault run on this host (e.g. 10m; a plain number is seconds)").default(600, "10m").argParser(durationSecondsOption("--lock-wait", { allowZero: true })))
     .addHelpText("after", "\nExamples:\n  ploopvault release 101          # before: vzctl set 101 --diskspace 200G\n  ploopvault release --all\n")
     .action(async (ctids: string[], options: ReleaseOptions) => {
       const out = new Output(options);

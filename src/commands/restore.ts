@@ -65,6 +65,7 @@ complete; Ctrl-C removes the partial files.
       if (options.include !== undefined) return restoreIncluded(spec, options, out);
       const toStdout = options.target === "-";
       if (toStdout && options.format === "ploop" && process.argv.includes("--format")) throw new UsageError("--target - streams a raw disk: use --format raw");
+      if (toStdout && process.stdout.isTTY === true) throw new UsageError("--target -: stdout is a terminal; refusing to print a binary disk image there (redirect it to a file or a pipe)");
       const repo = await openRepository(options);
       const abort = new AbortController();
       const onSignal = (signal: NodeJS.Signals): void => {

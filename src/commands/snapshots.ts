@@ -61,8 +61,7 @@ the repository after dedup and compression).
           const data = formatBytes(r.dataBytes) + (r.skippedFreeBytes !== undefined ? "*" : "");
           table.push([r.id, r.ct, r.host, r.time.replace(/\.\d+Z$/, "Z"), formatBytes(r.logicalBytes), data, formatBytes(r.newBytesStored)]);
         }
-        const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
-        for (const row of table) out.result(row.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd());
+        out.table(table);
         out.info(`${rows.length} backup${rows.length === 1 ? "" : "s"}`);
         if (rows.some((r) => r.skippedFreeBytes !== undefined)) out.info("* taken with --skip-free: free filesystem space was not stored and restores as zeros");
       } finally {

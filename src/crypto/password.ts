@@ -1,29 +1,34 @@
 /**
  * Where a repository password comes from: `--password-file FILE` (env
- * PLOOPVAULT_PASSWORD_FILE), else env PLOOPVAULT_PASSWORD, else a prompt without echo
- * when stdin is a terminal. Without any of them a command that needs the password fails
+ * PLOOPVAULT_PASSWORD_FILE) or `--password-command CMD` (env PLOOPVAULT_PASSWORD_COMMAND:
+ * its stdout, e.g. from a secret store; restic's option), else env PLOOPVAULT_PASSWORD,
+ * else a prompt without echo when stdin is a terminal. Without any of them a command that needs the password fails
  * with a usage error (exit 2) instead of hanging. New passwords (`init --encrypt`,
  * `key add`, `key passwd`) come from `--new-password-file FILE`, env
  * PLOOPVAULT_NEW_PASSWORD, or a prompt asked twice.
  *
  * Passwords are never written anywhere: not to logs, not to error messages.
  */
+import { execFile } from "node:child_process";
 import { open } from "node:fs/promises";
 import { PloopvaultError, UsageError } from "../errors.js";
 import { logger } from "../ops/log.js";
 
 export const PASSWORD_ENV = "PLOOPVAULT_PASSWORD";
 export const PASSWORD_FILE_ENV = "PLOOPVAULT_PASSWORD_FILE";
+export const PASSWORD_COMMAND_ENV = "PLOOPVAULT_PASSWORD_COMMAND";
 export const NEW_PASSWORD_ENV = "PLOOPVAULT_NEW_PASSWORD";
 
 export interface PasswordProvider {
   /** True when a password was given (file or environment), not merely promptable. */
   readonly given: boolean;
+  /** Where it comes from, for messages ("--password-file /root/pw", "PLOOPVAULT_PASSWORD"). */
+  readonly source: string;
   /** The password; `what` says what it is for ("repository /srv/backup is encrypted"). */
   get(what: string): Promise<string>;
 }
 
-const HOW = `set ${PASSWORD_ENV}, use --password-file FILE, or run on a terminal`;
+const HOW = `set ${PASSWORD_ENV}, use --password-file FILE or --password-command CMD, or run on a terminal`;
 
 /**
  * Read a password file: its content without one trailing newline. A file that group or
@@ -46,21 +51,48 @@ export async function readPasswordFile(path: string, option: string, warn: (line
   if ((mode & 0o044) !== 0) {
     warn(`${option} ${path} is readable by ${(mode & 0o004) !== 0 ? "everyone" : "its group"} (mode ${(mode & 0o777).toString(8).padStart(4, "0")}): anyone who can read it can open the repository; chmod 600 ${path}`);
   }
-  return text.replace(/\r?\n$/, "");
+  const password = text.replace(/\r?\n$/, "");
+  // an empty file would otherwise read as a wrong password (exit 5) and send people hunting
+  if (password === "") throw new UsageError(`${option} ${path}: the file is empty (it must hold the password)`);
+  return password;
+}
+
+/** Run a password command (/bin/sh -c CMD): its stdout without one trailing newline. */
+export function runPasswordCommand(command: string, option: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile("/bin/sh", ["-c", command], { encoding: "utf8", maxBuffer: 1 << 20, timeout: 120_000 }, (error, stdout, stderr) => {
+      if (error !== null) {
+        const why = error.killed ? "timed out after 120 s" : `exited with ${error.code ?? "an error"}`;
+        const said = stderr.trim().split("\n")[0] ?? "";
+        reject(new PloopvaultError(`${option} "${command}": ${why}${said === "" ? "" : `: ${said}`}`));
+        return;
+      }
+      const password = stdout.replace(/\r?\n$/, "");
+      if (password === "") reject(new UsageError(`${option} "${command}": printed no password`));
+      else resolve(password);
+    });
+  });
 }
 
 export function canPrompt(): boolean {
   return process.stdin.isTTY === true;
 }
 
-/** The password of an existing repository. */
-export function passwordProvider(options: { passwordFile?: string | undefined }, env: NodeJS.ProcessEnv = process.env): PasswordProvider {
+/** The password of an existing repository. `origin` says where the password file option came from. */
+export function passwordProvider(
+  options: { passwordFile?: string | undefined; passwordCommand?: string | undefined; passwordOrigin?: string | undefined },
+  env: NodeJS.ProcessEnv = process.env,
+): PasswordProvider {
   const file = options.passwordFile ?? (env[PASSWORD_FILE_ENV] || undefined);
+  const command = options.passwordCommand ?? (env[PASSWORD_COMMAND_ENV] || undefined);
   const fromEnv = env[PASSWORD_ENV];
-  if (file !== undefined) return { given: true, get: () => readPasswordFile(file, "--password-file") };
-  if (fromEnv !== undefined && fromEnv !== "") return { given: true, get: async () => fromEnv };
+  if (file !== undefined && command !== undefined) throw new UsageError("give either --password-file or --password-command, not both");
+  if (file !== undefined) return { given: true, source: options.passwordOrigin ?? `--password-file ${file}`, get: () => readPasswordFile(file, "--password-file") };
+  if (command !== undefined) return { given: true, source: options.passwordOrigin ?? "--password-command", get: () => runPasswordCommand(command, "--password-command") };
+  if (fromEnv !== undefined && fromEnv !== "") return { given: true, source: PASSWORD_ENV, get: async () => fromEnv };
   return {
     given: false,
+    source: "prompt",
     async get(what) {
       if (!canPrompt()) throw new UsageError(`${what}: no password given (${HOW})`);
       return promptHidden(`${what}. Password: `);

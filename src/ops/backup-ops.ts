@@ -6,7 +6,7 @@
  */
 import { Option, type Command } from "commander";
 import type { BackupProgress } from "../backup/pipeline.js";
-import { UsageError } from "../errors.js";
+import { durationSecondsOption } from "../prune/duration.js";
 import { progressDisplay } from "./progress.js";
 import { rateOption, readThrottle } from "./rate-limit.js";
 
@@ -21,12 +21,6 @@ export interface BackupOpsOptions {
   hookTimeout?: number;
 }
 
-function parseTimeout(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--hook-timeout must be a number of seconds > 0, got "${value}"`);
-  return n;
-}
-
 export function addBackupOpsOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option("--limit-read <rate>", "limit image reads to RATE bytes/s (e.g. 50M), shared by all containers").argParser(rateOption("--limit-read")))
@@ -34,7 +28,7 @@ export function addBackupOpsOptions(cmd: Command): Command {
     .addOption(new Option("--metrics-file <path>", "write Prometheus textfile metrics here after the run (atomically)"))
     .addOption(new Option("--hook-success <cmd>", "run CMD with /bin/sh -c after a successful run"))
     .addOption(new Option("--hook-failure <cmd>", "run CMD with /bin/sh -c after a failed or partial run"))
-    .addOption(new Option("--hook-timeout <seconds>", "kill a hook running longer than this").default(300).argParser(parseTimeout));
+    .addOption(new Option("--hook-timeout <duration>", "kill a hook running longer than this (e.g. 5m; a plain number is seconds)").default(300, "5m").argParser(durationSecondsOption("--hook-timeout", { allowZero: false })));
 }
 
 export interface DiskOps {

@@ -25,7 +25,8 @@
  * /etc, in configuration management): keys such as password, aws-secret-access-key or
  * token are refused with an error saying where secrets go instead (environment,
  * --password-file, the AWS SDK's credential files, or the prompt). A password *file* name
- * (password-file) is not a secret and is allowed.
+ * (password-file) and a command that prints the password (password-command) are not
+ * secrets and are allowed.
  */
 import { readFile } from "node:fs/promises";
 import type { Command, Option } from "commander";
@@ -38,7 +39,7 @@ export const CONFIG_ENV = "PLOOPVAULT_CONFIG";
 const COMMAND_LINE_ONLY = new Set(["config", "help", "version", "json", "time", "disk", "name", "all", "target", "force", "dry-run", "ct"]);
 
 /** Names allowed although they contain a secret-looking word: they name files, not secrets. */
-const NOT_SECRET = new Set(["password-file", "new-password-file"]);
+const NOT_SECRET = new Set(["password-file", "new-password-file", "password-command"]);
 const SECRET = /(^|-)(password|passwd|passphrase|secret|token|credentials?)(-|$)|access-key|secret-key|api-key|private-key|session-key/;
 
 export interface ConfigEntry {
@@ -53,6 +54,8 @@ export interface ConfigEntry {
 export interface ConfigFile {
   path: string;
   entries: ConfigEntry[];
+  /** Every [section] header with its 1-based line (an empty section is still checked). */
+  sections?: { name: string; line: number }[];
 }
 
 function normalizeKey(key: string): string {
@@ -93,6 +96,7 @@ function unquote(raw: string, where: string): string {
 
 export function parseConfig(text: string, path: string): ConfigFile {
   const entries: ConfigEntry[] = [];
+  const sections: { name: string; line: number }[] = [];
   const seen = new Set<string>();
   let section: string | null = null;
   const lines = text.split(/\r?\n/);
@@ -103,6 +107,7 @@ export function parseConfig(text: string, path: string): ConfigFile {
     const header = /^\[\s*([A-Za-z0-9_-]+)\s*\]\s*(?:[#;].*)?$/.exec(line);
     if (header) {
       section = header[1]!.toLowerCase();
+      sections.push({ name: section, line: i + 1 });
       continue;
     }
     const eq = line.indexOf("=");
@@ -120,7 +125,7 @@ export function parseConfig(text: string, path: string): ConfigFile {
     seen.add(id);
     entries.push({ key, value: unquote(line.slice(eq + 1), where), line: i + 1, section });
   }
-  return { path, entries };
+  return { path, entries, sections };
 }
 
 /**
@@ -187,6 +192,12 @@ export function applyConfig(program: Command, command: Command, config: ConfigFi
 
   // The top part first, then the command's section overrides it.
   const chosen = new Map<string, ConfigEntry>();
+  // a misspelled section ([snapshot]) must not go unnoticed because it is still empty
+  for (const section of config.sections ?? []) {
+    if (!commands.has(section.name)) {
+      throw new UsageError(`config file ${config.path}, line ${section.line}: unknown section [${section.name}] (sections are command names: ${[...commands.keys()].join(", ")})`);
+    }
+  }
   for (const entry of config.entries) {
     const where = `config file ${config.path}, line ${entry.line}`;
     if (entry.section !== null && !commands.has(entry.section)) {

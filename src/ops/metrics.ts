@@ -7,7 +7,7 @@
  *
  *   _last_run_timestamp_seconds        end of the last run
  *   _last_run_duration_seconds
- *   _last_run_exit_code                0 ok, 1 failure, 2 usage, 3 partial, 4 host lock busy, ...
+ *   _last_run_exit_code                0 ok, 1 failure, 2 usage, 3 partial, 4 host lock busy, 5 wrong password
  *   _last_run_success                  1 if the exit code was 0
  *   _last_success_timestamp_seconds    end of the last run that exited 0 (kept across failures)
  *   _runs_total, _failures_total       counters kept across runs (in the file itself)
@@ -137,7 +137,7 @@ export function renderMetrics(summary: RunSummary, previousText: string | null):
 
   add("last_run_timestamp_seconds", "gauge", "End time of the last run (Unix seconds).", {}, end);
   add("last_run_duration_seconds", "gauge", "Duration of the last run.", {}, (summary.finishedAt.getTime() - summary.startedAt.getTime()) / 1000);
-  add("last_run_exit_code", "gauge", "Exit code of the last run (0 ok, 1 failure, 2 usage, 3 partial, 4 host lock busy).", {}, summary.exitCode);
+  add("last_run_exit_code", "gauge", "Exit code of the last run (0 ok, 1 failure, 2 usage, 3 partial, 4 host lock busy, 5 wrong repository password).", {}, summary.exitCode);
   add("last_run_success", "gauge", "1 if the last run exited 0.", {}, ok ? 1 : 0);
   add("last_success_timestamp_seconds", "gauge", "End time of the last run that exited 0 (Unix seconds).", {}, ok ? end : prev("last_success_timestamp_seconds"));
   add("runs_total", "counter", "Runs recorded in this file.", {}, (prev("runs_total") ?? 0) + 1);

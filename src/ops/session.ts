@@ -11,7 +11,7 @@ import type { Command } from "commander";
 import type { ContainerResult } from "../backup/run.js";
 import { errorLine } from "../errors.js";
 import { TOOL_VERSION } from "../version.js";
-import { applyConfig, loadConfig } from "./config.js";
+import { applyConfig, loadConfig, type AppliedSetting, type ConfigFile } from "./config.js";
 import { runHook } from "./hooks.js";
 import { setIdleIoPriority } from "./ionice.js";
 import { logger, type LogFormat } from "./log.js";
@@ -48,6 +48,7 @@ let armed: ArmedRun | null = null;
 export async function beforeCommand(program: Command, command: Command): Promise<void> {
   const config = await loadConfig((command.opts() as SessionOptions).config);
   const applied = config === null ? [] : applyConfig(program, command, config);
+  notePasswordOrigin(command, config, applied);
   const options = command.opts() as SessionOptions;
   logger.configure({
     quiet: options.quiet === true,
@@ -68,6 +69,31 @@ export async function beforeCommand(program: Command, command: Command): Promise
   }
   if (options.metricsFile !== undefined || options.hookSuccess !== undefined || options.hookFailure !== undefined) {
     armed = { command: command.name(), startedAt: new Date(), options, results: [], fsChecks: [] };
+  }
+}
+
+/**
+ * Where the repository password option came from, for messages that must point at it (a
+ * password-file line in the config file breaks every command on an unencrypted repository:
+ * the message names the file and line, not just "--password-file").
+ */
+function notePasswordOrigin(command: Command, config: ConfigFile | null, applied: readonly AppliedSetting[]): void {
+  for (const [attribute, key, env] of [
+    ["passwordFile", "password-file", "PLOOPVAULT_PASSWORD_FILE"],
+    ["passwordCommand", "password-command", "PLOOPVAULT_PASSWORD_COMMAND"],
+  ] as const) {
+    const value = command.getOptionValue(attribute) as string | undefined;
+    if (value === undefined) continue;
+    const source = command.getOptionValueSource(attribute);
+    const setting = applied.find((a) => a.attribute === attribute);
+    const origin =
+      source === "config" && config !== null && setting !== undefined
+        ? `${key} = ${value} in config file ${config.path}, line ${setting.line}`
+        : source === "env"
+          ? `env ${env}=${value}`
+          : `--${key} ${value}`;
+    command.setOptionValueWithSource("passwordOrigin", origin, "implied");
+    return;
   }
 }
 

@@ -21,6 +21,18 @@ export function parseDuration(text: string, option: string): number {
   return Math.round(ms);
 }
 
+/**
+ * A commander argParser for duration options counted in seconds (--lock-wait,
+ * --hook-timeout): the same syntax as every other duration ("10m", "1h30m", or seconds).
+ */
+export function durationSecondsOption(option: string, { allowZero }: { allowZero: boolean }): (value: string) => number {
+  return (value: string): number => {
+    const ms = parseDuration(value, option);
+    if (ms < 0 || (!allowZero && ms === 0)) throw new UsageError(`${option} must be ${allowZero ? "0 or more" : "longer than 0"}, got "${value}"`);
+    return ms / 1000;
+  };
+}
+
 export function formatDuration(ms: number): string {
   const s = ms / 1000;
   if (s < 120) return `${Number(s.toFixed(1))} s`;

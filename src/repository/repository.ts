@@ -14,7 +14,7 @@ import { AuthenticationFailure, WrongPasswordError } from "../crypto/errors.js";
 import { createKeyFile, decodeKeyFile, encodeKeyFile, keyObjectName, KEYS_PREFIX, parseKeyObjectName, unwrapMasterKey, type KeyFile } from "../crypto/key-file.js";
 import { DEFAULT_SCRYPT, scryptWork } from "../crypto/kdf.js";
 import { deriveKeys, keyCheckMatches, keyCheckValue, keyFingerprint, newMasterKey, type RepositoryKeys } from "../crypto/keys.js";
-import { PASSWORD_ENV, passwordProvider, type PasswordProvider } from "../crypto/password.js";
+import { passwordProvider, type PasswordProvider } from "../crypto/password.js";
 import { IntegrityError, PloopvaultError, UsageError } from "../errors.js";
 import { decodeManifest, encodeManifest, verifyManifestEnvelope, type Manifest } from "../manifest/format.js";
 import { isNotFound, StoreError, type ObjectStore } from "../uploader/store.js";
@@ -156,7 +156,7 @@ export class Repository {
     if (config.encryption === null) {
       // A replaced config must not silently turn an encrypted repository into a plaintext one.
       if (password.given) {
-        throw new UsageError(`repository ${store.location} is not encrypted, but a password was given (${PASSWORD_ENV} or --password-file): unset it to use an unencrypted repository`);
+        throw new UsageError(`repository ${store.location} is not encrypted, but a password was given (${password.source}): remove it to use an unencrypted repository`);
       }
       return new Repository(store, config, null);
     }

@@ -2,8 +2,13 @@
  * Repository URL (`--repo`, PLOOPVAULT_REPO) -> ObjectStore:
  *   s3://BUCKET[/PREFIX]   S3; endpoint from options.endpoint or env AWS_ENDPOINT_URL
  *                          (path-style then), credentials and region from the SDK chain
+ *   s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]
+ *                          restic's form: the endpoint is part of the URL, so a cron line
+ *                          or config file cannot lose it (--endpoint, if also given, must agree)
  *   file://PATH            local directory (file:///abs/path or file://relative/path)
- *   PATH                   local directory
+ *   PATH                   local directory; a path that looks like a URL of another kind
+ *                          ("s3:/...", "sftp:...", "http://...") is refused rather than
+ *                          created as a directory of that name (write ./NAME for such a directory)
  *
  * S3 retry and timeout settings (docs/fault-tolerance.md), from the environment unless
  * given as options: AWS_MAX_ATTEMPTS and AWS_RETRY_MODE (the SDK's own names),
@@ -51,25 +56,38 @@ function envRetryMode(): "standard" | "adaptive" | undefined {
   throw new UsageError(`environment variable AWS_RETRY_MODE must be "standard" or "adaptive", got "${raw}"`);
 }
 
-export type ParsedRepoUrl = { kind: "s3"; bucket: string; prefix: string } | { kind: "local"; path: string };
+export type ParsedRepoUrl = { kind: "s3"; bucket: string; prefix: string; endpoint?: string } | { kind: "local"; path: string };
 
 const BUCKET = /^[a-z0-9][a-z0-9.\-_]{1,254}$/i;
 
+const FORMS = "s3://BUCKET[/PREFIX], s3:http://HOST:PORT/BUCKET[/PREFIX], file://PATH or a directory path";
+
+function parseBucketAndPrefix(url: string, rest: string): { bucket: string; prefix: string } {
+  const slash = rest.indexOf("/");
+  const bucket = slash < 0 ? rest : rest.slice(0, slash);
+  const prefix = (slash < 0 ? "" : rest.slice(slash + 1)).replace(/^\/+|\/+$/g, "");
+  if (!BUCKET.test(bucket)) throw new UsageError(`invalid repository URL "${url}": "${bucket}" is not a valid bucket name (${FORMS})`);
+  if (/[?#]/.test(rest)) throw new UsageError(`invalid repository URL "${url}": no query or fragment allowed (${FORMS})`);
+  if (prefix.split("/").some((s) => s === "." || s === ".." || (s === "" && prefix !== ""))) {
+    throw new UsageError(`invalid repository URL "${url}": bad prefix "${prefix}"`);
+  }
+  return { bucket, prefix };
+}
+
 export function parseRepoUrl(url: string): ParsedRepoUrl {
   if (url.trim() === "") throw new UsageError("empty repository URL");
-  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
-  if (scheme === "s3") {
-    const rest = url.slice("s3://".length);
-    const slash = rest.indexOf("/");
-    const bucket = slash < 0 ? rest : rest.slice(0, slash);
-    const prefix = (slash < 0 ? "" : rest.slice(slash + 1)).replace(/^\/+|\/+$/g, "");
-    if (!BUCKET.test(bucket)) throw new UsageError(`invalid repository URL "${url}": "${bucket}" is not a valid bucket name (s3://BUCKET[/PREFIX])`);
-    if (/[?#]/.test(rest)) throw new UsageError(`invalid repository URL "${url}": no query or fragment allowed (s3://BUCKET[/PREFIX])`);
-    if (prefix.split("/").some((s) => s === "." || s === ".." || (s === "" && prefix !== ""))) {
-      throw new UsageError(`invalid repository URL "${url}": bad prefix "${prefix}"`);
+  const endpointForm = /^s3:(https?):\/\/([^/?#]+)\/(.*)$/i.exec(url);
+  if (endpointForm) {
+    const endpoint = `${endpointForm[1]!.toLowerCase()}://${endpointForm[2]!}`;
+    try {
+      new URL(endpoint);
+    } catch {
+      throw new UsageError(`invalid repository URL "${url}": "${endpointForm[2]}" is not a host[:port]`);
     }
-    return { kind: "s3", bucket, prefix };
+    return { kind: "s3", ...parseBucketAndPrefix(url, endpointForm[3]!), endpoint };
   }
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
+  if (scheme === "s3") return { kind: "s3", ...parseBucketAndPrefix(url, url.slice("s3://".length)) };
   if (scheme === "file") {
     let path: string;
     if (url.startsWith("file:///")) {
@@ -85,8 +103,12 @@ export function parseRepoUrl(url: string): ParsedRepoUrl {
     if (path === "") throw new UsageError(`invalid repository URL "${url}": no path`);
     return { kind: "local", path };
   }
-  if (scheme !== undefined) {
-    throw new UsageError(`unsupported repository URL "${url}": use s3://BUCKET[/PREFIX], file://PATH or a directory path`);
+  if (scheme !== undefined) throw new UsageError(`unsupported repository URL "${url}": use ${FORMS}`);
+  // "s3:http:/host/..." (one slash lost), "sftp:host:/path", "rest:http://...": a URL of
+  // some kind, never meant as a directory named like that
+  const lookalike = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];
+  if (lookalike !== undefined) {
+    throw new UsageError(`repository "${url}" looks like a URL ("${lookalike}:"), not a directory: use ${FORMS} (write ./${url} for a local directory of that name)`);
   }
   return { kind: "local", path: url };
 }
@@ -95,7 +117,11 @@ export function parseRepoUrl(url: string): ParsedRepoUrl {
 export async function openStore(url: string, options: OpenStoreOptions = {}): Promise<ObjectStore> {
   const parsed = parseRepoUrl(url);
   if (parsed.kind === "local") return new LocalDirectoryStore(parsed.path);
-  const endpoint = options.endpoint ?? (process.env.AWS_ENDPOINT_URL || undefined);
+  const given = options.endpoint ?? (process.env.AWS_ENDPOINT_URL || undefined);
+  if (parsed.endpoint !== undefined && given !== undefined && given.replace(/\/+$/, "") !== parsed.endpoint) {
+    throw new UsageError(`repository URL "${url}" names the endpoint ${parsed.endpoint}, but --endpoint / AWS_ENDPOINT_URL says ${given}: give one of them`);
+  }
+  const endpoint = parsed.endpoint ?? given;
   if (endpoint !== undefined) {
     let u: URL;
     try {

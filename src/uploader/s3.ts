@@ -184,6 +184,8 @@ export class S3RetryStrategy implements RetryStrategyV2 {
 }
 
 const DELETE_BATCH = 1000;
+/** How errors name the endpoint when none was given (the SDK's regional AWS endpoint). */
+const AWS_DEFAULT_ENDPOINT = "AWS S3";
 const DELETE_PARALLEL_BATCHES = 4;
 
 const AUTH_CODES = new Set([
@@ -317,7 +319,7 @@ export class S3Store implements ObjectStore {
     this.keyPrefix = prefix === "" ? "" : `${prefix}/`;
     this.location = `s3://${this.bucket}${prefix === "" ? "" : `/${prefix}`}`;
     this.hasEndpoint = options.endpoint !== undefined && options.endpoint !== "";
-    this.endpointName = this.hasEndpoint ? options.endpoint! : "AWS S3";
+    this.endpointName = this.hasEndpoint ? options.endpoint! : AWS_DEFAULT_ENDPOINT;
     this.maxAttempts = options.maxAttempts ?? S3_DEFAULTS.maxAttempts;
     if (!Number.isInteger(this.maxAttempts) || this.maxAttempts < 1) throw new StoreError("io", `invalid S3 max attempts ${this.maxAttempts}`);
     this.retryBudgetMs = options.retryBudgetMs ?? S3_DEFAULTS.retryBudgetMs;
@@ -749,6 +751,20 @@ function errorMessage(error: unknown): string {
 }
 
 /**
+ * Why a request was refused, in words an operator can act on. A HEAD answered 403 has no
+ * body, so the SDK knows no error code ("Unknown: UnknownError"): say what 403 means.
+ */
+function authReason(code: string, status: number | undefined, detail: string, endpoint: string): string {
+  if (code === "CredentialsProviderError") return `no S3 credentials found (${detail}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE`;
+  const by = `refused by ${endpoint}`;
+  if (code === "SignatureDoesNotMatch") return `${by}: the secret key does not match the access key (SignatureDoesNotMatch): check AWS_SECRET_ACCESS_KEY`;
+  if (code === "InvalidAccessKeyId") return `${by}: unknown access key (InvalidAccessKeyId): check AWS_ACCESS_KEY_ID`;
+  if (code === "RequestTimeTooSkewed") return `${by}: this host's clock is too far off (RequestTimeTooSkewed): fix the time (NTP)`;
+  if (AUTH_CODES.has(code)) return `access denied by ${endpoint} (${code}${detail && detail !== code && detail !== "UnknownError" ? `: ${detail}` : ""}): the credentials lack a permission this command needs (docs/operations.md, IAM policies)`;
+  return `access denied by ${endpoint} (HTTP ${status ?? 403}): wrong credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) or no permission for this request`;
+}
+
+/**
  * Map an AWS SDK error to a StoreError:
  * NoSuchKey/404 -> not-found; NoSuchBucket -> no-container; InvalidAccessKeyId,
  * SignatureDoesNotMatch, AccessDenied, 403, missing credentials -> auth; connection
@@ -770,16 +786,17 @@ export function s3StoreError(
     return new StoreError("not-found", `cannot ${context.action} ${context.what}: not found`, options);
   }
   if (AUTH_CODES.has(code) || status === 401 || status === 403) {
-    const why = code === "CredentialsProviderError" ? `no S3 credentials found (${detail})` : `access denied by ${context.endpoint} (${code}${detail && detail !== code ? `: ${detail}` : ""})`;
-    return new StoreError("auth", `cannot ${context.action} ${context.what}: ${why}`, options);
+    return new StoreError("auth", `cannot ${context.action} ${context.what}: ${authReason(code, status, detail, context.endpoint)}`, options);
   }
   const net = networkCode(error);
   if (net !== undefined || code === "TimeoutError" || code === "RequestTimeout" || code === "AbortError") {
     const attempts = shape(error).$metadata?.attempts;
     const why = NETWORK_REASONS[net ?? code] ?? net ?? code;
+    // the AWS default was used: far more often a forgotten endpoint than an AWS outage
+    const hint = context.endpoint === AWS_DEFAULT_ENDPOINT ? "; did you forget --endpoint URL / AWS_ENDPOINT_URL (or write the repository as s3:http://HOST:PORT/BUCKET/PREFIX)?" : "";
     return new StoreError(
       "unreachable",
-      `cannot ${context.action} ${context.what}: S3 endpoint ${context.endpoint} unreachable (${why}${attempts && attempts > 1 ? `, ${attempts} attempts` : ""})`,
+      `cannot ${context.action} ${context.what}: S3 endpoint ${context.endpoint} unreachable (${why}${attempts && attempts > 1 ? `, ${attempts} attempts` : ""})${hint}`,
       options,
     );
   }
