@@ -12,6 +12,8 @@ import { backupCommand } from "./commands/backup.js";
 import { checkCommand } from "./commands/check.js";
 import { completionCommand } from "./commands/completion.js";
 import { dumpCommand } from "./commands/dump.js";
+import { forgetCommand } from "./commands/forget.js";
+import { protectCommand, unprotectCommand } from "./commands/protect.js";
 import { initCommand } from "./commands/init.js";
 import { pruneCommand } from "./commands/prune.js";
 import { keyCommand } from "./commands/key.js";
@@ -70,7 +72,7 @@ function buildProgram(): Command {
     if (process.env.PLOOPVAULT_ZSTD) activeZstdBinding();
     return beforeCommand(program, actionCommand);
   });
-  for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), pruneCommand(), checkCommand(), serveNbdCommand(), keyCommand(), releaseCommand(), lsCommand(), dumpCommand(), completionCommand()]) {
+  for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), pruneCommand(), forgetCommand(), protectCommand(), unprotectCommand(), checkCommand(), serveNbdCommand(), keyCommand(), releaseCommand(), lsCommand(), dumpCommand(), completionCommand()]) {
     program.addCommand(cmd.exitOverride());
   }
   return program;

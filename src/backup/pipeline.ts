@@ -11,7 +11,7 @@
 import { CutStitcher } from "../chunker/stitch.js";
 import { errorLine, PloopvaultError } from "../errors.js";
 import { LeaseLapsedError, type PublishGuard } from "../prune/registration.js";
-import type { BackupStats, Manifest, ManifestEntry } from "../manifest/format.js";
+import type { BackupAnnotations, BackupStats, Manifest, ManifestEntry } from "../manifest/format.js";
 import type { LogicalDisk } from "../ploop/disk.js";
 import { chunkKey, DESCRIPTOR_NAME, newBackupId, validateName } from "../repository/layout.js";
 import type { ManifestCache } from "../repository/known-chunks.js";
@@ -69,6 +69,8 @@ export interface BackupOptions {
   publish?: PublishGuard;
   /** Chunk ids stored in this run (by any of its containers) and their uploads: not uploaded again. */
   storedThisRun?: Map<string, Promise<void>>;
+  /** Tags and note recorded in the manifest (`backup --tag/--note`). */
+  annotations?: BackupAnnotations;
 }
 
 export interface BackupResult {
@@ -273,6 +275,8 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
       ...(source.free ? { freeSpace: { skippedBytes: freeSkippedBytes, clusterBytes: source.free.clusterBytes, filesystems: source.free.filesystems } } : {}),
       stats,
       entryCount: entries.length,
+      ...(options.annotations?.tags !== undefined && options.annotations.tags.length > 0 ? { tags: [...options.annotations.tags] } : {}),
+      ...(options.annotations?.note !== undefined && options.annotations.note !== "" ? { note: options.annotations.note } : {}),
     },
     entries,
   };

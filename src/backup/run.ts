@@ -15,6 +15,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { errorLine, PloopvaultError } from "../errors.js";
+import type { BackupAnnotations } from "../manifest/format.js";
 import { openLogicalDisk } from "../ploop/disk.js";
 import { PloopCli } from "../ploop/driver.js";
 import { BackupRegistration } from "../prune/registration.js";
@@ -82,6 +83,8 @@ export interface RunOptions {
   storedThisRun?: Map<string, Promise<void>>;
   /** --skip-free: store clusters the disk's ext filesystems leave free as holes. */
   skipFree?: boolean;
+  /** Tags and note for every backup of the run (`backup --tag/--note`). */
+  annotations?: BackupAnnotations;
 }
 
 export function resultOf(ct: string, result: BackupResult, snapshotGuid: string | null): ContainerResult {
@@ -156,6 +159,7 @@ export async function backupOneContainer(container: ContainerInfo, options: RunO
               workerThreads: options.workerThreads,
               uploadConcurrency: options.uploadConcurrency,
               storedThisRun: options.storedThisRun,
+              ...(options.annotations ? { annotations: options.annotations } : {}),
               signal: options.signal,
               ...(options.onProgress ? { onProgress: (p: BackupProgress) => options.onProgress!(ct, p) } : {}),
               ...(options.readThrottle ? { readThrottle: options.readThrottle } : {}),
@@ -237,6 +241,8 @@ export interface BackupRunRequest {
   readBlockBytes?: number;
   /** --skip-free (docs/skip-free.md). */
   skipFree?: boolean;
+  /** Tags and note for every backup of the run (`backup --tag/--note`). */
+  annotations?: BackupAnnotations;
 }
 
 /**
@@ -297,6 +303,7 @@ export async function runBackup(request: BackupRunRequest): Promise<ContainerRes
         forceFull: request.forceFull,
         storedThisRun: new Map<string, Promise<void>>(),
         skipFree: request.skipFree === true,
+        ...(request.annotations ? { annotations: request.annotations } : {}),
         ...(request.onResult ? { onResult: request.onResult } : {}),
         ...(request.onProgress ? { onProgress: request.onProgress } : {}),
         ...(request.readThrottle ? { readThrottle: request.readThrottle } : {}),
@@ -365,6 +372,7 @@ async function backupDirectDisks(request: BackupRunRequest, disks: readonly Dire
             workerThreads: request.workerThreads,
             uploadConcurrency: request.uploadConcurrency,
             storedThisRun,
+            ...(request.annotations ? { annotations: request.annotations } : {}),
             signal,
             publish: registration,
             ...(request.onProgress ? { onProgress: (p: BackupProgress) => request.onProgress!(ct, p) } : {}),

@@ -4,6 +4,7 @@ import { Command, Option } from "commander";
 import { containerIdForDisk } from "../backup/disk-source.js";
 import { runBackup, type BackupRunRequest, type ContainerResult } from "../backup/run.js";
 import { EXIT_PARTIAL, PloopvaultError, UsageError } from "../errors.js";
+import { annotationProblem } from "../manifest/format.js";
 import { durationSecondsOption } from "../prune/duration.js";
 import { validateName } from "../repository/layout.js";
 import { formatBytes, formatSeconds } from "../util/format.js";
@@ -26,6 +27,8 @@ interface BackupOptions extends GlobalOptions, BackupOpsOptions {
   incremental: boolean;
   full?: boolean;
   skipFree?: boolean;
+  tag?: string[];
+  note?: string;
 }
 
 function parseThreads(value: string): number {
@@ -52,6 +55,8 @@ export function backupCommand(): Command {
     .option("--no-incremental", "merge each backup's snapshot back at once and read the whole disk every time (no kept delta)")
     .option("--full", "read the whole disk this time (the snapshot is still kept for the next incremental backup)")
     .option("--skip-free", "do not read or store clusters that the disk's ext4 filesystems leave free (restored as zeros; docs/skip-free.md)")
+    .option("--tag <tag>", "label the backups (repeat for several; filters: snapshots --tag, prune --tag)", (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
+    .option("--note <text>", "a one-line note stored with the backups (shown by snapshots)")
     .addOption(new Option("--lock-wait <duration>", "how long to wait for another ploopvault run on this host (e.g. 10m; a plain number is seconds)").default(600, "10m").argParser(durationSecondsOption("--lock-wait", { allowZero: true })))
     .addHelpText(
       "after",
@@ -60,6 +65,8 @@ Examples:
   ploopvault backup --repo s3://backups/node1 --all
   ploopvault backup --repo /srv/backup 101 102 --parallel 2
   ploopvault backup --repo /srv/backup --disk /vz/private/101/root.hdd/DiskDescriptor.xml
+  # before an upgrade: a labelled backup to find (snapshots --tag) and keep (protect)
+  ploopvault backup --repo /srv/backup 101 --tag pre-upgrade --note "before PHP 8.3"
   # from cron: silent unless something fails, gentle on the host, monitored
   ploopvault backup --all -q --limit-read 100M --limit-upload 20M \\
       --metrics-file /var/lib/node_exporter/textfile/ploopvault.prom \\
@@ -79,6 +86,9 @@ PLOOPVAULT_EXIT_CODE and PLOOPVAULT_RESULTS_JSON in the environment (docs/operat
       if (modes !== 1) throw new UsageError("give container ids, --all, or --disk PATH/DiskDescriptor.xml (exactly one of them)");
       if (options.name !== undefined && disks.length !== 1) throw new UsageError(disks.length === 0 ? "--name only applies to --disk" : "--name applies to a single --disk");
       for (const ct of ctids) validateName("container id", ct);
+      const annotations = { ...(options.tag === undefined ? {} : { tags: options.tag }), ...(options.note === undefined ? {} : { note: options.note }) };
+      const annotationError = annotationProblem(annotations);
+      if (annotationError !== null) throw new UsageError(`--tag/--note: ${annotationError}`);
       const time = options.time === undefined ? null : new Date(options.time);
       if (time !== null && Number.isNaN(time.getTime())) throw new UsageError(`--time: "${options.time}" is not an ISO 8601 time`);
       const targets: BackupRunRequest["targets"] =
@@ -115,6 +125,7 @@ PLOOPVAULT_EXIT_CODE and PLOOPVAULT_RESULTS_JSON in the environment (docs/operat
           ploopBin: options.ploopBin,
           vzlistBin: options.vzlistBin,
           privateRoot: options.privateRoot,
+          annotations,
           signal: abort.signal,
           log: (line) => out.info(line),
           warn: (line) => out.warn(line),

@@ -23,6 +23,7 @@ interface PruneCliOptions extends GlobalOptions {
   wait: string;
   dryRun?: boolean;
   host?: string;
+  tag?: string[];
   lockHost: string;
   lockTtl?: string;
   lockRefresh?: string;
@@ -47,14 +48,15 @@ export function pruneCommand(): Command {
     .addOption(new Option("--wait <duration>", "how long to wait for running backups (or another prune) before deferring deletion").default(DEFAULT_PRUNE_WAIT))
     .option("--dry-run", "show what would be forgotten and freed; change nothing")
     .option("--host <name>", "only forget backups made on this host (the sweep always considers every backup)")
+    .option("--tag <tag>", "only forget backups with this tag (repeat: any of them)", (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
     .addOption(new Option("--lock-host <name>", "this host's name in lock objects").default(defaultHost()))
     .addOption(new Option("--lock-ttl <duration>", "lock TTL (tests)").hideHelp())
     .addOption(new Option("--lock-refresh <duration>", "lock refresh interval (tests)").hideHelp())
     .addHelpText(
       "after",
-      "\nBackups are grouped by container and host; a backup kept by any rule is kept (restic's forget semantics, buckets in UTC)." +
+      "\nBackups are grouped by container and host; a backup kept by any rule is kept (restic's forget semantics, buckets in UTC); a protected backup (ploopvault protect) is always kept." +
         "\nExit codes: 0 done; 3 backups forgotten but chunk deletion deferred because backups kept running (run again later)." +
-        "\n\nExamples:\n  ploopvault prune --repo s3://backups --keep-daily 7 --keep-weekly 4 --keep-monthly 6\n  ploopvault prune --repo /srv/backup --keep-last 3 --ct 101 --dry-run\n",
+        "\n\nExamples:\n  ploopvault prune --repo s3://backups --keep-daily 7 --keep-weekly 4 --keep-monthly 6\n  ploopvault prune --repo /srv/backup --keep-last 3 --ct 101 --dry-run\n  ploopvault prune --repo /srv/backup --keep-last 24 --tag hourly --wait 10m\n",
     )
     .action(async (options: PruneCliOptions) => {
       const out = new Output(options);
@@ -101,6 +103,7 @@ export function pruneCommand(): Command {
           waitMs,
           host: options.lockHost,
           ...(options.host === undefined ? {} : { onlyHost: options.host }),
+          ...(options.tag === undefined ? {} : { tags: options.tag }),
           timing,
           cache: ManifestCache.forRepository(repo, options.stateDir),
           signal: abort.signal,

@@ -128,6 +128,34 @@ export interface ManifestMetadata {
   freeSpace?: { skippedBytes: number; clusterBytes: number; filesystems: string[] } | null;
   stats: BackupStats;
   entryCount: number;
+  /** Labels given at backup time (`backup --tag`), for filters; absent in older manifests. */
+  tags?: string[];
+  /** A free-text note given at backup time (`backup --note`); absent in older manifests. */
+  note?: string;
+}
+
+/** What `backup --tag/--note` record (optional metadata fields; older readers ignore them). */
+export interface BackupAnnotations {
+  tags?: string[];
+  note?: string;
+}
+
+/** A tag: one word that a filter or a shell can carry as is. */
+export const TAG_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,63}$/;
+export const MAX_NOTE_CHARS = 1000;
+
+/** Why an annotation is invalid, or null when it is fine (shared by the CLI's checks and the decoder). */
+export function annotationProblem(a: BackupAnnotations): string | null {
+  for (const tag of a.tags ?? []) {
+    if (typeof tag !== "string" || !TAG_PATTERN.test(tag)) return `tag ${show(tag)} is not a tag (letters, digits and . _ : @ + = -, at most 64, not starting with a symbol)`;
+  }
+  if (a.note !== undefined) {
+    if (typeof a.note !== "string") return "note is not a string";
+    if (a.note.length > MAX_NOTE_CHARS) return `note is longer than ${MAX_NOTE_CHARS} characters`;
+    // one line: listings and logs print it as is
+    if (/[\u0000-\u001f\u007f]/.test(a.note)) return "note contains a control character (a line break?)";
+  }
+  return null;
 }
 
 export interface Manifest {
@@ -333,6 +361,9 @@ function validateMetadata(value: unknown, name: string): asserts value is Manife
   if (typeof source.descriptorPath !== "string" || typeof source.topGuid !== "string") fail("source");
   if (source.snapshotGuid !== null && typeof source.snapshotGuid !== "string") fail("source.snapshotGuid");
   if (!Array.isArray(source.imageFiles) || !source.imageFiles.every((f) => typeof f === "string")) fail("source.imageFiles");
+  if (m.tags !== undefined && !Array.isArray(m.tags)) fail("tags");
+  const annotations = annotationProblem({ ...(m.tags === undefined ? {} : { tags: m.tags as string[] }), ...(m.note === undefined ? {} : { note: m.note as string }) });
+  if (annotations !== null) fail(annotations);
   const inc = m.incremental;
   if (inc !== undefined && inc !== null && (!isObject(inc) || typeof inc.baseBackup !== "string" || typeof inc.baseSnapshotGuid !== "string")) fail("incremental");
   const free = m.freeSpace;

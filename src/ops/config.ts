@@ -36,7 +36,7 @@ export const DEFAULT_CONFIG_FILE = "/etc/ploopvault/ploopvault.conf";
 export const CONFIG_ENV = "PLOOPVAULT_CONFIG";
 
 /** Options that make sense only on a command line (one run), never as a standing default. */
-const COMMAND_LINE_ONLY = new Set(["config", "help", "version", "json", "time", "disk", "name", "all", "target", "force", "dry-run", "ct"]);
+const COMMAND_LINE_ONLY = new Set(["config", "help", "version", "json", "time", "disk", "name", "all", "target", "force", "dry-run", "ct", "note"]);
 
 /** Names allowed although they contain a secret-looking word: they name files, not secrets. */
 const NOT_SECRET = new Set(["password-file", "new-password-file", "password-command"]);

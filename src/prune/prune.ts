@@ -28,8 +28,9 @@ import { TaskLimiter } from "../util/limiter.js";
 import { formatDuration } from "./duration.js";
 import { Lease } from "./lease.js";
 import { describeHolder, judgeLocks, listLocks, lockBody, nowFromOwn, PRUNE_LOCK_KEY, readHolder, sleep, uniqueLockKey, type JudgedLock, type LockTiming } from "./locks.js";
-import { planForget, type BackupInfo, type KeepPolicy } from "./policy.js";
+import { planForget, type BackupInfo, type GroupPlan, type KeepPolicy } from "./policy.js";
 import { acquirePruneLock } from "./prune-lock.js";
+import { isProtected, PROTECTION_NAME } from "./protection.js";
 
 export interface PruneOptions {
   policy: KeepPolicy;
@@ -37,6 +38,8 @@ export interface PruneOptions {
   ct?: string;
   /** Only forget backups made on this host. */
   onlyHost?: string;
+  /** Only forget backups carrying one of these tags (backup --tag). */
+  tags?: string[];
   /** Unreferenced chunks younger than this (LastModified) are left alone. */
   graceMs: number;
   dryRun: boolean;
@@ -326,6 +329,7 @@ async function forget(repo: Repository, listed: Map<string, BackupObjects>, opti
       try {
         const { metadata } = await readManifest(repo, b, options.cache);
         if (options.onlyHost !== undefined && metadata.host !== options.onlyHost) return;
+        if (options.tags !== undefined && !options.tags.some((t) => metadata.tags?.includes(t))) return;
         infos.push({ ct: b.ct, id: b.id, host: metadata.host, time: new Date(metadata.time) });
       } catch (error) {
         // a manifest we cannot read is never forgotten by policy; the sweep stops on it
@@ -334,7 +338,9 @@ async function forget(repo: Repository, listed: Map<string, BackupObjects>, opti
     });
   }
   await limiter.drain();
-  const plans = planForget(infos, options.policy);
+  // protected backups count for the policy like any other, but are never forgotten
+  const isProtectedListed = (b: BackupInfo): boolean => listed.get(`${BACKUPS_PREFIX}${b.ct}/${b.id}/`)?.files.some((f) => f.key.endsWith(`/${PROTECTION_NAME}`)) === true;
+  const plans = planForget(infos, options.policy).map((plan) => keepProtected(plan, isProtectedListed));
   const forgotten = new Set<string>();
   for (const plan of plans) {
     report.groups.push({
@@ -354,15 +360,51 @@ async function forget(repo: Repository, listed: Map<string, BackupObjects>, opti
   }
   if (options.dryRun || targets.length === 0) return forgotten;
   const batch = options.deleteBatch ?? 1000;
-  const manifests = targets.map((b) => b.manifest!.key);
-  for (let i = 0; i < manifests.length; i += batch) {
+  for (let i = 0; i < targets.length; i += batch) {
+    // a protection written since the listing (protect while we planned) still counts
+    const slice: BackupObjects[] = [];
+    for (const b of targets.slice(i, i + batch)) {
+      if (await isProtected(repo.store, b)) {
+        options.warn(`backup ${b.ct}/${b.id} was protected while prune planned: kept`);
+        forgotten.delete(`${BACKUPS_PREFIX}${b.ct}/${b.id}/`);
+        unforget(report, b);
+      } else {
+        slice.push(b);
+      }
+    }
     pruneLock?.assertValid("forget backups");
-    await repo.store.delete(manifests.slice(i, i + batch));
+    if (slice.length > 0) await repo.store.delete(slice.map((b) => b.manifest!.key));
   }
-  options.log(`forgot ${targets.length} backup${targets.length === 1 ? "" : "s"}`);
-  const sideFiles = targets.flatMap((b) => b.files.map((f) => f.key));
+  const removed = targets.filter((b) => forgotten.has(`${BACKUPS_PREFIX}${b.ct}/${b.id}/`));
+  options.log(`forgot ${removed.length} backup${removed.length === 1 ? "" : "s"}`);
+  const sideFiles = removed.flatMap((b) => b.files.map((f) => f.key));
   for (let i = 0; i < sideFiles.length; i += batch) await repo.store.delete(sideFiles.slice(i, i + batch));
   return forgotten;
+}
+
+/** A plan with the protected backups moved from "forget" to "keep". */
+function keepProtected(plan: GroupPlan, isProtectedBackup: (b: BackupInfo) => boolean): GroupPlan {
+  const rescued = plan.forget.filter(isProtectedBackup);
+  if (rescued.length === 0) return plan;
+  return {
+    ...plan,
+    keep: [...plan.keep, ...rescued.map((b) => ({ ...b, reasons: ["protected"] }))].sort((a, b) => b.time.getTime() - a.time.getTime()),
+    forget: plan.forget.filter((b) => !isProtectedBackup(b)),
+  };
+}
+
+/** A backup planned for forgetting turned out protected: move it back in the report. */
+function unforget(report: PruneReport, b: BackupObjects): void {
+  for (const g of report.groups) {
+    const at = g.forgotten.findIndex((f) => f.id === b.id && g.ct === b.ct);
+    if (at < 0) continue;
+    const [f] = g.forgotten.splice(at, 1);
+    g.kept.push({ id: f!.id, time: f!.time, reasons: ["protected"] });
+    report.forgotten--;
+    report.kept++;
+    report.filesDeleted -= 1 + b.files.length;
+    report.fileBytesDeleted -= b.manifest!.size + b.files.reduce((sum, x) => sum + x.size, 0);
+  }
 }
 
 /** Phase 2 (and 4): mark the stored chunks the given manifests reference. */

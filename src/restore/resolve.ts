@@ -10,7 +10,7 @@
  * backup of CT" that exists on several hosts is refused (naming the hosts) unless the
  * host is given, in the argument or as `--host` (a filter for every form).
  */
-import { PloopvaultError } from "../errors.js";
+import { PloopvaultError, UsageError } from "../errors.js";
 import type { ManifestMetadata } from "../manifest/format.js";
 import { validateName } from "../repository/layout.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
@@ -20,6 +20,11 @@ export interface ResolveOptions {
   host?: string;
   /** A backup's metadata (through the manifest cache); required for host checks. */
   metadata?: (ref: BackupRef) => Promise<ManifestMetadata>;
+  /**
+   * false: only forms naming one backup (ID, prefix, CT/ID) are accepted; "the newest
+   * backup of CT" is refused (commands that remove things: forget).
+   */
+  allowLatest?: boolean;
 }
 
 /** Backup ids start with their time, e.g. "20261123T201420Z-3fa9c2d1"; prefixes must be this long. */
@@ -39,6 +44,9 @@ export async function resolveBackup(repo: Repository, spec: string, options: Res
   };
   /** The newest backup of `ct` (on `host`), refusing a container id several hosts use. */
   const latest = async (ct: string, host: string | undefined): Promise<BackupRef> => {
+    if (options.allowLatest === false) {
+      throw new UsageError(`"${spec}" means the newest backup of container ${ct}: give the backup's id (or a unique prefix, or CT/ID) as "ploopvault snapshots --ct ${ct}" shows it`);
+    }
     const all = await repo.listBackups(ct);
     if (all.length === 0) throw new PloopvaultError(`container ${ct} has no backups in ${repo.location}`);
     const refs = await onHost(all, host);
@@ -94,4 +102,14 @@ export async function resolveBackup(repo: Repository, spec: string, options: Res
 function hostFilter(fromSpec: string, fromOption: string | undefined): string {
   if (fromOption !== undefined && fromOption !== fromSpec) throw new PloopvaultError(`the backup reference names host ${fromSpec}, but --host says ${fromOption}`);
   return fromSpec;
+}
+
+/** Several BACKUP arguments, each resolved as resolveBackup does; a backup named twice counts once. */
+export async function resolveBackups(repo: Repository, specs: readonly string[], options: ResolveOptions = {}): Promise<BackupRef[]> {
+  const out = new Map<string, BackupRef>();
+  for (const spec of specs) {
+    const ref = await resolveBackup(repo, spec, options);
+    out.set(`${ref.ct}/${ref.id}`, ref);
+  }
+  return [...out.values()];
 }
