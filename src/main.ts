@@ -11,6 +11,7 @@ import { Command, CommanderError } from "commander";
 import { backupCommand } from "./commands/backup.js";
 import { checkCommand } from "./commands/check.js";
 import { completionCommand } from "./commands/completion.js";
+import { diffCommand } from "./commands/diff.js";
 import { dumpCommand } from "./commands/dump.js";
 import { forgetCommand } from "./commands/forget.js";
 import { protectCommand, unprotectCommand } from "./commands/protect.js";
@@ -22,6 +23,7 @@ import { restoreCommand } from "./commands/restore.js";
 import { releaseCommand } from "./commands/release.js";
 import { serveNbdCommand } from "./commands/serve-nbd.js";
 import { snapshotsCommand } from "./commands/snapshots.js";
+import { statsCommand } from "./commands/stats.js";
 import { installStdoutGuard } from "./commands/common.js";
 import { EXIT_FAILURE, EXIT_USAGE, errorLine, PloopvaultError } from "./errors.js";
 import { afterCommand, beforeCommand } from "./ops/session.js";
@@ -72,7 +74,7 @@ function buildProgram(): Command {
     if (process.env.PLOOPVAULT_ZSTD) activeZstdBinding();
     return beforeCommand(program, actionCommand);
   });
-  for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), pruneCommand(), forgetCommand(), protectCommand(), unprotectCommand(), checkCommand(), serveNbdCommand(), keyCommand(), releaseCommand(), lsCommand(), dumpCommand(), completionCommand()]) {
+  for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), pruneCommand(), forgetCommand(), protectCommand(), unprotectCommand(), statsCommand(), diffCommand(), checkCommand(), serveNbdCommand(), keyCommand(), releaseCommand(), lsCommand(), dumpCommand(), completionCommand()]) {
     program.addCommand(cmd.exitOverride());
   }
   return program;
