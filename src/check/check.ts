@@ -9,11 +9,18 @@
  * something is missing or corrupt are the manifests read a second time to name the
  * backups affected. --read-data reads `concurrency` chunks at a time (one chunk each).
  *
+ * A nightly job can verify a slice: `ct`/`host` select the backups checked (chunks other
+ * backups reference then count as unreferenced), and a data subset reads only some of the
+ * referenced chunks: "N/M" the chunks whose id, as a number, is N-1 modulo M (so M runs
+ * with N = 1..M read every chunk once, whatever was added meanwhile lands in one of the
+ * slices), "P%" a random P percent. A partial check records what it finds missing or
+ * corrupt for repair, but leaves the records of earlier checks alone.
+ *
  * Also reported: lock objects under locks/ and whether they look expired (by this host's
  * clock; a dead backup's or prune's lock blocks nobody for longer than its TTL, and the
  * next prune removes it).
  */
-import { errorLine, IntegrityError } from "../errors.js";
+import { errorLine, IntegrityError, UsageError } from "../errors.js";
 import { StoreError } from "../uploader/store.js";
 import { chunkIds, decodeManifest } from "../manifest/format.js";
 import { judgeLocks, listLocks, lockTiming, type LockKind } from "../prune/locks.js";
@@ -53,8 +60,44 @@ export interface CheckReport {
   expiredLocks: number;
 }
 
+/** Which referenced chunks --read-data reads: all, slice N of M, or a random fraction. */
+export type DataSubset = { kind: "all" } | { kind: "slice"; n: number; m: number } | { kind: "fraction"; fraction: number };
+
+/** "N/M" or "P%" (restic's --read-data-subset forms). */
+export function parseDataSubset(text: string, option = "--read-data-subset"): DataSubset {
+  const slice = /^(\d+)\/(\d+)$/.exec(text.trim());
+  if (slice) {
+    const n = Number(slice[1]);
+    const m = Number(slice[2]);
+    if (m < 1 || n < 1 || n > m) throw new UsageError(`${option}: "${text}" must be N/M with 1 <= N <= M (e.g. 3/7)`);
+    return { kind: "slice", n, m };
+  }
+  const percent = /^(\d+(?:\.\d+)?)%$/.exec(text.trim());
+  if (percent) {
+    const p = Number(percent[1]);
+    if (!(p > 0 && p <= 100)) throw new UsageError(`${option}: "${text}" must be a percentage above 0 and at most 100`);
+    return { kind: "fraction", fraction: p / 100 };
+  }
+  throw new UsageError(`${option}: "${text}" is neither N/M (e.g. 1/7) nor P% (e.g. 5%)`);
+}
+
+/** Whether a chunk is in the subset; `random` in [0, 1) for fractions. */
+export function inDataSubset(id: Uint8Array, subset: DataSubset, random: () => number = Math.random): boolean {
+  if (subset.kind === "all") return true;
+  if (subset.kind === "fraction") return random() < subset.fraction;
+  // the id's first 6 bytes as a number: uniform, and the same slice on every host and run
+  const value = Buffer.from(id.buffer, id.byteOffset, 6).readUIntBE(0, 6);
+  return value % subset.m === subset.n - 1;
+}
+
 export interface CheckOptions {
   readData: boolean;
+  /** With readData: only these chunks (default all). */
+  dataSubset?: DataSubset;
+  /** Only backups of this container. */
+  ct?: string;
+  /** Only backups made on this host. */
+  host?: string;
   /**
    * Record what is missing or corrupt under missing/ (backups then upload it again) and
    * drop the records of earlier checks this one supersedes. Needs write access.
@@ -84,7 +127,9 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
   for await (const info of store.list(BACKUPS_PREFIX)) sideFiles.add(info.key);
 
   const earlierRecords = await loadMissingChunks(store);
-  const refs = await repo.listBackups();
+  const listed = await repo.listBackups(options.ct);
+  const partial = options.ct !== undefined || options.host !== undefined || (options.dataSubset !== undefined && options.dataSubset.kind !== "all");
+  const skipped = new Set<string>();
   const damaged = new Map<string, DamagedBackup>();
   const problem = (ref: BackupRef, text: string): void => {
     const key = `${ref.ct}/${ref.id}`;
@@ -93,9 +138,13 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
     damaged.set(key, entry);
   };
   const readable: BackupRef[] = [];
-  await forEachManifest(repo, refs, options.concurrency, (ref, manifest, error) => {
+  await forEachManifest(repo, listed, options.concurrency, (ref, manifest, error) => {
     if (manifest === null) {
       problem(ref, error instanceof Error ? error.message : String(error));
+      return;
+    }
+    if (options.host !== undefined && manifest.metadata.host !== options.host) {
+      skipped.add(`${ref.ct}/${ref.id}`);
       return;
     }
     const configName = manifest.metadata.files.config;
@@ -129,9 +178,18 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
   let chunksRead = 0;
   const bad = new Map<string, string>();
   if (options.readData) {
+    const subset = options.dataSubset ?? { kind: "all" };
+    // decided once per chunk up front, so the progress total is what will be read
+    const toRead = new Uint8Array(referencedFlags.length);
+    let readTotal = 0;
+    for (let index = 0; index < referencedFlags.length; index++) {
+      if (referencedFlags[index] === 0 || !inDataSubset(stored.id(index), subset)) continue;
+      toRead[index] = 1;
+      readTotal++;
+    }
     const limiter = new TaskLimiter(options.concurrency);
     for (let index = 0; index < referencedFlags.length; index++) {
-      if (referencedFlags[index] === 0) continue;
+      if (toRead[index] === 0) continue;
       const idHex = stored.id(index).toString("hex");
       await limiter.submit(async () => {
         try {
@@ -142,7 +200,7 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
           bad.set(idHex, error.message);
         }
         chunksRead++;
-        options.onProgress?.(chunksRead, referencedStored);
+        options.onProgress?.(chunksRead, readTotal);
       });
     }
     await limiter.drain();
@@ -186,8 +244,8 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
       if (ids.length > 0) await recordMissingChunks(store, ids, "check");
       recorded = ids.length;
       // what earlier checks and reads recorded is either still missing (recorded again
-      // just now) or was uploaded again by a backup
-      if (earlierRecords.keys.length > 0) await store.delete(earlierRecords.keys);
+      // just now) or was uploaded again by a backup; a partial check did not look at all
+      if (earlierRecords.keys.length > 0 && !partial) await store.delete(earlierRecords.keys);
     } catch (error) {
       options.warn?.(`cannot record the missing chunks for repair in ${store.location}: ${errorLine(error)} (backups will not heal them until a check can)`);
     }
@@ -195,7 +253,7 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
 
   const locks = await lockReport(repo);
   return {
-    backups: refs.length,
+    backups: listed.length - skipped.size,
     chunksRecordedForRepair: recorded,
     chunksStored: stored.size,
     chunksReferenced: referencedStored + late + missingIds.size,

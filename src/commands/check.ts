@@ -1,14 +1,18 @@
 import { Command, Option } from "commander";
-import { checkRepository } from "../check/check.js";
+import { checkRepository, parseDataSubset, type DataSubset } from "../check/check.js";
 import { PloopvaultError, UsageError } from "../errors.js";
 import { checkBackupFilesystems } from "../files/check-fs.js";
 import { recordFsCheck } from "../ops/session.js";
 import { formatBytes } from "../util/format.js";
 import { progressDisplay } from "../ops/progress.js";
+import { validateName } from "../repository/layout.js";
 import { addCommonOptions, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
 
 interface CheckOptions extends GlobalOptions {
   readData?: boolean;
+  readDataSubset?: DataSubset;
+  ct?: string;
+  host?: string;
   concurrency: number;
   fs?: boolean;
   metricsFile?: string;
@@ -21,6 +25,9 @@ export function checkCommand(): Command {
     .option("--read-data", "download, decompress and re-hash every referenced chunk")
     .option("--fs", "walk the filesystem in backups (every inode, extent, folder reachable) and report damage (docs/file-restore.md)")
     .addOption(new Option("--metrics-file <path>", "write Prometheus textfile metrics here after the run (atomically)"))
+    .addOption(new Option("--read-data-subset <N/M|P%>", "like --read-data, for slice N of M of the chunks (by id) or a random P percent").argParser((v: string) => parseDataSubset(v)))
+    .option("--ct <id>", "only backups of this container (also with --fs)")
+    .option("--host <name>", "only backups made on this host (also with --fs)")
     .addOption(new Option("--concurrency <n>", "chunks read in parallel").default(8).argParser(parsePositiveInt("--concurrency")))
     .addHelpText(
       "after",
@@ -33,6 +40,10 @@ Examples:
   ploopvault check --repo s3://backups/node1 --json | jq .damaged
   # prove that last night's backup of every container holds a sound filesystem
   ploopvault check --repo s3://backups/node1 --fs --metrics-file /var/lib/node_exporter/ploopvault-fs.prom
+  # nightly, a seventh of the data each day: every chunk read once a week
+  ploopvault check --repo s3://backups/node1 --read-data-subset "$(( $(date +%u) ))/7"
+  # one container of one node, 5 % of its chunks at random
+  ploopvault check --repo s3://backups/all --ct 101 --host node1 --read-data-subset 5%
 
 Exit code 1 when a backup is damaged (each one is listed on stderr and under "damaged"
 with --json). Missing and corrupt chunks are recorded in the repository (missing/) so
@@ -43,13 +54,20 @@ are normal after an interrupted backup; prune removes them.
     .action(async (backups: string[], options: CheckOptions) => {
       const out = new Output(options);
       if (backups.length > 0 && options.fs !== true) throw new UsageError("backups to check are given only with --fs (the repository check covers every backup)");
-      if (options.fs === true && options.readData === true) throw new UsageError("--fs and --read-data are separate checks: run them one after the other");
+      if (options.fs === true && (options.readData === true || options.readDataSubset !== undefined)) {
+        throw new UsageError(`--fs and ${options.readData === true ? "--read-data" : "--read-data-subset"} are separate checks: run them one after the other`);
+      }
+      if (backups.length > 0 && options.ct !== undefined) throw new UsageError("give backups to check or --ct, not both (a backup names its container)");
       if (options.fs === true) return checkFilesystems(backups, options, out);
       const repo = await openRepository(options);
       try {
         const progress = progressDisplay();
+        const readData = options.readData === true || options.readDataSubset !== undefined;
         const report = await checkRepository(repo, {
-          readData: options.readData === true,
+          readData,
+          ...(options.readDataSubset === undefined ? {} : { dataSubset: options.readDataSubset }),
+          ...(options.ct === undefined ? {} : { ct: validateName("container id", options.ct) }),
+          ...(options.host === undefined ? {} : { host: options.host }),
           concurrency: options.concurrency,
           recordForRepair: true,
           warn: (line) => out.warn(line),
@@ -57,7 +75,7 @@ are normal after an interrupted backup; prune removes them.
         });
         progress?.remove("check");
         if (out.json) out.jsonResult({ ...report, status: report.damaged.length === 0 ? "ok" : "damaged" });
-        out.info(`checked ${report.backups} backups, ${report.chunksReferenced} referenced chunks${options.readData ? ` (${report.chunksRead} read and verified)` : ""}, ${report.chunksUnreferenced} unreferenced`);
+        out.info(`checked ${report.backups} backups, ${report.chunksReferenced} referenced chunks${readData ? ` (${report.chunksRead} read and verified)` : ""}, ${report.chunksUnreferenced} unreferenced`);
         for (const l of report.locks.filter((x) => x.expired)) {
           out.warn(`expired lock ${l.key}${l.holder ? ` of ${l.holder}` : ""}, last refreshed ${l.ageSeconds} s ago (by this host's clock): its process died; it blocks nobody, the next prune removes it`);
         }
@@ -80,6 +98,8 @@ async function checkFilesystems(backups: string[], options: CheckOptions, out: O
   try {
     const results = await checkBackupFilesystems(repo, backups, {
       stateDir: options.stateDir,
+      ...(options.ct === undefined ? {} : { ct: validateName("container id", options.ct) }),
+      ...(options.host === undefined ? {} : { host: options.host }),
       onBackup: (r) => {
         const files = r.filesystems.reduce((n, f) => n + f.files, 0);
         const dirs = r.filesystems.reduce((n, f) => n + f.directories, 0);

@@ -33,6 +33,10 @@ export interface BackupFsCheck {
 
 export interface CheckFsOptions {
   stateDir: string;
+  /** Only backups of this container (check --ct). */
+  ct?: string;
+  /** Only backups made on this host (check --host; also how BACKUP arguments resolve). */
+  host?: string;
   maxErrors?: number;
   onBackup?: (result: BackupFsCheck) => void;
   onProgress?: (label: string, inodes: number) => void;
@@ -41,18 +45,22 @@ export interface CheckFsOptions {
 /**
  * The backups to check: as given (BACKUP arguments, resolved as restore does), or the
  * newest backup of every container of every host (several nodes share a repository and
- * container ids repeat across them).
+ * container ids repeat across them), narrowed by `filter` (--ct, --host; given backups resolve on --host).
  */
-export async function backupsToCheck(repo: Repository, specs: readonly string[], stateDir: string): Promise<BackupRef[]> {
+export async function backupsToCheck(repo: Repository, specs: readonly string[], stateDir: string, filter: { ct?: string; host?: string } = {}): Promise<BackupRef[]> {
   const cache = ManifestCache.forRepository(repo, stateDir);
+  const metadata = (r: BackupRef) => cache.metadata(r);
   if (specs.length > 0) {
     const refs: BackupRef[] = [];
-    for (const s of specs) refs.push(await resolveBackup(repo, s, { metadata: (r) => cache.metadata(r) }));
+    for (const s of specs) refs.push(await resolveBackup(repo, s, { metadata, ...(filter.host === undefined ? {} : { host: filter.host }) }));
     return refs;
   }
   const newest = new Map<string, BackupRef>();
   // sorted by container, then id (= time): the last one of a (host, container) is its newest
-  for (const ref of await repo.listBackups()) newest.set(`${(await cache.metadata(ref)).host}\0${ref.ct}`, ref);
+  for (const ref of await repo.listBackups(filter.ct)) {
+    const host = (await cache.metadata(ref)).host;
+    if (filter.host === undefined || host === filter.host) newest.set(`${host}\0${ref.ct}`, ref);
+  }
   return [...newest.values()];
 }
 
@@ -91,7 +99,7 @@ export async function checkBackupFilesystem(repo: Repository, ref: BackupRef, op
 
 export async function checkBackupFilesystems(repo: Repository, specs: readonly string[], options: CheckFsOptions): Promise<BackupFsCheck[]> {
   const results: BackupFsCheck[] = [];
-  for (const ref of await backupsToCheck(repo, specs, options.stateDir)) {
+  for (const ref of await backupsToCheck(repo, specs, options.stateDir, options)) {
     const r = await checkBackupFilesystem(repo, ref, options);
     options.onBackup?.(r);
     results.push(r);
