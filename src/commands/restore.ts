@@ -5,7 +5,7 @@ import { ManifestCache } from "../repository/known-chunks.js";
 import { decodeManifest } from "../manifest/format.js";
 import { restoreFilesFromBackup } from "../files/restore-files.js";
 import { resolveBackup } from "../restore/resolve.js";
-import { RESTORE_CONCURRENCY, restorePloop, restoreRaw, restoreToStream, type RestoreFormat, type RestoreResult } from "../restore/restore.js";
+import { planRestore, RESTORE_CONCURRENCY, restorePloop, restoreRaw, restoreToStream, type RestoreFormat, type RestoreResult } from "../restore/restore.js";
 import { parseRepoUrl } from "../uploader/open.js";
 import { formatBytes, formatSeconds } from "../util/format.js";
 import { addCommonOptions, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
@@ -15,6 +15,7 @@ interface RestoreOptions extends GlobalOptions {
   host?: string;
   format: RestoreFormat;
   force?: boolean;
+  dryRun?: boolean;
   concurrency?: number;
   seed?: string;
   include?: string[];
@@ -33,6 +34,7 @@ export function restoreCommand(): Command {
     .option("--seed <file>", "an older copy of this disk (raw image, ploop image, DiskDescriptor.xml or its directory; the target itself): only chunks it does not hold are fetched")
     .option("--include <path...>", "restore only these files and folders of the backed-up filesystem into the folder --target (docs/file-restore.md)")
     .addOption(new Option("--partition <n>", "with --include: partition of the disk to read").argParser(parsePositiveInt("--partition")))
+    .option("--dry-run", "check the backup and the target and say what would be written; write nothing")
     .addHelpText(
       "after",
       `
@@ -45,6 +47,8 @@ Examples:
   ploopvault restore --repo s3://backups/all node1/101:latest --target /vz/private/201/root.hdd
   # a sparse raw image, e.g. to loop-mount and copy single files out
   ploopvault restore --repo /srv/backup 101 --format raw --target /tmp/101.raw
+  # what would be written, and whether the target is acceptable
+  ploopvault restore --repo /srv/backup 101:latest --target /vz/private/201/root.hdd --dry-run
   # a raw stream on stdout
   ploopvault restore --repo /srv/backup 101 --target - | gzip > 101.raw.gz
   # yesterday's restore as the seed: only what changed since is fetched
@@ -62,10 +66,13 @@ complete; Ctrl-C removes the partial files.
     )
     .action(async (spec: string, options: RestoreOptions) => {
       const out = new Output(options);
-      if (options.include !== undefined) return restoreIncluded(spec, options, out);
+      if (options.include !== undefined) {
+        if (options.dryRun === true) throw new UsageError("--dry-run applies to whole-disk restores, not to --include (ls shows what --include would restore)");
+        return restoreIncluded(spec, options, out);
+      }
       const toStdout = options.target === "-";
       if (toStdout && options.format === "ploop" && process.argv.includes("--format")) throw new UsageError("--target - streams a raw disk: use --format raw");
-      if (toStdout && process.stdout.isTTY === true) throw new UsageError("--target -: stdout is a terminal; refusing to print a binary disk image there (redirect it to a file or a pipe)");
+      if (toStdout && process.stdout.isTTY === true && options.dryRun !== true) throw new UsageError("--target -: stdout is a terminal; refusing to print a binary disk image there (redirect it to a file or a pipe)");
       const repo = await openRepository(options);
       const abort = new AbortController();
       const onSignal = (signal: NodeJS.Signals): void => {
@@ -78,6 +85,15 @@ complete; Ctrl-C removes the partial files.
         const cache = ManifestCache.forRepository(repo, options.stateDir);
         const ref = await resolveBackup(repo, spec, { metadata: (r) => cache.metadata(r), ...(options.host === undefined ? {} : { host: options.host }) });
         const manifest = decodeManifest(await cache.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
+        if (options.dryRun === true) {
+          const plan = await planRestore(manifest, options.target, toStdout ? "stdout" : options.format, options.force === true);
+          if (out.json) out.jsonResult({ backup: ref.id, ct: ref.ct, target: options.target, format: toStdout ? "raw" : options.format, dryRun: true, ...plan });
+          out.listing(
+            `would restore ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}${plan.replaces ? " (replacing what a restore writes there)" : ""}: ${formatBytes(plan.logicalBytes)} disk, ${formatBytes(plan.dataBytes)} data in ${plan.chunks} chunks to fetch${options.seed === undefined ? "" : " (at most: the seed supplies the chunks it holds)"}`,
+          );
+          for (const file of plan.files) out.listing(`  ${file}`);
+          return;
+        }
         const progress = progressDisplay();
         const label = `restore ${ref.ct}`;
         const opts = {

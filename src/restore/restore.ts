@@ -133,6 +133,16 @@ function targetError(error: unknown, target: string, action = "write restore tar
  * files a ploop restore writes (`ownNames`), and refuses one holding anything else.
  */
 async function prepareTarget(target: string, force: boolean, ownNames: ReadonlySet<string> | null = null): Promise<void> {
+  await checkTarget(target, force, ownNames);
+  try {
+    await makeDirectories(dirname(target));
+  } catch (error) {
+    throw new PloopvaultError(`cannot create the directory of restore target ${target}: ${fsReason(error)}`, { cause: error });
+  }
+}
+
+/** prepareTarget's refusals, without creating anything (also for --dry-run). Returns whether the target exists. */
+async function checkTarget(target: string, force: boolean, ownNames: ReadonlySet<string> | null): Promise<boolean> {
   const existing = await stat(target).catch(() => null);
   if (existing !== null) {
     if (!force) throw new PloopvaultError(`restore target ${target} already exists (use --force to replace it)`);
@@ -147,11 +157,46 @@ async function prepareTarget(target: string, force: boolean, ownNames: ReadonlyS
       }
     }
   }
-  try {
-    await makeDirectories(dirname(target));
-  } catch (error) {
-    throw new PloopvaultError(`cannot create the directory of restore target ${target}: ${fsReason(error)}`, { cause: error });
+  return existing !== null;
+}
+
+export interface RestorePlan {
+  /** Paths the restore would write (replacing them if they exist). */
+  files: string[];
+  /** Whether the target exists (and --force would replace the files above in it). */
+  replaces: boolean;
+  logicalBytes: number;
+  dataBytes: number;
+  /** Distinct chunks to fetch. */
+  chunks: number;
+}
+
+/** What a restore would do (`restore --dry-run`): the target checks of a real restore, nothing written. */
+export async function planRestore(manifest: Manifest, target: string, format: RestoreFormat | "stdout", force: boolean): Promise<RestorePlan> {
+  let files: string[] = [];
+  let replaces = false;
+  if (format === "raw") {
+    replaces = await checkTarget(target, force, null);
+    files = [target];
+  } else if (format === "ploop") {
+    const names = ploopFileNames(manifest);
+    replaces = await checkTarget(target, force, new Set([...names, CONTAINER_CONFIG_FILE_NAME]));
+    files = names.map((name) => join(target, name));
   }
+  const ids = new Set<string>();
+  let dataBytes = 0;
+  for (const e of manifest.entries) {
+    if (e.kind !== "chunk") continue;
+    dataBytes += e.length;
+    ids.add(e.id.toString("hex"));
+  }
+  return { files, replaces, logicalBytes: manifest.metadata.disk.logicalBytes, dataBytes, chunks: ids.size };
+}
+
+/** The files a ploop restore writes into its directory (as restorePloop's `written`). */
+function ploopFileNames(manifest: Manifest): string[] {
+  const configName = manifest.metadata.files.config;
+  return [RESTORED_IMAGE_NAME, ...(configName === null ? [] : [configName]), DESCRIPTOR_FILE_NAME];
 }
 
 /**
