@@ -1,0 +1,378 @@
+/**
+ * Every code block of README.md and docs/*.md, run or checked as an operator following the
+ * docs word for word would (issue 17): the documented install (a symlink to the built
+ * entry point, then `ploopvault` from PATH), the example config file as the config of
+ * every command here, the cron lines and the systemd ExecStart as cron and systemd would
+ * run them (and silent, since cron mails any output), the IAM policies, the JSON formats
+ * against what `init` writes, the alert rules against a real metrics file.
+ *
+ * Commands run unchanged except for paths and servers: /vz/private is a copy of the test
+ * corpus, /srv/..., /etc/ploopvault, /var/lib/ploopvault and /usr/local/bin live in a
+ * sandbox, buckets are one test bucket on the suite's RGW (one prefix per block), the S3
+ * endpoints in the docs are the RGW's. A line that cannot run here is skipped only by a
+ * rule below that says why; a block no rule covers fails the test, so a new example must
+ * come with a way to run it.
+ */
+import { execa } from "execa";
+import { chmod, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { corpus } from "../helpers/corpus.js";
+import { PLOOP_WRAPPER } from "../helpers/cli.js";
+import { makeTestBucket, PROJECT_ROOT, testS3 } from "../helpers/s3-server.js";
+
+interface Block {
+  file: string;
+  line: number;
+  lang: string;
+  text: string;
+}
+
+function extractBlocks(file: string, text: string): Block[] {
+  const blocks: Block[] = [];
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const open = /^(\s*)```(\S*)\s*$/.exec(lines[i]!);
+    if (!open) continue;
+    const indent = open[1]!.length;
+    const body: string[] = [];
+    let j = i + 1;
+    while (j < lines.length && !/^\s*```\s*$/.test(lines[j]!)) body.push(lines[j++]!.slice(indent));
+    blocks.push({ file, line: i + 1, lang: open[2]!, text: body.join("\n") });
+    i = j;
+  }
+  return blocks;
+}
+
+/** How each block is exercised, found by file and a piece of its text (exactly one rule per block). */
+type How = "run" | "config" | "cron" | "systemd" | "iam" | "repo-config" | "prune-synopsis" | "alerts" | { skip: string };
+const RULES: { file: string; has: string; how: How }[] = [
+  { file: "README.md", has: "npm run demo", how: "run" },
+  { file: "README.md", has: "ploopvault init --repo /srv/ploopvault", how: "run" },
+  { file: "README.md", has: "npm run bench", how: { skip: "benchmarks (minutes, figures in docs/performance.md)" } },
+  { file: "docs/chunking.md", has: "chunk-params", how: { skip: "benchmark of chunker parameters" } },
+  { file: "docs/encryption.md", has: "openssl rand", how: "run" },
+  { file: "docs/encryption.md", has: "key-encryption key", how: { skip: "diagram of the key hierarchy" } },
+  { file: "docs/encryption.md", has: "type/version", how: { skip: "object format description" } },
+  { file: "docs/encryption.md", has: "$ ploopvault restore", how: { skip: "sample output of a tampered repository (test/crypto/encrypted-repo.test.ts produces it)" } },
+  { file: "docs/encryption.md", has: "ploopvault key list", how: "run" },
+  { file: "docs/encryption.md", has: "for mode in plain enc", how: { skip: "benchmark of encryption overhead" } },
+  { file: "docs/online-backup.md", has: "recoverInterrupted()", how: { skip: "outline of the backup sequence" } },
+  { file: "docs/online-backup.md", has: "70766c74", how: { skip: "format of snapshot GUIDs" } },
+  { file: "docs/operations.md", has: "git clone", how: "run" },
+  { file: "docs/operations.md", has: "tar czf", how: "run" },
+  { file: "docs/operations.md", has: "install -d -m 0700", how: "run" },
+  { file: "docs/operations.md", has: "# /etc/ploopvault/ploopvault.conf", how: "config" },
+  { file: "docs/operations.md", has: "s3.env <<'EOF'", how: "run" },
+  { file: "docs/operations.md", has: "# /etc/cron.d/ploopvault", how: "cron" },
+  { file: "docs/operations.md", has: "ploopvault-backup.service\n", how: "systemd" },
+  { file: "docs/operations.md", has: "OnCalendar", how: { skip: "systemd timer unit: schedules the service above, no command of its own" } },
+  { file: "docs/operations.md", has: "systemctl daemon-reload", how: { skip: "systemctl: no systemd on the test machine (the unit's ExecStart is run above)" } },
+  { file: "docs/operations.md", has: "docker compose", how: "run" },
+  { file: "docs/operations.md", has: '"Version": "2012-10-17"', how: "iam" },
+  { file: "docs/operations.md", has: "# pick a backup", how: "run" },
+  { file: "docs/operations.md", has: "vzctl register", how: "run" },
+  { file: "docs/operations.md", has: "/etc/vz/conf/201.conf", how: "run" },
+  { file: "docs/operations.md", has: "losetup", how: "run" },
+  { file: "docs/operations.md", has: "--tag pre-upgrade --note", how: "run" },
+  { file: "docs/operations.md", has: "PloopvaultBackupTooOld", how: "alerts" },
+  { file: "docs/operations.md", has: "ploopvault-hook STATUS", how: { skip: "how a hook is invoked (test/ops/monitoring.test.ts runs hooks)" } },
+  { file: "docs/operations.md", has: "--hook-failure 'mail", how: { skip: "option fragments with mail and an external URL (hooks: test/ops/monitoring.test.ts)" } },
+  { file: "docs/operations.md", has: "INFO  backup[81234]", how: { skip: "sample log file lines (test/ops/monitoring.test.ts checks the format)" } },
+  { file: "docs/performance.md", has: "npm run bench", how: { skip: "benchmarks" } },
+  { file: "docs/prune.md", has: "ploopvault prune --repo URL", how: "prune-synopsis" },
+  { file: "docs/prune.md", has: "locks/backup-", how: { skip: "lock object names" } },
+  { file: "docs/repository-format.md", has: "written once by `init`", how: { skip: "object layout (test/e2e tests list the objects)" } },
+  { file: "docs/repository-format.md", has: "\"format\": \"ploopvault-repository\"", how: "repo-config" },
+  { file: "docs/repository-format.md", has: "\"scheme\": \"ploopvault-aead-v1\"", how: "repo-config" },
+  { file: "docs/repository-format.md", has: "\"format\": \"ploopvault-key\"", how: "repo-config" },
+  { file: "docs/repository-format.md", has: "AES-256-GCM ciphertext of the plaintext", how: { skip: "envelope format description" } },
+  { file: "docs/repository-format.md", has: "\"PVMF\"", how: { skip: "manifest format description" } },
+];
+
+/** Lines of a "run" block that cannot run here, and why. */
+const SKIP_LINES: { pattern: RegExp; why: string }[] = [
+  { pattern: /^git clone /, why: "the checkout under test is the clone" },
+  { pattern: /^npm ci\b/, why: "the suite's own set-up ran it" },
+  { pattern: /^npm test\b/, why: "this is npm test" },
+  { pattern: /^npm run demo\b/, why: "the end-to-end demo (about 70 s, and it rebuilds dist/ under the running suite); test/e2e runs its steps" },
+  { pattern: /^npm run build\b|^npm ci && npm run build/, why: "npm test built dist/ before the suite (rebuilding under running tests would race them)" },
+  { pattern: /^npm prune\b/, why: "would remove the test tools from the checkout under test" },
+  { pattern: /^docker compose /, why: "the suite's RGW stands in for MinIO" },
+  { pattern: /^vzctl /, why: "no OpenVZ kernel here" },
+  { pattern: /^dev=\$\(losetup|^mount |^umount |^# \.\.\. copy/, why: "loop devices and mounts need a privileged host (the raw image is checked with e2fsck instead)" },
+];
+
+let sandbox: string;
+let bucket: string;
+let env: Record<string, string>;
+const s3 = (): ReturnType<typeof testS3> => testS3();
+
+/** Paths and servers of the docs -> the sandbox's. `tag` separates blocks' repositories. */
+function substitute(text: string, tag: string, block?: Block): string {
+  const endpoint = s3().endpoint;
+  // absolute paths only where they start (not inside a sandbox path already substituted)
+  const path = (from: string, to: string) => (t: string): string => t.replace(new RegExp(`(?<![\\w.-])${from.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}`, "g"), () => to);
+  const steps: ((t: string) => string)[] = [
+    (t) => t.replaceAll("<your ploopvault repository>", PROJECT_ROOT),
+    // the install from source runs in the checkout under test; the tarball goes to the sandbox
+    path("/opt/ploopvault", block?.text.includes("git clone") ? PROJECT_ROOT : join(sandbox, "opt", "ploopvault")),
+    (t) => t.replace(/(tar [cx]zf )ploopvault-/g, `$1${sandbox}/ploopvault-`),
+    path("/usr/local/bin/", `${join(sandbox, "bin")}/`),
+    path("/usr/local/sbin/", `${join(sandbox, "sbin")}/`),
+    path("/etc/ploopvault", join(sandbox, "etc")),
+    path("/etc/vz/conf", join(sandbox, "etc-vz")),
+    path("/var/lib/node_exporter/textfile", join(sandbox, "metrics")),
+    path("/var/lib/ploopvault", join(sandbox, "state")),
+    path("/var/log/ploopvault.log", join(sandbox, "ploopvault.log")),
+    path("/vz/private", join(sandbox, "vz")),
+    path("/vz/root", join(sandbox, "vzroot")),
+    path("/usr/sbin/ploop", PLOOP_WRAPPER),
+    path("/srv/ploopvault", join(sandbox, tag, "srv-repo")),
+    path("/srv/backup", join(sandbox, tag, "srv-repo")),
+    path("/srv/tmp", join(sandbox, tag, "tmp")),
+    path("/tmp/101", join(sandbox, tag, "tmp", "101")),
+    path("/root/ops2.pass", join(sandbox, "ops2.pass")),
+    (t) => t.replace(/--repo R\b/g, `--repo ${join(sandbox, tag, "key-repo")}`),
+    // after `key passwd` the operator opens with the new password
+    (t) => t.replace(/^(ploopvault key passwd .*)$/m, `$1\nexport PLOOPVAULT_PASSWORD="$PLOOPVAULT_NEW_PASSWORD"`),
+    (t) => t.replace(/ 3fa9c2d1\b/, ` "$(ploopvault key list --repo ${join(sandbox, tag, "key-repo")} --json | jq -r '[.[] | select(.current | not)][0].id')"`),
+    (t) => t.replace(/https?:\/\/(127\.0\.0\.1:9000|10\.0\.0\.5:9000|minio:9000|s3\.example\.net)/g, endpoint),
+    (t) => t.replace(/s3:(https?:\/\/[^/\s]+)\/(backups|ploopvault)\b/g, (_m, ep: string) => `s3:${ep}/${bucket}/${tag}`),
+    (t) => t.replace(/s3:\/\/(backups|ploopvault)\b/g, `s3://${bucket}/${tag}`),
+    (t) => t.replaceAll("AKIA...", s3().accessKeyId),
+    (t) => t.replaceAll("AWS_SECRET_ACCESS_KEY=...", `AWS_SECRET_ACCESS_KEY=${s3().secretAccessKey}`),
+    (t) => t.replaceAll("AWS_ACCESS_KEY_ID=ploopvault ", `AWS_ACCESS_KEY_ID=${s3().accessKeyId} `),
+    (t) => t.replaceAll("AWS_SECRET_ACCESS_KEY=ploopvault-secret", `AWS_SECRET_ACCESS_KEY=${s3().secretAccessKey}`),
+    (t) => t.replaceAll("AWS_REGION=eu-central-1", `AWS_REGION=${s3().region}`),
+  ];
+  return steps.reduce((t, step) => step(t), text);
+}
+
+/** A "run" block as a bash script: continuation lines joined, skipped lines commented out with the reason. */
+function script(block: Block, tag: string): { text: string; skipped: string[] } {
+  const joined = block.text.replace(/\\\n\s*/g, " ").split("\n");
+  const skipped: string[] = [];
+  const lines = joined.map((line) => {
+    const rule = SKIP_LINES.find((r) => r.pattern.test(line.trim()));
+    if (rule === undefined) return substitute(line, tag, block);
+    skipped.push(`${line.trim()}  (${rule.why})`);
+    return `# skipped: ${rule.why}`;
+  });
+  return { text: `set -euo pipefail\n${lines.join("\n")}\n`, skipped };
+}
+
+async function bash(text: string, cwd: string, extraEnv: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  const r = await execa("bash", ["-c", text], { cwd, env: { ...env, ...extraEnv }, extendEnv: false, reject: false, timeout: 300_000 });
+  return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+const files = ["README.md", ...(await readdir(join(PROJECT_ROOT, "docs"))).filter((f) => f.endsWith(".md")).map((f) => `docs/${f}`)];
+const blocks: Block[] = [];
+for (const file of files) blocks.push(...extractBlocks(file, await readFile(join(PROJECT_ROOT, file), "utf8")));
+const ruleOf = (b: Block): (typeof RULES)[number] => {
+  const matches = RULES.filter((r) => r.file === b.file && b.text.includes(r.has));
+  if (matches.length !== 1) throw new Error(`${b.file}:${b.line}: ${matches.length} rules match this block (need exactly one): ${b.text.split("\n")[0]}`);
+  return matches[0]!;
+};
+
+describe("documented examples", () => {
+  beforeAll(async () => {
+    sandbox = await mkdtemp(join(tmpdir(), "pv-docs-"));
+    bucket = await makeTestBucket("docs");
+    for (const dir of ["bin", "sbin", "etc", "etc-vz", "state", "metrics", "vz", "vzroot", "home", "work"]) await mkdir(join(sandbox, dir), { recursive: true });
+    for (const ct of ["101", "102"]) await cp(join(corpus().dir, ct), join(sandbox, "vz", ct), { recursive: true });
+    // the alert hook of the example config: records that it ran
+    await writeFile(join(sandbox, "sbin", "ploopvault-alert"), `#!/bin/sh\necho "$@" >> ${join(sandbox, "alerts")}\n`);
+    await chmod(join(sandbox, "sbin", "ploopvault-alert"), 0o755);
+    await writeFile(join(sandbox, "ops2.pass"), "second operator\n");
+    env = {
+      PATH: `${join(sandbox, "bin")}:${process.env.PATH ?? "/usr/bin:/bin"}`,
+      HOME: join(sandbox, "home"),
+      // what the example config file does not set: the test's ploop and no vzlist
+      PLOOPVAULT_PLOOP: PLOOP_WRAPPER,
+      PLOOPVAULT_CONFIG: join(sandbox, "etc", "ploopvault.conf"),
+      AWS_ACCESS_KEY_ID: s3().accessKeyId,
+      AWS_SECRET_ACCESS_KEY: s3().secretAccessKey,
+      AWS_REGION: s3().region,
+      LANG: "C.UTF-8",
+    };
+  });
+  afterAll(async () => {
+    await rm(sandbox, { recursive: true, force: true });
+  });
+
+  it("has exactly one rule for every code block, and every rule is used", () => {
+    const used = new Set<(typeof RULES)[number]>();
+    for (const b of blocks) used.add(ruleOf(b));
+    expect(RULES.filter((r) => !used.has(r)).map((r) => `${r.file}: ${r.has}`)).toEqual([]);
+  });
+
+  /** Blocks in document order; some depend on earlier ones (install first, the config file, the repositories). */
+  it("runs or checks every example", { timeout: 900_000 }, async () => {
+    const order = (b: Block): number => {
+      const how = ruleOf(b).how;
+      // the install makes `ploopvault` callable; the config file is every command's
+      if (b.text.includes("git clone")) return 0;
+      if (how === "config") return 1;
+      if (b.text.includes("install -d -m 0700")) return 2;
+      if (b.text.includes("s3.env <<'EOF'")) return 3;
+      if (how === "cron") return 4;
+      return 5;
+    };
+    const sorted = blocks.map((b, i) => ({ b, i })).sort((x, y) => order(x.b) - order(y.b) || x.i - y.i);
+    const report: string[] = [];
+    for (const [n, { b }] of sorted.entries()) {
+      const how = ruleOf(b).how;
+      const where = `${b.file}:${b.line}`;
+      const tag = `b${n}`;
+      await rm(join(sandbox, "vz", "201"), { recursive: true, force: true });
+      if (typeof how === "object") {
+        report.push(`${where}: not run: ${how.skip}`);
+        continue;
+      }
+      if (how === "run") {
+        const { text, skipped } = script(b, tag);
+        await mkdir(join(sandbox, tag), { recursive: true });
+        const before = prelude(b, tag);
+        const cwd = b.text.includes("tar czf") ? PROJECT_ROOT : join(sandbox, "work");
+        const r = await bash(`${before.setup}\n${text}`, cwd, before.env);
+        expect(r.code, `${where} failed:\n${text}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`).toBe(0);
+        report.push(`${where}: ran${skipped.length > 0 ? `, lines not run: ${skipped.join("; ")}` : ""}`);
+        await afterRun(b, tag, r.stdout);
+      } else if (how === "config") {
+        await checkConfig(b);
+        report.push(`${where}: used as the config file of every command`);
+      } else if (how === "cron") {
+        await runCron(b);
+        report.push(`${where}: each line run as cron would, silent`);
+      } else if (how === "systemd") {
+        await runSystemd(b);
+        report.push(`${where}: ExecStart run with its EnvironmentFile, silent`);
+      } else if (how === "iam") {
+        checkIam(b);
+        report.push(`${where}: valid IAM policy`);
+      } else if (how === "repo-config") {
+        await checkRepoFormat(b);
+        report.push(`${where}: matches what init writes`);
+      } else if (how === "prune-synopsis") {
+        await checkPruneSynopsis(b);
+        report.push(`${where}: every flag exists`);
+      } else if (how === "alerts") {
+        await checkAlerts(b);
+        report.push(`${where}: every metric exists in a real metrics file`);
+      }
+    }
+    if (process.env.PLOOPVAULT_TEST_VERBOSE) process.stderr.write(`${report.join("\n")}\n`);
+  });
+});
+
+/** What a block needs that the docs give elsewhere: a password, a terminal's answers, an earlier step. */
+function prelude(b: Block, tag: string): { env: Record<string, string>; setup: string } {
+  if (b.text.includes("ploopvault key list")) {
+    const repo = join(sandbox, tag, "key-repo");
+    return { env: { PLOOPVAULT_PASSWORD: "first operator", PLOOPVAULT_NEW_PASSWORD: "changed" }, setup: `ploopvault init --repo ${repo} --encrypt -q` };
+  }
+  if (b.text.includes("vzctl") || b.text.includes("/etc/vz/conf/201.conf")) {
+    // both continue the restore to a new CTID above
+    return { env: {}, setup: `ploopvault restore 101:latest --target ${join(sandbox, "vz", "201", "root.hdd")} -q` };
+  }
+  return { env: {}, setup: "" };
+}
+
+/** What a block's commands must have done. */
+async function afterRun(b: Block, tag: string, stdout: string): Promise<void> {
+  if (b.text.includes("git clone") || b.text.includes("tar czf")) {
+    // the documented install made `ploopvault` on PATH a symlink to the built entry point
+    const r = await bash("ploopvault --version", sandbox);
+    expect(r.stdout).toMatch(/^ploopvault \d+\.\d+\.\d+ \(Node\.js/);
+  }
+  if (b.text.includes("ploopvault init --repo /srv/ploopvault")) {
+    // the raw stream's hash is the raw restore's, and both are the real ploop's flattening of the disk
+    expect(stdout).toContain(corpus().flatSha256["101"]!);
+    expect(await sha256(join(sandbox, tag, "tmp", "101.raw"))).toBe(corpus().flatSha256["101"]);
+  }
+  if (b.text.includes("losetup")) expect(await sha256(join(sandbox, tag, "tmp", "101.raw"))).toBe(corpus().flatSha256["101"]);
+}
+
+async function sha256(path: string): Promise<string> {
+  return (await bash(`sha256sum ${path}`, sandbox)).stdout.split(" ")[0]!;
+}
+
+/** The example config file, substituted, becomes the sandbox's config; a -v run shows each key applied. */
+async function checkConfig(b: Block): Promise<void> {
+  const text = substitute(b.text, "conf");
+  await writeFile(join(sandbox, "etc", "ploopvault.conf"), text);
+  const r = await bash("ploopvault init -q && ploopvault snapshots -v", sandbox);
+  expect(r.code, r.stderr).toBe(0);
+  for (const key of ["repo", "endpoint", "state-dir", "limit-upload", "limit-download", "log-file"]) expect(r.stderr).toMatch(new RegExp(`ploopvault\\.conf:\\d+: ${key}\\b`));
+}
+
+async function runCron(b: Block): Promise<void> {
+  for (const line of b.text.split("\n")) {
+    const m = /^(\S+\s+){5}root\s+(.*)$/.exec(line.trim());
+    if (line.trim().startsWith("#") || m === null) continue;
+    const command = substitute(m[2]!, "conf");
+    const r = await execa("/bin/sh", ["-c", command], { cwd: sandbox, env: { ...env }, extendEnv: false, reject: false, timeout: 300_000 });
+    // cron mails whatever a job prints: a successful run must print nothing
+    expect({ command, code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) }).toEqual({ command, code: 0, stdout: "", stderr: "" });
+  }
+}
+
+async function runSystemd(b: Block): Promise<void> {
+  const exec = /^ExecStart=(.*)$/m.exec(b.text)?.[1];
+  const envFile = /^EnvironmentFile=(.*)$/m.exec(b.text)?.[1];
+  expect(exec).toBeDefined();
+  const command = substitute(`set -a; . ${envFile}; set +a; ${exec}`, "conf");
+  const r = await execa("/bin/sh", ["-c", command], { cwd: sandbox, env: { ...env }, extendEnv: false, reject: false, timeout: 300_000 });
+  expect({ code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) }).toEqual({ code: 0, stdout: "", stderr: "" });
+}
+
+function checkIam(b: Block): void {
+  const policy = JSON.parse(b.text) as { Version: string; Statement: { Effect: string; Action: string | string[]; Resource: string | string[] }[] };
+  expect(policy.Version).toBe("2012-10-17");
+  for (const s of policy.Statement) {
+    expect(s.Effect).toBe("Allow");
+    for (const a of [s.Action].flat()) expect(a).toMatch(/^s3:(ListBucket|GetObject|PutObject|DeleteObject|CreateBucket)$/);
+    for (const r of [s.Resource].flat()) expect(r).toMatch(/^arn:aws:s3:::BUCKET(\/node1\/.*)?$/);
+  }
+}
+
+/** A JSON format example: every field the docs show is in what init writes, with the same literal values. */
+async function checkRepoFormat(b: Block): Promise<void> {
+  const dir = join(sandbox, "format-repo");
+  await rm(dir, { recursive: true, force: true });
+  const r = await bash(`ploopvault init --repo ${dir} --encrypt -q --config ''`, sandbox, { PLOOPVAULT_PASSWORD: "format" });
+  expect(r.code, r.stderr).toBe(0);
+  const config = JSON.parse(await readFile(join(dir, "config"), "utf8")) as Record<string, unknown>;
+  const keyFile = (await readdir(join(dir, "keys")))[0]!;
+  const key = JSON.parse(await readFile(join(dir, "keys", keyFile), "utf8")) as Record<string, unknown>;
+  const doc = JSON.parse(b.text.trim().startsWith("{") ? b.text : `{${b.text}}`) as Record<string, unknown>;
+  const real = doc.format === "ploopvault-key" ? key : config;
+  const compare = (shown: unknown, actual: unknown, path: string): void => {
+    if (typeof shown === "string" && /^<.*>$/.test(shown)) {
+      expect(typeof actual, path).toBe("string"); // a placeholder
+    } else if (shown !== null && typeof shown === "object") {
+      for (const [k, v] of Object.entries(shown)) compare(v, (actual as Record<string, unknown>)[k], `${path}.${k}`);
+    } else if (path === ".encryption" || (doc.format === "ploopvault-key" && ["host", "user"].includes(path.slice(1)))) {
+      // the unencrypted example's null; a key's host and user are the machine's
+    } else if (path === ".kdf.N") {
+      expect(actual, path).toBeTypeOf("number");
+    } else {
+      expect(actual, path).toEqual(shown);
+    }
+  };
+  compare(doc, real, "");
+}
+
+async function checkPruneSynopsis(b: Block): Promise<void> {
+  const help = (await bash("ploopvault prune --help", sandbox)).stdout;
+  for (const flag of b.text.match(/--[a-z-]+/g) ?? []) expect(help, flag).toContain(flag);
+}
+
+/** Every metric an example alert uses is in the metrics file the example config made the cron backup write. */
+async function checkAlerts(b: Block): Promise<void> {
+  const metrics = await readFile(join(sandbox, "metrics", "ploopvault.prom"), "utf8");
+  for (const name of b.text.match(/ploopvault_[a-z_]+/g) ?? []) expect(metrics, name).toMatch(new RegExp(`^${name}\\{`, "m"));
+}
