@@ -224,6 +224,7 @@ describe("documented examples", () => {
     const sorted = blocks.map((b, i) => ({ b, i })).sort((x, y) => order(x.b) - order(y.b) || x.i - y.i);
     const report: string[] = [];
     for (const [n, { b }] of sorted.entries()) {
+      const blockStart = performance.now();
       const how = ruleOf(b).how;
       const where = `${b.file}:${b.line}`;
       const tag = `b${n}`;
@@ -263,6 +264,7 @@ describe("documented examples", () => {
         await checkAlerts(b);
         report.push(`${where}: every metric exists in a real metrics file`);
       }
+      report[report.length - 1] += ` (${((performance.now() - blockStart) / 1000).toFixed(1)} s)`;
     }
     if (process.env.PLOOPVAULT_TEST_VERBOSE) process.stderr.write(`${report.join("\n")}\n`);
   });
