@@ -92,6 +92,7 @@ complete; Ctrl-C removes the partial files.
             `would restore ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}${plan.replaces ? " (replacing what a restore writes there)" : ""}: ${formatBytes(plan.logicalBytes)} disk, ${formatBytes(plan.dataBytes)} data in ${plan.chunks} chunks to fetch${options.seed === undefined ? "" : " (at most: the seed supplies the chunks it holds)"}`,
           );
           for (const file of plan.files) out.listing(`  ${file}`);
+          for (const file of plan.removes) out.listing(`  ${file} (removed: an image of the disk it replaces)`);
           return;
         }
         const progress = progressDisplay();

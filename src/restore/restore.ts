@@ -29,11 +29,12 @@
  *   target, never something at the target's name.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readdir, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { Writable } from "node:stream";
 import { IntegrityError, PloopvaultError } from "../errors.js";
 import type { Manifest, ManifestEntry } from "../manifest/format.js";
+import { parseDescriptor } from "../ploop/descriptor.js";
 import { createPloopImageWriter, DESCRIPTOR_FILE_NAME, writeDescriptorFile } from "../ploop/writer.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
 import { TaskLimiter } from "../util/limiter.js";
@@ -130,39 +131,76 @@ function targetError(error: unknown, target: string, action = "write restore tar
  * Refuse an existing target (unless forced) and create the target's parent directories.
  * `--force` replaces only what this restore writes: a raw restore replaces a file, never
  * a directory; a ploop restore writes into a directory only if it holds nothing but the
- * files a ploop restore writes (`ownNames`), and refuses one holding anything else.
+ * files a ploop restore writes (`ownNames`) and the disk it replaces (see checkTarget),
+ * and refuses one holding anything else. Returns the old disk's images to remove once the
+ * new disk is in place.
  */
-async function prepareTarget(target: string, force: boolean, ownNames: ReadonlySet<string> | null = null): Promise<void> {
-  await checkTarget(target, force, ownNames);
+async function prepareTarget(target: string, force: boolean, ownNames: ReadonlySet<string> | null = null): Promise<string[]> {
+  const { replacedImages } = await checkTarget(target, force, ownNames);
   try {
     await makeDirectories(dirname(target));
   } catch (error) {
     throw new PloopvaultError(`cannot create the directory of restore target ${target}: ${fsReason(error)}`, { cause: error });
   }
+  return replacedImages;
 }
 
-/** prepareTarget's refusals, without creating anything (also for --dry-run). Returns whether the target exists. */
-async function checkTarget(target: string, force: boolean, ownNames: ReadonlySet<string> | null): Promise<boolean> {
+/** ploop's lock file beside a descriptor (OpenVZ leaves it in every private area). */
+const DESCRIPTOR_LOCK_NAME = `${DESCRIPTOR_FILE_NAME}.lck`;
+
+/**
+ * The image files (plain names in the directory) that the ploop disk in `dir` consists of,
+ * by its DiskDescriptor.xml: a container's private root.hdd holds root.hds and its
+ * snapshot deltas, which an in-place restore replaces. None when there is no descriptor
+ * or it does not parse (then they are foreign files like any other).
+ */
+async function imagesOfDisk(dir: string): Promise<string[]> {
+  const path = join(dir, DESCRIPTOR_FILE_NAME);
+  const xml = await readFile(path, "utf8").catch(() => null);
+  if (xml === null) return [];
+  try {
+    return parseDescriptor(xml, path)
+      .images.map((image) => image.file)
+      .filter((file) => file !== "" && !file.includes("/") && file !== "." && file !== "..");
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * prepareTarget's refusals, without creating anything (also for --dry-run). A ploop
+ * directory may hold, besides `ownNames`, the disk it holds now (the images its
+ * DiskDescriptor.xml names, and ploop's lock file): `--force` restores a container in
+ * place, replacing that disk. Returns whether the target exists and the old images that
+ * the new disk does not overwrite.
+ */
+async function checkTarget(target: string, force: boolean, ownNames: ReadonlySet<string> | null): Promise<{ exists: boolean; replacedImages: string[] }> {
   const existing = await stat(target).catch(() => null);
+  let replacedImages: string[] = [];
   if (existing !== null) {
     if (!force) throw new PloopvaultError(`restore target ${target} already exists (use --force to replace it)`);
     if (ownNames === null && existing.isDirectory()) throw new PloopvaultError(`restore target ${target} is a directory: a raw restore writes a file (give the file's path)`);
     if (ownNames !== null) {
       if (!existing.isDirectory()) throw new PloopvaultError(`restore target ${target} is not a directory: a ploop restore writes ${[...ownNames].join(", ")} into a directory`);
-      const foreign = (await readdir(target)).filter((name) => !ownNames.has(name)).sort();
+      const oldImages = await imagesOfDisk(target);
+      const allowed = new Set([...ownNames, ...oldImages, DESCRIPTOR_LOCK_NAME]);
+      const foreign = (await readdir(target)).filter((name) => !allowed.has(name)).sort();
       if (foreign.length > 0) {
         throw new PloopvaultError(
-          `restore target ${target} holds files a ploop restore does not write (${foreign.slice(0, 5).join(", ")}${foreign.length > 5 ? `, ... ${foreign.length} in all` : ""}): --force replaces only ${[...ownNames].join(", ")}; move the others away or restore into an empty directory`,
+          `restore target ${target} holds files a ploop restore does not write (${foreign.slice(0, 5).join(", ")}${foreign.length > 5 ? `, ... ${foreign.length} in all` : ""}): --force replaces only ${[...ownNames].join(", ")} and the images its DiskDescriptor.xml names; move the others away or restore into an empty directory`,
         );
       }
+      replacedImages = oldImages.filter((name) => !ownNames.has(name));
     }
   }
-  return existing !== null;
+  return { exists: existing !== null, replacedImages };
 }
 
 export interface RestorePlan {
   /** Paths the restore would write (replacing them if they exist). */
   files: string[];
+  /** The old disk's images that --force would remove once the new disk is in place. */
+  removes: string[];
   /** Whether the target exists (and --force would replace the files above in it). */
   replaces: boolean;
   logicalBytes: number;
@@ -174,14 +212,17 @@ export interface RestorePlan {
 /** What a restore would do (`restore --dry-run`): the target checks of a real restore, nothing written. */
 export async function planRestore(manifest: Manifest, target: string, format: RestoreFormat | "stdout", force: boolean): Promise<RestorePlan> {
   let files: string[] = [];
+  let removes: string[] = [];
   let replaces = false;
   if (format === "raw") {
-    replaces = await checkTarget(target, force, null);
+    replaces = (await checkTarget(target, force, null)).exists;
     files = [target];
   } else if (format === "ploop") {
     const names = ploopFileNames(manifest);
-    replaces = await checkTarget(target, force, new Set([...names, CONTAINER_CONFIG_FILE_NAME]));
+    const checked = await checkTarget(target, force, new Set([...names, CONTAINER_CONFIG_FILE_NAME]));
+    replaces = checked.exists;
     files = names.map((name) => join(target, name));
+    removes = checked.replacedImages.map((name) => join(target, name));
   }
   const ids = new Set<string>();
   let dataBytes = 0;
@@ -190,7 +231,7 @@ export async function planRestore(manifest: Manifest, target: string, format: Re
     dataBytes += e.length;
     ids.add(e.id.toString("hex"));
   }
-  return { files, replaces, logicalBytes: manifest.metadata.disk.logicalBytes, dataBytes, chunks: ids.size };
+  return { files, removes, replaces, logicalBytes: manifest.metadata.disk.logicalBytes, dataBytes, chunks: ids.size };
 }
 
 /** The files a ploop restore writes into its directory (as restorePloop's `written`). */
@@ -447,7 +488,7 @@ export async function restorePloop(repo: Repository, ref: BackupRef, manifest: M
   const configName = manifest.metadata.files.config;
   // the descriptor last: a directory with a new descriptor always has its new image
   const written = [RESTORED_IMAGE_NAME, ...(configName === null ? [] : [configName]), DESCRIPTOR_FILE_NAME];
-  await prepareTarget(target, force, new Set([...written, CONTAINER_CONFIG_FILE_NAME]));
+  const replacedImages = await prepareTarget(target, force, new Set([...written, CONTAINER_CONFIG_FILE_NAME]));
   const { logicalBytes, clusterBytes } = manifest.metadata.disk;
   const seed = await seedOf(options);
   const temp = partialName(target);
@@ -484,6 +525,9 @@ export async function restorePloop(repo: Repository, ref: BackupRef, manifest: M
       // only our files are replaced, one atomic rename each; anything else was refused above
       for (const name of written) await rename(join(temp, name), join(target, name));
       await syncDir(target);
+      // the replaced disk's images (root.hds, snapshot deltas): no descriptor names them now
+      for (const name of replacedImages) await unlink(join(target, name)).catch((error: NodeJS.ErrnoException) => (error.code === "ENOENT" ? undefined : Promise.reject(error)));
+      if (replacedImages.length > 0) await syncDir(target);
       await rm(temp, { recursive: true, force: true });
     } else {
       await rename(temp, target);
