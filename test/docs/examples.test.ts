@@ -14,9 +14,10 @@
  * come with a way to run it.
  */
 import { execa } from "execa";
-import { chmod, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, chown, cp, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { writeDescriptorFile, writeImageFromRaw } from "../../src/ploop/writer.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { corpus } from "../helpers/corpus.js";
 import { PLOOP_WRAPPER } from "../helpers/cli.js";
@@ -46,11 +47,27 @@ function extractBlocks(file: string, text: string): Block[] {
 }
 
 /** How each block is exercised, found by file and a piece of its text (exactly one rule per block). */
-type How = "run" | "config" | "cron" | "systemd" | "iam" | "repo-config" | "prune-synopsis" | "alerts" | { skip: string };
-const RULES: { file: string; has: string; how: How }[] = [
+type How = "run" | "config" | "cron" | "systemd" | "iam" | "repo-config" | "prune-synopsis" | "alerts" | "state-layout" | { skip: string };
+/** `shared`: the block reads backups that exist already; its repositories are the shared one holding 101 and 102. */
+const RULES: { file: string; has: string; how: How; shared?: boolean }[] = [
   { file: "README.md", has: "npm run demo", how: "run" },
   { file: "README.md", has: "ploopvault init --repo /srv/ploopvault", how: "run" },
   { file: "README.md", has: "npm run bench", how: { skip: "benchmarks (minutes, figures in docs/performance.md)" } },
+  { file: "README.md", has: "ploopvault ls --repo s3://backups/node1 101:latest /var/www --long", how: "run", shared: true },
+  { file: "docs/encryption.md", has: "<state dir>/repos/<repository id>/encryption.json", how: "state-layout" },
+  { file: "docs/file-restore.md", has: "export PLOOPVAULT_REPO=s3://backups/node1", how: "run", shared: true },
+  { file: "docs/file-restore.md", has: "is a symbolic link in the restore target", how: { skip: "sample error line (test/files restore-safety tests produce it)" } },
+  { file: "docs/file-restore.md", has: "ploopvault check --fs   ", how: "run", shared: true },
+  { file: "docs/file-restore.md", has: "# /etc/cron.d/ploopvault-check-fs", how: "cron", shared: true },
+  { file: "docs/file-restore.md", has: "PloopvaultBackupFilesystemDamaged", how: "alerts" },
+  { file: "docs/file-restore.md", has: "superblock: checksum mismatch (stored", how: { skip: "sample error lines (test/fs damaged-metadata tests produce them)" } },
+  { file: "docs/file-restore.md", has: "LazyBackupDisk (src/restore/lazy-disk.ts)", how: { skip: "diagram of the reader's layers" } },
+  { file: "docs/nbd.md", has: "# serving 101/", how: "run", shared: true },
+  { file: "docs/nbd.md", has: "nbdinfo --map", how: "run", shared: true },
+  { file: "docs/nbd.md", has: "nbd-client -u /run/pv-101.sock", how: "run", shared: true },
+  { file: "docs/nbd.md", has: "nbdfuse -r", how: "run", shared: true },
+  { file: "docs/nbd.md", has: "qemu-img create -f qcow2", how: "run", shared: true },
+  { file: "docs/operations.md", has: "--force --seed /vz/private/101/root.hdd", how: "run" },
   { file: "docs/chunking.md", has: "chunk-params", how: { skip: "benchmark of chunker parameters" } },
   { file: "docs/encryption.md", has: "openssl rand", how: "run" },
   { file: "docs/encryption.md", has: "key-encryption key", how: { skip: "diagram of the key hierarchy" } },
@@ -101,16 +118,23 @@ const SKIP_LINES: { pattern: RegExp; why: string }[] = [
   { pattern: /^npm prune\b/, why: "would remove the test tools from the checkout under test" },
   { pattern: /^docker compose /, why: "the suite's RGW stands in for MinIO" },
   { pattern: /^vzctl /, why: "no OpenVZ kernel here" },
-  { pattern: /^dev=\$\(losetup|^mount |^umount |^# \.\.\. copy/, why: "loop devices and mounts need a privileged host (the raw image is checked with e2fsck instead)" },
+  { pattern: /^dev=\$\(losetup|^losetup |^mount |^umount |^# \.\.\. copy|^cp -a \/mnt\//, why: "loop devices and mounts need a privileged host (the raw image is checked with e2fsck instead)" },
+  { pattern: /^nbd-client |^qemu-nbd /, why: "needs the kernel's NBD driver (modprobe nbd), which test machines lack (test/nbd reads the export with nbdinfo, nbdcopy and qemu-img)" },
+  { pattern: /^nbdfuse /, why: "a FUSE mount, for the loop device that the next lines cannot attach here" },
+  { pattern: /^systemd-nspawn /, why: "boots the container's userland from the mounted overlay (no systemd here)" },
 ];
 
 let sandbox: string;
 let bucket: string;
+/** Backup ids of 101 and 102 in the shared repository (s3://BUCKET/shared). */
+const sharedIds: Record<string, string> = {};
+/** SHA-256 of the logical disk of the sandbox's container 101 (the raw image it was made from). */
+let disk101Sha256: string;
 let env: Record<string, string>;
 const s3 = (): ReturnType<typeof testS3> => testS3();
 
 /** Paths and servers of the docs -> the sandbox's. `tag` separates blocks' repositories. */
-function substitute(text: string, tag: string, block?: Block): string {
+function substitute(text: string, tag: string, block?: Block, shared = false): string {
   const endpoint = s3().endpoint;
   // absolute paths only where they start (not inside a sandbox path already substituted)
   const path = (from: string, to: string) => (t: string): string => t.replace(new RegExp(`(?<![\\w.-])${from.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}`, "g"), () => to);
@@ -124,6 +148,13 @@ function substitute(text: string, tag: string, block?: Block): string {
     path("/etc/ploopvault", join(sandbox, "etc")),
     path("/etc/vz/conf", join(sandbox, "etc-vz")),
     path("/var/lib/node_exporter/textfile", join(sandbox, "metrics")),
+    path("/var/lib/node_exporter", join(sandbox, "metrics")),
+    path("/run/", `${join(sandbox, "run")}/`),
+    path("/srv/restore", join(sandbox, tag, "restore")),
+    path("/srv/from-tar", join(sandbox, tag, "from-tar")),
+    path("/tmp/101-test.qcow2", join(sandbox, tag, "tmp", "101-test.qcow2")),
+    // backups named by id in the docs: the shared repository's
+    (t) => t.replace(/\b101\/20261202T0200\b/g, `101/${sharedIds["101"]!.slice(0, 13)}`).replace(/\b102\/2026\.\.\./g, `102/${sharedIds["102"]!.slice(0, 13)}`),
     path("/var/lib/ploopvault", join(sandbox, "state")),
     path("/var/log/ploopvault.log", join(sandbox, "ploopvault.log")),
     path("/vz/private", join(sandbox, "vz")),
@@ -131,15 +162,17 @@ function substitute(text: string, tag: string, block?: Block): string {
     path("/usr/sbin/ploop", PLOOP_WRAPPER),
     path("/srv/ploopvault", join(sandbox, tag, "srv-repo")),
     path("/srv/backup", join(sandbox, tag, "srv-repo")),
-    path("/srv/tmp", join(sandbox, tag, "tmp")),
+    path("/srv/tmp", join(sandbox, tag, "srv-tmp")),
     path("/tmp/101", join(sandbox, tag, "tmp", "101")),
     path("/root/ops2.pass", join(sandbox, "ops2.pass")),
+    path("/root/", `${join(sandbox, tag, "root")}/`),
     (t) => t.replace(/--repo R\b/g, `--repo ${join(sandbox, tag, "key-repo")}`),
     // after `key passwd` the operator opens with the new password
     (t) => t.replace(/^(ploopvault key passwd .*)$/m, `$1\nexport PLOOPVAULT_PASSWORD="$PLOOPVAULT_NEW_PASSWORD"`),
     (t) => t.replace(/ 3fa9c2d1\b/, ` "$(ploopvault key list --repo ${join(sandbox, tag, "key-repo")} --json | jq -r '[.[] | select(.current | not)][0].id')"`),
     (t) => t.replace(/https?:\/\/(127\.0\.0\.1:9000|10\.0\.0\.5:9000|minio:9000|s3\.example\.net)/g, endpoint),
     (t) => t.replace(/s3:(https?:\/\/[^/\s]+)\/(backups|ploopvault)\b/g, (_m, ep: string) => `s3:${ep}/${bucket}/${tag}`),
+    (t) => (shared ? t.replace(/s3:\/\/backups\/[\w-]+/g, `s3://${bucket}/shared`) : t),
     (t) => t.replace(/s3:\/\/(backups|ploopvault)\b/g, `s3://${bucket}/${tag}`),
     (t) => t.replaceAll("AKIA...", s3().accessKeyId),
     (t) => t.replaceAll("AWS_SECRET_ACCESS_KEY=...", `AWS_SECRET_ACCESS_KEY=${s3().secretAccessKey}`),
@@ -151,16 +184,38 @@ function substitute(text: string, tag: string, block?: Block): string {
 }
 
 /** A "run" block as a bash script: continuation lines joined, skipped lines commented out with the reason. */
-function script(block: Block, tag: string): { text: string; skipped: string[] } {
+function script(block: Block, tag: string, shared = false): { text: string; skipped: string[] } {
   const joined = block.text.replace(/\\\n\s*/g, " ").split("\n");
   const skipped: string[] = [];
   const lines = joined.map((line) => {
     const rule = SKIP_LINES.find((r) => r.pattern.test(line.trim()));
-    if (rule === undefined) return substitute(line, tag, block);
+    if (rule === undefined) return serveNbd(substitute(line, tag, block, shared));
     skipped.push(`${line.trim()}  (${rule.why})`);
     return `# skipped: ${rule.why}`;
   });
-  return { text: `set -euo pipefail\n${lines.join("\n")}\n`, skipped };
+  return { text: `set -euo pipefail\n${WAIT_SOCKET}\n${lines.join("\n")}\n`, skipped };
+}
+
+const WAIT_SOCKET = `pv_wait_socket() { for _ in $(seq 600); do [ -S "$1" ] && return 0; sleep 0.1; done; echo "no NBD socket $1 after 60 s" >&2; return 1; }`;
+
+/**
+ * serve-nbd serves until Ctrl-C: in the foreground (as the docs show it) it becomes a
+ * background job that is read with nbdinfo, then stopped with SIGINT as Ctrl-C would, and
+ * must exit 0 having removed its socket; a job started with "&" is waited for until its
+ * socket is up (as an operator sees the "serving" line before going on).
+ */
+function serveNbd(line: string): string {
+  const m = /^(ploopvault serve-nbd .*--socket (\S+))\s*(&)?\s*(#.*)?$/.exec(line.trim());
+  if (m === null) return line;
+  const [, command, socket, background] = m;
+  if (background !== undefined) return `${command} &\npv_wait_socket ${socket}`;
+  return [
+    `${command} & pv_nbd=$!`,
+    `pv_wait_socket ${socket}`,
+    `nbdinfo 'nbd+unix:///?socket=${socket}' >/dev/null`,
+    `kill -INT $pv_nbd; wait $pv_nbd`,
+    `[ ! -e ${socket} ] || { echo "serve-nbd left its socket ${socket}" >&2; exit 1; }`,
+  ].join("\n");
 }
 
 async function bash(text: string, cwd: string, extraEnv: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -181,8 +236,9 @@ describe("documented examples", () => {
   beforeAll(async () => {
     sandbox = await mkdtemp(join(tmpdir(), "pv-docs-"));
     bucket = await makeTestBucket("docs");
-    for (const dir of ["bin", "sbin", "etc", "etc-vz", "state", "metrics", "vz", "vzroot", "home", "work"]) await mkdir(join(sandbox, dir), { recursive: true });
-    for (const ct of ["101", "102"]) await cp(join(corpus().dir, ct), join(sandbox, "vz", ct), { recursive: true });
+    for (const dir of ["bin", "sbin", "etc", "etc-vz", "state", "metrics", "vz", "vzroot", "home", "work", "run"]) await mkdir(join(sandbox, dir), { recursive: true });
+    await cp(join(corpus().dir, "102"), join(sandbox, "vz", "102"), { recursive: true });
+    disk101Sha256 = await buildDocsDisk(join(sandbox, "vz", "101"));
     // the alert hook of the example config: records that it ran
     await writeFile(join(sandbox, "sbin", "ploopvault-alert"), `#!/bin/sh\necho "$@" >> ${join(sandbox, "alerts")}\n`);
     await chmod(join(sandbox, "sbin", "ploopvault-alert"), 0o755);
@@ -198,14 +254,34 @@ describe("documented examples", () => {
       AWS_REGION: s3().region,
       LANG: "C.UTF-8",
     };
-  });
+    // the shared repository the file-restore and NBD examples read: 101 and 102 backed up once
+    const shared = `--repo s3://${bucket}/shared --endpoint ${s3().endpoint} --state-dir ${join(sandbox, "state")} --config '' -q`;
+    const made = await bash(
+      `ploopvault() { node ${join(PROJECT_ROOT, "dist", "src", "cli.js")} "$@"; }\n` +
+        `ploopvault init ${shared}\n` +
+        `for ct in 101 102; do ploopvault backup ${shared} --disk ${join(sandbox, "vz")}/$ct/root.hdd/DiskDescriptor.xml; done\n` +
+        `ploopvault snapshots ${shared} --json`,
+      sandbox,
+    );
+    expect(made.code, made.stderr).toBe(0);
+    for (const b of JSON.parse(made.stdout) as { ct: string; id: string }[]) sharedIds[b.ct] = b.id;
+    expect(Object.keys(sharedIds).sort()).toEqual(["101", "102"]);
+  }, 300_000);
   afterAll(async () => {
     await rm(sandbox, { recursive: true, force: true });
   });
 
   it("has exactly one rule for every code block, and every rule is used", () => {
     const used = new Set<(typeof RULES)[number]>();
-    for (const b of blocks) used.add(ruleOf(b));
+    const problems: string[] = [];
+    for (const b of blocks) {
+      try {
+        used.add(ruleOf(b));
+      } catch (error) {
+        problems.push((error as Error).message);
+      }
+    }
+    expect(problems).toEqual([]);
     expect(RULES.filter((r) => !used.has(r)).map((r) => `${r.file}: ${r.has}`)).toEqual([]);
   });
 
@@ -218,7 +294,7 @@ describe("documented examples", () => {
       if (how === "config") return 1;
       if (b.text.includes("install -d -m 0700")) return 2;
       if (b.text.includes("s3.env <<'EOF'")) return 3;
-      if (how === "cron") return 4;
+      if (how === "cron") return b.file === "docs/operations.md" ? 4 : 4.5; // check --fs after the backups
       return 5;
     };
     const sorted = blocks.map((b, i) => ({ b, i })).sort((x, y) => order(x.b) - order(y.b) || x.i - y.i);
@@ -233,12 +309,13 @@ describe("documented examples", () => {
         report.push(`${where}: not run: ${how.skip}`);
         continue;
       }
+      const shared = ruleOf(b).shared === true;
       if (how === "run") {
-        const { text, skipped } = script(b, tag);
-        await mkdir(join(sandbox, tag), { recursive: true });
+        const { text, skipped } = script(b, tag, shared);
+        for (const dir of ["tmp", "root", "srv-tmp"]) await mkdir(join(sandbox, tag, dir), { recursive: true });
         const before = prelude(b, tag);
         const cwd = b.text.includes("tar czf") ? PROJECT_ROOT : join(sandbox, "work");
-        const r = await bash(`${before.setup}\n${text}`, cwd, before.env);
+        const r = await bash(`${WAIT_SOCKET}\n${before.setup}\n${text}${before.teardown ?? ""}`, cwd, before.env);
         expect(r.code, `${where} failed:\n${text}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`).toBe(0);
         report.push(`${where}: ran${skipped.length > 0 ? `, lines not run: ${skipped.join("; ")}` : ""}`);
         await afterRun(b, tag, r.stdout);
@@ -246,7 +323,7 @@ describe("documented examples", () => {
         await checkConfig(b);
         report.push(`${where}: used as the config file of every command`);
       } else if (how === "cron") {
-        await runCron(b);
+        await runCron(b, shared);
         report.push(`${where}: each line run as cron would, silent`);
       } else if (how === "systemd") {
         await runSystemd(b);
@@ -260,6 +337,9 @@ describe("documented examples", () => {
       } else if (how === "prune-synopsis") {
         await checkPruneSynopsis(b);
         report.push(`${where}: every flag exists`);
+      } else if (how === "state-layout") {
+        await checkStateLayout(b);
+        report.push(`${where}: the files exist after an encrypted init`);
       } else if (how === "alerts") {
         await checkAlerts(b);
         report.push(`${where}: every metric exists in a real metrics file`);
@@ -271,10 +351,27 @@ describe("documented examples", () => {
 });
 
 /** What a block needs that the docs give elsewhere: a password, a terminal's answers, an earlier step. */
-function prelude(b: Block, tag: string): { env: Record<string, string>; setup: string } {
+function prelude(b: Block, tag: string): { env: Record<string, string>; setup: string; teardown?: string } {
+  if (b.text.includes("export PLOOPVAULT_REPO=") || /^ploopvault check --fs /m.test(b.text)) {
+    // step 4 copies into the running container's root; check --fs continues the workflow's export
+    return { env: { PLOOPVAULT_REPO: `s3://${bucket}/shared` }, setup: `mkdir -p ${join(sandbox, "vzroot", "101", "var", "www")}` };
+  }
+  if (/^nbdinfo |^nbdfuse |^qemu-img /m.test(b.text)) {
+    // these read the export that the block before them started
+    const socket = join(sandbox, "run", "pv-101.sock");
+    return {
+      env: {},
+      setup: `ploopvault serve-nbd --repo s3://${bucket}/shared 101:latest --socket ${socket} -q & pv_server=$!\npv_wait_socket ${socket}`,
+      teardown: `\nkill -INT $pv_server; wait $pv_server`,
+    };
+  }
   if (b.text.includes("ploopvault key list")) {
     const repo = join(sandbox, tag, "key-repo");
     return { env: { PLOOPVAULT_PASSWORD: "first operator", PLOOPVAULT_NEW_PASSWORD: "changed" }, setup: `ploopvault init --repo ${repo} --encrypt -q` };
+  }
+  if (b.text.includes("--force --seed /vz/private/101/root.hdd")) {
+    // "when most of the disk is still there": the older copy the second line restores over
+    return { env: {}, setup: `ploopvault restore 101:latest --format raw --target ${join(sandbox, tag, "srv-tmp", "101.raw")} -q` };
   }
   if (b.text.includes("vzctl") || b.text.includes("/etc/vz/conf/201.conf")) {
     // both continue the restore to a new CTID above
@@ -291,11 +388,88 @@ async function afterRun(b: Block, tag: string, stdout: string): Promise<void> {
     expect(r.stdout).toMatch(/^ploopvault \d+\.\d+\.\d+ \(Node\.js/);
   }
   if (b.text.includes("ploopvault init --repo /srv/ploopvault")) {
-    // the raw stream's hash is the raw restore's, and both are the real ploop's flattening of the disk
-    expect(stdout).toContain(corpus().flatSha256["101"]!);
-    expect(await sha256(join(sandbox, tag, "tmp", "101.raw"))).toBe(corpus().flatSha256["101"]);
+    // the raw stream's hash is the raw restore's, and both are the raw disk 101 was made from
+    expect(stdout).toContain(disk101Sha256);
+    expect(await sha256(join(sandbox, tag, "tmp", "101.raw"))).toBe(disk101Sha256);
   }
-  if (b.text.includes("losetup")) expect(await sha256(join(sandbox, tag, "tmp", "101.raw"))).toBe(corpus().flatSha256["101"]);
+  if (b.file === "docs/operations.md" && b.text.includes("losetup")) expect(await sha256(join(sandbox, tag, "srv-tmp", "101.raw"))).toBe(disk101Sha256);
+  if (b.text.includes("ploopvault ls --repo s3://backups/node1")) {
+    // dump of a file is its content; restore --include put the folder under the target
+    expect(await readFile(join(sandbox, "work", "nginx.conf"), "utf8")).toBe(DOCS_TREE["etc/nginx/nginx.conf"]);
+    expect(await readFile(join(sandbox, tag, "restore", "var", "www", "shop", "index.php"), "utf8")).toBe(DOCS_TREE["var/www/shop/index.php"]);
+  }
+  if (b.text.includes("export PLOOPVAULT_REPO=")) {
+    expect(await readFile(join(sandbox, "work", "config.php"), "utf8")).toBe(DOCS_TREE["var/www/shop/config.php"]);
+    expect(await readFile(join(sandbox, tag, "root", "config.php"), "utf8")).toBe(DOCS_TREE["var/www/shop/config.php"]);
+    expect(await readFile(join(sandbox, tag, "from-tar", "var", "www", "shop", "index.php"), "utf8")).toBe(DOCS_TREE["var/www/shop/index.php"]);
+    expect(await readFile(join(sandbox, tag, "restore", "etc", "nginx", "nginx.conf"), "utf8")).toBe(DOCS_TREE["etc/nginx/nginx.conf"]);
+    // step 4: the container's root got the shop with its owner (www-data) and mode
+    const index = await stat(join(sandbox, "vzroot", "101", "var", "www", "shop", "config.php"));
+    expect({ uid: index.uid, gid: index.gid, mode: index.mode & 0o7777 }).toEqual({ uid: 33, gid: 33, mode: 0o640 });
+  }
+}
+
+/** Files of the sandbox's container 101: what the file-restore examples name. */
+const DOCS_TREE: Record<string, string> = {
+  "etc/hostname": "ct101.example.test\n",
+  "etc/nginx/nginx.conf": "user www-data;\nevents { worker_connections 768; }\nhttp { include /etc/nginx/sites-enabled/*; }\n",
+  "var/www/shop/index.php": "<?php echo 'shop'; ?>\n",
+  "var/www/shop/config.php": "<?php $db = 'shop';\n",
+};
+
+/**
+ * Container 101 of the sandbox: a 64 MiB disk with a GPT and one partition holding an ext4
+ * filesystem (as `ploop init` makes them) with the files the docs name, made by mkfs.ext4
+ * -d and wrapped into a ploop v2 image (clusters shuffled). Returns the raw disk's SHA-256:
+ * what every restore of it must produce.
+ */
+async function buildDocsDisk(ctDir: string): Promise<string> {
+  const work = await mkdtemp(join(tmpdir(), "pv-docs-disk-"));
+  try {
+    const tree = join(work, "tree");
+    for (const [path, content] of Object.entries(DOCS_TREE)) {
+      await mkdir(dirname(join(tree, path)), { recursive: true });
+      await writeFile(join(tree, path), content, { mode: 0o644 });
+    }
+    await chmod(join(tree, "var/www/shop/config.php"), 0o640);
+    for (const path of ["var/www/shop", "var/www/shop/index.php", "var/www/shop/config.php"]) await chown(join(tree, path), 33, 33);
+    await symlink("shop", join(tree, "var/www/current"));
+    const raw = join(work, "101.raw");
+    const sh = async (cmd: string): Promise<string> => {
+      const r = await execa("bash", ["-c", cmd], { reject: false });
+      if (r.exitCode !== 0) throw new Error(`${cmd}: ${r.stderr}`);
+      return String(r.stdout);
+    };
+    await sh(`truncate -s 64M ${raw} && sgdisk -n 1:2048:0 -t 1:8300 ${raw} >/dev/null`);
+    const lastSector = Number(/Last sector: (\d+)/.exec(await sh(`sgdisk -i 1 ${raw}`))![1]);
+    await sh(`mkfs.ext4 -q -F -b 4096 -E offset=${2048 * 512} -d ${tree} ${raw} ${Math.floor(((lastSector - 2047) * 512) / 4096)}`);
+    const sha = (await sh(`sha256sum ${raw}`)).split(" ")[0]!;
+    await mkdir(join(ctDir, "root.hdd"), { recursive: true });
+    const image = await writeImageFromRaw(raw, join(ctDir, "root.hdd", "root.hds"), { version: 2, clusterBytes: 1 << 20, shuffle: true, seed: 101, skipZeroClusters: true });
+    await writeDescriptorFile(join(ctDir, "root.hdd"), { imageFile: "root.hds", sizeBytes: image.sizeBytes, clusterBytes: 1 << 20 });
+    await cp(join(corpus().dir, "101", "ve.conf"), join(ctDir, "ve.conf"));
+    return sha;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** The state files encryption.md shows exist after an encrypted init, where it says. */
+async function checkStateLayout(b: Block): Promise<void> {
+  const state = join(sandbox, "layout-state");
+  const repo = join(sandbox, "layout-repo");
+  const r = await bash(`ploopvault init --repo ${repo} --encrypt -q --config '' --state-dir ${state}`, sandbox, { PLOOPVAULT_PASSWORD: "layout" });
+  expect(r.code, r.stderr).toBe(0);
+  const id = (JSON.parse(await readFile(join(repo, "config"), "utf8")) as { id: string }).id;
+  const shownPaths = (b.text.match(/^<state dir>\/.*$/gm) ?? []).map((line) => line.split(/\s{2,}/)[0]!);
+  expect(shownPaths.length).toBeGreaterThan(0);
+  for (const shown of shownPaths) {
+    const dir = join(state, dirname(shown.replace("<state dir>/", "")).replace("<repository id>", id));
+    const name = shown.split("/").pop()!;
+    const found = await readdir(dir);
+    if (name.startsWith("<")) expect(found.some((f) => f.endsWith(".json")), `${shown} in ${dir}`).toBe(true);
+    else expect(found, shown).toContain(name);
+  }
 }
 
 async function sha256(path: string): Promise<string> {
@@ -311,11 +485,11 @@ async function checkConfig(b: Block): Promise<void> {
   for (const key of ["repo", "endpoint", "state-dir", "limit-upload", "limit-download", "log-file"]) expect(r.stderr).toMatch(new RegExp(`ploopvault\\.conf:\\d+: ${key}\\b`));
 }
 
-async function runCron(b: Block): Promise<void> {
+async function runCron(b: Block, shared: boolean): Promise<void> {
   for (const line of b.text.split("\n")) {
     const m = /^(\S+\s+){5}root\s+(.*)$/.exec(line.trim());
     if (line.trim().startsWith("#") || m === null) continue;
-    const command = substitute(m[2]!, "conf");
+    const command = substitute(m[2]!, "conf", b, shared);
     const r = await execa("/bin/sh", ["-c", command], { cwd: sandbox, env: { ...env }, extendEnv: false, reject: false, timeout: 300_000 });
     // cron mails whatever a job prints: a successful run must print nothing
     expect({ command, code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) }).toEqual({ command, code: 0, stdout: "", stderr: "" });
@@ -373,8 +547,10 @@ async function checkPruneSynopsis(b: Block): Promise<void> {
   for (const flag of b.text.match(/--[a-z-]+/g) ?? []) expect(help, flag).toContain(flag);
 }
 
-/** Every metric an example alert uses is in the metrics file the example config made the cron backup write. */
+/** Every metric an example alert uses is in a metrics file that the example cron lines made (backup, check --fs). */
 async function checkAlerts(b: Block): Promise<void> {
-  const metrics = await readFile(join(sandbox, "metrics", "ploopvault.prom"), "utf8");
+  const dir = join(sandbox, "metrics");
+  const proms = (await readdir(dir)).filter((f) => f.endsWith(".prom"));
+  const metrics = (await Promise.all(proms.map((f) => readFile(join(dir, f), "utf8")))).join("\n");
   for (const name of b.text.match(/ploopvault_[a-z_]+/g) ?? []) expect(metrics, name).toMatch(new RegExp(`^${name}\\{`, "m"));
 }
