@@ -24,14 +24,21 @@ describe("help and version", () => {
   it("has examples in every command's help", async () => {
     const help = (await runCli(["--help"])).stdout;
     const section = help.slice(help.indexOf("Commands:"), help.indexOf("\n\n", help.indexOf("Commands:")));
-    const commands = [...section.matchAll(/^ {2}([a-z]+) /gm)].map((m) => m[1]!).filter((c) => c !== "help");
-    expect(commands).toEqual(expect.arrayContaining(["init", "backup", "snapshots", "restore", "check"]));
+    const commands = [...section.matchAll(/^ {2}([a-z-]+) /gm)].map((m) => m[1]!).filter((c) => c !== "help");
+    expect(commands).toEqual(expect.arrayContaining(["init", "backup", "snapshots", "restore", "check", "serve-nbd", "forget", "protect", "unprotect", "stats", "diff", "ls", "dump"]));
     const helps = await Promise.all(commands.map((command) => runCli([command, "--help"])));
     commands.forEach((command, i) => {
       expect(helps[i]!.code, command).toBe(0);
       expect(helps[i]!.stdout, command).toContain("Examples:");
       expect(helps[i]!.stdout, command).toContain(`ploopvault ${command}`);
     });
+    // subcommands (key list/add/remove/passwd) too
+    for (const sub of ["list", "add", "remove", "passwd"]) {
+      const r = await runCli(["key", sub, "--help"]);
+      expect(r.code, `key ${sub}`).toBe(0);
+      expect(r.stdout, `key ${sub}`).toContain("Examples:\n  ");
+      expect(r.stdout, `key ${sub}`).toContain(`ploopvault key ${sub}`);
+    }
     const backup = helps[commands.indexOf("backup")]!.stdout;
     for (const option of ["--limit-read", "--limit-upload", "--metrics-file", "--hook-success", "--hook-failure", "--log-file", "--log-format", "--config", "--no-progress", "--no-ionice"]) {
       expect(backup).toContain(option);
