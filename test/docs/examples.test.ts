@@ -68,6 +68,13 @@ const RULES: { file: string; has: string; how: How; shared?: boolean }[] = [
   { file: "docs/nbd.md", has: "nbdfuse -r", how: "run", shared: true },
   { file: "docs/nbd.md", has: "qemu-img create -f qcow2", how: "run", shared: true },
   { file: "docs/operations.md", has: "--force --seed /vz/private/101/root.hdd", how: "run" },
+  { file: "docs/operations.md", has: "install -m 0644 contrib/ploopvault-backup.service", how: "run" },
+  { file: "docs/performance.md", has: "node dist/bench/stages.js", how: { skip: "benchmark of the pipeline's stages" } },
+  { file: "docs/install.md", has: "npm ci && npm pack", how: { skip: "npm pack and npm install -g of the tarball: test/install/pack.test.ts packs a copy of the checkout, installs it into a temp prefix and backs up a ploop disk with it" } },
+  { file: "docs/install.md", has: "npm install -g --prefix /opt/ploopvault --omit=optional ./ploopvault-0.1.0.tgz\ntar czf", how: { skip: "the same install into a prefix, copied to nodes as a tarball (test/install/pack.test.ts installs into a prefix)" } },
+  { file: "docs/install.md", has: "apt-get install ploop e2fsprogs util-linux", how: { skip: "package installation (.ci/run installs these on the test machine)" } },
+  { file: "docs/install.md", has: "contrib/node-glibc-bundle.sh package/bin/node", how: { skip: "the glibc bundle for VHS 7 nodes: test/install/node-bundle.test.ts runs the script and the bundled node" } },
+  { file: "docs/install.md", has: "git clone <your ploopvault repository> /opt/ploopvault && cd /opt/ploopvault", how: "run" },
   { file: "docs/chunking.md", has: "chunk-params", how: { skip: "benchmark of chunker parameters" } },
   { file: "docs/encryption.md", has: "openssl rand", how: "run" },
   { file: "docs/encryption.md", has: "key-encryption key", how: { skip: "diagram of the key hierarchy" } },
@@ -113,6 +120,7 @@ const SKIP_LINES: { pattern: RegExp; why: string }[] = [
   { pattern: /^git clone /, why: "the checkout under test is the clone" },
   { pattern: /^npm ci\b/, why: "the suite's own set-up ran it" },
   { pattern: /^npm test\b/, why: "this is npm test" },
+  { pattern: /^npm run test:unit\b/, why: "the unit tier's files are part of this suite; a vitest inside the running one would compete with it for the CPU" },
   { pattern: /^npm run demo\b/, why: "the end-to-end demo (about 70 s, and it rebuilds dist/ under the running suite); test/e2e runs its steps" },
   { pattern: /^npm run build\b|^npm ci && npm run build/, why: "npm test built dist/ before the suite (rebuilding under running tests would race them)" },
   { pattern: /^npm prune\b/, why: "would remove the test tools from the checkout under test" },
@@ -147,6 +155,7 @@ function substitute(text: string, tag: string, block?: Block, shared = false): s
     path("/usr/local/sbin/", `${join(sandbox, "sbin")}/`),
     path("/etc/ploopvault", join(sandbox, "etc")),
     path("/etc/vz/conf", join(sandbox, "etc-vz")),
+    path("/etc/systemd/system/", `${join(sandbox, "systemd")}/`),
     path("/var/lib/node_exporter/textfile", join(sandbox, "metrics")),
     path("/var/lib/node_exporter", join(sandbox, "metrics")),
     path("/run/", `${join(sandbox, "run")}/`),
@@ -236,7 +245,7 @@ describe("documented examples", () => {
   beforeAll(async () => {
     sandbox = await mkdtemp(join(tmpdir(), "pv-docs-"));
     bucket = await makeTestBucket("docs");
-    for (const dir of ["bin", "sbin", "etc", "etc-vz", "state", "metrics", "vz", "vzroot", "home", "work", "run"]) await mkdir(join(sandbox, dir), { recursive: true });
+    for (const dir of ["bin", "sbin", "etc", "etc-vz", "state", "metrics", "vz", "vzroot", "home", "work", "run", "systemd"]) await mkdir(join(sandbox, dir), { recursive: true });
     await cp(join(corpus().dir, "102"), join(sandbox, "vz", "102"), { recursive: true });
     disk101Sha256 = await buildDocsDisk(join(sandbox, "vz", "101"));
     // the alert hook of the example config: records that it ran
@@ -314,7 +323,8 @@ describe("documented examples", () => {
         const { text, skipped } = script(b, tag, shared);
         for (const dir of ["tmp", "root", "srv-tmp"]) await mkdir(join(sandbox, tag, dir), { recursive: true });
         const before = prelude(b, tag);
-        const cwd = b.text.includes("tar czf") ? PROJECT_ROOT : join(sandbox, "work");
+        // the tarball and contrib/ are named relative to the checkout (the installed package)
+        const cwd = b.text.includes("tar czf") || b.text.includes("install -m 0644 contrib/") ? PROJECT_ROOT : join(sandbox, "work");
         const r = await bash(`${WAIT_SOCKET}\n${before.setup}\n${text}${before.teardown ?? ""}`, cwd, before.env);
         expect(r.code, `${where} failed:\n${text}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`).toBe(0);
         report.push(`${where}: ran${skipped.length > 0 ? `, lines not run: ${skipped.join("; ")}` : ""}`);
@@ -382,6 +392,9 @@ function prelude(b: Block, tag: string): { env: Record<string, string>; setup: s
 
 /** What a block's commands must have done. */
 async function afterRun(b: Block, tag: string, stdout: string): Promise<void> {
+  if (b.text.includes("install -m 0644 contrib/")) {
+    for (const unit of ["ploopvault-backup.service", "ploopvault-backup.timer"]) expect((await stat(join(sandbox, "systemd", unit))).mode & 0o777, unit).toBe(0o644);
+  }
   if (b.text.includes("git clone") || b.text.includes("tar czf")) {
     // the documented install made `ploopvault` on PATH a symlink to the built entry point
     const r = await bash("ploopvault --version", sandbox);
@@ -500,7 +513,10 @@ async function runSystemd(b: Block): Promise<void> {
   const exec = /^ExecStart=(.*)$/m.exec(b.text)?.[1];
   const envFile = /^EnvironmentFile=(.*)$/m.exec(b.text)?.[1];
   expect(exec).toBeDefined();
-  const command = substitute(`set -a; . ${envFile}; set +a; ${exec}`, "conf");
+  // "EnvironmentFile=-FILE": systemd reads FILE if it exists
+  const optional = envFile?.startsWith("-") === true;
+  const file = optional ? envFile!.slice(1) : envFile;
+  const command = substitute(`set -a; ${optional ? `[ ! -e ${file} ] || ` : ""}. ${file}; set +a; ${exec}`, "conf");
   const r = await execa("/bin/sh", ["-c", command], { cwd: sandbox, env: { ...env }, extendEnv: false, reject: false, timeout: 300_000 });
   expect({ code: r.exitCode, stdout: String(r.stdout), stderr: String(r.stderr) }).toEqual({ code: 0, stdout: "", stderr: "" });
 }
