@@ -69,6 +69,9 @@ const RULES: { file: string; has: string; how: How; shared?: boolean }[] = [
   { file: "docs/nbd.md", has: "qemu-img create -f qcow2", how: "run", shared: true },
   { file: "docs/operations.md", has: "--force --seed /vz/private/101/root.hdd", how: "run" },
   { file: "docs/operations.md", has: "install -m 0644 contrib/ploopvault-backup.service", how: "run" },
+  { file: "docs/ploop.md", has: "5769 7468 6f75 4672 6553 7061 6345 7874", how: { skip: "hex dump of a measured image (test/ploop/format.test.ts decodes these bytes)" } },
+  { file: "docs/ploop.md", has: "<Parallels_disk_image>", how: { skip: "a descriptor as ploop init writes it, re-wrapped for reading (the ploop tests parse real ones)" } },
+  { file: "docs/ploop.md", has: "ploop snapshot -u S DD", how: "run" },
   { file: "docs/performance.md", has: "node dist/bench/stages.js", how: { skip: "benchmark of the pipeline's stages" } },
   { file: "docs/install.md", has: "npm ci && npm pack", how: { skip: "npm pack and npm install -g of the tarball: test/install/pack.test.ts packs a copy of the checkout, installs it into a temp prefix and backs up a ploop disk with it" } },
   { file: "docs/install.md", has: "npm install -g --prefix /opt/ploopvault --omit=optional ./ploopvault-0.1.0.tgz\ntar czf", how: { skip: "the same install into a prefix, copied to nodes as a tarball (test/install/pack.test.ts installs into a prefix)" } },
@@ -120,6 +123,7 @@ const SKIP_LINES: { pattern: RegExp; why: string }[] = [
   { pattern: /^git clone /, why: "the checkout under test is the clone" },
   { pattern: /^npm ci\b/, why: "the suite's own set-up ran it" },
   { pattern: /^npm test\b/, why: "this is npm test" },
+  { pattern: /^\.\.\. read the logical disk/, why: "a step in prose (the backup's read)" },
   { pattern: /^npm run test:unit\b/, why: "the unit tier's files are part of this suite; a vitest inside the running one would compete with it for the CPU" },
   { pattern: /^npm run demo\b/, why: "the end-to-end demo (about 70 s, and it rebuilds dist/ under the running suite); test/e2e runs its steps" },
   { pattern: /^npm run build\b|^npm ci && npm run build/, why: "npm test built dist/ before the suite (rebuilding under running tests would race them)" },
@@ -175,6 +179,7 @@ function substitute(text: string, tag: string, block?: Block, shared = false): s
     path("/tmp/101", join(sandbox, tag, "tmp", "101")),
     path("/root/ops2.pass", join(sandbox, "ops2.pass")),
     path("/root/", `${join(sandbox, tag, "root")}/`),
+    (t) => (block?.text.includes("ploop snapshot -u S DD") === true ? t.replace(/ -u S DD\b/g, ' -u "$S" "$DD"') : t),
     (t) => t.replace(/--repo R\b/g, `--repo ${join(sandbox, tag, "key-repo")}`),
     // after `key passwd` the operator opens with the new password
     (t) => t.replace(/^(ploopvault key passwd .*)$/m, `$1\nexport PLOOPVAULT_PASSWORD="$PLOOPVAULT_NEW_PASSWORD"`),
@@ -362,6 +367,14 @@ describe("documented examples", () => {
 
 /** What a block needs that the docs give elsewhere: a password, a terminal's answers, an earlier step. */
 function prelude(b: Block, tag: string): { env: Record<string, string>; setup: string; teardown?: string } {
+  if (b.text.includes("ploop snapshot -u S DD")) {
+    // the real ploop (offline) on a copy of 101: S a snapshot GUID, DD its descriptor
+    const ct = join(sandbox, tag, "ct");
+    return {
+      env: { S: "{70766c74-0000-4000-8000-0000000d0c5a}", DD: join(ct, "root.hdd", "DiskDescriptor.xml") },
+      setup: `cp -r ${join(sandbox, "vz", "101")} ${ct}\nploop() { ${PLOOP_WRAPPER} "$@"; }`,
+    };
+  }
   if (b.text.includes("export PLOOPVAULT_REPO=") || /^ploopvault check --fs /m.test(b.text)) {
     // step 4 copies into the running container's root; check --fs continues the workflow's export
     return { env: { PLOOPVAULT_REPO: `s3://${bucket}/shared` }, setup: `mkdir -p ${join(sandbox, "vzroot", "101", "var", "www")}` };
