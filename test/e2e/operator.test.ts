@@ -148,6 +148,15 @@ describe("an operator's first day (local repository)", () => {
     expect(one.backups).toBe(1);
     const none = JSON.parse((await cli(["check", "--host", "no-such-host", "--json"])).stdout) as { backups: number };
     expect(none.backups).toBe(0);
+    // check --fs narrows the same way: the newest backup of 102 only, nothing from another host
+    const fsOne = await cli(["check", "--fs", "--ct", "102", "--json"]);
+    expect(fsOne.code, fsOne.stderr).toBe(0);
+    expect((JSON.parse(fsOne.stdout) as { filesystems: { ct: string; status: string }[] }).filesystems.map((f) => [f.ct, f.status])).toEqual([["102", "ok"]]);
+    const fsNone = await cli(["check", "--fs", "--host", "no-such-host", "--json"]);
+    expect((JSON.parse(fsNone.stdout) as { filesystems: unknown[] }).filesystems).toEqual([]);
+    const both = await cli(["check", "--fs", "102:latest", "--ct", "102"]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain("give backups to check or --ct, not both");
   });
 
   it("restore: --dry-run writes nothing; a terminal is refused as a stream target; a closed pipe ends quietly", async () => {
