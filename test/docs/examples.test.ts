@@ -72,6 +72,7 @@ const RULES: { file: string; has: string; how: How; shared?: boolean }[] = [
   { file: "docs/ploop.md", has: "5769 7468 6f75 4672 6553 7061 6345 7874", how: { skip: "hex dump of a measured image (test/ploop/format.test.ts decodes these bytes)" } },
   { file: "docs/ploop.md", has: "<Parallels_disk_image>", how: { skip: "a descriptor as ploop init writes it, re-wrapped for reading (the ploop tests parse real ones)" } },
   { file: "docs/ploop.md", has: "ploop snapshot -u S DD", how: "run" },
+  { file: "docs/skip-free.md", has: "--all --skip-free", how: "run" },
   { file: "docs/performance.md", has: "node dist/bench/stages.js", how: { skip: "benchmark of the pipeline's stages" } },
   { file: "docs/install.md", has: "npm ci && npm pack", how: { skip: "npm pack and npm install -g of the tarball: test/install/pack.test.ts packs a copy of the checkout, installs it into a temp prefix and backs up a ploop disk with it" } },
   { file: "docs/install.md", has: "npm install -g --prefix /opt/ploopvault --omit=optional ./ploopvault-0.1.0.tgz\ntar czf", how: { skip: "the same install into a prefix, copied to nodes as a tarball (test/install/pack.test.ts installs into a prefix)" } },
@@ -367,6 +368,7 @@ describe("documented examples", () => {
 
 /** What a block needs that the docs give elsewhere: a password, a terminal's answers, an earlier step. */
 function prelude(b: Block, tag: string): { env: Record<string, string>; setup: string; teardown?: string } {
+  if (b.file === "docs/skip-free.md" && b.text.includes("--all --skip-free")) return { env: {}, setup: `ploopvault init --repo s3://${bucket}/${tag}/node1 -q` };
   if (b.text.includes("ploop snapshot -u S DD")) {
     // the real ploop (offline) on a copy of 101: S a snapshot GUID, DD its descriptor
     const ct = join(sandbox, tag, "ct");
