@@ -5,47 +5,57 @@
 _ploopvault_options() {
   case "$1" in
     "") echo "-V --version -h --help" ;;
-    "init") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --chunk-avg --compression-level --encrypt -h --help" ;;
-    "backup") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --limit-read --no-ionice --metrics-file --hook-success --hook-failure --hook-timeout --all --disk --name --private-root --ploop-bin --vzlist-bin --host --time --parallel --upload-concurrency --threads --no-incremental --full --skip-free --lock-wait -h --help" ;;
-    "snapshots") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --ct --host -h --help" ;;
-    "restore") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --host --target --format --force --concurrency --seed --include --partition -h --help" ;;
-    "prune") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --keep-last --keep-hourly --keep-daily --keep-weekly --keep-monthly --keep-yearly --keep-within --ct --grace --wait --dry-run --host --lock-host --lock-ttl --lock-refresh -h --help" ;;
-    "check") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --read-data --fs --metrics-file --concurrency -h --help" ;;
-    "serve-nbd") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --host --socket --cache --concurrency -h --help" ;;
+    "init") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --chunk-avg --compression-level --encrypt -h --help" ;;
+    "backup") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --limit-read --no-ionice --metrics-file --hook-success --hook-failure --hook-timeout --all --disk --name --private-root --ploop-bin --vzlist-bin --host --time --parallel --upload-concurrency --threads --no-incremental --full --skip-free --tag --note --lock-wait -h --help" ;;
+    "snapshots") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --ct --host --tag -h --help" ;;
+    "restore") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --host --target --format --force --concurrency --seed --include --partition --dry-run -h --help" ;;
+    "prune") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --keep-last --keep-hourly --keep-daily --keep-weekly --keep-monthly --keep-yearly --keep-within --ct --grace --wait --dry-run --host --tag --lock-host --lock-ttl --lock-refresh -h --help" ;;
+    "forget") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --host --dry-run --wait --lock-host -h --help" ;;
+    "protect") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --host -h --help" ;;
+    "unprotect") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --host -h --help" ;;
+    "stats") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --ct --host -h --help" ;;
+    "diff") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --host -h --help" ;;
+    "check") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --read-data --fs --metrics-file --read-data-subset --ct --host --concurrency -h --help" ;;
+    "serve-nbd") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --host --socket --cache --concurrency -h --help" ;;
     "key") echo "-h --help" ;;
-    "key list") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress -h --help" ;;
-    "key add") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --new-password-file -h --help" ;;
-    "key remove") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress -h --help" ;;
-    "key passwd") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --new-password-file -h --help" ;;
-    "release") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --all --ploop-bin --private-root --vzlist-bin --lock-wait -h --help" ;;
-    "ls") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress -l --long -R --recursive --partition --host -h --help" ;;
-    "dump") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --archive --target --force --partition --host -h --help" ;;
+    "key list") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress -h --help" ;;
+    "key add") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --new-password-file -h --help" ;;
+    "key remove") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress -h --help" ;;
+    "key passwd") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --new-password-file -h --help" ;;
+    "release") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --all --ploop-bin --private-root --vzlist-bin --lock-wait -h --help" ;;
+    "ls") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress -l --long -R --recursive --partition --host -h --help" ;;
+    "dump") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --archive --target --force --partition --host -h --help" ;;
     "completion") echo "-h --help" ;;
   esac
 }
 
 _ploopvault_valued() {
   case "$1" in
-    "init") echo "--repo --endpoint --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --chunk-avg --compression-level" ;;
-    "backup") echo "--repo --endpoint --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --limit-read --metrics-file --hook-success --hook-failure --hook-timeout --disk --name --private-root --ploop-bin --vzlist-bin --host --time --parallel --upload-concurrency --threads --lock-wait" ;;
-    "snapshots") echo "--repo --endpoint --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --ct --host" ;;
-    "restore") echo "--repo --endpoint --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --host --target --format --concurrency --seed --include --partition" ;;
-    "prune") echo "--repo --endpoint --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --keep-last --keep-hourly --keep-daily --keep-weekly --keep-monthly --keep-yearly --keep-within --ct --grace --wait --host --lock-host --lock-ttl --lock-refresh" ;;
-    "check") echo "--repo --endpoint --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --metrics-file --concurrency" ;;
-    "serve-nbd") echo "--repo --endpoint --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --host --socket --cache --concurrency" ;;
-    "key list") echo "--repo --endpoint --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format" ;;
-    "key add") echo "--repo --endpoint --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --new-password-file" ;;
-    "key remove") echo "--repo --endpoint --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format" ;;
-    "key passwd") echo "--repo --endpoint --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --new-password-file" ;;
-    "release") echo "--repo --endpoint --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --ploop-bin --private-root --vzlist-bin --lock-wait" ;;
-    "ls") echo "--repo --endpoint --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --partition --host" ;;
-    "dump") echo "--repo --endpoint --password-file --state-dir --config --limit-upload --limit-download --log-file --log-format --archive --target --partition --host" ;;
+    "init") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --chunk-avg --compression-level" ;;
+    "backup") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --limit-read --metrics-file --hook-success --hook-failure --hook-timeout --disk --name --private-root --ploop-bin --vzlist-bin --host --time --parallel --upload-concurrency --threads --tag --note --lock-wait" ;;
+    "snapshots") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --ct --host --tag" ;;
+    "restore") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --host --target --format --concurrency --seed --include --partition" ;;
+    "prune") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --keep-last --keep-hourly --keep-daily --keep-weekly --keep-monthly --keep-yearly --keep-within --ct --grace --wait --host --tag --lock-host --lock-ttl --lock-refresh" ;;
+    "forget") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --host --wait --lock-host" ;;
+    "protect") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --host" ;;
+    "unprotect") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --host" ;;
+    "stats") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --ct --host" ;;
+    "diff") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --host" ;;
+    "check") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --metrics-file --read-data-subset --ct --host --concurrency" ;;
+    "serve-nbd") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --host --socket --cache --concurrency" ;;
+    "key list") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format" ;;
+    "key add") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --new-password-file" ;;
+    "key remove") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format" ;;
+    "key passwd") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --new-password-file" ;;
+    "release") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --ploop-bin --private-root --vzlist-bin --lock-wait" ;;
+    "ls") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --partition --host" ;;
+    "dump") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --archive --target --partition --host" ;;
   esac
 }
 
 _ploopvault_subcommands() {
   case "$1" in
-    "") echo "init backup snapshots restore prune check serve-nbd key release ls dump completion" ;;
+    "") echo "init backup snapshots restore prune forget protect unprotect stats diff check serve-nbd key release ls dump completion" ;;
     "key") echo "list add remove passwd" ;;
   esac
 }
@@ -58,6 +68,11 @@ _ploopvault_choices() {
     "restore --log-format") echo "text json" ;;
     "restore --format") echo "ploop raw" ;;
     "prune --log-format") echo "text json" ;;
+    "forget --log-format") echo "text json" ;;
+    "protect --log-format") echo "text json" ;;
+    "unprotect --log-format") echo "text json" ;;
+    "stats --log-format") echo "text json" ;;
+    "diff --log-format") echo "text json" ;;
     "check --log-format") echo "text json" ;;
     "serve-nbd --log-format") echo "text json" ;;
     "key list --log-format") echo "text json" ;;
