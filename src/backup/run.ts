@@ -316,6 +316,7 @@ async function withRegistration(
   let registration: BackupRegistration | null = null;
   try {
     registration = await BackupRegistration.start(repo, request.host, { log: request.log, warn: request.warn });
+    await repo.keepRepositoryRetained();
     return await body(repo, registration, AbortSignal.any([request.signal, registration.signal]));
   } finally {
     if (registration !== null && !(await registration.stop())) {

@@ -23,6 +23,7 @@ import { BACKUPS_PREFIX, CHUNKS_PREFIX, DESCRIPTOR_NAME, backupPrefix, chunkKey,
 import { loadMissingChunks, recordMissingChunks } from "../repository/missing-chunks.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
 import { TaskLimiter } from "../util/limiter.js";
+import { scanObjectLock, type ObjectLockScan } from "./object-lock-scan.js";
 
 export interface DamagedBackup {
   ct: string;
@@ -51,6 +52,8 @@ export interface CheckReport {
   damaged: DamagedBackup[];
   locks: LockReport[];
   expiredLocks: number;
+  /** Object-lock repositories: what was hidden or put on top (and, with repair, removed); null otherwise. */
+  objectLock: ObjectLockScan | null;
 }
 
 export interface CheckOptions {
@@ -63,6 +66,8 @@ export interface CheckOptions {
   warn?: (line: string) => void;
   concurrency: number;
   onProgress?: (done: number, total: number) => void;
+  /** Object lock: remove delete markers and junk versions someone put in the bucket (src/check/object-lock-scan.ts). */
+  repair?: boolean;
 }
 
 const HEX_ID = /^[0-9a-f]{64}$/;
@@ -70,6 +75,8 @@ const MAX_PROBLEMS = 20;
 
 export async function checkRepository(repo: Repository, options: CheckOptions): Promise<CheckReport> {
   const store = repo.store;
+  // first, so that the check below sees the repaired state
+  const objectLock = repo.objectLock === null ? null : await scanObjectLock(repo, { readData: options.readData, repair: options.repair === true });
   const stored = new ChunkIdHashSet(1 << 16);
   const scratch = Buffer.alloc(32); // no allocation per listed chunk
   for await (const info of store.list(CHUNKS_PREFIX)) {
@@ -206,6 +213,7 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
     damaged: [...damaged.values()],
     locks,
     expiredLocks: locks.filter((l) => l.expired).length,
+    objectLock,
   };
 }
 
@@ -235,9 +243,10 @@ async function forEachManifest(
 }
 
 async function lockReport(repo: Repository): Promise<LockReport[]> {
-  const entries = await listLocks(repo.store);
+  const locks = repo.store.controlChannel?.() ?? repo.store;
+  const entries = await listLocks(locks);
   if (entries.length === 0) return [];
-  const judged = await judgeLocks(repo.store, entries, new Date(), lockTiming());
+  const judged = await judgeLocks(locks, entries, new Date(), lockTiming());
   return judged.map((j) => ({
     key: j.key,
     kind: j.kind,

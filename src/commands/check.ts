@@ -1,5 +1,6 @@
 import { Command, Option } from "commander";
 import { checkRepository } from "../check/check.js";
+import type { ObjectLockScan } from "../check/object-lock-scan.js";
 import { PloopvaultError, UsageError } from "../errors.js";
 import { checkBackupFilesystems } from "../files/check-fs.js";
 import { recordFsCheck } from "../ops/session.js";
@@ -9,6 +10,7 @@ import { addCommonOptions, openRepository, Output, parsePositiveInt, type Global
 
 interface CheckOptions extends GlobalOptions {
   readData?: boolean;
+  repair?: boolean;
   concurrency: number;
   fs?: boolean;
   metricsFile?: string;
@@ -21,6 +23,7 @@ export function checkCommand(): Command {
     .option("--read-data", "download, decompress and re-hash every referenced chunk")
     .option("--fs", "walk the filesystem in backups (every inode, extent, folder reachable) and report damage (docs/file-restore.md)")
     .addOption(new Option("--metrics-file <path>", "write Prometheus textfile metrics here after the run (atomically)"))
+    .option("--repair", "object-lock repository: remove delete markers and junk versions someone put in the bucket (needs credentials that may delete object versions)")
     .addOption(new Option("--concurrency <n>", "chunks read in parallel").default(8).argParser(parsePositiveInt("--concurrency")))
     .addHelpText(
       "after",
@@ -35,7 +38,9 @@ Examples:
   ploopvault check --repo s3://backups/node1 --fs --metrics-file /var/lib/node_exporter/ploopvault-fs.prom
 
 Exit code 1 when a backup is damaged (each one is listed on stderr and under "damaged"
-with --json). Missing and corrupt chunks are recorded in the repository (missing/) so
+with --json), or when objects of an object-lock repository were hidden or overwritten
+(listed on stderr; --repair removes the intruder's delete markers and versions). Missing
+and corrupt chunks are recorded in the repository (missing/) so
 that the next backups upload them again from the containers' disks. Unreferenced chunks
 are normal after an interrupted backup; prune removes them.
 `,
@@ -44,6 +49,7 @@ are normal after an interrupted backup; prune removes them.
       const out = new Output(options);
       if (backups.length > 0 && options.fs !== true) throw new UsageError("backups to check are given only with --fs (the repository check covers every backup)");
       if (options.fs === true && options.readData === true) throw new UsageError("--fs and --read-data are separate checks: run them one after the other");
+      if (options.fs === true && options.repair === true) throw new UsageError("--repair belongs to the repository check, not --fs: run them one after the other");
       if (options.fs === true) return checkFilesystems(backups, options, out);
       const repo = await openRepository(options);
       try {
@@ -52,6 +58,7 @@ are normal after an interrupted backup; prune removes them.
           readData: options.readData === true,
           concurrency: options.concurrency,
           recordForRepair: true,
+          repair: options.repair === true,
           warn: (line) => out.warn(line),
           ...(progress === null ? {} : { onProgress: (done: number, total: number) => progress.update("check", "check", { done, total }, "chunks") }),
         });
@@ -65,9 +72,24 @@ are normal after an interrupted backup; prune removes them.
         if (report.chunksRecordedForRepair > 0) {
           out.warn(`${report.chunksRecordedForRepair} missing or corrupt chunk(s) recorded under missing/: the next backup of a disk that still holds their data uploads them again, which repairs every backup using them (docs/operations.md, "Repairing a repository")`);
         }
+        const intrusion = report.objectLock === null ? null : describeIntrusion(report.objectLock);
+        if (intrusion !== null) {
+          const s = report.objectLock!;
+          for (const key of s.hidden.slice(0, 20)) out.warn(`hidden by a delete marker: ${key} (the data under it is intact and still read)`);
+          for (const key of s.overwritten.slice(0, 20)) out.warn(`overwritten: ${key} has newer versions of other content (its first version is what is read)`);
+          if (s.chunksNotVerified > 0) out.info(`${s.chunksNotVerified} chunks have versions of different content: check --read-data (or --repair) tells junk from re-uploads`);
+          if (s.repaired !== null) {
+            out.info(`repair: removed ${s.repaired.markersRemoved} delete markers and ${s.repaired.versionsRemoved} extra versions${s.repaired.retained > 0 ? `; ${s.repaired.retained} junk versions are under retention and stay until it ends` : ""}`);
+          }
+        }
         if (report.damaged.length > 0) {
           const names = report.damaged.map((d) => `${d.ct}/${d.id}`);
           throw new PloopvaultError(`check failed: ${names.length} damaged backup${names.length === 1 ? "" : "s"}: ${names.slice(0, 10).join(", ")}${names.length > 10 ? ", ..." : ""}`);
+        }
+        if (intrusion !== null && (report.objectLock!.repaired === null || report.objectLock!.repaired.retained > 0)) {
+          throw new PloopvaultError(
+            `check: ${intrusion} in ${repo.location}; every backup still reads what was written, but someone with write access changed the bucket: ${report.objectLock!.repaired === null ? "run check --repair with credentials that may delete object versions" : "the rest goes once its retention ends"}`,
+          );
         }
       } finally {
         await repo.close();
@@ -103,4 +125,13 @@ async function checkFilesystems(backups: string[], options: CheckOptions, out: O
   } finally {
     await repo.close();
   }
+}
+
+/** "3 objects hidden by delete markers, 1 overwritten", or null when nothing was done to the bucket. */
+function describeIntrusion(s: ObjectLockScan): string | null {
+  const parts: string[] = [];
+  if (s.hidden.length > 0) parts.push(`${s.hidden.length} object${s.hidden.length === 1 ? "" : "s"} hidden by delete markers`);
+  if (s.overwritten.length > 0) parts.push(`${s.overwritten.length} overwritten`);
+  if (s.junkChunkVersions > 0) parts.push(`${s.junkChunkVersions} junk chunk version${s.junkChunkVersions === 1 ? "" : "s"}`);
+  return parts.length === 0 ? null : parts.join(", ");
 }

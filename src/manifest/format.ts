@@ -128,6 +128,12 @@ export interface ManifestMetadata {
   freeSpace?: { skippedBytes: number; clusterBytes: number; filesystems: string[] } | null;
   stats: BackupStats;
   entryCount: number;
+  /**
+   * Object-lock repositories (docs/object-lock.md): the basis (start) of the run that wrote
+   * this manifest; every chunk it references was retained per the repository's schedule
+   * from this time before the manifest was written.
+   */
+  objectLock?: { at: string };
 }
 
 export interface Manifest {
@@ -333,6 +339,8 @@ function validateMetadata(value: unknown, name: string): asserts value is Manife
   if (typeof source.descriptorPath !== "string" || typeof source.topGuid !== "string") fail("source");
   if (source.snapshotGuid !== null && typeof source.snapshotGuid !== "string") fail("source.snapshotGuid");
   if (!Array.isArray(source.imageFiles) || !source.imageFiles.every((f) => typeof f === "string")) fail("source.imageFiles");
+  const lock = m.objectLock;
+  if (lock !== undefined && (!isObject(lock) || typeof lock.at !== "string" || Number.isNaN(Date.parse(lock.at)))) fail("objectLock");
   const inc = m.incremental;
   if (inc !== undefined && inc !== null && (!isObject(inc) || typeof inc.baseBackup !== "string" || typeof inc.baseSnapshotGuid !== "string")) fail("incremental");
   const free = m.freeSpace;
