@@ -11,6 +11,7 @@ import { Command, CommanderError } from "commander";
 import { backupCommand } from "./commands/backup.js";
 import { checkCommand } from "./commands/check.js";
 import { completionCommand } from "./commands/completion.js";
+import { copyCommand } from "./commands/copy.js";
 import { dumpCommand } from "./commands/dump.js";
 import { initCommand } from "./commands/init.js";
 import { pruneCommand } from "./commands/prune.js";
@@ -69,7 +70,7 @@ function buildProgram(): Command {
     if (process.env.PLOOPVAULT_ZSTD) activeZstdBinding();
     return beforeCommand(program, actionCommand);
   });
-  for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), pruneCommand(), checkCommand(), serveNbdCommand(), keyCommand(), releaseCommand(), lsCommand(), dumpCommand(), completionCommand()]) {
+  for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), pruneCommand(), checkCommand(), serveNbdCommand(), keyCommand(), releaseCommand(), lsCommand(), dumpCommand(), copyCommand(), completionCommand()]) {
     program.addCommand(cmd.exitOverride());
   }
   return program;

@@ -53,16 +53,26 @@ export function canPrompt(): boolean {
   return process.stdin.isTTY === true;
 }
 
+/** Where a password comes from: the option and environment variables (the defaults, or copy's source's). */
+export interface PasswordSources {
+  option: string;
+  env: string;
+  fileEnv: string;
+}
+
+export const DEFAULT_PASSWORD_SOURCES: PasswordSources = { option: "--password-file", env: PASSWORD_ENV, fileEnv: PASSWORD_FILE_ENV };
+
 /** The password of an existing repository. */
-export function passwordProvider(options: { passwordFile?: string | undefined }, env: NodeJS.ProcessEnv = process.env): PasswordProvider {
-  const file = options.passwordFile ?? (env[PASSWORD_FILE_ENV] || undefined);
-  const fromEnv = env[PASSWORD_ENV];
-  if (file !== undefined) return { given: true, get: () => readPasswordFile(file, "--password-file") };
+export function passwordProvider(options: { passwordFile?: string | undefined }, env: NodeJS.ProcessEnv = process.env, sources: PasswordSources = DEFAULT_PASSWORD_SOURCES): PasswordProvider {
+  const file = options.passwordFile ?? (env[sources.fileEnv] || undefined);
+  const fromEnv = env[sources.env];
+  const how = sources === DEFAULT_PASSWORD_SOURCES ? HOW : `set ${sources.env}, use ${sources.option} FILE, or run on a terminal`;
+  if (file !== undefined) return { given: true, get: () => readPasswordFile(file, sources.option) };
   if (fromEnv !== undefined && fromEnv !== "") return { given: true, get: async () => fromEnv };
   return {
     given: false,
     async get(what) {
-      if (!canPrompt()) throw new UsageError(`${what}: no password given (${HOW})`);
+      if (!canPrompt()) throw new UsageError(`${what}: no password given (${how})`);
       return promptHidden(`${what}. Password: `);
     },
   };

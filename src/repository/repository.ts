@@ -258,6 +258,11 @@ export class Repository {
 
   /** Fetch, authenticate, decompress and verify one chunk; names the backup in errors if given. */
   async getChunk(idHex: string, context?: BackupRef): Promise<Buffer> {
+    return (await this.readChunk(idHex, context)).plain;
+  }
+
+  /** getChunk(), also returning the stored object's inner 0x01 form and its stored size (for copy). */
+  async readChunk(idHex: string, context?: BackupRef): Promise<{ plain: Buffer; inner: Buffer; storedBytes: number }> {
     const where = context ? ` (backup ${context.ct}/${context.id})` : "";
     let object: Buffer;
     try {
@@ -270,7 +275,7 @@ export class Repository {
       throw error;
     }
     try {
-      return await this.chunkCodec.decodeAsync(object, idHex, this.config.chunker.maxSize);
+      return { ...(await this.chunkCodec.decodeWithInner(object, idHex, this.config.chunker.maxSize)), storedBytes: object.length };
     } catch (error) {
       if (!(error instanceof IntegrityError)) throw error;
       // object lock: the newest version may be junk put on top of the chunk; an older one may verify
@@ -281,13 +286,14 @@ export class Repository {
   }
 
   /** The newest version of a chunk, other than the current one, that verifies; null if none. */
-  private async olderChunkVersion(idHex: string): Promise<Buffer | null> {
+  private async olderChunkVersion(idHex: string): Promise<{ plain: Buffer; inner: Buffer; storedBytes: number } | null> {
     const view = this.objectLock!;
     const key = chunkKey(idHex);
     const versions = (await versionsOf(view, key)).filter((v) => !v.deleteMarker);
     for (const v of versions.slice(1)) {
       try {
-        return this.chunkCodec.decode((await view.getVersion(key, v.versionId)).body, idHex, this.config.chunker.maxSize);
+        const { body } = await view.getVersion(key, v.versionId);
+        return { ...(await this.chunkCodec.decodeWithInner(body, idHex, this.config.chunker.maxSize)), storedBytes: body.length };
       } catch (error) {
         if (!(error instanceof IntegrityError) && !isNotFound(error)) throw error;
       }
