@@ -10,39 +10,18 @@
  *  - a copy SIGKILLed midway publishes nothing half-copied, and the re-run completes it;
  *  - prunes of the destination racing a copy lose nothing (check --read-data passes).
  */
-import { createCipheriv, createHash, randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decodeManifest } from "../../src/manifest/format.js";
-import { writeClusterToTop } from "../helpers/delta-writer.js";
-import { ploopFlatten, ploopInit } from "../helpers/ploop-tool.js";
+import { buildSmallDisks, type SmallPloopDisk } from "../helpers/small-ploop-disks.js";
 import { CLI, jsonLines, localRepo, PLOOP_WRAPPER, runCli, s3Repo, type CliResult, type RepoTarget } from "../helpers/cli.js";
 import { sha256File } from "../ploop/fixtures.js";
 
 const CTS = ["101", "102", "103", "104"];
-const MIB = 1 << 20;
-
-/** 1 MiB of seeded pseudo-random (incompressible) data. */
-function cluster(seed: number): Buffer {
-  const key = createHash("sha256").update(`copy-test-${seed}`).digest();
-  const c = createCipheriv("aes-256-ctr", key, Buffer.alloc(16));
-  return Buffer.concat([c.update(Buffer.alloc(MIB)), c.final()]);
-}
-
-/**
- * Small container disks (48 MiB, 1 MiB clusters) that share data the way containers of
- * one host do: 102 starts like 101, 103 holds a run of 101's data at other offsets, 104
- * is 101 "the next day" (two clusters rewritten). Cluster -> seed.
- */
-const LAYOUT: Record<string, [number, number][]> = {
-  "101": Array.from({ length: 12 }, (_, i) => [i, 100 + i]),
-  "102": [...Array.from({ length: 6 }, (_, i): [number, number] => [i, 100 + i]), ...Array.from({ length: 6 }, (_, i): [number, number] => [20 + i, 200 + i])],
-  "103": Array.from({ length: 8 }, (_, i) => [30 + i, 102 + i]),
-  "104": Array.from({ length: 12 }, (_, i) => [i, i === 3 || i === 8 ? 400 + i : 100 + i]),
-};
 const PASSWORD_A = "copy source password";
 const PASSWORD_B = "a different destination password";
 
@@ -68,7 +47,7 @@ describe("copy", () => {
   let source: RepoTarget;
   const targets: RepoTarget[] = [];
   /** Descriptor and the real ploop's flattening (SHA-256) of each test disk. */
-  const disks = new Map<string, { descriptor: string; sha: string }>();
+  let disks = new Map<string, SmallPloopDisk>();
   const descriptorOf = (ct: string): string => disks.get(ct)!.descriptor;
   const expectedSha = (ct: string): string => disks.get(ct)!.sha;
 
@@ -98,16 +77,7 @@ describe("copy", () => {
 
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), "pv-copy-"));
-    for (const ct of CTS) {
-      const dir = join(work, "private", ct, "root.hdd");
-      await mkdir(dir, { recursive: true });
-      const descriptor = await ploopInit(join(dir, "root.hds"), { size: "48M", version: 2 });
-      for (const [index, seed] of LAYOUT[ct]!) await writeClusterToTop(descriptor, index, cluster(seed));
-      const flat = join(work, `${ct}.flat`);
-      await ploopFlatten(descriptor, flat);
-      disks.set(ct, { descriptor, sha: await sha256File(flat) });
-      await rm(flat);
-    }
+    disks = await buildSmallDisks(work);
     source = await fresh("local", "src");
     ok(await runCli(["init", ...source.args]), "init source");
     for (const ct of CTS) ok(await runCli(["backup", ...source.args, "--disk", descriptorOf(ct), "--name", ct, "-q"]), `backup ${ct}`);
