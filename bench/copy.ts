@@ -159,9 +159,10 @@ async function main(): Promise<void> {
   };
   try {
     log(`backing up ${cts.length} disks into ${local}`);
-    await cli(["init", "--repo", local, "-q"]);
+    const initState = join(o.work, `st-init-${tag}`);
+    await cli(["init", "--repo", local, "--state-dir", initState, "-q"]);
     for (const ct of cts) await cli(["backup", "--repo", local, "--state-dir", join(o.work, `st-${tag}`), "--disk", join(corpusDir, ct, "root.hdd", "DiskDescriptor.xml"), "--name", ct, "-q"]);
-    await cli(["init", "--repo", encrypted, "--encrypt", "-q"], { PLOOPVAULT_PASSWORD: "bench-a" });
+    await cli(["init", "--repo", encrypted, "--state-dir", initState, "--encrypt", "-q"], { PLOOPVAULT_PASSWORD: "bench-a" });
     await cli(["copy", "--from", local, "--to", encrypted, "--state-dir", join(o.work, `st-enc-${tag}`), "-q"], { PLOOPVAULT_PASSWORD: "bench-a" });
     const size = await repoBytes(local);
     const chunkBytes = size.bytes;
@@ -181,9 +182,9 @@ async function main(): Promise<void> {
       const plainBucket = `bench-plain-${suffix}`;
       const copyBucket = `bench-copy-${suffix}`;
       const encBucket = `bench-enc-${suffix}`;
-      await cli(["init", "--repo", `s3://${copyBucket}/r`, "-q"]);
-      await cli(["init", "--repo", `s3://${encBucket}/r`, "--encrypt", "-q"], { PLOOPVAULT_PASSWORD: "bench-b" });
-      await cli(["init", "--repo", `s3://${plainBucket}/x`, "-q"]); // creates the bucket
+      await cli(["init", "--repo", `s3://${copyBucket}/r`, "--state-dir", initState, "-q"]);
+      await cli(["init", "--repo", `s3://${encBucket}/r`, "--state-dir", initState, "--encrypt", "-q"], { PLOOPVAULT_PASSWORD: "bench-b" });
+      await cli(["init", "--repo", `s3://${plainBucket}/x`, "--state-dir", initState, "-q"]); // creates the bucket
       rows[0]!.runs.push(await measure([SELF, "--plain-upload", local, plainBucket, "r"]));
       const state = join(o.work, `st-copy-${suffix}`);
       rows[1]!.runs.push(await measure([CLI, "copy", "--from", local, "--to", `s3://${copyBucket}/r`, "--state-dir", state, "-q"]));
@@ -217,6 +218,7 @@ async function main(): Promise<void> {
     if (!o.keep) {
       await rm(local, { recursive: true, force: true });
       await rm(encrypted, { recursive: true, force: true });
+      for (const name of await readdir(o.work)) if (name.startsWith("st-") && name.includes(tag)) await rm(join(o.work, name), { recursive: true, force: true });
     }
     await rgw?.stop();
   }

@@ -5,7 +5,8 @@ import { EXIT_PARTIAL, PloopvaultError, UsageError } from "../errors.js";
 import { progressDisplay } from "../ops/progress.js";
 import { withRateLimits } from "../ops/rate-limit.js";
 import { validateName } from "../repository/layout.js";
-import { Repository } from "../repository/repository.js";
+import type { Repository } from "../repository/repository.js";
+import { openTrustedRepository } from "../repository/trust.js";
 import { openStore } from "../uploader/open.js";
 import { formatBytes, formatSeconds } from "../util/format.js";
 import { addCommonOptions, defaultHost, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
@@ -18,7 +19,8 @@ interface CopyCliOptions extends GlobalOptions {
   ct?: string[];
   last?: number;
   concurrency: number;
-  host: string;
+  host?: string;
+  lockHost: string;
 }
 
 const FROM_PASSWORD: PasswordSources = { option: "--from-password-file", env: "PLOOPVAULT_FROM_PASSWORD", fileEnv: "PLOOPVAULT_FROM_PASSWORD_FILE" };
@@ -40,8 +42,11 @@ async function openSource(options: CopyCliOptions, url: string): Promise<Reposit
     upload: options.limitUpload,
     download: options.limitDownload,
   });
+  // checked against what this host remembers of it, like the destination (a source whose
+  // config was replaced by a plaintext one is refused: docs/encryption.md)
+  const location = store.location.startsWith("s3://") && endpoint !== undefined ? `${store.location} at ${endpoint}` : store.location;
   try {
-    return await Repository.open(store, { password: passwordProvider({ passwordFile: options.fromPasswordFile }, process.env, FROM_PASSWORD) });
+    return await openTrustedRepository(store, { stateDir: options.stateDir, location, password: passwordProvider({ passwordFile: options.fromPasswordFile }, process.env, FROM_PASSWORD) });
   } catch (error) {
     await store.close();
     throw error;
@@ -58,7 +63,8 @@ export function copyCommand(): Command {
     .option("--ct <id...>", "only these containers")
     .addOption(new Option("--last <n>", "only the N newest backups of each container").argParser(parsePositiveInt("--last")))
     .addOption(new Option("--concurrency <n>", "chunks transferred at once").default(8).argParser(parsePositiveInt("--concurrency")))
-    .addOption(new Option("--host <name>", "this host's name in the destination's lock objects").default(defaultHost()))
+    .option("--host <name>", "only backups made on this host (with --last: the N newest of each container on it)")
+    .addOption(new Option("--lock-host <name>", "this host's name in the destination's lock objects").default(defaultHost()))
     .addHelpText(
       "after",
       `
@@ -72,6 +78,7 @@ PLOOPVAULT_FROM_AWS_ACCESS_KEY_ID, PLOOPVAULT_FROM_AWS_SECRET_ACCESS_KEY (else A
 Examples:
   ploopvault copy --from /srv/backup --to s3://offsite/node1 --endpoint https://s3.example.net
   ploopvault copy --from s3://backups/node1 --to /mnt/usb/pv --ct 101 102 --last 3
+  ploopvault copy --from s3://backups/all --to s3://offsite/all --host "$(hostname)" --last 7
   PLOOPVAULT_FROM_PASSWORD_FILE=/root/.pv-a PLOOPVAULT_PASSWORD_FILE=/root/.pv-b ploopvault copy --from s3://a/n1 --to s3://b/n1
 `,
     )
@@ -101,7 +108,8 @@ Examples:
               source,
               destination,
               stateDir: options.stateDir,
-              host: options.host,
+              host: options.lockHost,
+              ...(options.host === undefined ? {} : { onlyHost: options.host }),
               ...(options.ct === undefined ? {} : { cts: options.ct }),
               ...(options.last === undefined ? {} : { last: options.last }),
               concurrency: options.concurrency,

@@ -47,6 +47,8 @@ export interface CopyOptions {
   /** Host name in the destination registration. */
   host: string;
   cts?: string[];
+  /** Only backups made on this host (their manifests' metadata, through the source's manifest cache). */
+  onlyHost?: string;
   /** Only the N newest backups of each container. */
   last?: number;
   /** Chunks transferred at once. */
@@ -136,7 +138,7 @@ export async function runCopy(options: CopyOptions): Promise<CopyReport> {
     );
   }
   const report: CopyReport = { source: source.location, destination: destination.location, selected: 0, present: 0, copied: 0, failed: 0, backups: [], chunksUploaded: 0, bytesUploaded: 0, bytesDownloaded: 0, seconds: 0 };
-  const sourceRefs = await source.listBackups();
+  const sourceRefs = await sourceBackups(options);
   await withBackupRegistration(destination, { host: options.host, signal: options.signal, log: options.log, warn: options.warn }, async (registration, signal) => {
     // registered: only now read what the destination holds
     const destinationRefs = await destination.listBackups();
@@ -179,6 +181,27 @@ export async function runCopy(options: CopyOptions): Promise<CopyReport> {
   });
   report.seconds = (performance.now() - started) / 1000;
   return report;
+}
+
+/** The source's backups of the selected containers (made on `onlyHost`, when given). */
+async function sourceBackups(options: CopyOptions): Promise<BackupRef[]> {
+  const cts = options.cts === undefined ? null : new Set(options.cts);
+  const refs = (await options.source.listBackups()).filter((r) => cts === null || cts.has(r.ct));
+  if (options.onlyHost === undefined) return refs;
+  const cache = ManifestCache.forRepository(options.source, options.stateDir);
+  const out: BackupRef[] = [];
+  for (const ref of refs) {
+    let host: string;
+    try {
+      host = (await cache.metadata(ref)).host;
+    } catch (error) {
+      // unreadable: it could not be copied anyway; the other backups go on
+      options.warn(`skipping backup ${ref.ct}/${ref.id} of ${options.source.location}: cannot tell which host made it (${errorLine(error)})`);
+      continue;
+    }
+    if (host === options.onlyHost) out.push(ref);
+  }
+  return out;
 }
 
 interface RunState {

@@ -228,5 +228,29 @@ describe("copy", () => {
     ok(await runCli(["check", ...dst.args, "--read-data"], { env: dst.env }), "check --read-data");
     for (const ct of CTS.slice(0, 3)) expect(await restoredSha(dst, ct), ct).toBe(expectedSha(ct));
   });
+
+  it("--host copies only the backups made on that host (--last counts per container on it)", async () => {
+    const src = await fresh("local", "hosts");
+    ok(await runCli(["init", ...src.args]), "init");
+    // container id 101 on two nodes sharing the repository, 102 only on node-b
+    const made: [string, string, string, string][] = [
+      ["101", "node-a", "101", "2026-01-01T00:00:00Z"],
+      ["104", "node-b", "101", "2026-01-01T00:00:00Z"],
+      ["101", "node-b", "101", "2026-01-02T00:00:00Z"],
+      ["102", "node-b", "102", "2026-01-02T00:00:00Z"],
+    ];
+    for (const [disk, host, name, time] of made) ok(await runCli(["backup", ...src.args, "--disk", descriptorOf(disk), "--name", name, "--host", host, "--time", time, "-q"]), `backup ${name} on ${host}`);
+    const dst = await fresh("local", "hostsdst");
+    ok(await runCli(["init", ...dst.args]), "init dst");
+    const r = parse(ok(await copy(src, dst, ["--host", "node-b", "--last", "1"]), "copy --host node-b --last 1"));
+    expect(r).toMatchObject({ selected: 2, copied: 2, failed: 0 });
+    const listed = JSON.parse(ok(await runCli(["snapshots", ...dst.args, "--json"]), "snapshots").stdout) as { ct: string; host: string; time: string }[];
+    expect(listed.map((b) => `${b.host}/${b.ct}@${b.time.slice(0, 10)}`).sort()).toEqual(["node-b/101@2026-01-02", "node-b/102@2026-01-02"]);
+    expect(await restoredSha(dst, "node-b/101:latest")).toBe(expectedSha("101"));
+    // node-a's backup next: nothing of node-b's copied again
+    const a = parse(ok(await copy(src, dst, ["--host", "node-a"]), "copy --host node-a"));
+    expect(a).toMatchObject({ selected: 1, copied: 1, present: 0 });
+    expect(parse(ok(await copy(src, dst, ["--host", "node-c"]), "copy --host node-c"))).toMatchObject({ selected: 0, copied: 0 });
+  });
 });
 

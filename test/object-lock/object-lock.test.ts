@@ -93,6 +93,10 @@ describe("object lock (RGW)", () => {
     const again = await runCli(["init", "--repo", `s3://${fresh}/repo`, "--object-lock", "2"], { env: trusted() });
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(/already exists/);
+    // prune from another place (a state dir that never saw this repository) probes the
+    // lock bucket, where its conditional writes go, and runs
+    const admin = ["--repo", `s3://${fresh}/repo`, "--state-dir", join(work, `state-${fresh}-admin`)];
+    ok(await runCli(["prune", ...admin, "--keep-last", "1"], { env: trusted() }), "prune from another state dir");
   });
 
   it("an intruder with the backup node's credentials destroys nothing and fools nobody; check --repair undoes his overwrites", async (ctx) => {
