@@ -18,6 +18,7 @@ import { readdir, readFile, rm, mkdir } from "node:fs/promises";
 import { cpus } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import { execa } from "execa";
 import { buildCorpus, type CorpusScale } from "../scripts/corpus.js";
 import { S3Store } from "../src/uploader/s3.js";
@@ -114,6 +115,28 @@ async function repoBytes(dir: string): Promise<{ bytes: number; objects: number 
   return { bytes, objects };
 }
 
+/** Remove the bench's buckets (and their objects): the S3 server may be a shared one. */
+async function removeBuckets(s3: { endpoint: string; accessKeyId: string; secretAccessKey: string; region: string }, buckets: readonly string[]): Promise<void> {
+  const client = new S3Client({ endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
+  try {
+    for (const bucket of buckets) {
+      try {
+        for (;;) {
+          const listed = await client.send(new ListObjectsV2Command({ Bucket: bucket, MaxKeys: 1000 }));
+          const keys = (listed.Contents ?? []).map((o) => ({ Key: o.Key! }));
+          if (keys.length === 0) break;
+          await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys, Quiet: true } }));
+        }
+        await client.send(new DeleteBucketCommand({ Bucket: bucket }));
+      } catch (error) {
+        process.stderr.write(`bench/copy: could not remove bucket ${bucket}: ${error instanceof Error ? error.message : String(error)}\n`);
+      }
+    }
+  } finally {
+    client.destroy();
+  }
+}
+
 async function main(): Promise<void> {
   if (process.argv[2] === "--plain-upload") {
     await plainUpload(process.argv[3]!, process.argv[4]!, process.argv[5]!);
@@ -153,6 +176,7 @@ async function main(): Promise<void> {
   const tag = Date.now().toString(36);
   const local = join(o.work, `local-${tag}`);
   const encrypted = join(o.work, `local-enc-${tag}`);
+  const buckets: string[] = [];
   const cli = async (args: string[], extra: Record<string, string> = {}): Promise<void> => {
     const r = await execa(process.execPath, [CLI, ...args], { reject: false, env: { ...env, ...extra } });
     if (r.exitCode !== 0) throw new Error(`ploopvault ${args.join(" ")}: ${String(r.stderr).trim().split("\n").slice(-3).join(" | ")}`);
@@ -182,6 +206,7 @@ async function main(): Promise<void> {
       const plainBucket = `bench-plain-${suffix}`;
       const copyBucket = `bench-copy-${suffix}`;
       const encBucket = `bench-enc-${suffix}`;
+      buckets.push(plainBucket, copyBucket, encBucket);
       await cli(["init", "--repo", `s3://${copyBucket}/r`, "--state-dir", initState, "-q"]);
       await cli(["init", "--repo", `s3://${encBucket}/r`, "--state-dir", initState, "--encrypt", "-q"], { PLOOPVAULT_PASSWORD: "bench-b" });
       await cli(["init", "--repo", `s3://${plainBucket}/x`, "--state-dir", initState, "-q"]); // creates the bucket
@@ -219,6 +244,7 @@ async function main(): Promise<void> {
       await rm(local, { recursive: true, force: true });
       await rm(encrypted, { recursive: true, force: true });
       for (const name of await readdir(o.work)) if (name.startsWith("st-") && name.includes(tag)) await rm(join(o.work, name), { recursive: true, force: true });
+      await removeBuckets(s3, buckets);
     }
     await rgw?.stop();
   }
