@@ -67,6 +67,31 @@ describe("S3 store: object lock operations (RGW)", () => {
     expect((await s.getVersion("chunks/aa/one", versions[1]!.versionId)).retainUntil).toBeNull();
   });
 
+  it("an object large enough for a multipart upload gets its retention too", async () => {
+    const s3 = testS3();
+    const small = new S3Store({
+      bucket,
+      prefix: "repo",
+      endpoint: s3.endpoint,
+      region: s3.region,
+      credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+      maxAttempts: 2,
+      multipartThresholdBytes: 6 << 20,
+      multipartPartBytes: 5 << 20,
+    });
+    try {
+      const until = seconds(3600);
+      const body = Buffer.alloc(11 << 20, 7);
+      await small.put("backups/101/big/manifest", body, { retention: { mode: "governance", until }, ifAbsent: true });
+      const r = await retentionOf(bucket, "repo/backups/101/big/manifest");
+      expect(r?.mode).toBe("GOVERNANCE");
+      expect(r?.until.getTime()).toBe(until.getTime());
+      expect((await small.get("backups/101/big/manifest")).equals(body)).toBe(true);
+    } finally {
+      await small.close();
+    }
+  });
+
   it("extends a retention and never shortens one; a hidden key is not-found", async () => {
     await s.put("backups/x/manifest", Buffer.from("m"), { retention: { mode: "governance", until: seconds(600) } });
     const later = seconds(7200);
