@@ -5,7 +5,7 @@
 _ploopvault_options() {
   case "$1" in
     "") echo "-V --version -h --help" ;;
-    "init") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --chunk-avg --compression-level --encrypt -h --help" ;;
+    "init") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --chunk-avg --compression-level --encrypt --object-lock --lock-mode --lock-bucket --lock-extension -h --help" ;;
     "backup") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --limit-read --no-ionice --metrics-file --hook-success --hook-failure --hook-timeout --all --disk --name --private-root --ploop-bin --vzlist-bin --host --time --parallel --upload-concurrency --threads --no-incremental --full --skip-free --tag --note --lock-wait -h --help" ;;
     "snapshots") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --ct --host --tag -h --help" ;;
     "restore") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --host --target --format --force --concurrency --seed --include --partition --dry-run -h --help" ;;
@@ -15,7 +15,7 @@ _ploopvault_options() {
     "unprotect") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --host -h --help" ;;
     "stats") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --ct --host -h --help" ;;
     "diff") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --host -h --help" ;;
-    "check") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --read-data --fs --metrics-file --read-data-subset --ct --host --concurrency -h --help" ;;
+    "check") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --read-data --fs --metrics-file --read-data-subset --ct --host --repair --concurrency -h --help" ;;
     "serve-nbd") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --host --socket --cache --concurrency -h --help" ;;
     "key") echo "-h --help" ;;
     "key list") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress -h --help" ;;
@@ -25,13 +25,14 @@ _ploopvault_options() {
     "release") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --all --ploop-bin --private-root --vzlist-bin --lock-wait -h --help" ;;
     "ls") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress -l --long -R --recursive --partition --host -h --help" ;;
     "dump") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --archive --target --force --partition --host -h --help" ;;
+    "copy") echo "--repo --endpoint --json -q --quiet -v --verbose --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --no-progress --from --to --from-endpoint --from-password-file --ct --last --concurrency --host --lock-host -h --help" ;;
     "completion") echo "-h --help" ;;
   esac
 }
 
 _ploopvault_valued() {
   case "$1" in
-    "init") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --chunk-avg --compression-level" ;;
+    "init") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --chunk-avg --compression-level --object-lock --lock-mode --lock-bucket --lock-extension" ;;
     "backup") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --limit-read --metrics-file --hook-success --hook-failure --hook-timeout --disk --name --private-root --ploop-bin --vzlist-bin --host --time --parallel --upload-concurrency --threads --tag --note --lock-wait" ;;
     "snapshots") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --ct --host --tag" ;;
     "restore") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --host --target --format --concurrency --seed --include --partition" ;;
@@ -50,12 +51,13 @@ _ploopvault_valued() {
     "release") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --ploop-bin --private-root --vzlist-bin --lock-wait" ;;
     "ls") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --partition --host" ;;
     "dump") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --archive --target --partition --host" ;;
+    "copy") echo "--repo --endpoint --password-file --password-command --state-dir --config --limit-upload --limit-download --log-file --log-format --from --to --from-endpoint --from-password-file --ct --last --concurrency --host --lock-host" ;;
   esac
 }
 
 _ploopvault_subcommands() {
   case "$1" in
-    "") echo "init backup snapshots restore prune forget protect unprotect stats diff check serve-nbd key release ls dump completion" ;;
+    "") echo "init backup snapshots restore prune forget protect unprotect stats diff check serve-nbd key release ls dump copy completion" ;;
     "key") echo "list add remove passwd" ;;
   esac
 }
@@ -63,6 +65,7 @@ _ploopvault_subcommands() {
 _ploopvault_choices() {
   case "$1" in
     "init --log-format") echo "text json" ;;
+    "init --lock-mode") echo "governance compliance" ;;
     "backup --log-format") echo "text json" ;;
     "snapshots --log-format") echo "text json" ;;
     "restore --log-format") echo "text json" ;;
@@ -83,6 +86,7 @@ _ploopvault_choices() {
     "ls --log-format") echo "text json" ;;
     "dump --log-format") echo "text json" ;;
     "dump --archive") echo "tar" ;;
+    "copy --log-format") echo "text json" ;;
   esac
 }
 

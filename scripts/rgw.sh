@@ -9,6 +9,9 @@
 #                                        access=...
 #                                        secret=...
 #                                        region=us-east-1
+#                                        node_user=... node_access=... node_secret=...
+#                                      (a second S3 user with no buckets of its own: the
+#                                      "backup node" that tests restrict by bucket policies)
 #   scripts/rgw.sh stop DIR           stop the daemons by their pid files and wait for them
 #   scripts/rgw.sh purge DIR          stop, then delete DIR
 #   scripts/rgw.sh env DIR            print the connection lines again
@@ -20,7 +23,8 @@
 # space actually written). Progress and errors go to stderr; on failure the tails of the
 # daemon logs are printed and the half-started daemons are stopped.
 #
-# Environment: RGW_ACCESS_KEY / RGW_SECRET_KEY (defaults below), RGW_BLOCK_SIZE (20G),
+# Environment: RGW_ACCESS_KEY / RGW_SECRET_KEY, RGW_NODE_ACCESS_KEY / RGW_NODE_SECRET_KEY
+# (defaults below), RGW_BLOCK_SIZE (20G),
 # RGW_START_TIMEOUT (seconds for the whole start, default 120), RGW_WATCH_PID (start a
 # watcher that purges DIR once that process is gone: the test runner's pid, so a killed
 # run leaves no daemons behind).
@@ -29,6 +33,9 @@ SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE
 
 ACCESS_KEY="${RGW_ACCESS_KEY:-ploopvault-test}"
 SECRET_KEY="${RGW_SECRET_KEY:-ploopvault-test-secret}"
+NODE_USER="ploopvault-node"
+NODE_ACCESS_KEY="${RGW_NODE_ACCESS_KEY:-ploopvault-node}"
+NODE_SECRET_KEY="${RGW_NODE_SECRET_KEY:-ploopvault-node-secret}"
 BLOCK_SIZE="${RGW_BLOCK_SIZE:-20G}"
 START_TIMEOUT="${RGW_START_TIMEOUT:-120}"
 REGION="us-east-1"
@@ -37,7 +44,7 @@ log() { printf 'rgw.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -246,6 +253,9 @@ endpoint=http://127.0.0.1:$port
 access=$ACCESS_KEY
 secret=$SECRET_KEY
 region=$REGION
+node_user=$NODE_USER
+node_access=$NODE_ACCESS_KEY
+node_secret=$NODE_SECRET_KEY
 EOF
 
   local deadline=$(($(date +%s) + START_TIMEOUT))
@@ -278,7 +288,10 @@ EOF
   timeout "$REM" radosgw-admin -c "$conf" user create --uid=ploopvault-test --display-name="ploopvault test" \
     --access-key="$ACCESS_KEY" --secret-key="$SECRET_KEY" >"$dir/log/user-create.out" 2>&1 \
     || die "radosgw-admin user create failed: $(tail -n 3 "$dir/log/user-create.out")"
-  log "S3 user created ($(elapsed) s)"
+  timeout "$REM" radosgw-admin -c "$conf" user create --uid="$NODE_USER" --display-name="ploopvault node (restricted by bucket policies)" \
+    --access-key="$NODE_ACCESS_KEY" --secret-key="$NODE_SECRET_KEY" >"$dir/log/node-user-create.out" 2>&1 \
+    || die "radosgw-admin user create (node) failed: $(tail -n 3 "$dir/log/node-user-create.out")"
+  log "S3 users created ($(elapsed) s)"
 
   # wait until the gateway answers HTTP
   local pid

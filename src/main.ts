@@ -12,6 +12,7 @@ import { backupCommand } from "./commands/backup.js";
 import { checkCommand } from "./commands/check.js";
 import { completionCommand } from "./commands/completion.js";
 import { diffCommand } from "./commands/diff.js";
+import { copyCommand } from "./commands/copy.js";
 import { dumpCommand } from "./commands/dump.js";
 import { forgetCommand } from "./commands/forget.js";
 import { protectCommand, unprotectCommand } from "./commands/protect.js";
@@ -74,7 +75,7 @@ function buildProgram(): Command {
     if (process.env.PLOOPVAULT_ZSTD) activeZstdBinding();
     return beforeCommand(program, actionCommand);
   });
-  for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), pruneCommand(), forgetCommand(), protectCommand(), unprotectCommand(), statsCommand(), diffCommand(), checkCommand(), serveNbdCommand(), keyCommand(), releaseCommand(), lsCommand(), dumpCommand(), completionCommand()]) {
+  for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), pruneCommand(), forgetCommand(), protectCommand(), unprotectCommand(), statsCommand(), diffCommand(), checkCommand(), serveNbdCommand(), keyCommand(), releaseCommand(), lsCommand(), dumpCommand(), copyCommand(), completionCommand()]) {
     program.addCommand(cmd.exitOverride());
   }
   return program;

@@ -50,8 +50,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
     } else {
       server = await startTestS3();
       if (verbose) process.stderr.write(`test S3 server (Ceph RGW) at ${server.endpoint} started in ${((Date.now() - started) / 1000).toFixed(1)} s (${server.dir})\n`);
-      const { endpoint, accessKeyId, secretAccessKey, region } = server;
-      project.provide("s3", { endpoint, accessKeyId, secretAccessKey, region });
+      const { endpoint, accessKeyId, secretAccessKey, region, node } = server;
+      project.provide("s3", { endpoint, accessKeyId, secretAccessKey, region, ...(node === undefined ? {} : { node }) });
     }
     const corpus = await corpusPromise;
     if (verbose) process.stderr.write(`corpus ready in ${((Date.now() - started) / 1000).toFixed(1)} s (${corpus.dir})\n`);

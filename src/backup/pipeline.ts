@@ -15,6 +15,7 @@ import type { BackupAnnotations, BackupStats, Manifest, ManifestEntry } from "..
 import type { LogicalDisk } from "../ploop/disk.js";
 import { chunkKey, DESCRIPTOR_NAME, newBackupId, validateName } from "../repository/layout.js";
 import type { ManifestCache } from "../repository/known-chunks.js";
+import { ChunkRetentionKeeper } from "../repository/object-lock.js";
 import type { Repository } from "../repository/repository.js";
 import { TaskLimiter } from "../util/limiter.js";
 import { planBackup, withUnknownChunksRewritten, type PreviousBackup } from "./plan.js";
@@ -89,7 +90,9 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
   const ct = validateName("container id", source.ct);
   const id = newBackupId(options.time);
   const params = repo.config.chunker;
-  const known = await cache.knownChunks();
+  const { known, lockTimes } = await cache.knownChunksWithLockTimes();
+  // object lock: chunks this backup reuses must be retained as long as its own (docs/object-lock.md)
+  const keeper = repo.objectLock === null ? null : new ChunkRetentionKeeper(repo.objectLock, lockTimes);
   // Shared by the containers of one run, so parallel backups do not upload the same new chunk twice.
   const storedThisRun = options.storedThisRun ?? new Map<string, Promise<void>>();
   const uploadsWaitedFor: Promise<void>[] = [];
@@ -146,7 +149,10 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
         object = await processor.encode(copy, knownId);
       }
       entry.id = id;
-      if (object === null) return;
+      if (object === null) {
+        await keeper?.reference(id);
+        return;
+      }
       const idHex = id.toString("hex");
       const earlier = storedThisRun.get(idHex);
       if (earlier !== undefined) {
@@ -234,6 +240,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
       }
       if (segment.kind === "reuse") {
         entries.push({ ...segment.entry });
+        await keeper?.reference(segment.entry.id);
         stats.chunks++;
         stats.reusedChunks = (stats.reusedChunks ?? 0) + 1;
         stats.dataBytes += segment.entry.length;
@@ -244,6 +251,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
     await processing.drain();
     await uploads.drain();
     await Promise.all(uploadsWaitedFor);
+    await keeper?.drain();
   } finally {
     await processor.close();
   }
@@ -292,7 +300,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
  * have landed after the registration lapsed does not count: the manifest is withdrawn
  * (and, if that fails too, distrusted on this host) and the backup fails.
  */
-async function publishManifest(repo: Repository, cache: ManifestCache, manifest: Manifest, publish: PublishGuard | undefined): Promise<Buffer> {
+export async function publishManifest(repo: Repository, cache: ManifestCache, manifest: Manifest, publish: PublishGuard | undefined): Promise<Buffer> {
   if (publish === undefined) return repo.putManifest(manifest);
   const ref = { ct: manifest.metadata.ct, id: manifest.metadata.id };
   try {

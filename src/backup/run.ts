@@ -327,15 +327,32 @@ async function withRegistration(
   body: (repo: Repository, registration: BackupRegistration, signal: AbortSignal) => Promise<ContainerResult[]>,
 ): Promise<ContainerResult[]> {
   const repo = await request.openRepository();
-  let registration: BackupRegistration | null = null;
   try {
-    registration = await BackupRegistration.start(repo, request.host, { log: request.log, warn: request.warn });
-    return await body(repo, registration, AbortSignal.any([request.signal, registration.signal]));
+    return await withBackupRegistration(repo, request, (registration, signal) => body(repo, registration, signal));
   } finally {
-    if (registration !== null && !(await registration.stop())) {
-      request.warn(`backup registration ${registration.key} lapsed during the run: every backup published before it was checked when its manifest landed; the others failed`);
-    }
     await repo.close();
+  }
+}
+
+/**
+ * Run `body` registered with the repository like a backup (prune protocol,
+ * docs/prune.md): the registration is written before `body` reads anything the
+ * repository holds, and `signal` also fires when it lapses. Object lock: the config and
+ * keys are kept retained for this run first. Used by backup and copy.
+ */
+export async function withBackupRegistration<T>(
+  repo: Repository,
+  options: { host: string; signal: AbortSignal; log: (line: string) => void; warn: (line: string) => void },
+  body: (registration: BackupRegistration, signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  const registration = await BackupRegistration.start(repo, options.host, { log: options.log, warn: options.warn });
+  try {
+    await repo.keepRepositoryRetained();
+    return await body(registration, AbortSignal.any([options.signal, registration.signal]));
+  } finally {
+    if (!(await registration.stop())) {
+      options.warn(`backup registration ${registration.key} lapsed during the run: every backup published before it was checked when its manifest landed; the others failed`);
+    }
   }
 }
 

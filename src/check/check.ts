@@ -30,6 +30,7 @@ import { BACKUPS_PREFIX, CHUNKS_PREFIX, DESCRIPTOR_NAME, backupPrefix, chunkKey,
 import { loadMissingChunks, recordMissingChunks } from "../repository/missing-chunks.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
 import { TaskLimiter } from "../util/limiter.js";
+import { scanObjectLock, type ObjectLockScan } from "./object-lock-scan.js";
 
 export interface DamagedBackup {
   ct: string;
@@ -58,6 +59,8 @@ export interface CheckReport {
   damaged: DamagedBackup[];
   locks: LockReport[];
   expiredLocks: number;
+  /** Object-lock repositories: what was hidden or put on top (and, with repair, removed); null otherwise. */
+  objectLock: ObjectLockScan | null;
 }
 
 /** Which referenced chunks --read-data reads: all, slice N of M, or a random fraction. */
@@ -106,6 +109,8 @@ export interface CheckOptions {
   warn?: (line: string) => void;
   concurrency: number;
   onProgress?: (done: number, total: number) => void;
+  /** Object lock: remove delete markers and junk versions someone put in the bucket (src/check/object-lock-scan.ts). */
+  repair?: boolean;
 }
 
 const HEX_ID = /^[0-9a-f]{64}$/;
@@ -113,6 +118,8 @@ const MAX_PROBLEMS = 20;
 
 export async function checkRepository(repo: Repository, options: CheckOptions): Promise<CheckReport> {
   const store = repo.store;
+  // first, so that the check below sees the repaired state
+  const objectLock = repo.objectLock === null ? null : await scanObjectLock(repo, { readData: options.readData, repair: options.repair === true });
   const stored = new ChunkIdHashSet(1 << 16);
   const scratch = Buffer.alloc(32); // no allocation per listed chunk
   for await (const info of store.list(CHUNKS_PREFIX)) {
@@ -245,7 +252,10 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
       recorded = ids.length;
       // what earlier checks and reads recorded is either still missing (recorded again
       // just now) or was uploaded again by a backup; a partial check did not look at all
-      if (earlierRecords.keys.length > 0 && !partial) await store.delete(earlierRecords.keys);
+      // (object lock: records still retained stay until their date; they only cost re-uploads)
+      if (earlierRecords.keys.length > 0 && !partial) await store.delete(earlierRecords.keys).catch((error: unknown) => {
+        if (!(error instanceof StoreError && error.kind === "retained")) throw error;
+      });
     } catch (error) {
       options.warn?.(`cannot record the missing chunks for repair in ${store.location}: ${errorLine(error)} (backups will not heal them until a check can)`);
     }
@@ -264,6 +274,7 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
     damaged: [...damaged.values()],
     locks,
     expiredLocks: locks.filter((l) => l.expired).length,
+    objectLock,
   };
 }
 
@@ -293,9 +304,10 @@ async function forEachManifest(
 }
 
 async function lockReport(repo: Repository): Promise<LockReport[]> {
-  const entries = await listLocks(repo.store);
+  const locks = repo.store.controlChannel?.() ?? repo.store;
+  const entries = await listLocks(locks);
   if (entries.length === 0) return [];
-  const judged = await judgeLocks(repo.store, entries, new Date(), lockTiming());
+  const judged = await judgeLocks(locks, entries, new Date(), lockTiming());
   return judged.map((j) => ({
     key: j.key,
     kind: j.kind,

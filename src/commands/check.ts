@@ -1,5 +1,6 @@
 import { Command, Option } from "commander";
 import { checkRepository, parseDataSubset, type DataSubset } from "../check/check.js";
+import type { ObjectLockScan } from "../check/object-lock-scan.js";
 import { PloopvaultError, UsageError } from "../errors.js";
 import { checkBackupFilesystems } from "../files/check-fs.js";
 import { recordFsCheck } from "../ops/session.js";
@@ -13,6 +14,7 @@ interface CheckOptions extends GlobalOptions {
   readDataSubset?: DataSubset;
   ct?: string;
   host?: string;
+  repair?: boolean;
   concurrency: number;
   fs?: boolean;
   metricsFile?: string;
@@ -28,6 +30,7 @@ export function checkCommand(): Command {
     .addOption(new Option("--read-data-subset <N/M|P%>", "like --read-data, for slice N of M of the chunks (by id) or a random P percent").argParser((v: string) => parseDataSubset(v)))
     .option("--ct <id>", "only backups of this container (also with --fs)")
     .option("--host <name>", "only backups made on this host (also with --fs)")
+    .option("--repair", "object-lock repository: remove delete markers and junk versions someone put in the bucket (needs credentials that may delete object versions)")
     .addOption(new Option("--concurrency <n>", "chunks read in parallel").default(8).argParser(parsePositiveInt("--concurrency")))
     .addHelpText(
       "after",
@@ -46,7 +49,9 @@ Examples:
   ploopvault check --repo s3://backups/all --ct 101 --host node1 --read-data-subset 5%
 
 Exit code 1 when a backup is damaged (each one is listed on stderr and under "damaged"
-with --json). Missing and corrupt chunks are recorded in the repository (missing/) so
+with --json), or when objects of an object-lock repository were hidden or overwritten
+(listed on stderr; --repair removes the intruder's delete markers and versions). Missing
+and corrupt chunks are recorded in the repository (missing/) so
 that the next backups upload them again from the containers' disks. Unreferenced chunks
 are normal after an interrupted backup; prune removes them.
 `,
@@ -58,6 +63,7 @@ are normal after an interrupted backup; prune removes them.
         throw new UsageError(`--fs and ${options.readData === true ? "--read-data" : "--read-data-subset"} are separate checks: run them one after the other`);
       }
       if (backups.length > 0 && options.ct !== undefined) throw new UsageError("give backups to check or --ct, not both (a backup names its container)");
+      if (options.fs === true && options.repair === true) throw new UsageError("--repair belongs to the repository check, not --fs: run them one after the other");
       if (options.fs === true) return checkFilesystems(backups, options, out);
       const repo = await openRepository(options);
       try {
@@ -70,6 +76,7 @@ are normal after an interrupted backup; prune removes them.
           ...(options.host === undefined ? {} : { host: options.host }),
           concurrency: options.concurrency,
           recordForRepair: true,
+          repair: options.repair === true,
           warn: (line) => out.warn(line),
           ...(progress === null ? {} : { onProgress: (done: number, total: number) => progress.update("check", "check", { done, total }, "chunks") }),
         });
@@ -83,9 +90,24 @@ are normal after an interrupted backup; prune removes them.
         if (report.chunksRecordedForRepair > 0) {
           out.warn(`${report.chunksRecordedForRepair} missing or corrupt chunk(s) recorded under missing/: the next backup of a disk that still holds their data uploads them again, which repairs every backup using them (docs/operations.md, "Repairing a repository")`);
         }
+        const intrusion = report.objectLock === null ? null : describeIntrusion(report.objectLock);
+        if (intrusion !== null) {
+          const s = report.objectLock!;
+          for (const key of s.hidden.slice(0, 20)) out.warn(`hidden by a delete marker: ${key} (the data under it is intact and still read)`);
+          for (const key of s.overwritten.slice(0, 20)) out.warn(`overwritten: ${key} has newer versions of other content (its first version is what is read)`);
+          if (s.chunksNotVerified > 0) out.info(`${s.chunksNotVerified} chunks have versions of different content: check --read-data (or --repair) tells junk from re-uploads`);
+          if (s.repaired !== null) {
+            out.info(`repair: removed ${s.repaired.markersRemoved} delete markers and ${s.repaired.versionsRemoved} extra versions${s.repaired.retained > 0 ? `; ${s.repaired.retained} junk versions are under retention and stay until it ends` : ""}`);
+          }
+        }
         if (report.damaged.length > 0) {
           const names = report.damaged.map((d) => `${d.ct}/${d.id}`);
           throw new PloopvaultError(`check failed: ${names.length} damaged backup${names.length === 1 ? "" : "s"}: ${names.slice(0, 10).join(", ")}${names.length > 10 ? ", ..." : ""}`);
+        }
+        if (intrusion !== null && (report.objectLock!.repaired === null || report.objectLock!.repaired.retained > 0)) {
+          throw new PloopvaultError(
+            `check: ${intrusion} in ${repo.location}; every backup still reads what was written, but someone with write access changed the bucket: ${report.objectLock!.repaired === null ? "run check --repair with credentials that may delete object versions" : "the rest goes once its retention ends"}`,
+          );
         }
       } finally {
         await repo.close();
@@ -123,4 +145,13 @@ async function checkFilesystems(backups: string[], options: CheckOptions, out: O
   } finally {
     await repo.close();
   }
+}
+
+/** "3 objects hidden by delete markers, 1 overwritten", or null when nothing was done to the bucket. */
+function describeIntrusion(s: ObjectLockScan): string | null {
+  const parts: string[] = [];
+  if (s.hidden.length > 0) parts.push(`${s.hidden.length} object${s.hidden.length === 1 ? "" : "s"} hidden by delete markers`);
+  if (s.overwritten.length > 0) parts.push(`${s.overwritten.length} overwritten`);
+  if (s.junkChunkVersions > 0) parts.push(`${s.junkChunkVersions} junk chunk version${s.junkChunkVersions === 1 ? "" : "s"}`);
+  return parts.length === 0 ? null : parts.join(", ");
 }

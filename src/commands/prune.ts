@@ -93,8 +93,10 @@ export function pruneCommand(): Command {
       const repo = await openRepository(options);
       let report: PruneReport;
       try {
-        // prune's lock takeovers and the safety of deletion rest on conditional writes
-        if (options.dryRun !== true) await requireConditionalWrites(repo.store, repo.config.id, { ...conditionalWritesProbe(options, repo.store, out), purpose: "prune" });
+        // prune's lock takeovers and the safety of deletion rest on conditional writes of
+        // lock objects: probed where those go (an object-lock repository's lock bucket)
+        const locks = repo.store.controlChannel?.() ?? repo.store;
+        if (options.dryRun !== true) await requireConditionalWrites(locks, repo.config.id, { ...conditionalWritesProbe(options, repo.store, out), purpose: "prune" });
         report = await runPrune(repo, {
           policy,
           ...(options.ct === undefined ? {} : { ct: options.ct }),
@@ -149,4 +151,12 @@ function printReport(out: Output, r: PruneReport, verbose: boolean): void {
     line(`forgot ${r.forgotten} backup${r.forgotten === 1 ? "" : "s"}, deleted ${chunks} and ${r.filesDeleted} other files, freed ${formatBytes(r.bytesFreed)} in ${formatDuration(r.seconds * 1000)}`);
   }
   if (r.chunksSparedByGrace > 0) line(`${r.chunksSparedByGrace} unreferenced chunk${r.chunksSparedByGrace === 1 ? " is" : "s are"} younger than --grace and stay for now`);
+  if (r.backupsRetained.length > 0) {
+    line(`${r.backupsRetained.length} backup${r.backupsRetained.length === 1 ? "" : "s"} the policy would forget ${r.backupsRetained.length === 1 ? "is" : "are"} kept: still under S3 Object Lock retention (a prune after it ends forgets ${r.backupsRetained.length === 1 ? "it" : "them"})`);
+  }
+  if (r.chunksRetained > 0 || r.filesRetained > 0) {
+    line(
+      `not deleted yet, still under S3 Object Lock retention: ${r.chunksRetained} unreferenced chunk${r.chunksRetained === 1 ? "" : "s"} (${formatBytes(r.chunkBytesRetained)})${r.filesRetained > 0 ? ` and ${r.filesRetained} other files` : ""}; a prune after the retention ends deletes them`,
+    );
+  }
 }

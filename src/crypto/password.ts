@@ -78,23 +78,35 @@ export function canPrompt(): boolean {
   return process.stdin.isTTY === true;
 }
 
+/** Where a password comes from: the option and environment variables (the defaults, or copy's source's). */
+export interface PasswordSources {
+  option: string;
+  env: string;
+  fileEnv: string;
+}
+
+export const DEFAULT_PASSWORD_SOURCES: PasswordSources = { option: "--password-file", env: PASSWORD_ENV, fileEnv: PASSWORD_FILE_ENV };
+
 /** The password of an existing repository. `origin` says where the password file option came from. */
 export function passwordProvider(
   options: { passwordFile?: string | undefined; passwordCommand?: string | undefined; passwordOrigin?: string | undefined },
   env: NodeJS.ProcessEnv = process.env,
+  sources: PasswordSources = DEFAULT_PASSWORD_SOURCES,
 ): PasswordProvider {
-  const file = options.passwordFile ?? (env[PASSWORD_FILE_ENV] || undefined);
-  const command = options.passwordCommand ?? (env[PASSWORD_COMMAND_ENV] || undefined);
-  const fromEnv = env[PASSWORD_ENV];
+  const own = sources === DEFAULT_PASSWORD_SOURCES;
+  const file = options.passwordFile ?? (env[sources.fileEnv] || undefined);
+  const command = options.passwordCommand ?? (own ? env[PASSWORD_COMMAND_ENV] || undefined : undefined);
+  const fromEnv = env[sources.env];
+  const how = own ? HOW : `set ${sources.env}, use ${sources.option} FILE, or run on a terminal`;
   if (file !== undefined && command !== undefined) throw new UsageError("give either --password-file or --password-command, not both");
-  if (file !== undefined) return { given: true, source: options.passwordOrigin ?? `--password-file ${file}`, get: () => readPasswordFile(file, "--password-file") };
+  if (file !== undefined) return { given: true, source: options.passwordOrigin ?? `${sources.option} ${file}`, get: () => readPasswordFile(file, sources.option) };
   if (command !== undefined) return { given: true, source: options.passwordOrigin ?? "--password-command", get: () => runPasswordCommand(command, "--password-command") };
-  if (fromEnv !== undefined && fromEnv !== "") return { given: true, source: PASSWORD_ENV, get: async () => fromEnv };
+  if (fromEnv !== undefined && fromEnv !== "") return { given: true, source: sources.env, get: async () => fromEnv };
   return {
     given: false,
     source: "prompt",
     async get(what) {
-      if (!canPrompt()) throw new UsageError(`${what}: no password given (${HOW})`);
+      if (!canPrompt()) throw new UsageError(`${what}: no password given (${how})`);
       return promptHidden(`${what}. Password: `);
     },
   };

@@ -132,6 +132,12 @@ export interface ManifestMetadata {
   tags?: string[];
   /** A free-text note given at backup time (`backup --note`); absent in older manifests. */
   note?: string;
+  /**
+   * Object-lock repositories (docs/object-lock.md): the basis (start) of the run that wrote
+   * this manifest; every chunk it references was retained per the repository's schedule
+   * from this time before the manifest was written.
+   */
+  objectLock?: { at: string };
 }
 
 /** What `backup --tag/--note` record (optional metadata fields; older readers ignore them). */
@@ -364,6 +370,8 @@ function validateMetadata(value: unknown, name: string): asserts value is Manife
   if (m.tags !== undefined && !Array.isArray(m.tags)) fail("tags");
   const annotations = annotationProblem({ ...(m.tags === undefined ? {} : { tags: m.tags as string[] }), ...(m.note === undefined ? {} : { note: m.note as string }) });
   if (annotations !== null) fail(annotations);
+  const lock = m.objectLock;
+  if (lock !== undefined && (!isObject(lock) || typeof lock.at !== "string" || Number.isNaN(Date.parse(lock.at)))) fail("objectLock");
   const inc = m.incremental;
   if (inc !== undefined && inc !== null && (!isObject(inc) || typeof inc.baseBackup !== "string" || typeof inc.baseSnapshotGuid !== "string")) fail("incremental");
   const free = m.freeSpace;

@@ -18,7 +18,7 @@
  * "20M/s", "1.5M" and a plain number of bytes also work).
  */
 import { UsageError } from "../errors.js";
-import type { ObjectInfo, ObjectStore, PutOptions } from "../uploader/store.js";
+import type { BucketState, ObjectInfo, ObjectStore, ObjectVersion, PutOptions, Retention, VersionRead } from "../uploader/store.js";
 
 export interface TokenBucketOptions {
   /** Bytes per second. */
@@ -80,10 +80,32 @@ export interface RateLimits {
 }
 
 export class RateLimitedStore implements ObjectStore {
+  // the versioned-bucket operations exist exactly when the inner store has them
+  readonly listVersions?: (prefix: string) => AsyncIterable<ObjectVersion>;
+  readonly getVersion?: (key: string, versionId?: string) => Promise<VersionRead>;
+  readonly extendRetention?: (key: string, retention: Retention, versionId?: string) => Promise<void>;
+  readonly deleteVersions?: (versions: readonly { key: string; versionId: string }[]) => Promise<{ retained: { key: string; versionId: string }[] }>;
+  readonly bucketState?: () => Promise<BucketState>;
+  readonly sibling?: (bucket: string) => ObjectStore;
+
   constructor(
     private readonly inner: ObjectStore,
     private readonly limits: RateLimits,
-  ) {}
+  ) {
+    const i = inner;
+    if (i.listVersions) this.listVersions = (prefix) => i.listVersions!(prefix);
+    if (i.getVersion) {
+      this.getVersion = async (key, versionId) => {
+        const read = await i.getVersion!(key, versionId);
+        await this.limits.download?.take(read.body.length);
+        return read;
+      };
+    }
+    if (i.extendRetention) this.extendRetention = (key, retention, versionId) => i.extendRetention!(key, retention, versionId);
+    if (i.deleteVersions) this.deleteVersions = (versions) => i.deleteVersions!(versions);
+    if (i.bucketState) this.bucketState = () => i.bucketState!();
+    if (i.sibling) this.sibling = (bucket) => i.sibling!(bucket);
+  }
 
   get location(): string {
     return this.inner.location;
@@ -124,8 +146,8 @@ export class RateLimitedStore implements ObjectStore {
     return this.inner.delete(keys);
   }
 
-  async ensureContainer(): Promise<void> {
-    await this.inner.ensureContainer?.();
+  async ensureContainer(options?: { objectLock?: boolean }): Promise<void> {
+    await this.inner.ensureContainer?.(options);
   }
 
   async removeStaleTemporaries(before: Date, options?: { dryRun?: boolean }): Promise<{ count: number; bytes: number }> {

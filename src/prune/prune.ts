@@ -16,6 +16,12 @@
  *   5. delete candidates in batches while the marker is provably live; remove the marker.
  * Memory: proportional to the number of chunks (~55 bytes each), not to the data nor to
  * the number of references (manifests are read one at a time, ids marked in place).
+ *
+ * Object-lock repositories (docs/object-lock.md): listings show hidden objects too (the
+ * repository's ObjectLockView), deletions remove object versions for good, and what is
+ * still retained stays: a backup whose manifest is retained is kept (reason "retained"),
+ * chunks and files under retention are counted as retained, never an error. The sweep
+ * deletes every version of a candidate chunk, streaming the version listing of chunks/.
  */
 import { PloopvaultError } from "../errors.js";
 import { chunkIds, decodeManifest } from "../manifest/format.js";
@@ -23,7 +29,7 @@ import { ChunkIdHashSet } from "../repository/chunk-id-set.js";
 import type { ManifestCache } from "../repository/known-chunks.js";
 import { BACKUPS_PREFIX, CHUNKS_PREFIX, MANIFEST_NAME, chunkKey, parseManifestKey } from "../repository/layout.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
-import type { ObjectInfo, ObjectStore } from "../uploader/store.js";
+import { StoreError, type ObjectInfo, type ObjectStore } from "../uploader/store.js";
 import { TaskLimiter } from "../util/limiter.js";
 import { formatDuration } from "./duration.js";
 import { Lease } from "./lease.js";
@@ -83,6 +89,13 @@ export interface PruneReport {
   chunkBytesDeleted: number;
   /** Unreferenced, but younger than --grace. */
   chunksSparedByGrace: number;
+  /** Object lock: unreferenced chunks (and their bytes) still under retention, left for a later prune. */
+  chunksRetained: number;
+  chunkBytesRetained: number;
+  /** Object lock: side files (of forgotten or never finished backups) still under retention. */
+  filesRetained: number;
+  /** Object lock: backups the policy would forget whose manifest is still under retention (kept). */
+  backupsRetained: { ct: string; id: string; time: string }[];
   /** Manifests, side files of forgotten backups and orphaned side files. */
   filesDeleted: number;
   fileBytesDeleted: number;
@@ -192,6 +205,10 @@ export async function runPrune(repo: Repository, options: PruneOptions): Promise
     chunksDeleted: 0,
     chunkBytesDeleted: 0,
     chunksSparedByGrace: 0,
+    chunksRetained: 0,
+    chunkBytesRetained: 0,
+    filesRetained: 0,
+    backupsRetained: [],
     filesDeleted: 0,
     fileBytesDeleted: 0,
     bytesFreed: 0,
@@ -354,6 +371,7 @@ async function forget(repo: Repository, listed: Map<string, BackupObjects>, opti
     for (const f of plan.forget) forgotten.add(`${BACKUPS_PREFIX}${f.ct}/${f.id}/`);
   }
   const targets = [...forgotten].map((prefix) => listed.get(prefix)!);
+  if (repo.objectLock !== null && !options.dryRun) return forgetLocked(repo, targets, forgotten, report, options, pruneLock);
   for (const b of targets) {
     countFile(report, b.manifest!);
     for (const f of b.files) countFile(report, f);
@@ -405,6 +423,64 @@ function unforget(report: PruneReport, b: BackupObjects): void {
     report.filesDeleted -= 1 + b.files.length;
     report.fileBytesDeleted -= b.manifest!.size + b.files.reduce((sum, x) => sum + x.size, 0);
   }
+}
+
+/** True for the "retained" refusal of an object-lock repository's deletions. */
+function isRetained(error: unknown): boolean {
+  return error instanceof StoreError && error.kind === "retained";
+}
+
+/**
+ * Phase 1 in an object-lock repository: each backup's manifest goes for good (every
+ * version) or, while retained, the backup stays and is reported as kept ("retained").
+ */
+async function forgetLocked(repo: Repository, targets: BackupObjects[], forgotten: Set<string>, report: PruneReport, options: PruneOptions, pruneLock: Lease | null): Promise<Set<string>> {
+  let done = 0;
+  for (const b of targets) {
+    pruneLock?.assertValid("forget backups");
+    // a protection written since the listing (protect while we planned) still counts
+    if (await isProtected(repo.store, b)) {
+      options.warn(`backup ${b.ct}/${b.id} was protected while prune planned: kept`);
+      forgotten.delete(`${BACKUPS_PREFIX}${b.ct}/${b.id}/`);
+      const group = report.groups.find((g) => g.ct === b.ct && g.forgotten.some((f) => f.id === b.id))!;
+      const entry = group.forgotten.find((f) => f.id === b.id)!;
+      group.forgotten = group.forgotten.filter((f) => f !== entry);
+      group.kept.push({ id: entry.id, time: entry.time, reasons: ["protected"] });
+      report.forgotten--;
+      report.kept++;
+      continue;
+    }
+    try {
+      await repo.store.delete([b.manifest!.key]);
+    } catch (error) {
+      if (!isRetained(error)) throw error;
+      forgotten.delete(`${BACKUPS_PREFIX}${b.ct}/${b.id}/`);
+      const group = report.groups.find((g) => g.ct === b.ct && g.forgotten.some((f) => f.id === b.id))!;
+      const entry = group.forgotten.find((f) => f.id === b.id)!;
+      group.forgotten = group.forgotten.filter((f) => f !== entry);
+      group.kept.push({ id: entry.id, time: entry.time, reasons: ["retained (object lock)"] });
+      report.forgotten--;
+      report.kept++;
+      report.backupsRetained.push({ ct: b.ct, id: b.id, time: entry.time });
+      continue;
+    }
+    countFile(report, b.manifest!);
+    done++;
+    for (const f of b.files) {
+      try {
+        await repo.store.delete([f.key]);
+        countFile(report, f);
+      } catch (error) {
+        if (!isRetained(error)) throw error;
+        report.filesRetained++;
+      }
+    }
+  }
+  if (done > 0) options.log(`forgot ${done} backup${done === 1 ? "" : "s"}`);
+  if (report.backupsRetained.length > 0) {
+    options.log(`kept ${report.backupsRetained.length} backup${report.backupsRetained.length === 1 ? "" : "s"} the policy would forget: still under S3 Object Lock retention`);
+  }
+  return forgotten;
 }
 
 /** Phase 2 (and 4): mark the stored chunks the given manifests reference. */
@@ -518,21 +594,84 @@ async function sweep(
       batch = [];
       batchBytes = 0;
     };
-    for (let i = 0; i < stored.count; i++) {
-      if (stored.referenced(i) || stored.young(i)) continue;
-      batch.push(chunkKey(stored.ids.id(i).toString("hex")));
-      batchBytes += stored.size(i);
-      if (batch.length >= batchSize) await flush();
+    if (repo.objectLock !== null) {
+      await sweepLockedVersions(repo, stored, report, marker, batchSize, checkAbort);
+    } else {
+      for (let i = 0; i < stored.count; i++) {
+        if (stored.referenced(i) || stored.young(i)) continue;
+        batch.push(chunkKey(stored.ids.id(i).toString("hex")));
+        batchBytes += stored.size(i);
+        if (batch.length >= batchSize) await flush();
+      }
+      await flush();
     }
-    await flush();
     const orphans = orphanedFiles(listed, now, options.graceMs);
-    for (let i = 0; i < orphans.length; i += batchSize) {
-      const slice = orphans.slice(i, i + batchSize);
-      await marker.guard("deleting orphaned side files", () => store.delete(slice.map((f) => f.key)));
-      for (const f of slice) countFile(report, f);
+    if (repo.objectLock !== null) {
+      for (const f of orphans) {
+        try {
+          await marker.guard("deleting orphaned side files", () => store.delete([f.key]));
+          countFile(report, f);
+        } catch (error) {
+          if (!isRetained(error)) throw error;
+          report.filesRetained++;
+        }
+      }
+    } else {
+      for (let i = 0; i < orphans.length; i += batchSize) {
+        const slice = orphans.slice(i, i + batchSize);
+        await marker.guard("deleting orphaned side files", () => store.delete(slice.map((f) => f.key)));
+        for (const f of slice) countFile(report, f);
+      }
     }
-    options.log(`deleted ${report.chunksDeleted} unreferenced chunk${report.chunksDeleted === 1 ? "" : "s"}${report.chunksSparedByGrace > 0 ? `, ${report.chunksSparedByGrace} younger than --grace kept` : ""}`);
+    options.log(
+      `deleted ${report.chunksDeleted} unreferenced chunk${report.chunksDeleted === 1 ? "" : "s"}${report.chunksSparedByGrace > 0 ? `, ${report.chunksSparedByGrace} younger than --grace kept` : ""}${report.chunksRetained > 0 ? `, ${report.chunksRetained} still under S3 Object Lock retention kept` : ""}`,
+    );
   } finally {
     await marker?.release().catch((error: unknown) => options.warn(`cannot remove sweep marker: ${error instanceof Error ? error.message : String(error)} (it expires by itself)`));
+  }
+}
+
+/**
+ * Phase 5 in an object-lock repository: every version (and delete marker) of each
+ * candidate chunk, found by streaming the version listing of chunks/, is deleted for good
+ * in batches while the marker is live; a chunk any of whose versions is still retained
+ * counts as retained (the next prune after its retention deletes it).
+ */
+async function sweepLockedVersions(repo: Repository, stored: StoredChunks, report: PruneReport, marker: Lease, batchSize: number, checkAbort: () => void): Promise<void> {
+  const view = repo.objectLock!;
+  const seen = new Uint8Array(stored.count); // 1: a candidate whose versions were sent, 2: one of them retained
+  const scratch = Buffer.alloc(32);
+  let batch: { key: string; versionId: string; index: number }[] = [];
+  const flush = async (): Promise<void> => {
+    if (batch.length === 0) return;
+    checkAbort();
+    const sent = batch;
+    batch = [];
+    const { retained } = await marker.guard("deleting chunks (run `ploopvault check` to see whether a backup lost chunks)", () => view.deleteVersions(sent));
+    const byKey = new Map(sent.map((v) => [v.key, v.index]));
+    for (const r of retained) {
+      const index = byKey.get(r.key);
+      if (index !== undefined) seen[index] = 2;
+    }
+  };
+  for await (const v of view.listVersions(CHUNKS_PREFIX)) {
+    const name = v.key.slice(v.key.lastIndexOf("/") + 1);
+    if (!HEX_ID.test(name) || v.key !== chunkKey(name)) continue;
+    scratch.write(name, "hex");
+    const index = stored.ids.indexOf(scratch);
+    if (index < 0 || stored.referenced(index) || stored.young(index)) continue;
+    if (seen[index] === 0) seen[index] = 1;
+    batch.push({ key: v.key, versionId: v.versionId, index });
+    if (batch.length >= batchSize) await flush();
+  }
+  await flush();
+  for (let i = 0; i < seen.length; i++) {
+    if (seen[i] === 1) {
+      report.chunksDeleted++;
+      report.chunkBytesDeleted += stored.size(i);
+    } else if (seen[i] === 2) {
+      report.chunksRetained++;
+      report.chunkBytesRetained += stored.size(i);
+    }
   }
 }

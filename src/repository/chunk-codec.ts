@@ -114,7 +114,7 @@ export class ChunkCodec {
   /** Authenticate, decompress (bounded by `maxBytes`) and verify a stored chunk. */
   decode(object: Uint8Array, expectedIdHex: string, maxBytes: number): Buffer {
     if (this.dataKey === null) return decodeChunk(object, expectedIdHex, maxBytes);
-    const plain = this.unseal(object, expectedIdHex, maxBytes);
+    const { plain } = this.unseal(object, expectedIdHex, maxBytes);
     if (this.id(plain).toString("hex") !== expectedIdHex) {
       throw new IntegrityError(`chunk ${expectedIdHex}: content does not match its id`);
     }
@@ -127,17 +127,28 @@ export class ChunkCodec {
    * the next chunk meanwhile.
    */
   async decodeAsync(object: Uint8Array, expectedIdHex: string, maxBytes: number): Promise<Buffer> {
-    const plain = this.unseal(object, expectedIdHex, maxBytes);
-    const actual = (await this.idAsync(plain)).toString("hex");
+    return (await this.decodeWithInner(object, expectedIdHex, maxBytes)).plain;
+  }
+
+  /**
+   * decodeAsync(), also returning the inner 0x01 object (the zstd frame, before
+   * encryption): another repository stores the same chunk from it without compressing
+   * again (encodeFromInner), which is how `copy` moves chunks between repositories.
+   */
+  async decodeWithInner(object: Uint8Array, expectedIdHex: string, maxBytes: number): Promise<{ plain: Buffer; inner: Buffer }> {
+    const opened = this.unseal(object, expectedIdHex, maxBytes);
+    const actual = (await this.idAsync(opened.plain)).toString("hex");
     if (actual !== expectedIdHex) {
       throw new IntegrityError(`chunk ${expectedIdHex}: content does not match its id (corrupted object, hash ${actual.slice(0, 16)}...)`);
     }
-    return plain;
+    return opened;
   }
 
   /** Open (authenticate, if encrypted) a chunk object and decompress it, without the id check. */
-  private unseal(object: Uint8Array, expectedIdHex: string, maxBytes: number): Buffer {
-    if (this.dataKey === null) return decompressChunk(object, expectedIdHex, maxBytes);
+  private unseal(object: Uint8Array, expectedIdHex: string, maxBytes: number): { plain: Buffer; inner: Buffer } {
+    if (this.dataKey === null) {
+      return { plain: decompressChunk(object, expectedIdHex, maxBytes), inner: Buffer.from(object.buffer, object.byteOffset, object.byteLength) };
+    }
     if (object.length < 1 || object[0] !== CHUNK_FORMAT_ENCRYPTED) {
       throw new IntegrityError(`chunk ${expectedIdHex}: not an encrypted chunk (format ${object.length < 1 ? "(empty object)" : `0x${object[0]!.toString(16)}`})`);
     }
@@ -148,7 +159,13 @@ export class ChunkCodec {
       if (error instanceof AuthenticationFailure) throw new IntegrityError(`chunk ${expectedIdHex}: ${error.message}`);
       throw error;
     }
-    return decompressChunk(inner, expectedIdHex, maxBytes);
+    return { plain: decompressChunk(inner, expectedIdHex, maxBytes), inner };
+  }
+
+  /** The object to store for a chunk whose inner 0x01 object (from decodeWithInner) is `inner` and whose id here is `id`. */
+  encodeFromInner(inner: Buffer, id: Uint8Array): Buffer {
+    if (this.dataKey === null) return inner;
+    return seal(this.dataKey, SEALED_CHUNK, chunkKey(Buffer.from(id).toString("hex")), inner);
   }
 
   /** True when `object` has the format this codec writes (a guard against mixing kinds). */

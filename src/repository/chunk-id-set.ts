@@ -34,16 +34,21 @@ export class ChunkIdSet {
   }
 
   has(id: Uint8Array): boolean {
+    return this.indexOf(id) >= 0;
+  }
+
+  /** The id's position in ascending order, or -1. */
+  indexOf(id: Uint8Array): number {
     let lo = 0;
     let hi = this.size - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
       const c = compareAt(this.sorted, mid * CHUNK_ID_BYTES, id, 0);
-      if (c === 0) return true;
+      if (c === 0) return mid;
       if (c < 0) lo = mid + 1;
       else hi = mid - 1;
     }
-    return false;
+    return -1;
   }
 
   /** Every id, in ascending order (views into the set's buffer). */
@@ -255,4 +260,45 @@ function sortRecords(records: Buffer, count: number): Buffer {
 /** 32 bytes; a plain loop beats Buffer.copy/TypedArray.set at this size (no argument checks). */
 function copyId(from: Uint8Array, fromOff: number, to: Uint8Array, toOff: number): void {
   for (let k = 0; k < CHUNK_ID_BYTES; k++) to[toOff + k] = from[fromOff + k]!;
+}
+
+/**
+ * Chunk ids, each with the latest of the times noted for it (u32 seconds): the chunk lock
+ * times of an object-lock repository (the latest basis of the manifests referencing each
+ * chunk, src/repository/object-lock.ts). De-duplicated on insert like ChunkIdSetBuilder,
+ * plus 4 bytes per id.
+ */
+export class ChunkIdTimesBuilder {
+  private readonly set: ChunkIdHashSet;
+  private times: Uint32Array;
+
+  constructor(start: ChunkIdSet = ChunkIdSet.empty(), startTimes: Uint32Array = new Uint32Array(0)) {
+    this.set = new ChunkIdHashSet(Math.max(1024, start.size * 2));
+    this.times = new Uint32Array(Math.max(1024, start.size * 2));
+    let i = 0;
+    for (const id of start.ids()) this.add(id, startTimes[i++] ?? 0);
+  }
+
+  add(id: Uint8Array, seconds: number): void {
+    const index = this.set.add(id);
+    if (index >= this.times.length) {
+      const bigger = new Uint32Array(this.times.length * 2);
+      bigger.set(this.times);
+      this.times = bigger;
+    }
+    if (seconds > this.times[index]!) this.times[index] = seconds;
+  }
+
+  get size(): number {
+    return this.set.size;
+  }
+
+  /** The ids in ascending order and their times in the same order. */
+  build(): { set: ChunkIdSet; times: Uint32Array } {
+    const set = this.set.toSortedSet();
+    const times = new Uint32Array(set.size);
+    let k = 0;
+    for (const id of set.ids()) times[k++] = this.times[this.set.indexOf(id)]!;
+    return { set, times };
+  }
 }

@@ -5,6 +5,11 @@
  * JSON. An encrypted repository's config holds no key: keys live in keys/<id>, and the
  * header's keyCheck (an HMAC over the canonical config under a key derived from the
  * master key) authenticates the config's parameters once a key is unlocked.
+ *
+ * An object-lock repository (docs/object-lock.md) also records its S3 Object Lock
+ * settings: every client must write the same retentions and find the lock objects in
+ * the same place. The config of such a repository is read from its first version, so a
+ * later overwrite cannot turn the lock off.
  */
 import { randomBytes } from "node:crypto";
 import { PloopvaultError } from "../errors.js";
@@ -22,6 +27,22 @@ export interface RepositoryConfig {
   compression: { algorithm: "zstd"; level: number };
   /** null for an unencrypted repository. */
   encryption: EncryptionConfig | null;
+  /** S3 Object Lock settings; absent when the repository does not use it. */
+  objectLock?: ObjectLockConfig;
+}
+
+/** `init --object-lock DAYS`: what every writer of the repository does (docs/object-lock.md). */
+export interface ObjectLockConfig {
+  mode: "governance" | "compliance";
+  /** Every backup stays retained at least this long after its run started (seconds). */
+  retentionSeconds: number;
+  /**
+   * Retentions are set this far beyond what a backup needs, at a per-chunk phase, so a
+   * chunk in use needs one retention extension per this period (seconds).
+   */
+  extensionSeconds: number;
+  /** Unversioned bucket of the same server (same credentials and prefix) for the lock objects. */
+  lockBucket: string;
 }
 
 export const ENCRYPTION_SCHEME = "ploopvault-aead-v1";
@@ -55,6 +76,8 @@ export function canonicalConfig(config: RepositoryConfig): string {
     [chunker.algorithm, chunker.minSize, chunker.avgSize, chunker.maxSize],
     [compression.algorithm, compression.level],
     encryption === null ? null : [encryption.scheme, encryption.cipher, encryption.chunkId, encryption.subkeys],
+    // only when present: configs written before object lock keep their key check
+    ...(config.objectLock === undefined ? [] : [["objectLock", config.objectLock.mode, config.objectLock.retentionSeconds, config.objectLock.extensionSeconds, config.objectLock.lockBucket]]),
   ]);
 }
 
@@ -103,6 +126,20 @@ function validateConfig(value: unknown, where: string): asserts value is Reposit
     throw new PloopvaultError(`${where}: bad compression settings`);
   }
   if (c.encryption !== null) validateEncryption(c.encryption, where);
+  if (c.objectLock !== undefined) validateObjectLock(c.objectLock, where);
+}
+
+const BUCKET_NAME = /^[a-z0-9][a-z0-9.\-_]{1,254}$/i;
+
+function validateObjectLock(value: unknown, where: string): void {
+  const o = value as Partial<ObjectLockConfig> | null;
+  if (typeof o !== "object" || o === null) throw new PloopvaultError(`${where}: bad objectLock settings`);
+  if (o.mode !== "governance" && o.mode !== "compliance") throw new PloopvaultError(`${where}: objectLock.mode ${JSON.stringify(o.mode)} is not governance or compliance`);
+  for (const key of ["retentionSeconds", "extensionSeconds"] as const) {
+    const v = o[key];
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1 || v > 100 * 366 * 86400) throw new PloopvaultError(`${where}: bad objectLock.${key}`);
+  }
+  if (typeof o.lockBucket !== "string" || !BUCKET_NAME.test(o.lockBucket)) throw new PloopvaultError(`${where}: bad objectLock.lockBucket`);
 }
 
 function validateEncryption(value: unknown, where: string): void {

@@ -10,13 +10,17 @@
  * The ids are in this repository's id space (its ChunkCodec computes them).
  *
  * Everything here is owner-only (files 0600, directories 0700, whatever the umask).
+ *
+ * Object-lock repositories: each known chunk also gets its lock time, the latest run basis
+ * (metadata.objectLock.at) of the manifests referencing it, cached beside the set (4 bytes
+ * per chunk): how long the chunk is retained follows from it (src/repository/object-lock.ts).
  */
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { IntegrityError } from "../errors.js";
 import { decodeManifest, chunkIds, verifyManifestEnvelope, type ManifestMetadata } from "../manifest/format.js";
 import { loadMissingChunks } from "./missing-chunks.js";
-import { ChunkIdSet, ChunkIdSetBuilder } from "./chunk-id-set.js";
+import { ChunkIdSet, ChunkIdSetBuilder, ChunkIdTimesBuilder } from "./chunk-id-set.js";
 import { writePrivateFileAtomic } from "../util/private-fs.js";
 import { manifestKey } from "./layout.js";
 import type { BackupRef, Repository } from "./repository.js";
@@ -27,6 +31,31 @@ const CACHE = { syncDir: false };
 interface IndexMeta {
   version: 1;
   manifests: string[];
+}
+
+/** Object lock: the latest basis of the manifests referencing each known chunk. */
+export interface ChunkLockTimes {
+  /** Milliseconds since the epoch; 0 when no manifest with a basis references the chunk. */
+  at(id: Uint8Array): number;
+}
+
+class SortedChunkLockTimes implements ChunkLockTimes {
+  constructor(
+    private readonly set: ChunkIdSet,
+    private readonly seconds: Uint32Array,
+  ) {}
+
+  at(id: Uint8Array): number {
+    const index = this.set.indexOf(id);
+    return index < 0 ? 0 : this.seconds[index]! * 1000;
+  }
+}
+
+/** A manifest's basis in whole seconds; never later than now (a forged or skewed future basis must not spare extensions). */
+function lockSeconds(metadata: ManifestMetadata): number {
+  const at = metadata.objectLock === undefined ? Number.NaN : Date.parse(metadata.objectLock.at);
+  if (!Number.isFinite(at) || at <= 0) return 0;
+  return Math.floor(Math.min(at, Date.now()) / 1000);
 }
 
 export class ManifestCache {
@@ -127,42 +156,74 @@ export class ManifestCache {
   }
 
   async knownChunks(): Promise<ChunkIdSet> {
+    return (await this.knownChunksWithLockTimes()).known;
+  }
+
+  /** The known set, and in an object-lock repository each chunk's lock time. */
+  async knownChunksWithLockTimes(): Promise<{ known: ChunkIdSet; lockTimes: ChunkLockTimes | null }> {
+    const locked = this.repo.objectLock !== null;
     const distrusted = await this.distrusted();
     const refs = (await this.repo.listBackups()).filter((r) => !distrusted.has(`${r.ct}/${r.id}`));
     const present = new Set(refs.map((r) => manifestKey(r.ct, r.id)));
     const idsPath = join(this.dir, "known-chunks.bin");
     const metaPath = join(this.dir, "known-chunks.json");
+    const timesPath = join(this.dir, "known-chunks.times");
     let set = ChunkIdSet.empty();
+    let times: Uint32Array = new Uint32Array(0);
     let merged = new Set<string>();
     try {
       const meta = JSON.parse(await readFile(metaPath, "utf8")) as IndexMeta;
       if (meta.version === 1 && meta.manifests.every((k) => present.has(k))) {
-        set = ChunkIdSet.fromSortedBuffer(await readFile(idsPath));
-        merged = new Set(meta.manifests);
+        const cached = ChunkIdSet.fromSortedBuffer(await readFile(idsPath));
+        const cachedTimes: Uint32Array = locked ? timesOf(await readFile(timesPath)) : new Uint32Array(0);
+        if (!locked || cachedTimes.length === cached.size) {
+          set = cached;
+          times = cachedTimes;
+          merged = new Set(meta.manifests);
+        }
       }
     } catch {
       // no usable cache: rebuild from all manifests
     }
     let changed = false;
     // one batched merge, not one per manifest (O(manifests x ids) on a rebuild)
-    const builder = new ChunkIdSetBuilder(set);
+    const builder = locked ? new ChunkIdTimesBuilder(set, times) : new ChunkIdSetBuilder(set);
     for (const ref of refs) {
       const key = manifestKey(ref.ct, ref.id);
       if (merged.has(key)) continue;
       const manifest = decodeManifest(await this.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
-      builder.addAll(chunkIds(manifest.entries));
+      if (builder instanceof ChunkIdTimesBuilder) {
+        const at = lockSeconds(manifest.metadata);
+        for (const id of chunkIds(manifest.entries)) builder.add(id, at);
+      } else {
+        builder.addAll(chunkIds(manifest.entries));
+      }
       merged.add(key);
       changed = true;
     }
-    if (changed) set = builder.build();
+    if (changed) {
+      if (builder instanceof ChunkIdTimesBuilder) ({ set, times } = builder.build());
+      else set = builder.build();
+    }
     if (changed || merged.size !== present.size) {
       await writePrivateFileAtomic(idsPath, set.buffer, CACHE);
+      if (locked) await writePrivateFileAtomic(timesPath, Buffer.from(times.buffer, times.byteOffset, times.byteLength), CACHE);
       const meta: IndexMeta = { version: 1, manifests: [...merged].filter((k) => present.has(k)) };
       await writePrivateFileAtomic(metaPath, Buffer.from(JSON.stringify(meta)), CACHE);
     }
     // chunks known to be missing or damaged are not trusted: backups upload them again
     const missing = await loadMissingChunks(this.repo.store);
-    return set.without(missing.ids);
+    return {
+      known: set.without(missing.ids),
+      lockTimes: locked ? new SortedChunkLockTimes(set, times) : null,
+    };
   }
 }
 
+/** A cached times file as u32 values (a copy: file buffers need not be 4-byte aligned). */
+function timesOf(buffer: Buffer): Uint32Array {
+  if (buffer.length % 4 !== 0) return new Uint32Array(0);
+  const out = new Uint32Array(buffer.length / 4);
+  new Uint8Array(out.buffer).set(buffer);
+  return out;
+}

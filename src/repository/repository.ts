@@ -7,6 +7,12 @@
  * sealed on the way in and opened (authenticated) on the way out, so callers always see
  * plaintext encodings. getManifestObject() returns the plain "PVMF" manifest encoding;
  * getStoredManifestObject() the object exactly as stored (what a local cache keeps).
+ *
+ * Object-lock repositories (docs/object-lock.md) are handled here too: their store is an
+ * ObjectLockView (src/repository/object-lock.ts), which reads what the writers wrote
+ * whatever was hidden or put on top since, keeps lock objects in the unversioned lock
+ * bucket and gives every object it writes a retention; chunk retentions follow the
+ * schedule from the run's basis (the time the repository was opened).
  */
 import { hostname, userInfo } from "node:os";
 import { open, seal, SEALED_FILE, SEALED_MANIFEST } from "../crypto/aead.js";
@@ -22,6 +28,7 @@ import { chunkKey, CONFIG_KEY, BACKUPS_PREFIX, backupPrefix, manifestKey, parseM
 import { canonicalConfig, decodeConfig, encodeConfig, newEncryptionConfig, type RepositoryConfig } from "./config.js";
 import { ChunkCodec } from "./chunk-codec.js";
 import { recordMissingChunks } from "./missing-chunks.js";
+import { isVersionedStore, ObjectLockView, readFirstVersion, RetentionSchedule, versionsOf } from "./object-lock.js";
 
 export interface BackupRef {
   ct: string;
@@ -65,17 +72,47 @@ interface Unlocked {
   keyId: string;
 }
 
+/** What an object-lock repository's config read told about the config's own version. */
+interface ConfigVersion {
+  versionId: string | null;
+  retainUntil: Date | null;
+}
+
+/** A config as read by Repository.loadConfig, with the version it was read from. */
+export interface LoadedConfig {
+  config: RepositoryConfig;
+  version: ConfigVersion;
+}
+
 export class Repository {
   /** Ids and objects of this repository's chunks (SHA-256 / zstd, or HMAC / sealed). */
   readonly chunkCodec: ChunkCodec;
+  /** The object-lock view and schedule, or null for a repository without S3 Object Lock. */
+  readonly objectLock: ObjectLockView | null;
 
   private constructor(
     readonly store: ObjectStore,
     readonly config: RepositoryConfig,
     private unlocked: Unlocked | null,
+    private readonly configVersion: ConfigVersion = { versionId: null, retainUntil: null },
   ) {
     const keys = unlocked === null ? null : { dataKey: unlocked.keys.dataKey, idKey: unlocked.keys.idKey };
     this.chunkCodec = new ChunkCodec({ compressionLevel: config.compression.level, keys });
+    this.objectLock = store instanceof ObjectLockView ? store : null;
+  }
+
+  /**
+   * The store an object-lock repository must be used through (its view); the store
+   * itself otherwise. Refuses a store that cannot read versions or reach the lock bucket.
+   */
+  private static storeFor(store: ObjectStore, config: RepositoryConfig): ObjectStore {
+    const lock = config.objectLock;
+    if (lock === undefined) return store;
+    if (!isVersionedStore(store) || store.sibling === undefined) {
+      throw new PloopvaultError(`repository ${store.location} uses S3 Object Lock: it can only be used through S3 (this store cannot read object versions)`);
+    }
+    const sibling = store.sibling.bind(store);
+    return new ObjectLockView(store, () => sibling(lock.lockBucket), new RetentionSchedule(lock), new Date());
   }
 
   get location(): string {
@@ -99,10 +136,13 @@ export class Repository {
   /**
    * Create a new repository; refuses if a config already exists (looked up first, then
    * created with a conditional create: a server that ignores If-None-Match would
-   * otherwise overwrite it; src/repository/create.ts also probes the server first).
+   * otherwise overwrite it; src/repository/create.ts also probes the server first). An
+   * object-lock repository's versioned bucket may ignore conditional creates (Ceph RGW
+   * 16.2): there the look-up guards, and readers take the config's first version.
    */
-  static async init(store: ObjectStore, config: RepositoryConfig, options: InitOptions = {}): Promise<Repository> {
+  static async init(rawStore: ObjectStore, config: RepositoryConfig, options: InitOptions = {}): Promise<Repository> {
     if (options.password !== undefined && config.encryption !== null) throw new Error("Repository.init: pass an unencrypted config and a password");
+    const store = Repository.storeFor(rawStore, config);
     if ((await store.stat(CONFIG_KEY)) !== null) throw new PloopvaultError(`a repository already exists at ${store.location}`);
     if (options.password === undefined) {
       await putConfig(store, config);
@@ -132,33 +172,40 @@ export class Repository {
     return Repository.unlock(store, await Repository.loadConfig(store), options);
   }
 
-  /** The repository's config object, validated (not yet authenticated: see unlock). */
-  static async loadConfig(store: ObjectStore): Promise<RepositoryConfig> {
-    let body: Buffer;
+  /**
+   * The repository's config object, validated (not yet authenticated: see unlock). In a
+   * versioned bucket its first version: an overwrite cannot change the settings (turn
+   * object lock off).
+   */
+  static async loadConfig(store: ObjectStore): Promise<LoadedConfig> {
+    let read;
     try {
-      body = await store.get(CONFIG_KEY);
+      read = await readFirstVersion(store, CONFIG_KEY);
     } catch (error) {
       if (isNotFound(error)) {
         throw new PloopvaultError(`no ploopvault repository at ${store.location} (config object missing; run "ploopvault init" first)`);
       }
       throw error;
     }
-    return decodeConfig(body, `${store.location}/${CONFIG_KEY}`);
+    return { config: decodeConfig(read.body, `${store.location}/${CONFIG_KEY}`), version: { versionId: read.versionId, retainUntil: read.retainUntil } };
   }
 
   /**
-   * Open the repository whose config is `config` (from loadConfig): an encrypted one is
+   * Open the repository whose config is `loaded` (from loadConfig): an encrypted one is
    * unlocked with the password. Key objects are tried preferred first, then cheapest
-   * first, within MAX_KEY_OBJECTS and MAX_UNLOCK_WORK.
+   * first, within MAX_KEY_OBJECTS and MAX_UNLOCK_WORK. `rawStore` is the store the config
+   * was read from; an object-lock repository is used through its view.
    */
-  static async unlock(store: ObjectStore, config: RepositoryConfig, options: OpenOptions = {}): Promise<Repository> {
+  static async unlock(rawStore: ObjectStore, loaded: LoadedConfig, options: OpenOptions = {}): Promise<Repository> {
+    const { config, version: configVersion } = loaded;
+    const store = Repository.storeFor(rawStore, config);
     const password = options.password ?? passwordProvider({});
     if (config.encryption === null) {
       // A replaced config must not silently turn an encrypted repository into a plaintext one.
       if (password.given) {
         throw new UsageError(`repository ${store.location} is not encrypted, but a password was given (${password.source}): remove it to use an unencrypted repository`);
       }
-      return new Repository(store, config, null);
+      return new Repository(store, config, null, configVersion);
     }
     const ids = await listKeyIds(store);
     const preferred = options.preferredKeyId;
@@ -185,7 +232,7 @@ export class Repository {
       if (!keyCheckMatches(keys.checkKey, canonicalConfig(config), config.encryption.keyCheck)) {
         throw new IntegrityError(`${store.location}/${CONFIG_KEY}: does not match the repository key (the config was modified, or ${keyObjectName(key.id)} belongs to another repository)`);
       }
-      return new Repository(store, config, { master, keys, keyId: key.id });
+      return new Repository(store, config, { master, keys, keyId: key.id }, configVersion);
     }
     if (tooMany) throw new PloopvaultError(tooManyLine);
     throw new WrongPasswordError(`wrong password for repository ${store.location} (no key object under ${KEYS_PREFIX} accepts it)`);
@@ -204,11 +251,18 @@ export class Repository {
     if (!this.chunkCodec.isOwnFormat(object)) {
       throw new Error(`internal error: refusing to store chunk ${idHex} in format 0x${(object[0] ?? 0).toString(16)} in ${this.encrypted ? "an encrypted" : "an unencrypted"} repository`);
     }
-    await this.store.put(chunkKey(idHex), object);
+    const lock = this.objectLock;
+    // object lock: retained until the chunk's first boundary after this run's needs
+    await this.store.put(chunkKey(idHex), object, lock === null ? {} : { retention: lock.schedule.retention(lock.schedule.chunkUntil(Buffer.from(idHex, "hex"), lock.basis.getTime())) });
   }
 
   /** Fetch, authenticate, decompress and verify one chunk; names the backup in errors if given. */
   async getChunk(idHex: string, context?: BackupRef): Promise<Buffer> {
+    return (await this.readChunk(idHex, context)).plain;
+  }
+
+  /** getChunk(), also returning the stored object's inner 0x01 form and its stored size (for copy). */
+  async readChunk(idHex: string, context?: BackupRef): Promise<{ plain: Buffer; inner: Buffer; storedBytes: number }> {
     const where = context ? ` (backup ${context.ct}/${context.id})` : "";
     let object: Buffer;
     try {
@@ -221,11 +275,30 @@ export class Repository {
       throw error;
     }
     try {
-      return await this.chunkCodec.decodeAsync(object, idHex, this.config.chunker.maxSize);
+      return { ...(await this.chunkCodec.decodeWithInner(object, idHex, this.config.chunker.maxSize)), storedBytes: object.length };
     } catch (error) {
-      if (error instanceof IntegrityError) throw new IntegrityError(`${error.message}${where}`);
-      throw error;
+      if (!(error instanceof IntegrityError)) throw error;
+      // object lock: the newest version may be junk put on top of the chunk; an older one may verify
+      const older = this.objectLock === null ? null : await this.olderChunkVersion(idHex);
+      if (older !== null) return older;
+      throw new IntegrityError(`${error.message}${where}`);
     }
+  }
+
+  /** The newest version of a chunk, other than the current one, that verifies; null if none. */
+  private async olderChunkVersion(idHex: string): Promise<{ plain: Buffer; inner: Buffer; storedBytes: number } | null> {
+    const view = this.objectLock!;
+    const key = chunkKey(idHex);
+    const versions = (await versionsOf(view, key)).filter((v) => !v.deleteMarker);
+    for (const v of versions.slice(1)) {
+      try {
+        const { body } = await view.getVersion(key, v.versionId);
+        return { ...(await this.chunkCodec.decodeWithInner(body, idHex, this.config.chunker.maxSize)), storedBytes: body.length };
+      } catch (error) {
+        if (!(error instanceof IntegrityError) && !isNotFound(error)) throw error;
+      }
+    }
+    return null;
   }
 
   private readonly reportedMissing = new Set<string>();
@@ -318,7 +391,11 @@ export class Repository {
   async putManifest(manifest: Manifest, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
     const { ct, id } = manifest.metadata;
     const key = manifestKey(ct, id);
-    const plain = encodeManifest(manifest);
+    // object lock: the run's basis, from which later runs know how long its chunks are retained
+    const lock = this.objectLock;
+    // (a manifest copied from an object-lock repository does not carry the source's)
+    const { objectLock: _source, ...metadata } = manifest.metadata;
+    const plain = encodeManifest({ ...manifest, metadata: lock === null ? metadata : { ...metadata, objectLock: { at: lock.basis.toISOString() } } });
     const object = this.unlocked === null ? plain : seal(this.unlocked.keys.dataKey, SEALED_MANIFEST, key, plain);
     await this.store.put(key, object, { ifAbsent: true, ...(options.signal ? { signal: options.signal } : {}) });
     return object;
@@ -330,7 +407,40 @@ export class Repository {
    * with the next prune.
    */
   async withdrawManifest(ref: BackupRef): Promise<void> {
+    // Object lock: nothing to withdraw. Every chunk the manifest references was retained
+    // past this run's needs before it was written, and prune never deletes retained
+    // versions, so the backup is complete whatever a prune did meanwhile (and an
+    // append-only node may not delete anyway).
+    if (this.objectLock !== null) return;
     await this.store.delete([manifestKey(ref.ct, ref.id)]);
+  }
+
+  /**
+   * Object lock: the config and the key objects must outlive every backup. Extend the
+   * retention of their first versions when it ends before this run's needs (a run or two
+   * per W do it; the others find it long enough and send nothing).
+   */
+  async keepRepositoryRetained(): Promise<number> {
+    const lock = this.objectLock;
+    if (lock === null) return 0;
+    const need = lock.schedule.needed(lock.basis.getTime());
+    const retention = lock.schedule.retention(lock.schedule.fileUntil(lock.basis.getTime()));
+    const targets: { key: string; versionId: string | undefined; until: Date | null | undefined }[] = [
+      { key: CONFIG_KEY, versionId: this.configVersion.versionId ?? undefined, until: this.configVersion.retainUntil },
+    ];
+    if (this.unlocked !== null) {
+      for await (const info of lock.list(KEYS_PREFIX)) {
+        const original = lock.originalRetention(info.key);
+        targets.push({ key: info.key, versionId: original?.versionId, until: original?.retainUntil });
+      }
+    }
+    let extended = 0;
+    for (const t of targets) {
+      if (t.until instanceof Date && t.until.getTime() >= need) continue;
+      await lock.extendRetention(t.key, retention, t.versionId);
+      extended++;
+    }
+    return extended;
   }
 
   // ---- key objects of an encrypted repository (keys/<id>) ----

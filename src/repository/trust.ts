@@ -163,9 +163,9 @@ export class RepositoryTrust {
  */
 export async function openTrustedRepository(store: ObjectStore, options: { stateDir: string; location: string; password?: PasswordProvider }): Promise<Repository> {
   const trust = new RepositoryTrust(options.stateDir);
-  const config = await Repository.loadConfig(store);
-  const { preferredKeyId } = await trust.checkConfig(options.location, config);
-  const repo = await Repository.unlock(store, config, {
+  const loaded = await Repository.loadConfig(store);
+  const { preferredKeyId } = await trust.checkConfig(options.location, loaded.config);
+  const repo = await Repository.unlock(store, loaded, {
     ...(options.password === undefined ? {} : { password: options.password }),
     ...(preferredKeyId === undefined ? {} : { preferredKeyId }),
   });

@@ -30,6 +30,25 @@
  * - controlChannel() is the store for lock objects (docs/prune.md): requests that must
  *   never queue behind data transfers (no bandwidth limit, their own S3 connections and
  *   retry state). Stores without separate channels return themselves.
+ *
+ * S3 Object Lock and versioned buckets (docs/object-lock.md); optional, S3 only. A store
+ * without them (a local directory) refuses `retention` with a StoreError naming why.
+ * - put(..., { retention }) writes the new version with that retention (mode and
+ *   retain-until date); without it a version gets whatever the bucket's default is.
+ * - listVersions() yields every version and delete marker under the prefix, grouped by
+ *   key (a key's entries are consecutive), newest first within a key.
+ * - getVersion(key, versionId?) reads one version (the current one without an id) and
+ *   says which version it read (null on an unversioned bucket) and its retain-until
+ *   date (null if not retained). A current delete marker reads as kind "not-found".
+ * - extendRetention() sets a version's retain-until date (the current version without an
+ *   id) and never shortens it: a later date already in place stays and is not an error.
+ *   A key without such a version is kind "not-found".
+ * - deleteVersions() removes versions (and delete markers) for good. A version the store
+ *   refuses to delete because its retention has not ended is returned in `retained`, not
+ *   thrown; any other refusal throws.
+ * - bucketState() tells whether object lock and versioning are on; sibling(bucket) is a
+ *   store for another bucket of the same server, credentials and prefix (the lock
+ *   objects of an object-lock repository live in an unversioned one).
  */
 
 import { PloopvaultError } from "../errors.js";
@@ -43,6 +62,39 @@ export interface ObjectInfo {
   etag?: string;
 }
 
+export type LockMode = "governance" | "compliance";
+
+/** S3 Object Lock retention of one object version. */
+export interface Retention {
+  mode: LockMode;
+  until: Date;
+}
+
+/** One version (or delete marker) of an object in a versioned bucket. */
+export interface ObjectVersion {
+  key: string;
+  versionId: string;
+  /** The current version of its key (what a plain GET reads, or hides, if a delete marker). */
+  latest: boolean;
+  deleteMarker: boolean;
+  size: number;
+  modified?: Date;
+  etag?: string;
+}
+
+export interface VersionRead {
+  body: Buffer;
+  /** The version read; null on an unversioned bucket. */
+  versionId: string | null;
+  /** Retain-until date of that version, null if it is not retained. */
+  retainUntil: Date | null;
+}
+
+export interface BucketState {
+  objectLock: boolean;
+  versioning: "enabled" | "suspended" | "off";
+}
+
 export interface PutOptions {
   /** Fail with kind "exists" instead of overwriting an existing object. */
   ifAbsent?: boolean;
@@ -50,6 +102,8 @@ export interface PutOptions {
   ifMatch?: string;
   /** Give up when aborted (the manifest PUT of a backup whose registration lapsed). */
   signal?: AbortSignal;
+  /** S3 Object Lock retention of the new version (see the contract above). */
+  retention?: Retention;
 }
 
 export interface ObjectStore {
@@ -63,8 +117,8 @@ export interface ObjectStore {
   delete(keys: readonly string[]): Promise<void>;
   /** The store for lock traffic: never waits behind data (see the contract above). */
   controlChannel?(): ObjectStore;
-  /** Create the bucket/directory if it does not exist (used by `init` only). */
-  ensureContainer?(): Promise<void>;
+  /** Create the bucket/directory if it does not exist (used by `init` only); objectLock: create it with S3 Object Lock enabled. */
+  ensureContainer?(options?: { objectLock?: boolean }): Promise<void>;
   /**
    * Remove what interrupted writes left behind that list() never shows (a local
    * directory's ".tmp-*" files), last changed before `before` on the storage side's
@@ -73,6 +127,12 @@ export interface ObjectStore {
    * counts. Used by prune.
    */
   removeStaleTemporaries?(before: Date, options?: { dryRun?: boolean }): Promise<{ count: number; bytes: number }>;
+  listVersions?(prefix: string): AsyncIterable<ObjectVersion>;
+  getVersion?(key: string, versionId?: string): Promise<VersionRead>;
+  extendRetention?(key: string, retention: Retention, versionId?: string): Promise<void>;
+  deleteVersions?(versions: readonly { key: string; versionId: string }[]): Promise<{ retained: { key: string; versionId: string }[] }>;
+  bucketState?(): Promise<BucketState>;
+  sibling?(bucket: string): ObjectStore;
   /** Release sockets/handles. */
   close(): Promise<void>;
 }
@@ -84,6 +144,7 @@ export type StoreErrorKind =
   | "auth" // credentials missing, wrong or expired; access denied
   | "unreachable" // connection refused, DNS failure, timeouts after retries
   | "no-container" // bucket or repository directory missing
+  | "retained" // a version under S3 Object Lock retention cannot be deleted yet
   | "io"; // anything else (disk full, read-only filesystem, 5xx after retries...)
 
 export class StoreError extends PloopvaultError {

@@ -15,6 +15,12 @@ export interface S3Connection {
   accessKeyId: string;
   secretAccessKey: string;
   region: string;
+  /**
+   * A second user of the same server, owning no buckets: the "backup node" whose rights
+   * the object-lock tests restrict with bucket policies (scripts/rgw.sh creates it; for an
+   * external server PLOOPVAULT_TEST_S3_NODE_USER, _NODE_ACCESS_KEY, _NODE_SECRET_KEY).
+   */
+  node?: { user: string; accessKeyId: string; secretAccessKey: string };
 }
 
 export interface TestS3Server extends S3Connection {
@@ -48,7 +54,11 @@ export function s3FromEnv(env: NodeJS.ProcessEnv = process.env): S3Connection | 
   if (!accessKeyId || !secretAccessKey) {
     throw new Error("PLOOPVAULT_TEST_S3_ENDPOINT is set: also set PLOOPVAULT_TEST_S3_ACCESS_KEY and PLOOPVAULT_TEST_S3_SECRET_KEY");
   }
-  return { endpoint, accessKeyId, secretAccessKey, region: env.PLOOPVAULT_TEST_S3_REGION || "us-east-1" };
+  const node =
+    env.PLOOPVAULT_TEST_S3_NODE_ACCESS_KEY && env.PLOOPVAULT_TEST_S3_NODE_SECRET_KEY
+      ? { user: env.PLOOPVAULT_TEST_S3_NODE_USER || "ploopvault-node", accessKeyId: env.PLOOPVAULT_TEST_S3_NODE_ACCESS_KEY, secretAccessKey: env.PLOOPVAULT_TEST_S3_NODE_SECRET_KEY }
+      : undefined;
+  return { endpoint, accessKeyId, secretAccessKey, region: env.PLOOPVAULT_TEST_S3_REGION || "us-east-1", ...(node === undefined ? {} : { node }) };
 }
 
 /**
@@ -87,11 +97,15 @@ export async function startTestS3(options: { dir?: string; port?: number } = {})
         await execa("bash", [RGW_SCRIPT, "purge", dir], { reject: false });
         throw new Error(`scripts/rgw.sh start printed no connection info:\n${result.stdout}\n${result.stderr}`);
       }
+      const nodeUser = values.get("node_user");
+      const nodeAccess = values.get("node_access");
+      const nodeSecret = values.get("node_secret");
       return {
         endpoint,
         accessKeyId,
         secretAccessKey,
         region: values.get("region") ?? "us-east-1",
+        ...(nodeUser && nodeAccess && nodeSecret ? { node: { user: nodeUser, accessKeyId: nodeAccess, secretAccessKey: nodeSecret } } : {}),
         dir,
         stop: async () => {
           const keep = process.env.PLOOPVAULT_KEEP_RGW === "1";
