@@ -7,7 +7,7 @@ import { resolveItem } from "../files/listing.js";
 import { watchStdout } from "../files/stdout.js";
 import { displayPath } from "../fs/walk.js";
 import { formatBytes } from "../util/format.js";
-import { addCommonOptions, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
+import { addCommonOptions, keepRunningWithoutStdout, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
 
 interface DumpOptions extends GlobalOptions {
   archive?: "tar";
@@ -66,7 +66,11 @@ skipped. With --json the summary (bytes written, bytes fetched) goes to stdout w
             return sink.write(data);
           },
         });
-        if (options.target === undefined) watchStdout();
+        if (options.target === undefined) {
+          // the data is cut: say so in one line and exit 1, not the listing commands' quiet 141
+          keepRunningWithoutStdout();
+          watchStdout();
+        }
         const result = options.target === undefined ? await write(counting(streamSink(process.stdout))) : await withDumpTarget(options.target, options.force === true, (sink) => write(counting(sink)));
         for (const s of result.skipped) out.warn(`${s}: a socket, not stored in the tar stream`);
         const stats = fetchStats(backup.disk.stats);

@@ -23,7 +23,7 @@ import { loadMissingChunks } from "./missing-chunks.js";
 import { ChunkIdSet, ChunkIdSetBuilder, ChunkIdTimesBuilder } from "./chunk-id-set.js";
 import { writePrivateFileAtomic } from "../util/private-fs.js";
 import { manifestKey } from "./layout.js";
-import type { BackupRef, Repository } from "./repository.js";
+import { BackupNotFoundError, type BackupRef, type Repository } from "./repository.js";
 
 /** A cache file lost in a crash is rebuilt or fetched again: no directory fsync per file. */
 const CACHE = { syncDir: false };
@@ -191,7 +191,16 @@ export class ManifestCache {
     for (const ref of refs) {
       const key = manifestKey(ref.ct, ref.id);
       if (merged.has(key)) continue;
-      const manifest = decodeManifest(await this.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
+      let object: Buffer;
+      try {
+        object = await this.manifestObject(ref);
+      } catch (error) {
+        // forgotten by a prune since the listing: its chunks are not known (they may go)
+        if (!(error instanceof BackupNotFoundError)) throw error;
+        present.delete(key);
+        continue;
+      }
+      const manifest = decodeManifest(object, `manifest of backup ${ref.ct}/${ref.id}`);
       if (builder instanceof ChunkIdTimesBuilder) {
         const at = lockSeconds(manifest.metadata);
         for (const id of chunkIds(manifest.entries)) builder.add(id, at);

@@ -84,6 +84,9 @@ export interface LoadedConfig {
   version: ConfigVersion;
 }
 
+/** A backup's manifest is not (or no longer: forgotten by a prune) in the repository. */
+export class BackupNotFoundError extends PloopvaultError {}
+
 export class Repository {
   /** Ids and objects of this repository's chunks (SHA-256 / zstd, or HMAC / sealed). */
   readonly chunkCodec: ChunkCodec;
@@ -330,7 +333,7 @@ export class Repository {
     try {
       return await this.store.get(manifestKey(ref.ct, ref.id));
     } catch (error) {
-      if (isNotFound(error)) throw new PloopvaultError(`backup ${ref.ct}/${ref.id} not found in ${this.location}`);
+      if (isNotFound(error)) throw new BackupNotFoundError(`backup ${ref.ct}/${ref.id} not found in ${this.location}`);
       throw error;
     }
   }

@@ -120,12 +120,13 @@ async function snapshot(root: string): Promise<Map<string, { type: string; mode:
 }
 
 describe("edge cases of names, sizes, owners and times", () => {
-  it("a reader that stops early: ls ends quietly, dump says so in one line", async () => {
+  it("a reader that stops early: ls ends quietly as a tool killed by SIGPIPE (141), dump says so in one line", async () => {
     const cli = `${process.execPath} ${join(process.cwd(), "dist/src/cli.js")}`;
     const repo = repoArgs.join(" ");
     const ls = await execa("bash", ["-c", `${cli} ls ${repo} edge / | head -1 >/dev/null; echo "exit \${PIPESTATUS[0]}"`], { reject: false });
-    expect(ls.stdout.trim()).toBe("exit 0");
-    expect(ls.stderr).not.toMatch(/Error|at /);
+    // 141 if ls was still writing when head left (EPIPE), 0 if it had finished: quiet either way
+    expect(ls.stdout.trim()).toMatch(/^exit (0|141)$/);
+    expect(ls.stderr).not.toMatch(/Error|at |EPIPE/);
     const dump = await execa("bash", ["-c", `${cli} dump ${repo} edge /ten-gib-sparse | head -c 100 >/dev/null; echo "exit \${PIPESTATUS[0]}"`], { reject: false });
     expect(dump.stdout.trim()).toBe("exit 1");
     expect(dump.stderr.trim()).toBe("ploopvault: the reader of the dump closed it before the end (broken pipe)");

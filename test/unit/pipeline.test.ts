@@ -163,3 +163,30 @@ describe("planBackup (golden)", () => {
     ]);
   });
 });
+
+describe("the known set while a prune forgets backups", () => {
+  it("a manifest forgotten between the listing and its read is skipped, not a failure; its chunks are not known", async () => {
+    const state = await mkdtemp(join(tmpdir(), "pv-unit-known-"));
+    try {
+      const store = new MemoryStore("known");
+      const repo = await Repository.init(store, newRepositoryConfig(chunkerParamsForAverage(16 << 10), 3, new Date("2026-01-01T00:00:00Z")));
+      const writer = ManifestCache.forRepository(repo, join(state, "writer"));
+      const kept = await backupDisk(repo, writer, source(diskWith(8, 5), "201"), { host: "a", time: new Date("2026-01-02T00:00:00Z"), workerThreads: 0, uploadConcurrency: 2 });
+      const gone = await backupDisk(repo, writer, source(diskWith(8, 6), "202"), { host: "a", time: new Date("2026-01-03T00:00:00Z"), workerThreads: 0, uploadConcurrency: 2 });
+      // another host, nothing cached: the manifest of 202 disappears right after the listing
+      const goneKey = `backups/202/${gone.manifest.metadata.id}/manifest`;
+      const racing = Object.create(store) as MemoryStore;
+      racing.get = async (key: string): Promise<Buffer> => {
+        if (key === goneKey) await store.delete([goneKey]);
+        return store.get(key);
+      };
+      const reader = ManifestCache.forRepository(await Repository.open(racing), join(state, "reader"));
+      const known = await reader.knownChunks();
+      const ids = (e: { entries: readonly { kind: string; id?: Buffer }[] }): Buffer[] => e.entries.flatMap((x) => (x.kind === "chunk" && x.id ? [x.id] : []));
+      expect(ids(kept.manifest).every((id) => known.has(id))).toBe(true);
+      expect(ids(gone.manifest).some((id) => known.has(id))).toBe(false);
+    } finally {
+      await rm(state, { recursive: true, force: true });
+    }
+  });
+});

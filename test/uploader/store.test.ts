@@ -697,7 +697,7 @@ describe("S3Store paths a real server rarely takes (SDK send() stubbed)", () => 
       [sdkError("NoSuchKey", 404), "not-found", /not found/],
       [sdkError("NoSuchBucket", 404), "no-container", /^bucket bkt does not exist at http:\/\/127\.0\.0\.1:1$/],
       [sdkError("NotFound", 404), "io", /HTTP 404 without an S3 error code/],
-      [sdkError("InvalidAccessKeyId", 403), "auth", /access denied/],
+      [sdkError("InvalidAccessKeyId", 403), "auth", /unknown access key \(InvalidAccessKeyId\): check AWS_ACCESS_KEY_ID/],
       [sdkError("Forbidden", 403), "auth", /access denied/],
       [sdkError("CredentialsProviderError"), "auth", /no S3 credentials found/],
       [Object.assign(new Error("getaddrinfo ENOTFOUND x"), { code: "ENOTFOUND" }), "unreachable", /host not found/],
