@@ -54,7 +54,7 @@ export interface BackupOptions {
   readBlockBytes?: number;
   signal?: AbortSignal;
   onProgress?: (progress: BackupProgress) => void;
-  /** Awaited before each image read with its size (--limit-read; src/ops/rate-limit.ts). */
+  /** Awaited before each image read with its size (--limit-read; src/uploader/rate-limit.ts). */
   readThrottle?: (bytes: number) => Promise<void>;
   /**
    * Called after every chunk and side file is stored, right before the manifest is

@@ -1,8 +1,8 @@
 import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
 import { Command, Option } from "commander";
-import { containerIdForDisk } from "../backup/disk-source.js";
-import { runBackup, type BackupRunRequest, type ContainerResult } from "../backup/run.js";
+import { containerIdForDisk } from "../host/disk-source.js";
+import { runBackup, type BackupRunRequest, type ContainerResult } from "../host/run.js";
 import { EXIT_PARTIAL, PloopvaultError, UsageError } from "../errors.js";
 import { annotationProblem } from "../manifest/format.js";
 import { durationSecondsOption } from "../prune/duration.js";

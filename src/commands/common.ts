@@ -10,7 +10,7 @@ import { Option, type Command } from "commander";
 import { passwordProvider } from "../crypto/password.js";
 import { UsageError } from "../errors.js";
 import { LOG_FORMATS, logger, type LogFormat } from "../ops/log.js";
-import { rateOption, withRateLimits } from "../ops/rate-limit.js";
+import { rateOption, withRateLimits } from "../uploader/rate-limit.js";
 import type { Repository } from "../repository/repository.js";
 import type { ConditionalWritesOptions } from "../repository/conditional-writes.js";
 import { openTrustedRepository } from "../repository/trust.js";

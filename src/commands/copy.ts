@@ -3,7 +3,7 @@ import { runCopy, type CopiedBackup, type CopyReport } from "../copy/copy.js";
 import { passwordProvider, type PasswordSources } from "../crypto/password.js";
 import { EXIT_PARTIAL, PloopvaultError, UsageError } from "../errors.js";
 import { progressDisplay } from "../ops/progress.js";
-import { withRateLimits } from "../ops/rate-limit.js";
+import { withRateLimits } from "../uploader/rate-limit.js";
 import { validateName } from "../repository/layout.js";
 import type { Repository } from "../repository/repository.js";
 import { openTrustedRepository } from "../repository/trust.js";

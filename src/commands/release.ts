@@ -1,15 +1,15 @@
 import { join } from "node:path";
 import { Command, Option } from "commander";
-import { listContainers, resolveContainers } from "../backup/containers.js";
-import { releaseKeptSnapshot } from "../backup/incremental.js";
-import { SnapshotJournal } from "../backup/journal.js";
-import { KeptSnapshots } from "../backup/kept-snapshot.js";
-import { recoverInterrupted, recoverUnjournaled } from "../backup/snapshot-lifecycle.js";
+import { listContainers, resolveContainers } from "../host/containers.js";
+import { releaseKeptSnapshot } from "../host/incremental.js";
+import { SnapshotJournal } from "../host/journal.js";
+import { KeptSnapshots } from "../host/kept-snapshot.js";
+import { recoverInterrupted, recoverUnjournaled } from "../host/snapshot-lifecycle.js";
 import { errorLine, PloopvaultError, UsageError } from "../errors.js";
-import { PloopCli } from "../ploop/driver.js";
+import { PloopCli } from "../host/ploop-cli.js";
 import { durationSecondsOption } from "../prune/duration.js";
 import { validateName } from "../repository/layout.js";
-import { acquireHostLock } from "../util/host-lock.js";
+import { acquireHostLock } from "../host/host-lock.js";
 import { addCommonOptions, Output, type GlobalOptions } from "./common.js";
 
 interface ReleaseOptions extends GlobalOptions {

@@ -19,7 +19,7 @@
  * map where the id spaces differ (~80 bytes per chunk copied or paired) and `concurrency`
  * chunks in flight.
  */
-import { withBackupRegistration } from "../backup/run.js";
+import { withBackupRegistration } from "../host/run.js";
 import { publishManifest } from "../backup/pipeline.js";
 import { errorLine, PloopvaultError, UsageError } from "../errors.js";
 import type { Manifest, ManifestEntry } from "../manifest/format.js";

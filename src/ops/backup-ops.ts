@@ -8,7 +8,7 @@ import { Option, type Command } from "commander";
 import type { BackupProgress } from "../backup/pipeline.js";
 import { durationSecondsOption } from "../prune/duration.js";
 import { progressDisplay } from "./progress.js";
-import { rateOption, readThrottle } from "./rate-limit.js";
+import { rateOption, readThrottle } from "../uploader/rate-limit.js";
 
 export { recordResult } from "./session.js";
 

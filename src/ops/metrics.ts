@@ -41,7 +41,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import type { ContainerResult } from "../backup/run.js";
+import type { ContainerResult } from "../host/run.js";
 
 export type RunStatus = "success" | "partial" | "failure";
 

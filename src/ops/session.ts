@@ -8,7 +8,7 @@
  */
 import { hostname } from "node:os";
 import type { Command } from "commander";
-import type { ContainerResult } from "../backup/run.js";
+import type { ContainerResult } from "../host/run.js";
 import { errorLine } from "../errors.js";
 import { TOOL_VERSION } from "../version.js";
 import { applyConfig, loadConfig, type AppliedSetting, type ConfigFile } from "./config.js";

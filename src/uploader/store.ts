@@ -1,4 +1,8 @@
 /**
+ * src/uploader is the store every command uses: this interface, its implementations
+ * (local directory, S3, in memory for tests) and the decorators that wrap them (rate
+ * limits: rate-limit.ts). Commands and the library reach storage only through it.
+ *
  * The one storage interface every repository backend implements (local directory, S3).
  *
  * Contract (every implementation, and every decorator wrapping one, must keep it):

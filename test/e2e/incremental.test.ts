@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLI, jsonLines, localRepo, PLOOP_WRAPPER, runCli, type RepoTarget } from "../helpers/cli.js";
 import { writeClusterToTop } from "../helpers/delta-writer.js";
 import { ploopFlatten, ploopOk, ploopSnapshotList } from "../helpers/ploop-tool.js";
-import { imageMarkedInUse } from "../../src/backup/snapshot-lifecycle.js";
+import { imageMarkedInUse } from "../../src/host/snapshot-lifecycle.js";
 import { digHoles, fillTop, makeDisk, ploopCallsSparse, SIMULATOR, TOP, unlistedImageFiles } from "../live/fixtures.js";
 import { sha256File } from "../ploop/fixtures.js";
 

@@ -7,7 +7,7 @@
  * uses the server given by PLOOPVAULT_TEST_S3_ENDPOINT (+ _ACCESS_KEY, _SECRET_KEY,
  * optional _REGION), and provides its S3Connection to every test file:
  *
- *   import { makeTestBucket, testS3, listKeys } from "../helpers/s3-server.js";
+ *   import { makeTestBucket, testS3, listKeys } from "./s3-server.js";
  *   const s3 = testS3();                      // endpoint, keys, region
  *   const bucket = await makeTestBucket();    // fresh empty bucket, unique per call
  *   // ... ploopvault --repo s3://$bucket --endpoint $s3.endpoint (env AWS_ACCESS_KEY_ID ...)

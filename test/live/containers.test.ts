@@ -2,7 +2,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { listContainers, parseVzlist, resolveContainers } from "../../src/backup/containers.js";
+import { listContainers, parseVzlist, resolveContainers } from "../../src/host/containers.js";
 import { scratch, script } from "./fixtures.js";
 
 let dir: string;

@@ -5,9 +5,9 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { newSnapshotGuid } from "../../src/backup/journal.js";
-import { imageMarkedInUse } from "../../src/backup/snapshot-lifecycle.js";
-import { PloopBinaryNotFoundError, PloopCli, PloopCommandError } from "../../src/ploop/driver.js";
+import { newSnapshotGuid } from "../../src/host/journal.js";
+import { imageMarkedInUse } from "../../src/host/snapshot-lifecycle.js";
+import { PloopBinaryNotFoundError, PloopCli, PloopCommandError } from "../../src/host/ploop-cli.js";
 import { setImageInUse, writeClusterToTop } from "../helpers/delta-writer.js";
 import { holdFlock, makeDisk, PLOOP_OFFLINE, realPloop, scratch, script, TOP } from "./fixtures.js";
 

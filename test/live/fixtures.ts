@@ -3,8 +3,8 @@ import { execa } from "execa";
 import { chmod, mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SnapshotJournal, type JournalEntry, type JournalState } from "../../src/backup/journal.js";
-import { PloopCli } from "../../src/ploop/driver.js";
+import { SnapshotJournal, type JournalEntry, type JournalState } from "../../src/host/journal.js";
+import { PloopCli } from "../../src/host/ploop-cli.js";
 import { PLOOP_OFFLINE, ploopInit, REPO_ROOT } from "../helpers/ploop-tool.js";
 import { topImagePath } from "../helpers/delta-writer.js";
 

@@ -4,7 +4,7 @@
  * Takes the host lock, prints "held <pid>", then either waits forever ("hold": the test
  * SIGKILLs it) or returns without releasing ("exit": Node must still exit on its own).
  */
-import { acquireHostLock } from "../../src/util/host-lock.js";
+import { acquireHostLock } from "../../src/host/host-lock.js";
 
 const [lockPath, mode] = process.argv.slice(2);
 if (lockPath === undefined) throw new Error("usage: hold-host-lock LOCKPATH hold|exit");

@@ -8,7 +8,7 @@ import { execa, type ResultPromise } from "execa";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { acquireHostLock, HostLockBusyError, HostLockLostError } from "../../src/util/host-lock.js";
+import { acquireHostLock, HostLockBusyError, HostLockLostError } from "../../src/host/host-lock.js";
 import { flockHelperOf, holdFlock, REPO_ROOT, scratch } from "./fixtures.js";
 
 let dir: string;

@@ -3,7 +3,7 @@ import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { newSnapshotGuid, OWN_GUID_TAG, SnapshotJournal, snapshotGuidOwner, stateDirOwnerId } from "../../src/backup/journal.js";
+import { newSnapshotGuid, OWN_GUID_TAG, SnapshotJournal, snapshotGuidOwner, stateDirOwnerId } from "../../src/host/journal.js";
 import { normaliseGuid } from "../../src/ploop/descriptor.js";
 import { deadPid, scratch } from "./fixtures.js";
 

@@ -11,7 +11,7 @@ import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseRate, RateLimitedStore, TokenBucket } from "../../src/ops/rate-limit.js";
+import { parseRate, RateLimitedStore, TokenBucket } from "../../src/uploader/rate-limit.js";
 import type { ObjectInfo, ObjectStore } from "../../src/uploader/store.js";
 import { StoreError } from "../../src/uploader/store.js";
 import { jsonLines, localRepo, runCli, type RepoTarget } from "../helpers/cli.js";

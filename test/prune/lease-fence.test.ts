@@ -13,7 +13,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { Lease, LeaseLapsedError } from "../../src/prune/lease.js";
 import { InconsistentListingError, listLocks, lockBody, type LockTiming } from "../../src/prune/locks.js";
 import { BackupRegistration } from "../../src/prune/registration.js";
-import { RateLimitedStore, TokenBucket } from "../../src/ops/rate-limit.js";
+import { RateLimitedStore, TokenBucket } from "../../src/uploader/rate-limit.js";
 import { LocalDirectoryStore } from "../../src/uploader/local.js";
 import type { ObjectInfo, ObjectStore, PutOptions } from "../../src/uploader/store.js";
 

@@ -18,7 +18,7 @@ import { hostname } from "node:os";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { errorLine, PloopvaultError } from "../errors.js";
 import { chainFor, parseDescriptor, type DiskDescriptor } from "../ploop/descriptor.js";
-import { PloopBinaryNotFoundError, PloopCommandError, PLOOP_EXIT, isLockFailure, type PloopCli, type SnapshotListEntry } from "../ploop/driver.js";
+import { PloopBinaryNotFoundError, PloopCommandError, PLOOP_EXIT, isLockFailure, type PloopCli, type SnapshotListEntry } from "./ploop-cli.js";
 import { decodeHeader, DISK_IN_USE, HEADER_BYTES, TOP_GUID } from "../ploop/format.js";
 import { snapshotGuidOwner, type JournalEntry, type MergeChild, type SnapshotJournal } from "./journal.js";
 

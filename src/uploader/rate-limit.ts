@@ -18,7 +18,7 @@
  * "20M/s", "1.5M" and a plain number of bytes also work).
  */
 import { UsageError } from "../errors.js";
-import type { BucketState, ObjectInfo, ObjectStore, ObjectVersion, PutOptions, Retention, VersionRead } from "../uploader/store.js";
+import type { BucketState, ObjectInfo, ObjectStore, ObjectVersion, PutOptions, Retention, VersionRead } from "./store.js";
 
 export interface TokenBucketOptions {
   /** Bytes per second. */

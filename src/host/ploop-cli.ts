@@ -9,8 +9,8 @@
  */
 import { runCommand } from "../util/exec.js";
 import { PloopvaultError } from "../errors.js";
-import { normaliseGuid } from "./descriptor.js";
-import { TOP_GUID } from "./format.js";
+import { normaliseGuid } from "../ploop/descriptor.js";
+import { TOP_GUID } from "../ploop/format.js";
 
 /** ploop's SYSEXIT_* codes (same numbers in all versions; 44-46 only in 7.x+). */
 export const PLOOP_EXIT = {

@@ -17,19 +17,19 @@ import { join } from "node:path";
 import { errorLine, PloopvaultError } from "../errors.js";
 import type { BackupAnnotations } from "../manifest/format.js";
 import { openLogicalDisk } from "../ploop/disk.js";
-import { PloopCli } from "../ploop/driver.js";
+import { PloopCli } from "./ploop-cli.js";
 import { BackupRegistration } from "../prune/registration.js";
 import { ManifestCache } from "../repository/known-chunks.js";
 import type { Repository } from "../repository/repository.js";
-import { acquireHostLock } from "../util/host-lock.js";
+import { acquireHostLock } from "./host-lock.js";
 import { listContainers, resolveContainers, type ContainerInfo } from "./containers.js";
 import { findContainerConfig, readDescriptorBytes, CONTAINER_CONFIG_NAME } from "./disk-source.js";
 import { SnapshotJournal } from "./journal.js";
-import { backupDisk, type BackupProgress, type BackupResult } from "./pipeline.js";
+import { backupDisk, type BackupProgress, type BackupResult } from "../backup/pipeline.js";
 import { recoverInterrupted, recoverUnjournaled, withFrozenDisk } from "./snapshot-lifecycle.js";
 import { decideIncremental, keepSnapshot, releaseKeptSnapshot } from "./incremental.js";
 import { KeptSnapshots } from "./kept-snapshot.js";
-import { findFreeClusters } from "./free-space.js";
+import { findFreeClusters } from "../backup/free-space.js";
 
 export interface ContainerResult {
   ct: string;

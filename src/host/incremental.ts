@@ -10,11 +10,11 @@
  */
 import { errorLine } from "../errors.js";
 import type { LogicalDisk } from "../ploop/disk.js";
-import type { PloopCli } from "../ploop/driver.js";
+import type { PloopCli } from "./ploop-cli.js";
 import type { Repository } from "../repository/repository.js";
 import type { SnapshotJournal } from "./journal.js";
 import { sameStamps, stampImagesAtAndBelow, type KeptSnapshot, type KeptSnapshots } from "./kept-snapshot.js";
-import type { PreviousBackup } from "./plan.js";
+import type { PreviousBackup } from "../backup/plan.js";
 import { openLogicalDisk } from "../ploop/disk.js";
 import { mergeChildOf } from "./snapshot-lifecycle.js";
 

@@ -26,7 +26,7 @@
  * Scope: the lock file lives in the state dir, so the lock is per state dir. One state
  * dir per host is the intended setup (the default path); a second installation with its
  * own state dir is not excluded by it, but never touches the first one's snapshots (their
- * GUIDs carry the state dir's owner id, backup/journal.ts). docs/online-backup.md.
+ * GUIDs carry the state dir's owner id, host/journal.ts). docs/online-backup.md.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
