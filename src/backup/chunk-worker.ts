@@ -10,6 +10,7 @@ import { parentPort, workerData } from "node:worker_threads";
 import type { ChunkerParams } from "../chunker/params.js";
 import { ChunkCodec, type ChunkCodecSpec } from "../repository/chunk-codec.js";
 import { scanBlock } from "./chunk-processor.js";
+import { errorLine } from "../errors.js";
 
 interface WorkerInit {
   codec: ChunkCodecSpec;
@@ -34,6 +35,6 @@ parentPort!.on("message", (job: Job) => {
     copy.set(object);
     parentPort!.postMessage({ seq: job.seq, object: copy }, [copy.buffer]);
   } catch (error) {
-    parentPort!.postMessage({ seq: job.seq, error: error instanceof Error ? error.message : String(error) });
+    parentPort!.postMessage({ seq: job.seq, error: errorLine(error) });
   }
 });

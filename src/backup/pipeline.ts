@@ -119,7 +119,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
     try {
       await repo.putChunkObject(idHex, object);
     } catch (error) {
-      throw new PloopvaultError(`upload of ${chunkKey(idHex)} to ${repo.location} failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      throw new PloopvaultError(`upload of ${chunkKey(idHex)} to ${repo.location} failed: ${errorLine(error)}`, { cause: error });
     }
   };
 

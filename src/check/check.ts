@@ -147,7 +147,7 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
   const readable: BackupRef[] = [];
   await forEachManifest(repo, listed, options.concurrency, (ref, manifest, error) => {
     if (manifest === null) {
-      problem(ref, error instanceof Error ? error.message : String(error));
+      problem(ref, errorLine(error));
       return;
     }
     if (options.host !== undefined && manifest.metadata.host !== options.host) {

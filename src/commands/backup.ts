@@ -9,7 +9,7 @@ import { durationSecondsOption } from "../prune/duration.js";
 import { validateName } from "../repository/layout.js";
 import { formatBytes, formatSeconds } from "../util/format.js";
 import { addBackupOpsOptions, backupRunOps, recordResult, type BackupOpsOptions } from "../ops/backup-ops.js";
-import { addCommonOptions, defaultHost, keepRunningWithoutStdout, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
+import { addCommonOptions, withInterrupts, defaultHost, keepRunningWithoutStdout, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
 
 interface BackupOptions extends GlobalOptions, BackupOpsOptions {
   all?: boolean;
@@ -100,16 +100,10 @@ PLOOPVAULT_EXIT_CODE and PLOOPVAULT_RESULTS_JSON in the environment (docs/operat
 
       // one target: its failure is the run's one error line, not printed twice
       const targetCount = targets.kind === "containers" ? targets.ctids.length : targets.kind === "disks" ? targets.disks.length : Infinity;
-      const abort = new AbortController();
-      const onSignal = (signal: NodeJS.Signals): void => {
-        if (!abort.signal.aborted) out.warn(`${signal} received: stopping, merging snapshots back, writing no manifest`);
-        abort.abort(new PloopvaultError(`interrupted by ${signal}`));
-      };
-      process.on("SIGINT", onSignal);
-      process.on("SIGTERM", onSignal);
-      let results: ContainerResult[];
-      try {
-        results = await runBackup({
+      let interrupt: AbortSignal | undefined;
+      const results: ContainerResult[] = await withInterrupts(out, "stopping, merging snapshots back, writing no manifest", (signal) => {
+        interrupt = signal;
+        return runBackup({
           targets,
           openRepository: () => openRepository(options),
           stateDir: options.stateDir,
@@ -126,19 +120,16 @@ PLOOPVAULT_EXIT_CODE and PLOOPVAULT_RESULTS_JSON in the environment (docs/operat
           vzlistBin: options.vzlistBin,
           privateRoot: options.privateRoot,
           annotations,
-          signal: abort.signal,
+          signal,
           log: (line) => out.info(line),
           warn: (line) => out.warn(line),
           debug: (line) => out.debug(line),
           onResult: (r) => report(out, r, targetCount),
           ...backupRunOps(options),
         });
-      } finally {
-        process.off("SIGINT", onSignal);
-        process.off("SIGTERM", onSignal);
-      }
+      });
       const failed = results.filter((r) => r.status !== "ok");
-      if (abort.signal.aborted) throw abort.signal.reason instanceof Error ? abort.signal.reason : new PloopvaultError("interrupted");
+      if (interrupt?.aborted) throw interrupt.reason instanceof Error ? interrupt.reason : new PloopvaultError("interrupted");
       if (failed.length === 0) return;
       const summary = failed.map((r) => `${r.ct}: ${r.error ?? "failed"}`).join("; ");
       if (failed.length === results.length) throw new PloopvaultError(failed.length === 1 ? `backup of container ${summary}` : `all ${failed.length} backups failed: ${summary}`);

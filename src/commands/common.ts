@@ -8,7 +8,7 @@
 import { hostname } from "node:os";
 import { Option, type Command } from "commander";
 import { passwordProvider } from "../crypto/password.js";
-import { UsageError } from "../errors.js";
+import { PloopvaultError, UsageError } from "../errors.js";
 import { LOG_FORMATS, logger, type LogFormat } from "../ops/log.js";
 import { rateOption, withRateLimits } from "../uploader/rate-limit.js";
 import type { Repository } from "../repository/repository.js";
@@ -197,4 +197,25 @@ export function parsePositiveInt(name: string): (value: string) => number {
     if (!Number.isInteger(n) || n < 1) throw new UsageError(`${name} must be a positive integer, got "${value}"`);
     return n;
   };
+}
+
+/**
+ * Run `work` with an AbortSignal that SIGINT and SIGTERM fire (the first one also warns
+ * "SIGNAL received: `notice`"), and take the handlers away after: the commands' one way
+ * of stopping cleanly when interrupted.
+ */
+export async function withInterrupts<T>(out: Output, notice: string | null, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const abort = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (!abort.signal.aborted && notice !== null) out.warn(`${signal} received: ${notice}`);
+    abort.abort(new PloopvaultError(`interrupted by ${signal}`));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    return await work(abort.signal);
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
 }

@@ -9,7 +9,7 @@ import type { Repository } from "../repository/repository.js";
 import { openTrustedRepository } from "../repository/trust.js";
 import { openStore } from "../uploader/open.js";
 import { formatBytes, formatSeconds } from "../util/format.js";
-import { addCommonOptions, defaultHost, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
+import { addCommonOptions, defaultHost, openRepository, Output, parsePositiveInt, withInterrupts, type GlobalOptions } from "./common.js";
 
 interface CopyCliOptions extends GlobalOptions {
   from?: string;
@@ -84,27 +84,22 @@ Examples:
     )
     .action(async (options: CopyCliOptions) => {
       const out = new Output(options);
-      if (options.from === undefined || options.from === "") throw new UsageError("no source repository given: use --from URL");
+      const from = options.from;
+      if (from === undefined || from === "") throw new UsageError("no source repository given: use --from URL");
       if (options.to !== undefined && options.repo !== undefined && options.to !== options.repo && process.env.PLOOPVAULT_REPO !== options.repo) {
         throw new UsageError("give the destination once: --to URL or --repo URL");
       }
       for (const ct of options.ct ?? []) validateName("container id", ct);
       const destinationOptions: GlobalOptions = { ...options, ...(options.to === undefined ? {} : { repo: options.to }) };
-      const abort = new AbortController();
-      const onSignal = (signal: NodeJS.Signals): void => {
-        if (!abort.signal.aborted) out.warn(`${signal} received: stopping, publishing nothing more`);
-        abort.abort(new PloopvaultError(`interrupted by ${signal}`));
-      };
-      process.on("SIGINT", onSignal);
-      process.on("SIGTERM", onSignal);
-      let report: CopyReport;
-      try {
-        const source = await openSource(options, options.from);
+      let interrupt: AbortSignal | undefined;
+      const report: CopyReport = await withInterrupts(out, "stopping, publishing nothing more", async (signal) => {
+        interrupt = signal;
+        const source = await openSource(options, from);
         try {
           const destination = await openRepository(destinationOptions);
           try {
             const progress = progressDisplay();
-            report = await runCopy({
+            return await runCopy({
               source,
               destination,
               stateDir: options.stateDir,
@@ -113,7 +108,7 @@ Examples:
               ...(options.ct === undefined ? {} : { cts: options.ct }),
               ...(options.last === undefined ? {} : { last: options.last }),
               concurrency: options.concurrency,
-              signal: abort.signal,
+              signal,
               log: (line) => out.info(line),
               warn: (line) => out.warn(line),
               ...(progress === null
@@ -130,15 +125,12 @@ Examples:
         } finally {
           await source.close();
         }
-      } finally {
-        process.off("SIGINT", onSignal);
-        process.off("SIGTERM", onSignal);
-      }
+      });
       if (out.json) out.jsonResult({ ...report, status: report.failed === 0 ? "ok" : report.copied > 0 ? "partial" : "error" });
       out.info(
         `copied ${report.copied} of ${report.selected} backups (${report.present} already there${report.failed > 0 ? `, ${report.failed} failed` : ""}): ${report.chunksUploaded} chunks, ${formatBytes(report.bytesUploaded)} uploaded, ${formatBytes(report.bytesDownloaded)} downloaded in ${formatSeconds(report.seconds)}`,
       );
-      if (abort.signal.aborted) throw abort.signal.reason instanceof Error ? abort.signal.reason : new PloopvaultError("interrupted");
+      if (interrupt?.aborted) throw interrupt.reason instanceof Error ? interrupt.reason : new PloopvaultError("interrupted");
       const failed = report.backups.filter((b) => b.status !== "ok");
       if (failed.length === 0) return;
       const summary = failed.map((b) => `${b.ct}/${b.backup}: ${b.error ?? "failed"}`).join("; ");

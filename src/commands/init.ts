@@ -1,7 +1,7 @@
 import { Command, Option } from "commander";
 import { chunkerParamsForAverage, DEFAULT_AVG_CHUNK } from "../chunker/index.js";
 import { newPassword, PASSWORD_ENV, passwordProvider, runPasswordCommand } from "../crypto/password.js";
-import { UsageError } from "../errors.js";
+import { errorLine, UsageError } from "../errors.js";
 import { newRepositoryConfig, type ObjectLockConfig } from "../repository/config.js";
 import { createRepository } from "../repository/create.js";
 import { defaultLockBucket } from "../repository/object-lock.js";
@@ -53,7 +53,7 @@ export function initCommand(): Command {
       try {
         chunker = chunkerParamsForAverage(avg);
       } catch (error) {
-        throw new UsageError(`--chunk-avg: ${error instanceof Error ? error.message : String(error)}`);
+        throw new UsageError(`--chunk-avg: ${errorLine(error)}`);
       }
       let password: string | undefined;
       if (options.encrypt) {

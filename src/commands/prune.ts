@@ -8,7 +8,7 @@ import { requireConditionalWrites } from "../repository/conditional-writes.js";
 import { ManifestCache } from "../repository/known-chunks.js";
 import { validateName } from "../repository/layout.js";
 import { formatBytes } from "../util/format.js";
-import { addCommonOptions, conditionalWritesProbe, defaultHost, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
+import { addCommonOptions, conditionalWritesProbe, defaultHost, openRepository, Output, parsePositiveInt, withInterrupts, type GlobalOptions } from "./common.js";
 
 interface PruneCliOptions extends GlobalOptions {
   keepLast?: number;
@@ -83,41 +83,33 @@ export function pruneCommand(): Command {
       const timing = lockTiming(timingOverrides);
       const pauseEnv = process.env.PLOOPVAULT_TEST_SWEEP_PAUSE;
 
-      const abort = new AbortController();
-      const onSignal = (signal: NodeJS.Signals): void => {
-        if (!abort.signal.aborted) out.warn(`${signal} received: stopping after the current step, removing our locks`);
-        abort.abort(new PloopvaultError(`interrupted by ${signal}`));
-      };
-      process.on("SIGINT", onSignal);
-      process.on("SIGTERM", onSignal);
-      const repo = await openRepository(options);
-      let report: PruneReport;
-      try {
-        // prune's lock takeovers and the safety of deletion rest on conditional writes of
-        // lock objects: probed where those go (an object-lock repository's lock bucket)
-        const locks = repo.store.controlChannel?.() ?? repo.store;
-        if (options.dryRun !== true) await requireConditionalWrites(locks, repo.config.id, { ...conditionalWritesProbe(options, repo.store, out), purpose: "prune" });
-        report = await runPrune(repo, {
-          policy,
-          ...(options.ct === undefined ? {} : { ct: options.ct }),
-          graceMs,
-          dryRun: options.dryRun === true,
-          waitMs,
-          host: options.lockHost,
-          ...(options.host === undefined ? {} : { onlyHost: options.host }),
-          ...(options.tag === undefined ? {} : { tags: options.tag }),
-          timing,
-          cache: ManifestCache.forRepository(repo, options.stateDir),
-          signal: abort.signal,
-          log: (line) => out.info(line),
-          warn: (line) => out.warn(line),
-          ...(pauseEnv ? { sweepPauseMs: Number(pauseEnv) * 1000 } : {}),
-        });
-      } finally {
-        process.off("SIGINT", onSignal);
-        process.off("SIGTERM", onSignal);
-        await repo.close();
-      }
+      const report: PruneReport = await withInterrupts(out, "stopping after the current step, removing our locks", async (signal) => {
+        const repo = await openRepository(options);
+        try {
+          // prune's lock takeovers and the safety of deletion rest on conditional writes of
+          // lock objects: probed where those go (an object-lock repository's lock bucket)
+          const locks = repo.store.controlChannel?.() ?? repo.store;
+          if (options.dryRun !== true) await requireConditionalWrites(locks, repo.config.id, { ...conditionalWritesProbe(options, repo.store, out), purpose: "prune" });
+          return await runPrune(repo, {
+            policy,
+            ...(options.ct === undefined ? {} : { ct: options.ct }),
+            graceMs,
+            dryRun: options.dryRun === true,
+            waitMs,
+            host: options.lockHost,
+            ...(options.host === undefined ? {} : { onlyHost: options.host }),
+            ...(options.tag === undefined ? {} : { tags: options.tag }),
+            timing,
+            cache: ManifestCache.forRepository(repo, options.stateDir),
+            signal,
+            log: (line) => out.info(line),
+            warn: (line) => out.warn(line),
+            ...(pauseEnv ? { sweepPauseMs: Number(pauseEnv) * 1000 } : {}),
+          });
+        } finally {
+          await repo.close();
+        }
+      });
       printReport(out, report, options.verbose === true);
       if (report.sweep === "skipped") {
         throw new PloopvaultError(`prune: chunk deletion skipped, damaged manifests: ${report.damagedManifests.slice(0, 3).join("; ")}`);

@@ -8,7 +8,7 @@ import { resolveBackup } from "../restore/resolve.js";
 import { planRestore, RESTORE_CONCURRENCY, restorePloop, restoreRaw, restoreToStream, type RestoreFormat, type RestoreResult } from "../restore/restore.js";
 import { parseRepoUrl } from "../uploader/open.js";
 import { formatBytes, formatSeconds } from "../util/format.js";
-import { addCommonOptions, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
+import { addCommonOptions, openRepository, Output, parsePositiveInt, withInterrupts, type GlobalOptions } from "./common.js";
 
 interface RestoreOptions extends GlobalOptions {
   target: string;
@@ -74,14 +74,8 @@ complete; Ctrl-C removes the partial files.
       if (toStdout && options.format === "ploop" && process.argv.includes("--format")) throw new UsageError("--target - streams a raw disk: use --format raw");
       if (toStdout && process.stdout.isTTY === true && options.dryRun !== true) throw new UsageError("--target -: stdout is a terminal; refusing to print a binary disk image there (redirect it to a file or a pipe)");
       const repo = await openRepository(options);
-      const abort = new AbortController();
-      const onSignal = (signal: NodeJS.Signals): void => {
-        if (!abort.signal.aborted) out.warn(`${signal} received: stopping, removing the partial restore`);
-        abort.abort();
-      };
-      process.on("SIGINT", onSignal);
-      process.on("SIGTERM", onSignal);
       try {
+        await withInterrupts(out, "stopping, removing the partial restore", async (signal) => {
         const cache = ManifestCache.forRepository(repo, options.stateDir);
         const ref = await resolveBackup(repo, spec, { metadata: (r) => cache.metadata(r), ...(options.host === undefined ? {} : { host: options.host }) });
         const manifest = decodeManifest(await cache.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
@@ -100,7 +94,7 @@ complete; Ctrl-C removes the partial files.
         const opts = {
           concurrency: options.concurrency ?? RESTORE_CONCURRENCY[parseRepoUrl(repo.location).kind === "s3" ? "s3" : "local"],
           ...(options.seed === undefined ? {} : { seed: options.seed }),
-          signal: abort.signal,
+          signal,
           ...(progress === null ? {} : { onProgress: (done: number, total: number) => progress.update("restore", label, { done, total }) }),
         };
         let result: RestoreResult;
@@ -108,15 +102,14 @@ complete; Ctrl-C removes the partial files.
         else if (options.format === "raw") result = await restoreRaw(repo, ref, manifest, options.target, options.force === true, opts);
         else result = await restorePloop(repo, ref, manifest, options.target, options.force === true, opts);
         progress?.remove("restore");
-        if (abort.signal.aborted) throw new PloopvaultError(`restore of ${ref.ct}/${ref.id} interrupted`);
+        if (signal.aborted) throw new PloopvaultError(`restore of ${ref.ct}/${ref.id} interrupted`);
         const summary = { backup: ref.id, ct: ref.ct, target: options.target, format: toStdout ? "raw" : options.format, ...result, status: "ok" };
         if (out.json && !toStdout) out.jsonResult(summary);
         out.info(`restored ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}: ${formatBytes(result.logicalBytes)} disk, ${formatBytes(result.dataBytes)} data in ${formatSeconds(result.seconds)}`);
         const free = manifest.metadata.freeSpace;
         if (free) out.info(`backup ${ref.ct}/${ref.id} was taken with --skip-free: ${formatBytes(free.skippedBytes)} of free filesystem space was not stored and reads as zeros (docs/skip-free.md)`);
+        });
       } finally {
-        process.off("SIGINT", onSignal);
-        process.off("SIGTERM", onSignal);
         await repo.close();
       }
     });
@@ -127,26 +120,20 @@ async function restoreIncluded(spec: string, options: RestoreOptions, out: Outpu
   if (options.target === "-") throw new UsageError("--include needs a folder as --target (dump writes single files to stdout)");
   if (options.seed !== undefined) throw new UsageError("--seed applies to whole-disk restores, not to --include");
   const repo = await openRepository(options);
-  const abort = new AbortController();
-  const onSignal = (): void => abort.abort();
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
   try {
-    const result = await restoreFilesFromBackup(repo, spec, options.stateDir, {
+    const result = await withInterrupts(out, null, (signal) => restoreFilesFromBackup(repo, spec, options.stateDir, {
       includes: options.include!,
       target: options.target,
       force: options.force === true,
-      signal: abort.signal,
+      signal,
       warn: (line) => out.warn(line),
       ...(options.partition === undefined ? {} : { partition: options.partition }),
       ...(options.host === undefined ? {} : { host: options.host }),
-    });
+    }));
     for (const s of result.skipped) out.warn(`${s}: a socket, not restored`);
     if (out.json) out.jsonResult({ ...result, target: options.target, includes: options.include, status: "ok" });
     out.info(`restored ${result.files} files, ${result.dirs} folders, ${result.symlinks} symlinks, ${result.hardlinks} hard links, ${result.specials} special files (${formatBytes(result.dataBytes)}) of ${result.ct}/${result.backup} into ${options.target}; fetched ${formatBytes(result.bytesFetched)} in ${result.chunksFetched} chunks`);
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
     await repo.close();
   }
 }

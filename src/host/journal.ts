@@ -11,7 +11,7 @@ import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { PloopvaultError } from "../errors.js";
+import { errorLine, PloopvaultError } from "../errors.js";
 import { normaliseGuid } from "../ploop/descriptor.js";
 
 export const JOURNAL_VERSION = 1;
@@ -271,7 +271,7 @@ export class SnapshotJournal {
     try {
       parsed = JSON.parse(text);
     } catch (error) {
-      return `not valid JSON (${error instanceof Error ? error.message : String(error)})`;
+      return `not valid JSON (${errorLine(error)})`;
     }
     return checkEntry(parsed);
   }

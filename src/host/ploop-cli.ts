@@ -7,6 +7,7 @@
  * Failures become PloopCommandError with ploop's exit code mapped to a meaning
  * (docs/ploop.md 3.2) and ploop's last stderr line, on one line.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { runCommand } from "../util/exec.js";
 import { PloopvaultError } from "../errors.js";
 import { normaliseGuid } from "../ploop/descriptor.js";
@@ -162,7 +163,6 @@ function requireGuid(guid: string, what: string): string {
   return g;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class PloopCli {
   readonly bin: string;

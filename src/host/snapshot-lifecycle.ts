@@ -12,6 +12,7 @@
  * dir's marked snapshots that no journal entry or kept record explains (lost state dir).
  * Neither ever touches a snapshot someone else made.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { runCommand } from "../util/exec.js";
 import { open, readFile, readdir, stat } from "node:fs/promises";
 import { hostname } from "node:os";
@@ -378,7 +379,6 @@ async function processesMentioning(guid: string): Promise<number[]> {
   return found;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Whether the image's header says "in use" (m_DiskInUse at 0x2C == "Ynot"). */
 export async function imageMarkedInUse(path: string): Promise<boolean> {

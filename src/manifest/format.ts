@@ -18,7 +18,7 @@
  */
 import { createHash } from "node:crypto";
 import { activeZstdBinding, zstdCompress, zstdContentSize, zstdDecompressBounded, zstdDecompressPrefix } from "../util/zstd.js";
-import { IntegrityError } from "../errors.js";
+import { errorLine, IntegrityError } from "../errors.js";
 import { validateChunkerParams, type ChunkerParams } from "../chunker/params.js";
 
 export const MANIFEST_MAGIC = "PVMF";
@@ -229,7 +229,7 @@ export function decodeManifest(object: Uint8Array, name: string): Manifest {
     throw new IntegrityError(`${name}: ${what}`);
   };
   const frame = verifyManifestEnvelope(object, name);
-  const corrupt = (error: unknown): never => fail(`corrupt manifest (${error instanceof Error ? error.message : String(error)})`);
+  const corrupt = (error: unknown): never => fail(`corrupt manifest (${errorLine(error)})`);
   const zstd = activeZstdBinding(); // a missing binding is a set-up error, not a damaged manifest
   // The metadata first (decompressing only its part), then the whole payload, with a
   // limit from the geometry the metadata declares: a hostile object cannot make us
@@ -347,7 +347,7 @@ function validateMetadata(value: unknown, name: string): asserts value is Manife
   try {
     validateChunkerParams(m.chunker as unknown as ChunkerParams, name);
   } catch (error) {
-    throw new IntegrityError(error instanceof Error ? error.message : String(error));
+    throw new IntegrityError(errorLine(error));
   }
   const files = m.files;
   if (!isObject(files) || typeof files.descriptor !== "string" || !PLAIN_NAME.test(files.descriptor)) fail("files.descriptor");

@@ -10,6 +10,7 @@
  */
 import { readdir } from "node:fs/promises";
 import { runCommand } from "../util/exec.js";
+import { errorLine } from "../errors.js";
 
 export interface IoniceResult {
   ok: boolean;
@@ -29,6 +30,6 @@ export async function setIdleIoPriority(bin = "ionice"): Promise<IoniceResult> {
     if (r.failed) return { ok: false, detail: `${bin} -c3 failed (${r.summary})` };
     return { ok: true, detail: `I/O priority set to idle (${bin} -c3 on ${tids.length} thread${tids.length === 1 ? "" : "s"})` };
   } catch (error) {
-    return { ok: false, detail: `${bin} not usable: ${error instanceof Error ? error.message : String(error)}` };
+    return { ok: false, detail: `${bin} not usable: ${errorLine(error)}` };
   }
 }

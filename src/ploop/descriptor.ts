@@ -9,7 +9,7 @@
  * content, unknown elements).
  */
 import { XMLParser, XMLValidator } from "fast-xml-parser";
-import { PloopFormatError } from "../errors.js";
+import { errorLine, PloopFormatError } from "../errors.js";
 import { NONE_GUID, SECTOR_BYTES, TOP_GUID, computeGeometry, isValidClusterSectors } from "./format.js";
 
 export type ImageType = "Compressed" | "Plain";
@@ -125,7 +125,7 @@ export function parseDescriptor(xml: string, descriptorPath: string): DiskDescri
   try {
     doc = parser.parse(xml);
   } catch (error) {
-    return fail(`malformed XML: ${oneLine(error instanceof Error ? error.message : String(error))}`);
+    return fail(`malformed XML: ${oneLine(errorLine(error))}`);
   }
   if (!isNode(doc)) return fail("malformed XML: no root element");
   const roots = Object.keys(doc).filter((k) => !k.startsWith("#") && !k.startsWith("?"));

@@ -21,6 +21,7 @@ import {
   type PloopHeader,
   type PloopVersion,
 } from "./format.js";
+import { errorLine } from "../errors.js";
 
 export const DESCRIPTOR_FILE_NAME = "DiskDescriptor.xml";
 
@@ -215,7 +216,7 @@ export async function createPloopImageWriter(path: string, options: PloopImageWr
       if (phase !== "open") throw new Error(`${path}: finish after finish/abort`);
       phase = "finishing";
       await Promise.all([...inflight]);
-      if (failed !== null) throw new Error(`${path}: cannot finish, a write failed: ${failed instanceof Error ? failed.message : String(failed)}`);
+      if (failed !== null) throw new Error(`${path}: cannot finish, a write failed: ${errorLine(failed)}`);
       // No holes: allocated clusters (or parts) never written become explicit zeros.
       let k = 0;
       while (k < n) {

@@ -24,7 +24,7 @@
  * object, unless requests that depend on it may still land (`guard()`): the object stays
  * (and expires by itself after the margin) until they settle.
  */
-import { PloopvaultError } from "../errors.js";
+import { errorLine, PloopvaultError } from "../errors.js";
 import { StoreError, type ObjectStore } from "../uploader/store.js";
 import { formatDuration } from "./duration.js";
 import { CLOCK_SLACK_MS, type LockTiming } from "./locks.js";
@@ -158,7 +158,7 @@ export class Lease {
         return;
       }
       if (this.stopped || this.fenceReason !== null) return;
-      this.options.warn?.(`cannot refresh ${this.options.what}: ${error instanceof Error ? error.message : String(error)}; retrying`);
+      this.options.warn?.(`cannot refresh ${this.options.what}: ${errorLine(error)}; retrying`);
       this.schedule(Math.min(this.timing.refreshMs, Math.max(200, this.timing.pollMs)));
       return;
     }

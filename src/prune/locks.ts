@@ -215,6 +215,3 @@ export function defaultLockHost(): string {
   return hostname();
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}

@@ -16,7 +16,7 @@
  * prune never finds a manifest gone in the middle of its sweep.
  */
 import { hostname, userInfo } from "node:os";
-import { PloopvaultError } from "../errors.js";
+import { errorLine, PloopvaultError } from "../errors.js";
 import { backupPrefix, manifestKey } from "../repository/layout.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
 import type { ObjectStore } from "../uploader/store.js";
@@ -128,7 +128,7 @@ export async function forgetBackups(repo: Repository, refs: readonly BackupRef[]
     }
     return out;
   } finally {
-    await lock?.release().catch((error: unknown) => options.warn(`cannot remove the prune lock: ${error instanceof Error ? error.message : String(error)} (it expires by itself)`));
+    await lock?.release().catch((error: unknown) => options.warn(`cannot remove the prune lock: ${errorLine(error)} (it expires by itself)`));
   }
 }
 

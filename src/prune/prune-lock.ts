@@ -10,11 +10,12 @@
  * handshake with the backups, docs/prune.md); it avoids duplicated work and confusing
  * concurrent output.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { PloopvaultError } from "../errors.js";
 import { StoreError, type ObjectStore } from "../uploader/store.js";
 import { formatDuration } from "./duration.js";
 import { Lease } from "./lease.js";
-import { CLOCK_SLACK_MS, describeHolder, lockBody, parseLockBody, PRUNE_LOCK_KEY, probeNow, sleep, type LockTiming } from "./locks.js";
+import { CLOCK_SLACK_MS, describeHolder, lockBody, parseLockBody, PRUNE_LOCK_KEY, probeNow, type LockTiming } from "./locks.js";
 
 export class PruneLockBusyError extends PloopvaultError {}
 

@@ -23,7 +23,8 @@
  * chunks and files under retention are counted as retained, never an error. The sweep
  * deletes every version of a candidate chunk, streaming the version listing of chunks/.
  */
-import { PloopvaultError } from "../errors.js";
+import { setTimeout as sleep } from "node:timers/promises";
+import { errorLine, PloopvaultError } from "../errors.js";
 import { chunkIds, decodeManifest } from "../manifest/format.js";
 import { ChunkIdHashSet } from "../repository/chunk-id-set.js";
 import type { ManifestCache } from "../repository/known-chunks.js";
@@ -33,7 +34,7 @@ import { StoreError, type ObjectInfo, type ObjectStore } from "../uploader/store
 import { TaskLimiter } from "../util/limiter.js";
 import { formatDuration } from "./duration.js";
 import { Lease } from "./lease.js";
-import { describeHolder, judgeLocks, listLocks, lockBody, nowFromOwn, PRUNE_LOCK_KEY, readHolder, sleep, uniqueLockKey, type JudgedLock, type LockTiming } from "./locks.js";
+import { describeHolder, judgeLocks, listLocks, lockBody, nowFromOwn, PRUNE_LOCK_KEY, readHolder, uniqueLockKey, type JudgedLock, type LockTiming } from "./locks.js";
 import { planForget, type BackupInfo, type GroupPlan, type KeepPolicy } from "./policy.js";
 import { acquirePruneLock } from "./prune-lock.js";
 import { isProtected, PROTECTION_NAME } from "./protection.js";
@@ -287,7 +288,7 @@ export async function runPrune(repo: Repository, options: PruneOptions): Promise
     await sweep(repo, options, report, pruneLock!, seen, stored, checkAbort);
     return finish(report, started);
   } finally {
-    await pruneLock?.release().catch((error: unknown) => options.warn(`cannot remove ${PRUNE_LOCK_KEY}: ${error instanceof Error ? error.message : String(error)} (it expires by itself)`));
+    await pruneLock?.release().catch((error: unknown) => options.warn(`cannot remove ${PRUNE_LOCK_KEY}: ${errorLine(error)} (it expires by itself)`));
   }
 }
 
@@ -350,7 +351,7 @@ async function forget(repo: Repository, listed: Map<string, BackupObjects>, opti
         infos.push({ ct: b.ct, id: b.id, host: metadata.host, time: new Date(metadata.time) });
       } catch (error) {
         // a manifest we cannot read is never forgotten by policy; the sweep stops on it
-        options.warn(`cannot read backup ${b.ct}/${b.id}: ${error instanceof Error ? error.message : String(error)}`);
+        options.warn(`cannot read backup ${b.ct}/${b.id}: ${errorLine(error)}`);
       }
     });
   }
@@ -492,7 +493,7 @@ async function markReferenced(repo: Repository, backups: readonly BackupObjects[
         const manifest = await readManifest(repo, b, options.cache);
         for (const id of chunkIds(manifest.entries)) stored.mark(id);
       } catch (error) {
-        damaged.push(`${b.ct}/${b.id}: ${error instanceof Error ? error.message : String(error)}`);
+        damaged.push(`${b.ct}/${b.id}: ${errorLine(error)}`);
       }
     });
   }
@@ -627,7 +628,7 @@ async function sweep(
       `deleted ${report.chunksDeleted} unreferenced chunk${report.chunksDeleted === 1 ? "" : "s"}${report.chunksSparedByGrace > 0 ? `, ${report.chunksSparedByGrace} younger than --grace kept` : ""}${report.chunksRetained > 0 ? `, ${report.chunksRetained} still under S3 Object Lock retention kept` : ""}`,
     );
   } finally {
-    await marker?.release().catch((error: unknown) => options.warn(`cannot remove sweep marker: ${error instanceof Error ? error.message : String(error)} (it expires by itself)`));
+    await marker?.release().catch((error: unknown) => options.warn(`cannot remove sweep marker: ${errorLine(error)} (it expires by itself)`));
   }
 }
 

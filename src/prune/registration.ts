@@ -13,11 +13,12 @@
  * `signal` (the backup stops) and makes guard() refuse, cancel or disown the manifest PUT,
  * so a backup never counts a manifest that could reference chunks a prune deleted.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { PloopvaultError } from "../errors.js";
 import type { ObjectStore } from "../uploader/store.js";
 import { formatDuration } from "./duration.js";
 import { Lease, LeaseLapsedError } from "./lease.js";
-import { describeHolder, judgeLocks, listLocks, lockBody, lockTiming, nowFromOwn, readHolder, sleep, uniqueLockKey, type LockTiming } from "./locks.js";
+import { describeHolder, judgeLocks, listLocks, lockBody, lockTiming, nowFromOwn, readHolder, uniqueLockKey, type LockTiming } from "./locks.js";
 
 export const DEFAULT_SWEEP_WAIT_MS = 60 * 60_000;
 

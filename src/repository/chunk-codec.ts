@@ -15,7 +15,7 @@ import { createHash, createHmac, webcrypto } from "node:crypto";
 import { open, seal, SEALED_CHUNK } from "../crypto/aead.js";
 import { AuthenticationFailure } from "../crypto/errors.js";
 import type { DataKeys } from "../crypto/keys.js";
-import { IntegrityError } from "../errors.js";
+import { errorLine, IntegrityError } from "../errors.js";
 import { activeZstdBinding, zstdCompress, zstdDecompressBounded } from "../util/zstd.js";
 import { chunkKey } from "./layout.js";
 
@@ -54,7 +54,7 @@ function decompressChunk(object: Uint8Array, expectedIdHex: string, maxBytes: nu
   try {
     return zstdDecompressBounded(object.subarray(1), maxBytes, zstd);
   } catch (error) {
-    throw new IntegrityError(`chunk ${expectedIdHex}: cannot be decompressed (${error instanceof Error ? error.message : String(error)})`);
+    throw new IntegrityError(`chunk ${expectedIdHex}: cannot be decompressed (${errorLine(error)})`);
   }
 }
 

@@ -40,6 +40,7 @@ import { link, lstat, mkdir, open, opendir, readFile, rename, rmdir, stat, unlin
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { makePrivateDir, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../util/private-fs.js";
 import { StoreError, validateKey, validatePrefix, type ObjectInfo, type ObjectStore, type PutOptions } from "./store.js";
+import { errorLine } from "../errors.js";
 
 const TEMP_PREFIX = ".tmp-";
 /** A compare-and-swap claim older than this belongs to a writer that died mid-way. */
@@ -72,7 +73,7 @@ export function fsStoreError(error: unknown, action: string, path: string, key?:
       case "EISDIR":
         return "it is a directory";
       default:
-        return error instanceof Error ? error.message : String(error);
+        return errorLine(error);
     }
   })();
   const kind = code === "ENOENT" ? "not-found" : "io";

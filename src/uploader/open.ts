@@ -16,7 +16,7 @@
  * PLOOPVAULT_S3_REQUEST_TIMEOUT_MS, PLOOPVAULT_S3_RETRY_BUDGET_MS.
  */
 import { fileURLToPath } from "node:url";
-import { UsageError } from "../errors.js";
+import { errorLine, UsageError } from "../errors.js";
 import { LocalDirectoryStore } from "./local.js";
 import type { S3StoreOptions } from "./s3.js";
 import type { ObjectStore } from "./store.js";
@@ -94,7 +94,7 @@ export function parseRepoUrl(url: string): ParsedRepoUrl {
       try {
         path = fileURLToPath(url);
       } catch (error) {
-        throw new UsageError(`invalid repository URL "${url}": ${error instanceof Error ? error.message : String(error)}`);
+        throw new UsageError(`invalid repository URL "${url}": ${errorLine(error)}`);
       }
     } else {
       // file://relative/path or file://host/path: we take everything after "file://" as a path

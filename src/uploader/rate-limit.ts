@@ -17,6 +17,7 @@
  * Rates are written like sizes: 20M = 20 MiB/s (K, M, G are powers of 1024; "20MiB",
  * "20M/s", "1.5M" and a plain number of bytes also work).
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { UsageError } from "../errors.js";
 import type { BucketState, ObjectInfo, ObjectStore, ObjectVersion, PutOptions, Retention, VersionRead } from "./store.js";
 
@@ -31,7 +32,6 @@ export interface TokenBucketOptions {
   sleep?: (ms: number) => Promise<void>;
 }
 
-const defaultSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class TokenBucket {
   readonly rate: number;
@@ -47,7 +47,7 @@ export class TokenBucket {
     this.rate = options.rate;
     this.burst = options.burst ?? Math.max(64 << 10, options.rate * 0.25);
     this.now = options.now ?? (() => performance.now());
-    this.sleep = options.sleep ?? defaultSleep;
+    this.sleep = options.sleep ?? ((ms: number): Promise<void> => sleep(ms));
     this.tokens = Math.min(this.burst, options.initial ?? 0);
     this.last = this.now();
   }

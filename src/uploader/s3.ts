@@ -30,6 +30,7 @@
  * or the put fails for good, the stored object is compared with ours, and an identical one
  * means our earlier attempt landed (manifests, configs and lock objects are unique).
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { createHash } from "node:crypto";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
@@ -138,10 +139,6 @@ class RetryToken {
   getRetryDelay(): number {
     return this.delay;
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Full jitter: uniformly random in [0, min(cap, base * 2^retry)], but at least base/2 for throttling. */
@@ -493,7 +490,7 @@ export class S3Store implements ObjectStore {
             throw new StoreError("changed", `object ${key} in ${this.location} was changed or removed by another writer (conditional write refused)`, { key, cause: error });
           }
           if (status === 409 && errorCode(error) === "ConditionalRequestConflict" && conflict < 5) {
-            await new Promise((r) => setTimeout(r, 50 * 2 ** conflict));
+            await sleep(50 * 2 ** conflict);
             continue;
           }
           if (status === 501) {
@@ -512,7 +509,7 @@ export class S3Store implements ObjectStore {
           }
           // AWS: a concurrent conditional write to the same key is in flight; try again
           if (status === 409 && errorCode(error) === "ConditionalRequestConflict" && conflict < 5) {
-            await new Promise((r) => setTimeout(r, 50 * 2 ** conflict));
+            await sleep(50 * 2 ** conflict);
             continue;
           }
           if (status === 501) {

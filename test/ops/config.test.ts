@@ -97,7 +97,7 @@ describe("config file", () => {
       ["limit-upload = fast\n", /line 1 \(limit-upload\): --limit-upload: cannot parse rate "fast"/],
       ["[backup]\nparallel = 0\n", /line 2 \(parallel\): --parallel must be a positive integer/],
       ["[snapshots]\nparallel = 2\n", /line 2: command snapshots has no option --parallel/],
-      ["[bakcup]\nparallel = 2\n", /line 2: unknown section \[bakcup\]/],
+      ["[bakcup]\nparallel = 2\n", /line 1: unknown section \[bakcup\]/],
       ["log-format = xml\n", /line 1 \(log-format\): .*text, json/],
       ["progress = maybe\n", /line 1 \(progress\): expected true or false/],
       ["repo = /a\nrepo = /b\n", /line 2: "repo" is set twice/],
