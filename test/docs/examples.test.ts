@@ -47,7 +47,7 @@ function extractBlocks(file: string, text: string): Block[] {
 }
 
 /** How each block is exercised, found by file and a piece of its text (exactly one rule per block). */
-type How = "run" | "config" | "cron" | "systemd" | "iam" | "repo-config" | "prune-synopsis" | "alerts" | "state-layout" | { skip: string };
+type How = "run" | "config" | "cron" | "systemd" | "iam" | "iam-append-only" | "repo-config" | "synopsis" | "alerts" | "state-layout" | { skip: string };
 /** `shared`: the block reads backups that exist already; its repositories are the shared one holding 101 and 102. */
 const RULES: { file: string; has: string; how: How; shared?: boolean }[] = [
   { file: "README.md", has: "npm run demo", how: "run" },
@@ -109,7 +109,7 @@ const RULES: { file: string; has: string; how: How; shared?: boolean }[] = [
   { file: "docs/operations.md", has: "--hook-failure 'mail", how: { skip: "option fragments with mail and an external URL (hooks: test/ops/monitoring.test.ts)" } },
   { file: "docs/operations.md", has: "INFO  backup[81234]", how: { skip: "sample log file lines (test/ops/monitoring.test.ts checks the format)" } },
   { file: "docs/performance.md", has: "npm run bench", how: { skip: "benchmarks" } },
-  { file: "docs/prune.md", has: "ploopvault prune --repo URL", how: "prune-synopsis" },
+  { file: "docs/prune.md", has: "ploopvault prune --repo URL", how: "synopsis" },
   { file: "docs/prune.md", has: "locks/backup-", how: { skip: "lock object names" } },
   { file: "docs/repository-format.md", has: "written once by `init`", how: { skip: "object layout (test/e2e tests list the objects)" } },
   { file: "docs/repository-format.md", has: "\"format\": \"ploopvault-repository\"", how: "repo-config" },
@@ -117,6 +117,20 @@ const RULES: { file: string; has: string; how: How; shared?: boolean }[] = [
   { file: "docs/repository-format.md", has: "\"format\": \"ploopvault-key\"", how: "repo-config" },
   { file: "docs/repository-format.md", has: "AES-256-GCM ciphertext of the plaintext", how: { skip: "envelope format description" } },
   { file: "docs/repository-format.md", has: "\"PVMF\"", how: { skip: "manifest format description" } },
+  {
+    file: "docs/repository-format.md",
+    has: "\"objectLock\": { \"mode\": \"governance\"",
+    how: { skip: "needs a bucket made with object lock: test/object-lock reads back exactly these fields from what init --object-lock writes" },
+  },
+  { file: "docs/copy.md", has: "ploopvault copy --from URL", how: "synopsis" },
+  {
+    file: "README.md",
+    has: "ploopvault copy --from /srv/ploopvault --to s3://offsite/node1",
+    how: { skip: "a second S3 endpoint and a bucket made with object lock: test/copy runs copy between local and RGW, test/object-lock runs init --object-lock" },
+  },
+  { file: "docs/copy.md", has: "node dist/bench/copy.js", how: { skip: "the benchmark itself (minutes per round): bench/copy.ts, run by hand" } },
+  { file: "docs/object-lock.md", has: "--object-lock DAYS [--lock-mode", how: "synopsis" },
+  { file: "docs/object-lock.md", has: '"Sid": "NeverDestroy"', how: "iam-append-only" },
 ];
 
 /** Lines of a "run" block that cannot run here, and why. */
@@ -350,8 +364,11 @@ describe("documented examples", () => {
       } else if (how === "repo-config") {
         await checkRepoFormat(b);
         report.push(`${where}: matches what init writes`);
-      } else if (how === "prune-synopsis") {
-        await checkPruneSynopsis(b);
+      } else if (how === "iam-append-only") {
+        checkAppendOnlyIam(b);
+        report.push(`${where}: valid IAM policy that lets the node destroy nothing`);
+      } else if (how === "synopsis") {
+        await checkSynopsis(b);
         report.push(`${where}: every flag exists`);
       } else if (how === "state-layout") {
         await checkStateLayout(b);
@@ -573,9 +590,38 @@ async function checkRepoFormat(b: Block): Promise<void> {
   compare(doc, real, "");
 }
 
-async function checkPruneSynopsis(b: Block): Promise<void> {
-  const help = (await bash("ploopvault prune --help", sandbox)).stdout;
-  for (const flag of b.text.match(/--[a-z-]+/g) ?? []) expect(help, flag).toContain(flag);
+/** A synopsis: every flag after `ploopvault COMMAND` (continuation lines included) is in that command's --help. */
+async function checkSynopsis(b: Block): Promise<void> {
+  let command: string | null = null;
+  for (const line of b.text.split("\n")) {
+    const named = /^ploopvault ([a-z-]+)/.exec(line);
+    if (named) command = named[1]!;
+    if (command === null) continue;
+    const help = (await bash(`ploopvault ${command} --help`, sandbox)).stdout;
+    for (const flag of line.match(/--[a-z-]+/g) ?? []) expect(help, `${command} ${flag}`).toContain(flag);
+  }
+  expect(command, "a synopsis names a command").not.toBeNull();
+}
+
+/**
+ * The append-only policy of docs/object-lock.md: valid IAM JSON, and nothing in it lets the
+ * node destroy a backup: no Allow of a delete, retention bypass or bucket configuration
+ * change on the repository bucket, and an explicit Deny of them.
+ */
+function checkAppendOnlyIam(b: Block): void {
+  type Statement = { Effect: string; Action: string | string[]; Resource: string | string[] };
+  const policy = JSON.parse(b.text) as { Version: string; Statement: Statement[] };
+  expect(policy.Version).toBe("2012-10-17");
+  const destroy = /^s3:(Delete|BypassGovernance|PutBucket|PutLifecycle)/;
+  const onRepository = (r: string): boolean => /^arn:aws:s3:::BUCKET(\/.*)?$/.test(r);
+  for (const st of policy.Statement) {
+    expect(["Allow", "Deny"]).toContain(st.Effect);
+    if (st.Effect !== "Allow") continue;
+    const destructive = [st.Action].flat().filter((a) => destroy.test(a));
+    if ([st.Resource].flat().some(onRepository)) expect(destructive, JSON.stringify(st)).toEqual([]);
+  }
+  const denied = policy.Statement.filter((st) => st.Effect === "Deny" && [st.Resource].flat().some((r) => r === "arn:aws:s3:::BUCKET/*")).flatMap((st) => [st.Action].flat());
+  for (const action of ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention"]) expect(denied).toContain(action);
 }
 
 /** Every metric an example alert uses is in a metrics file that the example cron lines made (backup, check --fs). */
