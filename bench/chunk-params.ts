@@ -56,7 +56,10 @@ async function main(): Promise<void> {
   const corpus = process.argv[2];
   if (!corpus) throw new Error("usage: chunk-params CORPUS_DIR [AVG_KIB,...]");
   const avgs = (process.argv[3] ?? "64,128,256,512,1024,2048").split(",").map((k) => Number(k) * 1024);
-  const cts = (await readdir(corpus, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+  const cts = (await readdir(corpus, { withFileTypes: true }))
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name)
+    .sort();
   const MB = 1e6;
   console.log("| avg chunk | objects | unique MB (zstd) | data MB | dedup ratio | new MB 102 after 101 | new MB 104 after 101 | chunk+hash+zstd MB/s |");
   console.log("|---|---|---|---|---|---|---|---|");
@@ -75,7 +78,9 @@ async function main(): Promise<void> {
     const d104 = byCt("104");
     const n102 = d101 && d102 ? (newBytes(d102, [d101]) / MB).toFixed(1) : "-";
     const n104 = d101 && d104 ? (newBytes(d104, [d101]) / MB).toFixed(1) : "-";
-    console.log(`| ${avg / 1024} KiB | ${all.size} | ${(unique / MB).toFixed(1)} | ${(data / MB).toFixed(1)} | ${(data / unique).toFixed(2)} | ${n102} | ${n104} | ${(data / MB / seconds).toFixed(0)} |`);
+    console.log(
+      `| ${avg / 1024} KiB | ${all.size} | ${(unique / MB).toFixed(1)} | ${(data / MB).toFixed(1)} | ${(data / unique).toFixed(2)} | ${n102} | ${n104} | ${(data / MB / seconds).toFixed(0)} |`,
+    );
   }
 }
 

@@ -116,8 +116,16 @@ async function repoBytes(dir: string): Promise<{ bytes: number; objects: number 
 }
 
 /** Remove the bench's buckets (and their objects): the S3 server may be a shared one. */
-async function removeBuckets(s3: { endpoint: string; accessKeyId: string; secretAccessKey: string; region: string }, buckets: readonly string[]): Promise<void> {
-  const client = new S3Client({ endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
+async function removeBuckets(
+  s3: { endpoint: string; accessKeyId: string; secretAccessKey: string; region: string },
+  buckets: readonly string[],
+): Promise<void> {
+  const client = new S3Client({
+    endpoint: s3.endpoint,
+    region: s3.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+  });
   try {
     for (const bucket of buckets) {
       try {
@@ -185,7 +193,19 @@ async function main(): Promise<void> {
     log(`backing up ${cts.length} disks into ${local}`);
     const initState = join(o.work, `st-init-${tag}`);
     await cli(["init", "--repo", local, "--state-dir", initState, "-q"]);
-    for (const ct of cts) await cli(["backup", "--repo", local, "--state-dir", join(o.work, `st-${tag}`), "--disk", join(corpusDir, ct, "root.hdd", "DiskDescriptor.xml"), "--name", ct, "-q"]);
+    for (const ct of cts)
+      await cli([
+        "backup",
+        "--repo",
+        local,
+        "--state-dir",
+        join(o.work, `st-${tag}`),
+        "--disk",
+        join(corpusDir, ct, "root.hdd", "DiskDescriptor.xml"),
+        "--name",
+        ct,
+        "-q",
+      ]);
     await cli(["init", "--repo", encrypted, "--state-dir", initState, "--encrypt", "-q"], { PLOOPVAULT_PASSWORD: "bench-a" });
     await cli(["copy", "--from", local, "--to", encrypted, "--state-dir", join(o.work, `st-enc-${tag}`), "-q"], { PLOOPVAULT_PASSWORD: "bench-a" });
     const size = await repoBytes(local);
@@ -199,7 +219,11 @@ async function main(): Promise<void> {
       { step: "copy encrypted -> encrypted (re-keyed)", runs: [], bytes: chunkBytes },
     ];
     const measure = (args: string[], extra: Record<string, string> = {}): Promise<Measured> =>
-      runMeasured(process.execPath, args, o.work, { env: { ...env, ...extra, PATH: process.env.PATH ?? "" }, ownPids: s3.pids, label: args.slice(0, 3).join(" ") });
+      runMeasured(process.execPath, args, o.work, {
+        env: { ...env, ...extra, PATH: process.env.PATH ?? "" },
+        ownPids: s3.pids,
+        label: args.slice(0, 3).join(" "),
+      });
     for (let round = 0; round < o.repeat; round++) {
       const suffix = `${tag}-${round}`;
       log(`round ${round + 1}/${o.repeat}`);
@@ -235,15 +259,19 @@ async function main(): Promise<void> {
       const cpu = median(row.runs.map((r) => r.userSeconds + r.sysSeconds));
       const rss = Math.max(...row.runs.map((r) => r.peakRssMiB));
       const other = median(row.runs.map((r) => r.otherCpuSeconds));
-      const range = row.runs.length > 1 ? ` (${Math.min(...row.runs.map((r) => r.seconds)).toFixed(1)}-${Math.max(...row.runs.map((r) => r.seconds)).toFixed(1)})` : "";
-      lines.push(`| ${row.step} | ${seconds.toFixed(1)}${range} | ${row.bytes > 0 ? mib(row.bytes / seconds) : "-"} | ${(seconds / plain).toFixed(2)} | ${cpu.toFixed(1)} | ${rss.toFixed(0)} | ${other.toFixed(1)} |`);
+      const range =
+        row.runs.length > 1 ? ` (${Math.min(...row.runs.map((r) => r.seconds)).toFixed(1)}-${Math.max(...row.runs.map((r) => r.seconds)).toFixed(1)})` : "";
+      lines.push(
+        `| ${row.step} | ${seconds.toFixed(1)}${range} | ${row.bytes > 0 ? mib(row.bytes / seconds) : "-"} | ${(seconds / plain).toFixed(2)} | ${cpu.toFixed(1)} | ${rss.toFixed(0)} | ${other.toFixed(1)} |`,
+      );
     }
     process.stdout.write(`${lines.join("\n")}\n`);
   } finally {
     if (!o.keep) {
       await rm(local, { recursive: true, force: true });
       await rm(encrypted, { recursive: true, force: true });
-      for (const name of await readdir(o.work)) if (name.startsWith("st-") && name.includes(tag)) await rm(join(o.work, name), { recursive: true, force: true });
+      for (const name of await readdir(o.work))
+        if (name.startsWith("st-") && name.includes(tag)) await rm(join(o.work, name), { recursive: true, force: true });
       await removeBuckets(s3, buckets);
     }
     await rgw?.stop();

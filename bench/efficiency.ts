@@ -73,7 +73,9 @@ function timedBackup(descriptor: string, work: string, round: number): { wall: n
   const common = ["--repo", repo, "--state-dir", state];
   const init = spawnSync(process.execPath, [CLI, "init", ...common, "-q"]);
   if (init.status !== 0) throw new Error(`init: ${init.stderr}`);
-  const r = spawnSync("/usr/bin/time", ["-f", "%e %U %S", process.execPath, CLI, "backup", ...common, "--disk", descriptor, "--name", "101", "-q"], { encoding: "utf8" });
+  const r = spawnSync("/usr/bin/time", ["-f", "%e %U %S", process.execPath, CLI, "backup", ...common, "--disk", descriptor, "--name", "101", "-q"], {
+    encoding: "utf8",
+  });
   if (r.status !== 0) throw new Error(`backup: ${r.stderr}`);
   const [wall, user, system] = r.stderr.trim().split("\n").pop()!.split(" ").map(Number);
   return { wall: wall!, cpu: user! + system! };
@@ -104,7 +106,9 @@ async function main(): Promise<void> {
       const backup = timedBackup(descriptor, work, round);
       const efficiency = need / (cores * backup.wall);
       effs.push(efficiency);
-      rows.push(`| ${round + 1} | ${(stages.bytes / 1e6).toFixed(0)} | ${stages.gear.toFixed(2)} | ${stages.sha256.toFixed(2)} | ${stages.zstd.toFixed(2)} | ${need.toFixed(2)} | ${backup.wall.toFixed(2)} | ${backup.cpu.toFixed(2)} | ${(backup.cpu / need).toFixed(2)} | ${efficiency.toFixed(2)} |`);
+      rows.push(
+        `| ${round + 1} | ${(stages.bytes / 1e6).toFixed(0)} | ${stages.gear.toFixed(2)} | ${stages.sha256.toFixed(2)} | ${stages.zstd.toFixed(2)} | ${need.toFixed(2)} | ${backup.wall.toFixed(2)} | ${backup.cpu.toFixed(2)} | ${(backup.cpu / need).toFixed(2)} | ${efficiency.toFixed(2)} |`,
+      );
     }
     effs.sort((a, b) => a - b);
     process.stdout.write(

@@ -81,7 +81,12 @@ async function main(): Promise<void> {
     if (!args.localOnly) {
       let s3: { endpoint: string; accessKeyId: string; secretAccessKey: string; region: string } | null = null;
       if (process.env.PLOOPVAULT_TEST_S3_ENDPOINT) {
-        s3 = { endpoint: process.env.PLOOPVAULT_TEST_S3_ENDPOINT, accessKeyId: process.env.PLOOPVAULT_TEST_S3_ACCESS_KEY ?? "", secretAccessKey: process.env.PLOOPVAULT_TEST_S3_SECRET_KEY ?? "", region: process.env.PLOOPVAULT_TEST_S3_REGION ?? "us-east-1" };
+        s3 = {
+          endpoint: process.env.PLOOPVAULT_TEST_S3_ENDPOINT,
+          accessKeyId: process.env.PLOOPVAULT_TEST_S3_ACCESS_KEY ?? "",
+          secretAccessKey: process.env.PLOOPVAULT_TEST_S3_SECRET_KEY ?? "",
+          region: process.env.PLOOPVAULT_TEST_S3_REGION ?? "us-east-1",
+        };
       } else {
         const why = await rgwUnavailable();
         if (why === null) rgw = await startRgw(join(PROJECT_ROOT, "scripts/rgw.sh"), join(args.work, "rgw"), log);
@@ -100,16 +105,33 @@ async function main(): Promise<void> {
     const rows: Row[] = [];
     for (const store of stores) {
       const base = [...store.repoArgs, "--state-dir", join(args.work, `state-${store.name.split(" ")[0]}`)];
-      const run = (cliArgs: string[], label: string): ReturnType<typeof runMeasured> => runMeasured(process.execPath, [CLI, ...cliArgs], args.work, { env: { ...process.env, ...store.env } as Record<string, string>, label });
+      const run = (cliArgs: string[], label: string): ReturnType<typeof runMeasured> =>
+        runMeasured(process.execPath, [CLI, ...cliArgs], args.work, { env: { ...process.env, ...store.env } as Record<string, string>, label });
       await run(["init", ...base, "-q"], "init");
       const backup = await run(["backup", ...base, "--disk", disk.descriptorPath, "-q"], "backup");
       log(`${store.name}: backup of ${(disk.sizeBytes / MIB).toFixed(0)} MiB disk in ${backup.seconds.toFixed(1)} s`);
       const ops: { operation: string; args: (i: number) => string[]; fetched: (stdout: string) => number | null }[] = [
-        { operation: `dump ${args.fileMiB} MiB file`, args: (i) => ["dump", ...base, "301", disk.file, "--target", join(args.work, `dump-${i}`), "--json"], fetched: (o) => JSON.parse(o).bytesFetched },
-        { operation: `restore --include ${args.fileMiB} MiB file`, args: (i) => ["restore", ...base, "301", "--include", disk.file, "--target", join(args.work, `inc-${i}`), "--json"], fetched: (o) => JSON.parse(o).bytesFetched },
-        { operation: "ls --recursive /", args: () => ["ls", ...base, "301", "/", "--recursive", "--json"], fetched: (o) => JSON.parse(o.trim().split("\n").pop()!).bytesFetched },
+        {
+          operation: `dump ${args.fileMiB} MiB file`,
+          args: (i) => ["dump", ...base, "301", disk.file, "--target", join(args.work, `dump-${i}`), "--json"],
+          fetched: (o) => JSON.parse(o).bytesFetched,
+        },
+        {
+          operation: `restore --include ${args.fileMiB} MiB file`,
+          args: (i) => ["restore", ...base, "301", "--include", disk.file, "--target", join(args.work, `inc-${i}`), "--json"],
+          fetched: (o) => JSON.parse(o).bytesFetched,
+        },
+        {
+          operation: "ls --recursive /",
+          args: () => ["ls", ...base, "301", "/", "--recursive", "--json"],
+          fetched: (o) => JSON.parse(o.trim().split("\n").pop()!).bytesFetched,
+        },
         { operation: "check --fs", args: () => ["check", ...base, "--fs", "301", "--json"], fetched: (o) => JSON.parse(o).filesystems[0].bytesFetched },
-        { operation: "restore --format raw (whole disk)", args: (i) => ["restore", ...base, "301", "--format", "raw", "--target", join(args.work, `raw-${i}`), "--json"], fetched: (o) => JSON.parse(o).dataBytes },
+        {
+          operation: "restore --format raw (whole disk)",
+          args: (i) => ["restore", ...base, "301", "--format", "raw", "--target", join(args.work, `raw-${i}`), "--json"],
+          fetched: (o) => JSON.parse(o).dataBytes,
+        },
       ];
       for (const op of ops) {
         const row: Row = { store: store.name, operation: op.operation, seconds: [], fetchedMiB: null };
@@ -136,7 +158,9 @@ async function main(): Promise<void> {
       const full = rows.find((r) => r.store === store.name && r.operation.startsWith("restore --format raw"))!;
       for (const r of rows.filter((x) => x.store === store.name)) {
         const ratio = median(r.seconds) / median(full.seconds);
-        lines.push(`| ${r.store} | ${r.operation} | ${median(r.seconds).toFixed(2)} | ${r.fetchedMiB === null ? "-" : r.fetchedMiB.toFixed(1)} | ${ratio.toFixed(3)}x |`);
+        lines.push(
+          `| ${r.store} | ${r.operation} | ${median(r.seconds).toFixed(2)} | ${r.fetchedMiB === null ? "-" : r.fetchedMiB.toFixed(1)} | ${ratio.toFixed(3)}x |`,
+        );
       }
     }
     process.stdout.write(`${lines.join("\n")}\n`);

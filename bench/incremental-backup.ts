@@ -236,7 +236,23 @@ async function main(): Promise<void> {
   log(`built a ${args.sizeGiB} GiB disk with ${(dataBytes / MIB).toFixed(0)} MiB of data in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
   const pv = (cmdArgs: string[], label: string): Promise<Measured> => runMeasured(process.execPath, [CLI, ...cmdArgs], work, { label });
-  const backupArgs = ["backup", CT, "--repo", repo, "--state-dir", state, "--private-root", privateRoot, "--vzlist-bin", "/nonexistent/vzlist", "--ploop-bin", PLOOP_OFFLINE, "--no-ionice", "--json", "-q"];
+  const backupArgs = [
+    "backup",
+    CT,
+    "--repo",
+    repo,
+    "--state-dir",
+    state,
+    "--private-root",
+    privateRoot,
+    "--vzlist-bin",
+    "/nonexistent/vzlist",
+    "--ploop-bin",
+    PLOOP_OFFLINE,
+    "--no-ionice",
+    "--json",
+    "-q",
+  ];
   const resticEnv = { RESTIC_REPOSITORY: join(work, "restic-repo"), RESTIC_PASSWORD: "ploopvault-bench", RESTIC_CACHE_DIR: join(work, "restic-cache") };
   const restic = (cmdArgs: string[], label: string): Promise<Measured> => runMeasured("restic", cmdArgs, work, { env: resticEnv, label });
 
@@ -250,7 +266,9 @@ async function main(): Promise<void> {
 
   t = performance.now();
   const day = await dayOfWrites(descriptor, allocated, Math.round(args.change * dataBytes));
-  log(`a day of writes: ${(day.bytes / MIB).toFixed(1)} MiB rewritten, ${day.clusters} clusters copied into the top delta, in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  log(
+    `a day of writes: ${(day.bytes / MIB).toFixed(1)} MiB rewritten, ${day.clusters} clusters copied into the top delta, in ${((performance.now() - t) / 1000).toFixed(1)} s`,
+  );
   await flatten(descriptor, raw);
   const rawSha = await sha256File(raw);
 

@@ -37,7 +37,10 @@ const STAGES: [string, RegExp][] = [
   ["zstd decompress", /^(decompress|decompressBound|getFrameContentSize|findFrameCompressedSize) /],
   ["encryption (AES-GCM)", /(cipher|Cipher|Decipher|aead)/],
   ["copies and worker messages", /^(postMessage|set|_copyActual|FastBuffer|concat|copy|from|allocUnsafe|subarray) /],
-  ["file I/O (read, write, fsync, open)", /^(read|write|writeBuffer|fsync|open|openFileHandle|close|fstat|stat|lstat|mkdir|rename|link|unlink|readFileHandle|writeFileHandle|fdatasync) /],
+  [
+    "file I/O (read, write, fsync, open)",
+    /^(read|write|writeBuffer|fsync|open|openFileHandle|close|fstat|stat|lstat|mkdir|rename|link|unlink|readFileHandle|writeFileHandle|fdatasync) /,
+  ],
   ["module loading (start-up)", /(modules\/|cjs-module-lexer|compileSourceTextModule|wrapSafe|compileForInternalLoader|internalModuleStat|detectModuleFormat)/],
   ["network (S3)", /(@smithy|@aws-sdk|_http_|node:net|node:tls|writev|onStreamRead)/],
 ];

@@ -175,7 +175,15 @@ async function build(dir: string, chunks: number, backups: number): Promise<Reco
     await limiter.submit(() => writeFile(join(dir, key), body));
   }
   await limiter.drain();
-  return { seconds: (performance.now() - started) / 1000, chunks: total, referencedChunks: used, garbageChunks: total - used, backups: made, slotsPerDisk: slots, references };
+  return {
+    seconds: (performance.now() - started) / 1000,
+    chunks: total,
+    referencedChunks: used,
+    garbageChunks: total - used,
+    backups: made,
+    slotsPerDisk: slots,
+    references,
+  };
 }
 
 async function phase(name: string, dir: string, chunks: number, backups: number): Promise<Record<string, unknown>> {
@@ -254,7 +262,13 @@ async function main(): Promise<void> {
     ]);
   }
   const widths = head.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
-  for (const row of table) process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()}\n`);
+  for (const row of table)
+    process.stdout.write(
+      `${row
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join("  ")
+        .trimEnd()}\n`,
+    );
 }
 
 main().catch((error: unknown) => {

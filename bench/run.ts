@@ -77,14 +77,30 @@ interface Options {
 }
 
 function parseList<T extends string>(value: string | undefined, allowed: readonly T[], name: string): T[] {
-  const items = (value ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  const items = (value ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
   for (const i of items) if (!allowed.includes(i as T)) throw new Error(`${name}: unknown "${i}" (allowed: ${allowed.join(", ")})`);
   if (items.length === 0) throw new Error(`${name}: empty list`);
   return items as T[];
 }
 
 function parseOptions(argv: string[]): Options | null {
-  const o: Options = { scale: "bench", s3: "auto", tools: [...TOOL_NAMES], inputs: ["raw", "image"], out: join(PROJECT_ROOT, "docs/performance.md"), work: join(PROJECT_ROOT, ".tmp/bench"), largeDisks: true, containerMode: true, encrypted: true, keep: false, nice: null, repeat: 1 };
+  const o: Options = {
+    scale: "bench",
+    s3: "auto",
+    tools: [...TOOL_NAMES],
+    inputs: ["raw", "image"],
+    out: join(PROJECT_ROOT, "docs/performance.md"),
+    work: join(PROJECT_ROOT, ".tmp/bench"),
+    largeDisks: true,
+    containerMode: true,
+    encrypted: true,
+    keep: false,
+    nice: null,
+    repeat: 1,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -115,8 +131,7 @@ function parseOptions(argv: string[]): Options | null {
       const n = Number(value());
       if (!Number.isInteger(n) || n < -20 || n > 19) throw new Error(`--nice: "${argv[i]}" is not -20..19`);
       o.nice = n;
-    }
-    else if (a === "-h" || a === "--help") {
+    } else if (a === "-h" || a === "--help") {
       process.stdout.write(`${USAGE}\n`);
       return null;
     } else throw new Error(`unknown argument ${a}\n${USAGE}`);
@@ -140,7 +155,10 @@ async function loadCorpus(dir: string): Promise<BenchDisk[]> {
   } catch {
     throw new Error(`${dir}/SHA256SUMS missing: not a corpus built by scripts/corpus.ts`);
   }
-  const cts = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isDirectory() && sums.has(d.name)).map((d) => d.name).sort();
+  const cts = (await readdir(dir, { withFileTypes: true }))
+    .filter((d) => d.isDirectory() && sums.has(d.name))
+    .map((d) => d.name)
+    .sort();
   const disks: BenchDisk[] = [];
   for (const ct of cts) {
     const descriptorPath = join(dir, ct, "root.hdd", "DiskDescriptor.xml");
@@ -201,7 +219,10 @@ function medianResult(runs: TargetResult[]): TargetResult {
   result.unchanged = pick(ok.map((r) => r.unchanged));
   result.untouched = pick(ok.map((r) => r.untouched));
   result.restore = pick(ok.map((r) => r.restore));
-  const seededRuns = ok.map((r) => r.seeded).filter((x): x is NonNullable<typeof x> => x !== undefined).sort((a, b) => a.seeded.measured.seconds - b.seeded.measured.seconds);
+  const seededRuns = ok
+    .map((r) => r.seeded)
+    .filter((x): x is NonNullable<typeof x> => x !== undefined)
+    .sort((a, b) => a.seeded.measured.seconds - b.seeded.measured.seconds);
   if (seededRuns.length > 0) result.seeded = seededRuns[Math.floor((seededRuns.length - 1) / 2)];
   result.restoreVerified = ok.every((r) => r.restoreVerified === true);
   if (runs.length > ok.length) {
@@ -212,7 +233,14 @@ function medianResult(runs: TargetResult[]): TargetResult {
 }
 
 /** One repository through first / unchanged / (untouched) / restore. */
-async function runTarget(target: Target, disks: BenchDisk[], restoreDisk: BenchDisk, work: string, imageSha: (d: BenchDisk) => Promise<string>, keep: boolean): Promise<TargetResult> {
+async function runTarget(
+  target: Target,
+  disks: BenchDisk[],
+  restoreDisk: BenchDisk,
+  work: string,
+  imageSha: (d: BenchDisk) => Promise<string>,
+  keep: boolean,
+): Promise<TargetResult> {
   const result: TargetResult = { tool: target.tool, input: target.input, store: target.store, label: target.label, encrypted: target.encrypted === true };
   try {
     await target.init();
@@ -243,7 +271,9 @@ async function runTarget(target: Target, disks: BenchDisk[], restoreDisk: BenchD
     if (target.seededRestore !== undefined && result.restoreVerified) {
       result.seeded = await target.seededRestore(restoreDisk, out, result.restore.file);
       const sr = result.seeded;
-      log(`${target.label}: ${sr.changedClusters} of ${sr.allocatedClusters} clusters changed; restore ${sr.unseeded.measured.seconds.toFixed(1)} s (${sr.fetchedUnseeded} chunks fetched), over yesterday's file with --seed ${sr.seeded.measured.seconds.toFixed(1)} s (${sr.fetchedSeeded} of ${sr.chunks} fetched)${sr.verified ? ", verified" : ", RESULTS DIFFER"}`);
+      log(
+        `${target.label}: ${sr.changedClusters} of ${sr.allocatedClusters} clusters changed; restore ${sr.unseeded.measured.seconds.toFixed(1)} s (${sr.fetchedUnseeded} chunks fetched), over yesterday's file with --seed ${sr.seeded.measured.seconds.toFixed(1)} s (${sr.fetchedSeeded} of ${sr.chunks} fetched)${sr.verified ? ", verified" : ", RESULTS DIFFER"}`,
+      );
     }
     if (!keep) await rm(out, { recursive: true, force: true });
   } catch (error) {
@@ -385,7 +415,8 @@ async function main(argv: string[]): Promise<number> {
   const localRuns: TargetResult[][] = local.map(() => []);
   for (let rep = 1; rep <= o.repeat; rep++) {
     if (o.repeat > 1) log(`local repetition ${rep} of ${o.repeat}`);
-    for (const [i, p] of local.entries()) localRuns[i]!.push(await runTarget(makeTarget(p.tool, p.input, p.store, env, dirs, p.encrypted), disks, restoreDisk, o.work, imageSha, o.keep));
+    for (const [i, p] of local.entries())
+      localRuns[i]!.push(await runTarget(makeTarget(p.tool, p.input, p.store, env, dirs, p.encrypted), disks, restoreDisk, o.work, imageSha, o.keep));
   }
   report.local = localRuns.map(medianResult);
 
@@ -396,14 +427,23 @@ async function main(argv: string[]): Promise<number> {
       const r: LargeDiskResult = { disk };
       try {
         await target.init();
-        const bd: BenchDisk = { ct: spec.name, descriptorPath: disk.descriptorPath, imagePath: join(dirname(disk.descriptorPath), "root.hds"), sha256: "", dataBytes: disk.dataBytes, virtualBytes: disk.sizeBytes };
+        const bd: BenchDisk = {
+          ct: spec.name,
+          descriptorPath: disk.descriptorPath,
+          imagePath: join(dirname(disk.descriptorPath), "root.hds"),
+          sha256: "",
+          dataBytes: disk.dataBytes,
+          virtualBytes: disk.sizeBytes,
+        };
         await warmCache([bd.imagePath]);
         r.backup = await target.backup([bd]);
         const out = join(o.work, `restore-large-${spec.name}`);
         await rm(out, { recursive: true, force: true });
         r.restore = await target.restore(bd, out);
         await rm(out, { recursive: true, force: true });
-        log(`large disk ${spec.name}: backup ${r.backup.measured.seconds.toFixed(1)} s, ${r.backup.measured.peakRssMiB.toFixed(0)} MiB peak; restore ${r.restore.measured.seconds.toFixed(1)} s, ${r.restore.measured.peakRssMiB.toFixed(0)} MiB peak`);
+        log(
+          `large disk ${spec.name}: backup ${r.backup.measured.seconds.toFixed(1)} s, ${r.backup.measured.peakRssMiB.toFixed(0)} MiB peak; restore ${r.restore.measured.seconds.toFixed(1)} s, ${r.restore.measured.peakRssMiB.toFixed(0)} MiB peak`,
+        );
       } catch (error) {
         r.error = error instanceof Error ? error.message : String(error);
         log(`large disk ${spec.name}: FAILED: ${r.error}`);
@@ -453,7 +493,9 @@ async function main(argv: string[]): Promise<number> {
     await writeOut(o.out, md);
     log(`report written to ${o.out}`);
   }
-  const failed = [...report.local, ...report.s3].filter((r) => r.error !== undefined || r.restoreVerified === false || r.seeded?.verified === false).length + report.large.filter((r) => r.error !== undefined).length;
+  const failed =
+    [...report.local, ...report.s3].filter((r) => r.error !== undefined || r.restoreVerified === false || r.seeded?.verified === false).length +
+    report.large.filter((r) => r.error !== undefined).length;
   return failed > 0 ? 1 : 0;
 }
 

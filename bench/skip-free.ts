@@ -95,7 +95,12 @@ async function main(): Promise<void> {
       if (i < 2) {
         const state = join(args.work, `state-${round}-${i}`);
         await runMeasured(process.execPath, [CLI, "init", "--repo", repo, "--state-dir", state], args.work, { label: "ploopvault init" });
-        const m = await runMeasured(process.execPath, [CLI, "backup", "--repo", repo, "--state-dir", state, "--disk", dd, "--name", "aged", "--json", ...(i === 1 ? ["--skip-free"] : [])], args.work, { label: row.label });
+        const m = await runMeasured(
+          process.execPath,
+          [CLI, "backup", "--repo", repo, "--state-dir", state, "--disk", dd, "--name", "aged", "--json", ...(i === 1 ? ["--skip-free"] : [])],
+          args.work,
+          { label: row.label },
+        );
         const result = JSON.parse(m.stdout.trim().split("\n").pop()!) as { readBytes: number; skippedFreeBytes?: number };
         row.runs.push(m);
         row.readBytes.push(result.readBytes);
@@ -111,13 +116,27 @@ async function main(): Promise<void> {
         row.readBytes.push(args.sizeMiB * (1 << 20));
       }
       row.storedBytes.push((await treeSize(repo)).bytes);
-      log(`round ${round + 1}: ${row.label}: ${row.runs[row.runs.length - 1]!.seconds.toFixed(2)} s, ${(row.storedBytes[row.storedBytes.length - 1]! / MB).toFixed(1)} MB stored`);
+      log(
+        `round ${round + 1}: ${row.label}: ${row.runs[row.runs.length - 1]!.seconds.toFixed(2)} s, ${(row.storedBytes[row.storedBytes.length - 1]! / MB).toFixed(1)} MB stored`,
+      );
     }
   }
 
   // the --skip-free backup must restore to a clean filesystem
   const restored = join(args.work, "restored.raw");
-  await execa(process.execPath, [CLI, "restore", "--repo", lastFreeRepo, "--state-dir", join(args.work, "state-restore"), "aged", "--format", "raw", "--target", restored]);
+  await execa(process.execPath, [
+    CLI,
+    "restore",
+    "--repo",
+    lastFreeRepo,
+    "--state-dir",
+    join(args.work, "state-restore"),
+    "aged",
+    "--format",
+    "raw",
+    "--target",
+    restored,
+  ]);
   const fsck = await e2fsckClean(restored, aged.fsOffset);
   if (fsck.code !== 0) throw new Error(`e2fsck -fn of the restored --skip-free backup failed:\n${fsck.output}`);
 

@@ -331,14 +331,21 @@ async function main(argv: string[]): Promise<void> {
     const allChunks = [...all.values()];
     const plain = allChunks.reduce((s, c) => s + c.length, 0);
     console.log("");
-    console.log(`Repository size by level: the ${all.size} distinct chunks (${(plain / MB).toFixed(0)} MB) of ${corpusDescriptors.length} corpus disks (${(corpusData / MB).toFixed(0)} MB of data), one object each (1 format byte + the zstd frame)`);
+    console.log(
+      `Repository size by level: the ${all.size} distinct chunks (${(plain / MB).toFixed(0)} MB) of ${corpusDescriptors.length} corpus disks (${(corpusData / MB).toFixed(0)} MB of data), one object each (1 format byte + the zstd frame)`,
+    );
     console.log("");
     console.log(`| level | ${bindings.map((b) => `${b.name} MB`).join(" | ")} | vs level ${options.levels.includes(3) ? 3 : options.levels[0]} |`);
     console.log(`|---:|${bindings.map(() => "---:|").join("")}---:|`);
     const sizes = new Map<number, number[]>();
-    for (const level of options.levels) sizes.set(level, bindings.map((b) => allChunks.reduce((s, c) => s + 1 + b.compress(c, level, false).length, 0)));
+    for (const level of options.levels)
+      sizes.set(
+        level,
+        bindings.map((b) => allChunks.reduce((s, c) => s + 1 + b.compress(c, level, false).length, 0)),
+      );
     const reference = sizes.get(options.levels.includes(3) ? 3 : options.levels[0]!)![0]!;
-    for (const [level, bytes] of sizes) console.log(`| ${level} | ${bytes.map((b) => (b / MB).toFixed(1)).join(" | ")} | ${(bytes[0]! / reference).toFixed(3)} |`);
+    for (const [level, bytes] of sizes)
+      console.log(`| ${level} | ${bytes.map((b) => (b / MB).toFixed(1)).join(" | ")} | ${(bytes[0]! / reference).toFixed(3)} |`);
   }
   if (sink.n === -1) console.log(""); // keeps `sink` observable
 }

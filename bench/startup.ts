@@ -54,7 +54,21 @@ async function main(): Promise<void> {
     const state = join(work, "state");
     const env = { ...process.env, PLOOPVAULT_STATE: state, PLOOPVAULT_PLOOP: PLOOP_OFFLINE };
     const common = ["--repo", repo, "--state-dir", state];
-    const backup = (cts: string[]): string[] => [process.execPath, CLI, "backup", ...cts, ...common, "--private-root", privateRoot, "--vzlist-bin", "/nonexistent/vzlist", "--ploop-bin", PLOOP_OFFLINE, "--no-ionice", "-q"];
+    const backup = (cts: string[]): string[] => [
+      process.execPath,
+      CLI,
+      "backup",
+      ...cts,
+      ...common,
+      "--private-root",
+      privateRoot,
+      "--vzlist-bin",
+      "/nonexistent/vzlist",
+      "--ploop-bin",
+      PLOOP_OFFLINE,
+      "--no-ionice",
+      "-q",
+    ];
     await writeFile(join(work, "empty.js"), "");
     timed([process.execPath, CLI, "init", ...common], env);
     const all = containers.map((c) => c.ctid);
@@ -86,7 +100,10 @@ async function main(): Promise<void> {
       }
     }
     const columns = [...new Set([...results.values()].flatMap((r) => Object.keys(r)))];
-    const lines = [`| run (median seconds; ${rounds} warm, ${canDrop ? coldRounds : 0} cold rounds) | ${columns.join(" | ")} |`, `|---|${columns.map(() => "---:").join("|")}|`];
+    const lines = [
+      `| run (median seconds; ${rounds} warm, ${canDrop ? coldRounds : 0} cold rounds) | ${columns.join(" | ")} |`,
+      `|---|${columns.map(() => "---:").join("|")}|`,
+    ];
     for (const [name, row] of results) lines.push(`| ${name} | ${columns.map((c) => (row[c] === undefined ? "" : row[c]!.toFixed(3))).join(" | ")} |`);
     const one = results.get("backup, 1 unchanged container")!;
     const four = results.get(`backup, ${all.length} unchanged containers`)!;

@@ -97,7 +97,11 @@ export async function buildAgedDisk(dir: string, name: string, options: AgedDisk
   const files = new Set(sizes.map((_, i) => `/data/f${i}`));
   const deleted: number[] = [];
   for (let i = 0; i < sizes.length; i++) if (i % 3 !== 0) deleted.push(i);
-  await debugfsWrite(raw, AGED_FS_OFFSET, deleted.map((i) => `rm /data/f${i}`));
+  await debugfsWrite(
+    raw,
+    AGED_FS_OFFSET,
+    deleted.map((i) => `rm /data/f${i}`),
+  );
   for (const i of deleted) files.delete(`/data/f${i}`);
   // rewrites: a quarter of the deleted bytes come back under new names, into the freed space
   const deletedBytes = deleted.reduce((s, i) => s + sizes[i]!, 0);

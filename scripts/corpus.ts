@@ -67,7 +67,14 @@ interface ScaleParams {
 
 const SCALES: Record<CorpusScale, ScaleParams> = {
   small: { sources: ["/usr/bin"], maxFileBytes: 2 * MIB, templateBytes: 60 * MIB, diskMiB: 256, smallDiskMiB: 192, docBytes: 20 * MIB },
-  bench: { sources: ["/usr/bin", "/usr/sbin", "/usr/lib", "/usr/share"], maxFileBytes: 32 * MIB, templateBytes: 300 * MIB, diskMiB: 1900, smallDiskMiB: 1500, docBytes: 20 * MIB },
+  bench: {
+    sources: ["/usr/bin", "/usr/sbin", "/usr/lib", "/usr/share"],
+    maxFileBytes: 32 * MIB,
+    templateBytes: 300 * MIB,
+    diskMiB: 1900,
+    smallDiskMiB: 1500,
+    docBytes: 20 * MIB,
+  },
 };
 
 /** Regular files under `root` in sorted order (symlinks and unreadable dirs skipped). */
@@ -155,7 +162,7 @@ async function pickVictim(tree: string): Promise<string | null> {
   for await (const f of walkFiles(tree)) {
     const rel = relative(tree, f.path);
     // debugfs command files split on blanks: keep to plain names.
-    if (f.size >= 256 << 10 && f.size <= 2 * MIB && /^[A-Za-z0-9._\/+-]+$/.test(rel)) return rel;
+    if (f.size >= 256 << 10 && f.size <= 2 * MIB && /^[A-Za-z0-9._/+-]+$/.test(rel)) return rel;
   }
   return null;
 }
@@ -184,7 +191,14 @@ async function dayOfChanges(raw: string, tree: string, work: string): Promise<vo
 }
 
 function veConf(ctid: string): string {
-  return [`# ploopvault test corpus container ${ctid}`, `VE_ROOT="/vz/root/${ctid}"`, `VE_PRIVATE="/vz/private/${ctid}"`, `OSTEMPLATE="corpus"`, `HOSTNAME="ct${ctid}.corpus.test"`, ""].join("\n");
+  return [
+    `# ploopvault test corpus container ${ctid}`,
+    `VE_ROOT="/vz/root/${ctid}"`,
+    `VE_PRIVATE="/vz/private/${ctid}"`,
+    `OSTEMPLATE="corpus"`,
+    `HOSTNAME="ct${ctid}.corpus.test"`,
+    "",
+  ].join("\n");
 }
 
 /** Wrap a raw filesystem image as OUT/<ctid>/root.hdd and write ve.conf. */
@@ -234,7 +248,10 @@ export async function buildCorpus(outDir: string, options: CorpusOptions = {}): 
     log("filesystems built");
 
     const result: CorpusContainer[] = [];
-    for (const pair of [["101", "102"], ["103", "104"]] as const) {
+    for (const pair of [
+      ["101", "102"],
+      ["103", "104"],
+    ] as const) {
       const done = await Promise.all(pair.map((ct) => container(out, ct, raw(ct))));
       for (const c of done) {
         result.push(c);

@@ -61,7 +61,9 @@ const env = { E2FSPROGS_FAKE_TIME: String(T0) };
 async function run(cmd: string, args: string[], options: { input?: string; okCodes?: number[] } = {}): Promise<string> {
   const r = await execa(cmd, args, { env, reject: false, ...(options.input === undefined ? {} : { input: options.input }) });
   if (!(options.okCodes ?? [0]).includes(r.exitCode ?? -1)) {
-    throw new Error(`fs-corpus: ${cmd} ${args.join(" ").slice(0, 200)} exited ${r.exitCode}: ${(r.stderr || r.stdout).trim().split("\n").slice(-3).join(" | ")}`);
+    throw new Error(
+      `fs-corpus: ${cmd} ${args.join(" ").slice(0, 200)} exited ${r.exitCode}: ${(r.stderr || r.stdout).trim().split("\n").slice(-3).join(" | ")}`,
+    );
   }
   return r.stdout;
 }
@@ -204,7 +206,15 @@ async function tree201(root: string, work: string, options: Required<Pick<FsCorp
   await link(join(root, "data/hl-a"), join(root, "data/sub/hl-b"));
   await link(join(root, "data/hl-a"), join(root, "home/alice/hl-c"));
   const sparse = join(root, "data/sparse.img");
-  await fileWith(sparse, [{ at: 0, data: seededBytes("201 sparse 0", 8192) }, { at: 7 * MIB, data: seededBytes("201 sparse 7", 100_000) }, { at: 20 * MIB - 4096, data: seededBytes("201 sparse end", 4096) }], 20 * MIB);
+  await fileWith(
+    sparse,
+    [
+      { at: 0, data: seededBytes("201 sparse 0", 8192) },
+      { at: 7 * MIB, data: seededBytes("201 sparse 7", 100_000) },
+      { at: 20 * MIB - 4096, data: seededBytes("201 sparse end", 4096) },
+    ],
+    20 * MIB,
+  );
   times.push({ path: sparse, time: T0 - 1000 * ++n });
   const huge = join(root, "data/huge-sparse");
   await fileWith(huge, [{ at: 1024 * MIB - 4096, data: seededBytes("201 huge", 4096) }], 1024 * MIB);
@@ -214,7 +224,11 @@ async function tree201(root: string, work: string, options: Required<Pick<FsCorp
   await run("mknod", ["-m", "660", join(root, "dev/sda1"), "b", "8", "1"]);
   await chown(join(root, "dev/sda1"), 0, 6);
   await run("mknod", ["-m", "600", join(root, "dev/tty9"), "c", "4", "73"]);
-  times.push({ path: join(root, "dev/null"), time: T0 - 1000 * ++n }, { path: join(root, "dev/sda1"), time: T0 - 1000 * ++n }, { path: join(root, "dev/tty9"), time: T0 - 1000 * ++n });
+  times.push(
+    { path: join(root, "dev/null"), time: T0 - 1000 * ++n },
+    { path: join(root, "dev/sda1"), time: T0 - 1000 * ++n },
+    { path: join(root, "dev/tty9"), time: T0 - 1000 * ++n },
+  );
   await dir("run", 0o755);
   await run("mkfifo", ["-m", "620", join(root, "run/initctl")]);
   times.push({ path: join(root, "run/initctl"), time: T0 - 1000 * ++n });
@@ -250,13 +264,40 @@ async function tree201(root: string, work: string, options: Required<Pick<FsCorp
   cmds.push("sif /data/frag.bin mtime @1690000000", "sif /data/frag.bin uid 1000", "sif /data/frag.bin gid 1000");
   // a file deleted and written again (new inode, new blocks)
   cmds.push("rm /var/www/shop/index.php", `write ${newIndex} /var/www/shop/index.php`);
-  cmds.push("sif /var/www/shop/index.php uid 33", "sif /var/www/shop/index.php gid 33", "sif /var/www/shop/index.php mode 0100644", "sif /var/www/shop/index.php mtime @1699999999");
+  cmds.push(
+    "sif /var/www/shop/index.php uid 33",
+    "sif /var/www/shop/index.php gid 33",
+    "sif /var/www/shop/index.php mode 0100644",
+    "sif /var/www/shop/index.php mtime @1699999999",
+  );
   // preallocated, never written blocks (fallocate): unwritten extents read as zeros
-  cmds.push(`write ${await put("prealloc", seededBytes("201 prealloc", 8192))} /data/prealloc`, "fallocate /data/prealloc 2 511", "sif /data/prealloc size 2097152", "sif /data/prealloc mtime @1690000001");
+  cmds.push(
+    `write ${await put("prealloc", seededBytes("201 prealloc", 8192))} /data/prealloc`,
+    "fallocate /data/prealloc 2 511",
+    "sif /data/prealloc size 2097152",
+    "sif /data/prealloc mtime @1690000001",
+  );
   // xattrs: in the inode, in a block (too big for the inode), ACLs, a capability
   cmds.push(`ea_set /home/alice/notes.txt user.comment "written by alice"`);
-  cmds.push(`ea_set -f ${await put("acl-notes", acl([[USER_OBJ, 6, 0xffffffff], [USER, 4, 1001], [GROUP_OBJ, 4, 0xffffffff], [MASK, 4, 0xffffffff], [OTHER, 0, 0xffffffff]]))} /home/alice/notes.txt system.posix_acl_access`);
-  const dirAcl = acl([[USER_OBJ, 7, 0xffffffff], [GROUP_OBJ, 7, 0xffffffff], [GROUP, 7, 1002], [MASK, 7, 0xffffffff], [OTHER, 5, 0xffffffff]]);
+  cmds.push(
+    `ea_set -f ${await put(
+      "acl-notes",
+      acl([
+        [USER_OBJ, 6, 0xffffffff],
+        [USER, 4, 1001],
+        [GROUP_OBJ, 4, 0xffffffff],
+        [MASK, 4, 0xffffffff],
+        [OTHER, 0, 0xffffffff],
+      ]),
+    )} /home/alice/notes.txt system.posix_acl_access`,
+  );
+  const dirAcl = acl([
+    [USER_OBJ, 7, 0xffffffff],
+    [GROUP_OBJ, 7, 0xffffffff],
+    [GROUP, 7, 1002],
+    [MASK, 7, 0xffffffff],
+    [OTHER, 5, 0xffffffff],
+  ]);
   cmds.push(`ea_set -f ${await put("acl-shop", dirAcl)} /var/www/shop system.posix_acl_access`);
   cmds.push(`ea_set -f ${await put("acl-shop-default", dirAcl)} /var/www/shop system.posix_acl_default`);
   cmds.push(`ea_set -f ${await put("cap", capability())} /usr/bin/ping security.capability`);
@@ -290,7 +331,14 @@ async function tree202(root: string): Promise<void> {
   await writeFile(join(root, "srv/app/double.bin"), seededBytes("202 double", 3 * MIB + 7));
   add(join(root, "srv/app/double.bin"));
   // data past 12 + 256 + 65536 KiB: behind the triple indirect block
-  await fileWith(join(root, "srv/app/triple-sparse"), [{ at: 0, data: Buffer.from("start\n") }, { at: 70 * MIB, data: seededBytes("202 triple", 5000) }], 70 * MIB + 5000);
+  await fileWith(
+    join(root, "srv/app/triple-sparse"),
+    [
+      { at: 0, data: Buffer.from("start\n") },
+      { at: 70 * MIB, data: seededBytes("202 triple", 5000) },
+    ],
+    70 * MIB + 5000,
+  );
   add(join(root, "srv/app/triple-sparse"));
   await chown(join(root, "srv/app/indirect.bin"), 48, 48);
   await symlink("app/small.txt", join(root, "srv/short-link"));
@@ -342,7 +390,13 @@ async function wrap(outDir: string, ctid: string, raw: string, meta: Omit<FsCorp
   const dir = join(outDir, ctid, "root.hdd");
   await rm(join(outDir, ctid), { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
-  const result = await writeImageFromRaw(raw, join(dir, "root.hds"), { version: 2, clusterBytes: MIB, shuffle: true, seed: Number.parseInt(ctid, 10) || 1, skipZeroClusters: true });
+  const result = await writeImageFromRaw(raw, join(dir, "root.hds"), {
+    version: 2,
+    clusterBytes: MIB,
+    shuffle: true,
+    seed: Number.parseInt(ctid, 10) || 1,
+    skipZeroClusters: true,
+  });
   const descriptorPath = await writeDescriptorFile(dir, { imageFile: "root.hds", sizeBytes: result.sizeBytes, clusterBytes: MIB });
   await rm(raw);
   return { ctid, descriptorPath, sizeBytes: result.sizeBytes, ...meta };
@@ -360,7 +414,22 @@ async function disk201(work: string, out: string, options: Required<Pick<FsCorpu
   const lastSector = Number(/Last sector: (\d+)/.exec(await run("sgdisk", ["-i", "1", raw]))![1]);
   const blocks = Math.floor(((lastSector - 2047) * 512) / 4096);
   const uuid = uuidFor("201 fs");
-  await run("mkfs.ext4", ["-q", "-F", "-b", "4096", "-N", "16384", "-U", uuid, "-E", `offset=${offset},lazy_itable_init=0,hash_seed=${uuid}`, "-d", tree, raw, String(blocks)]);
+  await run("mkfs.ext4", [
+    "-q",
+    "-F",
+    "-b",
+    "4096",
+    "-N",
+    "16384",
+    "-U",
+    uuid,
+    "-E",
+    `offset=${offset},lazy_itable_init=0,hash_seed=${uuid}`,
+    "-d",
+    tree,
+    raw,
+    String(blocks),
+  ]);
   await debugfsWrite(raw, offset, commands);
   await run("e2fsck", ["-fyD", `${raw}?offset=${offset}`], { okCodes: [0, 1] });
   await run("e2fsck", ["-fn", `${raw}?offset=${offset}`]);
@@ -377,7 +446,22 @@ async function disk202(work: string, out: string): Promise<FsCorpusDisk> {
   await run("sfdisk", ["-q", raw], { input: "label: dos\nlabel-id: 0x20220202\nstart=2048, type=83\n" });
   const offset = 2048 * 512;
   const uuid = uuidFor("202 fs");
-  await run("mkfs.ext3", ["-q", "-F", "-b", "1024", "-I", "128", "-U", uuid, "-E", `offset=${offset},hash_seed=${uuid}`, "-d", tree, raw, String(96 * 1024 - 1024)]);
+  await run("mkfs.ext3", [
+    "-q",
+    "-F",
+    "-b",
+    "1024",
+    "-I",
+    "128",
+    "-U",
+    uuid,
+    "-E",
+    `offset=${offset},hash_seed=${uuid}`,
+    "-d",
+    tree,
+    raw,
+    String(96 * 1024 - 1024),
+  ]);
   await debugfsWrite(raw, offset, [`ea_set /srv/app/small.txt user.origin "centos 5"`, `ea_set /srv/app user.dir-attr 1`]);
   await run("e2fsck", ["-fyD", `${raw}?offset=${offset}`], { okCodes: [0, 1] });
   await run("e2fsck", ["-fn", `${raw}?offset=${offset}`]);

@@ -32,9 +32,11 @@ const projectRoot = resolve(import.meta.dirname, "../..");
 
 async function parallel(n: number, limit: number, fn: (i: number) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, n) }, async () => {
-    while (next < n) await fn(next++);
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(limit, n) }, async () => {
+      while (next < n) await fn(next++);
+    }),
+  );
 }
 
 async function measure(name: string, store: ObjectStore, bodies: Buffer[]): Promise<void> {

@@ -185,7 +185,15 @@ async function main(): Promise<void> {
       log(`started Ceph RGW at ${endpoint} (${rgwDir})`);
     }
     const url = new URL(endpoint);
-    const minio = new Minio.Client({ endPoint: url.hostname, port: Number(url.port || 80), useSSL: url.protocol === "https:", accessKey, secretKey, region: "us-east-1", pathStyle: true });
+    const minio = new Minio.Client({
+      endPoint: url.hostname,
+      port: Number(url.port || 80),
+      useSSL: url.protocol === "https:",
+      accessKey,
+      secretKey,
+      region: "us-east-1",
+      pathStyle: true,
+    });
     const bucket = `pv-soak-${Date.now().toString(36)}-${randomBytes(3).toString("hex")}`;
     await minio.makeBucket(bucket, "us-east-1");
 
@@ -200,7 +208,13 @@ async function main(): Promise<void> {
     log(`fault proxy ${proxy.url} -> ${endpoint}, seed ${seed}, rates ${JSON.stringify(rates)}`);
     const repoUrl = `s3://${bucket}/repo`;
     const stateDir = join(work, "state");
-    const baseEnv = { AWS_ACCESS_KEY_ID: accessKey, AWS_SECRET_ACCESS_KEY: secretKey, AWS_REGION: "us-east-1", PLOOPVAULT_S3_IDLE_TIMEOUT_MS: "2000", PLOOPVAULT_S3_RETRY_BUDGET_MS: "120000" };
+    const baseEnv = {
+      AWS_ACCESS_KEY_ID: accessKey,
+      AWS_SECRET_ACCESS_KEY: secretKey,
+      AWS_REGION: "us-east-1",
+      PLOOPVAULT_S3_IDLE_TIMEOUT_MS: "2000",
+      PLOOPVAULT_S3_RETRY_BUDGET_MS: "120000",
+    };
     // --attempts N: fewer attempts per request than the default, so that faults also make operations fail (cleanly)
     const viaProxy = { ...baseEnv, AWS_ENDPOINT_URL: proxy.url, ...(values.attempts === undefined ? {} : { AWS_MAX_ATTEMPTS: values.attempts }) };
     const direct = { ...baseEnv, AWS_ENDPOINT_URL: endpoint };
@@ -213,7 +227,13 @@ async function main(): Promise<void> {
         timeout: 15 * 60_000,
         stripFinalNewline: false,
       });
-      return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), seconds: (performance.now() - t) / 1000, timedOut: r.timedOut === true };
+      return {
+        code: r.exitCode ?? -1,
+        stdout: String(r.stdout),
+        stderr: String(r.stderr),
+        seconds: (performance.now() - t) / 1000,
+        timedOut: r.timedOut === true,
+      };
     };
     const manifests = async (): Promise<Set<string>> => {
       const keys = new Set<string>();
@@ -256,7 +276,17 @@ async function main(): Promise<void> {
       n++;
       const roll = random();
       const op: Op =
-        records.length === 0 || roll < 0.4 ? "backup" : roll < 0.65 ? "restore-raw" : roll < 0.75 ? "restore-ploop" : roll < 0.87 ? "check" : prune ? "prune" : "restore-raw";
+        records.length === 0 || roll < 0.4
+          ? "backup"
+          : roll < 0.65
+            ? "restore-raw"
+            : roll < 0.75
+              ? "restore-ploop"
+              : roll < 0.87
+                ? "check"
+                : prune
+                  ? "prune"
+                  : "restore-raw";
       if (op === "backup") {
         const ct = pick(sources);
         if (ct === "201") {
@@ -267,7 +297,10 @@ async function main(): Promise<void> {
         }
         const sha = await sha256OfDisk(descriptorOf(ct));
         const before = await manifests();
-        const r = await cli(["backup", "--disk", descriptorOf(ct), "--name", ct, "--json", "-q", "--threads", String(Math.min(2, availableParallelism()))], viaProxy);
+        const r = await cli(
+          ["backup", "--disk", descriptorOf(ct), "--name", ct, "--json", "-q", "--threads", String(Math.min(2, availableParallelism()))],
+          viaProxy,
+        );
         const after = await manifests();
         const appeared = [...after].filter((k) => !before.has(k));
         if (r.code === 0) {
@@ -377,14 +410,22 @@ async function main(): Promise<void> {
     const totalOps = [...stats.values()].reduce((s, v) => s + v.ok + v.clean + v.unclean, 0);
     const unclean = [...stats.values()].reduce((s, v) => s + v.unclean, 0) + problems.filter((p) => !p.startsWith("CORRUPTION")).length;
     console.log("");
-    console.log(`soak: ${((Date.now() - started) / 60_000).toFixed(1)} min, seed ${seed}, faults "${values.faults}"${values.attempts === undefined ? "" : `, ${values.attempts} attempts per request`}`);
+    console.log(
+      `soak: ${((Date.now() - started) / 60_000).toFixed(1)} min, seed ${seed}, faults "${values.faults}"${values.attempts === undefined ? "" : `, ${values.attempts} attempts per request`}`,
+    );
     console.log(`operations: ${totalOps}`);
     for (const [op, s] of stats) {
-      console.log(`  ${op.padEnd(14)} ok ${String(s.ok).padStart(4)}  clean failures ${String(s.clean).padStart(3)}  unclean ${s.unclean}  (avg ${(s.seconds / Math.max(1, s.ok + s.clean + s.unclean)).toFixed(1)} s)`);
+      console.log(
+        `  ${op.padEnd(14)} ok ${String(s.ok).padStart(4)}  clean failures ${String(s.clean).padStart(3)}  unclean ${s.unclean}  (avg ${(s.seconds / Math.max(1, s.ok + s.clean + s.unclean)).toFixed(1)} s)`,
+      );
     }
     for (const [why, count] of [...cleanReasons].sort((a, b) => b[1] - a[1])) console.log(`    clean failure: ${why} x${count}`);
     if (transitDamage > 0) console.log(`  check damage reports that were transit damage (gone without the proxy): ${transitDamage}`);
-    console.log(`requests through the proxy: ${counters.requests}; faults injected: ${faults} (${FAULT_KINDS.filter((k: FaultKind) => counters[k] > 0).map((k) => `${k} ${counters[k]}`).join(", ")})`);
+    console.log(
+      `requests through the proxy: ${counters.requests}; faults injected: ${faults} (${FAULT_KINDS.filter((k: FaultKind) => counters[k] > 0)
+        .map((k) => `${k} ${counters[k]}`)
+        .join(", ")})`,
+    );
     console.log(`final: ${records.length} backups restored bit-identical without faults; ${finalLine}`);
     console.log(`unclean failures: ${unclean}`);
     console.log(`corruptions: ${corruptions}`);

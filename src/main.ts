@@ -75,7 +75,26 @@ function buildProgram(): Command {
     if (process.env.PLOOPVAULT_ZSTD) activeZstdBinding();
     return beforeCommand(program, actionCommand);
   });
-  for (const cmd of [initCommand(), backupCommand(), snapshotsCommand(), restoreCommand(), pruneCommand(), forgetCommand(), protectCommand(), unprotectCommand(), statsCommand(), diffCommand(), checkCommand(), serveNbdCommand(), keyCommand(), releaseCommand(), lsCommand(), dumpCommand(), copyCommand(), completionCommand()]) {
+  for (const cmd of [
+    initCommand(),
+    backupCommand(),
+    snapshotsCommand(),
+    restoreCommand(),
+    pruneCommand(),
+    forgetCommand(),
+    protectCommand(),
+    unprotectCommand(),
+    statsCommand(),
+    diffCommand(),
+    checkCommand(),
+    serveNbdCommand(),
+    keyCommand(),
+    releaseCommand(),
+    lsCommand(),
+    dumpCommand(),
+    copyCommand(),
+    completionCommand(),
+  ]) {
     program.addCommand(cmd.exitOverride());
   }
   return program;
@@ -85,7 +104,7 @@ async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   program.configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith("error:") ? `ploopvault: ${s}` : s) });
   let code: number;
-  let failure: unknown = undefined;
+  let failure: unknown;
   try {
     await program.parseAsync(argv);
     code = process.exitCode === undefined ? 0 : Number(process.exitCode);

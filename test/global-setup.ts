@@ -49,7 +49,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
       project.provide("s3", external);
     } else {
       server = await startTestS3();
-      if (verbose) process.stderr.write(`test S3 server (Ceph RGW) at ${server.endpoint} started in ${((Date.now() - started) / 1000).toFixed(1)} s (${server.dir})\n`);
+      if (verbose)
+        process.stderr.write(`test S3 server (Ceph RGW) at ${server.endpoint} started in ${((Date.now() - started) / 1000).toFixed(1)} s (${server.dir})\n`);
       const { endpoint, accessKeyId, secretAccessKey, region, node } = server;
       project.provide("s3", { endpoint, accessKeyId, secretAccessKey, region, ...(node === undefined ? {} : { node }) });
     }

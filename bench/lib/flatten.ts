@@ -20,7 +20,14 @@ export interface CorpusDisk {
 
 async function ploop(ploopOffline: string, args: string[]): Promise<string> {
   const r = await execa(ploopOffline, args, { reject: false, all: true });
-  if (r.exitCode !== 0) throw new Error(`ploop ${args.join(" ")} exited ${r.exitCode}: ${String(r.all ?? "").trim().split("\n").slice(-3).join(" / ")}`);
+  if (r.exitCode !== 0)
+    throw new Error(
+      `ploop ${args.join(" ")} exited ${r.exitCode}: ${String(r.all ?? "")
+        .trim()
+        .split("\n")
+        .slice(-3)
+        .join(" / ")}`,
+    );
   return String(r.all ?? "");
 }
 
@@ -44,7 +51,10 @@ export async function flattenDisk(disk: CorpusDisk, outDir: string, ploopOffline
     const images = (await ploop(ploopOffline, ["snapshot-list", "-H", "-o", "fname", dd])).split("\n").filter((l) => l.trim().startsWith("/"));
     if (images.length > 1) await ploop(ploopOffline, ["snapshot-merge", "-A", dd]);
     await ploop(ploopOffline, ["convert", "-f", "raw", dd]);
-    const rawFile = (await ploop(ploopOffline, ["snapshot-list", "-H", "-o", "fname", dd])).split("\n").map((l) => l.trim()).find((l) => l.startsWith("/"));
+    const rawFile = (await ploop(ploopOffline, ["snapshot-list", "-H", "-o", "fname", dd]))
+      .split("\n")
+      .map((l) => l.trim())
+      .find((l) => l.startsWith("/"));
     if (rawFile === undefined) throw new Error(`ploop snapshot-list of ${dd} shows no image after convert`);
     try {
       await rename(rawFile, out);

@@ -74,6 +74,8 @@ export async function ensureLargeDisk(spec: Spec, workDir: string, log: (line: s
   }
   await writeDescriptorFile(dir, { imageFile: "root.hds", sizeBytes: spec.sizeBytes, clusterBytes: CLUSTER });
   await writeFile(stampPath, stamp);
-  log(`built ${spec.name} disk (${spec.sizeBytes / MIB} MiB virtual, ${disk.dataBytes / MIB} MiB data) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  log(
+    `built ${spec.name} disk (${spec.sizeBytes / MIB} MiB virtual, ${disk.dataBytes / MIB} MiB data) in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+  );
   return disk;
 }

@@ -98,19 +98,68 @@ function targetsTable(r: BenchReport): string[] {
     row(["---", "---:", "---:", "---:", "---", "---:", "---:", "---", "---"]),
   ];
   const pvCt = find(r.local, "ploopvault", "container");
-  const add = (name: string, get: (t: TargetResult) => number | undefined, limit: number, target: string, mine = pv, getCpu?: (t: TargetResult) => number | undefined): void => {
+  const add = (
+    name: string,
+    get: (t: TargetResult) => number | undefined,
+    limit: number,
+    target: string,
+    mine = pv,
+    getCpu?: (t: TargetResult) => number | undefined,
+  ): void => {
     const p = mine === undefined ? undefined : get(mine);
     const pc = mine === undefined || getCpu === undefined ? undefined : getCpu(mine);
-    const other = (t: TargetResult | undefined): Versus => ({ pv: p, other: t === undefined ? undefined : get(t), pvCpu: pc, otherCpu: t === undefined || getCpu === undefined ? undefined : getCpu(t) });
+    const other = (t: TargetResult | undefined): Versus => ({
+      pv: p,
+      other: t === undefined ? undefined : get(t),
+      pvCpu: pc,
+      otherCpu: t === undefined || getCpu === undefined ? undefined : getCpu(t),
+    });
     lines.push(row([name, f(p), ...ratioCell(other(rr), limit), ...ratioCell(other(ri), limit), target]));
   };
   const stepCpu = (s: { measured: Measured } | undefined): number | undefined => (s === undefined ? undefined : cpu(s.measured));
-  add("first full backup of the 4 disks, s", (t) => t.first?.measured.seconds, 0.5, "<= 0.5x restic", pv, (t) => stepCpu(t.first));
+  add(
+    "first full backup of the 4 disks, s",
+    (t) => t.first?.measured.seconds,
+    0.5,
+    "<= 0.5x restic",
+    pv,
+    (t) => stepCpu(t.first),
+  );
   const pvEnc = find(r.local, "ploopvault", "ploop", true);
-  if (pvEnc !== undefined) add("first full backup, ploopvault encrypted (restic always encrypts), s", (t) => t.first?.measured.seconds, 0.5, "<= 0.5x restic", pvEnc, (t) => stepCpu(t.first));
-  add("unchanged re-backup of the 4 disks, s", (t) => t.unchanged?.measured.seconds, 0.2, "<= 0.2x restic", pv, (t) => stepCpu(t.unchanged));
-  if (pvCt !== undefined) add("unchanged re-backup, ploopvault in container mode (incremental from the kept delta), s", (t) => t.unchanged?.measured.seconds, 0.2, "<= 0.2x restic", pvCt, (t) => stepCpu(t.unchanged));
-  add(`restore of one disk (${r.restoreCt}), s`, (t) => t.restore?.measured.seconds, 0.5, "<= 0.5x restic", pv, (t) => stepCpu(t.restore));
+  if (pvEnc !== undefined)
+    add(
+      "first full backup, ploopvault encrypted (restic always encrypts), s",
+      (t) => t.first?.measured.seconds,
+      0.5,
+      "<= 0.5x restic",
+      pvEnc,
+      (t) => stepCpu(t.first),
+    );
+  add(
+    "unchanged re-backup of the 4 disks, s",
+    (t) => t.unchanged?.measured.seconds,
+    0.2,
+    "<= 0.2x restic",
+    pv,
+    (t) => stepCpu(t.unchanged),
+  );
+  if (pvCt !== undefined)
+    add(
+      "unchanged re-backup, ploopvault in container mode (incremental from the kept delta), s",
+      (t) => t.unchanged?.measured.seconds,
+      0.2,
+      "<= 0.2x restic",
+      pvCt,
+      (t) => stepCpu(t.unchanged),
+    );
+  add(
+    `restore of one disk (${r.restoreCt}), s`,
+    (t) => t.restore?.measured.seconds,
+    0.5,
+    "<= 0.5x restic",
+    pv,
+    (t) => stepCpu(t.restore),
+  );
   add("repository after the first backup, MB", (t) => (t.repoAfterFirst === undefined ? undefined : t.repoAfterFirst.bytes / MB), 1.0, "<= 1.0x restic");
 
   // Peak RSS: every ploopvault run of this report, including the large disks.
@@ -127,7 +176,19 @@ function targetsTable(r: BenchReport): string[] {
     return ms.length === 0 ? "-" : f(Math.max(...ms), 0);
   };
   const rssMet = pvRss === undefined ? "-" : pvRss <= RSS_LIMIT_MIB ? "yes" : "**no**";
-  lines.push(row([`peak RSS, MiB (all ploopvault runs${r.large.length > 0 ? ", incl. 1 GiB and 8 GiB disks" : ""})`, f(pvRss, 0), rssOf(rr), "", rssMet, rssOf(ri), "", "", `<= ${RSS_LIMIT_MIB} MiB`]));
+  lines.push(
+    row([
+      `peak RSS, MiB (all ploopvault runs${r.large.length > 0 ? ", incl. 1 GiB and 8 GiB disks" : ""})`,
+      f(pvRss, 0),
+      rssOf(rr),
+      "",
+      rssMet,
+      rssOf(ri),
+      "",
+      "",
+      `<= ${RSS_LIMIT_MIB} MiB`,
+    ]),
+  );
 
   const pvS3 = find(r.s3, "ploopvault", "ploop");
   if (pvS3?.first?.addedBytes != null && r.ceiling !== null) {
@@ -176,7 +237,18 @@ function encryptionTable(r: BenchReport): string[] {
     const pa = a?.pipelineSeconds;
     const pb = b?.pipelineSeconds;
     const met = pa === undefined || pb === undefined ? "-" : pb / pa <= 1.1 ? "yes" : "**no**";
-    lines.push(row([name, f(a?.measured.seconds, 2), f(b?.measured.seconds, 2), ratio(a?.measured.seconds, b?.measured.seconds), f(pa, 2), f(pb, 2), ratio(pa, pb), met]));
+    lines.push(
+      row([
+        name,
+        f(a?.measured.seconds, 2),
+        f(b?.measured.seconds, 2),
+        ratio(a?.measured.seconds, b?.measured.seconds),
+        f(pa, 2),
+        f(pb, 2),
+        ratio(pa, pb),
+        met,
+      ]),
+    );
   }
   return lines;
 }
@@ -190,17 +262,37 @@ function restoreTable(r: BenchReport): string[] {
     row(["store", "measure", "ploopvault s", "compared with", "s", "ratio", "met", "target"]),
     row(["---", "---", "---:", "---", "---:", "---:", "---", "---"]),
   ];
-  for (const [store, list] of [["local", r.local], ["S3 (RGW)", r.s3]] as const) {
+  for (const [store, list] of [
+    ["local", r.local],
+    ["S3 (RGW)", r.s3],
+  ] as const) {
     const pv = find(list, "ploopvault", "ploop");
     if (pv === undefined) continue;
     const rs = find(list, "restic", "raw");
     if (pv.restore !== undefined && rs?.restore !== undefined) {
-      const [, ratio, met] = ratioCell({ pv: pv.restore.measured.seconds, other: rs.restore.measured.seconds, pvCpu: cpu(pv.restore.measured), otherCpu: cpu(rs.restore.measured) }, 0.5);
-      lines.push(row([store, `restore of ${r.restoreCt}`, f(pv.restore.measured.seconds, 2), "restic restore (raw disk)", f(rs.restore.measured.seconds, 2), ratio, met, "<= 0.5x restic"]));
+      const [, ratio, met] = ratioCell(
+        { pv: pv.restore.measured.seconds, other: rs.restore.measured.seconds, pvCpu: cpu(pv.restore.measured), otherCpu: cpu(rs.restore.measured) },
+        0.5,
+      );
+      lines.push(
+        row([
+          store,
+          `restore of ${r.restoreCt}`,
+          f(pv.restore.measured.seconds, 2),
+          "restic restore (raw disk)",
+          f(rs.restore.measured.seconds, 2),
+          ratio,
+          met,
+          "<= 0.5x restic",
+        ]),
+      );
     }
     const sr = pv.seeded;
     if (sr !== undefined) {
-      const [, ratio, met] = ratioCell({ pv: sr.seeded.measured.seconds, other: sr.unseeded.measured.seconds, pvCpu: cpu(sr.seeded.measured), otherCpu: cpu(sr.unseeded.measured) }, 0.1);
+      const [, ratio, met] = ratioCell(
+        { pv: sr.seeded.measured.seconds, other: sr.unseeded.measured.seconds, pvCpu: cpu(sr.seeded.measured), otherCpu: cpu(sr.unseeded.measured) },
+        0.1,
+      );
       const changed = `${sr.changedClusters} of ${sr.allocatedClusters} clusters changed`;
       lines.push(
         row([
@@ -229,12 +321,23 @@ function runsTable(list: TargetResult[], disks: BenchDisk[], restoreCt: string, 
   const data = disks.reduce((s, d) => s + d.dataBytes, 0);
   const restoreData = disks.find((d) => d.ct === restoreCt)?.dataBytes ?? 0;
   const lines = [
-    row(["tool, input", "scenario", "wall s", "data MB/s", "CPU s", "peak RSS MiB", "added MB", s3 ? "bucket MB (objects)" : "repo MB (on disk)", s3 ? "RGW CPU s" : "other CPU s"]),
+    row([
+      "tool, input",
+      "scenario",
+      "wall s",
+      "data MB/s",
+      "CPU s",
+      "peak RSS MiB",
+      "added MB",
+      s3 ? "bucket MB (objects)" : "repo MB (on disk)",
+      s3 ? "RGW CPU s" : "other CPU s",
+    ]),
     row(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]),
   ];
   for (const t of list) {
     const name = `${t.tool}, ${INPUT_NAMES[t.input]}${t.encrypted ? ", encrypted" : ""}`;
-    if (t.failedRuns) lines.push(row([name, `${t.failedRuns} repetition(s) FAILED`, (t.failedError ?? "").split("\n")[0]!.replace(/\|/g, "/"), "", "", "", "", "", ""]));
+    if (t.failedRuns)
+      lines.push(row([name, `${t.failedRuns} repetition(s) FAILED`, (t.failedError ?? "").split("\n")[0]!.replace(/\|/g, "/"), "", "", "", "", "", ""]));
     if (t.error !== undefined) {
       lines.push(row([name, "FAILED", t.error.split("\n")[0]!.replace(/\|/g, "/"), "", "", "", "", "", ""]));
       continue;
@@ -245,7 +348,19 @@ function runsTable(list: TargetResult[], disks: BenchDisk[], restoreCt: string, 
     const backup = (scenario: string, step: BackupStep | undefined, size: RepoSize | undefined): void => {
       if (step === undefined) return;
       const m = step.measured;
-      lines.push(row([name, scenario, wall(step), f(data / MB / m.seconds, 0), f(cpu(m)), f(m.peakRssMiB, 0), step.addedBytes === null ? "-" : f(step.addedBytes / MB), repo(size), last(m)]));
+      lines.push(
+        row([
+          name,
+          scenario,
+          wall(step),
+          f(data / MB / m.seconds, 0),
+          f(cpu(m)),
+          f(m.peakRssMiB, 0),
+          step.addedBytes === null ? "-" : f(step.addedBytes / MB),
+          repo(size),
+          last(m),
+        ]),
+      );
     };
     backup("first backup", t.first, t.repoAfterFirst);
     backup(t.input === "container" ? "unchanged (nothing written)" : "unchanged, files touched", t.unchanged, t.repoAfterUnchanged);
@@ -254,7 +369,17 @@ function runsTable(list: TargetResult[], disks: BenchDisk[], restoreCt: string, 
       const m = t.restore.measured;
       const verified = t.restoreVerified ? "" : " (**content differs**)";
       lines.push(
-        row([name, `restore ${restoreCt}${verified}`, `${wall(t.restore)}, sync ${f(t.restore.syncSeconds, 2)}`, f(restoreData / MB / m.seconds, 0), f(cpu(m)), f(m.peakRssMiB, 0), "", "", last(m)]),
+        row([
+          name,
+          `restore ${restoreCt}${verified}`,
+          `${wall(t.restore)}, sync ${f(t.restore.syncSeconds, 2)}`,
+          f(restoreData / MB / m.seconds, 0),
+          f(cpu(m)),
+          f(m.peakRssMiB, 0),
+          "",
+          "",
+          last(m),
+        ]),
       );
     }
   }
@@ -282,7 +407,8 @@ export function renderReport(r: BenchReport): string {
     `Corpus${r.corpus.scale ? ` (scale ${r.corpus.scale})` : ""}: ${disks.length} disks (${disks.map((d) => d.ct).join(", ")}), ${f(virtual / MB, 0)} MB virtual, ${f(data / MB, 0)} MB of data (allocated clusters). ` +
       `"data MB/s" divides these ${f(data / MB, 0)} MB (restore: the ${f((disks.find((d) => d.ct === r.restoreCt)?.dataBytes ?? 0) / MB, 0)} MB of disk ${r.restoreCt}) by the wall time, the same numerator for every tool.`,
   );
-  if (r.repeat > 1) out.push(`Every tool ran ${r.repeat} times, interleaved; each step shows the median run (its CPU, RSS and sizes) and the range of wall times.`);
+  if (r.repeat > 1)
+    out.push(`Every tool ran ${r.repeat} times, interleaved; each step shows the median run (its CPU, RSS and sizes) and the range of wall times.`);
   for (const n of r.notes) out.push(`Note: ${n}.`);
   out.push("");
   out.push("### Issue 4 targets (ratios = ploopvault / restic, same run; CPU = ratio of CPU seconds, user + system)");
@@ -344,7 +470,9 @@ export function renderReport(r: BenchReport): string {
     }
     const rs = find(r.s3, "restic", "raw");
     if (pv?.first && rs?.first) {
-      out.push(`First S3 backup, ploopvault / restic (raw disks): ${(pv.first.measured.seconds / rs.first.measured.seconds).toFixed(2)}x; unchanged re-backup: ${pv.unchanged && rs.unchanged ? (pv.unchanged.measured.seconds / rs.unchanged.measured.seconds).toFixed(2) : "-"}x; restore: ${pv.restore && rs.restore ? (pv.restore.measured.seconds / rs.restore.measured.seconds).toFixed(2) : "-"}x.`);
+      out.push(
+        `First S3 backup, ploopvault / restic (raw disks): ${(pv.first.measured.seconds / rs.first.measured.seconds).toFixed(2)}x; unchanged re-backup: ${pv.unchanged && rs.unchanged ? (pv.unchanged.measured.seconds / rs.unchanged.measured.seconds).toFixed(2) : "-"}x; restore: ${pv.restore && rs.restore ? (pv.restore.measured.seconds / rs.restore.measured.seconds).toFixed(2) : "-"}x.`,
+      );
       out.push("");
     }
     out.push(`"RGW CPU s": CPU time of the Ceph daemons (radosgw, ceph-osd, ceph-mon) during the run, which share the 2 cores with the client.`);
@@ -357,7 +485,18 @@ export function renderReport(r: BenchReport): string {
     out.push(row(["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]));
     for (const l of r.large) {
       if (l.error !== undefined) {
-        out.push(row([largeName(l.disk.name), f(l.disk.sizeBytes / 2 ** 20, 0), f(l.disk.dataBytes / 2 ** 20, 0), "FAILED", l.error.split("\n")[0]!.replace(/\|/g, "/"), "", "", ""]));
+        out.push(
+          row([
+            largeName(l.disk.name),
+            f(l.disk.sizeBytes / 2 ** 20, 0),
+            f(l.disk.dataBytes / 2 ** 20, 0),
+            "FAILED",
+            l.error.split("\n")[0]!.replace(/\|/g, "/"),
+            "",
+            "",
+            "",
+          ]),
+        );
         continue;
       }
       const b = l.backup?.measured;

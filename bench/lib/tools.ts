@@ -242,7 +242,8 @@ class PloopvaultTarget implements Target {
     const descriptor = join(copyDir, relative(dirname(dirname(disk.descriptorPath)), disk.descriptorPath));
     const logical = await openLogicalDisk(descriptor);
     const clusters: number[] = [];
-    for (const run of logical.allocatedRuns()) for (let at = run.offset; at < run.offset + run.length; at += logical.clusterBytes) clusters.push(at / logical.clusterBytes);
+    for (const run of logical.allocatedRuns())
+      for (let at = run.offset; at < run.offset + run.length; at += logical.clusterBytes) clusters.push(at / logical.clusterBytes);
     await logical.close();
     const changed = clusters.filter((_, i) => i % 100 === 50);
     const writer = await TopDeltaWriter.open(await topImagePath(descriptor));
@@ -252,12 +253,19 @@ class PloopvaultTarget implements Target {
       await writer.close();
     }
     await this.run(this.args("backup", "--disk", descriptor, "--name", disk.ct, "--no-ionice", "-q"), "ploopvault backup (changed disk)");
-    const restoreJson = (m: Measured): { chunks: number; fetchedChunks: number; seconds: number } => JSON.parse(m.stdout.split("\n").find((l) => l.startsWith("{")) ?? "{}") as { chunks: number; fetchedChunks: number; seconds: number };
+    const restoreJson = (m: Measured): { chunks: number; fetchedChunks: number; seconds: number } =>
+      JSON.parse(m.stdout.split("\n").find((l) => l.startsWith("{")) ?? "{}") as { chunks: number; fetchedChunks: number; seconds: number };
     // Timed: today's backup into a new file, then over yesterday's file seeded by it.
     const fresh = join(outDir, `${disk.ct}-today.raw`);
-    const m1 = await this.run(this.args("restore", `${disk.ct}:latest`, "--format", "raw", "--target", fresh, "--json", "-q"), "ploopvault restore (changed disk)");
+    const m1 = await this.run(
+      this.args("restore", `${disk.ct}:latest`, "--format", "raw", "--target", fresh, "--json", "-q"),
+      "ploopvault restore (changed disk)",
+    );
     const s1 = await syncFile(fresh, this.dir);
-    const m2 = await this.run(this.args("restore", `${disk.ct}:latest`, "--format", "raw", "--target", seedFile, "--force", "--seed", seedFile, "--json", "-q"), "ploopvault restore --seed (changed disk)");
+    const m2 = await this.run(
+      this.args("restore", `${disk.ct}:latest`, "--format", "raw", "--target", seedFile, "--force", "--seed", seedFile, "--json", "-q"),
+      "ploopvault restore --seed (changed disk)",
+    );
     const s2 = await syncFile(seedFile, this.dir);
     const [r1, r2] = [restoreJson(m1), restoreJson(m2)];
     const verified = (await sha256File(fresh)) === (await sha256File(seedFile));
@@ -339,7 +347,23 @@ class PloopvaultContainerTarget implements Target {
   }
 
   async backup(disks: readonly BenchDisk[]): Promise<BackupStep> {
-    const args = ["backup", "--repo", this.repo, "--state-dir", this.stateDir, "--private-root", this.privateRoot, "--vzlist-bin", "/nonexistent/vzlist", "--ploop-bin", this.tenv.ploopBin, "--no-ionice", "--json", "-q", ...disks.map((d) => d.ct)];
+    const args = [
+      "backup",
+      "--repo",
+      this.repo,
+      "--state-dir",
+      this.stateDir,
+      "--private-root",
+      this.privateRoot,
+      "--vzlist-bin",
+      "/nonexistent/vzlist",
+      "--ploop-bin",
+      this.tenv.ploopBin,
+      "--no-ionice",
+      "--json",
+      "-q",
+      ...disks.map((d) => d.ct),
+    ];
     const m = await this.run(args, "ploopvault backup CTID...");
     let added = 0;
     let newChunks = 0;
@@ -358,7 +382,10 @@ class PloopvaultContainerTarget implements Target {
   async restore(disk: BenchDisk, outDir: string): Promise<RestoreStep> {
     await mkdir(outDir, { recursive: true });
     const file = join(outDir, `${disk.ct}.raw`);
-    const m = await this.run(["restore", "--repo", this.repo, "--state-dir", this.stateDir, `${disk.ct}:latest`, "--format", "raw", "--target", file, "-q"], "ploopvault restore");
+    const m = await this.run(
+      ["restore", "--repo", this.repo, "--state-dir", this.stateDir, `${disk.ct}:latest`, "--format", "raw", "--target", file, "-q"],
+      "ploopvault restore",
+    );
     const s = await syncFile(file, this.dir);
     return { measured: combine([m, s]), syncSeconds: s.seconds, file };
   }
@@ -545,7 +572,14 @@ class BorgTarget implements Target {
 }
 
 /** `dirs`: where the raw files and the corpus live (borg archives paths relative to them). */
-export function makeTarget(tool: ToolName, input: InputKind, store: "local" | "s3", env: ToolEnv, dirs: { corpus: string; raw: string }, encrypted = false): Target {
+export function makeTarget(
+  tool: ToolName,
+  input: InputKind,
+  store: "local" | "s3",
+  env: ToolEnv,
+  dirs: { corpus: string; raw: string },
+  encrypted = false,
+): Target {
   if (tool === "ploopvault" && input === "container") {
     if (store !== "local") throw new Error("container mode is benchmarked on local repositories only");
     return new PloopvaultContainerTarget(env);

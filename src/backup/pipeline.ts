@@ -110,9 +110,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
   };
 
   const processor: ChunkProcessor =
-    options.workerThreads > 0
-      ? new WorkerChunkProcessor(known, repo.chunkCodec, options.workerThreads)
-      : new InlineChunkProcessor(known, repo.chunkCodec);
+    options.workerThreads > 0 ? new WorkerChunkProcessor(known, repo.chunkCodec, options.workerThreads) : new InlineChunkProcessor(known, repo.chunkCodec);
   // Enough chunks in flight to keep every worker busy while uploads wait for the network.
   const processing = new TaskLimiter(Math.max(8, options.workerThreads * 8));
   const upload = async (idHex: string, object: Buffer): Promise<void> => {
@@ -178,7 +176,6 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
       });
     });
   };
-
 
   /**
    * A read segment (which starts at a possible cut point) chunked block by block, each
@@ -304,14 +301,16 @@ export async function publishManifest(repo: Repository, cache: ManifestCache, ma
   if (publish === undefined) return repo.putManifest(manifest);
   const ref = { ct: manifest.metadata.ct, id: manifest.metadata.id };
   try {
-    return await publish.guard("publish the manifest of backup " + `${ref.ct}/${ref.id}`, (signal) => repo.putManifest(manifest, { signal }));
+    return await publish.guard(`publish the manifest of backup ${ref.ct}/${ref.id}`, (signal) => repo.putManifest(manifest, { signal }));
   } catch (error) {
     if (!(error instanceof LeaseLapsedError)) throw error;
     await cache.distrust(ref).catch(() => undefined);
     try {
       await repo.withdrawManifest(ref);
     } catch (withdrawError) {
-      throw new LeaseLapsedError(`${error.message}; its manifest could not be withdrawn (${errorLine(withdrawError)}): run "ploopvault check"`, { cause: error });
+      throw new LeaseLapsedError(`${error.message}; its manifest could not be withdrawn (${errorLine(withdrawError)}): run "ploopvault check"`, {
+        cause: error,
+      });
     }
     throw error;
   }

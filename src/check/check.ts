@@ -253,9 +253,10 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
       // what earlier checks and reads recorded is either still missing (recorded again
       // just now) or was uploaded again by a backup; a partial check did not look at all
       // (object lock: records still retained stay until their date; they only cost re-uploads)
-      if (earlierRecords.keys.length > 0 && !partial) await store.delete(earlierRecords.keys).catch((error: unknown) => {
-        if (!(error instanceof StoreError && error.kind === "retained")) throw error;
-      });
+      if (earlierRecords.keys.length > 0 && !partial)
+        await store.delete(earlierRecords.keys).catch((error: unknown) => {
+          if (!(error instanceof StoreError && error.kind === "retained")) throw error;
+        });
     } catch (error) {
       options.warn?.(`cannot record the missing chunks for repair in ${store.location}: ${errorLine(error)} (backups will not heal them until a check can)`);
     }

@@ -101,7 +101,11 @@ export async function scanObjectLock(repo: Repository, options: { readData: bool
     const { retained } = doomed.length === 0 ? { retained: [] } : await view.deleteVersions(doomed);
     const kept = new Set(retained.map((r) => `${r.key}\n${r.versionId}`));
     const removed = doomed.filter((d) => !kept.has(`${d.key}\n${d.versionId}`));
-    scan.repaired = { markersRemoved: removed.filter((d) => d.marker).length, versionsRemoved: removed.filter((d) => !d.marker).length, retained: retained.length };
+    scan.repaired = {
+      markersRemoved: removed.filter((d) => d.marker).length,
+      versionsRemoved: removed.filter((d) => !d.marker).length,
+      retained: retained.length,
+    };
   }
   return scan;
 }

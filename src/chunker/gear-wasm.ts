@@ -106,34 +106,121 @@ const load = (addr: number): number[] => [...i32(addr), I32_LOAD, 2, 0];
 const store = (addr: number, value: number[]): number[] => [...i32(addr), ...value, I32_STORE, 2, 0];
 
 /** hash = (hash << 1) + gear[mem[i]]; i++ */
-const roll = [...get(L_HASH), ...i32(1), I32_SHL, ...get(L_I), I32_LOAD8_U, 0, 0, ...i32(2), I32_SHL, I32_LOAD, 2, 0, I32_ADD, ...set(L_HASH), ...get(L_I), ...i32(1), I32_ADD, ...set(L_I)];
+const roll = [
+  ...get(L_HASH),
+  ...i32(1),
+  I32_SHL,
+  ...get(L_I),
+  I32_LOAD8_U,
+  0,
+  0,
+  ...i32(2),
+  I32_SHL,
+  I32_LOAD,
+  2,
+  0,
+  I32_ADD,
+  ...set(L_HASH),
+  ...get(L_I),
+  ...i32(1),
+  I32_ADD,
+  ...set(L_I),
+];
 
 /** stop = min(end, start + size) */
-const stopAt = (size: number): number[] => [...get(L_START), ...get(size), I32_ADD, ...get(L_END), ...get(L_START), ...get(size), I32_ADD, ...get(L_END), I32_LT_S, SELECT, ...set(L_STOP)];
+const stopAt = (size: number): number[] => [
+  ...get(L_START),
+  ...get(size),
+  I32_ADD,
+  ...get(L_END),
+  ...get(L_START),
+  ...get(size),
+  I32_ADD,
+  ...get(L_END),
+  I32_LT_S,
+  SELECT,
+  ...set(L_STOP),
+];
 
-const whileBelowStop = (body: number[]): number[] => [...get(L_I), ...get(L_STOP), I32_LT_S, IF, VOID, LOOP, VOID, ...body, ...get(L_I), ...get(L_STOP), I32_LT_S, BR_IF, 0, END, END];
+const whileBelowStop = (body: number[]): number[] => [
+  ...get(L_I),
+  ...get(L_STOP),
+  I32_LT_S,
+  IF,
+  VOID,
+  LOOP,
+  VOID,
+  ...body,
+  ...get(L_I),
+  ...get(L_STOP),
+  I32_LT_S,
+  BR_IF,
+  0,
+  END,
+  END,
+];
 
 /** Roll from i to stop; branch to the enclosing `$cut` block (depth 0 outside) where hash & mask is 0. */
 const rollChecking = (mask: number): number[] => whileBelowStop([...roll, ...get(L_HASH), ...get(mask), I32_AND, I32_EQZ, BR_IF, 2]);
 
 /** Save the state at the window's end (what findCut leaves in its ScanState when it returns -1) and return. */
-const saveAndReturn = (hash: number[]): number[] => [...store(STATE, [...get(L_END), ...get(L_START), I32_SUB]), ...store(STATE + 4, hash), ...get(L_COUNT), RETURN];
+const saveAndReturn = (hash: number[]): number[] => [
+  ...store(STATE, [...get(L_END), ...get(L_START), I32_SUB]),
+  ...store(STATE + 4, hash),
+  ...get(L_COUNT),
+  RETURN,
+];
 
 // prettier-ignore
 const body: number[] = [
   ...vec([[LOCALS, I32]]),
-  ...i32(DATA), ...get(P_LEN), I32_ADD, ...set(L_END),
-  ...get(L_END), ...i32(3), I32_ADD, ...i32(-4), I32_AND, ...set(L_OUT),
-  ...i32(DATA), ...load(STATE), I32_SUB, ...set(L_START),
-  ...load(STATE + 4), ...set(L_HASH),
-  ...i32(DATA), ...set(L_I),
-  LOOP, VOID, // $chunk: find the end of the chunk that starts at `start`, scanning from i
-  BLOCK, VOID, // $cut
+  ...i32(DATA),
+  ...get(P_LEN),
+  I32_ADD,
+  ...set(L_END),
+  ...get(L_END),
+  ...i32(3),
+  I32_ADD,
+  ...i32(-4),
+  I32_AND,
+  ...set(L_OUT),
+  ...i32(DATA),
+  ...load(STATE),
+  I32_SUB,
+  ...set(L_START),
+  ...load(STATE + 4),
+  ...set(L_HASH),
+  ...i32(DATA),
+  ...set(L_I),
+  LOOP,
+  VOID, // $chunk: find the end of the chunk that starts at `start`, scanning from i
+  BLOCK,
+  VOID, // $cut
   // bytes below min never cut: start the hash 32 bytes before min (the window is 32 bytes)
-  ...get(L_I), ...get(L_START), ...get(P_MIN), I32_ADD, ...i32(32), I32_SUB, I32_LT_S, IF, VOID,
-  ...get(L_START), ...get(P_MIN), I32_ADD, ...i32(32), I32_SUB, ...set(L_I),
-  ...i32(0), ...set(L_HASH),
-  ...get(L_I), ...get(L_END), I32_GE_S, IF, VOID, ...saveAndReturn(i32(0)), END,
+  ...get(L_I),
+  ...get(L_START),
+  ...get(P_MIN),
+  I32_ADD,
+  ...i32(32),
+  I32_SUB,
+  I32_LT_S,
+  IF,
+  VOID,
+  ...get(L_START),
+  ...get(P_MIN),
+  I32_ADD,
+  ...i32(32),
+  I32_SUB,
+  ...set(L_I),
+  ...i32(0),
+  ...set(L_HASH),
+  ...get(L_I),
+  ...get(L_END),
+  I32_GE_S,
+  IF,
+  VOID,
+  ...saveAndReturn(i32(0)),
+  END,
   END,
   ...stopAt(P_MIN),
   ...whileBelowStop(roll),
@@ -142,14 +229,36 @@ const body: number[] = [
   ...stopAt(P_MAX),
   ...rollChecking(P_LOOSE),
   // no content-defined cut: forced at max, or the window ended inside the chunk
-  ...get(L_I), ...get(L_START), ...get(P_MAX), I32_ADD, I32_EQ, BR_IF, 0,
+  ...get(L_I),
+  ...get(L_START),
+  ...get(P_MAX),
+  I32_ADD,
+  I32_EQ,
+  BR_IF,
+  0,
   ...saveAndReturn(get(L_HASH)),
   END, // $cut: the chunk ends just before i; the next starts there from a fresh state
-  ...get(L_OUT), ...get(L_COUNT), ...i32(2), I32_SHL, I32_ADD, ...get(L_I), ...i32(DATA), I32_SUB, I32_STORE, 2, 0,
-  ...get(L_COUNT), ...i32(1), I32_ADD, ...set(L_COUNT),
-  ...get(L_I), ...set(L_START),
-  ...i32(0), ...set(L_HASH),
-  BR, 0,
+  ...get(L_OUT),
+  ...get(L_COUNT),
+  ...i32(2),
+  I32_SHL,
+  I32_ADD,
+  ...get(L_I),
+  ...i32(DATA),
+  I32_SUB,
+  I32_STORE,
+  2,
+  0,
+  ...get(L_COUNT),
+  ...i32(1),
+  I32_ADD,
+  ...set(L_COUNT),
+  ...get(L_I),
+  ...set(L_START),
+  ...i32(0),
+  ...set(L_HASH),
+  BR,
+  0,
   END, // $chunk
   ...get(L_COUNT),
   END,
@@ -159,7 +268,13 @@ function moduleBytes(): Uint8Array {
   const type = section(1, vec([[0x60, ...vec(Array.from({ length: 6 }, () => [I32])), ...vec([[I32]])]]));
   const func = section(3, vec([[0]]));
   const memory = section(5, vec([[0x00, 1]])); // min 1 page, no max
-  const exports = section(7, vec([[...utf8("scan"), 0x00, 0], [...utf8("memory"), 0x02, 0]]));
+  const exports = section(
+    7,
+    vec([
+      [...utf8("scan"), 0x00, 0],
+      [...utf8("memory"), 0x02, 0],
+    ]),
+  );
   const code = section(10, vec([[...uleb(body.length), ...body]]));
   return new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, ...type, ...func, ...memory, ...exports, ...code]);
 }

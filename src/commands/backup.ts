@@ -9,7 +9,16 @@ import { durationSecondsOption } from "../prune/duration.js";
 import { validateName } from "../repository/layout.js";
 import { formatBytes, formatSeconds } from "../util/format.js";
 import { addBackupOpsOptions, backupRunOps, recordResult, type BackupOpsOptions } from "../ops/backup-ops.js";
-import { addCommonOptions, withInterrupts, defaultHost, keepRunningWithoutStdout, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
+import {
+  addCommonOptions,
+  withInterrupts,
+  defaultHost,
+  keepRunningWithoutStdout,
+  openRepository,
+  Output,
+  parsePositiveInt,
+  type GlobalOptions,
+} from "./common.js";
 
 interface BackupOptions extends GlobalOptions, BackupOpsOptions {
   all?: boolean;
@@ -42,7 +51,11 @@ export function backupCommand(): Command {
     .description("back up containers (snapshot, read the frozen disk, merge back) or one ploop disk")
     .argument("[ctid...]", "containers to back up (resolved with vzlist, else <private-root>/<CTID>)")
     .option("--all", "back up every container found (vzlist -a, else <private-root>/*/root.hdd)")
-    .option("--disk <path>", "DiskDescriptor.xml of a ploop disk to read directly (stopped container, no snapshot); repeat for several", (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
+    .option(
+      "--disk <path>",
+      "DiskDescriptor.xml of a ploop disk to read directly (stopped container, no snapshot); repeat for several",
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+    )
     .option("--name <ct>", "container id recorded for --disk (default: the descriptor's folder's parent name)")
     .addOption(new Option("--private-root <dir>", "where container private areas live").default("/vz/private"))
     .addOption(new Option("--ploop-bin <path>", "ploop command line to drive").env("PLOOPVAULT_PLOOP").default("ploop"))
@@ -51,13 +64,22 @@ export function backupCommand(): Command {
     .option("--time <iso8601>", "record this time instead of now (imports, tests)")
     .addOption(new Option("--parallel <n>", "containers backed up at the same time").default(1).argParser(parsePositiveInt("--parallel")))
     .addOption(new Option("--upload-concurrency <n>", "parallel uploads").default(8).argParser(parsePositiveInt("--upload-concurrency")))
-    .addOption(new Option("--threads <n>", "worker threads for hashing and compression (0 = main thread only)").default(availableParallelism()).argParser(parseThreads))
+    .addOption(
+      new Option("--threads <n>", "worker threads for hashing and compression (0 = main thread only)").default(availableParallelism()).argParser(parseThreads),
+    )
     .option("--no-incremental", "merge each backup's snapshot back at once and read the whole disk every time (no kept delta)")
     .option("--full", "read the whole disk this time (the snapshot is still kept for the next incremental backup)")
     .option("--skip-free", "do not read or store clusters that the disk's ext4 filesystems leave free (restored as zeros; docs/skip-free.md)")
-    .option("--tag <tag>", "label the backups (repeat for several; filters: snapshots --tag, prune --tag)", (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
+    .option("--tag <tag>", "label the backups (repeat for several; filters: snapshots --tag, prune --tag)", (value: string, previous: string[] | undefined) => [
+      ...(previous ?? []),
+      value,
+    ])
     .option("--note <text>", "a one-line note stored with the backups (shown by snapshots)")
-    .addOption(new Option("--lock-wait <duration>", "how long to wait for another ploopvault run on this host (e.g. 10m; a plain number is seconds)").default(600, "10m").argParser(durationSecondsOption("--lock-wait", { allowZero: true })))
+    .addOption(
+      new Option("--lock-wait <duration>", "how long to wait for another ploopvault run on this host (e.g. 10m; a plain number is seconds)")
+        .default(600, "10m")
+        .argParser(durationSecondsOption("--lock-wait", { allowZero: true })),
+    )
     .addHelpText(
       "after",
       `
@@ -84,7 +106,8 @@ PLOOPVAULT_EXIT_CODE and PLOOPVAULT_RESULTS_JSON in the environment (docs/operat
       const disks = options.disk ?? [];
       const modes = [ctids.length > 0, options.all === true, disks.length > 0].filter(Boolean).length;
       if (modes !== 1) throw new UsageError("give container ids, --all, or --disk PATH/DiskDescriptor.xml (exactly one of them)");
-      if (options.name !== undefined && disks.length !== 1) throw new UsageError(disks.length === 0 ? "--name only applies to --disk" : "--name applies to a single --disk");
+      if (options.name !== undefined && disks.length !== 1)
+        throw new UsageError(disks.length === 0 ? "--name only applies to --disk" : "--name applies to a single --disk");
       for (const ct of ctids) validateName("container id", ct);
       const annotations = { ...(options.tag === undefined ? {} : { tags: options.tag }), ...(options.note === undefined ? {} : { note: options.note }) };
       const annotationError = annotationProblem(annotations);
@@ -132,7 +155,8 @@ PLOOPVAULT_EXIT_CODE and PLOOPVAULT_RESULTS_JSON in the environment (docs/operat
       if (interrupt?.aborted) throw interrupt.reason instanceof Error ? interrupt.reason : new PloopvaultError("interrupted");
       if (failed.length === 0) return;
       const summary = failed.map((r) => `${r.ct}: ${r.error ?? "failed"}`).join("; ");
-      if (failed.length === results.length) throw new PloopvaultError(failed.length === 1 ? `backup of container ${summary}` : `all ${failed.length} backups failed: ${summary}`);
+      if (failed.length === results.length)
+        throw new PloopvaultError(failed.length === 1 ? `backup of container ${summary}` : `all ${failed.length} backups failed: ${summary}`);
       throw new PloopvaultError(`${failed.length} of ${results.length} backups failed: ${summary}`, { exitCode: EXIT_PARTIAL });
     });
 }
@@ -141,8 +165,12 @@ function report(out: Output, r: ContainerResult, targetCount: number): void {
   recordResult(r);
   if (out.json) out.jsonResult(r);
   if (r.status === "ok") {
-    const mode = (r.mode === "incremental" ? `, incremental since ${r.baseBackup}` : r.mode === "full" ? ", full read" : "") + (r.skippedFreeBytes !== undefined ? `, ${formatBytes(r.skippedFreeBytes)} free space skipped` : "");
-    out.info(`backup ${r.ct}/${r.backup}: ${formatBytes(r.logicalBytes ?? 0)} disk, ${formatBytes(r.readBytes ?? 0)} read${mode}, ${r.newChunks} new of ${r.chunks} chunks (${formatBytes(r.newBytesStored ?? 0)} stored) in ${formatSeconds(r.seconds)}`);
+    const mode =
+      (r.mode === "incremental" ? `, incremental since ${r.baseBackup}` : r.mode === "full" ? ", full read" : "") +
+      (r.skippedFreeBytes !== undefined ? `, ${formatBytes(r.skippedFreeBytes)} free space skipped` : "");
+    out.info(
+      `backup ${r.ct}/${r.backup}: ${formatBytes(r.logicalBytes ?? 0)} disk, ${formatBytes(r.readBytes ?? 0)} read${mode}, ${r.newChunks} new of ${r.chunks} chunks (${formatBytes(r.newBytesStored ?? 0)} stored) in ${formatSeconds(r.seconds)}`,
+    );
   } else if (targetCount > 1) {
     out.info(`backup of container ${r.ct} FAILED: ${r.error ?? "unknown error"}`);
   }

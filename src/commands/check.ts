@@ -27,10 +27,17 @@ export function checkCommand(): Command {
     .option("--read-data", "download, decompress and re-hash every referenced chunk")
     .option("--fs", "walk the filesystem in backups (every inode, extent, folder reachable) and report damage (docs/file-restore.md)")
     .addOption(new Option("--metrics-file <path>", "write Prometheus textfile metrics here after the run (atomically)"))
-    .addOption(new Option("--read-data-subset <N/M|P%>", "like --read-data, for slice N of M of the chunks (by id) or a random P percent").argParser((v: string) => parseDataSubset(v)))
+    .addOption(
+      new Option("--read-data-subset <N/M|P%>", "like --read-data, for slice N of M of the chunks (by id) or a random P percent").argParser((v: string) =>
+        parseDataSubset(v),
+      ),
+    )
     .option("--ct <id>", "only backups of this container (also with --fs)")
     .option("--host <name>", "only backups made on this host (also with --fs)")
-    .option("--repair", "object-lock repository: remove delete markers and junk versions someone put in the bucket (needs credentials that may delete object versions)")
+    .option(
+      "--repair",
+      "object-lock repository: remove delete markers and junk versions someone put in the bucket (needs credentials that may delete object versions)",
+    )
     .addOption(new Option("--concurrency <n>", "chunks read in parallel").default(8).argParser(parsePositiveInt("--concurrency")))
     .addHelpText(
       "after",
@@ -58,12 +65,14 @@ are normal after an interrupted backup; prune removes them.
     )
     .action(async (backups: string[], options: CheckOptions) => {
       const out = new Output(options);
-      if (backups.length > 0 && options.fs !== true) throw new UsageError("backups to check are given only with --fs (the repository check covers every backup)");
+      if (backups.length > 0 && options.fs !== true)
+        throw new UsageError("backups to check are given only with --fs (the repository check covers every backup)");
       if (options.fs === true && (options.readData === true || options.readDataSubset !== undefined)) {
         throw new UsageError(`--fs and ${options.readData === true ? "--read-data" : "--read-data-subset"} are separate checks: run them one after the other`);
       }
       if (backups.length > 0 && options.ct !== undefined) throw new UsageError("give backups to check or --ct, not both (a backup names its container)");
-      if (options.fs === true && options.repair === true) throw new UsageError("--repair belongs to the repository check, not --fs: run them one after the other");
+      if (options.fs === true && options.repair === true)
+        throw new UsageError("--repair belongs to the repository check, not --fs: run them one after the other");
       if (options.fs === true) return checkFilesystems(backups, options, out);
       const repo = await openRepository(options);
       try {
@@ -82,27 +91,38 @@ are normal after an interrupted backup; prune removes them.
         });
         progress?.remove("check");
         if (out.json) out.jsonResult({ ...report, status: report.damaged.length === 0 ? "ok" : "damaged" });
-        out.info(`checked ${report.backups} backups, ${report.chunksReferenced} referenced chunks${readData ? ` (${report.chunksRead} read and verified)` : ""}, ${report.chunksUnreferenced} unreferenced`);
+        out.info(
+          `checked ${report.backups} backups, ${report.chunksReferenced} referenced chunks${readData ? ` (${report.chunksRead} read and verified)` : ""}, ${report.chunksUnreferenced} unreferenced`,
+        );
         for (const l of report.locks.filter((x) => x.expired)) {
-          out.warn(`expired lock ${l.key}${l.holder ? ` of ${l.holder}` : ""}, last refreshed ${l.ageSeconds} s ago (by this host's clock): its process died; it blocks nobody, the next prune removes it`);
+          out.warn(
+            `expired lock ${l.key}${l.holder ? ` of ${l.holder}` : ""}, last refreshed ${l.ageSeconds} s ago (by this host's clock): its process died; it blocks nobody, the next prune removes it`,
+          );
         }
         for (const d of report.damaged) for (const p of d.problems) out.info(`damaged backup ${d.ct}/${d.id}: ${p}`);
         if (report.chunksRecordedForRepair > 0) {
-          out.warn(`${report.chunksRecordedForRepair} missing or corrupt chunk(s) recorded under missing/: the next backup of a disk that still holds their data uploads them again, which repairs every backup using them (docs/operations.md, "Repairing a repository")`);
+          out.warn(
+            `${report.chunksRecordedForRepair} missing or corrupt chunk(s) recorded under missing/: the next backup of a disk that still holds their data uploads them again, which repairs every backup using them (docs/operations.md, "Repairing a repository")`,
+          );
         }
         const intrusion = report.objectLock === null ? null : describeIntrusion(report.objectLock);
         if (intrusion !== null) {
           const s = report.objectLock!;
           for (const key of s.hidden.slice(0, 20)) out.warn(`hidden by a delete marker: ${key} (the data under it is intact and still read)`);
           for (const key of s.overwritten.slice(0, 20)) out.warn(`overwritten: ${key} has newer versions of other content (its first version is what is read)`);
-          if (s.chunksNotVerified > 0) out.info(`${s.chunksNotVerified} chunks have versions of different content: check --read-data (or --repair) tells junk from re-uploads`);
+          if (s.chunksNotVerified > 0)
+            out.info(`${s.chunksNotVerified} chunks have versions of different content: check --read-data (or --repair) tells junk from re-uploads`);
           if (s.repaired !== null) {
-            out.info(`repair: removed ${s.repaired.markersRemoved} delete markers and ${s.repaired.versionsRemoved} extra versions${s.repaired.retained > 0 ? `; ${s.repaired.retained} junk versions are under retention and stay until it ends` : ""}`);
+            out.info(
+              `repair: removed ${s.repaired.markersRemoved} delete markers and ${s.repaired.versionsRemoved} extra versions${s.repaired.retained > 0 ? `; ${s.repaired.retained} junk versions are under retention and stay until it ends` : ""}`,
+            );
           }
         }
         if (report.damaged.length > 0) {
           const names = report.damaged.map((d) => `${d.ct}/${d.id}`);
-          throw new PloopvaultError(`check failed: ${names.length} damaged backup${names.length === 1 ? "" : "s"}: ${names.slice(0, 10).join(", ")}${names.length > 10 ? ", ..." : ""}`);
+          throw new PloopvaultError(
+            `check failed: ${names.length} damaged backup${names.length === 1 ? "" : "s"}: ${names.slice(0, 10).join(", ")}${names.length > 10 ? ", ..." : ""}`,
+          );
         }
         if (intrusion !== null && (report.objectLock!.repaired === null || report.objectLock!.repaired.retained > 0)) {
           throw new PloopvaultError(
@@ -125,9 +145,22 @@ async function checkFilesystems(backups: string[], options: CheckOptions, out: O
       onBackup: (r) => {
         const files = r.filesystems.reduce((n, f) => n + f.files, 0);
         const dirs = r.filesystems.reduce((n, f) => n + f.directories, 0);
-        recordFsCheck({ ct: r.ct, backupHost: r.host, ok: r.status === "ok", errors: r.errorCount, files, directories: dirs, bytesFetched: r.bytesFetched, seconds: r.seconds, backupTime: r.time });
+        recordFsCheck({
+          ct: r.ct,
+          backupHost: r.host,
+          ok: r.status === "ok",
+          errors: r.errorCount,
+          files,
+          directories: dirs,
+          bytesFetched: r.bytesFetched,
+          seconds: r.seconds,
+          backupTime: r.time,
+        });
         const what = `filesystem of ${r.ct}/${r.backup}`;
-        if (r.status === "ok") out.info(`${what}: ok: ${files} files, ${dirs} folders in ${r.filesystems.length} filesystem${r.filesystems.length === 1 ? "" : "s"}; fetched ${formatBytes(r.bytesFetched)}`);
+        if (r.status === "ok")
+          out.info(
+            `${what}: ok: ${files} files, ${dirs} folders in ${r.filesystems.length} filesystem${r.filesystems.length === 1 ? "" : "s"}; fetched ${formatBytes(r.bytesFetched)}`,
+          );
         else out.warn(`${what}: ${r.status}: ${r.problem ?? `${r.errorCount} errors`}`);
         for (const f of r.filesystems) {
           for (const w of f.warnings) out.warn(w);
@@ -140,7 +173,9 @@ async function checkFilesystems(backups: string[], options: CheckOptions, out: O
     if (out.json) out.jsonResult({ filesystems: results, damaged: bad.map((r) => `${r.ct}/${r.backup}`), status: bad.length === 0 ? "ok" : "damaged" });
     if (bad.length > 0) {
       const names = bad.map((r) => `${r.ct}/${r.backup}`);
-      throw new PloopvaultError(`check --fs failed: ${names.length} backup${names.length === 1 ? "" : "s"} without a sound filesystem: ${names.slice(0, 10).join(", ")}${names.length > 10 ? ", ..." : ""}`);
+      throw new PloopvaultError(
+        `check --fs failed: ${names.length} backup${names.length === 1 ? "" : "s"} without a sound filesystem: ${names.slice(0, 10).join(", ")}${names.length > 10 ? ", ..." : ""}`,
+      );
     }
   } finally {
     await repo.close();

@@ -51,10 +51,14 @@ export function addCommonOptions(cmd: Command): Command {
     .option("--json", "machine-readable result on stdout")
     .option("-q, --quiet", "no log output on success")
     .option("-v, --verbose", "more log output")
-    .addOption(new Option("--password-file <file>", "password of an encrypted repository (else env PLOOPVAULT_PASSWORD, or a prompt on a terminal)").env("PLOOPVAULT_PASSWORD_FILE"))
+    .addOption(
+      new Option("--password-file <file>", "password of an encrypted repository (else env PLOOPVAULT_PASSWORD, or a prompt on a terminal)").env(
+        "PLOOPVAULT_PASSWORD_FILE",
+      ),
+    )
     .addOption(new Option("--password-command <command>", "run COMMAND (/bin/sh -c) and use what it prints as the password").env("PLOOPVAULT_PASSWORD_COMMAND"))
     .addOption(new Option("--state-dir <dir>", "local state: journal, caches").env("PLOOPVAULT_STATE").default(DEFAULT_STATE_DIR))
-    .addOption(new Option("--config <file>", "config file (default /etc/ploopvault/ploopvault.conf if it exists; \"\" = none)").env("PLOOPVAULT_CONFIG"))
+    .addOption(new Option("--config <file>", 'config file (default /etc/ploopvault/ploopvault.conf if it exists; "" = none)').env("PLOOPVAULT_CONFIG"))
     .addOption(new Option("--limit-upload <rate>", "limit uploads to RATE bytes/s (e.g. 20M = 20 MiB/s)").argParser(rateOption("--limit-upload")))
     .addOption(new Option("--limit-download <rate>", "limit downloads to RATE bytes/s (e.g. 50M)").argParser(rateOption("--limit-download")))
     .addOption(new Option("--log-file <file>", "also append log lines with timestamps to FILE (info level even with -q)"))
@@ -103,7 +107,13 @@ export class Output {
   table(rows: readonly (readonly string[])[]): void {
     if (rows.length === 0) return;
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => (row[i] ?? "").length)));
-    for (const row of rows) this.listing(row.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd());
+    for (const row of rows)
+      this.listing(
+        row
+          .map((cell, i) => cell.padEnd(widths[i]!))
+          .join("  ")
+          .trimEnd(),
+      );
   }
 
   jsonResult(value: unknown): void {

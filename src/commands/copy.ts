@@ -30,7 +30,8 @@ function sourceCredentials(): { accessKeyId: string; secretAccessKey: string; se
   const accessKeyId = process.env.PLOOPVAULT_FROM_AWS_ACCESS_KEY_ID;
   const secretAccessKey = process.env.PLOOPVAULT_FROM_AWS_SECRET_ACCESS_KEY;
   if (!accessKeyId && !secretAccessKey) return undefined;
-  if (!accessKeyId || !secretAccessKey) throw new UsageError("set both PLOOPVAULT_FROM_AWS_ACCESS_KEY_ID and PLOOPVAULT_FROM_AWS_SECRET_ACCESS_KEY (or neither)");
+  if (!accessKeyId || !secretAccessKey)
+    throw new UsageError("set both PLOOPVAULT_FROM_AWS_ACCESS_KEY_ID and PLOOPVAULT_FROM_AWS_SECRET_ACCESS_KEY (or neither)");
   const sessionToken = process.env.PLOOPVAULT_FROM_AWS_SESSION_TOKEN;
   return { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) };
 }
@@ -38,15 +39,22 @@ function sourceCredentials(): { accessKeyId: string; secretAccessKey: string; se
 async function openSource(options: CopyCliOptions, url: string): Promise<Repository> {
   const endpoint = options.fromEndpoint || options.endpoint || process.env.AWS_ENDPOINT_URL || undefined;
   const credentials = sourceCredentials();
-  const store = withRateLimits(await openStore(url, { ...(endpoint === undefined ? {} : { endpoint }), ...(credentials === undefined ? {} : { credentials }) }), {
-    upload: options.limitUpload,
-    download: options.limitDownload,
-  });
+  const store = withRateLimits(
+    await openStore(url, { ...(endpoint === undefined ? {} : { endpoint }), ...(credentials === undefined ? {} : { credentials }) }),
+    {
+      upload: options.limitUpload,
+      download: options.limitDownload,
+    },
+  );
   // checked against what this host remembers of it, like the destination (a source whose
   // config was replaced by a plaintext one is refused: docs/encryption.md)
   const location = store.location.startsWith("s3://") && endpoint !== undefined ? `${store.location} at ${endpoint}` : store.location;
   try {
-    return await openTrustedRepository(store, { stateDir: options.stateDir, location, password: passwordProvider({ passwordFile: options.fromPasswordFile }, process.env, FROM_PASSWORD) });
+    return await openTrustedRepository(store, {
+      stateDir: options.stateDir,
+      location,
+      password: passwordProvider({ passwordFile: options.fromPasswordFile }, process.env, FROM_PASSWORD),
+    });
   } catch (error) {
     await store.close();
     throw error;
@@ -57,9 +65,16 @@ export function copyCommand(): Command {
   return addCommonOptions(new Command("copy"))
     .description("copy backups, and the chunks the destination lacks, from another repository (incremental, resumable)")
     .addOption(new Option("--from <url>", "source repository: s3://BUCKET[/PREFIX], file://PATH or a directory").env("PLOOPVAULT_FROM_REPO"))
-    .option("--to <url>", "destination repository (default --repo / PLOOPVAULT_REPO); it takes the usual --endpoint, --password-file, PLOOPVAULT_PASSWORD, AWS_*")
+    .option(
+      "--to <url>",
+      "destination repository (default --repo / PLOOPVAULT_REPO); it takes the usual --endpoint, --password-file, PLOOPVAULT_PASSWORD, AWS_*",
+    )
     .option("--from-endpoint <url>", "S3 endpoint of the source (default: the destination's)")
-    .addOption(new Option("--from-password-file <file>", "password of an encrypted source (else env PLOOPVAULT_FROM_PASSWORD, or a prompt)").env("PLOOPVAULT_FROM_PASSWORD_FILE"))
+    .addOption(
+      new Option("--from-password-file <file>", "password of an encrypted source (else env PLOOPVAULT_FROM_PASSWORD, or a prompt)").env(
+        "PLOOPVAULT_FROM_PASSWORD_FILE",
+      ),
+    )
     .option("--ct <id...>", "only these containers")
     .addOption(new Option("--last <n>", "only the N newest backups of each container").argParser(parsePositiveInt("--last")))
     .addOption(new Option("--concurrency <n>", "chunks transferred at once").default(8).argParser(parsePositiveInt("--concurrency")))
@@ -113,7 +128,14 @@ Examples:
               warn: (line) => out.warn(line),
               ...(progress === null
                 ? {}
-                : { onProgress: (ref, p) => progress.update(`copy:${ref.ct}/${ref.id}`, `copy ${ref.ct}/${ref.id}`, { done: p.doneBytes, total: p.totalBytes, newBytes: p.uploadedBytes }) }),
+                : {
+                    onProgress: (ref, p) =>
+                      progress.update(`copy:${ref.ct}/${ref.id}`, `copy ${ref.ct}/${ref.id}`, {
+                        done: p.doneBytes,
+                        total: p.totalBytes,
+                        newBytes: p.uploadedBytes,
+                      }),
+                  }),
               onResult: (r) => {
                 progress?.remove(`copy:${r.ct}/${r.backup}`);
                 printResult(out, r);

@@ -33,7 +33,10 @@ logical disk.
       const repo = await openRepository(options);
       try {
         const cache = ManifestCache.forRepository(repo, options.stateDir);
-        const resolveOptions = { metadata: (r: { ct: string; id: string }) => cache.metadata(r), ...(options.host === undefined ? {} : { host: options.host }) };
+        const resolveOptions = {
+          metadata: (r: { ct: string; id: string }) => cache.metadata(r),
+          ...(options.host === undefined ? {} : { host: options.host }),
+        };
         const [from, to] = [await resolveBackup(repo, fromSpec, resolveOptions), await resolveBackup(repo, toSpec, resolveOptions)];
         const load = async (ref: { ct: string; id: string }) => decodeManifest(await cache.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
         const [a, b] = [await load(from), await load(to)];
@@ -43,7 +46,8 @@ logical disk.
           return;
         }
         if (from.ct !== to.ct) out.warn(`comparing backups of different containers (${from.ct} and ${to.ct})`);
-        if (diff.ranges.length > 0) out.table([["OFFSET", "LENGTH", "SIZE"], ...diff.ranges.map((r) => [String(r.offset), String(r.length), formatBytes(r.length)])]);
+        if (diff.ranges.length > 0)
+          out.table([["OFFSET", "LENGTH", "SIZE"], ...diff.ranges.map((r) => [String(r.offset), String(r.length), formatBytes(r.length)])]);
         const size = diff.fromBytes === diff.toBytes ? formatBytes(diff.toBytes) : `${formatBytes(diff.fromBytes)} -> ${formatBytes(diff.toBytes)}`;
         out.listing(
           `${from.ct}/${from.id} -> ${to.ct}/${to.id}: ${diff.ranges.length} changed range${diff.ranges.length === 1 ? "" : "s"}, ${formatBytes(diff.changedBytes)} of ${size}; ${diff.newChunks} new chunks (${formatBytes(diff.newChunkBytes)} of data)`,

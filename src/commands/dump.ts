@@ -25,7 +25,9 @@ export function dumpCommand(): Command {
     .addOption(new Option("--archive <format>", "a tar stream even for a single file").choices(["tar"]))
     .option("--target <file>", "write to FILE (created owner-only, complete or not at all) instead of stdout")
     .option("--force", "replace an existing --target file")
-    .addOption(new Option("--partition <n>", "partition of the disk to read (default: the one holding an ext filesystem)").argParser(parsePositiveInt("--partition")))
+    .addOption(
+      new Option("--partition <n>", "partition of the disk to read (default: the one holding an ext filesystem)").argParser(parsePositiveInt("--partition")),
+    )
     .option("--host <name>", "only backups made on this host (needed for CT:latest when several hosts back up a container of that id)")
     .addHelpText(
       "after",
@@ -44,10 +46,14 @@ skipped. With --json the summary (bytes written, bytes fetched) goes to stdout w
     )
     .action(async (spec: string, path: string, options: DumpOptions) => {
       const out = new Output(options);
-      if (options.target === undefined && process.stdout.isTTY) throw new UsageError("refusing to write a dump to a terminal: redirect stdout or use --target FILE");
+      if (options.target === undefined && process.stdout.isTTY)
+        throw new UsageError("refusing to write a dump to a terminal: redirect stdout or use --target FILE");
       const repo = await openRepository(options);
       try {
-        const backup = await openBackupFilesystemBySpec(repo, spec, options.stateDir, { ...(options.partition === undefined ? {} : { partition: options.partition }), ...(options.host === undefined ? {} : { host: options.host }) });
+        const backup = await openBackupFilesystemBySpec(repo, spec, options.stateDir, {
+          ...(options.partition === undefined ? {} : { partition: options.partition }),
+          ...(options.host === undefined ? {} : { host: options.host }),
+        });
         for (const w of backup.fs.warnings) out.warn(w);
         const item = await resolveItem(backup.fs, path);
         requireDumpable(item);
@@ -71,15 +77,29 @@ skipped. With --json the summary (bytes written, bytes fetched) goes to stdout w
           keepRunningWithoutStdout();
           watchStdout();
         }
-        const result = options.target === undefined ? await write(counting(streamSink(process.stdout))) : await withDumpTarget(options.target, options.force === true, (sink) => write(counting(sink)));
+        const result =
+          options.target === undefined
+            ? await write(counting(streamSink(process.stdout)))
+            : await withDumpTarget(options.target, options.force === true, (sink) => write(counting(sink)));
         for (const s of result.skipped) out.warn(`${s}: a socket, not stored in the tar stream`);
         const stats = fetchStats(backup.disk.stats);
-        const summary = { backup: backup.ref.id, ct: backup.ref.ct, path: displayPath(item.components), format: asTar ? "tar" : "file", entries: result.entries, bytesWritten: written, ...stats, status: "ok" };
+        const summary = {
+          backup: backup.ref.id,
+          ct: backup.ref.ct,
+          path: displayPath(item.components),
+          format: asTar ? "tar" : "file",
+          entries: result.entries,
+          bytesWritten: written,
+          ...stats,
+          status: "ok",
+        };
         if (out.json) {
           if (options.target !== undefined) out.jsonResult(summary);
           else process.stderr.write(`${JSON.stringify(summary)}\n`);
         }
-        out.info(`dumped ${summary.path} of ${backup.ref.ct}/${backup.ref.id} (${asTar ? `tar, ${result.entries} entries, ` : ""}${formatBytes(written)}); fetched ${formatBytes(stats.bytesFetched)} in ${stats.chunksFetched} chunks`);
+        out.info(
+          `dumped ${summary.path} of ${backup.ref.ct}/${backup.ref.id} (${asTar ? `tar, ${result.entries} entries, ` : ""}${formatBytes(written)}); fetched ${formatBytes(stats.bytesFetched)} in ${stats.chunksFetched} chunks`,
+        );
       } finally {
         await repo.close();
       }

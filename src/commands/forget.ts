@@ -44,7 +44,11 @@ unprotect first) and then nothing is forgotten.
       const repo = await openRepository(options);
       try {
         const cache = ManifestCache.forRepository(repo, options.stateDir);
-        const refs = await resolveBackups(repo, specs, { metadata: (r) => cache.metadata(r), allowLatest: false, ...(options.host === undefined ? {} : { host: options.host }) });
+        const refs = await resolveBackups(repo, specs, {
+          metadata: (r) => cache.metadata(r),
+          allowLatest: false,
+          ...(options.host === undefined ? {} : { host: options.host }),
+        });
         const forgotten = await forgetBackups(repo, refs, {
           host: options.lockHost,
           timing: lockTiming(),
@@ -56,7 +60,10 @@ unprotect first) and then nothing is forgotten.
         if (out.json) out.jsonResult({ dryRun: options.dryRun === true, forgotten, status: "ok" });
         // a dry run's list is what was asked for (shown with -q)
         const say = options.dryRun ? (line: string): void => out.listing(line) : (line: string): void => out.result(line);
-        for (const f of forgotten) say(`${options.dryRun ? "would forget" : "forgot"} ${f.ct}/${f.id} (${f.objects} objects, ${formatBytes(f.bytes)}; its chunks go with the next prune)`);
+        for (const f of forgotten)
+          say(
+            `${options.dryRun ? "would forget" : "forgot"} ${f.ct}/${f.id} (${f.objects} objects, ${formatBytes(f.bytes)}; its chunks go with the next prune)`,
+          );
       } finally {
         await repo.close();
       }

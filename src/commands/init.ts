@@ -32,13 +32,20 @@ function parseRetention(text: string, option: string): number {
 export function initCommand(): Command {
   return addCommonOptions(new Command("init"))
     .description("create a new repository (refuses an existing one)")
-    .addOption(new Option("--chunk-avg <size>", "average chunk size, a power of two (e.g. 256K, 1M)").default(String(DEFAULT_AVG_CHUNK >> 10) + "K"))
+    .addOption(new Option("--chunk-avg <size>", "average chunk size, a power of two (e.g. 256K, 1M)").default(`${String(DEFAULT_AVG_CHUNK >> 10)}K`))
     .addOption(new Option("--compression-level <n>", "zstd level (1-19)").default("3"))
     .option("--encrypt", "encrypt everything stored (AES-256-GCM); the password comes from --password-file, PLOOPVAULT_PASSWORD or a prompt")
     .option("--object-lock <days>", "S3 Object Lock: keep every backup undeletable for DAYS (a number of days, or a duration such as 36h); docs/object-lock.md")
-    .addOption(new Option("--lock-mode <mode>", "object lock mode: governance (an admin with s3:BypassGovernanceRetention may lift it) or compliance (nobody can)").choices(["governance", "compliance"]).default("governance"))
+    .addOption(
+      new Option("--lock-mode <mode>", "object lock mode: governance (an admin with s3:BypassGovernanceRetention may lift it) or compliance (nobody can)")
+        .choices(["governance", "compliance"])
+        .default("governance"),
+    )
     .option("--lock-bucket <name>", "unversioned bucket for the lock objects of an object-lock repository (default: BUCKET-locks, created if missing)")
-    .option("--lock-extension <duration>", "object lock: retentions reach this far beyond what a backup needs (default DAYS/2): one extension per chunk in use per this period")
+    .option(
+      "--lock-extension <duration>",
+      "object lock: retentions reach this far beyond what a backup needs (default DAYS/2): one extension per chunk in use per this period",
+    )
     .addHelpText(
       "after",
       "\nExamples:\n  ploopvault init --repo /srv/backup\n  ploopvault init --repo s3://backups/node1 --endpoint http://minio:9000\n  PLOOPVAULT_PASSWORD_FILE=/root/.pv-pass ploopvault init --repo s3://backups/node1 --encrypt\n  ploopvault init --repo s3://backups-locked/node1 --object-lock 30 --lock-mode compliance\n",
@@ -65,16 +72,19 @@ export function initCommand(): Command {
             : await newPassword({ file: options.passwordFile, option: "--password-file", envName: PASSWORD_ENV }, `new encrypted repository`);
       } else {
         const given = passwordProvider(options);
-        if (given.given) throw new UsageError(`a password was given (${given.source}) but not --encrypt: add --encrypt, or remove it for an unencrypted repository`);
+        if (given.given)
+          throw new UsageError(`a password was given (${given.source}) but not --encrypt: add --encrypt, or remove it for an unencrypted repository`);
       }
       let objectLock: ObjectLockConfig | undefined;
       if (options.objectLock !== undefined) {
         const parsed = parseRepoUrl(repoUrl(options));
         if (parsed.kind !== "s3") throw new UsageError("--object-lock needs an S3 repository (s3://BUCKET[/PREFIX]): a local directory has no object lock");
         const retentionSeconds = parseRetention(options.objectLock, "--object-lock");
-        const extensionSeconds = options.lockExtension === undefined ? Math.max(1, Math.round(retentionSeconds / 2)) : parseRetention(options.lockExtension, "--lock-extension");
+        const extensionSeconds =
+          options.lockExtension === undefined ? Math.max(1, Math.round(retentionSeconds / 2)) : parseRetention(options.lockExtension, "--lock-extension");
         objectLock = { mode: options.lockMode, retentionSeconds, extensionSeconds, lockBucket: options.lockBucket ?? defaultLockBucket(parsed.bucket) };
-        if (objectLock.lockBucket === parsed.bucket) throw new UsageError("--lock-bucket must be another bucket than the repository's (lock objects need an unversioned bucket)");
+        if (objectLock.lockBucket === parsed.bucket)
+          throw new UsageError("--lock-bucket must be another bucket than the repository's (lock objects need an unversioned bucket)");
       } else if (options.lockBucket !== undefined || options.lockExtension !== undefined) {
         throw new UsageError("--lock-bucket and --lock-extension only apply with --object-lock");
       }
@@ -87,7 +97,15 @@ export function initCommand(): Command {
         });
         const encryption = repo.keyId === null ? null : { scheme: repo.config.encryption!.scheme, key: repo.keyId };
         const lock = repo.config.objectLock ?? null;
-        if (out.json) out.jsonResult({ repository: repo.location, id: repo.config.id, chunker: repo.config.chunker, compression: repo.config.compression, encryption, objectLock: lock });
+        if (out.json)
+          out.jsonResult({
+            repository: repo.location,
+            id: repo.config.id,
+            chunker: repo.config.chunker,
+            compression: repo.config.compression,
+            encryption,
+            objectLock: lock,
+          });
         out.info(
           `created ${encryption ? "encrypted " : ""}repository ${repo.config.id} at ${repo.location} (chunks avg ${formatBytes(chunker.avgSize)}, zstd level ${level}${encryption ? `, AES-256-GCM, key ${encryption.key}` : ""})`,
         );

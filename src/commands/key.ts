@@ -36,11 +36,14 @@ function readNewPassword(options: KeyOptions, repo: Repository): Promise<string>
 export function keyCommand(): Command {
   const list = addCommonOptions(new Command("list"))
     .description("list the key objects (one per password) of an encrypted repository")
-    .addHelpText("after", `
+    .addHelpText(
+      "after",
+      `
 Examples:
   ploopvault key list --repo /srv/backup
   ploopvault key list --repo s3://backups/node1 --json | jq -r '.[].id'
-`)
+`,
+    )
     .action((options: KeyOptions) =>
       withRepository(options, async (repo, out) => {
         const rows = (await repo.listKeys()).map((k) => ({
@@ -56,7 +59,15 @@ Examples:
           return;
         }
         const table = [[" ", "ID", "CREATED", "HOST", "USER", "KDF"]];
-        for (const r of rows) table.push([r.current ? "*" : " ", r.id, r.created.replace(/\.\d+Z$/, "Z"), r.host, r.user, `scrypt N=2^${Math.log2(r.kdf.N)} r=${r.kdf.r} p=${r.kdf.p}`]);
+        for (const r of rows)
+          table.push([
+            r.current ? "*" : " ",
+            r.id,
+            r.created.replace(/\.\d+Z$/, "Z"),
+            r.host,
+            r.user,
+            `scrypt N=2^${Math.log2(r.kdf.N)} r=${r.kdf.r} p=${r.kdf.p}`,
+          ]);
         out.table(table);
         out.info(`${rows.length} key${rows.length === 1 ? "" : "s"} (* = the one this password opens)`);
       }),
@@ -64,11 +75,14 @@ Examples:
 
   const add = withNewPassword(addCommonOptions(new Command("add")))
     .description("add a password: a new key object for the same master key")
-    .addHelpText("after", `
+    .addHelpText(
+      "after",
+      `
 Examples:
   # another operator's password (the file holds it; chmod 600)
   ploopvault key add --repo s3://backups/node1 --new-password-file /root/ops2.pass
-`)
+`,
+    )
     .action((options: KeyOptions) =>
       withRepository(options, async (repo, out) => {
         const key = await repo.addKey(await readNewPassword(options, repo));
@@ -79,11 +93,14 @@ Examples:
 
   const remove = addCommonOptions(new Command("remove"))
     .description("remove a password (key object); not the one used to unlock")
-    .addHelpText("after", `
+    .addHelpText(
+      "after",
+      `
 Examples:
   # by id or a unique prefix (>= 4 hex digits), as key list shows it
   ploopvault key remove --repo /srv/backup 3fa9c2d1
-`)
+`,
+    )
     .argument("<id>", "key id (or a unique prefix) as `key list` shows it")
     .action((spec: string, options: KeyOptions) =>
       withRepository(options, async (repo, out) => {
@@ -96,11 +113,14 @@ Examples:
 
   const passwd = withNewPassword(addCommonOptions(new Command("passwd")))
     .description("change the password of the key it unlocks with (data is not re-encrypted)")
-    .addHelpText("after", `
+    .addHelpText(
+      "after",
+      `
 Examples:
   ploopvault key passwd --repo /srv/backup            # asks twice on a terminal
   PLOOPVAULT_NEW_PASSWORD=... ploopvault key passwd --repo s3://backups/node1
-`)
+`,
+    )
     .action((options: KeyOptions) =>
       withRepository(options, async (repo, out) => {
         const { oldKey, newKey } = await repo.changePassword(await readNewPassword(options, repo));

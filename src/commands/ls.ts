@@ -19,7 +19,9 @@ export function lsCommand(): Command {
     .argument("[path]", "folder or file inside the backed-up filesystem", "/")
     .option("-l, --long", "type and permissions, links, owner, group, size, mtime (UTC) and symlink targets")
     .option("-R, --recursive", "everything below the folder")
-    .addOption(new Option("--partition <n>", "partition of the disk to read (default: the one holding an ext filesystem)").argParser(parsePositiveInt("--partition")))
+    .addOption(
+      new Option("--partition <n>", "partition of the disk to read (default: the one holding an ext filesystem)").argParser(parsePositiveInt("--partition")),
+    )
     .option("--host <name>", "only backups made on this host (needed for CT:latest when several hosts back up a container of that id)")
     .addHelpText(
       "after",
@@ -40,7 +42,10 @@ permissions, uid, gid, size, links, inode, mtime, target), then a summary
       const out = new Output(options);
       const repo = await openRepository(options);
       try {
-        const backup = await openBackupFilesystemBySpec(repo, spec, options.stateDir, { ...(options.partition === undefined ? {} : { partition: options.partition }), ...(options.host === undefined ? {} : { host: options.host }) });
+        const backup = await openBackupFilesystemBySpec(repo, spec, options.stateDir, {
+          ...(options.partition === undefined ? {} : { partition: options.partition }),
+          ...(options.host === undefined ? {} : { host: options.host }),
+        });
         for (const w of backup.fs.warnings) out.warn(w);
         let entries = 0;
         const stdout = watchStdout();
@@ -53,7 +58,9 @@ permissions, uid, gid, size, links, inode, mtime, target), then a summary
         }
         const stats = fetchStats(backup.disk.stats);
         if (out.json) out.jsonResult({ struct_type: "summary", backup: backup.ref.id, ct: backup.ref.ct, path, entries, ...stats, status: "ok" });
-        out.info(`${entries} entries of ${backup.ref.ct}/${backup.ref.id}:${path}; fetched ${formatBytes(stats.bytesFetched)} in ${stats.chunksFetched} chunks`);
+        out.info(
+          `${entries} entries of ${backup.ref.ct}/${backup.ref.id}:${path}; fetched ${formatBytes(stats.bytesFetched)} in ${stats.chunksFetched} chunks`,
+        );
       } finally {
         await repo.close();
       }

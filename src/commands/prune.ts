@@ -8,7 +8,16 @@ import { requireConditionalWrites } from "../repository/conditional-writes.js";
 import { ManifestCache } from "../repository/known-chunks.js";
 import { validateName } from "../repository/layout.js";
 import { formatBytes } from "../util/format.js";
-import { addCommonOptions, conditionalWritesProbe, defaultHost, openRepository, Output, parsePositiveInt, withInterrupts, type GlobalOptions } from "./common.js";
+import {
+  addCommonOptions,
+  conditionalWritesProbe,
+  defaultHost,
+  openRepository,
+  Output,
+  parsePositiveInt,
+  withInterrupts,
+  type GlobalOptions,
+} from "./common.js";
 
 interface PruneCliOptions extends GlobalOptions {
   keepLast?: number;
@@ -48,7 +57,10 @@ export function pruneCommand(): Command {
     .addOption(new Option("--wait <duration>", "how long to wait for running backups (or another prune) before deferring deletion").default(DEFAULT_PRUNE_WAIT))
     .option("--dry-run", "show what would be forgotten and freed; change nothing")
     .option("--host <name>", "only forget backups made on this host (the sweep always considers every backup)")
-    .option("--tag <tag>", "only forget backups with this tag (repeat: any of them)", (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
+    .option("--tag <tag>", "only forget backups with this tag (repeat: any of them)", (value: string, previous: string[] | undefined) => [
+      ...(previous ?? []),
+      value,
+    ])
     .addOption(new Option("--lock-host <name>", "this host's name in lock objects").default(defaultHost()))
     .addOption(new Option("--lock-ttl <duration>", "lock TTL (tests)").hideHelp())
     .addOption(new Option("--lock-refresh <duration>", "lock refresh interval (tests)").hideHelp())
@@ -72,7 +84,9 @@ export function pruneCommand(): Command {
         if (policy.withinMs <= 0) throw new UsageError("--keep-within must be longer than 0");
       }
       if (policyIsEmpty(policy)) {
-        throw new UsageError("no keep policy given: use at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within (prune refuses to forget every backup)");
+        throw new UsageError(
+          "no keep policy given: use at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within (prune refuses to forget every backup)",
+        );
       }
       if (options.ct !== undefined) validateName("container id", options.ct);
       const graceMs = parseDuration(options.grace, "--grace");
@@ -89,7 +103,8 @@ export function pruneCommand(): Command {
           // prune's lock takeovers and the safety of deletion rest on conditional writes of
           // lock objects: probed where those go (an object-lock repository's lock bucket)
           const locks = repo.store.controlChannel?.() ?? repo.store;
-          if (options.dryRun !== true) await requireConditionalWrites(locks, repo.config.id, { ...conditionalWritesProbe(options, repo.store, out), purpose: "prune" });
+          if (options.dryRun !== true)
+            await requireConditionalWrites(locks, repo.config.id, { ...conditionalWritesProbe(options, repo.store, out), purpose: "prune" });
           return await runPrune(repo, {
             policy,
             ...(options.ct === undefined ? {} : { ct: options.ct }),
@@ -138,13 +153,20 @@ function printReport(out: Output, r: PruneReport, verbose: boolean): void {
   }
   const chunks = `${r.chunksDeleted} chunk${r.chunksDeleted === 1 ? "" : "s"}`;
   if (r.dryRun) {
-    line(`dry run: would forget ${r.forgotten} backup${r.forgotten === 1 ? "" : "s"}, delete ${chunks} and ${r.filesDeleted} other files, freeing ${formatBytes(r.bytesFreed)}; nothing changed`);
+    line(
+      `dry run: would forget ${r.forgotten} backup${r.forgotten === 1 ? "" : "s"}, delete ${chunks} and ${r.filesDeleted} other files, freeing ${formatBytes(r.bytesFreed)}; nothing changed`,
+    );
   } else {
-    line(`forgot ${r.forgotten} backup${r.forgotten === 1 ? "" : "s"}, deleted ${chunks} and ${r.filesDeleted} other files, freed ${formatBytes(r.bytesFreed)} in ${formatDuration(r.seconds * 1000)}`);
+    line(
+      `forgot ${r.forgotten} backup${r.forgotten === 1 ? "" : "s"}, deleted ${chunks} and ${r.filesDeleted} other files, freed ${formatBytes(r.bytesFreed)} in ${formatDuration(r.seconds * 1000)}`,
+    );
   }
-  if (r.chunksSparedByGrace > 0) line(`${r.chunksSparedByGrace} unreferenced chunk${r.chunksSparedByGrace === 1 ? " is" : "s are"} younger than --grace and stay for now`);
+  if (r.chunksSparedByGrace > 0)
+    line(`${r.chunksSparedByGrace} unreferenced chunk${r.chunksSparedByGrace === 1 ? " is" : "s are"} younger than --grace and stay for now`);
   if (r.backupsRetained.length > 0) {
-    line(`${r.backupsRetained.length} backup${r.backupsRetained.length === 1 ? "" : "s"} the policy would forget ${r.backupsRetained.length === 1 ? "is" : "are"} kept: still under S3 Object Lock retention (a prune after it ends forgets ${r.backupsRetained.length === 1 ? "it" : "them"})`);
+    line(
+      `${r.backupsRetained.length} backup${r.backupsRetained.length === 1 ? "" : "s"} the policy would forget ${r.backupsRetained.length === 1 ? "is" : "are"} kept: still under S3 Object Lock retention (a prune after it ends forgets ${r.backupsRetained.length === 1 ? "it" : "them"})`,
+    );
   }
   if (r.chunksRetained > 0 || r.filesRetained > 0) {
     line(

@@ -39,11 +39,15 @@ export function releaseCommand(): Command {
     .addOption(new Option("--ploop-bin <path>", "ploop command line to drive").env("PLOOPVAULT_PLOOP").default("ploop"))
     .addOption(new Option("--private-root <dir>", "where container private areas live").default("/vz/private"))
     .addOption(new Option("--vzlist-bin <path>", "vzlist binary (the private root is scanned if it is missing)").default("vzlist"))
-    .addOption(new Option("--lock-wait <duration>", "how long to wait for another ploopvault run on this host (e.g. 10m; a plain number is seconds)").default(600, "10m").argParser(durationSecondsOption("--lock-wait", { allowZero: true })))
+    .addOption(
+      new Option("--lock-wait <duration>", "how long to wait for another ploopvault run on this host (e.g. 10m; a plain number is seconds)")
+        .default(600, "10m")
+        .argParser(durationSecondsOption("--lock-wait", { allowZero: true })),
+    )
     .addHelpText("after", "\nExamples:\n  ploopvault release 101          # before: vzctl set 101 --diskspace 200G\n  ploopvault release --all\n")
     .action(async (ctids: string[], options: ReleaseOptions) => {
       const out = new Output(options);
-      if ((ctids.length > 0) === (options.all === true)) throw new UsageError("give container ids or --all");
+      if (ctids.length > 0 === (options.all === true)) throw new UsageError("give container ids or --all");
       for (const ct of ctids) validateName("container id", ct);
       const lock = await acquireHostLock(join(options.stateDir, "run.lock"), { waitSeconds: options.lockWait });
       try {
@@ -90,14 +94,19 @@ export function releaseCommand(): Command {
           try {
             result.released = await releaseKeptSnapshot({ ct, descriptorPath: disk, ploop, journal, kept, log });
             const reports = await recoverUnjournaled([{ ct, descriptorPath: disk }], journal, ploop, log, { keptGuids: new Set() });
-            result.merged = reports.filter((r) => r.action === "merged" || r.action === "merged-after-clearing-in-use" || r.action === "already-merged").map((r) => r.snapshotGuid);
+            result.merged = reports
+              .filter((r) => r.action === "merged" || r.action === "merged-after-clearing-in-use" || r.action === "already-merged")
+              .map((r) => r.snapshotGuid);
             const failed = reports.find((r) => r.action === "failed" || r.action === "locked" || r.action === "orphan-delta-left");
             if (failed !== undefined) result.error = `snapshot ${failed.snapshotGuid}: ${failed.detail}`;
           } catch (error) {
             result.error = errorLine(error);
           }
           if (result.error === undefined) {
-            const what = [result.released ? `kept snapshot ${result.released} merged` : "", result.merged.length > 0 ? `left-behind snapshot${result.merged.length > 1 ? "s" : ""} ${result.merged.join(", ")} merged` : ""].filter((x) => x !== "");
+            const what = [
+              result.released ? `kept snapshot ${result.released} merged` : "",
+              result.merged.length > 0 ? `left-behind snapshot${result.merged.length > 1 ? "s" : ""} ${result.merged.join(", ")} merged` : "",
+            ].filter((x) => x !== "");
             out.info(`container ${ct}: ${what.length > 0 ? what.join("; ") : "no snapshot of ours"}`);
           }
         }

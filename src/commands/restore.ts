@@ -30,8 +30,16 @@ export function restoreCommand(): Command {
     .requiredOption("--target <path>", "ploop: directory to create (PATH/root.hdd, PATH/DiskDescriptor.xml); raw: file; '-' = raw to stdout")
     .addOption(new Option("--format <format>", "output format").choices(["ploop", "raw"]).default("ploop"))
     .option("--force", "replace an existing target")
-    .addOption(new Option("--concurrency <n>", `chunks fetched in parallel (default ${RESTORE_CONCURRENCY.local} from a directory, ${RESTORE_CONCURRENCY.s3} from S3)`).argParser(parsePositiveInt("--concurrency")))
-    .option("--seed <file>", "an older copy of this disk (raw image, ploop image, DiskDescriptor.xml or its directory; the target itself): only chunks it does not hold are fetched")
+    .addOption(
+      new Option(
+        "--concurrency <n>",
+        `chunks fetched in parallel (default ${RESTORE_CONCURRENCY.local} from a directory, ${RESTORE_CONCURRENCY.s3} from S3)`,
+      ).argParser(parsePositiveInt("--concurrency")),
+    )
+    .option(
+      "--seed <file>",
+      "an older copy of this disk (raw image, ploop image, DiskDescriptor.xml or its directory; the target itself): only chunks it does not hold are fetched",
+    )
     .option("--include <path...>", "restore only these files and folders of the backed-up filesystem into the folder --target (docs/file-restore.md)")
     .addOption(new Option("--partition <n>", "with --include: partition of the disk to read").argParser(parsePositiveInt("--partition")))
     .option("--dry-run", "check the backup and the target and say what would be written; write nothing")
@@ -72,42 +80,49 @@ complete; Ctrl-C removes the partial files.
       }
       const toStdout = options.target === "-";
       if (toStdout && options.format === "ploop" && process.argv.includes("--format")) throw new UsageError("--target - streams a raw disk: use --format raw");
-      if (toStdout && process.stdout.isTTY === true && options.dryRun !== true) throw new UsageError("--target -: stdout is a terminal; refusing to print a binary disk image there (redirect it to a file or a pipe)");
+      if (toStdout && process.stdout.isTTY === true && options.dryRun !== true)
+        throw new UsageError("--target -: stdout is a terminal; refusing to print a binary disk image there (redirect it to a file or a pipe)");
       const repo = await openRepository(options);
       try {
         await withInterrupts(out, "stopping, removing the partial restore", async (signal) => {
-        const cache = ManifestCache.forRepository(repo, options.stateDir);
-        const ref = await resolveBackup(repo, spec, { metadata: (r) => cache.metadata(r), ...(options.host === undefined ? {} : { host: options.host }) });
-        const manifest = decodeManifest(await cache.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
-        if (options.dryRun === true) {
-          const plan = await planRestore(manifest, options.target, toStdout ? "stdout" : options.format, options.force === true);
-          if (out.json) out.jsonResult({ backup: ref.id, ct: ref.ct, target: options.target, format: toStdout ? "raw" : options.format, dryRun: true, ...plan });
-          out.listing(
-            `would restore ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}${plan.replaces ? " (replacing what a restore writes there)" : ""}: ${formatBytes(plan.logicalBytes)} disk, ${formatBytes(plan.dataBytes)} data in ${plan.chunks} chunks to fetch${options.seed === undefined ? "" : " (at most: the seed supplies the chunks it holds)"}`,
+          const cache = ManifestCache.forRepository(repo, options.stateDir);
+          const ref = await resolveBackup(repo, spec, { metadata: (r) => cache.metadata(r), ...(options.host === undefined ? {} : { host: options.host }) });
+          const manifest = decodeManifest(await cache.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
+          if (options.dryRun === true) {
+            const plan = await planRestore(manifest, options.target, toStdout ? "stdout" : options.format, options.force === true);
+            if (out.json)
+              out.jsonResult({ backup: ref.id, ct: ref.ct, target: options.target, format: toStdout ? "raw" : options.format, dryRun: true, ...plan });
+            out.listing(
+              `would restore ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}${plan.replaces ? " (replacing what a restore writes there)" : ""}: ${formatBytes(plan.logicalBytes)} disk, ${formatBytes(plan.dataBytes)} data in ${plan.chunks} chunks to fetch${options.seed === undefined ? "" : " (at most: the seed supplies the chunks it holds)"}`,
+            );
+            for (const file of plan.files) out.listing(`  ${file}`);
+            for (const file of plan.removes) out.listing(`  ${file} (removed: an image of the disk it replaces)`);
+            return;
+          }
+          const progress = progressDisplay();
+          const label = `restore ${ref.ct}`;
+          const opts = {
+            concurrency: options.concurrency ?? RESTORE_CONCURRENCY[parseRepoUrl(repo.location).kind === "s3" ? "s3" : "local"],
+            ...(options.seed === undefined ? {} : { seed: options.seed }),
+            signal,
+            ...(progress === null ? {} : { onProgress: (done: number, total: number) => progress.update("restore", label, { done, total }) }),
+          };
+          let result: RestoreResult;
+          if (toStdout) result = await restoreToStream(repo, ref, manifest, process.stdout, opts);
+          else if (options.format === "raw") result = await restoreRaw(repo, ref, manifest, options.target, options.force === true, opts);
+          else result = await restorePloop(repo, ref, manifest, options.target, options.force === true, opts);
+          progress?.remove("restore");
+          if (signal.aborted) throw new PloopvaultError(`restore of ${ref.ct}/${ref.id} interrupted`);
+          const summary = { backup: ref.id, ct: ref.ct, target: options.target, format: toStdout ? "raw" : options.format, ...result, status: "ok" };
+          if (out.json && !toStdout) out.jsonResult(summary);
+          out.info(
+            `restored ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}: ${formatBytes(result.logicalBytes)} disk, ${formatBytes(result.dataBytes)} data in ${formatSeconds(result.seconds)}`,
           );
-          for (const file of plan.files) out.listing(`  ${file}`);
-          for (const file of plan.removes) out.listing(`  ${file} (removed: an image of the disk it replaces)`);
-          return;
-        }
-        const progress = progressDisplay();
-        const label = `restore ${ref.ct}`;
-        const opts = {
-          concurrency: options.concurrency ?? RESTORE_CONCURRENCY[parseRepoUrl(repo.location).kind === "s3" ? "s3" : "local"],
-          ...(options.seed === undefined ? {} : { seed: options.seed }),
-          signal,
-          ...(progress === null ? {} : { onProgress: (done: number, total: number) => progress.update("restore", label, { done, total }) }),
-        };
-        let result: RestoreResult;
-        if (toStdout) result = await restoreToStream(repo, ref, manifest, process.stdout, opts);
-        else if (options.format === "raw") result = await restoreRaw(repo, ref, manifest, options.target, options.force === true, opts);
-        else result = await restorePloop(repo, ref, manifest, options.target, options.force === true, opts);
-        progress?.remove("restore");
-        if (signal.aborted) throw new PloopvaultError(`restore of ${ref.ct}/${ref.id} interrupted`);
-        const summary = { backup: ref.id, ct: ref.ct, target: options.target, format: toStdout ? "raw" : options.format, ...result, status: "ok" };
-        if (out.json && !toStdout) out.jsonResult(summary);
-        out.info(`restored ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}: ${formatBytes(result.logicalBytes)} disk, ${formatBytes(result.dataBytes)} data in ${formatSeconds(result.seconds)}`);
-        const free = manifest.metadata.freeSpace;
-        if (free) out.info(`backup ${ref.ct}/${ref.id} was taken with --skip-free: ${formatBytes(free.skippedBytes)} of free filesystem space was not stored and reads as zeros (docs/skip-free.md)`);
+          const free = manifest.metadata.freeSpace;
+          if (free)
+            out.info(
+              `backup ${ref.ct}/${ref.id} was taken with --skip-free: ${formatBytes(free.skippedBytes)} of free filesystem space was not stored and reads as zeros (docs/skip-free.md)`,
+            );
         });
       } finally {
         await repo.close();
@@ -121,18 +136,22 @@ async function restoreIncluded(spec: string, options: RestoreOptions, out: Outpu
   if (options.seed !== undefined) throw new UsageError("--seed applies to whole-disk restores, not to --include");
   const repo = await openRepository(options);
   try {
-    const result = await withInterrupts(out, null, (signal) => restoreFilesFromBackup(repo, spec, options.stateDir, {
-      includes: options.include!,
-      target: options.target,
-      force: options.force === true,
-      signal,
-      warn: (line) => out.warn(line),
-      ...(options.partition === undefined ? {} : { partition: options.partition }),
-      ...(options.host === undefined ? {} : { host: options.host }),
-    }));
+    const result = await withInterrupts(out, null, (signal) =>
+      restoreFilesFromBackup(repo, spec, options.stateDir, {
+        includes: options.include!,
+        target: options.target,
+        force: options.force === true,
+        signal,
+        warn: (line) => out.warn(line),
+        ...(options.partition === undefined ? {} : { partition: options.partition }),
+        ...(options.host === undefined ? {} : { host: options.host }),
+      }),
+    );
     for (const s of result.skipped) out.warn(`${s}: a socket, not restored`);
     if (out.json) out.jsonResult({ ...result, target: options.target, includes: options.include, status: "ok" });
-    out.info(`restored ${result.files} files, ${result.dirs} folders, ${result.symlinks} symlinks, ${result.hardlinks} hard links, ${result.specials} special files (${formatBytes(result.dataBytes)}) of ${result.ct}/${result.backup} into ${options.target}; fetched ${formatBytes(result.bytesFetched)} in ${result.chunksFetched} chunks`);
+    out.info(
+      `restored ${result.files} files, ${result.dirs} folders, ${result.symlinks} symlinks, ${result.hardlinks} hard links, ${result.specials} special files (${formatBytes(result.dataBytes)}) of ${result.ct}/${result.backup} into ${options.target}; fetched ${formatBytes(result.bytesFetched)} in ${result.chunksFetched} chunks`,
+    );
   } finally {
     await repo.close();
   }

@@ -53,7 +53,13 @@ mounting a partition and boot-testing with qemu.
         const disk = new LazyBackupDisk(repo, ref, manifest, { cacheBytes: options.cache, concurrency: options.concurrency });
         const name = `${ref.ct}/${ref.id}`;
         const server = new NbdServer(
-          { name, description: `ploopvault backup ${name} (read-only)`, size: disk.size, read: (o, l) => disk.read(o, l), extents: (o, l, limit) => disk.extents(o, l, limit) },
+          {
+            name,
+            description: `ploopvault backup ${name} (read-only)`,
+            size: disk.size,
+            read: (o, l) => disk.read(o, l),
+            extents: (o, l, limit) => disk.extents(o, l, limit),
+          },
           { log: (line) => out.warn(line) },
         );
         let stop: (signal: NodeJS.Signals) => void = () => undefined;
@@ -68,8 +74,20 @@ mounting a partition and boot-testing with qemu.
           const signal = await stopped;
           await server.close();
           const { chunksFetched, bytesFetched } = disk.stats;
-          if (out.json) out.jsonResult({ backup: ref.id, ct: ref.ct, connections: server.stats.connections, reads: server.stats.reads, bytesSent: server.stats.bytesSent, chunksFetched, bytesFetched, status: "stopped" });
-          out.info(`${signal}: stopped after ${server.stats.connections} connection(s), ${server.stats.reads} reads; fetched ${chunksFetched} chunks (${formatBytes(bytesFetched)})`);
+          if (out.json)
+            out.jsonResult({
+              backup: ref.id,
+              ct: ref.ct,
+              connections: server.stats.connections,
+              reads: server.stats.reads,
+              bytesSent: server.stats.bytesSent,
+              chunksFetched,
+              bytesFetched,
+              status: "stopped",
+            });
+          out.info(
+            `${signal}: stopped after ${server.stats.connections} connection(s), ${server.stats.reads} reads; fetched ${chunksFetched} chunks (${formatBytes(bytesFetched)})`,
+          );
         } finally {
           process.off("SIGINT", stop);
           process.off("SIGTERM", stop);

@@ -83,7 +83,8 @@ TAGS and NOTE (backup --tag/--note).
         }
         out.table(table);
         out.info(`${rows.length} backup${rows.length === 1 ? "" : "s"}`);
-        if (rows.some((r) => r.skippedFreeBytes !== undefined)) out.info("* taken with --skip-free: free filesystem space was not stored and restores as zeros");
+        if (rows.some((r) => r.skippedFreeBytes !== undefined))
+          out.info("* taken with --skip-free: free filesystem space was not stored and restores as zeros");
       } finally {
         await repo.close();
       }

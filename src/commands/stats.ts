@@ -57,11 +57,18 @@ counts every chunk once. Reads every manifest (cached locally) and lists chunks/
           x(f.dedupRatio),
           x(f.compressionRatio),
         ];
-        out.table([["CT", "HOST", "BACKUPS", "LOGICAL", "DATA", "UNIQUE", "STORED", "DEDUP", "COMPR"], ...stats.groups.map((g) => row(g.ct, g.host, g)), row("total", "", stats.total)]);
+        out.table([
+          ["CT", "HOST", "BACKUPS", "LOGICAL", "DATA", "UNIQUE", "STORED", "DEDUP", "COMPR"],
+          ...stats.groups.map((g) => row(g.ct, g.host, g)),
+          row("total", "", stats.total),
+        ]);
         out.listing(
           `${stats.total.uniqueChunks} chunks referenced; data reduced ${x(stats.total.storedBytes === 0 ? 1 : stats.total.dataBytes / stats.total.storedBytes)} overall (dedup ${x(stats.total.dedupRatio)}, compression ${x(stats.total.compressionRatio)})`,
         );
-        if (stats.unreferencedChunks > 0) out.listing(`${stats.unreferencedChunks} chunks (${formatBytes(stats.unreferencedBytes)}) are not referenced by these backups${options.ct === undefined && options.host === undefined ? ": prune removes them" : ""}`);
+        if (stats.unreferencedChunks > 0)
+          out.listing(
+            `${stats.unreferencedChunks} chunks (${formatBytes(stats.unreferencedBytes)}) are not referenced by these backups${options.ct === undefined && options.host === undefined ? ": prune removes them" : ""}`,
+          );
         if (stats.missingChunks > 0) out.warn(`${stats.missingChunks} referenced chunks are missing: run ploopvault check`);
       } finally {
         await repo.close();

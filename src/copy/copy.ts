@@ -137,48 +137,66 @@ export async function runCopy(options: CopyOptions): Promise<CopyReport> {
       `cannot copy from ${source.location} to ${destination.location}: the source's chunks may be up to ${source.config.chunker.maxSize} bytes, the destination's only ${destination.config.chunker.maxSize} (initialize the destination with the source's --chunk-avg)`,
     );
   }
-  const report: CopyReport = { source: source.location, destination: destination.location, selected: 0, present: 0, copied: 0, failed: 0, backups: [], chunksUploaded: 0, bytesUploaded: 0, bytesDownloaded: 0, seconds: 0 };
+  const report: CopyReport = {
+    source: source.location,
+    destination: destination.location,
+    selected: 0,
+    present: 0,
+    copied: 0,
+    failed: 0,
+    backups: [],
+    chunksUploaded: 0,
+    bytesUploaded: 0,
+    bytesDownloaded: 0,
+    seconds: 0,
+  };
   const sourceRefs = await sourceBackups(options);
-  await withBackupRegistration(destination, { host: options.host, signal: options.signal, log: options.log, warn: options.warn }, async (registration, signal) => {
-    // registered: only now read what the destination holds
-    const destinationRefs = await destination.listBackups();
-    const selection = selectBackups(sourceRefs, new Set(destinationRefs.map((r) => `${r.ct}/${r.id}`)), {
-      ...(options.cts === undefined ? {} : { cts: options.cts }),
-      ...(options.last === undefined ? {} : { last: options.last }),
-    });
-    report.selected = selection.toCopy.length + selection.present.length;
-    report.present = selection.present.length;
-    if (selection.toCopy.length === 0) return;
-    options.log(`copying ${selection.toCopy.length} backup${selection.toCopy.length === 1 ? "" : "s"} from ${source.location} to ${destination.location}${report.present > 0 ? ` (${report.present} already there)` : ""}`);
-    const cache = ManifestCache.forRepository(destination, options.stateDir);
-    const lockTimes = destination.objectLock === null ? null : (await cache.knownChunksWithLockTimes()).lockTimes;
-    const run: RunState = {
-      stored: await DestinationChunks.list(destination),
-      uploaded: new ChunkIdHashSet(),
-      same: sameIdSpace(source.chunkCodec, destination.chunkCodec),
-      map: new ChunkIdMap(),
-      paired: new Set(),
-      lockTimes,
-      sourceRefs,
-      destinationRefs,
-    };
-    for (const ref of selection.toCopy) {
-      let result: CopiedBackup;
-      if (signal.aborted) {
-        result = { ...emptyResult(ref), status: "error", error: `not started: ${errorLine(signal.reason ?? "copy interrupted")}` };
-      } else {
-        options.log(`copying backup ${ref.ct}/${ref.id}`);
-        result = await copyBackup(ref, options, run, cache, registration, signal);
+  await withBackupRegistration(
+    destination,
+    { host: options.host, signal: options.signal, log: options.log, warn: options.warn },
+    async (registration, signal) => {
+      // registered: only now read what the destination holds
+      const destinationRefs = await destination.listBackups();
+      const selection = selectBackups(sourceRefs, new Set(destinationRefs.map((r) => `${r.ct}/${r.id}`)), {
+        ...(options.cts === undefined ? {} : { cts: options.cts }),
+        ...(options.last === undefined ? {} : { last: options.last }),
+      });
+      report.selected = selection.toCopy.length + selection.present.length;
+      report.present = selection.present.length;
+      if (selection.toCopy.length === 0) return;
+      options.log(
+        `copying ${selection.toCopy.length} backup${selection.toCopy.length === 1 ? "" : "s"} from ${source.location} to ${destination.location}${report.present > 0 ? ` (${report.present} already there)` : ""}`,
+      );
+      const cache = ManifestCache.forRepository(destination, options.stateDir);
+      const lockTimes = destination.objectLock === null ? null : (await cache.knownChunksWithLockTimes()).lockTimes;
+      const run: RunState = {
+        stored: await DestinationChunks.list(destination),
+        uploaded: new ChunkIdHashSet(),
+        same: sameIdSpace(source.chunkCodec, destination.chunkCodec),
+        map: new ChunkIdMap(),
+        paired: new Set(),
+        lockTimes,
+        sourceRefs,
+        destinationRefs,
+      };
+      for (const ref of selection.toCopy) {
+        let result: CopiedBackup;
+        if (signal.aborted) {
+          result = { ...emptyResult(ref), status: "error", error: `not started: ${errorLine(signal.reason ?? "copy interrupted")}` };
+        } else {
+          options.log(`copying backup ${ref.ct}/${ref.id}`);
+          result = await copyBackup(ref, options, run, cache, registration, signal);
+        }
+        report.backups.push(result);
+        if (result.status === "ok") report.copied++;
+        else report.failed++;
+        report.chunksUploaded += result.chunksUploaded;
+        report.bytesUploaded += result.bytesUploaded;
+        report.bytesDownloaded += result.bytesDownloaded;
+        options.onResult?.(result);
       }
-      report.backups.push(result);
-      if (result.status === "ok") report.copied++;
-      else report.failed++;
-      report.chunksUploaded += result.chunksUploaded;
-      report.bytesUploaded += result.bytesUploaded;
-      report.bytesDownloaded += result.bytesDownloaded;
-      options.onResult?.(result);
-    }
-  });
+    },
+  );
   report.seconds = (performance.now() - started) / 1000;
   return report;
 }
@@ -219,7 +237,19 @@ interface RunState {
 }
 
 function emptyResult(ref: BackupRef): CopiedBackup {
-  return { ct: ref.ct, backup: ref.id, status: "ok", chunks: 0, chunksUploaded: 0, chunksPresent: 0, chunksDownloaded: 0, bytesDownloaded: 0, bytesUploaded: 0, retentionsExtended: 0, seconds: 0 };
+  return {
+    ct: ref.ct,
+    backup: ref.id,
+    status: "ok",
+    chunks: 0,
+    chunksUploaded: 0,
+    chunksPresent: 0,
+    chunksDownloaded: 0,
+    bytesDownloaded: 0,
+    bytesUploaded: 0,
+    retentionsExtended: 0,
+    seconds: 0,
+  };
 }
 
 /**
@@ -237,13 +267,22 @@ async function idMapFor(ct: string, options: CopyOptions, run: RunState): Promis
     try {
       pairIdMap(await options.source.loadManifest(newest), await options.destination.loadManifest(newest), run.map);
     } catch (error) {
-      options.warn(`cannot pair backup ${ct}/${newest.id} of both repositories (${errorLine(error)}): chunks of ${ct} not copied in this run are downloaded to learn their destination ids`);
+      options.warn(
+        `cannot pair backup ${ct}/${newest.id} of both repositories (${errorLine(error)}): chunks of ${ct} not copied in this run are downloaded to learn their destination ids`,
+      );
     }
   }
   return run.map;
 }
 
-async function copyBackup(ref: BackupRef, options: CopyOptions, run: RunState, cache: ManifestCache, registration: Parameters<typeof publishManifest>[3], signal: AbortSignal): Promise<CopiedBackup> {
+async function copyBackup(
+  ref: BackupRef,
+  options: CopyOptions,
+  run: RunState,
+  cache: ManifestCache,
+  registration: Parameters<typeof publishManifest>[3],
+  signal: AbortSignal,
+): Promise<CopiedBackup> {
   const started = performance.now();
   const { source, destination } = options;
   const result = emptyResult(ref);

@@ -28,7 +28,11 @@ export interface CopySelection {
  * The source backups to copy: those of `cts` (all when absent), only the `last` newest of
  * each container when given, minus the ones the destination has ("ct/id" in `present`).
  */
-export function selectBackups(source: readonly BackupRef[], present: ReadonlySet<string>, filter: { cts?: readonly string[]; last?: number } = {}): CopySelection {
+export function selectBackups(
+  source: readonly BackupRef[],
+  present: ReadonlySet<string>,
+  filter: { cts?: readonly string[]; last?: number } = {},
+): CopySelection {
   const byCt = new Map<string, BackupRef[]>();
   for (const ref of source) {
     if (filter.cts !== undefined && !filter.cts.includes(ref.ct)) continue;

@@ -65,7 +65,8 @@ export function envelopeType(object: Uint8Array): number | undefined {
  */
 export function open(key: Uint8Array, type: number, context: string, object: Uint8Array): Buffer {
   if (object.length < ENVELOPE_OVERHEAD) throw new AuthenticationFailure(`sealed object too short (${object.length} bytes)`);
-  if (object[0] !== type) throw new AuthenticationFailure(`unexpected object type 0x${object[0]!.toString(16).padStart(2, "0")} (expected 0x${type.toString(16).padStart(2, "0")})`);
+  if (object[0] !== type)
+    throw new AuthenticationFailure(`unexpected object type 0x${object[0]!.toString(16).padStart(2, "0")} (expected 0x${type.toString(16).padStart(2, "0")})`);
   const nonce = object.subarray(1, 1 + NONCE_BYTES);
   const tag = object.subarray(object.length - TAG_BYTES);
   const decipher = createDecipheriv("aes-256-gcm", key, nonce, { authTagLength: TAG_BYTES });

@@ -53,7 +53,8 @@ export function scryptParamsProblem(value: unknown): string | null {
   const k = value as Partial<ScryptParams> | null;
   if (typeof k !== "object" || k === null || k.algorithm !== "scrypt") return "unknown key derivation function";
   const { N, r, p, salt } = k;
-  if (typeof N !== "number" || !Number.isInteger(N) || N < 2 ** 10 || N > 2 ** 22 || (N & (N - 1)) !== 0) return `N=${String(N)} must be a power of two in 2^10..2^22`;
+  if (typeof N !== "number" || !Number.isInteger(N) || N < 2 ** 10 || N > 2 ** 22 || (N & (N - 1)) !== 0)
+    return `N=${String(N)} must be a power of two in 2^10..2^22`;
   if (typeof r !== "number" || !Number.isInteger(r) || r < 1 || r > 32) return `r=${String(r)} must be 1..32`;
   if (typeof p !== "number" || !Number.isInteger(p) || p < 1 || p > 16) return `p=${String(p)} must be 1..16`;
   if (scryptMemory({ N, r, p }) > MAX_MEMORY) return "needs more than 1 GiB of memory";
@@ -67,9 +68,15 @@ export function deriveKeyEncryptionKey(password: string, params: ScryptParams): 
   const problem = scryptParamsProblem(params);
   if (problem !== null) return Promise.reject(new Error(`scrypt parameters: ${problem}`));
   return new Promise((resolve, reject) => {
-    scrypt(password.normalize("NFC"), Buffer.from(params.salt, "base64"), KEY_BYTES, { N: params.N, r: params.r, p: params.p, maxmem: scryptMemory(params) }, (error, key) => {
-      if (error) reject(error);
-      else resolve(key);
-    });
+    scrypt(
+      password.normalize("NFC"),
+      Buffer.from(params.salt, "base64"),
+      KEY_BYTES,
+      { N: params.N, r: params.r, p: params.p, maxmem: scryptMemory(params) },
+      (error, key) => {
+        if (error) reject(error);
+        else resolve(key);
+      },
+    );
   });
 }

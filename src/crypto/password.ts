@@ -49,7 +49,9 @@ export async function readPasswordFile(path: string, option: string, warn: (line
     throw new UsageError(`${option} ${path}: cannot read (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
   }
   if ((mode & 0o044) !== 0) {
-    warn(`${option} ${path} is readable by ${(mode & 0o004) !== 0 ? "everyone" : "its group"} (mode ${(mode & 0o777).toString(8).padStart(4, "0")}): anyone who can read it can open the repository; chmod 600 ${path}`);
+    warn(
+      `${option} ${path} is readable by ${(mode & 0o004) !== 0 ? "everyone" : "its group"} (mode ${(mode & 0o777).toString(8).padStart(4, "0")}): anyone who can read it can open the repository; chmod 600 ${path}`,
+    );
   }
   const password = text.replace(/\r?\n$/, "");
   // an empty file would otherwise read as a wrong password (exit 5) and send people hunting
@@ -99,8 +101,10 @@ export function passwordProvider(
   const fromEnv = env[sources.env];
   const how = own ? HOW : `set ${sources.env}, use ${sources.option} FILE, or run on a terminal`;
   if (file !== undefined && command !== undefined) throw new UsageError("give either --password-file or --password-command, not both");
-  if (file !== undefined) return { given: true, source: options.passwordOrigin ?? `${sources.option} ${file}`, get: () => readPasswordFile(file, sources.option) };
-  if (command !== undefined) return { given: true, source: options.passwordOrigin ?? "--password-command", get: () => runPasswordCommand(command, "--password-command") };
+  if (file !== undefined)
+    return { given: true, source: options.passwordOrigin ?? `${sources.option} ${file}`, get: () => readPasswordFile(file, sources.option) };
+  if (command !== undefined)
+    return { given: true, source: options.passwordOrigin ?? "--password-command", get: () => runPasswordCommand(command, "--password-command") };
   if (fromEnv !== undefined && fromEnv !== "") return { given: true, source: sources.env, get: async () => fromEnv };
   return {
     given: false,
@@ -113,7 +117,11 @@ export function passwordProvider(
 }
 
 /** A new password (init --encrypt, key add/passwd): asked twice on a terminal; never empty. */
-export async function newPassword(options: { file?: string | undefined; option: string; envName: string }, what: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+export async function newPassword(
+  options: { file?: string | undefined; option: string; envName: string },
+  what: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<string> {
   let password: string;
   const fromEnv = env[options.envName];
   if (options.file !== undefined) password = await readPasswordFile(options.file, options.option);

@@ -35,7 +35,12 @@ export async function openBackupFilesystem(repo: Repository, ref: BackupRef, man
 }
 
 /** Every ext filesystem of a backup's disk (check --fs), sharing one lazy disk. */
-export async function openBackupFilesystems(repo: Repository, ref: BackupRef, manifest: Manifest, options: LazyDiskOptions = {}): Promise<{ disk: LazyBackupDisk; found: FoundFilesystem[] }> {
+export async function openBackupFilesystems(
+  repo: Repository,
+  ref: BackupRef,
+  manifest: Manifest,
+  options: LazyDiskOptions = {},
+): Promise<{ disk: LazyBackupDisk; found: FoundFilesystem[] }> {
   const disk = new LazyBackupDisk(repo, ref, manifest, options);
   const { found } = await findExtFilesystems(disk, backupLabel(ref));
   return { disk, found };
@@ -51,7 +56,12 @@ export function fetchStats(stats: LazyDiskStats): { chunksFetched: number; bytes
  * with --host as a filter), load its manifest through the manifest cache in the state
  * directory, and open its filesystem.
  */
-export async function openBackupFilesystemBySpec(repo: Repository, spec: string, stateDir: string, options: OpenBackupFsOptions & { host?: string } = {}): Promise<BackupFilesystem> {
+export async function openBackupFilesystemBySpec(
+  repo: Repository,
+  spec: string,
+  stateDir: string,
+  options: OpenBackupFsOptions & { host?: string } = {},
+): Promise<BackupFilesystem> {
   const cache = ManifestCache.forRepository(repo, stateDir);
   const ref = await resolveBackup(repo, spec, { metadata: (r) => cache.metadata(r), ...(options.host === undefined ? {} : { host: options.host }) });
   const manifest = decodeManifest(await cache.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);

@@ -47,7 +47,12 @@ export interface CheckFsOptions {
  * newest backup of every container of every host (several nodes share a repository and
  * container ids repeat across them), narrowed by `filter` (--ct, --host; given backups resolve on --host).
  */
-export async function backupsToCheck(repo: Repository, specs: readonly string[], stateDir: string, filter: { ct?: string; host?: string } = {}): Promise<BackupRef[]> {
+export async function backupsToCheck(
+  repo: Repository,
+  specs: readonly string[],
+  stateDir: string,
+  filter: { ct?: string; host?: string } = {},
+): Promise<BackupRef[]> {
   const cache = ManifestCache.forRepository(repo, stateDir);
   const metadata = (r: BackupRef) => cache.metadata(r);
   if (specs.length > 0) {
@@ -68,7 +73,18 @@ export async function checkBackupFilesystem(repo: Repository, ref: BackupRef, op
   const started = performance.now();
   const manifest = await loadBackupManifest(repo, ref, options.stateDir);
   const { disk, found } = await openBackupFilesystems(repo, ref, manifest);
-  const result: BackupFsCheck = { ct: ref.ct, host: manifest.metadata.host, backup: ref.id, time: manifest.metadata.time, status: "ok", filesystems: [], errorCount: 0, chunksFetched: 0, bytesFetched: 0, seconds: 0 };
+  const result: BackupFsCheck = {
+    ct: ref.ct,
+    host: manifest.metadata.host,
+    backup: ref.id,
+    time: manifest.metadata.time,
+    status: "ok",
+    filesystems: [],
+    errorCount: 0,
+    chunksFetched: 0,
+    bytesFetched: 0,
+    seconds: 0,
+  };
   if (found.length === 0) {
     result.status = "unsupported";
     result.problem = `no ext2/ext3/ext4 filesystem found on the disk of ${backupLabel(ref)}`;

@@ -34,7 +34,8 @@ export function streamSink(stream: Writable): ByteSink & { bytes: number } {
           else resolve();
         };
         const onDrain = (): void => done();
-        const onError = (error: NodeJS.ErrnoException): void => done(error.code === "EPIPE" ? new PloopvaultError("the reader of the dump closed it before the end (broken pipe)") : error);
+        const onError = (error: NodeJS.ErrnoException): void =>
+          done(error.code === "EPIPE" ? new PloopvaultError("the reader of the dump closed it before the end (broken pipe)") : error);
         stream.once("drain", onDrain);
         stream.once("error", onError);
       });
@@ -67,7 +68,14 @@ export interface TarResult {
   skipped: string[];
 }
 
-const TAR_TYPES: Partial<Record<NonNullable<Inode["type"]>, TarType>> = { file: "file", dir: "dir", symlink: "symlink", chardev: "chardev", blockdev: "blockdev", fifo: "fifo" };
+const TAR_TYPES: Partial<Record<NonNullable<Inode["type"]>, TarType>> = {
+  file: "file",
+  dir: "dir",
+  symlink: "symlink",
+  chardev: "chardev",
+  blockdev: "blockdev",
+  fifo: "fifo",
+};
 
 /**
  * A tar stream of `start` (a folder: everything below it; or a single entry). Paths in the

@@ -145,7 +145,10 @@ export class FileRestorer {
     const items: WalkItem[] = [];
     for (const include of this.options.includes) items.push(await resolveItem(this.fs, include));
     // an include inside another include is restored with it, once
-    const starts = items.filter((item, i) => !items.some((other, j) => j !== i && isPrefix(other.components, item.components) && (other.components.length < item.components.length || j < i)));
+    const starts = items.filter(
+      (item, i) =>
+        !items.some((other, j) => j !== i && isPrefix(other.components, item.components) && (other.components.length < item.components.length || j < i)),
+    );
     this.root = await this.openTarget();
     try {
       for (const start of starts) await this.restoreTree(start);
@@ -156,7 +159,9 @@ export class FileRestorer {
     }
     if (this.xattrFailures.length > 0) {
       const first = this.xattrFailures.slice(0, 3).join("; ");
-      throw new PloopvaultError(`restored the files into ${this.options.target}, but the xattrs of ${this.xattrFailures.length} entries could not be set: ${first}`);
+      throw new PloopvaultError(
+        `restored the files into ${this.options.target}, but the xattrs of ${this.xattrFailures.length} entries could not be set: ${first}`,
+      );
     }
     return this.result;
   }
@@ -168,7 +173,8 @@ export class FileRestorer {
       const s = await stat(target);
       if (!s.isDirectory()) throw new PloopvaultError(`restore target ${target} is not a directory`);
     } catch (error) {
-      if (code(error) !== "ENOENT") throw error instanceof PloopvaultError ? error : new PloopvaultError(`cannot use restore target ${target}: ${code(error) ?? String(error)}`);
+      if (code(error) !== "ENOENT")
+        throw error instanceof PloopvaultError ? error : new PloopvaultError(`cannot use restore target ${target}: ${code(error) ?? String(error)}`);
       await mkdir(target, { recursive: true, mode: 0o700 });
     }
     // the operator's own path may contain symlinks; from here on nothing is followed
@@ -266,9 +272,15 @@ export class FileRestorer {
         }
         if (c !== "ELOOP" && c !== "ENOTDIR") throw this.fsError(error, components, "open folder");
         // O_NOFOLLOW|O_DIRECTORY gives ENOTDIR (or ELOOP) for a symlink: say which it is
-        const isLink = c === "ELOOP" || (await lstat(path).then((st) => st.isSymbolicLink(), () => false));
+        const isLink =
+          c === "ELOOP" ||
+          (await lstat(path).then(
+            (st) => st.isSymbolicLink(),
+            () => false,
+          ));
         const what = isLink ? "a symbolic link" : "not a folder";
-        if (!this.options.force) throw new PloopvaultError(`${this.shown(components)} is ${what} in the restore target: refusing to restore through it (--force replaces it)`);
+        if (!this.options.force)
+          throw new PloopvaultError(`${this.shown(components)} is ${what} in the restore target: refusing to restore through it (--force replaces it)`);
         await unlink(path).catch((e: unknown) => {
           throw this.fsError(e, components, "replace");
         });
@@ -366,7 +378,10 @@ export class FileRestorer {
 
   private async writeSpecial(dir: FileHandle, temp: string, inode: Inode, components: Buffer[]): Promise<void> {
     const node = `/proc/${process.pid}/fd/${dir.fd}/${temp}`;
-    const args = inode.type === "fifo" ? [node, "p"] : [node, inode.type === "chardev" ? "c" : "b", String(deviceNumbers(inode).major), String(deviceNumbers(inode).minor)];
+    const args =
+      inode.type === "fifo"
+        ? [node, "p"]
+        : [node, inode.type === "chardev" ? "c" : "b", String(deviceNumbers(inode).major), String(deviceNumbers(inode).minor)];
     // Node has no mknod(2); mknod(1) creates the node inside the open folder (never follows: it creates)
     const r = await runCommand("mknod", ["-m", "600", ...args]);
     if (r.failed) throw new PloopvaultError(`cannot create ${this.shown(components)}: ${r.summary}`);
@@ -477,7 +492,10 @@ export async function restoreFilesFromBackup(
   stateDir: string,
   options: RestoreFilesOptions & { partition?: number; host?: string },
 ): Promise<RestoreFilesResult & { backup: string; ct: string; warnings: string[]; chunksFetched: number; bytesFetched: number; cacheHits: number }> {
-  const backup = await openBackupFilesystemBySpec(repo, spec, stateDir, { ...(options.partition === undefined ? {} : { partition: options.partition }), ...(options.host === undefined ? {} : { host: options.host }) });
+  const backup = await openBackupFilesystemBySpec(repo, spec, stateDir, {
+    ...(options.partition === undefined ? {} : { partition: options.partition }),
+    ...(options.host === undefined ? {} : { host: options.host }),
+  });
   for (const w of backup.fs.warnings) options.warn?.(w);
   const result = await restoreFiles(backup.fs, options);
   return { backup: backup.ref.id, ct: backup.ref.ct, warnings: backup.fs.warnings, ...result, ...fetchStats(backup.disk.stats) };

@@ -105,7 +105,16 @@ export function tarHeader(entry: TarEntry): Buffer {
   const pax = Buffer.concat(records);
   const slash = pathBytes.lastIndexOf(0x2f, pathBytes.length - 2);
   const paxName = Buffer.concat([Buffer.from("PaxHeaders.0/"), pathBytes.subarray(slash + 1, slash + 1 + 80)]);
-  const paxHeader = ustarBlock({ name: paxName, mode: 0o644, uid: 0, gid: 0, size: pax.length, mtime: mtimeFits ? entry.mtimeSec : 0, typeflag: "x", linkname: Buffer.alloc(0) });
+  const paxHeader = ustarBlock({
+    name: paxName,
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    size: pax.length,
+    mtime: mtimeFits ? entry.mtimeSec : 0,
+    typeflag: "x",
+    linkname: Buffer.alloc(0),
+  });
   return Buffer.concat([paxHeader, pax, Buffer.alloc(padding(pax.length)), ustar]);
 }
 
@@ -151,7 +160,7 @@ export function padding(size: number): number {
 
 /** The map at the start of a GNU 1.0 sparse file's data: region count, then offset/size lines, padded. */
 export function sparseMap(regions: readonly { offset: number; length: number }[]): Buffer {
-  const text = [String(regions.length), ...regions.flatMap((r) => [String(r.offset), String(r.length)])].join("\n") + "\n";
+  const text = `${[String(regions.length), ...regions.flatMap((r) => [String(r.offset), String(r.length)])].join("\n")}\n`;
   const b = Buffer.from(text, "ascii");
   return Buffer.concat([b, Buffer.alloc(padding(b.length))]);
 }

@@ -66,7 +66,19 @@ class BlockClaims {
 export async function checkFilesystem(fs: ExtFilesystem, options: FsCheckOptions = {}): Promise<FsCheckReport> {
   const maxErrors = options.maxErrors ?? 100;
   const sb = fs.sb;
-  const report: FsCheckReport = { filesystem: fs.label, kind: sb.kind, directories: 0, files: 0, symlinks: 0, specials: 0, fileBytes: 0, runs: 0, errorCount: 0, errors: [], warnings: [...fs.warnings] };
+  const report: FsCheckReport = {
+    filesystem: fs.label,
+    kind: sb.kind,
+    directories: 0,
+    files: 0,
+    symlinks: 0,
+    specials: 0,
+    fileBytes: 0,
+    runs: 0,
+    errorCount: 0,
+    errors: [],
+    warnings: [...fs.warnings],
+  };
   const strip = (message: string): string => (message.startsWith(`${fs.label}: `) ? message.slice(fs.label.length + 2) : message);
   const error = (text: string): void => {
     report.errorCount++;
@@ -108,9 +120,10 @@ export async function checkFilesystem(fs: ExtFilesystem, options: FsCheckOptions
   }
   if (has(sb.compat, 0x4)) {
     const journal = await guard("journal: ", () => fs.inode(JOURNAL_INO));
-    if (journal !== undefined) await guard("journal: ", async () => {
-      for await (const run of fs.runs(journal, (b) => claim(b, 1, "journal"))) claim(run.physical, run.length, "journal");
-    });
+    if (journal !== undefined)
+      await guard("journal: ", async () => {
+        for await (const run of fs.runs(journal, (b) => claim(b, 1, "journal"))) claim(run.physical, run.length, "journal");
+      });
   }
 
   // the tree from the root
@@ -168,7 +181,8 @@ export async function checkFilesystem(fs: ExtFilesystem, options: FsCheckOptions
       const inode = await guard(`${path}: `, () => fs.inode(e.ino));
       if (inode === undefined) continue;
       const expected = FILE_TYPE_OF_ENTRY[e.fileType];
-      if (has(sb.incompat, INCOMPAT.FILETYPE) && expected !== undefined && expected !== inode.type) error(`${path}: the folder entry says ${expected}, inode ${inode.ino} is a ${inode.type}`);
+      if (has(sb.incompat, INCOMPAT.FILETYPE) && expected !== undefined && expected !== inode.type)
+        error(`${path}: the folder entry says ${expected}, inode ${inode.ino} is a ${inode.type}`);
       if (inode.type === "dir") {
         subdirs++;
         const before = seenDirs.get(inode.ino);

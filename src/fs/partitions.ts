@@ -34,7 +34,10 @@ const EXT_MAGIC_OFFSET = 1024 + 0x38;
 
 function guidString(b: Buffer, at: number): string {
   const hex = (from: number, to: number): string => b.subarray(at + from, at + to).toString("hex");
-  const le = (from: number, len: number): string => Buffer.from(b.subarray(at + from, at + from + len)).reverse().toString("hex");
+  const le = (from: number, len: number): string =>
+    Buffer.from(b.subarray(at + from, at + from + len))
+      .reverse()
+      .toString("hex");
   return `${le(0, 4)}-${le(4, 2)}-${le(6, 2)}-${hex(8, 10)}-${hex(10, 16)}`.toUpperCase();
 }
 
@@ -130,7 +133,8 @@ async function readMbr(device: BlockDevice, label: string): Promise<PartitionTab
     const seen = new Set<number>();
     let ebr = e.startLba;
     for (let n = 5; ; n++) {
-      if (seen.has(ebr) || seen.size >= MAX_LOGICAL_PARTITIONS) throw new FilesystemError(`${label}: MBR chain of logical partitions loops or exceeds ${MAX_LOGICAL_PARTITIONS} links`);
+      if (seen.has(ebr) || seen.size >= MAX_LOGICAL_PARTITIONS)
+        throw new FilesystemError(`${label}: MBR chain of logical partitions loops or exceeds ${MAX_LOGICAL_PARTITIONS} links`);
       seen.add(ebr);
       inside(ebr, 1, "extended boot record");
       const links = mbrEntries(await device.read(ebr * 512, 512));
@@ -138,7 +142,12 @@ async function readMbr(device: BlockDevice, label: string): Promise<PartitionTab
       const [logical, next] = [links[0]!, links[1]!];
       if (logical.type !== 0 && logical.sectors > 0) {
         inside(ebr + logical.startLba, logical.sectors, `partition ${n}`);
-        partitions.push({ number: n, start: (ebr + logical.startLba) * 512, size: logical.sectors * 512, type: `mbr 0x${logical.type.toString(16).padStart(2, "0")}` });
+        partitions.push({
+          number: n,
+          start: (ebr + logical.startLba) * 512,
+          size: logical.sectors * 512,
+          type: `mbr 0x${logical.type.toString(16).padStart(2, "0")}`,
+        });
       }
       if (next.type === 0 || next.sectors === 0) break;
       ebr = e.startLba + next.startLba;
@@ -193,7 +202,8 @@ export async function findExtFilesystems(disk: BlockDevice, label: string): Prom
   }
   const found: FoundFilesystem[] = [];
   for (const p of table.partitions) {
-    if (await hasExtMagic(disk, p.start, p.size)) found.push({ device: new SubDevice(disk, p.start, p.size), partition: p, label: `partition ${p.number} of ${label}` });
+    if (await hasExtMagic(disk, p.start, p.size))
+      found.push({ device: new SubDevice(disk, p.start, p.size), partition: p, label: `partition ${p.number} of ${label}` });
   }
   return { table, found };
 }

@@ -43,7 +43,9 @@ export async function* walkTree(fs: ExtFilesystem, start: WalkItem, options: Wal
       if (child.inode.type !== "dir" || !options.recursive) continue;
       const before = seen.get(child.inode.ino);
       if (before !== undefined) {
-        throw new FilesystemError(`${fs.label}: directory inode ${child.inode.ino} is reached twice, as ${displayPath(before)} and ${displayPath(item.components)} (a directory hard link or a cycle)`);
+        throw new FilesystemError(
+          `${fs.label}: directory inode ${child.inode.ino} is reached twice, as ${displayPath(before)} and ${displayPath(item.components)} (a directory hard link or a cycle)`,
+        );
       }
       seen.set(child.inode.ino, item.components);
       yield* descend(item);

@@ -104,7 +104,9 @@ async function runVzlist(bin: string): Promise<VzlistResult> {
     const line = r.stderr.trim().split("\n").pop() ?? "";
     // vzlist exits 1 with "Container(s) not found" when there are none.
     if (/not found/i.test(line) && r.stdout.trim() === "") return { ok: true, rows: [] };
-    throw new PloopvaultError(`${bin} -a -H -o ctid,private,status failed (${r.exitCode === null ? `killed by ${r.signal}` : `exit ${r.exitCode}`})${line ? `: ${line}` : ""}`);
+    throw new PloopvaultError(
+      `${bin} -a -H -o ctid,private,status failed (${r.exitCode === null ? `killed by ${r.signal}` : `exit ${r.exitCode}`})${line ? `: ${line}` : ""}`,
+    );
   }
   return { ok: true, rows: parseVzlist(r.stdout) };
 }
@@ -200,7 +202,13 @@ export async function resolveContainers(
     const privateDir = join(privateRoot, ct);
     const descriptorPath = descriptorOf(privateDir);
     if (await isFile(descriptorPath)) {
-      return { ct, privateDir, descriptorPath, configPath: await configFor(ct, privateDir, confDir), status: row === undefined ? "unknown" : mapStatus(row.status) };
+      return {
+        ct,
+        privateDir,
+        descriptorPath,
+        configPath: await configFor(ct, privateDir, confDir),
+        status: row === undefined ? "unknown" : mapStatus(row.status),
+      };
     }
     const where = vz.ok ? `not listed by ${vzlistBin} and no ${descriptorPath}` : `${vz.why} and no ${descriptorPath}`;
     throw new ContainerNotFoundError(`unknown container ${ct}: ${where}`);

@@ -15,7 +15,9 @@ export async function readDescriptorBytes(descriptorPath: string): Promise<Buffe
     return await readFile(descriptorPath);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new PloopvaultError(`${descriptorPath}: cannot read disk descriptor (${code === "ENOENT" ? "no such file" : (code ?? String(error))})`, { cause: error });
+    throw new PloopvaultError(`${descriptorPath}: cannot read disk descriptor (${code === "ENOENT" ? "no such file" : (code ?? String(error))})`, {
+      cause: error,
+    });
   }
 }
 
@@ -26,7 +28,8 @@ export async function findContainerConfig(descriptorPath: string, explicitPath?:
     try {
       return { name: CONTAINER_CONFIG_NAME, body: await readFile(path) };
     } catch (error) {
-      if (explicitPath) throw new PloopvaultError(`${path}: cannot read container config (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { cause: error });
+      if (explicitPath)
+        throw new PloopvaultError(`${path}: cannot read container config (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { cause: error });
     }
   }
   return null;
@@ -49,6 +52,8 @@ export function containerIdForDisk(descriptorPath: string, name: string | undefi
     return validateName("container id", derived);
   } catch {
     if (!existsSync(descriptorPath)) throw new UsageError(`--disk ${descriptorPath}: no such file`);
-    throw new UsageError(`--disk ${descriptorPath}: cannot tell the container id from the path (expected .../CTID/root.hdd/DiskDescriptor.xml): give --name CTID`);
+    throw new UsageError(
+      `--disk ${descriptorPath}: cannot tell the container id from the path (expected .../CTID/root.hdd/DiskDescriptor.xml): give --name CTID`,
+    );
   }
 }

@@ -40,14 +40,18 @@ export async function decideIncremental(kept: KeptSnapshot | null, disk: Logical
     return full(`the previous backup ${ct}/${kept.backupId} cannot be used (${errorLine(error)})`);
   }
   const m = manifest.metadata;
-  if (m.source.snapshotGuid?.toLowerCase() !== kept.snapshotGuid.toLowerCase()) return full(`the previous backup ${kept.backupId} was not taken from the kept snapshot`);
+  if (m.source.snapshotGuid?.toLowerCase() !== kept.snapshotGuid.toLowerCase())
+    return full(`the previous backup ${kept.backupId} was not taken from the kept snapshot`);
   if (m.disk.logicalBytes !== disk.sizeBytes) return full(`the disk was resized (${m.disk.logicalBytes} -> ${disk.sizeBytes} bytes)`);
   if (m.disk.clusterBytes !== disk.clusterBytes) return full("the cluster size changed");
   const p = repo.config.chunker;
   if (m.chunker.minSize !== p.minSize || m.chunker.avgSize !== p.avgSize || m.chunker.maxSize !== p.maxSize || m.chunker.algorithm !== p.algorithm) {
     return full("the previous backup used other chunking parameters");
   }
-  return { base: { entries: manifest.entries, written, clusterBytes: disk.clusterBytes, backupId: kept.backupId, snapshotGuid: kept.snapshotGuid }, reason: null };
+  return {
+    base: { entries: manifest.entries, written, clusterBytes: disk.clusterBytes, backupId: kept.backupId, snapshotGuid: kept.snapshotGuid },
+    reason: null,
+  };
 }
 
 export interface KeepContext {
@@ -115,7 +119,13 @@ export async function releaseKeptSnapshot(ctx: Omit<KeepContext, "repo">): Promi
   const present = disk?.images.some((i) => i.guid === kept.snapshotGuid) ?? false;
   await disk?.close();
   if (present) {
-    await journal.record({ ct, descriptorPath: kept.descriptorPath, snapshotGuid: kept.snapshotGuid, state: "merging", mergeChild: await mergeChildOf(kept.descriptorPath, kept.snapshotGuid) });
+    await journal.record({
+      ct,
+      descriptorPath: kept.descriptorPath,
+      snapshotGuid: kept.snapshotGuid,
+      state: "merging",
+      mergeChild: await mergeChildOf(kept.descriptorPath, kept.snapshotGuid),
+    });
     await ctx.kept.remove(ct);
     await ploop.snapshotDelete(kept.descriptorPath, kept.snapshotGuid);
     await journal.remove(kept.snapshotGuid);

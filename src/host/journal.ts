@@ -79,7 +79,10 @@ const OWN_GUID_RE = /^\{70766c74-([0-9a-f]{4})-8([0-9a-f]{3})-[89ab][0-9a-f]{3}-
 
 /** The 7-hex-digit owner id of a state dir (from its absolute path). */
 export function stateDirOwnerId(stateDir: string): string {
-  return createHash("sha256").update(`ploopvault-state-dir\0${resolve(stateDir)}`).digest("hex").slice(0, 7);
+  return createHash("sha256")
+    .update(`ploopvault-state-dir\0${resolve(stateDir)}`)
+    .digest("hex")
+    .slice(0, 7);
 }
 
 /**
@@ -131,7 +134,15 @@ function checkEntry(value: unknown): JournalEntry | string {
   const entry: JournalEntry = { version: 1, ct, descriptorPath, snapshotGuid: guid, tool: "ploop", state: state as JournalState, pid: v.pid, host, startedAt };
   if (v.mergeChild !== undefined) {
     const c = v.mergeChild as Record<string, unknown> | null;
-    const ok = typeof c === "object" && c !== null && typeof c.path === "string" && c.path.startsWith("/") && typeof c.dev === "string" && /^\d+$/.test(c.dev) && typeof c.ino === "string" && /^\d+$/.test(c.ino);
+    const ok =
+      typeof c === "object" &&
+      c !== null &&
+      typeof c.path === "string" &&
+      c.path.startsWith("/") &&
+      typeof c.dev === "string" &&
+      /^\d+$/.test(c.dev) &&
+      typeof c.ino === "string" &&
+      /^\d+$/.test(c.ino);
     if (!ok) return "invalid mergeChild";
     entry.mergeChild = { path: c.path as string, dev: c.dev as string, ino: c.ino as string };
   }
@@ -169,7 +180,13 @@ export class SnapshotJournal {
    * Durably record a snapshot about to be taken. Call BEFORE `ploop snapshot`: if we die
    * after ploop created it, this entry is how the next run finds it.
    */
-  async record(fields: { ct: string; descriptorPath: string; snapshotGuid: string; state?: JournalState; mergeChild?: MergeChild | null }): Promise<JournalEntry> {
+  async record(fields: {
+    ct: string;
+    descriptorPath: string;
+    snapshotGuid: string;
+    state?: JournalState;
+    mergeChild?: MergeChild | null;
+  }): Promise<JournalEntry> {
     const g = normaliseGuid(fields.snapshotGuid);
     if (g === null) throw new JournalError(`journal: "${fields.snapshotGuid}" is not a snapshot GUID`);
     const entry: JournalEntry = {

@@ -152,7 +152,10 @@ export interface RunResult {
 }
 
 function lastLine(text: string): string {
-  const lines = text.split("\n").map((l) => l.trim()).filter((l) => l !== "");
+  const lines = text
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "");
   return lines[lines.length - 1] ?? "";
 }
 
@@ -162,7 +165,6 @@ function requireGuid(guid: string, what: string): string {
   if (g === null) throw new PloopvaultError(`${what}: "${guid}" is not a snapshot GUID like {xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}`);
   return g;
 }
-
 
 export class PloopCli {
   readonly bin: string;
@@ -216,7 +218,11 @@ export class PloopCli {
       throw new PloopBinaryNotFoundError(`ploop binary "${this.bin}" not found (exit 127${line ? `: ${line}` : ""}); install ploop or pass --ploop-bin`);
     }
     const meaning = code === PLOOP_EXIT.LOCK && !isLockLine(line) ? "cannot read DiskDescriptor.xml" : ploopExitMeaning(code);
-    throw new PloopCommandError(`ploop ${sub} on ${target}: ${meaning} (exit ${code})${line ? `: ${line}` : ""}`, { ploopExitCode: code, args, stderrLine: line });
+    throw new PloopCommandError(`ploop ${sub} on ${target}: ${meaning} (exit ${code})${line ? `: ${line}` : ""}`, {
+      ploopExitCode: code,
+      args,
+      stderrLine: line,
+    });
   }
 
   /** `ploop snapshot -u GUID DD`: freeze the current top under GUID, new empty top (online or offline). */
@@ -244,11 +250,15 @@ export class PloopCli {
       entries.push({ guid: guidText, parentGuid: parentText, file: m[3]! });
     }
     if (entries.length === 0 || entries[0]!.guid !== g) {
-      throw new PloopvaultError(`ploop snapshot-list on ${descriptorPath}: expected the chain of ${g}, got ${entries.length === 0 ? "nothing" : `one starting at ${entries[0]!.guid}`}`);
+      throw new PloopvaultError(
+        `ploop snapshot-list on ${descriptorPath}: expected the chain of ${g}, got ${entries.length === 0 ? "nothing" : `one starting at ${entries[0]!.guid}`}`,
+      );
     }
     for (let k = 0; k + 1 < entries.length; k++) {
       if (entries[k]!.parentGuid !== entries[k + 1]!.guid) {
-        throw new PloopvaultError(`ploop snapshot-list on ${descriptorPath}: chain is not linked at ${entries[k]!.guid} (parent ${entries[k]!.parentGuid}, next ${entries[k + 1]!.guid})`);
+        throw new PloopvaultError(
+          `ploop snapshot-list on ${descriptorPath}: chain is not linked at ${entries[k]!.guid} (parent ${entries[k]!.parentGuid}, next ${entries[k + 1]!.guid})`,
+        );
       }
     }
     return entries;
@@ -262,7 +272,9 @@ export class PloopCli {
   async snapshotDelete(descriptorPath: string, guid: string): Promise<"deleted" | "absent"> {
     const g = requireGuid(guid, `snapshot-delete on ${descriptorPath}`);
     if (g === TOP_GUID) {
-      throw new PloopvaultError(`refusing to delete the top snapshot ${TOP_GUID} of ${descriptorPath}: offline that discards every write since the last snapshot`);
+      throw new PloopvaultError(
+        `refusing to delete the top snapshot ${TOP_GUID} of ${descriptorPath}: offline that discards every write since the last snapshot`,
+      );
     }
     try {
       await this.run(["snapshot-delete", "-u", g, descriptorPath], descriptorPath);

@@ -125,12 +125,25 @@ export async function backupOneContainer(container: ContainerInfo, options: RunO
   const keepOnSuccess = options.kept
     ? async (snapshotGuid: string): Promise<void> => {
         if (backupId === null) throw new Error("no backup was written");
-        await keepSnapshot({ ct, descriptorPath, repo: options.repo, ploop: options.ploop, journal: options.journal, kept: options.kept!, log: options.log }, kept, snapshotGuid, backupId);
+        await keepSnapshot(
+          { ct, descriptorPath, repo: options.repo, ploop: options.ploop, journal: options.journal, kept: options.kept!, log: options.log },
+          kept,
+          snapshotGuid,
+          backupId,
+        );
       }
     : undefined;
   try {
     return await withFrozenDisk(
-      { ct, descriptorPath, ploop: options.ploop, journal: options.journal, log: options.log, signal: options.signal, ...(keepOnSuccess ? { keepOnSuccess } : {}) },
+      {
+        ct,
+        descriptorPath,
+        ploop: options.ploop,
+        journal: options.journal,
+        log: options.log,
+        signal: options.signal,
+        ...(keepOnSuccess ? { keepOnSuccess } : {}),
+      },
       async (frozen) => {
         const disk = await openLogicalDisk(frozen.descriptorPath, { topGuid: frozen.snapshotGuid });
         try {
@@ -250,7 +263,10 @@ export interface BackupRunRequest {
  * what stops the run before any container (host lock busy, no repository, nothing found).
  */
 export async function runBackup(request: BackupRunRequest): Promise<ContainerResult[]> {
-  if (request.targets.kind === "disks") return withRegistration(request, (repo, registration, signal) => backupDirectDisks(request, request.targets.kind === "disks" ? request.targets.disks : [], repo, registration, signal));
+  if (request.targets.kind === "disks")
+    return withRegistration(request, (repo, registration, signal) =>
+      backupDirectDisks(request, request.targets.kind === "disks" ? request.targets.disks : [], repo, registration, signal),
+    );
   // Overlapping cron runs on one host: the second waits, then gives up with exit 4.
   const lock = await acquireHostLock(join(request.stateDir, "run.lock"), { waitSeconds: request.lockWaitSeconds });
   // The lock is gone if its flock helper dies: stop as for a signal, and say why.
@@ -271,10 +287,14 @@ export async function runBackup(request: BackupRunRequest): Promise<ContainerRes
     const containers =
       request.targets.kind === "all"
         ? await listContainers(discovery)
-        : await resolveContainers(request.targets.ctids, { ...discovery, onUnknown: (ct, error) => unknown.push({ ct, status: "error", seconds: 0, error: errorLine(error) }) });
+        : await resolveContainers(request.targets.ctids, {
+            ...discovery,
+            onUnknown: (ct, error) => unknown.push({ ct, status: "error", seconds: 0, error: errorLine(error) }),
+          });
     for (const r of unknown) request.onResult?.(r);
     if (containers.length === 0 && unknown.length > 0) return unknown;
-    if (containers.length === 0) throw new PloopvaultError(`no containers found (vzlist "${request.vzlistBin}" or ${request.privateRoot}/*/root.hdd/DiskDescriptor.xml)`);
+    if (containers.length === 0)
+      throw new PloopvaultError(`no containers found (vzlist "${request.vzlistBin}" or ${request.privateRoot}/*/root.hdd/DiskDescriptor.xml)`);
     // Snapshots of this state dir that no journal entry or kept record explains (lost state dir).
     await recoverUnjournaled(containers, journal, ploop, request.log, { keptGuids: new Set((await kept.list()).map((k) => k.snapshotGuid.toLowerCase())) });
     if (!request.incremental) {
@@ -351,12 +371,20 @@ export async function withBackupRegistration<T>(
     return await body(registration, AbortSignal.any([options.signal, registration.signal]));
   } finally {
     if (!(await registration.stop())) {
-      options.warn(`backup registration ${registration.key} lapsed during the run: every backup published before it was checked when its manifest landed; the others failed`);
+      options.warn(
+        `backup registration ${registration.key} lapsed during the run: every backup published before it was checked when its manifest landed; the others failed`,
+      );
     }
   }
 }
 
-async function backupDirectDisks(request: BackupRunRequest, disks: readonly DirectDisk[], repo: Repository, registration: BackupRegistration, signal: AbortSignal): Promise<ContainerResult[]> {
+async function backupDirectDisks(
+  request: BackupRunRequest,
+  disks: readonly DirectDisk[],
+  repo: Repository,
+  registration: BackupRegistration,
+  signal: AbortSignal,
+): Promise<ContainerResult[]> {
   const results: ContainerResult[] = [];
   const storedThisRun = new Map<string, Promise<void>>();
   for (const { descriptorPath, ct } of disks) {

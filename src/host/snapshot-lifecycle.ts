@@ -159,7 +159,10 @@ export async function withFrozenDisk<T>(ctx: FrozenDiskContext, fn: (frozen: Fro
       throw new SnapshotCreateError(`container ${ct}: cannot take backup snapshot: ${errorLine(error)}`, { cause: error });
     }
     if (present === null) {
-      throw new SnapshotCreateError(`container ${ct}: cannot take backup snapshot ${S} and cannot tell whether it exists (${errorLine(error)}); the journal keeps it for the next run`, { cause: error });
+      throw new SnapshotCreateError(
+        `container ${ct}: cannot take backup snapshot ${S} and cannot tell whether it exists (${errorLine(error)}); the journal keeps it for the next run`,
+        { cause: error },
+      );
     }
     log(`container ${ct}: ploop snapshot reported failure but ${S} exists; merging it back`);
     await mergeBack(ctx, dd, S, error);
@@ -183,7 +186,9 @@ export async function withFrozenDisk<T>(ctx: FrozenDiskContext, fn: (frozen: Fro
       const nowStamps = await Promise.all(now.map((e) => stampOf(e.guid, e.file)));
       const change = describeChange(stamps, nowStamps);
       if (change !== null) {
-        throw new FrozenChainChangedError(`container ${ct}: frozen chain of snapshot ${S} changed during the backup: ${change} (another tool rewrote the disk; the backup is not consistent)`);
+        throw new FrozenChainChangedError(
+          `container ${ct}: frozen chain of snapshot ${S} changed during the backup: ${change} (another tool rewrote the disk; the backup is not consistent)`,
+        );
       }
     };
     signal?.throwIfAborted();
@@ -379,7 +384,6 @@ async function processesMentioning(guid: string): Promise<number[]> {
   return found;
 }
 
-
 /** Whether the image's header says "in use" (m_DiskInUse at 0x2C == "Ynot"). */
 export async function imageMarkedInUse(path: string): Promise<boolean> {
   const fh = await open(path, "r");
@@ -437,7 +441,12 @@ export async function removeStaleDescriptorTmp(descriptorPath: string, flockBin 
  * that are not in the journal. Returns one report per entry (plus .tmp and orphaned
  * delta clean-ups).
  */
-export async function recoverInterrupted(journal: SnapshotJournal, ploop: PloopCli, log: (line: string) => void, options: RecoverOptions = {}): Promise<RecoveryReport[]> {
+export async function recoverInterrupted(
+  journal: SnapshotJournal,
+  ploop: PloopCli,
+  log: (line: string) => void,
+  options: RecoverOptions = {},
+): Promise<RecoveryReport[]> {
   const flockBin = options.flockBin ?? "flock";
   const waitForPloopMs = options.waitForPloopMs ?? 120_000;
   const reports: RecoveryReport[] = [];
@@ -446,7 +455,12 @@ export async function recoverInterrupted(journal: SnapshotJournal, ploop: PloopC
   await journal.removeStaleTemps();
   const { entries, corrupt } = await journal.list();
   for (const c of corrupt) {
-    report({ ct: "?", snapshotGuid: "?", action: "corrupt-entry", detail: `journal file ${c.file} is unreadable (${c.reason}); left in place, check it by hand` });
+    report({
+      ct: "?",
+      snapshotGuid: "?",
+      action: "corrupt-entry",
+      detail: `journal file ${c.file} is unreadable (${c.reason}); left in place, check it by hand`,
+    });
   }
 
   for (const entry of entries) {
@@ -480,7 +494,13 @@ export async function recoverInterrupted(journal: SnapshotJournal, ploop: PloopC
 function reporter(reports: RecoveryReport[], log: (line: string) => void): (r: RecoveryReport) => void {
   return (r: RecoveryReport): void => {
     reports.push(r);
-    const warn = r.action === "descriptor-gone" || r.action === "failed" || r.action === "locked" || r.action === "corrupt-entry" || r.action === "orphan-delta-left" || r.action === "foreign-snapshot";
+    const warn =
+      r.action === "descriptor-gone" ||
+      r.action === "failed" ||
+      r.action === "locked" ||
+      r.action === "corrupt-entry" ||
+      r.action === "orphan-delta-left" ||
+      r.action === "foreign-snapshot";
     log(`${warn ? "warning: " : ""}recovery: container ${r.ct}: snapshot ${r.snapshotGuid}: ${r.action}: ${r.detail}`);
   };
 }
@@ -489,7 +509,14 @@ function reporter(reports: RecoveryReport[], log: (line: string) => void): (r: R
  * Merge S back (or find it merged), remove what an interrupted ploop left for S, and drop
  * the entry when nothing is left to do. `why` prefixes the detail of the main report.
  */
-async function finishEntry(entry: JournalEntry, journal: SnapshotJournal, ploop: PloopCli, flockBin: string, report: (r: RecoveryReport) => void, why: string): Promise<void> {
+async function finishEntry(
+  entry: JournalEntry,
+  journal: SnapshotJournal,
+  ploop: PloopCli,
+  flockBin: string,
+  report: (r: RecoveryReport) => void,
+  why: string,
+): Promise<void> {
   const { ct, snapshotGuid: S, descriptorPath: dd } = entry;
   let outcome: Outcome;
   try {
@@ -541,7 +568,12 @@ async function recoverOne(entry: JournalEntry, journal: SnapshotJournal, ploop: 
     return kept("failed", `${errorLine(error)}; entry kept`);
   }
   if (!descriptor.images.some((i) => i.guid === S)) {
-    return settled("already-merged", entry.state === "snapshot-pending" ? `not in ${dd} (never created, or already merged); entry dropped` : `not in ${dd} any more (already merged); entry dropped`);
+    return settled(
+      "already-merged",
+      entry.state === "snapshot-pending"
+        ? `not in ${dd} (never created, or already merged); entry dropped`
+        : `not in ${dd} any more (already merged); entry dropped`,
+    );
   }
   if (descriptor.topGuid === S || S === TOP_GUID) {
     // Cannot happen with our GUIDs; deleting the top would discard data.
@@ -554,7 +586,10 @@ async function recoverOne(entry: JournalEntry, journal: SnapshotJournal, ploop: 
   const deleteOnce = async (): Promise<"deleted" | "absent"> => ploop.snapshotDelete(dd, S);
   try {
     const r = await deleteOnce();
-    return settled(r === "deleted" ? "merged" : "already-merged", r === "deleted" ? `ploop snapshot-delete merged it back into ${dd}` : `ploop says it no longer exists in ${dd}; entry dropped`);
+    return settled(
+      r === "deleted" ? "merged" : "already-merged",
+      r === "deleted" ? `ploop snapshot-delete merged it back into ${dd}` : `ploop says it no longer exists in ${dd}; entry dropped`,
+    );
   } catch (error) {
     if (error instanceof PloopBinaryNotFoundError) throw error;
     if (!(error instanceof PloopCommandError)) return kept("failed", `${errorLine(error)}; entry kept`);
@@ -658,7 +693,11 @@ async function isEmptyDelta(path: string): Promise<boolean> {
  *    disk is not mounted (online, the kernel may already write into it).
  * The removal runs under the disk's ploop lock. null = nothing of the kind found.
  */
-async function removeOrphanedDelta(entry: Pick<JournalEntry, "snapshotGuid" | "descriptorPath" | "state" | "mergeChild">, ploop: PloopCli, flockBin: string): Promise<{ action: RecoveryAction; detail: string } | null> {
+async function removeOrphanedDelta(
+  entry: Pick<JournalEntry, "snapshotGuid" | "descriptorPath" | "state" | "mergeChild">,
+  ploop: PloopCli,
+  flockBin: string,
+): Promise<{ action: RecoveryAction; detail: string } | null> {
   const { snapshotGuid: S, descriptorPath: dd } = entry;
   let live: DiskDescriptor;
   try {
@@ -690,7 +729,10 @@ async function removeOrphanedDelta(entry: Pick<JournalEntry, "snapshotGuid" | "d
       const candidate = await identityOf(absoluteImagePath(dd, topImage.file));
       if (candidate !== null && !(await listedByDescriptor(live, dd, candidate)) && (await isEmptyDelta(candidate.path))) {
         if ((await ploop.mountedDevice(dd)) !== null) {
-          return { action: "orphan-delta-left", detail: `${candidate.path}, created by an unfinished ploop snapshot of ${S}, is not in ${dd}, but the disk is mounted (the kernel may use it): left in place, entry kept` };
+          return {
+            action: "orphan-delta-left",
+            detail: `${candidate.path}, created by an unfinished ploop snapshot of ${S}, is not in ${dd}, but the disk is mounted (the kernel may use it): left in place, entry kept`,
+          };
         }
         orphan = candidate;
         what = `the empty delta of an unfinished ploop snapshot of ${S}`;
@@ -699,7 +741,11 @@ async function removeOrphanedDelta(entry: Pick<JournalEntry, "snapshotGuid" | "d
   }
   if (orphan === null) return null;
   const r = await removeUnderDiskLock(dd, [orphan.path], flockBin);
-  if (r === "busy") return { action: "orphan-delta-left", detail: `${orphan.path} (${what}) left in place: ${dd}.lck is held or missing; entry kept, the next run looks again` };
+  if (r === "busy")
+    return {
+      action: "orphan-delta-left",
+      detail: `${orphan.path} (${what}) left in place: ${dd}.lck is held or missing; entry kept, the next run looks again`,
+    };
   return { action: "removed-orphan-delta", detail: `removed ${orphan.path}: ${what}` };
 }
 
@@ -752,7 +798,14 @@ export async function recoverUnjournaled(
       }
       const entry = await journal.record({ ct, descriptorPath: dd, snapshotGuid: S, state: "merging", mergeChild: await mergeChildOf(dd, S) });
       journaled.add(S);
-      await finishEntry(entry, journal, ploop, flockBin, report, "made by this state dir's ploopvault but in no journal entry or kept record (state dir lost or reset?): ");
+      await finishEntry(
+        entry,
+        journal,
+        ploop,
+        flockBin,
+        report,
+        "made by this state dir's ploopvault but in no journal entry or kept record (state dir lost or reset?): ",
+      );
     }
   }
   return reports;

@@ -62,19 +62,23 @@ export function maxManifestEntries(disk: { logicalBytes: number; clusterBytes: n
 /** What is wrong with a disk geometry, or null: cluster a power of two in range, size in range and whole clusters. */
 export function geometryProblem(disk: { logicalBytes: unknown; clusterBytes: unknown }): string | null {
   const { logicalBytes, clusterBytes } = disk;
-  if (!Number.isSafeInteger(clusterBytes) || (clusterBytes as number) < MIN_CLUSTER_BYTES || (clusterBytes as number) > MAX_CLUSTER_BYTES || ((clusterBytes as number) & ((clusterBytes as number) - 1)) !== 0) {
+  if (
+    !Number.isSafeInteger(clusterBytes) ||
+    (clusterBytes as number) < MIN_CLUSTER_BYTES ||
+    (clusterBytes as number) > MAX_CLUSTER_BYTES ||
+    ((clusterBytes as number) & ((clusterBytes as number) - 1)) !== 0
+  ) {
     return `disk.clusterBytes ${show(clusterBytes)} is not a power of two from ${MIN_CLUSTER_BYTES} to ${MAX_CLUSTER_BYTES}`;
   }
   if (!Number.isSafeInteger(logicalBytes) || (logicalBytes as number) < 0 || (logicalBytes as number) > MAX_LOGICAL_BYTES) {
     return `disk.logicalBytes ${show(logicalBytes)} is not a disk size from 0 to ${MAX_LOGICAL_BYTES} (64 TiB)`;
   }
-  if ((logicalBytes as number) % (clusterBytes as number) !== 0) return `disk.logicalBytes ${logicalBytes as number} is not a whole number of ${clusterBytes as number}-byte clusters`;
+  if ((logicalBytes as number) % (clusterBytes as number) !== 0)
+    return `disk.logicalBytes ${logicalBytes as number} is not a whole number of ${clusterBytes as number}-byte clusters`;
   return null;
 }
 
-export type ManifestEntry =
-  | { kind: "chunk"; offset: number; length: number; id: Buffer }
-  | { kind: "hole"; offset: number; length: number };
+export type ManifestEntry = { kind: "chunk"; offset: number; length: number; id: Buffer } | { kind: "hole"; offset: number; length: number };
 
 export interface DiskGeometry {
   logicalBytes: number;
@@ -153,7 +157,8 @@ export const MAX_NOTE_CHARS = 1000;
 /** Why an annotation is invalid, or null when it is fine (shared by the CLI's checks and the decoder). */
 export function annotationProblem(a: BackupAnnotations): string | null {
   for (const tag of a.tags ?? []) {
-    if (typeof tag !== "string" || !TAG_PATTERN.test(tag)) return `tag ${show(tag)} is not a tag (letters, digits and . _ : @ + = -, at most 64, not starting with a symbol)`;
+    if (typeof tag !== "string" || !TAG_PATTERN.test(tag))
+      return `tag ${show(tag)} is not a tag (letters, digits and . _ : @ + = -, at most 64, not starting with a symbol)`;
   }
   if (a.note !== undefined) {
     if (typeof a.note !== "string") return "note is not a string";
@@ -176,7 +181,8 @@ export function encodeManifest(manifest: Manifest): Buffer {
   if (problem !== null) throw new Error(`manifest: ${problem}`);
   validateEntries(manifest.entries, disk.logicalBytes, chunker.maxSize, "manifest");
   const maxEntries = maxManifestEntries(disk, chunker.minSize);
-  if (manifest.entries.length > maxEntries) throw new Error(`manifest: ${manifest.entries.length} entries, more than a disk of this geometry can hold (${maxEntries})`);
+  if (manifest.entries.length > maxEntries)
+    throw new Error(`manifest: ${manifest.entries.length} entries, more than a disk of this geometry can hold (${maxEntries})`);
   const metadata = { ...manifest.metadata, entryCount: manifest.entries.length };
   const json = Buffer.from(JSON.stringify(metadata), "utf8");
   if (json.length > MAX_METADATA_BYTES) throw new Error(`manifest: metadata of ${json.length} bytes exceeds ${MAX_METADATA_BYTES}`);
@@ -260,7 +266,8 @@ export function decodeManifest(object: Uint8Array, name: string): Manifest {
   validateMetadata(parsed, name);
   const metadata = parsed;
   const maxEntries = maxManifestEntries(metadata.disk, metadata.chunker.minSize);
-  if (metadata.entryCount > maxEntries) fail(`entryCount ${metadata.entryCount} is more than a disk of ${metadata.disk.logicalBytes} bytes can have (${maxEntries})`);
+  if (metadata.entryCount > maxEntries)
+    fail(`entryCount ${metadata.entryCount} is more than a disk of ${metadata.disk.logicalBytes} bytes can have (${maxEntries})`);
   const limit = 4 + jsonLength + metadata.entryCount * CHUNK_ENTRY_BYTES;
   if (contentSize > limit) fail(`manifest of ${contentSize} bytes is larger than its ${metadata.entryCount} entries need (at most ${limit})`);
   let payload: Buffer;
@@ -342,7 +349,8 @@ function validateMetadata(value: unknown, name: string): asserts value is Manife
   const { sourceFormatVersion } = m.disk;
   const geometry = geometryProblem(m.disk as { logicalBytes: unknown; clusterBytes: unknown });
   if (geometry !== null) fail(geometry);
-  if (!Number.isSafeInteger(sourceFormatVersion) || (sourceFormatVersion as number) < 0 || (sourceFormatVersion as number) > 2) fail("disk.sourceFormatVersion");
+  if (!Number.isSafeInteger(sourceFormatVersion) || (sourceFormatVersion as number) < 0 || (sourceFormatVersion as number) > 2)
+    fail("disk.sourceFormatVersion");
   if (!isObject(m.chunker)) return fail("missing chunker");
   try {
     validateChunkerParams(m.chunker as unknown as ChunkerParams, name);
@@ -360,7 +368,8 @@ function validateMetadata(value: unknown, name: string): asserts value is Manife
   }
   if (!Number.isSafeInteger(m.entryCount) || (m.entryCount as number) < 0) fail("entryCount");
   if (!isObject(m.stats)) return fail("stats");
-  for (const key of ["readBytes", "dataBytes", "holeBytes", "chunks", "newChunks", "newBytesStored", "seconds"]) if (!isCount(m.stats[key])) fail(`stats.${key}`);
+  for (const key of ["readBytes", "dataBytes", "holeBytes", "chunks", "newChunks", "newBytesStored", "seconds"])
+    if (!isCount(m.stats[key])) fail(`stats.${key}`);
   if (m.stats.reusedChunks !== undefined && !isCount(m.stats.reusedChunks)) fail("stats.reusedChunks");
   const source = m.source;
   if (!isObject(source)) return fail("source");
@@ -368,15 +377,26 @@ function validateMetadata(value: unknown, name: string): asserts value is Manife
   if (source.snapshotGuid !== null && typeof source.snapshotGuid !== "string") fail("source.snapshotGuid");
   if (!Array.isArray(source.imageFiles) || !source.imageFiles.every((f) => typeof f === "string")) fail("source.imageFiles");
   if (m.tags !== undefined && !Array.isArray(m.tags)) fail("tags");
-  const annotations = annotationProblem({ ...(m.tags === undefined ? {} : { tags: m.tags as string[] }), ...(m.note === undefined ? {} : { note: m.note as string }) });
+  const annotations = annotationProblem({
+    ...(m.tags === undefined ? {} : { tags: m.tags as string[] }),
+    ...(m.note === undefined ? {} : { note: m.note as string }),
+  });
   if (annotations !== null) fail(annotations);
   const lock = m.objectLock;
   if (lock !== undefined && (!isObject(lock) || typeof lock.at !== "string" || Number.isNaN(Date.parse(lock.at)))) fail("objectLock");
   const inc = m.incremental;
-  if (inc !== undefined && inc !== null && (!isObject(inc) || typeof inc.baseBackup !== "string" || typeof inc.baseSnapshotGuid !== "string")) fail("incremental");
+  if (inc !== undefined && inc !== null && (!isObject(inc) || typeof inc.baseBackup !== "string" || typeof inc.baseSnapshotGuid !== "string"))
+    fail("incremental");
   const free = m.freeSpace;
   if (free !== undefined && free !== null) {
-    if (!isObject(free) || !isCount(free.skippedBytes) || !isCount(free.clusterBytes) || !Array.isArray(free.filesystems) || !free.filesystems.every((f) => typeof f === "string")) fail("freeSpace");
+    if (
+      !isObject(free) ||
+      !isCount(free.skippedBytes) ||
+      !isCount(free.clusterBytes) ||
+      !Array.isArray(free.filesystems) ||
+      !free.filesystems.every((f) => typeof f === "string")
+    )
+      fail("freeSpace");
   }
 }
 

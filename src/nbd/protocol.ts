@@ -210,7 +210,8 @@ function isOptionDataError(x: unknown): x is OptionDataError {
 function decodeString(bytes: Buffer, what: string): string | OptionDataError {
   if (bytes.length > MAX_STRING_BYTES) return { error: NBD_REP_ERR_TOO_BIG, message: `${what} longer than ${MAX_STRING_BYTES} bytes` };
   const text = bytes.toString("utf8");
-  if (text.includes("\0") || text.includes("\ufffd") || !Buffer.from(text, "utf8").equals(bytes)) return { error: NBD_REP_ERR_INVALID, message: `${what} is not a valid string` };
+  if (text.includes("\0") || text.includes("\ufffd") || !Buffer.from(text, "utf8").equals(bytes))
+    return { error: NBD_REP_ERR_INVALID, message: `${what} is not a valid string` };
   return text;
 }
 

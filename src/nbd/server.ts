@@ -360,7 +360,9 @@ class Connection {
             break;
           }
           if (!this.knownName(request.name)) {
-            this.socket.write(encodeOptionError(option, NBD_REP_ERR_UNKNOWN, `no export named "${request.name}" (this server exports "${exported.name}", also as "")`));
+            this.socket.write(
+              encodeOptionError(option, NBD_REP_ERR_UNKNOWN, `no export named "${request.name}" (this server exports "${exported.name}", also as "")`),
+            );
             break;
           }
           this.reply(option, NBD_REP_INFO, encodeInfoExport(exported.size, this.transmissionFlags()));
@@ -479,15 +481,18 @@ class Connection {
         case NBD_CMD_READ: {
           const allowed = NBD_CMD_FLAG_FUA | (this.structured ? NBD_CMD_FLAG_DF : 0);
           if ((flags & ~allowed) !== 0) this.fail(request, NBD_EINVAL, "unknown command flags");
-          else if (!inBounds(offset, length, size)) this.fail(request, NBD_EINVAL, `read of ${length} bytes at ${offset} is beyond the end of the export (${size} bytes)`);
-          else if (length > MAX_READ_BYTES) this.fail(request, this.structured ? NBD_EOVERFLOW : NBD_EINVAL, `read of ${length} bytes is larger than the maximum of ${MAX_READ_BYTES}`);
+          else if (!inBounds(offset, length, size))
+            this.fail(request, NBD_EINVAL, `read of ${length} bytes at ${offset} is beyond the end of the export (${size} bytes)`);
+          else if (length > MAX_READ_BYTES)
+            this.fail(request, this.structured ? NBD_EOVERFLOW : NBD_EINVAL, `read of ${length} bytes is larger than the maximum of ${MAX_READ_BYTES}`);
           else this.spawn(this.read(request, Number(offset), (flags & NBD_CMD_FLAG_DF) !== 0));
           break;
         }
         case NBD_CMD_BLOCK_STATUS:
           if (!this.allocationSelected) this.fail(request, NBD_EINVAL, "no metadata context was selected");
           else if ((flags & ~(NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_REQ_ONE)) !== 0) this.fail(request, NBD_EINVAL, "unknown command flags");
-          else if (length === 0 || !inBounds(offset, length, size)) this.fail(request, NBD_EINVAL, `block status of ${length} bytes at ${offset} is outside the export (${size} bytes)`);
+          else if (length === 0 || !inBounds(offset, length, size))
+            this.fail(request, NBD_EINVAL, `block status of ${length} bytes at ${offset} is outside the export (${size} bytes)`);
           else {
             const at = Number(offset);
             const descriptors = planBlockStatus(this.ctx.exported.extents(at, length, MAX_STATUS_EXTENTS), at, length, (flags & NBD_CMD_FLAG_REQ_ONE) !== 0);
@@ -596,7 +601,8 @@ export class NbdServer {
     try {
       existing = await lstat(path);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw new PloopvaultError(`cannot use socket path ${path}: ${errorLine(error)}`, { cause: error });
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT")
+        throw new PloopvaultError(`cannot use socket path ${path}: ${errorLine(error)}`, { cause: error });
     }
     if (existing !== undefined) {
       if (!existing.isSocket()) throw new PloopvaultError(`socket path ${path} already exists and is not a socket: choose another --socket path`);
@@ -631,7 +637,7 @@ export class NbdServer {
     await closed;
     if (this.socketPath !== null) {
       const st = await lstat(this.socketPath).catch(() => null);
-      if (st !== null && st.isSocket() && st.ino === this.socketIno) await unlink(this.socketPath).catch(() => undefined);
+      if (st?.isSocket() && st.ino === this.socketIno) await unlink(this.socketPath).catch(() => undefined);
       this.socketPath = null;
     }
   }

@@ -23,12 +23,18 @@ export interface BackupOpsOptions {
 
 export function addBackupOpsOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option("--limit-read <rate>", "limit image reads to RATE bytes/s (e.g. 50M), shared by all containers").argParser(rateOption("--limit-read")))
+    .addOption(
+      new Option("--limit-read <rate>", "limit image reads to RATE bytes/s (e.g. 50M), shared by all containers").argParser(rateOption("--limit-read")),
+    )
     .addOption(new Option("--no-ionice", "keep the normal I/O priority (default: idle class via ionice -c3)"))
     .addOption(new Option("--metrics-file <path>", "write Prometheus textfile metrics here after the run (atomically)"))
     .addOption(new Option("--hook-success <cmd>", "run CMD with /bin/sh -c after a successful run"))
     .addOption(new Option("--hook-failure <cmd>", "run CMD with /bin/sh -c after a failed or partial run"))
-    .addOption(new Option("--hook-timeout <duration>", "kill a hook running longer than this (e.g. 5m; a plain number is seconds)").default(300, "5m").argParser(durationSecondsOption("--hook-timeout", { allowZero: false })));
+    .addOption(
+      new Option("--hook-timeout <duration>", "kill a hook running longer than this (e.g. 5m; a plain number is seconds)")
+        .default(300, "5m")
+        .argParser(durationSecondsOption("--hook-timeout", { allowZero: false })),
+    );
 }
 
 export interface DiskOps {

@@ -77,9 +77,9 @@ ${cases((c) => `echo "${words(c.options.flatMap((o) => o.names))}"`)}
 ${fn}_valued() {
   case "$1" in
 ${cases((c) => {
-    const valued = c.options.filter((o) => o.takesValue).flatMap((o) => o.names);
-    return valued.length === 0 ? null : `echo "${words(valued)}"`;
-  })}
+  const valued = c.options.filter((o) => o.takesValue).flatMap((o) => o.names);
+  return valued.length === 0 ? null : `echo "${words(valued)}"`;
+})}
   esac
 }
 

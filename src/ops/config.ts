@@ -195,7 +195,9 @@ export function applyConfig(program: Command, command: Command, config: ConfigFi
   // a misspelled section ([snapshot]) must not go unnoticed because it is still empty
   for (const section of config.sections ?? []) {
     if (!commands.has(section.name)) {
-      throw new UsageError(`config file ${config.path}, line ${section.line}: unknown section [${section.name}] (sections are command names: ${[...commands.keys()].join(", ")})`);
+      throw new UsageError(
+        `config file ${config.path}, line ${section.line}: unknown section [${section.name}] (sections are command names: ${[...commands.keys()].join(", ")})`,
+      );
     }
   }
   for (const entry of config.entries) {
@@ -207,7 +209,8 @@ export function applyConfig(program: Command, command: Command, config: ConfigFi
     if (!known.has(entry.key)) throw new UsageError(`${where}: unknown key "${entry.key}"`);
     if (entry.section !== null) {
       const sectionCommand = commands.get(entry.section)!;
-      if (!optionsOf(sectionCommand).some((o) => configKey(o) === entry.key)) throw new UsageError(`${where}: command ${entry.section} has no option --${entry.key}`);
+      if (!optionsOf(sectionCommand).some((o) => configKey(o) === entry.key))
+        throw new UsageError(`${where}: command ${entry.section} has no option --${entry.key}`);
     }
   }
   for (const entry of config.entries) if (entry.section === null && own.has(entry.key)) chosen.set(entry.key, entry);

@@ -75,8 +75,14 @@ export async function runHook(summary: RunSummary, options: HookOptions): Promis
       PLOOPVAULT_ERROR: summary.error ?? "",
       PLOOPVAULT_COMMAND: summary.command,
       PLOOPVAULT_HOST: summary.host,
-      PLOOPVAULT_CONTAINERS_OK: summary.results.filter((r) => r.status === "ok").map((r) => r.ct).join(" "),
-      PLOOPVAULT_CONTAINERS_FAILED: summary.results.filter((r) => r.status !== "ok").map((r) => r.ct).join(" "),
+      PLOOPVAULT_CONTAINERS_OK: summary.results
+        .filter((r) => r.status === "ok")
+        .map((r) => r.ct)
+        .join(" "),
+      PLOOPVAULT_CONTAINERS_FAILED: summary.results
+        .filter((r) => r.status !== "ok")
+        .map((r) => r.ct)
+        .join(" "),
       PLOOPVAULT_DURATION_SECONDS: ((summary.finishedAt.getTime() - summary.startedAt.getTime()) / 1000).toFixed(3),
     });
     const label = options.name.replace(/^--/, "");

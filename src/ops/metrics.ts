@@ -118,7 +118,8 @@ interface Family {
 export function renderMetrics(summary: RunSummary, previousText: string | null): string {
   const p = `ploopvault_${summary.command.replace(/[^a-zA-Z0-9_]/g, "_")}_`;
   const previous = previousText === null ? [] : parseMetrics(previousText);
-  const prev = (name: string, ct?: string): number | undefined => previous.find((s) => s.name === p + name && (ct === undefined ? s.labels.ct === undefined : s.labels.ct === ct))?.value;
+  const prev = (name: string, ct?: string): number | undefined =>
+    previous.find((s) => s.name === p + name && (ct === undefined ? s.labels.ct === undefined : s.labels.ct === ct))?.value;
   const host = summary.host;
   const end = summary.finishedAt.getTime() / 1000;
   const ok = summary.exitCode === 0;
@@ -137,9 +138,21 @@ export function renderMetrics(summary: RunSummary, previousText: string | null):
 
   add("last_run_timestamp_seconds", "gauge", "End time of the last run (Unix seconds).", {}, end);
   add("last_run_duration_seconds", "gauge", "Duration of the last run.", {}, (summary.finishedAt.getTime() - summary.startedAt.getTime()) / 1000);
-  add("last_run_exit_code", "gauge", "Exit code of the last run (0 ok, 1 failure, 2 usage, 3 partial, 4 host lock busy, 5 wrong repository password).", {}, summary.exitCode);
+  add(
+    "last_run_exit_code",
+    "gauge",
+    "Exit code of the last run (0 ok, 1 failure, 2 usage, 3 partial, 4 host lock busy, 5 wrong repository password).",
+    {},
+    summary.exitCode,
+  );
   add("last_run_success", "gauge", "1 if the last run exited 0.", {}, ok ? 1 : 0);
-  add("last_success_timestamp_seconds", "gauge", "End time of the last run that exited 0 (Unix seconds).", {}, ok ? end : prev("last_success_timestamp_seconds"));
+  add(
+    "last_success_timestamp_seconds",
+    "gauge",
+    "End time of the last run that exited 0 (Unix seconds).",
+    {},
+    ok ? end : prev("last_success_timestamp_seconds"),
+  );
   add("runs_total", "counter", "Runs recorded in this file.", {}, (prev("runs_total") ?? 0) + 1);
   add("failures_total", "counter", "Runs that did not exit 0.", {}, (prev("failures_total") ?? 0) + (ok ? 0 : 1));
   if (summary.results.length > 0 || summary.command === "backup") {
@@ -152,13 +165,55 @@ export function renderMetrics(summary: RunSummary, previousText: string | null):
     const good = r.status === "ok";
     const res = r.result;
     add("container_success", "gauge", "1 if the container's backup succeeded in the last run.", labels, good ? 1 : 0);
-    add("container_last_success_timestamp_seconds", "gauge", "End time of the container's last successful backup (Unix seconds).", labels, good ? end : prev("container_last_success_timestamp_seconds", r.ct));
-    add("container_duration_seconds", "gauge", "Duration of the container's last backup attempt.", labels, r.seconds ?? prev("container_duration_seconds", r.ct));
-    add("container_logical_bytes", "gauge", "Disk size of the container's last successful backup.", labels, good ? res?.logicalBytes : prev("container_logical_bytes", r.ct));
-    add("container_read_bytes", "gauge", "Bytes read from the images by the container's last successful backup.", labels, good ? res?.readBytes : prev("container_read_bytes", r.ct));
-    add("container_new_bytes", "gauge", "Bytes newly stored by the container's last successful backup.", labels, good ? res?.newBytesStored : prev("container_new_bytes", r.ct));
-    add("container_new_chunks", "gauge", "Chunks newly stored by the container's last successful backup.", labels, good ? res?.newChunks : prev("container_new_chunks", r.ct));
-    add("container_failures_total", "counter", "Failed backups of the container.", labels, (prev("container_failures_total", r.ct) ?? 0) + (r.status === "error" ? 1 : 0));
+    add(
+      "container_last_success_timestamp_seconds",
+      "gauge",
+      "End time of the container's last successful backup (Unix seconds).",
+      labels,
+      good ? end : prev("container_last_success_timestamp_seconds", r.ct),
+    );
+    add(
+      "container_duration_seconds",
+      "gauge",
+      "Duration of the container's last backup attempt.",
+      labels,
+      r.seconds ?? prev("container_duration_seconds", r.ct),
+    );
+    add(
+      "container_logical_bytes",
+      "gauge",
+      "Disk size of the container's last successful backup.",
+      labels,
+      good ? res?.logicalBytes : prev("container_logical_bytes", r.ct),
+    );
+    add(
+      "container_read_bytes",
+      "gauge",
+      "Bytes read from the images by the container's last successful backup.",
+      labels,
+      good ? res?.readBytes : prev("container_read_bytes", r.ct),
+    );
+    add(
+      "container_new_bytes",
+      "gauge",
+      "Bytes newly stored by the container's last successful backup.",
+      labels,
+      good ? res?.newBytesStored : prev("container_new_bytes", r.ct),
+    );
+    add(
+      "container_new_chunks",
+      "gauge",
+      "Chunks newly stored by the container's last successful backup.",
+      labels,
+      good ? res?.newChunks : prev("container_new_chunks", r.ct),
+    );
+    add(
+      "container_failures_total",
+      "counter",
+      "Failed backups of the container.",
+      labels,
+      (prev("container_failures_total", r.ct) ?? 0) + (r.status === "error" ? 1 : 0),
+    );
   };
   const reported = new Set<string>();
   for (const r of summary.results) {
@@ -171,7 +226,8 @@ export function renderMetrics(summary: RunSummary, previousText: string | null):
   }
 
   const fsReported = new Set<string>();
-  const prevFs = (name: string, ct: string, backupHost: string): number | undefined => previous.find((s) => s.name === p + name && s.labels.ct === ct && s.labels.backup_host === backupHost)?.value;
+  const prevFs = (name: string, ct: string, backupHost: string): number | undefined =>
+    previous.find((s) => s.name === p + name && s.labels.ct === ct && s.labels.backup_host === backupHost)?.value;
   const perFs = (m: FsCheckMetric | { ct: string; backupHost: string; ok: false }): void => {
     const labels = { ct: m.ct, backup_host: m.backupHost };
     const full = "files" in m;
@@ -182,8 +238,20 @@ export function renderMetrics(summary: RunSummary, previousText: string | null):
     add("fs_directories", "gauge", "Folders in the filesystem of the container's backup.", labels, kept("fs_directories", full ? m.directories : undefined));
     add("fs_bytes_fetched", "gauge", "Repository bytes the filesystem walk fetched.", labels, kept("fs_bytes_fetched", full ? m.bytesFetched : undefined));
     add("fs_duration_seconds", "gauge", "Duration of the filesystem walk.", labels, kept("fs_duration_seconds", full ? m.seconds : undefined));
-    add("fs_backup_timestamp_seconds", "gauge", "When the checked backup was taken (Unix seconds).", labels, kept("fs_backup_timestamp_seconds", full ? Date.parse(m.backupTime) / 1000 : undefined));
-    add("fs_last_ok_timestamp_seconds", "gauge", "End of the last run that found the container's backup filesystem ok (Unix seconds).", labels, m.ok ? end : prevFs("fs_last_ok_timestamp_seconds", m.ct, m.backupHost));
+    add(
+      "fs_backup_timestamp_seconds",
+      "gauge",
+      "When the checked backup was taken (Unix seconds).",
+      labels,
+      kept("fs_backup_timestamp_seconds", full ? Date.parse(m.backupTime) / 1000 : undefined),
+    );
+    add(
+      "fs_last_ok_timestamp_seconds",
+      "gauge",
+      "End of the last run that found the container's backup filesystem ok (Unix seconds).",
+      labels,
+      m.ok ? end : prevFs("fs_last_ok_timestamp_seconds", m.ct, m.backupHost),
+    );
   };
   for (const m of summary.fsChecks ?? []) {
     fsReported.add(`${m.backupHost}\0${m.ct}`);

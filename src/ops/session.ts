@@ -142,14 +142,23 @@ export async function afterCommand(exitCode: number, error: unknown): Promise<vo
     if (hook !== undefined && hook !== "") {
       const name = exitCode === 0 ? "--hook-success" : "--hook-failure";
       try {
-        await runHook(summary, { name, command: hook, timeoutSeconds: run.options.hookTimeout ?? 300, log: (line) => logger.info(line), warn: (line) => logger.warn(line) });
+        await runHook(summary, {
+          name,
+          command: hook,
+          timeoutSeconds: run.options.hookTimeout ?? 300,
+          log: (line) => logger.info(line),
+          warn: (line) => logger.warn(line),
+        });
       } catch (e) {
         logger.warn(`${name}: ${errorLine(e)}`);
       }
     }
   }
   if (started !== null) {
-    logger.fileOnly(exitCode === 0 ? "info" : "error", `${started.command} finished with exit code ${exitCode} after ${((performance.now() - started.at) / 1000).toFixed(1)} s`);
+    logger.fileOnly(
+      exitCode === 0 ? "info" : "error",
+      `${started.command} finished with exit code ${exitCode} after ${((performance.now() - started.at) / 1000).toFixed(1)} s`,
+    );
     started = null;
   }
   logger.close();

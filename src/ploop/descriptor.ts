@@ -255,7 +255,11 @@ export function chainFor(dd: DiskDescriptor, topGuid: string = dd.topGuid): Chai
     seen.add(current);
     const image = dd.images.find((i) => i.guid === current);
     if (image === undefined) {
-      return fail(chain.length === 0 ? `snapshot ${current} is not in the descriptor` : `snapshot ${chain[chain.length - 1]!.guid} has parent ${current}, which has no <Image> (base image not found)`);
+      return fail(
+        chain.length === 0
+          ? `snapshot ${current} is not in the descriptor`
+          : `snapshot ${chain[chain.length - 1]!.guid} has parent ${current}, which has no <Image> (base image not found)`,
+      );
     }
     const shot = dd.shots.find((s) => s.guid === current);
     if (shot === undefined) return fail(`image ${current} has no <Shot>`);
@@ -324,7 +328,13 @@ export function renderDescriptor(options: RenderDescriptorOptions): string {
     `      <Blocksize>${clusterSectors}</Blocksize>`,
   ];
   images.forEach((image, k) => {
-    lines.push(`      <Image>`, `        <GUID>${guids[k]}</GUID>`, `        <Type>${image.type ?? "Compressed"}</Type>`, `        <File>${escapeXml(image.file)}</File>`, `      </Image>`);
+    lines.push(
+      `      <Image>`,
+      `        <GUID>${guids[k]}</GUID>`,
+      `        <Type>${image.type ?? "Compressed"}</Type>`,
+      `        <File>${escapeXml(image.file)}</File>`,
+      `      </Image>`,
+    );
   });
   lines.push(`    </Storage>`, `  </StorageData>`, `  <Snapshots>`, `    <TopGUID>${guids[guids.length - 1]}</TopGUID>`);
   images.forEach((image, k) => {

@@ -294,14 +294,18 @@ export function validateBat(header: PloopHeader, bat: Uint32Array, fileSize: num
     const entry = bat[i]!;
     if (entry === 0) continue;
     if (header.version === 1 && entry % header.clusterSectors !== 0) {
-      throw new PloopFormatError(`${fileName}: BAT entry of cluster ${i} (sector ${entry}) is not a multiple of the cluster size ${header.clusterSectors} sectors`);
+      throw new PloopFormatError(
+        `${fileName}: BAT entry of cluster ${i} (sector ${entry}) is not a multiple of the cluster size ${header.clusterSectors} sectors`,
+      );
     }
     const fileCluster = entryToFileCluster(header, entry);
     if (fileCluster < firstDataCluster) {
       throw new PloopFormatError(`${fileName}: BAT entry of cluster ${i} points into the header/BAT area (file cluster ${fileCluster})`);
     }
     if (fileCluster >= fileClusters) {
-      throw new PloopFormatError(`${fileName}: BAT entry of cluster ${i} points beyond end of file (file cluster ${fileCluster}, file has ${fileClusters} whole clusters)`);
+      throw new PloopFormatError(
+        `${fileName}: BAT entry of cluster ${i} points beyond end of file (file cluster ${fileCluster}, file has ${fileClusters} whole clusters)`,
+      );
     }
     used[count++] = fileCluster;
   }

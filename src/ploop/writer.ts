@@ -130,7 +130,8 @@ export async function createPloopImageWriter(path: string, options: PloopImageWr
   const bat = new Uint32Array(header.batEntries);
   for (let k = 0; k < n; k++) {
     const v = allocatedClusters[k]!;
-    if (!Number.isInteger(v) || v < 0 || v >= header.batEntries) throw new RangeError(`allocated cluster ${v} is outside the disk (${header.batEntries} clusters)`);
+    if (!Number.isInteger(v) || v < 0 || v >= header.batEntries)
+      throw new RangeError(`allocated cluster ${v} is outside the disk (${header.batEntries} clusters)`);
     if (k > 0 && v <= allocatedClusters[k - 1]!) throw new RangeError("allocatedClusters must be sorted ascending without duplicates");
     bat[v] = fileClusterToBatEntry(header, firstDataCluster + k);
   }

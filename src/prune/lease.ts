@@ -232,7 +232,8 @@ export class Lease {
       this.assertCoveredUntilNow(action);
       return result;
     } catch (error) {
-      if (this.signal.aborted) throw this.signal.reason instanceof Error ? this.signal.reason : new LeaseLapsedError(`${this.options.what} lapsed while ${action}`);
+      if (this.signal.aborted)
+        throw this.signal.reason instanceof Error ? this.signal.reason : new LeaseLapsedError(`${this.options.what} lapsed while ${action}`);
       throw error;
     } finally {
       this.guarded--;

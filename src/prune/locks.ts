@@ -90,7 +90,15 @@ let writes = 0;
  * a takeover that read an old version can never match a newer one with the same content.
  */
 export function lockBody(kind: LockKind, host: string, timing: LockTiming, started: Date): Buffer {
-  const body: LockBody = { format: "ploopvault-lock", version: 1, kind, host, pid: process.pid, started: started.toISOString(), ttlSeconds: timing.ttlMs / 1000 };
+  const body: LockBody = {
+    format: "ploopvault-lock",
+    version: 1,
+    kind,
+    host,
+    pid: process.pid,
+    started: started.toISOString(),
+    ttlSeconds: timing.ttlMs / 1000,
+  };
   return Buffer.from(`${JSON.stringify({ ...body, written: new Date().toISOString(), seq: ++writes })}\n`);
 }
 
@@ -155,7 +163,8 @@ export async function judgeLocks(store: ObjectStore, entries: readonly LockEntry
       } catch {
         holder = null; // gone meanwhile (or unreadable): judged by our TTL
       }
-      const declared = holder !== null && typeof holder.ttlSeconds === "number" && holder.ttlSeconds > 0 ? Math.min(holder.ttlSeconds * 1000, MAX_DECLARED_TTL_MS) : 0;
+      const declared =
+        holder !== null && typeof holder.ttlSeconds === "number" && holder.ttlSeconds > 0 ? Math.min(holder.ttlSeconds * 1000, MAX_DECLARED_TTL_MS) : 0;
       live = ageMs <= Math.max(timing.ttlMs, declared) + CLOCK_SLACK_MS;
     }
     out.push({ ...e, ageMs, live, holder });
@@ -201,7 +210,12 @@ export function nowFromOwn(store: ObjectStore, entries: readonly ObjectInfo[], o
 /** The storage clock's "now" (lower bound) by writing, reading and removing a probe object. */
 export async function probeNow(store: ObjectStore, host: string): Promise<Date> {
   const key = uniqueLockKey("probe", host);
-  await store.put(key, Buffer.from(`${JSON.stringify({ format: "ploopvault-lock", version: 1, kind: "probe", host, pid: process.pid, started: new Date().toISOString(), ttlSeconds: 60 })}\n`));
+  await store.put(
+    key,
+    Buffer.from(
+      `${JSON.stringify({ format: "ploopvault-lock", version: 1, kind: "probe", host, pid: process.pid, started: new Date().toISOString(), ttlSeconds: 60 })}\n`,
+    ),
+  );
   try {
     const info = await store.stat(key);
     if (info?.modified === undefined) throw new Error(`internal error: probe ${key} has no modification time in ${store.location}`);
@@ -214,4 +228,3 @@ export async function probeNow(store: ObjectStore, host: string): Promise<Date> 
 export function defaultLockHost(): string {
   return hostname();
 }
-

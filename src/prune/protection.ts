@@ -102,7 +102,9 @@ export interface ForgottenBackup extends BackupRef {
 export async function forgetBackups(repo: Repository, refs: readonly BackupRef[], options: ForgetOptions): Promise<ForgottenBackup[]> {
   const store = repo.store;
   const locks = store.controlChannel?.() ?? store;
-  const lock = options.dryRun ? null : await acquirePruneLock(locks, { host: options.host, timing: options.timing, waitMs: options.waitMs, log: options.log, warn: options.warn });
+  const lock = options.dryRun
+    ? null
+    : await acquirePruneLock(locks, { host: options.host, timing: options.timing, waitMs: options.waitMs, log: options.log, warn: options.warn });
   try {
     const plan: { ref: BackupRef; files: { key: string; size: number }[] }[] = [];
     const protectedOnes: string[] = [];
@@ -114,7 +116,9 @@ export async function forgetBackups(repo: Repository, refs: readonly BackupRef[]
       plan.push({ ref, files });
     }
     if (protectedOnes.length > 0) {
-      throw new PloopvaultError(`backup${protectedOnes.length === 1 ? "" : "s"} ${protectedOnes.join(", ")} ${protectedOnes.length === 1 ? "is" : "are"} protected: run "ploopvault unprotect" first; nothing was forgotten`);
+      throw new PloopvaultError(
+        `backup${protectedOnes.length === 1 ? "" : "s"} ${protectedOnes.join(", ")} ${protectedOnes.length === 1 ? "is" : "are"} protected: run "ploopvault unprotect" first; nothing was forgotten`,
+      );
     }
     const out: ForgottenBackup[] = [];
     for (const { ref, files } of plan) {

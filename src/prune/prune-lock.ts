@@ -71,7 +71,9 @@ export async function acquirePruneLock(store: ObjectStore, options: PruneLockOpt
     }
     const waited = performance.now() - waitStart;
     if (waited >= options.waitMs) {
-      throw new PruneLockBusyError(`another prune is running on ${store.location}: ${who}, lock refreshed ${formatDuration(Math.max(0, age))} ago; gave up after ${formatDuration(waited)}`);
+      throw new PruneLockBusyError(
+        `another prune is running on ${store.location}: ${who}, lock refreshed ${formatDuration(Math.max(0, age))} ago; gave up after ${formatDuration(waited)}`,
+      );
     }
     if (!announced) options.log?.(`waiting for the prune of ${who} to finish`);
     announced = true;

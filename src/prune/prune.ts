@@ -34,7 +34,18 @@ import { StoreError, type ObjectInfo, type ObjectStore } from "../uploader/store
 import { TaskLimiter } from "../util/limiter.js";
 import { formatDuration } from "./duration.js";
 import { Lease } from "./lease.js";
-import { describeHolder, judgeLocks, listLocks, lockBody, nowFromOwn, PRUNE_LOCK_KEY, readHolder, uniqueLockKey, type JudgedLock, type LockTiming } from "./locks.js";
+import {
+  describeHolder,
+  judgeLocks,
+  listLocks,
+  lockBody,
+  nowFromOwn,
+  PRUNE_LOCK_KEY,
+  readHolder,
+  uniqueLockKey,
+  type JudgedLock,
+  type LockTiming,
+} from "./locks.js";
 import { planForget, type BackupInfo, type GroupPlan, type KeepPolicy } from "./policy.js";
 import { acquirePruneLock } from "./prune-lock.js";
 import { isProtected, PROTECTION_NAME } from "./protection.js";
@@ -281,7 +292,17 @@ export async function runPrune(repo: Repository, options: PruneOptions): Promise
       // nothing to delete: no need to make backups wait; still clean up after dead processes
       const entries = await listLocks(locks);
       const now = nowFromOwn(locks, entries, PRUNE_LOCK_KEY);
-      await removeExpiredLocks(locks, await judgeLocks(locks, entries.filter((e) => e.key !== PRUNE_LOCK_KEY), now, options.timing), report, options);
+      await removeExpiredLocks(
+        locks,
+        await judgeLocks(
+          locks,
+          entries.filter((e) => e.key !== PRUNE_LOCK_KEY),
+          now,
+          options.timing,
+        ),
+        report,
+        options,
+      );
       return finish(report, started);
     }
     // 3.-5. the sweep proper
@@ -309,7 +330,8 @@ async function removeStaleTemporaries(store: ObjectStore, now: Date, options: Pr
   const { count, bytes } = await store.removeStaleTemporaries(before, { dryRun: options.dryRun });
   report.temporariesRemoved = count;
   report.temporaryBytesRemoved = bytes;
-  if (count > 0) options.log(`${options.dryRun ? "would remove" : "removed"} ${count} temporary file${count === 1 ? "" : "s"} (${bytes} bytes) left by interrupted writes`);
+  if (count > 0)
+    options.log(`${options.dryRun ? "would remove" : "removed"} ${count} temporary file${count === 1 ? "" : "s"} (${bytes} bytes) left by interrupted writes`);
 }
 
 /** Lock objects of dead processes (registrations, markers, probes) go. */
@@ -318,7 +340,9 @@ async function removeExpiredLocks(store: ObjectStore, judged: readonly JudgedLoc
   if (expired.length === 0) return;
   await store.delete(expired);
   report.expiredLocksRemoved.push(...expired);
-  options.log(`removed ${expired.length} expired lock object${expired.length === 1 ? "" : "s"} (${expired.slice(0, 3).join(", ")}${expired.length > 3 ? ", ..." : ""})`);
+  options.log(
+    `removed ${expired.length} expired lock object${expired.length === 1 ? "" : "s"} (${expired.slice(0, 3).join(", ")}${expired.length > 3 ? ", ..." : ""})`,
+  );
 }
 
 function finish(report: PruneReport, started: number): PruneReport {
@@ -338,7 +362,13 @@ async function readManifest(repo: Repository, ref: BackupRef, cache: ManifestCac
 }
 
 /** Phase 1: plan per group and (unless dry-run) delete manifests first, then side files. */
-async function forget(repo: Repository, listed: Map<string, BackupObjects>, options: PruneOptions, report: PruneReport, pruneLock: Lease | null): Promise<Set<string>> {
+async function forget(
+  repo: Repository,
+  listed: Map<string, BackupObjects>,
+  options: PruneOptions,
+  report: PruneReport,
+  pruneLock: Lease | null,
+): Promise<Set<string>> {
   const infos: BackupInfo[] = [];
   const limiter = new TaskLimiter(options.concurrency ?? 8);
   for (const b of listed.values()) {
@@ -357,7 +387,8 @@ async function forget(repo: Repository, listed: Map<string, BackupObjects>, opti
   }
   await limiter.drain();
   // protected backups count for the policy like any other, but are never forgotten
-  const isProtectedListed = (b: BackupInfo): boolean => listed.get(`${BACKUPS_PREFIX}${b.ct}/${b.id}/`)?.files.some((f) => f.key.endsWith(`/${PROTECTION_NAME}`)) === true;
+  const isProtectedListed = (b: BackupInfo): boolean =>
+    listed.get(`${BACKUPS_PREFIX}${b.ct}/${b.id}/`)?.files.some((f) => f.key.endsWith(`/${PROTECTION_NAME}`)) === true;
   const plans = planForget(infos, options.policy).map((plan) => keepProtected(plan, isProtectedListed));
   const forgotten = new Set<string>();
   for (const plan of plans) {
@@ -435,7 +466,14 @@ function isRetained(error: unknown): boolean {
  * Phase 1 in an object-lock repository: each backup's manifest goes for good (every
  * version) or, while retained, the backup stays and is reported as kept ("retained").
  */
-async function forgetLocked(repo: Repository, targets: BackupObjects[], forgotten: Set<string>, report: PruneReport, options: PruneOptions, pruneLock: Lease | null): Promise<Set<string>> {
+async function forgetLocked(
+  repo: Repository,
+  targets: BackupObjects[],
+  forgotten: Set<string>,
+  report: PruneReport,
+  options: PruneOptions,
+  pruneLock: Lease | null,
+): Promise<Set<string>> {
   let done = 0;
   for (const b of targets) {
     pruneLock?.assertValid("forget backups");
@@ -479,13 +517,21 @@ async function forgetLocked(repo: Repository, targets: BackupObjects[], forgotte
   }
   if (done > 0) options.log(`forgot ${done} backup${done === 1 ? "" : "s"}`);
   if (report.backupsRetained.length > 0) {
-    options.log(`kept ${report.backupsRetained.length} backup${report.backupsRetained.length === 1 ? "" : "s"} the policy would forget: still under S3 Object Lock retention`);
+    options.log(
+      `kept ${report.backupsRetained.length} backup${report.backupsRetained.length === 1 ? "" : "s"} the policy would forget: still under S3 Object Lock retention`,
+    );
   }
   return forgotten;
 }
 
 /** Phase 2 (and 4): mark the stored chunks the given manifests reference. */
-async function markReferenced(repo: Repository, backups: readonly BackupObjects[], stored: StoredChunks, options: PruneOptions, damaged: string[]): Promise<void> {
+async function markReferenced(
+  repo: Repository,
+  backups: readonly BackupObjects[],
+  stored: StoredChunks,
+  options: PruneOptions,
+  damaged: string[],
+): Promise<void> {
   const limiter = new TaskLimiter(options.concurrency ?? 8);
   for (const b of backups) {
     await limiter.submit(async () => {
@@ -529,7 +575,12 @@ async function sweep(
       await marker.create();
       const entries = await listLocks(locks);
       now = nowFromOwn(locks, entries, key);
-      judged = await judgeLocks(locks, entries.filter((e) => e.key !== key && e.key !== PRUNE_LOCK_KEY), now, timing);
+      judged = await judgeLocks(
+        locks,
+        entries.filter((e) => e.key !== key && e.key !== PRUNE_LOCK_KEY),
+        now,
+        timing,
+      );
       let running = judged.filter((j) => j.kind === "backup" && j.live);
       if (running.length === 0) break;
       // backups are running: get out of their way, wait until none is, try again
@@ -546,14 +597,24 @@ async function sweep(
           );
           return;
         }
-        if (!announced) options.log(`waiting for ${running.length} running backup${running.length === 1 ? "" : "s"} before deleting chunks (${names.slice(0, 5).join(", ")})`);
+        if (!announced)
+          options.log(
+            `waiting for ${running.length} running backup${running.length === 1 ? "" : "s"} before deleting chunks (${names.slice(0, 5).join(", ")})`,
+          );
         announced = true;
         await sleep(Math.min(timing.pollMs, options.waitMs - waited));
         checkAbort();
         pruneLock.assertValid("sweep");
         const again = await listLocks(locks);
         const pollNow = nowFromOwn(locks, again, PRUNE_LOCK_KEY);
-        running = (await judgeLocks(locks, again.filter((e) => e.kind === "backup"), pollNow, timing)).filter((j) => j.live);
+        running = (
+          await judgeLocks(
+            locks,
+            again.filter((e) => e.kind === "backup"),
+            pollNow,
+            timing,
+          )
+        ).filter((j) => j.live);
         if (running.length === 0) break;
       }
     }
@@ -638,7 +699,14 @@ async function sweep(
  * in batches while the marker is live; a chunk any of whose versions is still retained
  * counts as retained (the next prune after its retention deletes it).
  */
-async function sweepLockedVersions(repo: Repository, stored: StoredChunks, report: PruneReport, marker: Lease, batchSize: number, checkAbort: () => void): Promise<void> {
+async function sweepLockedVersions(
+  repo: Repository,
+  stored: StoredChunks,
+  report: PruneReport,
+  marker: Lease,
+  batchSize: number,
+  checkAbort: () => void,
+): Promise<void> {
   const view = repo.objectLock!;
   const seen = new Uint8Array(stored.count); // 1: a candidate whose versions were sent, 2: one of them retained
   const scratch = Buffer.alloc(32);

@@ -84,7 +84,14 @@ export class BackupRegistration implements PublishGuard {
       for (;;) {
         const entries = await listLocks(store);
         const now = nowFromOwn(store, entries, key);
-        const sweeps = (await judgeLocks(store, entries.filter((e) => e.kind === "sweep"), now, timing)).filter((s) => s.live);
+        const sweeps = (
+          await judgeLocks(
+            store,
+            entries.filter((e) => e.kind === "sweep"),
+            now,
+            timing,
+          )
+        ).filter((s) => s.live);
         if (sweeps.length === 0) break;
         const holders = await Promise.all(sweeps.map(async (s) => describeHolder(s.key, s.holder ?? (await readHolder(store, s.key)))));
         const waited = performance.now() - waitStart;
@@ -137,4 +144,3 @@ export class BackupRegistration implements PublishGuard {
     return ok;
   }
 }
-

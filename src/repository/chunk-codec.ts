@@ -150,7 +150,9 @@ export class ChunkCodec {
       return { plain: decompressChunk(object, expectedIdHex, maxBytes), inner: Buffer.from(object.buffer, object.byteOffset, object.byteLength) };
     }
     if (object.length < 1 || object[0] !== CHUNK_FORMAT_ENCRYPTED) {
-      throw new IntegrityError(`chunk ${expectedIdHex}: not an encrypted chunk (format ${object.length < 1 ? "(empty object)" : `0x${object[0]!.toString(16)}`})`);
+      throw new IntegrityError(
+        `chunk ${expectedIdHex}: not an encrypted chunk (format ${object.length < 1 ? "(empty object)" : `0x${object[0]!.toString(16)}`})`,
+      );
     }
     let inner: Buffer;
     try {

@@ -188,7 +188,9 @@ export class ChunkIdHashSet {
 
 /** Table hash: ids are uniformly distributed; mixing both ends also copes with ids that share a prefix. */
 function hashOf(a: Uint8Array, o: number): number {
-  return ((a[o]! | (a[o + 1]! << 8) | (a[o + 2]! << 16) | (a[o + 3]! << 24)) ^ (a[o + 28]! | (a[o + 29]! << 8) | (a[o + 30]! << 16) | (a[o + 31]! << 24))) >>> 0;
+  return (
+    ((a[o]! | (a[o + 1]! << 8) | (a[o + 2]! << 16) | (a[o + 3]! << 24)) ^ (a[o + 28]! | (a[o + 29]! << 8) | (a[o + 30]! << 16) | (a[o + 31]! << 24))) >>> 0
+  );
 }
 
 /**

@@ -77,7 +77,9 @@ export function canonicalConfig(config: RepositoryConfig): string {
     [compression.algorithm, compression.level],
     encryption === null ? null : [encryption.scheme, encryption.cipher, encryption.chunkId, encryption.subkeys],
     // only when present: configs written before object lock keep their key check
-    ...(config.objectLock === undefined ? [] : [["objectLock", config.objectLock.mode, config.objectLock.retentionSeconds, config.objectLock.extensionSeconds, config.objectLock.lockBucket]]),
+    ...(config.objectLock === undefined
+      ? []
+      : [["objectLock", config.objectLock.mode, config.objectLock.retentionSeconds, config.objectLock.extensionSeconds, config.objectLock.lockBucket]]),
   ]);
 }
 
@@ -116,7 +118,9 @@ function validateConfig(value: unknown, where: string): asserts value is Reposit
     throw new PloopvaultError(`${where}: not a ploopvault repository config`);
   }
   if (c.version !== REPOSITORY_VERSION) {
-    throw new PloopvaultError(`${where}: repository format version ${JSON.stringify(c.version) ?? "(none)"} is not supported by this ploopvault (supports ${REPOSITORY_VERSION})`);
+    throw new PloopvaultError(
+      `${where}: repository format version ${JSON.stringify(c.version) ?? "(none)"} is not supported by this ploopvault (supports ${REPOSITORY_VERSION})`,
+    );
   }
   if (typeof c.id !== "string" || !/^[0-9a-f]{32}$/.test(c.id)) throw new PloopvaultError(`${where}: bad repository id`);
   if (typeof c.chunker !== "object" || c.chunker === null) throw new PloopvaultError(`${where}: missing chunker parameters`);
@@ -134,7 +138,8 @@ const BUCKET_NAME = /^[a-z0-9][a-z0-9.\-_]{1,254}$/i;
 function validateObjectLock(value: unknown, where: string): void {
   const o = value as Partial<ObjectLockConfig> | null;
   if (typeof o !== "object" || o === null) throw new PloopvaultError(`${where}: bad objectLock settings`);
-  if (o.mode !== "governance" && o.mode !== "compliance") throw new PloopvaultError(`${where}: objectLock.mode ${JSON.stringify(o.mode)} is not governance or compliance`);
+  if (o.mode !== "governance" && o.mode !== "compliance")
+    throw new PloopvaultError(`${where}: objectLock.mode ${JSON.stringify(o.mode)} is not governance or compliance`);
   for (const key of ["retentionSeconds", "extensionSeconds"] as const) {
     const v = o[key];
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1 || v > 100 * 366 * 86400) throw new PloopvaultError(`${where}: bad objectLock.${key}`);

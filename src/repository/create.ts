@@ -17,7 +17,11 @@ import { lockBucketStore, prepareObjectLockBuckets } from "./object-lock.js";
 import { Repository, type InitOptions } from "./repository.js";
 import { RepositoryTrust } from "./trust.js";
 
-export async function createRepository(store: ObjectStore, config: RepositoryConfig, options: InitOptions & Omit<ConditionalWritesOptions, "purpose">): Promise<Repository> {
+export async function createRepository(
+  store: ObjectStore,
+  config: RepositoryConfig,
+  options: InitOptions & Omit<ConditionalWritesOptions, "purpose">,
+): Promise<Repository> {
   const lock = config.objectLock;
   if (lock === undefined) await store.ensureContainer?.();
   else await prepareObjectLockBuckets(store, lock.lockBucket);

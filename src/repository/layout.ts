@@ -46,6 +46,9 @@ export function parseManifestKey(key: string): { ct: string; id: string } | null
 
 /** Backup ids sort by time: "20261123T201420Z-3fa9c2d1". */
 export function newBackupId(time: Date): string {
-  const stamp = time.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+  const stamp = time
+    .toISOString()
+    .replace(/[-:]/g, "")
+    .replace(/\.\d+Z$/, "Z");
   return `${stamp}-${randomBytes(4).toString("hex")}`;
 }

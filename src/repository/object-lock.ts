@@ -38,7 +38,17 @@
  *    If-Match always fails), and an append-only node must be able to delete them.
  */
 import { IntegrityError, PloopvaultError, UsageError } from "../errors.js";
-import { isNotFound, StoreError, type BucketState, type ObjectInfo, type ObjectStore, type ObjectVersion, type PutOptions, type Retention, type VersionRead } from "../uploader/store.js";
+import {
+  isNotFound,
+  StoreError,
+  type BucketState,
+  type ObjectInfo,
+  type ObjectStore,
+  type ObjectVersion,
+  type PutOptions,
+  type Retention,
+  type VersionRead,
+} from "../uploader/store.js";
 import { TaskLimiter } from "../util/limiter.js";
 import { ChunkIdHashSet } from "./chunk-id-set.js";
 import type { ObjectLockConfig } from "./config.js";
@@ -249,9 +259,13 @@ export class ObjectLockView implements ObjectStore {
       this.originals.delete(key);
     }
     if (retained.length > 0) {
-      throw new StoreError("retained", `${retained.length} object${retained.length === 1 ? " is" : "s are"} still under S3 Object Lock retention in ${this.location} (e.g. ${retained[0]}): they can be deleted once it ends`, {
-        key: retained[0]!,
-      });
+      throw new StoreError(
+        "retained",
+        `${retained.length} object${retained.length === 1 ? " is" : "s are"} still under S3 Object Lock retention in ${this.location} (e.g. ${retained[0]}): they can be deleted once it ends`,
+        {
+          key: retained[0]!,
+        },
+      );
     }
   }
 
@@ -348,7 +362,10 @@ export class ChunkRetentionKeeper {
         if (!isNotFound(error)) throw error;
         // the current version is a delete marker (hidden): retain what is under it
         const data = (await versionsOf(this.view, key)).filter((v) => !v.deleteMarker);
-        if (data.length === 0) throw new IntegrityError(`chunk ${idHex} is missing from ${this.view.location}: an earlier backup references it, but it is gone (run "ploopvault check")`);
+        if (data.length === 0)
+          throw new IntegrityError(
+            `chunk ${idHex} is missing from ${this.view.location}: an earlier backup references it, but it is gone (run "ploopvault check")`,
+          );
         for (const v of data) await this.view.extendRetention(key, retention, v.versionId);
       }
       this.extended++;
@@ -382,7 +399,9 @@ export async function prepareObjectLockBuckets(store: ObjectStore, lockBucket: s
     await locks.ensureContainer?.();
     const lockState = await locks.bucketState?.();
     if (lockState !== undefined && lockState.versioning !== "off") {
-      throw new PloopvaultError(`lock bucket ${lockBucket} has versioning ${lockState.versioning}: lock objects need an unversioned bucket (give another with --lock-bucket NAME)`);
+      throw new PloopvaultError(
+        `lock bucket ${lockBucket} has versioning ${lockState.versioning}: lock objects need an unversioned bucket (give another with --lock-bucket NAME)`,
+      );
     }
   } finally {
     await locks.close();

@@ -17,7 +17,16 @@
 import { hostname, userInfo } from "node:os";
 import { open, seal, SEALED_FILE, SEALED_MANIFEST } from "../crypto/aead.js";
 import { AuthenticationFailure, WrongPasswordError } from "../crypto/errors.js";
-import { createKeyFile, decodeKeyFile, encodeKeyFile, keyObjectName, KEYS_PREFIX, parseKeyObjectName, unwrapMasterKey, type KeyFile } from "../crypto/key-file.js";
+import {
+  createKeyFile,
+  decodeKeyFile,
+  encodeKeyFile,
+  keyObjectName,
+  KEYS_PREFIX,
+  parseKeyObjectName,
+  unwrapMasterKey,
+  type KeyFile,
+} from "../crypto/key-file.js";
 import { DEFAULT_SCRYPT, scryptWork } from "../crypto/kdf.js";
 import { deriveKeys, keyCheckMatches, keyCheckValue, keyFingerprint, newMasterKey, type RepositoryKeys } from "../crypto/keys.js";
 import { passwordProvider, type PasswordProvider } from "../crypto/password.js";
@@ -206,7 +215,9 @@ export class Repository {
     if (config.encryption === null) {
       // A replaced config must not silently turn an encrypted repository into a plaintext one.
       if (password.given) {
-        throw new UsageError(`repository ${store.location} is not encrypted, but a password was given (${password.source}): remove it to use an unencrypted repository`);
+        throw new UsageError(
+          `repository ${store.location} is not encrypted, but a password was given (${password.source}): remove it to use an unencrypted repository`,
+        );
       }
       return new Repository(store, config, null, configVersion);
     }
@@ -233,7 +244,9 @@ export class Repository {
       if (master === null) continue;
       const keys = deriveKeys(master, config.id);
       if (!keyCheckMatches(keys.checkKey, canonicalConfig(config), config.encryption.keyCheck)) {
-        throw new IntegrityError(`${store.location}/${CONFIG_KEY}: does not match the repository key (the config was modified, or ${keyObjectName(key.id)} belongs to another repository)`);
+        throw new IntegrityError(
+          `${store.location}/${CONFIG_KEY}: does not match the repository key (the config was modified, or ${keyObjectName(key.id)} belongs to another repository)`,
+        );
       }
       return new Repository(store, config, { master, keys, keyId: key.id }, configVersion);
     }
@@ -252,11 +265,17 @@ export class Repository {
 
   async putChunkObject(idHex: string, object: Uint8Array): Promise<void> {
     if (!this.chunkCodec.isOwnFormat(object)) {
-      throw new Error(`internal error: refusing to store chunk ${idHex} in format 0x${(object[0] ?? 0).toString(16)} in ${this.encrypted ? "an encrypted" : "an unencrypted"} repository`);
+      throw new Error(
+        `internal error: refusing to store chunk ${idHex} in format 0x${(object[0] ?? 0).toString(16)} in ${this.encrypted ? "an encrypted" : "an unencrypted"} repository`,
+      );
     }
     const lock = this.objectLock;
     // object lock: retained until the chunk's first boundary after this run's needs
-    await this.store.put(chunkKey(idHex), object, lock === null ? {} : { retention: lock.schedule.retention(lock.schedule.chunkUntil(Buffer.from(idHex, "hex"), lock.basis.getTime())) });
+    await this.store.put(
+      chunkKey(idHex),
+      object,
+      lock === null ? {} : { retention: lock.schedule.retention(lock.schedule.chunkUntil(Buffer.from(idHex, "hex"), lock.basis.getTime())) },
+    );
   }
 
   /** Fetch, authenticate, decompress and verify one chunk; names the backup in errors if given. */
@@ -457,7 +476,10 @@ export class Repository {
   async listKeys(): Promise<KeyFile[]> {
     this.requireUnlocked("key list");
     const ids = await listKeyIds(this.store);
-    if (ids.length > MAX_KEY_OBJECTS) throw new PloopvaultError(`repository ${this.location} has ${ids.length} key objects under ${KEYS_PREFIX}, more than the ${MAX_KEY_OBJECTS} ploopvault reads`);
+    if (ids.length > MAX_KEY_OBJECTS)
+      throw new PloopvaultError(
+        `repository ${this.location} has ${ids.length} key objects under ${KEYS_PREFIX}, more than the ${MAX_KEY_OBJECTS} ploopvault reads`,
+      );
     return (await loadKeyFiles(this.store, ids)).filter((k) => k.repository === this.config.id).sort((a, b) => cmp(a.created, b.created) || cmp(a.id, b.id));
   }
 
@@ -474,7 +496,8 @@ export class Repository {
 
   /** Resolve a key id or a unique prefix of one (at least 4 hex digits). */
   async resolveKeyId(spec: string): Promise<string> {
-    if (!/^[0-9a-f]{4,32}$/.test(spec)) throw new UsageError(`invalid key id "${spec}": give the id (or a unique prefix of at least 4 hex digits) that "key list" shows`);
+    if (!/^[0-9a-f]{4,32}$/.test(spec))
+      throw new UsageError(`invalid key id "${spec}": give the id (or a unique prefix of at least 4 hex digits) that "key list" shows`);
     const matches = (await this.listKeys()).filter((k) => k.id.startsWith(spec));
     if (matches.length === 0) throw new PloopvaultError(`no key ${spec} in ${this.location}`);
     if (matches.length > 1) throw new UsageError(`key id prefix ${spec} is ambiguous (${matches.length} keys)`);
@@ -484,7 +507,10 @@ export class Repository {
   /** Delete a key object; refuses the key this process unlocked with (and so the last one). */
   async removeKey(id: string): Promise<void> {
     const { keyId } = this.requireUnlocked("key remove");
-    if (id === keyId) throw new PloopvaultError(`refusing to remove key ${id}: it is the key this password opens (use "key passwd" to change it, or open the repository with another key's password)`);
+    if (id === keyId)
+      throw new PloopvaultError(
+        `refusing to remove key ${id}: it is the key this password opens (use "key passwd" to change it, or open the repository with another key's password)`,
+      );
     await this.store.delete([keyObjectName(id)]);
   }
 

@@ -130,9 +130,12 @@ export class RepositoryTrust {
     try {
       await writePrivateFileAtomic(path, `${JSON.stringify(record, null, 2)}\n`);
     } catch (error) {
-      throw new PloopvaultError(`cannot record the repository's encryption in the state dir (${path}: ${errorLine(error)}); use --state-dir or PLOOPVAULT_STATE to name a writable one`, {
-        cause: error,
-      });
+      throw new PloopvaultError(
+        `cannot record the repository's encryption in the state dir (${path}: ${errorLine(error)}); use --state-dir or PLOOPVAULT_STATE to name a writable one`,
+        {
+          cause: error,
+        },
+      );
     }
   }
 
@@ -161,7 +164,10 @@ export class RepositoryTrust {
  * for, the key object that opened it last is tried first, another master key is refused,
  * and what was opened is recorded.
  */
-export async function openTrustedRepository(store: ObjectStore, options: { stateDir: string; location: string; password?: PasswordProvider }): Promise<Repository> {
+export async function openTrustedRepository(
+  store: ObjectStore,
+  options: { stateDir: string; location: string; password?: PasswordProvider },
+): Promise<Repository> {
   const trust = new RepositoryTrust(options.stateDir);
   const loaded = await Repository.loadConfig(store);
   const { preferredKeyId } = await trust.checkConfig(options.location, loaded.config);

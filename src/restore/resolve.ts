@@ -45,7 +45,9 @@ export async function resolveBackup(repo: Repository, spec: string, options: Res
   /** The newest backup of `ct` (on `host`), refusing a container id several hosts use. */
   const latest = async (ct: string, host: string | undefined): Promise<BackupRef> => {
     if (options.allowLatest === false) {
-      throw new UsageError(`"${spec}" means the newest backup of container ${ct}: give the backup's id (or a unique prefix, or CT/ID) as "ploopvault snapshots --ct ${ct}" shows it`);
+      throw new UsageError(
+        `"${spec}" means the newest backup of container ${ct}: give the backup's id (or a unique prefix, or CT/ID) as "ploopvault snapshots --ct ${ct}" shows it`,
+      );
     }
     const all = await repo.listBackups(ct);
     if (all.length === 0) throw new PloopvaultError(`container ${ct} has no backups in ${repo.location}`);
@@ -70,7 +72,12 @@ export async function resolveBackup(repo: Repository, spec: string, options: Res
   const one = (found: readonly BackupRef[], what: string): BackupRef => {
     if (found.length === 1) return found[0]!;
     if (found.length === 0) throw new PloopvaultError(`backup ${what} not found ${where}`);
-    throw new PloopvaultError(`backup id ${what} is ambiguous ${where} (${found.slice(0, 4).map((r) => `${r.ct}/${r.id}`).join(", ")}${found.length > 4 ? ", ..." : ""}): use CT/ID or a longer prefix`);
+    throw new PloopvaultError(
+      `backup id ${what} is ambiguous ${where} (${found
+        .slice(0, 4)
+        .map((r) => `${r.ct}/${r.id}`)
+        .join(", ")}${found.length > 4 ? ", ..." : ""}): use CT/ID or a longer prefix`,
+    );
   };
 
   const slash = spec.indexOf("/");
@@ -100,7 +107,8 @@ export async function resolveBackup(repo: Repository, spec: string, options: Res
 
 /** HOST given in the argument and by --host must agree. */
 function hostFilter(fromSpec: string, fromOption: string | undefined): string {
-  if (fromOption !== undefined && fromOption !== fromSpec) throw new PloopvaultError(`the backup reference names host ${fromSpec}, but --host says ${fromOption}`);
+  if (fromOption !== undefined && fromOption !== fromSpec)
+    throw new PloopvaultError(`the backup reference names host ${fromSpec}, but --host says ${fromOption}`);
   return fromSpec;
 }
 

@@ -179,9 +179,11 @@ async function checkTarget(target: string, force: boolean, ownNames: ReadonlySet
   let replacedImages: string[] = [];
   if (existing !== null) {
     if (!force) throw new PloopvaultError(`restore target ${target} already exists (use --force to replace it)`);
-    if (ownNames === null && existing.isDirectory()) throw new PloopvaultError(`restore target ${target} is a directory: a raw restore writes a file (give the file's path)`);
+    if (ownNames === null && existing.isDirectory())
+      throw new PloopvaultError(`restore target ${target} is a directory: a raw restore writes a file (give the file's path)`);
     if (ownNames !== null) {
-      if (!existing.isDirectory()) throw new PloopvaultError(`restore target ${target} is not a directory: a ploop restore writes ${[...ownNames].join(", ")} into a directory`);
+      if (!existing.isDirectory())
+        throw new PloopvaultError(`restore target ${target} is not a directory: a ploop restore writes ${[...ownNames].join(", ")} into a directory`);
       const oldImages = await imagesOfDisk(target);
       const allowed = new Set([...ownNames, ...oldImages, DESCRIPTOR_LOCK_NAME]);
       const foreign = (await readdir(target)).filter((name) => !allowed.has(name)).sort();
@@ -339,7 +341,13 @@ async function seedOf(options: RestoreOptions): Promise<Seed | null> {
 }
 
 /** Supply every chunk concurrently and hand it to `write` (any order; null = zeros). */
-async function supplyChunks(supplier: ChunkSupplier, ref: BackupRef, manifest: Manifest, options: RestoreOptions, write: (entry: ChunkEntry, plain: Buffer | null) => Promise<void>): Promise<number> {
+async function supplyChunks(
+  supplier: ChunkSupplier,
+  ref: BackupRef,
+  manifest: Manifest,
+  options: RestoreOptions,
+  write: (entry: ChunkEntry, plain: Buffer | null) => Promise<void>,
+): Promise<number> {
   const limiter = new TaskLimiter(options.concurrency);
   const entries = chunkEntries(manifest);
   const total = entries.reduce((s, e) => s + e.length, 0);
@@ -382,7 +390,14 @@ async function writeSparse(fh: FileHandle, data: Buffer, position: number): Prom
 }
 
 /** Sparse raw disk image at `target`. */
-export async function restoreRaw(repo: Repository, ref: BackupRef, manifest: Manifest, target: string, force: boolean, options: RestoreOptions): Promise<RestoreResult> {
+export async function restoreRaw(
+  repo: Repository,
+  ref: BackupRef,
+  manifest: Manifest,
+  target: string,
+  force: boolean,
+  options: RestoreOptions,
+): Promise<RestoreResult> {
   const started = performance.now();
   await prepareTarget(target, force);
   const seed = await seedOf(options);
@@ -402,7 +417,14 @@ export async function restoreRaw(repo: Repository, ref: BackupRef, manifest: Man
     await seed?.close();
     await rename(temp, target);
     await syncTargetDirectory(target);
-    return { logicalBytes: manifest.metadata.disk.logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, fetchedChunks: supplier.fetchedChunks, seededChunks: supplier.seededChunks, seconds: (performance.now() - started) / 1000 };
+    return {
+      logicalBytes: manifest.metadata.disk.logicalBytes,
+      dataBytes,
+      chunks: chunkEntries(manifest).length,
+      fetchedChunks: supplier.fetchedChunks,
+      seededChunks: supplier.seededChunks,
+      seconds: (performance.now() - started) / 1000,
+    };
   } catch (error) {
     await fh?.close().catch(() => undefined);
     await seed?.close().catch(() => undefined);
@@ -479,11 +501,25 @@ async function streamEntries(manifest: Manifest, out: Writable, options: Restore
     options.onProgress?.(written, manifest.metadata.disk.logicalBytes);
   }
   const { fetchedChunks, seededChunks } = supplier;
-  return { logicalBytes: manifest.metadata.disk.logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, fetchedChunks, seededChunks, seconds: (performance.now() - started) / 1000 };
+  return {
+    logicalBytes: manifest.metadata.disk.logicalBytes,
+    dataBytes,
+    chunks: chunkEntries(manifest).length,
+    fetchedChunks,
+    seededChunks,
+    seconds: (performance.now() - started) / 1000,
+  };
 }
 
 /** PATH/root.hdd (ploop v2) + PATH/DiskDescriptor.xml (+ the saved container config). */
-export async function restorePloop(repo: Repository, ref: BackupRef, manifest: Manifest, target: string, force: boolean, options: RestoreOptions): Promise<RestoreResult> {
+export async function restorePloop(
+  repo: Repository,
+  ref: BackupRef,
+  manifest: Manifest,
+  target: string,
+  force: boolean,
+  options: RestoreOptions,
+): Promise<RestoreResult> {
   const started = performance.now();
   const configName = manifest.metadata.files.config;
   // the descriptor last: a directory with a new descriptor always has its new image
@@ -508,7 +544,9 @@ export async function restorePloop(repo: Repository, ref: BackupRef, manifest: M
     let dataBytes: number;
     try {
       // A chunk of zeros is not written: finish() zero-fills what was never written.
-      dataBytes = await supplyChunks(supplier, ref, manifest, options, async (entry, plain) => (plain === null ? undefined : writer.write(entry.offset, plain)));
+      dataBytes = await supplyChunks(supplier, ref, manifest, options, async (entry, plain) =>
+        plain === null ? undefined : writer.write(entry.offset, plain),
+      );
       await writer.finish();
     } catch (error) {
       await writer.abort().catch(() => undefined);
@@ -526,14 +564,22 @@ export async function restorePloop(repo: Repository, ref: BackupRef, manifest: M
       for (const name of written) await rename(join(temp, name), join(target, name));
       await syncDir(target);
       // the replaced disk's images (root.hds, snapshot deltas): no descriptor names them now
-      for (const name of replacedImages) await unlink(join(target, name)).catch((error: NodeJS.ErrnoException) => (error.code === "ENOENT" ? undefined : Promise.reject(error)));
+      for (const name of replacedImages)
+        await unlink(join(target, name)).catch((error: NodeJS.ErrnoException) => (error.code === "ENOENT" ? undefined : Promise.reject(error)));
       if (replacedImages.length > 0) await syncDir(target);
       await rm(temp, { recursive: true, force: true });
     } else {
       await rename(temp, target);
     }
     await syncTargetDirectory(target);
-    return { logicalBytes, dataBytes, chunks: chunkEntries(manifest).length, fetchedChunks: supplier.fetchedChunks, seededChunks: supplier.seededChunks, seconds: (performance.now() - started) / 1000 };
+    return {
+      logicalBytes,
+      dataBytes,
+      chunks: chunkEntries(manifest).length,
+      fetchedChunks: supplier.fetchedChunks,
+      seededChunks: supplier.seededChunks,
+      seconds: (performance.now() - started) / 1000,
+    };
   } catch (error) {
     await seed?.close().catch(() => undefined);
     await rm(temp, { recursive: true, force: true }).catch(() => undefined);
@@ -549,7 +595,10 @@ async function syncTargetDirectory(target: string): Promise<void> {
   try {
     await syncDir(dirname(target));
   } catch (error) {
-    throw new PloopvaultError(`restore target ${target} was written, but syncing its directory ${dirname(target)} failed: ${fsReason(error)}; it may not survive a crash`, { cause: error });
+    throw new PloopvaultError(
+      `restore target ${target} was written, but syncing its directory ${dirname(target)} failed: ${fsReason(error)}; it may not survive a crash`,
+      { cause: error },
+    );
   }
 }
 

@@ -159,7 +159,9 @@ export class LocalDirectoryStore implements ObjectStore {
   async put(key: string, body: Uint8Array, options?: PutOptions): Promise<void> {
     if (options?.signal?.aborted) throw options.signal.reason;
     if (options?.retention !== undefined) {
-      throw new StoreError("io", `cannot write ${key} with a retention: S3 Object Lock is not available for a local directory repository (${this.root})`, { key });
+      throw new StoreError("io", `cannot write ${key} with a retention: S3 Object Lock is not available for a local directory repository (${this.root})`, {
+        key,
+      });
     }
     const path = this.pathOf(key);
     const dir = dirname(path);

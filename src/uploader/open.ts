@@ -108,7 +108,9 @@ export function parseRepoUrl(url: string): ParsedRepoUrl {
   // some kind, never meant as a directory named like that
   const lookalike = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];
   if (lookalike !== undefined) {
-    throw new UsageError(`repository "${url}" looks like a URL ("${lookalike}:"), not a directory: use ${FORMS} (write ./${url} for a local directory of that name)`);
+    throw new UsageError(
+      `repository "${url}" looks like a URL ("${lookalike}:"), not a directory: use ${FORMS} (write ./${url} for a local directory of that name)`,
+    );
   }
   return { kind: "local", path: url };
 }

@@ -32,7 +32,6 @@ export interface TokenBucketOptions {
   sleep?: (ms: number) => Promise<void>;
 }
 
-
 export class TokenBucket {
   readonly rate: number;
   readonly burst: number;

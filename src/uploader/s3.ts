@@ -347,8 +347,7 @@ export class S3Store implements ObjectStore {
       throw new StoreError("io", `invalid S3 multipart threshold ${this.multipartThresholdBytes} (more than one part of ${this.multipartPartBytes})`);
     }
     const maxSockets = options.maxSockets ?? 32;
-    this.region =
-      options.region ?? (this.hasEndpoint ? (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || "us-east-1") : undefined);
+    this.region = options.region ?? (this.hasEndpoint ? process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || "us-east-1" : undefined);
     const retryMode = options.retryMode ?? S3_DEFAULTS.retryMode;
     const config: S3ClientConfig = {
       maxAttempts: this.maxAttempts,
@@ -487,14 +486,20 @@ export class S3Store implements ObjectStore {
             }
             // an earlier attempt of ours may have replaced the object before its answer was lost
             if (mayHaveLanded && (await this.holds(key, buffer))) return;
-            throw new StoreError("changed", `object ${key} in ${this.location} was changed or removed by another writer (conditional write refused)`, { key, cause: error });
+            throw new StoreError("changed", `object ${key} in ${this.location} was changed or removed by another writer (conditional write refused)`, {
+              key,
+              cause: error,
+            });
           }
           if (status === 409 && errorCode(error) === "ConditionalRequestConflict" && conflict < 5) {
             await sleep(50 * 2 ** conflict);
             continue;
           }
           if (status === 501) {
-            throw new StoreError("io", `${this.endpointName} does not support conditional writes (If-Match), needed for ${this.location}/${key}`, { key, cause: error });
+            throw new StoreError("io", `${this.endpointName} does not support conditional writes (If-Match), needed for ${this.location}/${key}`, {
+              key,
+              cause: error,
+            });
           }
           // failed for good after a transient error: did one of the attempts land after all?
           const failure = this.storeError(error, "write", key);
@@ -628,7 +633,11 @@ export class S3Store implements ObjectStore {
    * (reset, stall, fewer bytes than Content-Length) are retried with backoff, up to
    * maxAttempts bodies and within the retry budget; the request itself is retried by the SDK.
    */
-  private async fetch(key: string, range: { offset: number; length: number } | undefined, versionId?: string): Promise<{ body: Buffer; response: GetObjectCommandOutput }> {
+  private async fetch(
+    key: string,
+    range: { offset: number; length: number } | undefined,
+    versionId?: string,
+  ): Promise<{ body: Buffer; response: GetObjectCommandOutput }> {
     const objectKey = this.objectKey(key);
     const started = Date.now();
     for (let attempt = 1; ; attempt++) {
@@ -810,11 +819,20 @@ export class S3Store implements ObjectStore {
       }
       const urlEncoded = page.EncodingType === "url";
       const entries: ObjectVersion[] = [];
-      const add = (raw: { Key?: string; VersionId?: string; IsLatest?: boolean; LastModified?: Date; Size?: number; ETag?: string }, deleteMarker: boolean): void => {
+      const add = (
+        raw: { Key?: string; VersionId?: string; IsLatest?: boolean; LastModified?: Date; Size?: number; ETag?: string },
+        deleteMarker: boolean,
+      ): void => {
         if (raw.Key === undefined || raw.VersionId === undefined) return;
         const full = decodeListKey(raw.Key, urlEncoded);
         if (!full.startsWith(this.keyPrefix)) return;
-        const v: ObjectVersion = { key: full.slice(this.keyPrefix.length), versionId: raw.VersionId, latest: raw.IsLatest === true, deleteMarker, size: raw.Size ?? 0 };
+        const v: ObjectVersion = {
+          key: full.slice(this.keyPrefix.length),
+          versionId: raw.VersionId,
+          latest: raw.IsLatest === true,
+          deleteMarker,
+          size: raw.Size ?? 0,
+        };
         if (raw.LastModified !== undefined) v.modified = raw.LastModified;
         if (raw.ETag !== undefined && raw.ETag !== "") v.etag = raw.ETag;
         entries.push(v);
@@ -822,7 +840,9 @@ export class S3Store implements ObjectStore {
       for (const v of page.Versions ?? []) add(v, false);
       for (const m of page.DeleteMarkers ?? []) add(m, true);
       // the two arrays of a page, merged back into S3's order: by key, newest first
-      entries.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : Number(b.latest) - Number(a.latest) || (b.modified?.getTime() ?? 0) - (a.modified?.getTime() ?? 0)));
+      entries.sort((a, b) =>
+        a.key < b.key ? -1 : a.key > b.key ? 1 : Number(b.latest) - Number(a.latest) || (b.modified?.getTime() ?? 0) - (a.modified?.getTime() ?? 0),
+      );
       yield* entries;
       if (!page.IsTruncated) return;
       const nextKey = page.NextKeyMarker;
@@ -849,7 +869,11 @@ export class S3Store implements ObjectStore {
     } catch (error) {
       const code = errorCode(error);
       if (code === "NoSuchKey" || code === "NoSuchVersion" || httpStatus(error) === 404 || code === "MethodNotAllowed") {
-        throw new StoreError("not-found", `cannot extend the retention of ${this.location}/${key}${versionId ? ` (version ${versionId})` : ""}: no such object version`, { key, cause: error });
+        throw new StoreError(
+          "not-found",
+          `cannot extend the retention of ${this.location}/${key}${versionId ? ` (version ${versionId})` : ""}: no such object version`,
+          { key, cause: error },
+        );
       }
       // refused as a shortening: fine if the date in place is at least the one asked for
       if (code === "AccessDenied" || httpStatus(error) === 403) {
@@ -863,7 +887,9 @@ export class S3Store implements ObjectStore {
   /** Retain-until date of a version (raw object key), null when it has none. */
   private async retention(objectKey: string, versionId?: string): Promise<Date | null> {
     try {
-      const r = await this.client.send(new GetObjectRetentionCommand({ Bucket: this.bucket, Key: objectKey, ...(versionId === undefined ? {} : { VersionId: versionId }) }));
+      const r = await this.client.send(
+        new GetObjectRetentionCommand({ Bucket: this.bucket, Key: objectKey, ...(versionId === undefined ? {} : { VersionId: versionId }) }),
+      );
       return r.Retention?.RetainUntilDate ?? null;
     } catch (error) {
       if (errorCode(error) === "ObjectLockConfigurationNotFoundError" || errorCode(error) === "NoSuchObjectLockConfiguration") return null;
@@ -903,7 +929,11 @@ export class S3Store implements ObjectStore {
       }
       if (reason !== null) {
         const kind: StoreErrorKind = other === undefined || AUTH_CODES.has(other.code) ? "auth" : "io";
-        throw new StoreError(kind, `cannot delete ${denied.length} of ${batch.length} object versions in ${this.location} at ${this.endpointName}, e.g. ${reason}`, { key: denied[0]!.key });
+        throw new StoreError(
+          kind,
+          `cannot delete ${denied.length} of ${batch.length} object versions in ${this.location} at ${this.endpointName}, e.g. ${reason}`,
+          { key: denied[0]!.key },
+        );
       }
       for (const d of denied) retained.push({ key: d.key, versionId: d.versionId });
     }
@@ -917,7 +947,8 @@ export class S3Store implements ObjectStore {
       objectLock = r.ObjectLockConfiguration?.ObjectLockEnabled === "Enabled";
     } catch (error) {
       const code = errorCode(error);
-      if (code !== "ObjectLockConfigurationNotFoundError" && code !== "NoSuchObjectLockConfiguration" && httpStatus(error) !== 404) throw this.storeError(error, "read the object lock configuration of");
+      if (code !== "ObjectLockConfigurationNotFoundError" && code !== "NoSuchObjectLockConfiguration" && httpStatus(error) !== 404)
+        throw this.storeError(error, "read the object lock configuration of");
       if (code === "NoSuchBucket") throw this.storeError(error, "read the object lock configuration of");
     }
     let versioning: BucketState["versioning"] = "off";
@@ -955,7 +986,8 @@ function authReason(code: string, status: number | undefined, detail: string, en
   if (code === "SignatureDoesNotMatch") return `${by}: the secret key does not match the access key (SignatureDoesNotMatch): check AWS_SECRET_ACCESS_KEY`;
   if (code === "InvalidAccessKeyId") return `${by}: unknown access key (InvalidAccessKeyId): check AWS_ACCESS_KEY_ID`;
   if (code === "RequestTimeTooSkewed") return `${by}: this host's clock is too far off (RequestTimeTooSkewed): fix the time (NTP)`;
-  if (AUTH_CODES.has(code)) return `access denied by ${endpoint} (${code}${detail && detail !== code && detail !== "UnknownError" ? `: ${detail}` : ""}): the credentials lack a permission this command needs (docs/operations.md, IAM policies)`;
+  if (AUTH_CODES.has(code))
+    return `access denied by ${endpoint} (${code}${detail && detail !== code && detail !== "UnknownError" ? `: ${detail}` : ""}): the credentials lack a permission this command needs (docs/operations.md, IAM policies)`;
   return `access denied by ${endpoint} (HTTP ${status ?? 403}): wrong credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) or no permission for this request`;
 }
 
@@ -965,10 +997,7 @@ function authReason(code: string, status: number | undefined, detail: string, en
  * SignatureDoesNotMatch, AccessDenied, 403, missing credentials -> auth; connection
  * refused, DNS failure, timeouts -> unreachable; anything else (5xx after retries...) -> io.
  */
-export function s3StoreError(
-  error: unknown,
-  context: { action: string; what: string; bucket: string; endpoint: string; key?: string },
-): StoreError {
+export function s3StoreError(error: unknown, context: { action: string; what: string; bucket: string; endpoint: string; key?: string }): StoreError {
   if (error instanceof StoreError) return error;
   const status = httpStatus(error);
   const code = errorCode(error);
@@ -988,7 +1017,10 @@ export function s3StoreError(
     const attempts = shape(error).$metadata?.attempts;
     const why = NETWORK_REASONS[net ?? code] ?? net ?? code;
     // the AWS default was used: far more often a forgotten endpoint than an AWS outage
-    const hint = context.endpoint === AWS_DEFAULT_ENDPOINT ? "; did you forget --endpoint URL / AWS_ENDPOINT_URL (or write the repository as s3:http://HOST:PORT/BUCKET/PREFIX)?" : "";
+    const hint =
+      context.endpoint === AWS_DEFAULT_ENDPOINT
+        ? "; did you forget --endpoint URL / AWS_ENDPOINT_URL (or write the repository as s3:http://HOST:PORT/BUCKET/PREFIX)?"
+        : "";
     return new StoreError(
       "unreachable",
       `cannot ${context.action} ${context.what}: S3 endpoint ${context.endpoint} unreachable (${why}${attempts && attempts > 1 ? `, ${attempts} attempts` : ""})${hint}`,
@@ -997,7 +1029,11 @@ export function s3StoreError(
   }
   if (status === 404) {
     // S3 servers say NoSuchKey/NoSuchBucket; a bare 404 comes from something else (a proxy, a web server)
-    return new StoreError("io", `cannot ${context.action} ${context.what}: ${context.endpoint} answered HTTP 404 without an S3 error code (is it an S3 endpoint?)`, options);
+    return new StoreError(
+      "io",
+      `cannot ${context.action} ${context.what}: ${context.endpoint} answered HTTP 404 without an S3 error code (is it an S3 endpoint?)`,
+      options,
+    );
   }
   if (/region is missing/i.test(detail)) {
     return new StoreError("io", `cannot ${context.action} ${context.what}: no AWS region configured (set AWS_REGION)`, options);
@@ -1005,5 +1041,9 @@ export function s3StoreError(
   const attempts = shape(error).$metadata?.attempts;
   const tried = attempts !== undefined && attempts > 1 ? `${attempts} attempts` : "";
   const paren = [status ? `HTTP ${status}` : "", tried].filter((x) => x !== "").join(", ");
-  return new StoreError("io", `cannot ${context.action} ${context.what} at ${context.endpoint}: ${code}${paren ? ` (${paren})` : ""}${detail && detail !== code ? `: ${detail}` : ""}`, options);
+  return new StoreError(
+    "io",
+    `cannot ${context.action} ${context.what} at ${context.endpoint}: ${code}${paren ? ` (${paren})` : ""}${detail && detail !== code ? `: ${detail}` : ""}`,
+    options,
+  );
 }

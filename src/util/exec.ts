@@ -41,7 +41,13 @@ export function runCommand(bin: string, args: readonly string[], options: RunOpt
       stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
       ...(options.env === undefined ? {} : { env: { ...process.env, ...options.env } }),
     });
-    const timer = options.timeoutMs === undefined ? null : setTimeout(() => ((timedOut = true), child.kill("SIGTERM")), options.timeoutMs);
+    const timer =
+      options.timeoutMs === undefined
+        ? null
+        : setTimeout(() => {
+            timedOut = true;
+            child.kill("SIGTERM");
+          }, options.timeoutMs);
     child.stdout?.on("data", (b: Buffer) => out.push(b));
     child.stderr?.on("data", (b: Buffer) => err.push(b));
     child.on("error", (error: NodeJS.ErrnoException) => {

@@ -87,7 +87,8 @@ function loadZlib(): ZstdBinding | null {
   const compress = z.zstdCompressSync;
   const decompress = z.zstdDecompressSync;
   // One output buffer of the declared size; maxOutputLength bounds it again.
-  const decompressFrame = (frame: Uint8Array, contentBytes: number): Buffer => decompress(frame, { chunkSize: Math.max(64, contentBytes), maxOutputLength: Math.max(1, contentBytes) });
+  const decompressFrame = (frame: Uint8Array, contentBytes: number): Buffer =>
+    decompress(frame, { chunkSize: Math.max(64, contentBytes), maxOutputLength: Math.max(1, contentBytes) });
   return {
     name: "zlib",
     // One call with all input and ZSTD_e_end: zstd learns the size and writes it in the frame header.
@@ -102,7 +103,11 @@ function loadZlib(): ZstdBinding | null {
       const cap = maxBytes + ZSTD_MAX_BLOCK_CONTENT;
       const attempt = (count: number): Buffer | null => {
         try {
-          return decompress(frame.subarray(0, blocks[count - 1]!.end), { finishFlush: ZSTD_e_continue, chunkSize: Math.min(cap, 1 << 20), maxOutputLength: cap });
+          return decompress(frame.subarray(0, blocks[count - 1]!.end), {
+            finishFlush: ZSTD_e_continue,
+            chunkSize: Math.min(cap, 1 << 20),
+            maxOutputLength: cap,
+          });
         } catch (error) {
           if ((error as { code?: unknown }).code === "ERR_BUFFER_TOO_LARGE") return null; // more than enough
           throw error;
@@ -170,11 +175,13 @@ export function zstdDecompressBounded(data: Uint8Array, maxBytes: number, bindin
   const frames = listZstdFrames(data, maxBytes);
   // Frame by frame: node:zlib on Node 22 stops at the first frame's end (Node 24 does not).
   // A stored object is one frame, so this is one call.
-  const parts = frames.filter((f) => !f.skippable).map((f) => {
-    const plain = binding.decompress(data.subarray(f.offset, f.offset + f.frameBytes), f.contentBytes);
-    if (plain.length !== f.contentBytes) throw new Error(`zstd frame at byte ${f.offset} holds ${plain.length} bytes, its header declares ${f.contentBytes}`);
-    return plain;
-  });
+  const parts = frames
+    .filter((f) => !f.skippable)
+    .map((f) => {
+      const plain = binding.decompress(data.subarray(f.offset, f.offset + f.frameBytes), f.contentBytes);
+      if (plain.length !== f.contentBytes) throw new Error(`zstd frame at byte ${f.offset} holds ${plain.length} bytes, its header declares ${f.contentBytes}`);
+      return plain;
+    });
   return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
 }
 

@@ -51,7 +51,11 @@ describe("FastCDC chunker", () => {
       const out = new Set<string>();
       let pos = 0;
       for (const l of chunkBuffer(buf, params)) {
-        out.add(createHash("sha256").update(buf.subarray(pos, pos + l)).digest("hex"));
+        out.add(
+          createHash("sha256")
+            .update(buf.subarray(pos, pos + l))
+            .digest("hex"),
+        );
         pos += l;
       }
       return out;

@@ -185,11 +185,17 @@ describe("WebAssembly scan against the JavaScript reference (property)", () => {
 
   it("candidate cuts of random blocks of every kind of data equal the reference's", () => {
     fc.assert(
-      fc.property(fc.constantFrom(...sources), fc.constantFrom(...averages), fc.integer({ min: 0, max: 4 << 20 }), fc.integer({ min: 1, max: 9 << 20 }), ([, data], avg, from, size) => {
-        const block = data.subarray(Math.min(from, data.length), Math.min(data.length, from + size));
-        const params = chunkerParamsForAverage(avg);
-        expect(candidateCuts(block, params)).toEqual(findCutsJs(block, 0, block.length, params, cutMasks(params), newScanState()));
-      }),
+      fc.property(
+        fc.constantFrom(...sources),
+        fc.constantFrom(...averages),
+        fc.integer({ min: 0, max: 4 << 20 }),
+        fc.integer({ min: 1, max: 9 << 20 }),
+        ([, data], avg, from, size) => {
+          const block = data.subarray(Math.min(from, data.length), Math.min(data.length, from + size));
+          const params = chunkerParamsForAverage(avg);
+          expect(candidateCuts(block, params)).toEqual(findCutsJs(block, 0, block.length, params, cutMasks(params), newScanState()));
+        },
+      ),
       { numRuns: 60 },
     );
   });

@@ -66,7 +66,10 @@ describe("parallel chunking by stitching", () => {
   it("equals sequential chunking on random data for block sizes from below a chunk to several MiB", () => {
     const expected = sequential(random);
     for (const size of [1 << 20, 8 << 20, 3 << 20, 300_000, 65_536, 40_000, 4096]) {
-      expect(stitched(random, () => size), `blocks of ${size}`).toEqual(expected);
+      expect(
+        stitched(random, () => size),
+        `blocks of ${size}`,
+      ).toEqual(expected);
     }
   });
 
@@ -75,21 +78,29 @@ describe("parallel chunking by stitching", () => {
     expect(stitched(zeros, () => 1 << 20)).toEqual(sequential(zeros));
     expect(stitched(zeros, () => 700_000)).toEqual(sequential(zeros));
     const mix = Buffer.concat([textLike(1 << 20, 1), Buffer.alloc(3 << 20, 0xaa), random.subarray(0, 2 << 20), Buffer.alloc(100_000), textLike(777_777, 2)]);
-    for (const size of [1 << 20, 2 << 20, 123_457]) expect(stitched(mix, () => size), `blocks of ${size}`).toEqual(sequential(mix));
+    for (const size of [1 << 20, 2 << 20, 123_457])
+      expect(
+        stitched(mix, () => size),
+        `blocks of ${size}`,
+      ).toEqual(sequential(mix));
   });
 
   it("equals sequential chunking for random block sizes (property)", async () => {
     // async: the event loop turns between runs (a long synchronous loop starves vitest's RPC on a loaded machine)
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.integer({ min: 1, max: 2 << 20 }), { minLength: 1, maxLength: 12 }), fc.integer({ min: 1, max: 2 << 20 }), async (sizes, length) => {
-        await new Promise((resolve) => setImmediate(resolve));
-        // The stitcher re-scans its carried tail (< maxSize) at every block until it cuts, so
-        // the cost is blocks x tail: with 1-byte blocks, 1 MiB took two minutes (before the
-        // WebAssembly scan too) and timed the test out at random. At most 8192 blocks per
-        // run keeps every block size, and data of several chunks from 32-byte blocks on.
-        const data = random.subarray(0, Math.min(length, 8192 * Math.min(...sizes)));
-        expect(stitched(data, (i) => sizes[i % sizes.length]!)).toEqual(sequential(data));
-      }),
+      fc.asyncProperty(
+        fc.array(fc.integer({ min: 1, max: 2 << 20 }), { minLength: 1, maxLength: 12 }),
+        fc.integer({ min: 1, max: 2 << 20 }),
+        async (sizes, length) => {
+          await new Promise((resolve) => setImmediate(resolve));
+          // The stitcher re-scans its carried tail (< maxSize) at every block until it cuts, so
+          // the cost is blocks x tail: with 1-byte blocks, 1 MiB took two minutes (before the
+          // WebAssembly scan too) and timed the test out at random. At most 8192 blocks per
+          // run keeps every block size, and data of several chunks from 32-byte blocks on.
+          const data = random.subarray(0, Math.min(length, 8192 * Math.min(...sizes)));
+          expect(stitched(data, (i) => sizes[i % sizes.length]!)).toEqual(sequential(data));
+        },
+      ),
       { numRuns: 40 },
     );
   });

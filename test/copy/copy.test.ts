@@ -102,7 +102,8 @@ describe("copy", () => {
     expect((await s3Copy.read(sample)).equals(await source.read(sample))).toBe(true);
     await expectAllRestore(s3Copy);
     // ids, times, hosts and stats kept
-    const listed = (t: RepoTarget) => runCli(["snapshots", ...t.args, "--json"], { env: t.env }).then((r) => JSON.parse(ok(r, "snapshots").stdout) as Record<string, unknown>[]);
+    const listed = (t: RepoTarget) =>
+      runCli(["snapshots", ...t.args, "--json"], { env: t.env }).then((r) => JSON.parse(ok(r, "snapshots").stdout) as Record<string, unknown>[]);
     expect(await listed(s3Copy)).toEqual(await listed(source));
     const again = parse(ok(await copy(source, s3Copy), "second copy"));
     expect(again).toMatchObject({ selected: 4, present: 4, copied: 0, chunksUploaded: 0, bytesUploaded: 0, bytesDownloaded: 0 });
@@ -126,7 +127,9 @@ describe("copy", () => {
     ok(await runCli(["init", ...plain.args]), "init plain");
     expect(parse(ok(await copy(source, a, [], { PLOOPVAULT_PASSWORD: PASSWORD_A }), "plain -> a"))).toMatchObject({ copied: 4 });
     // two containers first, then the rest: the second run maps what the first copied
-    const partial = parse(ok(await copy(a, b, ["--ct", "101", "102"], { PLOOPVAULT_FROM_PASSWORD: PASSWORD_A, PLOOPVAULT_PASSWORD: PASSWORD_B }), "a -> b (101, 102)"));
+    const partial = parse(
+      ok(await copy(a, b, ["--ct", "101", "102"], { PLOOPVAULT_FROM_PASSWORD: PASSWORD_A, PLOOPVAULT_PASSWORD: PASSWORD_B }), "a -> b (101, 102)"),
+    );
     expect(partial).toMatchObject({ selected: 2, copied: 2 });
     const rest = parse(ok(await copy(a, b, [], { PLOOPVAULT_FROM_PASSWORD: PASSWORD_A, PLOOPVAULT_PASSWORD: PASSWORD_B }), "a -> b"));
     expect(rest).toMatchObject({ selected: 4, present: 2, copied: 2 });
@@ -141,7 +144,9 @@ describe("copy", () => {
     await expectAllRestore(b, { PLOOPVAULT_PASSWORD: PASSWORD_B });
     await expectAllRestore(plain);
     // a wrong source password is one line and exit 5
-    const wrong = await copy(a, await fresh("local", "x").then(async (t) => (ok(await runCli(["init", ...t.args]), "init"), t)), [], { PLOOPVAULT_FROM_PASSWORD: "nope" });
+    const target = await fresh("local", "x");
+    ok(await runCli(["init", ...target.args]), "init");
+    const wrong = await copy(a, target, [], { PLOOPVAULT_FROM_PASSWORD: "nope" });
     expect(wrong.code).toBe(5);
     expect(wrong.stderr.trim().split("\n")).toHaveLength(1);
   });
@@ -177,10 +182,14 @@ describe("copy", () => {
   it("a copy killed midway publishes nothing half-copied; the re-run completes it", async () => {
     const dst = await fresh("local", "kill");
     ok(await runCli(["init", ...dst.args]), "init dst");
-    const child = execa(process.execPath, [CLI, "copy", ...from(source), "--to", dst.url, "--state-dir", dst.stateDir, "--limit-upload", "1M", "--concurrency", "2"], {
-      reject: false,
-      env: { PLOOPVAULT_PLOOP: PLOOP_WRAPPER },
-    });
+    const child = execa(
+      process.execPath,
+      [CLI, "copy", ...from(source), "--to", dst.url, "--state-dir", dst.stateDir, "--limit-upload", "1M", "--concurrency", "2"],
+      {
+        reject: false,
+        env: { PLOOPVAULT_PLOOP: PLOOP_WRAPPER },
+      },
+    );
     // kill once some chunks are stored but not all backups are published
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline && (await dst.listKeys("chunks/")).length < 40) await new Promise((r) => setTimeout(r, 200));
@@ -239,7 +248,11 @@ describe("copy", () => {
       ["101", "node-b", "101", "2026-01-02T00:00:00Z"],
       ["102", "node-b", "102", "2026-01-02T00:00:00Z"],
     ];
-    for (const [disk, host, name, time] of made) ok(await runCli(["backup", ...src.args, "--disk", descriptorOf(disk), "--name", name, "--host", host, "--time", time, "-q"]), `backup ${name} on ${host}`);
+    for (const [disk, host, name, time] of made)
+      ok(
+        await runCli(["backup", ...src.args, "--disk", descriptorOf(disk), "--name", name, "--host", host, "--time", time, "-q"]),
+        `backup ${name} on ${host}`,
+      );
     const dst = await fresh("local", "hostsdst");
     ok(await runCli(["init", ...dst.args]), "init dst");
     const r = parse(ok(await copy(src, dst, ["--host", "node-b", "--last", "1"]), "copy --host node-b --last 1"));
@@ -253,4 +266,3 @@ describe("copy", () => {
     expect(parse(ok(await copy(src, dst, ["--host", "node-c"]), "copy --host node-c"))).toMatchObject({ selected: 0, copied: 0 });
   });
 });
-

@@ -75,64 +75,92 @@ describe.each(["local", "s3"] as const)("encryption downgrade, %s", (kind) => {
     };
   }
 
-  it("a plaintext config with the same id is refused without a password: no plaintext backup, no restore", async () => {
-    const plain = { ...(JSON.parse(original.toString()) as RepositoryConfig), encryption: null };
-    await repo.write("config", Buffer.from(JSON.stringify(plain, null, 2)));
-    const unhide = await hideBackups();
-    const before = await stored();
-    try {
-      const backup = await cli(["backup", ...repo.args, "--disk", dd, "--name", "101", "--json"]);
-      expectOneLineFailure(backup, new RegExp(`config says repository ${plain.id} is not encrypted, but this host opened it as an encrypted repository before`));
-      expect(await stored()).toEqual(before);
-      const target = join(work, "restored.raw");
-      expectOneLineFailure(await cli(["restore", ...repo.args, "101", "--format", "raw", "--target", target]), /is not encrypted, but this host opened it as an encrypted repository/);
-      await expect(stat(target)).rejects.toThrow(/ENOENT/);
-      expectOneLineFailure(await cli(["snapshots", ...repo.args]), /is not encrypted/);
-      expectOneLineFailure(await cli(["check", ...repo.args]), /is not encrypted/);
-    } finally {
-      await repo.write("config", original);
-      await unhide();
-    }
-  }, HEAVY);
+  it(
+    "a plaintext config with the same id is refused without a password: no plaintext backup, no restore",
+    async () => {
+      const plain = { ...(JSON.parse(original.toString()) as RepositoryConfig), encryption: null };
+      await repo.write("config", Buffer.from(JSON.stringify(plain, null, 2)));
+      const unhide = await hideBackups();
+      const before = await stored();
+      try {
+        const backup = await cli(["backup", ...repo.args, "--disk", dd, "--name", "101", "--json"]);
+        expectOneLineFailure(
+          backup,
+          new RegExp(`config says repository ${plain.id} is not encrypted, but this host opened it as an encrypted repository before`),
+        );
+        expect(await stored()).toEqual(before);
+        const target = join(work, "restored.raw");
+        expectOneLineFailure(
+          await cli(["restore", ...repo.args, "101", "--format", "raw", "--target", target]),
+          /is not encrypted, but this host opened it as an encrypted repository/,
+        );
+        await expect(stat(target)).rejects.toThrow(/ENOENT/);
+        expectOneLineFailure(await cli(["snapshots", ...repo.args]), /is not encrypted/);
+        expectOneLineFailure(await cli(["check", ...repo.args]), /is not encrypted/);
+      } finally {
+        await repo.write("config", original);
+        await unhide();
+      }
+    },
+    HEAVY,
+  );
 
-  it("a plaintext config with a new id at the same place is refused too", async () => {
-    const plain = { ...(JSON.parse(original.toString()) as RepositoryConfig), id: randomBytes(16).toString("hex"), encryption: null };
-    await repo.write("config", Buffer.from(JSON.stringify(plain, null, 2)));
-    const unhide = await hideBackups();
-    const before = await stored();
-    try {
-      expectOneLineFailure(await cli(["backup", ...repo.args, "--disk", dd, "--name", "101"]), /its config is not encrypted .*, but this host found the encrypted repository [0-9a-f]{32} there before/);
-      expect(await stored()).toEqual(before);
-    } finally {
-      await repo.write("config", original);
-      await unhide();
-    }
-  }, HEAVY);
+  it(
+    "a plaintext config with a new id at the same place is refused too",
+    async () => {
+      const plain = { ...(JSON.parse(original.toString()) as RepositoryConfig), id: randomBytes(16).toString("hex"), encryption: null };
+      await repo.write("config", Buffer.from(JSON.stringify(plain, null, 2)));
+      const unhide = await hideBackups();
+      const before = await stored();
+      try {
+        expectOneLineFailure(
+          await cli(["backup", ...repo.args, "--disk", dd, "--name", "101"]),
+          /its config is not encrypted .*, but this host found the encrypted repository [0-9a-f]{32} there before/,
+        );
+        expect(await stored()).toEqual(before);
+      } finally {
+        await repo.write("config", original);
+        await unhide();
+      }
+    },
+    HEAVY,
+  );
 
-  it("a config and key replaced by another master key (same id, same password) are refused", async () => {
-    const config = JSON.parse(original.toString()) as RepositoryConfig;
-    const keyNames = await repo.listKeys("keys/");
-    const keys = await Promise.all(keyNames.map(async (k) => [k, await repo.read(k)] as const));
-    // what an attacker who knows the password could forge: a new master key for the same id
-    const master = newMasterKey();
-    const draft = { ...config, encryption: newEncryptionConfig("0".repeat(64)) };
-    const forged = { ...config, encryption: newEncryptionConfig(keyCheckValue(deriveKeys(master, config.id).checkKey, canonicalConfig(draft))) };
-    const key = await createKeyFile(master, PASSWORD, config.id, { host: "x", user: "x", created: new Date() }, { N: 1024, r: 8, p: 1 });
-    for (const k of keyNames) await repo.remove(k);
-    await repo.write(keyObjectName(key.id), encodeKeyFile(key));
-    await repo.write("config", Buffer.from(JSON.stringify(forged, null, 2)));
-    try {
-      expectOneLineFailure(await cli(["snapshots", ...repo.args], withPassword), new RegExp(`repository ${config.id} opened with another master key than before`));
-    } finally {
-      await repo.remove(keyObjectName(key.id));
-      for (const [k, body] of keys) await repo.write(k, body);
-      await repo.write("config", original);
-    }
-  }, HEAVY);
+  it(
+    "a config and key replaced by another master key (same id, same password) are refused",
+    async () => {
+      const config = JSON.parse(original.toString()) as RepositoryConfig;
+      const keyNames = await repo.listKeys("keys/");
+      const keys = await Promise.all(keyNames.map(async (k) => [k, await repo.read(k)] as const));
+      // what an attacker who knows the password could forge: a new master key for the same id
+      const master = newMasterKey();
+      const draft = { ...config, encryption: newEncryptionConfig("0".repeat(64)) };
+      const forged = { ...config, encryption: newEncryptionConfig(keyCheckValue(deriveKeys(master, config.id).checkKey, canonicalConfig(draft))) };
+      const key = await createKeyFile(master, PASSWORD, config.id, { host: "x", user: "x", created: new Date() }, { N: 1024, r: 8, p: 1 });
+      for (const k of keyNames) await repo.remove(k);
+      await repo.write(keyObjectName(key.id), encodeKeyFile(key));
+      await repo.write("config", Buffer.from(JSON.stringify(forged, null, 2)));
+      try {
+        expectOneLineFailure(
+          await cli(["snapshots", ...repo.args], withPassword),
+          new RegExp(`repository ${config.id} opened with another master key than before`),
+        );
+      } finally {
+        await repo.remove(keyObjectName(key.id));
+        for (const [k, body] of keys) await repo.write(k, body);
+        await repo.write("config", original);
+      }
+    },
+    HEAVY,
+  );
 
-  it("the untouched repository keeps working", async () => {
-    const r = await cli(["snapshots", ...repo.args, "--json"], withPassword);
-    expect(r.code, r.stderr).toBe(0);
-    expect(jsonLines<{ ct: string }[]>(r.stdout)[0]!.map((b) => b.ct)).toEqual(["101"]);
-  }, HEAVY);
+  it(
+    "the untouched repository keeps working",
+    async () => {
+      const r = await cli(["snapshots", ...repo.args, "--json"], withPassword);
+      expect(r.code, r.stderr).toBe(0);
+      expect(jsonLines<{ ct: string }[]>(r.stdout)[0]!.map((b) => b.ct)).toEqual(["101"]);
+    },
+    HEAVY,
+  );
 });

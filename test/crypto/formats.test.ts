@@ -27,10 +27,7 @@ describe("sealed envelope", () => {
     const key = Buffer.from("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308", "hex");
     const iv = Buffer.from("cafebabefacedbaddecaf888", "hex");
     const aad = Buffer.from("feedfacedeadbeeffeedfacedeadbeefabaddad2", "hex");
-    const ct = Buffer.from(
-      "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
-      "hex",
-    );
+    const ct = Buffer.from("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662", "hex");
     const tag = Buffer.from("76fc6ece0f4e1768cddf8853bb2d551b", "hex");
     const d = createDecipheriv("aes-256-gcm", key, iv);
     d.setAAD(aad);
@@ -78,7 +75,12 @@ describe("sealed envelope", () => {
   it("uses a fresh nonce for every object, even for equal plaintexts", () => {
     const key = randomBytes(32);
     const nonces = new Set<string>();
-    for (let i = 0; i < 2000; i++) nonces.add(seal(key, SEALED_CHUNK, "c", Buffer.alloc(16)).subarray(1, 1 + NONCE_BYTES).toString("hex"));
+    for (let i = 0; i < 2000; i++)
+      nonces.add(
+        seal(key, SEALED_CHUNK, "c", Buffer.alloc(16))
+          .subarray(1, 1 + NONCE_BYTES)
+          .toString("hex"),
+      );
     expect(nonces.size).toBe(2000);
   });
 });
@@ -140,7 +142,10 @@ describe("keys", () => {
   });
 
   it("an unknown encryption scheme is refused with a clear message", () => {
-    const config = { ...newRepositoryConfig(chunkerParamsForAverage(256 << 10), 3, new Date()), encryption: { ...newEncryptionConfig("0".repeat(64)), scheme: "future-v9" } };
+    const config = {
+      ...newRepositoryConfig(chunkerParamsForAverage(256 << 10), 3, new Date()),
+      encryption: { ...newEncryptionConfig("0".repeat(64)), scheme: "future-v9" },
+    };
     expect(() => decodeConfig(Buffer.from(JSON.stringify(config)), "repo/config")).toThrow(/repo\/config: encryption scheme "future-v9" is not supported/);
   });
 });
@@ -193,7 +198,9 @@ describe("password sources", () => {
   it("prefers --password-file, then PLOOPVAULT_PASSWORD; without either and no terminal it is a usage error", async () => {
     expect(passwordProvider({}, {}).given).toBe(false);
     await expect(passwordProvider({}, { PLOOPVAULT_PASSWORD: "a" }).get("x")).resolves.toBe("a");
-    await expect(passwordProvider({ passwordFile: "/nonexistent/pw" }, { PLOOPVAULT_PASSWORD: "a" }).get("x")).rejects.toThrow(/--password-file \/nonexistent\/pw: cannot read/);
+    await expect(passwordProvider({ passwordFile: "/nonexistent/pw" }, { PLOOPVAULT_PASSWORD: "a" }).get("x")).rejects.toThrow(
+      /--password-file \/nonexistent\/pw: cannot read/,
+    );
     if (!process.stdin.isTTY) await expect(passwordProvider({}, {}).get("repository r is encrypted")).rejects.toThrow(UsageError);
   });
 });

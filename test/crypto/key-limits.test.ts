@@ -37,7 +37,10 @@ describe("key objects planted in the bucket", () => {
   /** Open with the operator's password; `derive` then counts this open's derivations only. */
   const open = (preferredKeyId?: string): Promise<Repository> => {
     derive.mockClear();
-    return Repository.open(store, { password: passwordProvider({}, { PLOOPVAULT_PASSWORD: PASSWORD }), ...(preferredKeyId === undefined ? {} : { preferredKeyId }) });
+    return Repository.open(store, {
+      password: passwordProvider({}, { PLOOPVAULT_PASSWORD: PASSWORD }),
+      ...(preferredKeyId === undefined ? {} : { preferredKeyId }),
+    });
   };
 
   /** A key object for another (unknown) password, with these KDF parameters, named with this id. */

@@ -56,11 +56,19 @@ const RULES: { file: string; has: string; how: How; shared?: boolean }[] = [
   { file: "README.md", has: "ploopvault ls --repo s3://backups/node1 101:latest /var/www --long", how: "run", shared: true },
   { file: "docs/encryption.md", has: "<state dir>/repos/<repository id>/encryption.json", how: "state-layout" },
   { file: "docs/file-restore.md", has: "export PLOOPVAULT_REPO=s3://backups/node1", how: "run", shared: true },
-  { file: "docs/file-restore.md", has: "is a symbolic link in the restore target", how: { skip: "sample error line (test/files restore-safety tests produce it)" } },
+  {
+    file: "docs/file-restore.md",
+    has: "is a symbolic link in the restore target",
+    how: { skip: "sample error line (test/files restore-safety tests produce it)" },
+  },
   { file: "docs/file-restore.md", has: "ploopvault check --fs   ", how: "run", shared: true },
   { file: "docs/file-restore.md", has: "# /etc/cron.d/ploopvault-check-fs", how: "cron", shared: true },
   { file: "docs/file-restore.md", has: "PloopvaultBackupFilesystemDamaged", how: "alerts" },
-  { file: "docs/file-restore.md", has: "superblock: checksum mismatch (stored", how: { skip: "sample error lines (test/fs damaged-metadata tests produce them)" } },
+  {
+    file: "docs/file-restore.md",
+    has: "superblock: checksum mismatch (stored",
+    how: { skip: "sample error lines (test/fs damaged-metadata tests produce them)" },
+  },
   { file: "docs/file-restore.md", has: "LazyBackupDisk (src/restore/lazy-disk.ts)", how: { skip: "diagram of the reader's layers" } },
   { file: "docs/nbd.md", has: "# serving 101/", how: "run", shared: true },
   { file: "docs/nbd.md", has: "nbdinfo --map", how: "run", shared: true },
@@ -69,21 +77,51 @@ const RULES: { file: string; has: string; how: How; shared?: boolean }[] = [
   { file: "docs/nbd.md", has: "qemu-img create -f qcow2", how: "run", shared: true },
   { file: "docs/operations.md", has: "--force --seed /vz/private/101/root.hdd", how: "run" },
   { file: "docs/operations.md", has: "install -m 0644 contrib/ploopvault-backup.service", how: "run" },
-  { file: "docs/ploop.md", has: "5769 7468 6f75 4672 6553 7061 6345 7874", how: { skip: "hex dump of a measured image (test/ploop/format.test.ts decodes these bytes)" } },
-  { file: "docs/ploop.md", has: "<Parallels_disk_image>", how: { skip: "a descriptor as ploop init writes it, re-wrapped for reading (the ploop tests parse real ones)" } },
+  {
+    file: "docs/ploop.md",
+    has: "5769 7468 6f75 4672 6553 7061 6345 7874",
+    how: { skip: "hex dump of a measured image (test/ploop/format.test.ts decodes these bytes)" },
+  },
+  {
+    file: "docs/ploop.md",
+    has: "<Parallels_disk_image>",
+    how: { skip: "a descriptor as ploop init writes it, re-wrapped for reading (the ploop tests parse real ones)" },
+  },
   { file: "docs/ploop.md", has: "ploop snapshot -u S DD", how: "run" },
   { file: "docs/skip-free.md", has: "--all --skip-free", how: "run" },
   { file: "docs/performance.md", has: "node dist/bench/stages.js", how: { skip: "benchmark of the pipeline's stages" } },
-  { file: "docs/install.md", has: "npm ci && npm pack", how: { skip: "npm pack and npm install -g of the tarball: test/install/pack.test.ts packs a copy of the checkout, installs it into a temp prefix and backs up a ploop disk with it" } },
-  { file: "docs/install.md", has: "npm install -g --prefix /opt/ploopvault --omit=optional ./ploopvault-0.1.0.tgz\ntar czf", how: { skip: "the same install into a prefix, copied to nodes as a tarball (test/install/pack.test.ts installs into a prefix)" } },
-  { file: "docs/install.md", has: "apt-get install ploop e2fsprogs util-linux", how: { skip: "package installation (.ci/run installs these on the test machine)" } },
-  { file: "docs/install.md", has: "contrib/node-glibc-bundle.sh package/bin/node", how: { skip: "the glibc bundle for VHS 7 nodes: test/install/node-bundle.test.ts runs the script and the bundled node" } },
+  {
+    file: "docs/install.md",
+    has: "npm ci && npm pack",
+    how: {
+      skip: "npm pack and npm install -g of the tarball: test/install/pack.test.ts packs a copy of the checkout, installs it into a temp prefix and backs up a ploop disk with it",
+    },
+  },
+  {
+    file: "docs/install.md",
+    has: "npm install -g --prefix /opt/ploopvault --omit=optional ./ploopvault-0.1.0.tgz\ntar czf",
+    how: { skip: "the same install into a prefix, copied to nodes as a tarball (test/install/pack.test.ts installs into a prefix)" },
+  },
+  {
+    file: "docs/install.md",
+    has: "apt-get install ploop e2fsprogs util-linux",
+    how: { skip: "package installation (.ci/run installs these on the test machine)" },
+  },
+  {
+    file: "docs/install.md",
+    has: "contrib/node-glibc-bundle.sh package/bin/node",
+    how: { skip: "the glibc bundle for VHS 7 nodes: test/install/node-bundle.test.ts runs the script and the bundled node" },
+  },
   { file: "docs/install.md", has: "git clone <your ploopvault repository> /opt/ploopvault && cd /opt/ploopvault", how: "run" },
   { file: "docs/chunking.md", has: "chunk-params", how: { skip: "benchmark of chunker parameters" } },
   { file: "docs/encryption.md", has: "openssl rand", how: "run" },
   { file: "docs/encryption.md", has: "key-encryption key", how: { skip: "diagram of the key hierarchy" } },
   { file: "docs/encryption.md", has: "type/version", how: { skip: "object format description" } },
-  { file: "docs/encryption.md", has: "$ ploopvault restore", how: { skip: "sample output of a tampered repository (test/crypto/encrypted-repo.test.ts produces it)" } },
+  {
+    file: "docs/encryption.md",
+    has: "$ ploopvault restore",
+    how: { skip: "sample output of a tampered repository (test/crypto/encrypted-repo.test.ts produces it)" },
+  },
   { file: "docs/encryption.md", has: "ploopvault key list", how: "run" },
   { file: "docs/encryption.md", has: "for mode in plain enc", how: { skip: "benchmark of encryption overhead" } },
   { file: "docs/online-backup.md", has: "recoverInterrupted()", how: { skip: "outline of the backup sequence" } },
@@ -96,7 +134,11 @@ const RULES: { file: string; has: string; how: How; shared?: boolean }[] = [
   { file: "docs/operations.md", has: "# /etc/cron.d/ploopvault", how: "cron" },
   { file: "docs/operations.md", has: "ploopvault-backup.service\n", how: "systemd" },
   { file: "docs/operations.md", has: "OnCalendar", how: { skip: "systemd timer unit: schedules the service above, no command of its own" } },
-  { file: "docs/operations.md", has: "systemctl daemon-reload", how: { skip: "systemctl: no systemd on the test machine (the unit's ExecStart is run above)" } },
+  {
+    file: "docs/operations.md",
+    has: "systemctl daemon-reload",
+    how: { skip: "systemctl: no systemd on the test machine (the unit's ExecStart is run above)" },
+  },
   { file: "docs/operations.md", has: "docker compose", how: "run" },
   { file: "docs/operations.md", has: '"Version": "2012-10-17"', how: "iam" },
   { file: "docs/operations.md", has: "# pick a backup", how: "run" },
@@ -106,27 +148,33 @@ const RULES: { file: string; has: string; how: How; shared?: boolean }[] = [
   { file: "docs/operations.md", has: "--tag pre-upgrade --note", how: "run" },
   { file: "docs/operations.md", has: "PloopvaultBackupTooOld", how: "alerts" },
   { file: "docs/operations.md", has: "ploopvault-hook STATUS", how: { skip: "how a hook is invoked (test/ops/monitoring.test.ts runs hooks)" } },
-  { file: "docs/operations.md", has: "--hook-failure 'mail", how: { skip: "option fragments with mail and an external URL (hooks: test/ops/monitoring.test.ts)" } },
+  {
+    file: "docs/operations.md",
+    has: "--hook-failure 'mail",
+    how: { skip: "option fragments with mail and an external URL (hooks: test/ops/monitoring.test.ts)" },
+  },
   { file: "docs/operations.md", has: "INFO  backup[81234]", how: { skip: "sample log file lines (test/ops/monitoring.test.ts checks the format)" } },
   { file: "docs/performance.md", has: "npm run bench", how: { skip: "benchmarks" } },
   { file: "docs/prune.md", has: "ploopvault prune --repo URL", how: "synopsis" },
   { file: "docs/prune.md", has: "locks/backup-", how: { skip: "lock object names" } },
   { file: "docs/repository-format.md", has: "written once by `init`", how: { skip: "object layout (test/e2e tests list the objects)" } },
-  { file: "docs/repository-format.md", has: "\"format\": \"ploopvault-repository\"", how: "repo-config" },
-  { file: "docs/repository-format.md", has: "\"scheme\": \"ploopvault-aead-v1\"", how: "repo-config" },
-  { file: "docs/repository-format.md", has: "\"format\": \"ploopvault-key\"", how: "repo-config" },
+  { file: "docs/repository-format.md", has: '"format": "ploopvault-repository"', how: "repo-config" },
+  { file: "docs/repository-format.md", has: '"scheme": "ploopvault-aead-v1"', how: "repo-config" },
+  { file: "docs/repository-format.md", has: '"format": "ploopvault-key"', how: "repo-config" },
   { file: "docs/repository-format.md", has: "AES-256-GCM ciphertext of the plaintext", how: { skip: "envelope format description" } },
-  { file: "docs/repository-format.md", has: "\"PVMF\"", how: { skip: "manifest format description" } },
+  { file: "docs/repository-format.md", has: '"PVMF"', how: { skip: "manifest format description" } },
   {
     file: "docs/repository-format.md",
-    has: "\"objectLock\": { \"mode\": \"governance\"",
+    has: '"objectLock": { "mode": "governance"',
     how: { skip: "needs a bucket made with object lock: test/object-lock reads back exactly these fields from what init --object-lock writes" },
   },
   { file: "docs/copy.md", has: "ploopvault copy --from URL", how: "synopsis" },
   {
     file: "README.md",
     has: "ploopvault copy --from /srv/ploopvault --to s3://offsite/node1",
-    how: { skip: "a second S3 endpoint and a bucket made with object lock: test/copy runs copy between local and RGW, test/object-lock runs init --object-lock" },
+    how: {
+      skip: "a second S3 endpoint and a bucket made with object lock: test/copy runs copy between local and RGW, test/object-lock runs init --object-lock",
+    },
   },
   { file: "docs/copy.md", has: "node dist/bench/copy.js", how: { skip: "the benchmark itself (minutes per round): bench/copy.ts, run by hand" } },
   { file: "docs/object-lock.md", has: "--object-lock DAYS [--lock-mode", how: "synopsis" },
@@ -140,13 +188,20 @@ const SKIP_LINES: { pattern: RegExp; why: string }[] = [
   { pattern: /^npm test\b/, why: "this is npm test" },
   { pattern: /^\.\.\. read the logical disk/, why: "a step in prose (the backup's read)" },
   { pattern: /^npm run test:unit\b/, why: "the unit tier's files are part of this suite; a vitest inside the running one would compete with it for the CPU" },
+  { pattern: /^npm run lint\b/, why: "CI runs it before the suite (.ci/run)" },
   { pattern: /^npm run demo\b/, why: "the end-to-end demo (about 70 s, and it rebuilds dist/ under the running suite); test/e2e runs its steps" },
   { pattern: /^npm run build\b|^npm ci && npm run build/, why: "npm test built dist/ before the suite (rebuilding under running tests would race them)" },
   { pattern: /^npm prune\b/, why: "would remove the test tools from the checkout under test" },
   { pattern: /^docker compose /, why: "the suite's RGW stands in for MinIO" },
   { pattern: /^vzctl /, why: "no OpenVZ kernel here" },
-  { pattern: /^dev=\$\(losetup|^losetup |^mount |^umount |^# \.\.\. copy|^cp -a \/mnt\//, why: "loop devices and mounts need a privileged host (the raw image is checked with e2fsck instead)" },
-  { pattern: /^nbd-client |^qemu-nbd /, why: "needs the kernel's NBD driver (modprobe nbd), which test machines lack (test/nbd reads the export with nbdinfo, nbdcopy and qemu-img)" },
+  {
+    pattern: /^dev=\$\(losetup|^losetup |^mount |^umount |^# \.\.\. copy|^cp -a \/mnt\//,
+    why: "loop devices and mounts need a privileged host (the raw image is checked with e2fsck instead)",
+  },
+  {
+    pattern: /^nbd-client |^qemu-nbd /,
+    why: "needs the kernel's NBD driver (modprobe nbd), which test machines lack (test/nbd reads the export with nbdinfo, nbdcopy and qemu-img)",
+  },
   { pattern: /^nbdfuse /, why: "a FUSE mount, for the loop device that the next lines cannot attach here" },
   { pattern: /^systemd-nspawn /, why: "boots the container's userland from the mounted overlay (no systemd here)" },
 ];
@@ -164,7 +219,10 @@ const s3 = (): ReturnType<typeof testS3> => testS3();
 function substitute(text: string, tag: string, block?: Block, shared = false): string {
   const endpoint = s3().endpoint;
   // absolute paths only where they start (not inside a sandbox path already substituted)
-  const path = (from: string, to: string) => (t: string): string => t.replace(new RegExp(`(?<![\\w.-])${from.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}`, "g"), () => to);
+  const path =
+    (from: string, to: string) =>
+    (t: string): string =>
+      t.replace(new RegExp(`(?<![\\w.-])${from.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}`, "g"), () => to);
   const steps: ((t: string) => string)[] = [
     (t) => t.replaceAll("<your ploopvault repository>", PROJECT_ROOT),
     // the install from source runs in the checkout under test; the tarball goes to the sandbox
@@ -265,7 +323,8 @@ describe("documented examples", () => {
   beforeAll(async () => {
     sandbox = await mkdtemp(join(tmpdir(), "pv-docs-"));
     bucket = await makeTestBucket("docs");
-    for (const dir of ["bin", "sbin", "etc", "etc-vz", "state", "metrics", "vz", "vzroot", "home", "work", "run", "systemd"]) await mkdir(join(sandbox, dir), { recursive: true });
+    for (const dir of ["bin", "sbin", "etc", "etc-vz", "state", "metrics", "vz", "vzroot", "home", "work", "run", "systemd"])
+      await mkdir(join(sandbox, dir), { recursive: true });
     await cp(join(corpus().dir, "102"), join(sandbox, "vz", "102"), { recursive: true });
     disk101Sha256 = await buildDocsDisk(join(sandbox, "vz", "101"));
     // the alert hook of the example config: records that it ran
@@ -385,7 +444,8 @@ describe("documented examples", () => {
 
 /** What a block needs that the docs give elsewhere: a password, a terminal's answers, an earlier step. */
 function prelude(b: Block, tag: string): { env: Record<string, string>; setup: string; teardown?: string } {
-  if (b.file === "docs/skip-free.md" && b.text.includes("--all --skip-free")) return { env: {}, setup: `ploopvault init --repo s3://${bucket}/${tag}/node1 -q` };
+  if (b.file === "docs/skip-free.md" && b.text.includes("--all --skip-free"))
+    return { env: {}, setup: `ploopvault init --repo s3://${bucket}/${tag}/node1 -q` };
   if (b.text.includes("ploop snapshot -u S DD")) {
     // the real ploop (offline) on a copy of 101: S a snapshot GUID, DD its descriptor
     const ct = join(sandbox, tag, "ct");
@@ -425,7 +485,8 @@ function prelude(b: Block, tag: string): { env: Record<string, string>; setup: s
 /** What a block's commands must have done. */
 async function afterRun(b: Block, tag: string, stdout: string): Promise<void> {
   if (b.text.includes("install -m 0644 contrib/")) {
-    for (const unit of ["ploopvault-backup.service", "ploopvault-backup.timer"]) expect((await stat(join(sandbox, "systemd", unit))).mode & 0o777, unit).toBe(0o644);
+    for (const unit of ["ploopvault-backup.service", "ploopvault-backup.timer"])
+      expect((await stat(join(sandbox, "systemd", unit))).mode & 0o777, unit).toBe(0o644);
   }
   if (b.text.includes("git clone") || b.text.includes("tar czf")) {
     // the documented install made `ploopvault` on PATH a symlink to the built entry point
@@ -490,7 +551,13 @@ async function buildDocsDisk(ctDir: string): Promise<string> {
     await sh(`mkfs.ext4 -q -F -b 4096 -E offset=${2048 * 512} -d ${tree} ${raw} ${Math.floor(((lastSector - 2047) * 512) / 4096)}`);
     const sha = (await sh(`sha256sum ${raw}`)).split(" ")[0]!;
     await mkdir(join(ctDir, "root.hdd"), { recursive: true });
-    const image = await writeImageFromRaw(raw, join(ctDir, "root.hdd", "root.hds"), { version: 2, clusterBytes: 1 << 20, shuffle: true, seed: 101, skipZeroClusters: true });
+    const image = await writeImageFromRaw(raw, join(ctDir, "root.hdd", "root.hds"), {
+      version: 2,
+      clusterBytes: 1 << 20,
+      shuffle: true,
+      seed: 101,
+      skipZeroClusters: true,
+    });
     await writeDescriptorFile(join(ctDir, "root.hdd"), { imageFile: "root.hds", sizeBytes: image.sizeBytes, clusterBytes: 1 << 20 });
     await cp(join(corpus().dir, "101", "ve.conf"), join(ctDir, "ve.conf"));
     return sha;
@@ -512,7 +579,11 @@ async function checkStateLayout(b: Block): Promise<void> {
     const dir = join(state, dirname(shown.replace("<state dir>/", "")).replace("<repository id>", id));
     const name = shown.split("/").pop()!;
     const found = await readdir(dir);
-    if (name.startsWith("<")) expect(found.some((f) => f.endsWith(".json")), `${shown} in ${dir}`).toBe(true);
+    if (name.startsWith("<"))
+      expect(
+        found.some((f) => f.endsWith(".json")),
+        `${shown} in ${dir}`,
+      ).toBe(true);
     else expect(found, shown).toContain(name);
   }
 }
@@ -527,7 +598,8 @@ async function checkConfig(b: Block): Promise<void> {
   await writeFile(join(sandbox, "etc", "ploopvault.conf"), text);
   const r = await bash("ploopvault init -q && ploopvault snapshots -v", sandbox);
   expect(r.code, r.stderr).toBe(0);
-  for (const key of ["repo", "endpoint", "state-dir", "limit-upload", "limit-download", "log-file"]) expect(r.stderr).toMatch(new RegExp(`ploopvault\\.conf:\\d+: ${key}\\b`));
+  for (const key of ["repo", "endpoint", "state-dir", "limit-upload", "limit-download", "log-file"])
+    expect(r.stderr).toMatch(new RegExp(`ploopvault\\.conf:\\d+: ${key}\\b`));
 }
 
 async function runCron(b: Block, shared: boolean): Promise<void> {
@@ -620,7 +692,9 @@ function checkAppendOnlyIam(b: Block): void {
     const destructive = [st.Action].flat().filter((a) => destroy.test(a));
     if ([st.Resource].flat().some(onRepository)) expect(destructive, JSON.stringify(st)).toEqual([]);
   }
-  const denied = policy.Statement.filter((st) => st.Effect === "Deny" && [st.Resource].flat().some((r) => r === "arn:aws:s3:::BUCKET/*")).flatMap((st) => [st.Action].flat());
+  const denied = policy.Statement.filter((st) => st.Effect === "Deny" && [st.Resource].flat().some((r) => r === "arn:aws:s3:::BUCKET/*")).flatMap((st) =>
+    [st.Action].flat(),
+  );
   for (const action of ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention"]) expect(denied).toContain(action);
 }
 

@@ -43,18 +43,26 @@ describe("bad input", () => {
 
   const damage: [string, (img: string, dd: string) => Promise<void>, RegExp][] = [
     ["truncated image", (img) => truncate(img, 1 << 20), /root\.hds: .*(beyond|truncated|end of file|EOF)/i],
-    ["wrong signature", async (img) => {
-      const fh = await open(img, "r+");
-      await fh.write(Buffer.from("NotAPloopImage!!"), 0, 16, 0);
-      await fh.close();
-    }, /root\.hds: .*signature/i],
-    ["BAT entry beyond EOF", async (img) => {
-      const fh = await open(img, "r+");
-      const entry = Buffer.alloc(4);
-      entry.writeUInt32LE(100_000, 0);
-      await fh.write(entry, 0, 4, 64 + 4 * 4);
-      await fh.close();
-    }, /root\.hds: .*(beyond|EOF|end of file)/i],
+    [
+      "wrong signature",
+      async (img) => {
+        const fh = await open(img, "r+");
+        await fh.write(Buffer.from("NotAPloopImage!!"), 0, 16, 0);
+        await fh.close();
+      },
+      /root\.hds: .*signature/i,
+    ],
+    [
+      "BAT entry beyond EOF",
+      async (img) => {
+        const fh = await open(img, "r+");
+        const entry = Buffer.alloc(4);
+        entry.writeUInt32LE(100_000, 0);
+        await fh.write(entry, 0, 4, 64 + 4 * 4);
+        await fh.close();
+      },
+      /root\.hds: .*(beyond|EOF|end of file)/i,
+    ],
     ["malformed XML", (_img, dd) => writeFile(dd, "<Parallels_disk_image><Disk_Parameters>"), /DiskDescriptor\.xml: .*(XML|malformed)/i],
     ["missing image file", (img) => unlink(img), /root\.hds: .*missing/i],
   ];

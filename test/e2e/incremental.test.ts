@@ -61,15 +61,24 @@ describe("incremental backups", () => {
     const b = await runCli(["backup", ...args(), ct, "--json"]);
     expect(b.code, `${step}: ${b.stderr}`).toBe(0);
     // Whatever recovery found, it finished it: nothing failed, nothing was left in place.
-    expect(b.stderr.split("\n").filter((l) => l.startsWith("warning: recovery:")), step).toEqual([]);
+    expect(
+      b.stderr.split("\n").filter((l) => l.startsWith("warning: recovery:")),
+      step,
+    ).toEqual([]);
     // No image file beside the descriptor that it does not list (a killed ploop's leftovers).
     expect(await unlistedImageFiles(dd), step).toEqual([]);
     const [r] = jsonLines<Result>(b.stdout);
     expect(r!.status).toBe("ok");
     // Chain invariant: the disk's own image + our kept delta, nothing else.
     const chain = await ploopSnapshotList(dd);
-    expect(chain.map((e) => e.guid), step).toHaveLength(2);
-    expect(chain.map((e) => e.guid.toLowerCase()), step).toContain(r!.snapshotGuid.toLowerCase());
+    expect(
+      chain.map((e) => e.guid),
+      step,
+    ).toHaveLength(2);
+    expect(
+      chain.map((e) => e.guid.toLowerCase()),
+      step,
+    ).toContain(r!.snapshotGuid.toLowerCase());
     const expected = join(work, `${ct}.expected`);
     await ploopFlatten(dd, expected, { topGuid: r!.snapshotGuid });
     const raw = join(work, `${ct}.raw`);
@@ -119,7 +128,11 @@ describe("incremental backups", () => {
       let sim: ReturnType<typeof spawn> | null = null;
       if (round === 2 || round === 6) {
         // The container keeps writing during this backup.
-        sim = spawn(process.execPath, [SIMULATOR, "--dd", dd, "--log", join(work, `sim-${round}.log`), "--first", "300", "--clusters", "20", "--interval-ms", "2"], { stdio: ["ignore", "pipe", "inherit"] });
+        sim = spawn(
+          process.execPath,
+          [SIMULATOR, "--dd", dd, "--log", join(work, `sim-${round}.log`), "--first", "300", "--clusters", "20", "--interval-ms", "2"],
+          { stdio: ["ignore", "pipe", "inherit"] },
+        );
         await new Promise<void>((resolve) => sim!.stdout!.on("data", (d: Buffer) => d.toString().includes("ready") && resolve()));
       }
       let r: Result;
@@ -163,67 +176,77 @@ describe("incremental backups", () => {
     };
   }
 
-  it("kill -9 of the main process or of its process group at random moments: the next run recovers and the chain invariant holds", async () => {
-    const ct = "302";
-    const dir = join(privateRoot, ct, "root.hdd");
-    await mkdir(dir, { recursive: true });
-    const dd = await makeDisk(dir, { size: "32M" });
-    await fillTop(dd, 0, 300, "base");
-    await backupAndVerify(ct, dd, "first");
-    const trials = 2 * KILL_TRIALS;
-    for (let trial = 0; trial < trials; trial++) {
-      const target = trial % 2 === 0 ? "group" : "main";
-      await randomWrites(dd, 512, 8);
-      const run = startBackup(ct);
-      await new Promise((r) => setTimeout(r, 200 + Math.random() * 1200));
-      run.kill(target);
-      await run.done;
-      const r = await backupAndVerify(ct, dd, `after kill ${trial} (${target})`);
-      expect(r.status).toBe("ok");
-    }
-  }, killTestTimeout(2 * KILL_TRIALS));
-
-  it("kill -9 while ploop merges the previous kept delta into a sparse image, of the process group and of the main process: the next run finishes the merge", async () => {
-    // Images are sparse on real hosts (discard/compaction, sparse copies). ploop 1.15 then
-    // refuses to clear the in-use flag an interrupted merge left unless it may fill the
-    // holes; recovery must still merge at once (not leave a third image for a later run).
-    const ct = "303";
-    const dir = join(privateRoot, ct, "root.hdd");
-    await mkdir(dir, { recursive: true });
-    const MiB = 1 << 20;
-    const dd = await makeDisk(dir, { size: "64M", clusterSectors: 2048 });
-    await fillTop(dd, 0, 20, "base", { zeroTailBytes: MiB / 4 });
-    await backupAndVerify(ct, dd, "first");
-    const trials = KILL_TRIALS;
-    let midMerge = 0;
-    for (let trial = 0; trial < trials; trial++) {
-      for (const target of ["group", "main"] as const) {
-        const step = `trial ${trial} (${target})`;
-        // A day of writes: 40 MiB (the merge then takes ~0.1 s), partly zeros.
-        await fillTop(dd, 10 + (trial % 3) * 5, 40, `${step}`, { zeroTailBytes: MiB / 4 });
-        const chain = await ploopSnapshotList(dd);
-        const keptImage = chain.find((e) => e.guid !== TOP)!.file;
-        for (const image of chain) await digHoles(image.file);
-        expect(await ploopCallsSparse(keptImage), step).toBe(true);
-
+  it(
+    "kill -9 of the main process or of its process group at random moments: the next run recovers and the chain invariant holds",
+    async () => {
+      const ct = "302";
+      const dir = join(privateRoot, ct, "root.hdd");
+      await mkdir(dir, { recursive: true });
+      const dd = await makeDisk(dir, { size: "32M" });
+      await fillTop(dd, 0, 300, "base");
+      await backupAndVerify(ct, dd, "first");
+      const trials = 2 * KILL_TRIALS;
+      for (let trial = 0; trial < trials; trial++) {
+        const target = trial % 2 === 0 ? "group" : "main";
+        await randomWrites(dd, 512, 8);
         const run = startBackup(ct);
-        const t0 = Date.now();
-        while (!(await imageMarkedInUse(keptImage))) {
-          if (run.exited() || Date.now() - t0 > 60_000) throw new Error(`${step}: the backup never merged the previous kept delta`);
-          await new Promise((r) => setTimeout(r, 2));
-        }
-        await new Promise((r) => setTimeout(r, Math.random() * 20));
+        await new Promise((r) => setTimeout(r, 200 + Math.random() * 1200));
         run.kill(target);
         await run.done;
-        // Killed with its ploop halfway: the kept image is left "in use" (and sparse).
-        if (target === "group" && (await imageMarkedInUse(keptImage))) midMerge++;
-        const r = await backupAndVerify(ct, dd, step);
-        expect(r.stderr, step).toMatch(/recovery: container 303: snapshot \{[0-9a-f-]{36}\}: (merged-after-clearing-in-use|already-merged|merged): /);
+        const r = await backupAndVerify(ct, dd, `after kill ${trial} (${target})`);
+        expect(r.status).toBe("ok");
       }
-    }
-    console.log(`kill during the merge of the kept delta (sparse images): ${2 * trials} trials, ${midMerge} of ${trials} process-group kills left the merge halfway`);
-    expect(midMerge).toBeGreaterThan(0);
-  }, killTestTimeout(2 * KILL_TRIALS));
+    },
+    killTestTimeout(2 * KILL_TRIALS),
+  );
+
+  it(
+    "kill -9 while ploop merges the previous kept delta into a sparse image, of the process group and of the main process: the next run finishes the merge",
+    async () => {
+      // Images are sparse on real hosts (discard/compaction, sparse copies). ploop 1.15 then
+      // refuses to clear the in-use flag an interrupted merge left unless it may fill the
+      // holes; recovery must still merge at once (not leave a third image for a later run).
+      const ct = "303";
+      const dir = join(privateRoot, ct, "root.hdd");
+      await mkdir(dir, { recursive: true });
+      const MiB = 1 << 20;
+      const dd = await makeDisk(dir, { size: "64M", clusterSectors: 2048 });
+      await fillTop(dd, 0, 20, "base", { zeroTailBytes: MiB / 4 });
+      await backupAndVerify(ct, dd, "first");
+      const trials = KILL_TRIALS;
+      let midMerge = 0;
+      for (let trial = 0; trial < trials; trial++) {
+        for (const target of ["group", "main"] as const) {
+          const step = `trial ${trial} (${target})`;
+          // A day of writes: 40 MiB (the merge then takes ~0.1 s), partly zeros.
+          await fillTop(dd, 10 + (trial % 3) * 5, 40, `${step}`, { zeroTailBytes: MiB / 4 });
+          const chain = await ploopSnapshotList(dd);
+          const keptImage = chain.find((e) => e.guid !== TOP)!.file;
+          for (const image of chain) await digHoles(image.file);
+          expect(await ploopCallsSparse(keptImage), step).toBe(true);
+
+          const run = startBackup(ct);
+          const t0 = Date.now();
+          while (!(await imageMarkedInUse(keptImage))) {
+            if (run.exited() || Date.now() - t0 > 60_000) throw new Error(`${step}: the backup never merged the previous kept delta`);
+            await new Promise((r) => setTimeout(r, 2));
+          }
+          await new Promise((r) => setTimeout(r, Math.random() * 20));
+          run.kill(target);
+          await run.done;
+          // Killed with its ploop halfway: the kept image is left "in use" (and sparse).
+          if (target === "group" && (await imageMarkedInUse(keptImage))) midMerge++;
+          const r = await backupAndVerify(ct, dd, step);
+          expect(r.stderr, step).toMatch(/recovery: container 303: snapshot \{[0-9a-f-]{36}\}: (merged-after-clearing-in-use|already-merged|merged): /);
+        }
+      }
+      console.log(
+        `kill during the merge of the kept delta (sparse images): ${2 * trials} trials, ${midMerge} of ${trials} process-group kills left the merge halfway`,
+      );
+      expect(midMerge).toBeGreaterThan(0);
+    },
+    killTestTimeout(2 * KILL_TRIALS),
+  );
 
   it("release gives the container back a single-image disk; the next backup reads everything", async () => {
     const ct = "301";
@@ -247,11 +270,24 @@ describe("incremental backups", () => {
     await rm(repo.stateDir, { recursive: true, force: true });
     const second = await backupAndVerify(ct, dd, "after losing the state dir");
     expect(second.mode).toBe("full");
-    expect(second.stderr).toContain(`recovery: container ${ct}: snapshot ${first.snapshotGuid}: merged: made by this state dir's ploopvault but in no journal entry or kept record (state dir lost or reset?)`);
+    expect(second.stderr).toContain(
+      `recovery: container ${ct}: snapshot ${first.snapshotGuid}: merged: made by this state dir's ploopvault but in no journal entry or kept record (state dir lost or reset?)`,
+    );
     expect((await ploopSnapshotList(dd)).map((e) => e.guid).sort()).toEqual([second.snapshotGuid, TOP].sort());
 
     await rm(repo.stateDir, { recursive: true, force: true });
-    const rel = await runCli(["release", ...repo.args, "--ploop-bin", PLOOP_WRAPPER, "--private-root", privateRoot, "--vzlist-bin", "/nonexistent/vzlist", ct, "--json"]);
+    const rel = await runCli([
+      "release",
+      ...repo.args,
+      "--ploop-bin",
+      PLOOP_WRAPPER,
+      "--private-root",
+      privateRoot,
+      "--vzlist-bin",
+      "/nonexistent/vzlist",
+      ct,
+      "--json",
+    ]);
     expect(rel.code, rel.stderr).toBe(0);
     expect(jsonLines(rel.stdout)).toEqual([[{ ct, released: null, merged: [second.snapshotGuid] }]]);
     expect((await ploopSnapshotList(dd)).map((e) => e.guid)).toEqual([TOP]);

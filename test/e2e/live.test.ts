@@ -36,9 +36,13 @@ interface Simulator {
 }
 
 async function startSimulator(dd: string, log: string): Promise<Simulator> {
-  const child = spawn(process.execPath, [SIMULATOR, "--dd", dd, "--log", log, "--first", String(WRITE_FIRST), "--clusters", String(WRITE_CLUSTERS), "--interval-ms", "3"], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const child = spawn(
+    process.execPath,
+    [SIMULATOR, "--dd", dd, "--log", log, "--first", String(WRITE_FIRST), "--clusters", String(WRITE_CLUSTERS), "--interval-ms", "3"],
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
   await new Promise<void>((resolve, reject) => {
     child.stdout!.on("data", (d: Buffer) => {
       if (d.toString().includes("ready")) resolve();
@@ -96,12 +100,17 @@ async function rawSource(path: string): Promise<{ read(offset: number, target: U
 }
 
 /** Every write cluster holds exactly the expected write (or the base fill if never written). */
-async function expectWriteClusters(source: { read(offset: number, target: Uint8Array): Promise<void> }, expected: Map<number, number>, what: string): Promise<void> {
+async function expectWriteClusters(
+  source: { read(offset: number, target: Uint8Array): Promise<void> },
+  expected: Map<number, number>,
+  what: string,
+): Promise<void> {
   for (let c = WRITE_FIRST; c < WRITE_FIRST + WRITE_CLUSTERS; c++) {
     const seq = expected.get(c);
     const want = seq === undefined ? tagCluster("base", c, CLUSTER) : simCluster(seq, c);
     const got = await readCluster(source, c);
-    if (!got.equals(want)) throw new Error(`${what}: cluster ${c} holds "${got.toString("latin1", 0, 31)}", expected ${seq === undefined ? "the base fill" : `write seq ${seq}`}`);
+    if (!got.equals(want))
+      throw new Error(`${what}: cluster ${c} holds "${got.toString("latin1", 0, 31)}", expected ${seq === undefined ? "the base fill" : `write seq ${seq}`}`);
   }
 }
 
@@ -120,7 +129,16 @@ describe("online backup of running containers", () => {
   let work: string;
   let privateRoot: string;
   // Classic mode: every snapshot is merged back at once (incremental.test.ts covers the kept delta).
-  const args = (): string[] => [...repo.args, "--private-root", privateRoot, "--vzlist-bin", "/nonexistent/vzlist", "--ploop-bin", PLOOP_WRAPPER, "--no-incremental"];
+  const args = (): string[] => [
+    ...repo.args,
+    "--private-root",
+    privateRoot,
+    "--vzlist-bin",
+    "/nonexistent/vzlist",
+    "--ploop-bin",
+    PLOOP_WRAPPER,
+    "--no-incremental",
+  ];
 
   beforeAll(async () => {
     repo = await localRepo();
@@ -236,7 +254,9 @@ describe("online backup of running containers", () => {
     await ploopSnapshot(dd, u2);
     await fillTop(dd, 52, 5, "after-u2");
     const before = await ploopSnapshotList(dd);
-    const lowerShas = await Promise.all(before.filter((e) => e.guid !== "{5fbaabe3-6958-40ff-92a7-860e329aab41}").map(async (e) => [e.guid, await sha256File(e.file)] as const));
+    const lowerShas = await Promise.all(
+      before.filter((e) => e.guid !== "{5fbaabe3-6958-40ff-92a7-860e329aab41}").map(async (e) => [e.guid, await sha256File(e.file)] as const),
+    );
     const expected = join(work, "204.expected");
     await ploopFlatten(dd, expected);
 
@@ -270,7 +290,9 @@ describe("online backup of running containers", () => {
     process.kill(helper, "SIGKILL");
     const r = await child;
     expect(r.exitCode, String(r.stderr)).toBe(1);
-    expect(String(r.stderr).trim().split("\n").pop()).toBe(`ploopvault: host lock ${lockPath} lost: its flock helper (pid ${helper}) was killed by SIGKILL; another run may start now, so this one stops`);
+    expect(String(r.stderr).trim().split("\n").pop()).toBe(
+      `ploopvault: host lock ${lockPath} lost: its flock helper (pid ${helper}) was killed by SIGKILL; another run may start now, so this one stops`,
+    );
     expect(await ploopSnapshotList(dd)).toHaveLength(1);
     expect(await readdir(join(repo.stateDir, "journal"))).toEqual([]);
     const list = await runCli(["snapshots", ...repo.args, "--ct", "205", "--json"]);

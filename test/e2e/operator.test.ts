@@ -60,7 +60,24 @@ describe("an operator's first day (local repository)", () => {
   });
 
   it("backs up several disks with tags and a note, is silent with -q, and explains a missing disk", async () => {
-    const a = await cli(["backup", "--disk", descriptorOf("101"), "--disk", descriptorOf("102"), "--tag", "first", "--tag", "pre-upgrade", "--note", "before PHP 8.3", "--lock-wait", "10m", "--hook-timeout", "5m", "-q"]);
+    const a = await cli([
+      "backup",
+      "--disk",
+      descriptorOf("101"),
+      "--disk",
+      descriptorOf("102"),
+      "--tag",
+      "first",
+      "--tag",
+      "pre-upgrade",
+      "--note",
+      "before PHP 8.3",
+      "--lock-wait",
+      "10m",
+      "--hook-timeout",
+      "5m",
+      "-q",
+    ]);
     expect(a).toMatchObject({ code: 0, stdout: "", stderr: "" });
     const b = await cli(["backup", "--disk", descriptorOf("101"), "--tag", "second", "-q"]);
     expect(b).toMatchObject({ code: 0, stdout: "", stderr: "" });
@@ -113,11 +130,18 @@ describe("an operator's first day (local repository)", () => {
     expect(stats.total.dedupRatio).toBeGreaterThan(1.5); // 101 twice
     const stored = await Promise.all((await repo.listKeys("chunks/")).map(async (k) => (await repo.read(k)).length));
     expect(stats.total.storedBytes).toBe(stored.reduce((s, n) => s + n, 0));
-    expect(stats.groups.map((g) => [g.ct, g.backups])).toEqual([["101", 2], ["102", 1]]);
+    expect(stats.groups.map((g) => [g.ct, g.backups])).toEqual([
+      ["101", 2],
+      ["102", 1],
+    ]);
 
-    const same = JSON.parse((await cli(["diff", "101/" + list.find((r) => r.ct === "101")!.id, "101:latest", "--json"])).stdout) as { changedBytes: number };
+    const same = JSON.parse((await cli(["diff", `101/${list.find((r) => r.ct === "101")!.id}`, "101:latest", "--json"])).stdout) as { changedBytes: number };
     expect(same.changedBytes).toBe(0);
-    const d = JSON.parse((await cli(["diff", "101:latest", "102:latest", "--json"])).stdout) as { ranges: { offset: number; length: number }[]; fromBytes: number; toBytes: number };
+    const d = JSON.parse((await cli(["diff", "101:latest", "102:latest", "--json"])).stdout) as {
+      ranges: { offset: number; length: number }[];
+      fromBytes: number;
+      toBytes: number;
+    };
     const rawA = join(work, "a.raw");
     const rawB = join(work, "b.raw");
     expect((await cli(["restore", "101:latest", "--format", "raw", "--target", rawA, "-q"])).code).toBe(0);
@@ -128,7 +152,9 @@ describe("an operator's first day (local repository)", () => {
     let pos = 0;
     for (const range of [...d.ranges, { offset: end, length: 0 }]) {
       expect(range.offset, "ranges sorted and disjoint").toBeGreaterThanOrEqual(pos);
-      expect(A.subarray(pos, range.offset).equals(B.subarray(pos, range.offset)), `bytes ${pos}..${range.offset} differ outside the reported ranges`).toBe(true);
+      expect(A.subarray(pos, range.offset).equals(B.subarray(pos, range.offset)), `bytes ${pos}..${range.offset} differ outside the reported ranges`).toBe(
+        true,
+      );
       pos = range.offset + range.length;
     }
     await rm(rawA);
@@ -171,7 +197,11 @@ describe("an operator's first day (local repository)", () => {
     expect(tty.exitCode).toBe(2);
     expect(String(tty.stdout)).toContain("stdout is a terminal; refusing");
     // the reader is gone before the listing is written
-    const piped = await execa("bash", ["-c", `set -o pipefail; '${process.execPath}' '${CLI}' snapshots -q ${repo.args.map((a) => `'${a}'`).join(" ")} | true`], { reject: false });
+    const piped = await execa(
+      "bash",
+      ["-c", `set -o pipefail; '${process.execPath}' '${CLI}' snapshots -q ${repo.args.map((a) => `'${a}'`).join(" ")} | true`],
+      { reject: false },
+    );
     expect(String(piped.stderr)).toBe("");
     expect([0, 141]).toContain(piped.exitCode);
   });
@@ -179,7 +209,19 @@ describe("an operator's first day (local repository)", () => {
   it("backs up the known containers of `backup 101 999` and exits 3", async () => {
     const root = await copyContainer("101");
     const privateRoot = join(root, "..");
-    const r = await cli(["backup", "101", "999", "--private-root", privateRoot, "--vzlist-bin", "/nonexistent", "--ploop-bin", PLOOP_WRAPPER, "--json", "--no-incremental"]);
+    const r = await cli([
+      "backup",
+      "101",
+      "999",
+      "--private-root",
+      privateRoot,
+      "--vzlist-bin",
+      "/nonexistent",
+      "--ploop-bin",
+      PLOOP_WRAPPER,
+      "--json",
+      "--no-incremental",
+    ]);
     expect(r.code, r.stderr).toBe(3);
     const results = jsonLines<{ ct: string; status: string; error?: string }>(r.stdout);
     expect(results.map((x) => [x.ct, x.status])).toEqual([
@@ -231,7 +273,9 @@ describe("S3 repositories as operators write them (RGW)", () => {
       const conflict = await runCli(["snapshots", "--repo", url, "--endpoint", "http://127.0.0.1:1"], { env });
       expect(conflict.code).toBe(2);
       expect(conflict.stderr).toMatch(/names the endpoint .* but --endpoint \/ AWS_ENDPOINT_URL says/);
-      const wrong = await runCli(["snapshots", "--repo", url, "--state-dir", state], { env: { ...env, AWS_SECRET_ACCESS_KEY: "wrong", AWS_MAX_ATTEMPTS: "1" } });
+      const wrong = await runCli(["snapshots", "--repo", url, "--state-dir", state], {
+        env: { ...env, AWS_SECRET_ACCESS_KEY: "wrong", AWS_MAX_ATTEMPTS: "1" },
+      });
       expect(wrong.code).toBe(1);
       expect(wrong.stderr).not.toMatch(/UnknownError/);
       expect(wrong.stderr).toMatch(/secret key does not match|wrong credentials/);

@@ -65,7 +65,8 @@ async function expectUsedBlocksIdentical(source: AgedDisk, restored: string): Pr
     const y = b.subarray(at, at + bs);
     if (x.equals(y)) continue;
     const block = (at - source.fsOffset) / bs;
-    if (at < source.fsOffset || free[block] !== 1) throw new Error(`restored disk differs at byte ${at} (filesystem block ${block}), which is in use in the source`);
+    if (at < source.fsOffset || free[block] !== 1)
+      throw new Error(`restored disk differs at byte ${at} (filesystem block ${block}), which is in use in the source`);
     if (y.some((v) => v !== 0)) throw new Error(`restored disk has neither the source's bytes nor zeros at byte ${at}`);
     zeroed++;
   }
@@ -83,7 +84,13 @@ async function expectSameFiles(source: string, restored: string, offset: number)
     let files = 0;
     for (const [path, e] of want.entries) {
       const g = got.entries.get(path)!;
-      expect({ path, type: g.type, size: g.size, sha256: g.sha256, mode: g.permissions }).toEqual({ path, type: e.type, size: e.size, sha256: e.sha256, mode: e.permissions });
+      expect({ path, type: g.type, size: g.size, sha256: g.sha256, mode: g.permissions }).toEqual({
+        path,
+        type: e.type,
+        size: e.size,
+        sha256: e.sha256,
+        mode: e.permissions,
+      });
       if (e.type === "file") files++;
     }
     return files;
@@ -192,7 +199,9 @@ describe("backup --skip-free", () => {
     await copyFile(aged.raw, errors);
     await debugfsWrite(errors, aged.fsOffset, ["ssv state 2"]);
     const r2 = await backup(repo, await asPloopDisk(errors, join(work, "disks"), "errors"), "errors", ["--skip-free"]);
-    expect(r2.stderr.split("\n").filter((l) => l.includes("--skip-free"))).toEqual([expect.stringMatching(/reading all of the ext4 filesystem in partition 1 of .*: the filesystem is marked as having errors/)]);
+    expect(r2.stderr.split("\n").filter((l) => l.includes("--skip-free"))).toEqual([
+      expect.stringMatching(/reading all of the ext4 filesystem in partition 1 of .*: the filesystem is marked as having errors/),
+    ]);
     expect(r2.skippedFreeBytes).toBe(0);
     expect(await sha256File(await restoreRaw(repo, "errors", "errors"))).toBe(await sha256File(errors));
 
@@ -213,7 +222,18 @@ describe("backup --skip-free", () => {
     const privateRoot = join(work, "private");
     const ct = "501";
     const dd = await asPloopDisk(aged.raw, privateRoot, ct);
-    const args = [...repo.args, "--private-root", privateRoot, "--vzlist-bin", "/nonexistent/vzlist", "--ploop-bin", PLOOP_WRAPPER, ct, "--json", "--skip-free"];
+    const args = [
+      ...repo.args,
+      "--private-root",
+      privateRoot,
+      "--vzlist-bin",
+      "/nonexistent/vzlist",
+      "--ploop-bin",
+      PLOOP_WRAPPER,
+      ct,
+      "--json",
+      "--skip-free",
+    ];
     const b1 = await runCli(["backup", ...args]);
     expect(b1.code, b1.stderr).toBe(0);
     const [first] = jsonLines<Result>(b1.stdout);

@@ -88,4 +88,3 @@ describe("backup, restore and check through moderate S3 faults", () => {
     expect(await visibleEntries(dir).catch(() => [])).toEqual([]);
   });
 });
-

@@ -84,6 +84,8 @@ describe("restore: the final fsync of the target's directory", () => {
     const outDir = await mkdtemp(join(dir, "ploop-"));
     failSyncOf.add(outDir);
     const target = join(outDir, "root.hdd");
-    await expect(restorePloop(repo, ref, manifest, target, false, { concurrency: 2 })).rejects.toThrow(/was written, but syncing its directory .* failed: input\/output error/);
+    await expect(restorePloop(repo, ref, manifest, target, false, { concurrency: 2 })).rejects.toThrow(
+      /was written, but syncing its directory .* failed: input\/output error/,
+    );
   });
 });

@@ -124,7 +124,10 @@ describe("restore target failures", () => {
       const [victim] = await own.listKeys("chunks/");
       await own.remove(victim!);
       const name = victim!.split("/").pop()!;
-      for (const [format, target] of [["raw", raw], ["ploop", ploop]] as const) {
+      for (const [format, target] of [
+        ["raw", raw],
+        ["ploop", ploop],
+      ] as const) {
         const r = await runCli(["restore", ...own.args, `104/${ok}`, "--format", format, "--target", target, "--force"]);
         expectCleanFailure(r, new RegExp(`chunk ${name}.*104/${ok}`));
       }
@@ -153,9 +156,12 @@ describe("restore from S3 that cannot be read", () => {
 
   it("a missing bucket is named; nothing written", async () => {
     const target = join(work, "missing", "t.raw");
-    const r = await runCli(["restore", "--repo", "s3://pv-no-such-bucket-restore/repo", "--state-dir", repo.stateDir, "102", "--format", "raw", "--target", target], {
-      env: repo.env,
-    });
+    const r = await runCli(
+      ["restore", "--repo", "s3://pv-no-such-bucket-restore/repo", "--state-dir", repo.stateDir, "102", "--format", "raw", "--target", target],
+      {
+        env: repo.env,
+      },
+    );
     expectCleanFailure(r, /pv-no-such-bucket-restore/);
     expect(await gone(join(work, "missing"))).toBe(true);
   });
@@ -178,7 +184,8 @@ describe("restore from S3 that cannot be read", () => {
         const target = join(dir, format);
         const child = execa(process.execPath, [CLI, "restore", ...repo.args, "102", "--format", format, "--target", target], { env, reject: false });
         // wait until it is writing (the hidden partial exists), then kill it
-        for (let i = 0; i < 200 && !(await readdir(dir)).some((n) => n.startsWith(`.${format}.ploopvault-partial-`)); i++) await new Promise((r) => setTimeout(r, 50));
+        for (let i = 0; i < 200 && !(await readdir(dir)).some((n) => n.startsWith(`.${format}.ploopvault-partial-`)); i++)
+          await new Promise((r) => setTimeout(r, 50));
         await new Promise((r) => setTimeout(r, 300));
         child.kill("SIGKILL");
         const result = await child;

@@ -43,7 +43,9 @@ describe("targeted faults", () => {
   it("GET bodies cut short (Content-Length larger than the body, then close) or reset midway are detected and fetched again", async () => {
     p.proxy.resetCounters();
     let n = 0;
-    p.proxy.setDecide((req) => (req.method === "GET" && CHUNK_GET.test(req.path) && req.occurrence === 0 ? (n++ % 2 === 0 ? "truncate" : "resetResponse") : null));
+    p.proxy.setDecide((req) =>
+      req.method === "GET" && CHUNK_GET.test(req.path) && req.occurrence === 0 ? (n++ % 2 === 0 ? "truncate" : "resetResponse") : null,
+    );
     await restoreOk("truncated");
     expect(p.proxy.counters.truncate).toBeGreaterThan(50);
     expect(p.proxy.counters.resetResponse).toBeGreaterThan(50);
@@ -68,7 +70,9 @@ describe("targeted faults", () => {
 
   it("a manifest damaged in transit is fetched again and never cached (later runs on the host are not poisoned)", async () => {
     p.proxy.resetCounters();
-    p.proxy.setDecide((req) => (req.method === "GET" && req.path.endsWith(`/backups/101/${backupId}/manifest`) ? (req.occurrence === 0 ? "corrupt" : null) : null));
+    p.proxy.setDecide((req) =>
+      req.method === "GET" && req.path.endsWith(`/backups/101/${backupId}/manifest`) ? (req.occurrence === 0 ? "corrupt" : null) : null,
+    );
     const stateDir = join(work, "fresh-state"); // no cached copy of the manifest yet
     for (const label of ["first", "second"]) {
       const target = join(work, `manifest-${label}.raw`);

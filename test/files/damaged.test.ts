@@ -11,7 +11,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { jsonLines, runCli } from "../helpers/cli.js";
-import { asPloopDisk, buildSmallDisk, debugfsRun, extentBlockOffset, firstBlockOffset, inodeOffset, patch, readAt, type SmallDisk } from "../helpers/small-disks.js";
+import {
+  asPloopDisk,
+  buildSmallDisk,
+  debugfsRun,
+  extentBlockOffset,
+  firstBlockOffset,
+  inodeOffset,
+  patch,
+  readAt,
+  type SmallDisk,
+} from "../helpers/small-disks.js";
 
 interface Case {
   ct: string;
@@ -29,12 +39,42 @@ async function flip(disk: SmallDisk, at: number): Promise<void> {
 
 const CASES: Case[] = [
   { ct: "superblock", csum: true, args: ["ls", "/"], error: /superblock: checksum mismatch/, damage: async (d) => flip(d, d.fsOffset + 1024) },
-  { ct: "inode", csum: true, args: ["ls", "/dir", "--long"], error: /inode \d+: checksum mismatch/, damage: async (d) => flip(d, await inodeOffset(d, "/dir/f5")) },
-  { ct: "extentblock", csum: true, args: ["dump", "/frag", "--target", "OUT"], error: /extent tree block \d+: checksum mismatch/, damage: async (d) => flip(d, (await extentBlockOffset(d, "/frag")) + 20) },
-  { ct: "dirblock", csum: true, args: ["ls", "/dir"], error: /directory inode \d+: block \d+: checksum mismatch/, damage: async (d) => flip(d, (await firstBlockOffset(d, "/dir")) + 40) },
+  {
+    ct: "inode",
+    csum: true,
+    args: ["ls", "/dir", "--long"],
+    error: /inode \d+: checksum mismatch/,
+    damage: async (d) => flip(d, await inodeOffset(d, "/dir/f5")),
+  },
+  {
+    ct: "extentblock",
+    csum: true,
+    args: ["dump", "/frag", "--target", "OUT"],
+    error: /extent tree block \d+: checksum mismatch/,
+    damage: async (d) => flip(d, (await extentBlockOffset(d, "/frag")) + 20),
+  },
+  {
+    ct: "dirblock",
+    csum: true,
+    args: ["ls", "/dir"],
+    error: /directory inode \d+: block \d+: checksum mismatch/,
+    damage: async (d) => flip(d, (await firstBlockOffset(d, "/dir")) + 40),
+  },
   // debugfs rewrites the inode checksum: what is left is the bad extent header itself
-  { ct: "extentheader", csum: true, args: ["dump", "/frag", "--target", "OUT"], error: /bad extent header magic 0xabcd/, damage: async (d) => void (await debugfsRun(d, ["sif /frag block[0] 0x0001abcd"], true)) },
-  { ct: "dirrecord", csum: false, args: ["ls", "/dir"], error: /bad directory record length 0 at offset 0/, damage: async (d) => patch(d, (await firstBlockOffset(d, "/dir")) + 4, Buffer.from([0, 0])) },
+  {
+    ct: "extentheader",
+    csum: true,
+    args: ["dump", "/frag", "--target", "OUT"],
+    error: /bad extent header magic 0xabcd/,
+    damage: async (d) => void (await debugfsRun(d, ["sif /frag block[0] 0x0001abcd"], true)),
+  },
+  {
+    ct: "dirrecord",
+    csum: false,
+    args: ["ls", "/dir"],
+    error: /bad directory record length 0 at offset 0/,
+    damage: async (d) => patch(d, (await firstBlockOffset(d, "/dir")) + 4, Buffer.from([0, 0])),
+  },
   {
     ct: "extentbeyond",
     csum: false,
@@ -47,8 +87,20 @@ const CASES: Case[] = [
       await patch(d, leaf + 12 + 8, b); // first extent's ee_start_lo
     },
   },
-  { ct: "dircycle", csum: true, args: ["ls", "/", "--recursive"], error: /directory inode \d+ is reached twice, as \/dir and \/dir\/sub\/loop/, damage: async (d) => void (await debugfsRun(d, ["link /dir /dir/sub/loop"], true)) },
-  { ct: "dirsize", csum: true, args: ["ls", "/dir"], error: /directory size \d+ exceeds the filesystem/, damage: async (d) => void (await debugfsRun(d, ["sif /dir size 0x10000000000"], true)) },
+  {
+    ct: "dircycle",
+    csum: true,
+    args: ["ls", "/", "--recursive"],
+    error: /directory inode \d+ is reached twice, as \/dir and \/dir\/sub\/loop/,
+    damage: async (d) => void (await debugfsRun(d, ["link /dir /dir/sub/loop"], true)),
+  },
+  {
+    ct: "dirsize",
+    csum: true,
+    args: ["ls", "/dir"],
+    error: /directory size \d+ exceeds the filesystem/,
+    damage: async (d) => void (await debugfsRun(d, ["sif /dir size 0x10000000000"], true)),
+  },
 ];
 
 let work: string;
@@ -99,7 +151,9 @@ describe("damaged metadata in a backup", () => {
     const r = await runCli(["check", ...repoArgs, "--fs", "--json", "--metrics-file", metrics], { timeoutMs: 120_000 });
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr.trim().split("\n").pop()).toMatch(/^ploopvault: check --fs failed: 9 backups without a sound filesystem/);
-    const result = jsonLines<{ filesystems: { ct: string; status: string; errorCount: number; problem?: string; filesystems: { errors: string[] }[] }[] }>(r.stdout)[0]!;
+    const result = jsonLines<{ filesystems: { ct: string; status: string; errorCount: number; problem?: string; filesystems: { errors: string[] }[] }[] }>(
+      r.stdout,
+    )[0]!;
     const byCt = new Map(result.filesystems.map((f) => [f.ct, f]));
     expect(byCt.get("intact")!.status).toBe("ok");
     for (const c of CASES) {

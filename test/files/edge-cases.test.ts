@@ -91,8 +91,13 @@ async function headAndTail(path: Buffer): Promise<string> {
 }
 
 /** Every entry below `root` by its byte path, with what a comparison needs. */
-async function snapshot(root: string): Promise<Map<string, { type: string; mode: number; uid: number; gid: number; size: number; mtime: bigint; content?: string; target?: Buffer; ino: bigint }>> {
-  const out = new Map<string, { type: string; mode: number; uid: number; gid: number; size: number; mtime: bigint; content?: string; target?: Buffer; ino: bigint }>();
+async function snapshot(
+  root: string,
+): Promise<Map<string, { type: string; mode: number; uid: number; gid: number; size: number; mtime: bigint; content?: string; target?: Buffer; ino: bigint }>> {
+  const out = new Map<
+    string,
+    { type: string; mode: number; uid: number; gid: number; size: number; mtime: bigint; content?: string; target?: Buffer; ino: bigint }
+  >();
   // (run as root: folders without permissions are read all the same)
   const walk = async (dir: Buffer, rel: Buffer[]): Promise<void> => {
     for (const name of await readdir(dir, { encoding: "buffer" })) {
@@ -127,7 +132,9 @@ describe("edge cases of names, sizes, owners and times", () => {
     // 141 if ls was still writing when head left (EPIPE), 0 if it had finished: quiet either way
     expect(ls.stdout.trim()).toMatch(/^exit (0|141)$/);
     expect(ls.stderr).not.toMatch(/Error|at |EPIPE/);
-    const dump = await execa("bash", ["-c", `${cli} dump ${repo} edge /ten-gib-sparse | head -c 100 >/dev/null; echo "exit \${PIPESTATUS[0]}"`], { reject: false });
+    const dump = await execa("bash", ["-c", `${cli} dump ${repo} edge /ten-gib-sparse | head -c 100 >/dev/null; echo "exit \${PIPESTATUS[0]}"`], {
+      reject: false,
+    });
     expect(dump.stdout.trim()).toBe("exit 1");
     expect(dump.stderr.trim()).toBe("ploopvault: the reader of the dump closed it before the end (broken pipe)");
   });
@@ -135,7 +142,9 @@ describe("edge cases of names, sizes, owners and times", () => {
   it("ls shows odd names escaped, and dump takes them back", async () => {
     const r = await runCli(["ls", ...repoArgs, "edge", "/", "--json"]);
     expect(r.code, r.stderr).toBe(0);
-    const paths = jsonLines<{ struct_type: string; path: string; size: number; uid: number; gid: number; mtime: string }>(r.stdout).filter((l) => l.struct_type === "node");
+    const paths = jsonLines<{ struct_type: string; path: string; size: number; uid: number; gid: number; mtime: string }>(r.stdout).filter(
+      (l) => l.struct_type === "node",
+    );
     const shown = paths.map((p) => p.path);
     expect(shown).toContain("/caf\\xe9.txt");
     expect(shown).toContain("/two\\x0alines");
@@ -181,7 +190,10 @@ describe("edge cases of names, sizes, owners and times", () => {
       expect([...got.keys()].sort(), root).toEqual([...want.keys()].sort());
       for (const [key, w] of want) {
         const g = got.get(key)!;
-        const where = `${root}: ${key.split("/").map((h) => Buffer.from(h, "hex").toString()).join("/")}`;
+        const where = `${root}: ${key
+          .split("/")
+          .map((h) => Buffer.from(h, "hex").toString())
+          .join("/")}`;
         expect({ type: g.type, mode: g.mode, uid: g.uid, gid: g.gid, size: g.size, content: g.content, target: g.target?.toString("hex") }, where).toEqual({
           type: w.type,
           mode: w.mode,

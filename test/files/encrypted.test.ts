@@ -46,7 +46,10 @@ describe.each(CTS)("encrypted repository on S3, disk %s", (ct) => {
     const ls = await runCli(["ls", ...repo.args, `${ct}:latest`, "/", "-R", "--json"], { env });
     expect(ls.code, ls.stderr).toBe(0);
     const lines = jsonLines<{ struct_type: string; path: string; bytesFetched?: number }>(ls.stdout);
-    expectSamePaths(lines.filter((l) => l.struct_type === "node").map((l) => l.path), [...oracle.keys()]);
+    expectSamePaths(
+      lines.filter((l) => l.struct_type === "node").map((l) => l.path),
+      [...oracle.keys()],
+    );
     expect(lines.find((l) => l.struct_type === "summary")!.bytesFetched).toBeGreaterThan(0);
 
     const tar = join(work, `${ct}.tar`);

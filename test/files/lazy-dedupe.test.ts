@@ -32,7 +32,16 @@ beforeAll(async () => {
   await fh.close();
   const r1 = await runCli(["init", "--repo", join(work, "repo"), "-q"]);
   expect(r1.code, r1.stderr).toBe(0);
-  const r2 = await runCli(["backup", "--repo", join(work, "repo"), "--state-dir", join(work, "state"), "--disk", await asPloopDisk(raw, join(work, "private"), "twice"), "-q"]);
+  const r2 = await runCli([
+    "backup",
+    "--repo",
+    join(work, "repo"),
+    "--state-dir",
+    join(work, "state"),
+    "--disk",
+    await asPloopDisk(raw, join(work, "private"), "twice"),
+    "-q",
+  ]);
   expect(r2.code, r2.stderr).toBe(0);
 });
 
@@ -48,7 +57,11 @@ describe("LazyBackupDisk and repeated chunks", () => {
       const manifest = await repo.loadManifest(ref);
       const disk = new LazyBackupDisk(repo, ref, manifest);
       const idsIn = (from: number, to: number): Set<string> =>
-        new Set(manifest.entries.filter((e) => e.kind === "chunk" && e.offset < to && e.offset + e.length > from).map((e) => (e.kind === "chunk" ? e.id.toString("hex") : "")));
+        new Set(
+          manifest.entries
+            .filter((e) => e.kind === "chunk" && e.offset < to && e.offset + e.length > from)
+            .map((e) => (e.kind === "chunk" ? e.id.toString("hex") : "")),
+        );
       const first = idsIn(MIB, 5 * MIB);
       const second = idsIn(9 * MIB, 13 * MIB);
       const shared = [...second].filter((id) => first.has(id));

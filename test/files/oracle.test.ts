@@ -58,10 +58,25 @@ describe.each(CTS)("disk %s", (ct) => {
     const summary = lines.find((l) => l.struct_type === "summary")!;
     expect(summary.entries).toBe(oracle.size);
     expect(summary.bytesFetched).toBeGreaterThan(0);
-    expectSamePaths(nodes.map((n) => n.path), [...oracle.keys()]);
+    expectSamePaths(
+      nodes.map((n) => n.path),
+      [...oracle.keys()],
+    );
     for (const n of nodes) {
       const e = oracle.get(n.path)!;
-      expect({ path: n.path, type: n.type, permissions: n.mode & 0o7777, uid: n.uid, gid: n.gid, size: n.size, links: n.links, inode: n.inode, mtime: nsOf(n.mtime), target: n.target, device: n.device }).toEqual({
+      expect({
+        path: n.path,
+        type: n.type,
+        permissions: n.mode & 0o7777,
+        uid: n.uid,
+        gid: n.gid,
+        size: n.size,
+        links: n.links,
+        inode: n.inode,
+        mtime: nsOf(n.mtime),
+        target: n.target,
+        device: n.device,
+      }).toEqual({
         path: e.path,
         type: e.type,
         permissions: e.permissions,
@@ -110,10 +125,15 @@ describe.each(CTS)("disk %s", (ct) => {
     // and through the command line, to stdout and to --target, for the files that matter most
     // (not the 1 GiB sparse file: its zeros would be written to disk twice)
     const files = [...oracle.values()].filter((e) => e.type === "file" && e.size < 100 << 20).sort((a, b) => b.size - a.size);
-    const picks = [...new Set([files[0]!, files[files.length - 1]!, ...files.filter((e) => /frag|sparse|prealloc|ü|indirect|triple|medium|tiny/.test(e.path))])];
+    const picks = [
+      ...new Set([files[0]!, files[files.length - 1]!, ...files.filter((e) => /frag|sparse|prealloc|ü|indirect|triple|medium|tiny/.test(e.path))]),
+    ];
     for (const e of picks) {
       const out = join(work, `dump-${ct}-${createHash("sha1").update(e.path).digest("hex")}`);
-      const r = await execa(process.execPath, [join(process.cwd(), "dist/src/cli.js"), "dump", ...repoArgs, ct, e.path, "-q"], { stdout: { file: out }, reject: false });
+      const r = await execa(process.execPath, [join(process.cwd(), "dist/src/cli.js"), "dump", ...repoArgs, ct, e.path, "-q"], {
+        stdout: { file: out },
+        reject: false,
+      });
       expect(r.exitCode, `${e.path}: ${r.stderr}`).toBe(0);
       expect(await sha256File(out), `dump ${e.path} to stdout`).toBe(e.sha256);
       const viaTarget = `${out}.target`;

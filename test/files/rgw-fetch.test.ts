@@ -86,7 +86,9 @@ describe("dumping one file of a large backup from RGW", () => {
       expect(h.digest("hex")).toBe(disk.fileSha256);
       const bound = 3 * disk.fileBytes + 4 * MIB;
       const chunkGets = store.keys.filter((k) => k.startsWith("chunks/")).length;
-      process.stderr.write(`file restore from RGW: ${store.gets} GETs (${chunkGets} chunks), ${(store.bytes / MIB).toFixed(1)} MiB for a ${disk.fileBytes / MIB} MiB file (bound ${bound / MIB} MiB); disk ${(disk.sizeBytes / MIB).toFixed(0)} MiB\n`);
+      process.stderr.write(
+        `file restore from RGW: ${store.gets} GETs (${chunkGets} chunks), ${(store.bytes / MIB).toFixed(1)} MiB for a ${disk.fileBytes / MIB} MiB file (bound ${bound / MIB} MiB); disk ${(disk.sizeBytes / MIB).toFixed(0)} MiB\n`,
+      );
       expect(store.bytes).toBeLessThanOrEqual(bound);
       expect(backup.disk.stats.bytesFetched).toBeLessThanOrEqual(bound);
       await repository.close();

@@ -36,11 +36,18 @@ async function mkfsAt(raw: string, offsetBytes: number, sizeKiB: number, label: 
 describe("partition tables", () => {
   it("MBR with logical partitions: numbered as Linux does, where sfdisk put them", async () => {
     const raw = await image("mbr.raw", 64);
-    await execa("sfdisk", ["-q", raw], { input: "label: dos\nstart=2048, size=16384, type=83\nstart=20480, size=100000, type=5\nstart=22528, size=30000, type=83\nstart=55296, size=40000, type=83\n" });
-    const dumped = JSON.parse((await execa("sfdisk", ["--json", raw])).stdout) as { partitiontable: { partitions: { node: string; start: number; size: number; type: string }[] } };
+    await execa("sfdisk", ["-q", raw], {
+      input:
+        "label: dos\nstart=2048, size=16384, type=83\nstart=20480, size=100000, type=5\nstart=22528, size=30000, type=83\nstart=55296, size=40000, type=83\n",
+    });
+    const dumped = JSON.parse((await execa("sfdisk", ["--json", raw])).stdout) as {
+      partitiontable: { partitions: { node: string; start: number; size: number; type: string }[] };
+    };
     const table = await readPartitionTable(new BufferDevice(await readFile(raw)), "disk");
     expect(table.kind).toBe("mbr");
-    const expected = dumped.partitiontable.partitions.filter((p) => p.type !== "5").map((p) => ({ number: Number(/(\d+)$/.exec(p.node)![1]), start: p.start * 512, size: p.size * 512 }));
+    const expected = dumped.partitiontable.partitions
+      .filter((p) => p.type !== "5")
+      .map((p) => ({ number: Number(/(\d+)$/.exec(p.node)![1]), start: p.start * 512, size: p.size * 512 }));
     expect(table.partitions.map((p) => ({ number: p.number, start: p.start, size: p.size }))).toEqual(expected);
     expect(expected.map((p) => p.number)).toEqual([1, 5, 6]);
 

@@ -62,10 +62,16 @@ describe("repository config decoder (fuzz)", () => {
 
   it("random bytes and random JSON", () => {
     fc.assert(
-      fc.property(fc.oneof(fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)), fc.jsonValue().map((v) => Buffer.from(JSON.stringify(v) ?? "null"))), (body) => {
-        const r = attempt(() => decodeConfig(body, WHERE), undefined, WHERE);
-        if (r.ok) checkAccepted(r.value);
-      }),
+      fc.property(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)),
+          fc.jsonValue().map((v) => Buffer.from(JSON.stringify(v) ?? "null")),
+        ),
+        (body) => {
+          const r = attempt(() => decodeConfig(body, WHERE), undefined, WHERE);
+          if (r.ok) checkAccepted(r.value);
+        },
+      ),
       { numRuns: runs(3000) },
     );
   });
@@ -83,13 +89,24 @@ describe("repository config decoder (fuzz)", () => {
 
   it("valid configs with mutated bytes; deeply nested JSON", () => {
     fc.assert(
-      fc.property(configArb, fc.array(fc.record({ kind: fc.integer(editArb.kind), at: fc.integer(editArb.at), value: fc.integer(editArb.value), len: fc.integer(editArb.len) }), { minLength: 1, maxLength: 4 }), (c, edits) => {
-        const r = attempt(() => decodeConfig(mutateBytes(encodeConfig(c), edits), WHERE), undefined, WHERE);
-        if (r.ok) checkAccepted(r.value);
-      }),
+      fc.property(
+        configArb,
+        fc.array(fc.record({ kind: fc.integer(editArb.kind), at: fc.integer(editArb.at), value: fc.integer(editArb.value), len: fc.integer(editArb.len) }), {
+          minLength: 1,
+          maxLength: 4,
+        }),
+        (c, edits) => {
+          const r = attempt(() => decodeConfig(mutateBytes(encodeConfig(c), edits), WHERE), undefined, WHERE);
+          if (r.ok) checkAccepted(r.value);
+        },
+      ),
       { numRuns: runs(3000) },
     );
-    for (const body of ["[".repeat(100_000), `${'{"a":'.repeat(100_000)}1${"}".repeat(100_000)}`, `{"format":"ploopvault-repository","version":1,"id":"${"0".repeat(32)}","chunker":${"[".repeat(50_000)}${"]".repeat(50_000)}}`]) {
+    for (const body of [
+      "[".repeat(100_000),
+      `${'{"a":'.repeat(100_000)}1${"}".repeat(100_000)}`,
+      `{"format":"ploopvault-repository","version":1,"id":"${"0".repeat(32)}","chunker":${"[".repeat(50_000)}${"]".repeat(50_000)}}`,
+    ]) {
       attempt(() => decodeConfig(Buffer.from(body), WHERE), undefined, WHERE);
     }
   });

@@ -49,7 +49,20 @@ const NAMES = [
 ];
 const textArb = fc.oneof(
   guidArb,
-  fc.constantFrom(NONE_GUID, "{5fbaabe3-6958-40ff-92a7-860e329aab41}", "Compressed", "Plain", "root.hds", "2048", "0", "", " ", "-1", "1e3", "99999999999999999999"),
+  fc.constantFrom(
+    NONE_GUID,
+    "{5fbaabe3-6958-40ff-92a7-860e329aab41}",
+    "Compressed",
+    "Plain",
+    "root.hds",
+    "2048",
+    "0",
+    "",
+    " ",
+    "-1",
+    "1e3",
+    "99999999999999999999",
+  ),
   fc.nat().map(String),
   fc.string({ maxLength: 20 }),
   fc.constantFrom("&amp;", "&lt;x&gt;", "&#0;", "&#x10FFFF;", "&#xD800;", "&unknown;", "a\nb", "\u0000", "]]>", "<![CDATA[x]]>", "<!-- c -->"),
@@ -60,11 +73,15 @@ const xmlTree: fc.Arbitrary<string> = fc.letrec((tie) => ({
   node: fc.oneof(
     { depthSize: "small", withCrossShrink: true },
     textArb,
-    fc.tuple(fc.constantFrom(...NAMES.filter((n) => n !== "#text")), fc.array(tie("node"), { maxLength: 5 })).map(([name, children]) => `<${name}>${(children as string[]).join("")}</${name}>`),
+    fc
+      .tuple(fc.constantFrom(...NAMES.filter((n) => n !== "#text")), fc.array(tie("node"), { maxLength: 5 }))
+      .map(([name, children]) => `<${name}>${(children as string[]).join("")}</${name}>`),
   ),
 })).node as fc.Arbitrary<string>;
 
-const randomDocument = fc.tuple(fc.boolean(), xmlTree).map(([decl, body]) => `${decl ? '<?xml version="1.0"?>\n' : ""}<Parallels_disk_image>${body}</Parallels_disk_image>`);
+const randomDocument = fc
+  .tuple(fc.boolean(), xmlTree)
+  .map(([decl, body]) => `${decl ? '<?xml version="1.0"?>\n' : ""}<Parallels_disk_image>${body}</Parallels_disk_image>`);
 
 /** A valid descriptor of a chain of 1..5 images. */
 const validDescriptor = fc
@@ -186,13 +203,17 @@ describe("DiskDescriptor.xml parser (fuzz)", () => {
 
   it("valid descriptors parse, and chainFor any GUID-ish string answers or refuses cleanly", () => {
     fc.assert(
-      fc.property(validDescriptor, fc.oneof(guidArb, fc.string({ maxLength: 40 }), fc.constantFrom(NONE_GUID, "", "{}", "5FBAABE3-6958-40FF-92A7-860E329AAB41")), (xml, top) => {
-        const dd = parseDescriptor(xml, PATH);
-        checkAccepted(dd);
-        for (const image of dd.images) expect(chainFor(dd, image.guid).at(-1)!.guid).toBe(image.guid);
-        const r = attempt(() => chainFor(dd, top), PloopFormatError, PATH);
-        if (r.ok) expect(r.value.length).toBeGreaterThan(0);
-      }),
+      fc.property(
+        validDescriptor,
+        fc.oneof(guidArb, fc.string({ maxLength: 40 }), fc.constantFrom(NONE_GUID, "", "{}", "5FBAABE3-6958-40FF-92A7-860E329AAB41")),
+        (xml, top) => {
+          const dd = parseDescriptor(xml, PATH);
+          checkAccepted(dd);
+          for (const image of dd.images) expect(chainFor(dd, image.guid).at(-1)!.guid).toBe(image.guid);
+          const r = attempt(() => chainFor(dd, top), PloopFormatError, PATH);
+          if (r.ok) expect(r.value.length).toBeGreaterThan(0);
+        },
+      ),
       { numRuns: runs(1000) },
     );
   });
@@ -206,7 +227,9 @@ describe("DiskDescriptor.xml parser (fuzz)", () => {
       '<!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">]>';
     const cases = [
       valid.replace('<?xml version="1.0"?>', laughs).replace("<File>root.hds</File>", "<File>&lol6;</File>"),
-      valid.replace('<?xml version="1.0"?>', '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY ext SYSTEM "file:///etc/passwd">]>').replace("<File>root.hds</File>", "<File>&ext;</File>"),
+      valid
+        .replace('<?xml version="1.0"?>', '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY ext SYSTEM "file:///etc/passwd">]>')
+        .replace("<File>root.hds</File>", "<File>&ext;</File>"),
       `<Parallels_disk_image>${"<a>".repeat(20000)}${"</a>".repeat(20000)}</Parallels_disk_image>`,
       valid.replace("<File>root.hds</File>", `<File>${"x".repeat(1_000_000)}</File>`),
       valid.replace("<Snapshots>", `<Snapshots>${"<Shot><GUID>{00000000-0000-0000-0000-000000000001}</GUID></Shot>".repeat(20000)}`),

@@ -123,7 +123,14 @@ const INTERESTING = [0, 1, 2, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x7fffffff, 0x800
 /** Damage within what the reader reads: flipped bytes and interesting little-endian values. */
 function damageArb(base: Base): fc.Arbitrary<{ at: number; bytes: Buffer }[]> {
   const edit = fc
-    .tuple(fc.nat({ max: base.metadata.length - 1 }), fc.nat(), fc.oneof(fc.integer({ min: 1, max: 255 }).map((x) => ({ flip: x })), fc.tuple(fc.constantFrom(1, 2, 4), fc.constantFrom(...INTERESTING)).map(([width, value]) => ({ width, value }))))
+    .tuple(
+      fc.nat({ max: base.metadata.length - 1 }),
+      fc.nat(),
+      fc.oneof(
+        fc.integer({ min: 1, max: 255 }).map((x) => ({ flip: x })),
+        fc.tuple(fc.constantFrom(1, 2, 4), fc.constantFrom(...INTERESTING)).map(([width, value]) => ({ width, value })),
+      ),
+    )
     .map(([range, pos, change]) => {
       const [start, length] = base.metadata[range]!;
       const at = start + (pos % length);
@@ -177,13 +184,17 @@ describe("partition tables", () => {
     const gpt = bases.find((b) => b.name === "ext4-csum-gpt")!.image.subarray(0, 1 << 20);
     const mbr = bases.find((b) => b.name === "ext3-mbr")!.image.subarray(0, 1 << 20);
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(gpt, mbr), fc.array(fc.tuple(fc.nat({ max: 2 * 512 + 128 * 4 - 1 }), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 6 }), async (base, edits) => {
-        await new Promise((resolve) => setImmediate(resolve));
-        const image = Buffer.alloc(8 << 20);
-        base.copy(image);
-        for (const [at, v] of edits) image[at < 1024 ? at : 1024 + (at - 1024)] = v;
-        await attemptAsync(() => findExtFilesystem(new RecordingDevice(image), "fuzzed disk"));
-      }),
+      fc.asyncProperty(
+        fc.constantFrom(gpt, mbr),
+        fc.array(fc.tuple(fc.nat({ max: 2 * 512 + 128 * 4 - 1 }), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 6 }),
+        async (base, edits) => {
+          await new Promise((resolve) => setImmediate(resolve));
+          const image = Buffer.alloc(8 << 20);
+          base.copy(image);
+          for (const [at, v] of edits) image[at < 1024 ? at : 1024 + (at - 1024)] = v;
+          await attemptAsync(() => findExtFilesystem(new RecordingDevice(image), "fuzzed disk"));
+        },
+      ),
       { numRuns: runs(400) },
     );
   });

@@ -11,7 +11,15 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { chunkerParamsForAverage } from "../../src/chunker/params.js";
 import { IntegrityError } from "../../src/errors.js";
-import { decodeManifest, encodeManifest, MANIFEST_MAGIC, MAX_LOGICAL_BYTES, maxManifestEntries, type Manifest, type ManifestEntry } from "../../src/manifest/format.js";
+import {
+  decodeManifest,
+  encodeManifest,
+  MANIFEST_MAGIC,
+  MAX_LOGICAL_BYTES,
+  maxManifestEntries,
+  type Manifest,
+  type ManifestEntry,
+} from "../../src/manifest/format.js";
 import { zstdCompress, zstdDecompressBounded } from "../../src/util/zstd.js";
 import { attempt, editArb, mutateBytes, runs } from "./oracle.js";
 
@@ -33,7 +41,10 @@ const manifestArb: fc.Arbitrary<Manifest> = fc
     pieces: fc.array(fc.record({ hole: fc.boolean(), size: fc.integer({ min: 1, max: 4 }) }), { maxLength: 30 }),
     tail: fc.integer({ min: 0, max: 3 }),
     config: fc.option(fc.constant("ve.conf"), { nil: null }),
-    snapshot: fc.option(fc.uuid().map((u) => `{${u}}`), { nil: null }),
+    snapshot: fc.option(
+      fc.uuid().map((u) => `{${u}}`),
+      { nil: null },
+    ),
   })
   .map(({ avg, clusterBytes, pieces, tail, config, snapshot }) => {
     const chunker = chunkerParamsForAverage(avg);
@@ -56,7 +67,12 @@ const manifestArb: fc.Arbitrary<Manifest> = fc
         tool: { name: "ploopvault", version: "fuzz" },
         disk: { logicalBytes, clusterBytes, sourceFormatVersion: 2 },
         chunker,
-        source: { descriptorPath: "/vz/private/101/root.hdd/DiskDescriptor.xml", topGuid: snapshot ?? "{5fbaabe3-6958-40ff-92a7-860e329aab41}", snapshotGuid: snapshot, imageFiles: ["/vz/private/101/root.hdd/root.hds"] },
+        source: {
+          descriptorPath: "/vz/private/101/root.hdd/DiskDescriptor.xml",
+          topGuid: snapshot ?? "{5fbaabe3-6958-40ff-92a7-860e329aab41}",
+          snapshotGuid: snapshot,
+          imageFiles: ["/vz/private/101/root.hdd/root.hds"],
+        },
         files: { descriptor: "DiskDescriptor.xml", config },
         stats: { readBytes: 1, dataBytes: 2, holeBytes: 3, chunks: 4, newChunks: 5, newBytesStored: 6, seconds: 0.5 },
         entryCount: entries.length,
@@ -154,15 +170,22 @@ describe("manifest decoder (fuzz)", () => {
 
   it("mutated object bytes (the checksum must catch what the structure does not)", () => {
     fc.assert(
-      fc.property(manifestArb, fc.array(fc.record({ kind: fc.integer(editArb.kind), at: fc.integer(editArb.at), value: fc.integer(editArb.value), len: fc.integer(editArb.len) }), { minLength: 1, maxLength: 3 }), (m, edits) => {
-        const object = encodeManifest(m);
-        const bad = mutateBytes(object, edits);
-        const r = attempt(() => decodeManifest(bad, NAME), IntegrityError, NAME);
-        if (r.ok) {
-          checkAccepted(r.value);
-          expect(r.value).toEqual(m); // only a no-op edit (e.g. an insertion trimmed off again) is accepted
-        }
-      }),
+      fc.property(
+        manifestArb,
+        fc.array(fc.record({ kind: fc.integer(editArb.kind), at: fc.integer(editArb.at), value: fc.integer(editArb.value), len: fc.integer(editArb.len) }), {
+          minLength: 1,
+          maxLength: 3,
+        }),
+        (m, edits) => {
+          const object = encodeManifest(m);
+          const bad = mutateBytes(object, edits);
+          const r = attempt(() => decodeManifest(bad, NAME), IntegrityError, NAME);
+          if (r.ok) {
+            checkAccepted(r.value);
+            expect(r.value).toEqual(m); // only a no-op edit (e.g. an insertion trimmed off again) is accepted
+          }
+        },
+      ),
       { numRuns: runs(2000) },
     );
   });
@@ -183,7 +206,10 @@ describe("manifest decoder (fuzz)", () => {
     fc.assert(
       fc.property(
         manifestArb,
-        fc.array(fc.record({ kind: fc.integer(editArb.kind), at: fc.integer(editArb.at), value: fc.integer(editArb.value), len: fc.integer(editArb.len) }), { minLength: 1, maxLength: 3 }),
+        fc.array(fc.record({ kind: fc.integer(editArb.kind), at: fc.integer(editArb.at), value: fc.integer(editArb.value), len: fc.integer(editArb.len) }), {
+          minLength: 1,
+          maxLength: 3,
+        }),
         fc.option(fc.oneof(fc.nat({ max: 5000 }), fc.constantFrom(0, 0xffffffff, 0x80000000)), { nil: undefined }),
         (m, edits, jsonLength) => {
           const { json, table } = payloadOf(encodeManifest(m));
@@ -197,13 +223,19 @@ describe("manifest decoder (fuzz)", () => {
 
   it("hostile geometry, entry counts and side-file names in a valid envelope", () => {
     const hostile = fc.record({
-      clusterBytes: fc.oneof(fc.constantFrom(0, 1, 512, 1024, 2048, 3000, 4095, 12288, 4096, 1 << 20, 64 << 20, 128 << 20, 2 ** 40), fc.integer({ min: 1, max: 1 << 27 })),
+      clusterBytes: fc.oneof(
+        fc.constantFrom(0, 1, 512, 1024, 2048, 3000, 4095, 12288, 4096, 1 << 20, 64 << 20, 128 << 20, 2 ** 40),
+        fc.integer({ min: 1, max: 1 << 27 }),
+      ),
       clusters: fc.oneof(fc.integer({ min: 0, max: 64 }), fc.constantFrom(2 ** 26, 2 ** 32, 2 ** 40)),
       entryCount: fc.oneof(fc.nat({ max: 300 }), fc.constantFrom(2 ** 20, 2 ** 31, 2 ** 40)),
       config: fc.constantFrom(null, "ve.conf", "root.hdd", "root.hdd.1", "DiskDescriptor.xml", "DiskDescriptor.xml.lck", "manifest", "root.hds", "x.conf"),
       descriptor: fc.constantFrom("DiskDescriptor.xml", "manifest", "ve.conf"),
       // random entries, or entries that tile the disk: one hole, or chunks of `tiny` bytes on a small disk
-      pieces: fc.oneof(fc.array(fc.record({ hole: fc.boolean(), length: fc.integer({ min: 1, max: 1 << 22 }) }), { maxLength: 200 }), fc.constant("tile" as const)),
+      pieces: fc.oneof(
+        fc.array(fc.record({ hole: fc.boolean(), length: fc.integer({ min: 1, max: 1 << 22 }) }), { maxLength: 200 }),
+        fc.constant("tile" as const),
+      ),
       tiny: fc.constantFrom(64, 1000, 4096),
       trueCount: fc.boolean(),
       padding: fc.constantFrom(0, 0, 17, 1 << 16),
@@ -220,7 +252,8 @@ describe("manifest decoder (fuzz)", () => {
         const logicalBytes = h.clusterBytes * h.clusters;
         const table: Buffer[] = [];
         if (h.pieces === "tile") {
-          if (logicalBytes > 0 && logicalBytes <= 1 << 20) for (let at = 0; at < logicalBytes; at += h.tiny) table.push(entry(false, at, Math.min(h.tiny, logicalBytes - at)));
+          if (logicalBytes > 0 && logicalBytes <= 1 << 20)
+            for (let at = 0; at < logicalBytes; at += h.tiny) table.push(entry(false, at, Math.min(h.tiny, logicalBytes - at)));
           else if (logicalBytes > 0 && logicalBytes <= Number.MAX_SAFE_INTEGER) table.push(entry(true, 0, logicalBytes));
         } else {
           let offset = 0;
@@ -231,7 +264,12 @@ describe("manifest decoder (fuzz)", () => {
         }
         const entryCount = h.trueCount ? table.length : h.entryCount;
         table.push(Buffer.alloc(h.padding));
-        const metadata = { ...m.metadata, disk: { logicalBytes, clusterBytes: h.clusterBytes, sourceFormatVersion: 2 }, entryCount, files: { descriptor: h.descriptor, config: h.config } };
+        const metadata = {
+          ...m.metadata,
+          disk: { logicalBytes, clusterBytes: h.clusterBytes, sourceFormatVersion: 2 },
+          entryCount,
+          files: { descriptor: h.descriptor, config: h.config },
+        };
         const r = attempt(() => decodeManifest(wrap(JSON.stringify(metadata), Buffer.concat(table)), NAME), IntegrityError, NAME);
         if (r.ok) checkAccepted(r.value);
       }),

@@ -37,7 +37,9 @@ const headerParams = fc.record({
   empty: fc.boolean(),
 });
 
-const validHeaderBytes = headerParams.map((p) => encodeHeader(newHeader({ version: p.version, sizeSectors: p.clusters * p.clusterSectors, clusterSectors: p.clusterSectors, empty: p.empty })));
+const validHeaderBytes = headerParams.map((p) =>
+  encodeHeader(newHeader({ version: p.version, sizeSectors: p.clusters * p.clusterSectors, clusterSectors: p.clusterSectors, empty: p.empty })),
+);
 
 /** A valid header with some fields overwritten by boundary values and some bits flipped. */
 const mutatedHeaderBytes = fc
@@ -220,7 +222,12 @@ describe("ploop image files (fuzz)", () => {
     const h = decodeHeader(good.subarray(0, HEADER_BYTES), "good");
     const path = join(dir, "huge.hds");
     const bytes = Buffer.from(good);
-    encodeHeader({ ...h, batEntries: 0xffffffff, sizeSectors: 0xffffffff * h.clusterSectors, firstBlockOffsetSectors: Math.ceil((64 + 4 * 0xffffffff) / 512 / h.clusterSectors) * h.clusterSectors }).copy(bytes);
+    encodeHeader({
+      ...h,
+      batEntries: 0xffffffff,
+      sizeSectors: 0xffffffff * h.clusterSectors,
+      firstBlockOffsetSectors: Math.ceil((64 + 4 * 0xffffffff) / 512 / h.clusterSectors) * h.clusterSectors,
+    }).copy(bytes);
     await writeFile(path, bytes);
     const r = await attemptAsync(() => openImage(path), PloopFormatError, path);
     expect(r.ok).toBe(false);

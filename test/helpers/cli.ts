@@ -80,7 +80,10 @@ export async function localRepo(): Promise<RepoTarget> {
     args: ["--repo", root, "--state-dir", stateDir],
     stateDir,
     async listKeys(prefix) {
-      return (await walk(root)).map((p) => relative(root, p)).filter((k) => k.startsWith(prefix) && !k.split("/").some((s) => s.startsWith("."))).sort();
+      return (await walk(root))
+        .map((p) => relative(root, p))
+        .filter((k) => k.startsWith(prefix) && !k.split("/").some((s) => s.startsWith(".")))
+        .sort();
     },
     read: (key) => readFile(join(root, key)),
     write: (key, body) => writeFile(join(root, key), body),

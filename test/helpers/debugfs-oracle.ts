@@ -72,13 +72,21 @@ function decodeTime(line: string | undefined): { sec: number; nsec: number } {
  * Every entry of the ext filesystem at byte `offset` of `image` (lost+found included),
  * keyed by path ("/etc/hostname"), plus an rdump of the whole tree in `rdumpDir`.
  */
-export async function debugfsTree(image: string, offset: number): Promise<{ entries: Map<string, OracleEntry>; rdumpDir: string; cleanup: () => Promise<void> }> {
+export async function debugfsTree(
+  image: string,
+  offset: number,
+): Promise<{ entries: Map<string, OracleEntry>; rdumpDir: string; cleanup: () => Promise<void> }> {
   const spec = offset === 0 ? image : `${image}?offset=${offset}`;
   const entries = new Map<string, OracleEntry>();
   let level = ["/"];
   while (level.length > 0) {
     const next: string[] = [];
-    const outputs = perCommand(await debugfs(spec, level.map((d) => `ls -p ${quote(d)}`)));
+    const outputs = perCommand(
+      await debugfs(
+        spec,
+        level.map((d) => `ls -p ${quote(d)}`),
+      ),
+    );
     outputs.forEach((out, i) => {
       const dir = level[i]!;
       for (const line of out.split("\n")) {
@@ -110,7 +118,12 @@ export async function debugfsTree(image: string, offset: number): Promise<{ entr
     level = next;
   }
   const all = [...entries.values()];
-  const stats = perCommand(await debugfs(spec, all.map((e) => `stat ${quote(e.path)}`)));
+  const stats = perCommand(
+    await debugfs(
+      spec,
+      all.map((e) => `stat ${quote(e.path)}`),
+    ),
+  );
   const xattrNames: { entry: OracleEntry; name: string }[] = [];
   const inline = new Set<OracleEntry>();
   all.forEach((e, i) => {
@@ -204,7 +217,11 @@ function unescapeGetfattr(text: string): string {
 export function expectSamePaths(got: string[], want: string[]): void {
   const g = new Set(got);
   const w = new Set(want);
-  expect({ missing: want.filter((p) => !g.has(p)).slice(0, 20), unexpected: got.filter((p) => !w.has(p)).slice(0, 20), count: got.length }).toEqual({ missing: [], unexpected: [], count: want.length });
+  expect({ missing: want.filter((p) => !g.has(p)).slice(0, 20), unexpected: got.filter((p) => !w.has(p)).slice(0, 20), count: got.length }).toEqual({
+    missing: [],
+    unexpected: [],
+    count: want.length,
+  });
 }
 
 export function nsOf(iso: string): bigint {
@@ -229,13 +246,33 @@ export async function compareTree(root: string, oracle: Map<string, OracleEntry>
   };
   await walk(root, "");
   const expected = [...oracle.values()].filter((e) => e.type !== "socket");
-  expectSamePaths([...found.keys()], expected.map((e) => e.path));
+  expectSamePaths(
+    [...found.keys()],
+    expected.map((e) => e.path),
+  );
   const xattrs = await getfattrTree(root);
   const inodeOf = new Map<number, bigint>();
   for (const e of expected) {
-    const st = found.get(e.path)! as Awaited<ReturnType<typeof lstat>> & { mode: bigint; uid: bigint; gid: bigint; size: bigint; mtimeNs: bigint; nlink: bigint; ino: bigint; rdev: bigint };
+    const st = found.get(e.path)! as Awaited<ReturnType<typeof lstat>> & {
+      mode: bigint;
+      uid: bigint;
+      gid: bigint;
+      size: bigint;
+      mtimeNs: bigint;
+      nlink: bigint;
+      ino: bigint;
+      rdev: bigint;
+    };
     const where = `${root}${e.path}`;
-    const typeOk = { file: st.isFile(), dir: st.isDirectory(), symlink: st.isSymbolicLink(), chardev: st.isCharacterDevice(), blockdev: st.isBlockDevice(), fifo: st.isFIFO(), socket: false }[e.type];
+    const typeOk = {
+      file: st.isFile(),
+      dir: st.isDirectory(),
+      symlink: st.isSymbolicLink(),
+      chardev: st.isCharacterDevice(),
+      blockdev: st.isBlockDevice(),
+      fifo: st.isFIFO(),
+      socket: false,
+    }[e.type];
     expect(typeOk, `${where} is a ${e.type}`).toBe(true);
     expect(Number(st.mode & 0o7777n), `${where} mode`).toBe(e.permissions);
     expect([Number(st.uid), Number(st.gid)], `${where} owner`).toEqual([e.uid, e.gid]);
@@ -259,4 +296,3 @@ export async function compareTree(root: string, oracle: Map<string, OracleEntry>
     expect(new Map([...got].map(([k, v]) => [k, normalizeXattr(k, v)])), `${where} xattrs`).toEqual(want);
   }
 }
-

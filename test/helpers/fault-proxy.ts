@@ -36,7 +36,15 @@
  * Plain node:http/net, no dependencies. Used by test/faults/* and scripts/soak.ts.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from "node:http";
+import {
+  Agent,
+  createServer,
+  request as httpRequest,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+  type ServerResponse,
+} from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 
 export const FAULT_KINDS = ["error500", "slowDown503", "resetRequest", "resetResponse", "truncate", "stall", "delay", "corrupt", "holdResponse"] as const;
@@ -93,7 +101,18 @@ export interface FaultProxy {
   close(): Promise<void>;
 }
 
-const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "expect", "proxy-authorization", "proxy-authenticate"]);
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "te",
+  "trailer",
+  "upgrade",
+  "expect",
+  "proxy-authorization",
+  "proxy-authenticate",
+]);
 
 /** mulberry32: a small, fast, seedable PRNG; plenty for fault decisions. */
 function prng(seed: number): () => number {
@@ -200,7 +219,9 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     if (fault === "error500" || fault === "slowDown503") {
       counters[fault]++;
       const [status, code, message] =
-        fault === "error500" ? [500, "InternalError", "We encountered an internal error. Please try again."] : [503, "SlowDown", "Please reduce your request rate."];
+        fault === "error500"
+          ? [500, "InternalError", "We encountered an internal error. Please try again."]
+          : [503, "SlowDown", "Please reduce your request rate."];
       // read (and drop) the request body first, as a server would
       req.resume();
       req.on("end", () => {

@@ -89,7 +89,8 @@ export async function fsCorpus(): Promise<FsCorpus> {
       await writeFile(join(lock, "pid"), String(process.pid));
       if (!(await exists(join(dir, "corpus.json")))) {
         for (const old of await readdir(tmpdir())) {
-          if (old.startsWith(PREFIX) && !old.startsWith(`${PREFIX}${key}`) && !old.endsWith(".lock")) await rm(join(tmpdir(), old), { recursive: true, force: true });
+          if (old.startsWith(PREFIX) && !old.startsWith(`${PREFIX}${key}`) && !old.endsWith(".lock"))
+            await rm(join(tmpdir(), old), { recursive: true, force: true });
         }
         await build(dir);
       }

@@ -38,7 +38,14 @@ export async function listVersions(bucket: string, prefix = "", client: Minio.Cl
   const out: VersionItem[] = [];
   for await (const item of client.listObjects(bucket, prefix, true, { IncludeVersion: true }) as AsyncIterable<MinioVersionItem>) {
     if (item.name === undefined || item.versionId === undefined) continue;
-    out.push({ key: item.name, versionId: item.versionId, latest: item.isLatest === true, deleteMarker: item.isDeleteMarker === true, size: item.size ?? 0, etag: item.etag ?? "" });
+    out.push({
+      key: item.name,
+      versionId: item.versionId,
+      latest: item.isLatest === true,
+      deleteMarker: item.isDeleteMarker === true,
+      size: item.size ?? 0,
+      etag: item.etag ?? "",
+    });
   }
   return out;
 }
@@ -47,7 +54,7 @@ export async function listVersions(bucket: string, prefix = "", client: Minio.Cl
 export async function retentionOf(bucket: string, key: string, versionId?: string): Promise<{ mode: string; until: Date } | null> {
   try {
     const r = await minioClient().getObjectRetention(bucket, key, versionId === undefined ? undefined : { versionId });
-    if (!r || !r.retainUntilDate) return null;
+    if (!r?.retainUntilDate) return null;
     return { mode: r.mode, until: new Date(r.retainUntilDate) };
   } catch (error) {
     if (/ObjectLockConfigurationNotFound|NoSuchObjectLockConfiguration/i.test(String((error as { code?: string }).code ?? error))) return null;
@@ -101,14 +108,34 @@ export async function applyAppendOnlyPolicies(bucket: string, lockBucket: string
         Sid: "NodeReadAndAppend",
         Effect: "Allow",
         Principal: { AWS: [node] },
-        Action: ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:GetObjectRetention", "s3:PutObjectRetention", "s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketObjectLockConfiguration", "s3:GetBucketVersioning"],
+        Action: [
+          "s3:GetObject",
+          "s3:GetObjectVersion",
+          "s3:PutObject",
+          "s3:GetObjectRetention",
+          "s3:PutObjectRetention",
+          "s3:ListBucket",
+          "s3:ListBucketVersions",
+          "s3:GetBucketObjectLockConfiguration",
+          "s3:GetBucketVersioning",
+        ],
         Resource: data,
       },
       {
         Sid: "NodeNeverDestroys",
         Effect: "Deny",
         Principal: { AWS: [node] },
-        Action: ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention", "s3:PutBucketObjectLockConfiguration", "s3:PutBucketVersioning", "s3:PutLifecycleConfiguration", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy", "s3:DeleteBucket"],
+        Action: [
+          "s3:DeleteObject",
+          "s3:DeleteObjectVersion",
+          "s3:BypassGovernanceRetention",
+          "s3:PutBucketObjectLockConfiguration",
+          "s3:PutBucketVersioning",
+          "s3:PutLifecycleConfiguration",
+          "s3:PutBucketPolicy",
+          "s3:DeleteBucketPolicy",
+          "s3:DeleteBucket",
+        ],
         Resource: data,
       },
     ],
@@ -118,7 +145,13 @@ export async function applyAppendOnlyPolicies(bucket: string, lockBucket: string
     Version: "2012-10-17",
     Statement: [
       { Sid: "Trusted", Effect: "Allow", Principal: { AWS: [owner] }, Action: ["s3:*"], Resource: locks },
-      { Sid: "NodeLocks", Effect: "Allow", Principal: { AWS: [node] }, Action: ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", "s3:GetBucketVersioning"], Resource: locks },
+      {
+        Sid: "NodeLocks",
+        Effect: "Allow",
+        Principal: { AWS: [node] },
+        Action: ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", "s3:GetBucketVersioning"],
+        Resource: locks,
+      },
     ],
   };
   await minioClient().setBucketPolicy(bucket, JSON.stringify(repositoryPolicy));

@@ -56,7 +56,11 @@ export function s3FromEnv(env: NodeJS.ProcessEnv = process.env): S3Connection | 
   }
   const node =
     env.PLOOPVAULT_TEST_S3_NODE_ACCESS_KEY && env.PLOOPVAULT_TEST_S3_NODE_SECRET_KEY
-      ? { user: env.PLOOPVAULT_TEST_S3_NODE_USER || "ploopvault-node", accessKeyId: env.PLOOPVAULT_TEST_S3_NODE_ACCESS_KEY, secretAccessKey: env.PLOOPVAULT_TEST_S3_NODE_SECRET_KEY }
+      ? {
+          user: env.PLOOPVAULT_TEST_S3_NODE_USER || "ploopvault-node",
+          accessKeyId: env.PLOOPVAULT_TEST_S3_NODE_ACCESS_KEY,
+          secretAccessKey: env.PLOOPVAULT_TEST_S3_NODE_SECRET_KEY,
+        }
       : undefined;
   return { endpoint, accessKeyId, secretAccessKey, region: env.PLOOPVAULT_TEST_S3_REGION || "us-east-1", ...(node === undefined ? {} : { node }) };
 }
@@ -120,4 +124,3 @@ export async function startTestS3(options: { dir?: string; port?: number } = {})
   }
   throw lastError;
 }
-

@@ -59,7 +59,10 @@ export function minioClient(connection: S3Connection = testS3()): Minio.Client {
 
 /** Create a fresh, empty bucket with a unique name ("pv-test-..."); returns its name. */
 export async function makeTestBucket(label = "t"): Promise<string> {
-  const safe = label.toLowerCase().replace(/[^a-z0-9-]/g, "-").slice(0, 20);
+  const safe = label
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, "-")
+    .slice(0, 20);
   const bucket = `pv-${safe}-${Date.now().toString(36)}-${randomBytes(4).toString("hex")}`.replace(/-+/g, "-");
   await minioClient().makeBucket(bucket, testS3().region);
   return bucket;

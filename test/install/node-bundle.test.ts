@@ -38,7 +38,14 @@ describe("contrib/node-glibc-bundle.sh", { timeout: 120_000 }, () => {
     const interpreter = (await execa("patchelf", ["--print-interpreter", node])).stdout;
     expect(interpreter.startsWith(join(prefix, "lib"))).toBe(true);
     const maps = await execa(node, ["-e", "process.stdout.write(require('fs').readFileSync('/proc/self/maps','utf8'))"]);
-    const libraries = [...new Set(maps.stdout.split("\n").map((l) => l.split(/\s+/).pop() ?? "").filter((p) => /\.so(\.\d+)*$/.test(p)))];
+    const libraries = [
+      ...new Set(
+        maps.stdout
+          .split("\n")
+          .map((l) => l.split(/\s+/).pop() ?? "")
+          .filter((p) => /\.so(\.\d+)*$/.test(p)),
+      ),
+    ];
     expect(libraries.some((l) => /\/libc\.so\.6$/.test(l))).toBe(true);
     expect(libraries.filter((l) => !l.startsWith(join(prefix, "lib")))).toEqual([]);
     const version = await execa(node, [CLI, "--version"]);

@@ -53,7 +53,7 @@ describe("npm pack, then npm install -g of the tarball", { timeout: 600_000 }, (
     expect(listing).toContain("package/dist/src/cli.js");
     expect(listing).toContain("package/contrib/ploopvault.bash");
     expect(listing).toContain("package/docs/operations.md");
-    expect(listing.filter((f) => /^package\/(src|test|bench|scripts)\//.test(f) || f.endsWith(".ts") && !f.endsWith(".d.ts"))).toEqual([]);
+    expect(listing.filter((f) => /^package\/(src|test|bench|scripts)\//.test(f) || (f.endsWith(".ts") && !f.endsWith(".d.ts")))).toEqual([]);
     const modules = await readdir(join(installed, "node_modules"));
     for (const dev of ["typescript", "vitest", "minio", "fast-check"]) expect(modules, dev).not.toContain(dev);
     expect(modules).toContain("@aws-sdk");

@@ -61,10 +61,28 @@ describe("container discovery", () => {
   it("lists ploop containers from vzlist with status and config", async () => {
     const list = await listContainers({ vzlistBin: vzlist, privateRoot: priv, confDir });
     expect(list).toEqual([
-      { ct: "101", privateDir: join(priv, "101"), descriptorPath: join(priv, "101", "root.hdd", "DiskDescriptor.xml"), configPath: join(priv, "101", "ve.conf"), status: "running" },
-      { ct: "102", privateDir: join(priv, "102"), descriptorPath: join(priv, "102", "root.hdd", "DiskDescriptor.xml"), configPath: join(confDir, "102.conf"), status: "stopped" },
+      {
+        ct: "101",
+        privateDir: join(priv, "101"),
+        descriptorPath: join(priv, "101", "root.hdd", "DiskDescriptor.xml"),
+        configPath: join(priv, "101", "ve.conf"),
+        status: "running",
+      },
+      {
+        ct: "102",
+        privateDir: join(priv, "102"),
+        descriptorPath: join(priv, "102", "root.hdd", "DiskDescriptor.xml"),
+        configPath: join(confDir, "102.conf"),
+        status: "stopped",
+      },
       { ct: "104", privateDir: join(priv, "104"), descriptorPath: join(priv, "104", "root.hdd", "DiskDescriptor.xml"), configPath: null, status: "running" },
-      { ct: "200", privateDir: join(dir, "other place", "200"), descriptorPath: join(dir, "other place", "200", "root.hdd", "DiskDescriptor.xml"), configPath: null, status: "stopped" },
+      {
+        ct: "200",
+        privateDir: join(dir, "other place", "200"),
+        descriptorPath: join(dir, "other place", "200", "root.hdd", "DiskDescriptor.xml"),
+        configPath: null,
+        status: "stopped",
+      },
     ]);
   });
 
@@ -107,6 +125,8 @@ describe("container discovery", () => {
     const none = await script(dir, "vzlist-none", 'echo "Container(s) not found" >&2; exit 1');
     expect(await listContainers({ vzlistBin: none, privateRoot: priv })).toEqual([]);
     const broken = await script(dir, "vzlist-broken", 'echo "Unable to open /proc/vz/veinfo" >&2; exit 5');
-    await expect(listContainers({ vzlistBin: broken, privateRoot: priv })).rejects.toThrow(`${broken} -a -H -o ctid,private,status failed (exit 5): Unable to open /proc/vz/veinfo`);
+    await expect(listContainers({ vzlistBin: broken, privateRoot: priv })).rejects.toThrow(
+      `${broken} -a -H -o ctid,private,status failed (exit 5): Unable to open /proc/vz/veinfo`,
+    );
   });
 });

@@ -68,7 +68,9 @@ describe("PloopCli with the real ploop", () => {
     // Missing descriptor: DISKDESCR (39).
     const missing = join(dir, "nope", "DiskDescriptor.xml");
     const e39 = await ploop.snapshotDelete(missing, S).catch((e: unknown) => e);
-    expect((e39 as Error).message).toMatch(new RegExp(`^ploop snapshot-delete on ${missing}: invalid or unreadable DiskDescriptor.xml \\(exit 39\\): .*No such file or directory$`));
+    expect((e39 as Error).message).toMatch(
+      new RegExp(`^ploop snapshot-delete on ${missing}: invalid or unreadable DiskDescriptor.xml \\(exit 39\\): .*No such file or directory$`),
+    );
 
     // Image in use: OPEN (4), the state an interrupted offline merge leaves.
     const frozenImage = (await ploop.snapshotList(dd, S))[0]!.file;
@@ -76,7 +78,9 @@ describe("PloopCli with the real ploop", () => {
     await setImageInUse(frozenImage, true);
     const e4 = await ploop.snapshotDelete(dd, S).catch((e: unknown) => e);
     expect((e4 as PloopCommandError).ploopExitCode).toBe(4);
-    expect((e4 as Error).message).toBe(`ploop snapshot-delete on ${dd}: image in use or cannot be opened (exit 4): Error in merge_image (merge.c:443): open_delta: Device or resource busy`);
+    expect((e4 as Error).message).toBe(
+      `ploop snapshot-delete on ${dd}: image in use or cannot be opened (exit 4): Error in merge_image (merge.c:443): open_delta: Device or resource busy`,
+    );
     expect((e4 as Error).message).not.toContain("\n");
     await ploop.clearInUse(frozenImage);
     expect(await imageMarkedInUse(frozenImage)).toBe(false);
@@ -91,12 +95,16 @@ describe("PloopCli with the real ploop", () => {
     const e = await ploop.snapshot(bad, newSnapshotGuid()).catch((x: unknown) => x);
     expect(Date.now() - t0).toBeLessThan(4000);
     expect((e as PloopCommandError).ploopExitCode).toBe(23);
-    expect((e as Error).message).toMatch(new RegExp(`^ploop snapshot on ${bad}: cannot read DiskDescriptor.xml \\(exit 23\\): Error in ploop_read_dd .*Can't parse`));
+    expect((e as Error).message).toMatch(
+      new RegExp(`^ploop snapshot on ${bad}: cannot read DiskDescriptor.xml \\(exit 23\\): Error in ploop_read_dd .*Can't parse`),
+    );
   });
 
   it("refuses to delete the top GUID without running ploop", async () => {
     const ploop = new PloopCli({ bin: "/nonexistent/ploop" });
-    await expect(ploop.snapshotDelete("/x/DiskDescriptor.xml", TOP)).rejects.toThrow(/^refusing to delete the top snapshot \{5fbaabe3-6958-40ff-92a7-860e329aab41\} of \/x\/DiskDescriptor.xml/);
+    await expect(ploop.snapshotDelete("/x/DiskDescriptor.xml", TOP)).rejects.toThrow(
+      /^refusing to delete the top snapshot \{5fbaabe3-6958-40ff-92a7-860e329aab41\} of \/x\/DiskDescriptor.xml/,
+    );
     await expect(ploop.snapshotDelete("/x/DiskDescriptor.xml", "5FBAABE3-6958-40FF-92A7-860E329AAB41")).rejects.toThrow(/refusing/);
     await expect(ploop.snapshotDelete("/x/DiskDescriptor.xml", "-F")).rejects.toThrow(/"-F" is not a snapshot GUID/);
   });
@@ -108,13 +116,19 @@ describe("PloopCli with the real ploop", () => {
     expect((e as Error).message).toBe('ploop binary "/nonexistent/ploop" not found; install ploop or pass --ploop-bin');
     // The wrapper reports a missing ploop with exit 127.
     const viaWrapper = new PloopCli({ bin: PLOOP_OFFLINE, env: { PLOOP_BIN: "/nonexistent/ploop" } });
-    await expect(viaWrapper.mountedDevice("/x/DiskDescriptor.xml")).rejects.toThrow(new RegExp(`^ploop binary "${PLOOP_OFFLINE}" not found \\(exit 127: .*\\); install ploop or pass --ploop-bin$`));
+    await expect(viaWrapper.mountedDevice("/x/DiskDescriptor.xml")).rejects.toThrow(
+      new RegExp(`^ploop binary "${PLOOP_OFFLINE}" not found \\(exit 127: .*\\); install ploop or pass --ploop-bin$`),
+    );
   });
 
   it("retries LOCK (23) a bounded number of times, then reports it (fake ploop)", async () => {
     const calls = join(dir, "calls");
     const lck = join(dir, "DiskDescriptor.xml.lck");
-    const fake = await script(dir, "ploop", `echo "$*" >> ${calls}\necho "Error in do_lock (lock.c:132): The ${lck} is locked: Resource temporarily unavailable" >&2\nexit 23`);
+    const fake = await script(
+      dir,
+      "ploop",
+      `echo "$*" >> ${calls}\necho "Error in do_lock (lock.c:132): The ${lck} is locked: Resource temporarily unavailable" >&2\nexit 23`,
+    );
     const lines: string[] = [];
     const ploop = new PloopCli({ bin: fake, lockRetries: 2, lockRetryDelayMs: 20, log: (l) => lines.push(l) });
     const dd = join(dir, "DiskDescriptor.xml");
@@ -122,7 +136,9 @@ describe("PloopCli with the real ploop", () => {
     const e = await ploop.snapshotDelete(dd, S).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(PloopCommandError);
     expect((e as PloopCommandError).ploopExitCode).toBe(23);
-    expect((e as Error).message).toBe(`ploop snapshot-delete on ${dd}: disk is locked by another ploop operation (exit 23): Error in do_lock (lock.c:132): The ${lck} is locked: Resource temporarily unavailable`);
+    expect((e as Error).message).toBe(
+      `ploop snapshot-delete on ${dd}: disk is locked by another ploop operation (exit 23): Error in do_lock (lock.c:132): The ${lck} is locked: Resource temporarily unavailable`,
+    );
     expect((await readFile(calls, "utf8")).trim().split("\n")).toEqual(Array(3).fill(`snapshot-delete -u ${S} ${dd}`));
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatch(/retrying in 0 s \(1\/2\)$/);
@@ -130,7 +146,11 @@ describe("PloopCli with the real ploop", () => {
 
   it("succeeds when the lock goes away between retries (fake ploop)", async () => {
     const count = join(dir, "count");
-    const fake = await script(dir, "ploop", `n=$(cat ${count} 2>/dev/null || echo 0); n=$((n+1)); echo $n > ${count}\nif [ $n -lt 2 ]; then echo "Error in do_lock (lock.c:132): The x is locked: Resource temporarily unavailable" >&2; exit 23; fi\nprintf 'device:\\t\\t/dev/ploop12345\\n'`);
+    const fake = await script(
+      dir,
+      "ploop",
+      `n=$(cat ${count} 2>/dev/null || echo 0); n=$((n+1)); echo $n > ${count}\nif [ $n -lt 2 ]; then echo "Error in do_lock (lock.c:132): The x is locked: Resource temporarily unavailable" >&2; exit 23; fi\nprintf 'device:\\t\\t/dev/ploop12345\\n'`,
+    );
     const ploop = new PloopCli({ bin: fake, lockRetries: 2, lockRetryDelayMs: 10 });
     expect(await ploop.mountedDevice(join(dir, "DiskDescriptor.xml"))).toBe("/dev/ploop12345");
   });
@@ -142,9 +162,13 @@ describe("PloopCli with the real ploop", () => {
       const release = await holdFlock(`${dd}.lck`);
       try {
         const t0 = Date.now();
-        const e = await realPloop({ lockRetries: 0 }).snapshotDelete(dd, newSnapshotGuid()).catch((x: unknown) => x);
+        const e = await realPloop({ lockRetries: 0 })
+          .snapshotDelete(dd, newSnapshotGuid())
+          .catch((x: unknown) => x);
         expect(Date.now() - t0).toBeGreaterThan(59_000);
-        expect((e as Error).message).toBe(`ploop snapshot-delete on ${dd}: disk is locked by another ploop operation (exit 23): Error in do_lock (lock.c:132): The ${dd}.lck is locked: Resource temporarily unavailable`);
+        expect((e as Error).message).toBe(
+          `ploop snapshot-delete on ${dd}: disk is locked by another ploop operation (exit 23): Error in do_lock (lock.c:132): The ${dd}.lck is locked: Resource temporarily unavailable`,
+        );
       } finally {
         await release();
       }

@@ -3,7 +3,7 @@ import { execa } from "execa";
 import { chmod, mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SnapshotJournal, type JournalEntry, type JournalState } from "../../src/host/journal.js";
+import type { SnapshotJournal, JournalEntry, JournalState } from "../../src/host/journal.js";
 import { PloopCli } from "../../src/host/ploop-cli.js";
 import { PLOOP_OFFLINE, ploopInit, REPO_ROOT } from "../helpers/ploop-tool.js";
 import { topImagePath } from "../helpers/delta-writer.js";
@@ -30,7 +30,7 @@ export async function makeDisk(dir: string, options: { size?: string; clusterSec
 
 /** 32-byte unit repeated over a cluster: what we look for when reading back. */
 export function tagUnit(tag: string, cluster: number): string {
-  const unit = `${tag}:${String(cluster).padStart(8, "0")}`.padEnd(31, ".").slice(0, 31) + "\n";
+  const unit = `${`${tag}:${String(cluster).padStart(8, "0")}`.padEnd(31, ".").slice(0, 31)}\n`;
   return unit;
 }
 
@@ -87,7 +87,10 @@ export async function deadPid(): Promise<number> {
 /**
  * Leave a journal entry as a crashed run would: written by a process that no longer exists.
  */
-export async function writeCrashedEntry(journal: SnapshotJournal, fields: { ct: string; descriptorPath: string; snapshotGuid: string; state: JournalState }): Promise<JournalEntry> {
+export async function writeCrashedEntry(
+  journal: SnapshotJournal,
+  fields: { ct: string; descriptorPath: string; snapshotGuid: string; state: JournalState },
+): Promise<JournalEntry> {
   await journal.record(fields);
   const file = join(journal.dir, `${fields.snapshotGuid.slice(1, -1)}.json`);
   const entry = JSON.parse(await readFile(file, "utf8")) as JournalEntry;
@@ -180,7 +183,11 @@ export async function ploopCallsSparse(imagePath: string): Promise<boolean> {
  * steps (e.g. the descriptor switch and the unlink that follows it).
  */
 export async function ploopKilledAt(dir: string, syscall: "unlink" | "rename", nth: number): Promise<string> {
-  return script(dir, `ploop-killed-at-${syscall}-${nth}`, `exec strace -f -qq -o /dev/null -e trace=${syscall} -e inject=${syscall}:signal=KILL:when=${nth} -- "${PLOOP_OFFLINE}" "$@"`);
+  return script(
+    dir,
+    `ploop-killed-at-${syscall}-${nth}`,
+    `exec strace -f -qq -o /dev/null -e trace=${syscall} -e inject=${syscall}:signal=KILL:when=${nth} -- "${PLOOP_OFFLINE}" "$@"`,
+  );
 }
 
 /** Files beside the descriptor that look like images (not DiskDescriptor.xml*) but that it does not list. */

@@ -87,14 +87,24 @@ async function readSeqs(dd: string, topGuid?: string): Promise<number[]> {
 }
 
 async function sha256Files(paths: readonly string[]): Promise<string[]> {
-  return Promise.all(paths.map(async (p) => createHash("sha256").update(await readFile(p)).digest("hex")));
+  return Promise.all(
+    paths.map(async (p) =>
+      createHash("sha256")
+        .update(await readFile(p))
+        .digest("hex"),
+    ),
+  );
 }
 
 describe("withFrozenDisk", () => {
   it("freezes the chain while a running container writes, then merges every write back", async () => {
     const dd = await makeDisk(join(dir, "disk"), { size: "64M", clusterSectors: CLUSTER / 512 });
     const simLog = join(dir, "sim.log");
-    const sim: ResultPromise<{ reject: false }> = execa(process.execPath, [SIMULATOR, "--dd", dd, "--log", simLog, "--clusters", String(SIM_CLUSTERS), "--interval-ms", "2"], { reject: false });
+    const sim: ResultPromise<{ reject: false }> = execa(
+      process.execPath,
+      [SIMULATOR, "--dd", dd, "--log", simLog, "--clusters", String(SIM_CLUSTERS), "--interval-ms", "2"],
+      { reject: false },
+    );
     try {
       await until("simulator warm-up", async () => (await readLog(simLog)).length >= 40);
       const ploop = realPloop();
@@ -190,7 +200,9 @@ describe("withFrozenDisk", () => {
       return frozen.snapshotGuid;
     }).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(FrozenChainChangedError);
-    expect((e as Error).message).toMatch(/^container 101: frozen chain of snapshot \{[0-9a-f-]{36}\} changed during the backup: .*root\.hds was modified \(mtime .*\) \(another tool rewrote the disk; the backup is not consistent\)$/);
+    expect((e as Error).message).toMatch(
+      /^container 101: frozen chain of snapshot \{[0-9a-f-]{36}\} changed during the backup: .*root\.hds was modified \(mtime .*\) \(another tool rewrote the disk; the backup is not consistent\)$/,
+    );
     expect((await realPloop().snapshotList(dd, TOP)).length).toBe(1);
     expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
   });
@@ -199,7 +211,11 @@ describe("withFrozenDisk", () => {
     const dd = await makeDisk(join(dir, "disk"));
     class FailingMerge extends PloopCli {
       override async snapshotDelete(): Promise<"deleted" | "absent"> {
-        throw new PloopCommandError(`ploop snapshot-delete on ${dd}: disk is locked by another ploop operation (exit 23): locked`, { ploopExitCode: 23, args: [], stderrLine: "locked" });
+        throw new PloopCommandError(`ploop snapshot-delete on ${dd}: disk is locked by another ploop operation (exit 23): locked`, {
+          ploopExitCode: 23,
+          args: [],
+          stderrLine: "locked",
+        });
       }
     }
     let S = "";
@@ -228,7 +244,9 @@ describe("withFrozenDisk", () => {
     const xml = await readFile(dd, "utf8");
     const controller = new AbortController();
     controller.abort(new Error("stop"));
-    await expect(withFrozenDisk({ ct: "101", descriptorPath: dd, ploop: realPloop(), journal, log, signal: controller.signal }, async () => 1)).rejects.toThrow("stop");
+    await expect(withFrozenDisk({ ct: "101", descriptorPath: dd, ploop: realPloop(), journal, log, signal: controller.signal }, async () => 1)).rejects.toThrow(
+      "stop",
+    );
     expect(await readFile(dd, "utf8")).toBe(xml);
     expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
   });
@@ -250,7 +268,9 @@ describe("withFrozenDisk", () => {
     expect((e as Error).message).toMatch(/^container 101: cannot take backup snapshot: ploop snapshot on .*: killed by SIGKILL/);
     // The empty delta ploop had created and its DiskDescriptor.xml.tmp are gone.
     expect(await filesIn(join(dir, "disk"))).toEqual(["DiskDescriptor.xml", "DiskDescriptor.xml.lck", "root.hds"]);
-    expect(lines.some((l) => /removed-orphan-delta: removed .*root\.hds\.\{[0-9a-f-]{36}\}: the empty delta of an unfinished ploop snapshot/.test(l))).toBe(true);
+    expect(lines.some((l) => /removed-orphan-delta: removed .*root\.hds\.\{[0-9a-f-]{36}\}: the empty delta of an unfinished ploop snapshot/.test(l))).toBe(
+      true,
+    );
     expect(await readFile(dd, "utf8")).toBe(xml);
     expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
   });

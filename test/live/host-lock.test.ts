@@ -19,7 +19,15 @@ beforeAll(async () => {
   ({ dir, cleanup } = await scratch("hostlock"));
   // The child is TypeScript importing src/: bundle it into one .mjs for plain node.
   holderScript = join(dir, "hold-host-lock.mjs");
-  await build({ entryPoints: [join(REPO_ROOT, "test", "live", "hold-host-lock.ts")], bundle: true, platform: "node", format: "esm", target: "node20", outfile: holderScript, logLevel: "silent" });
+  await build({
+    entryPoints: [join(REPO_ROOT, "test", "live", "hold-host-lock.ts")],
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    outfile: holderScript,
+    logLevel: "silent",
+  });
 });
 afterAll(async () => {
   await cleanup();
@@ -52,7 +60,9 @@ describe("acquireHostLock", () => {
     const waited = Date.now() - t0;
     expect(e).toBeInstanceOf(HostLockBusyError);
     expect((e as HostLockBusyError).exitCode).toBe(4);
-    expect((e as Error).message).toBe(`another ploopvault run (pid ${process.pid}, started ${holder.startedAt}) holds the host lock ${lockPath}; gave up after 1 s`);
+    expect((e as Error).message).toBe(
+      `another ploopvault run (pid ${process.pid}, started ${holder.startedAt}) holds the host lock ${lockPath}; gave up after 1 s`,
+    );
     expect(waited).toBeGreaterThanOrEqual(950);
     expect(waited).toBeLessThan(3000);
 
@@ -81,7 +91,9 @@ describe("acquireHostLock", () => {
   it("is released when the holding process is SIGKILLed", async () => {
     const lockPath = join(dir, "c.lock");
     const { child, pid } = await childHolder(lockPath, "hold");
-    await expect(acquireHostLock(lockPath, { waitSeconds: 0 })).rejects.toThrow(new RegExp(`^another ploopvault run \\(pid ${pid}, started .*\\) holds the host lock ${lockPath}; gave up after 0 s$`));
+    await expect(acquireHostLock(lockPath, { waitSeconds: 0 })).rejects.toThrow(
+      new RegExp(`^another ploopvault run \\(pid ${pid}, started .*\\) holds the host lock ${lockPath}; gave up after 0 s$`),
+    );
     process.kill(pid, "SIGKILL");
     expect((await child).signal).toBe("SIGKILL");
     const t0 = Date.now();
@@ -107,14 +119,18 @@ describe("acquireHostLock", () => {
     await stale.child;
     const release = await holdFlock(lockPath);
     try {
-      await expect(acquireHostLock(lockPath, { waitSeconds: 0 })).rejects.toThrow(`another process holds the host lock ${lockPath} (not a ploopvault run, or it is just starting); gave up after 0 s`);
+      await expect(acquireHostLock(lockPath, { waitSeconds: 0 })).rejects.toThrow(
+        `another process holds the host lock ${lockPath} (not a ploopvault run, or it is just starting); gave up after 0 s`,
+      );
     } finally {
       await release();
     }
   });
 
   it("explains a missing flock binary", async () => {
-    await expect(acquireHostLock(join(dir, "f.lock"), { waitSeconds: 0, flockBin: "/nonexistent/flock" })).rejects.toThrow(`host lock ${join(dir, "f.lock")}: "/nonexistent/flock" not found (install util-linux)`);
+    await expect(acquireHostLock(join(dir, "f.lock"), { waitSeconds: 0, flockBin: "/nonexistent/flock" })).rejects.toThrow(
+      `host lock ${join(dir, "f.lock")}: "/nonexistent/flock" not found (install util-linux)`,
+    );
   });
 
   it("reports the loss of the lock when its flock helper dies, and not after a release", async () => {
@@ -126,7 +142,9 @@ describe("acquireHostLock", () => {
     process.kill(helper, "SIGKILL");
     const reason = await noticed;
     expect(reason).toBeInstanceOf(HostLockLostError);
-    expect((reason as Error).message).toBe(`host lock ${lockPath} lost: its flock helper (pid ${helper}) was killed by SIGKILL; another run may start now, so this one stops`);
+    expect((reason as Error).message).toBe(
+      `host lock ${lockPath} lost: its flock helper (pid ${helper}) was killed by SIGKILL; another run may start now, so this one stops`,
+    );
     // It really is gone: another run gets it at once.
     const other = await acquireHostLock(lockPath, { waitSeconds: 0 });
     await other.release();

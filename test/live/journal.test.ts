@@ -58,7 +58,20 @@ describe("SnapshotJournal", () => {
     const bad1 = join(journal.dir, "0000aaaa-0000-4000-8000-000000000001.json");
     const bad2 = join(journal.dir, "0000aaaa-0000-4000-8000-000000000002.json");
     await writeFile(bad1, '{"version":1,"ct":"1'); // truncated
-    await writeFile(bad2, JSON.stringify({ version: 1, ct: "102", descriptorPath: "/d", snapshotGuid: "nope", tool: "ploop", state: "merging", pid: 1, host: "h", startedAt: "2024-01-01T00:00:00Z" }));
+    await writeFile(
+      bad2,
+      JSON.stringify({
+        version: 1,
+        ct: "102",
+        descriptorPath: "/d",
+        snapshotGuid: "nope",
+        tool: "ploop",
+        state: "merging",
+        pid: 1,
+        host: "h",
+        startedAt: "2024-01-01T00:00:00Z",
+      }),
+    );
     const dead = await deadPid();
     const temp = join(journal.dir, `${newSnapshotGuid().slice(1, -1)}.json.tmp-${dead}`);
     await writeFile(temp, "{");

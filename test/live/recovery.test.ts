@@ -130,7 +130,11 @@ describe("recoverInterrupted", () => {
     const chain = await ploop.snapshotList(dd, TOP);
     expect(chain.map((c) => c.guid)).toEqual([TOP, admin]);
 
-    await expectClusters(dd, [[3, tagCluster("AFTER", 3, 65536)], [4, tagCluster("ADMIN", 4, 65536)], [5, tagCluster("AFTER", 5, 65536)]]);
+    await expectClusters(dd, [
+      [3, tagCluster("AFTER", 3, 65536)],
+      [4, tagCluster("ADMIN", 4, 65536)],
+      [5, tagCluster("AFTER", 5, 65536)],
+    ]);
   });
 
   it("drops entries whose snapshot is not in the descriptor, or whose descriptor is gone", async () => {
@@ -144,9 +148,24 @@ describe("recoverInterrupted", () => {
     await writeCrashedEntry(journal, { ct: "999", descriptorPath: join(dir, "gone", "DiskDescriptor.xml"), snapshotGuid: gone, state: "snapshot-taken" });
     const reports = await recoverInterrupted(journal, realPloop(), log);
     const byGuid = new Map(reports.map((r) => [r.snapshotGuid, r]));
-    expect(byGuid.get(never)).toEqual({ ct: "101", snapshotGuid: never, action: "already-merged", detail: `not in ${dd} (never created, or already merged); entry dropped` });
-    expect(byGuid.get(merged)).toEqual({ ct: "101", snapshotGuid: merged, action: "already-merged", detail: `not in ${dd} any more (already merged); entry dropped` });
-    expect(byGuid.get(gone)).toEqual({ ct: "999", snapshotGuid: gone, action: "descriptor-gone", detail: `${join(dir, "gone", "DiskDescriptor.xml")} no longer exists; entry dropped` });
+    expect(byGuid.get(never)).toEqual({
+      ct: "101",
+      snapshotGuid: never,
+      action: "already-merged",
+      detail: `not in ${dd} (never created, or already merged); entry dropped`,
+    });
+    expect(byGuid.get(merged)).toEqual({
+      ct: "101",
+      snapshotGuid: merged,
+      action: "already-merged",
+      detail: `not in ${dd} any more (already merged); entry dropped`,
+    });
+    expect(byGuid.get(gone)).toEqual({
+      ct: "999",
+      snapshotGuid: gone,
+      action: "descriptor-gone",
+      detail: `${join(dir, "gone", "DiskDescriptor.xml")} no longer exists; entry dropped`,
+    });
     expect(lines.filter((l) => l.startsWith("warning: "))).toHaveLength(1);
     expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
     expect(await readFile(dd, "utf8")).toBe(xml);
@@ -254,13 +273,19 @@ describe("recoverInterrupted", () => {
     const byCt = (ct: string): [string, string][] => second.filter((r) => r.ct === ct).map((r) => [r.action, r.detail]);
     expect(byCt("a")).toEqual([
       ["already-merged", `not in ${a.dd} any more (already merged); entry dropped`],
-      ["removed-orphan-delta", `removed ${children.get(a.S)}: the delta merged into ${a.S}'s image (ploop was killed after switching ${a.dd} and before deleting it)`],
+      [
+        "removed-orphan-delta",
+        `removed ${children.get(a.S)}: the delta merged into ${a.S}'s image (ploop was killed after switching ${a.dd} and before deleting it)`,
+      ],
     ]);
     expect(byCt("b")).toEqual([["already-merged", `not in ${b.dd} any more (already merged); entry dropped`]]);
     expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
     expect(await unlistedImageFiles(a.dd)).toEqual([foreign.split("/").pop()]);
     expect(await unlistedImageFiles(b.dd)).toEqual([bChild.split("/").pop()]);
-    await expectClusters(a.dd, [[5, tagCluster("BASE", 5, 65536)], [39, tagCluster("AFTER", 39, 65536)]]);
+    await expectClusters(a.dd, [
+      [5, tagCluster("BASE", 5, 65536)],
+      [39, tagCluster("AFTER", 39, 65536)],
+    ]);
   });
 
   it("removes the empty delta and the .tmp of a ploop snapshot killed before its descriptor switch", async () => {
@@ -335,7 +360,11 @@ describe("recoverInterrupted", () => {
     const S = newSnapshotGuid();
     await realPloop().snapshot(dd, S);
     await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: S, state: "snapshot-taken" });
-    const fake = await script(dir, "fake-ploop", `echo "Error in do_lock (lock.c:132): The ${dd}.lck is locked: Resource temporarily unavailable" >&2\nexit 23`);
+    const fake = await script(
+      dir,
+      "fake-ploop",
+      `echo "Error in do_lock (lock.c:132): The ${dd}.lck is locked: Resource temporarily unavailable" >&2\nexit 23`,
+    );
     const reports = await recoverInterrupted(journal, new PloopCli({ bin: fake, lockRetries: 1, lockRetryDelayMs: 10 }), log);
     expect(reports).toEqual([
       {
@@ -370,7 +399,12 @@ describe("recoverInterrupted", () => {
     await realPloop().snapshot(dd, S2);
     await journal.record({ ct: "101", descriptorPath: dd, snapshotGuid: S2, state: "snapshot-taken" });
     expect(await recoverInterrupted(journal, realPloop(), log)).toEqual([
-      { ct: "101", snapshotGuid: S2, action: "in-progress", detail: expect.stringMatching(new RegExp(`^process ${process.pid} that took it \\(at .*\\) is still running$`)) as unknown as string },
+      {
+        ct: "101",
+        snapshotGuid: S2,
+        action: "in-progress",
+        detail: expect.stringMatching(new RegExp(`^process ${process.pid} that took it \\(at .*\\) is still running$`)) as unknown as string,
+      },
     ]);
     expect(await readFile(dd, "utf8")).toContain(S2);
   });
@@ -414,7 +448,9 @@ describe("recoverUnjournaled", () => {
       [lost, "merged"],
       [other, "foreign-snapshot"],
     ]);
-    expect(reports[0]!.detail).toBe(`made by this state dir's ploopvault but in no journal entry or kept record (state dir lost or reset?): ploop snapshot-delete merged it back into ${dd}`);
+    expect(reports[0]!.detail).toBe(
+      `made by this state dir's ploopvault but in no journal entry or kept record (state dir lost or reset?): ploop snapshot-delete merged it back into ${dd}`,
+    );
     expect(reports[1]!.detail).toBe(
       `made by ploopvault with another state dir (owner ${stateDirOwnerId(join(dir, "another-state-dir"))}, this one is ${journal.ownerId}); left alone. If no other ploopvault installation backs up this host, merge it with: ploop snapshot-delete -u ${other} ${dd}`,
     );
@@ -427,7 +463,9 @@ describe("recoverUnjournaled", () => {
     expect(await sha256File(after)).toBe(await sha256File(before));
 
     // Nothing left to do the next time (the foreign one is reported again).
-    expect((await recoverUnjournaled([{ ct: "101", descriptorPath: dd }], journal, ploop, log, { keptGuids: new Set([kept]) })).map((r) => r.action)).toEqual(["foreign-snapshot"]);
+    expect((await recoverUnjournaled([{ ct: "101", descriptorPath: dd }], journal, ploop, log, { keptGuids: new Set([kept]) })).map((r) => r.action)).toEqual([
+      "foreign-snapshot",
+    ]);
   });
 
   it("finishes an interrupted merge of a lost snapshot (image left in use) like a journaled one", async () => {
@@ -444,6 +482,9 @@ describe("recoverUnjournaled", () => {
     expect(reports.map((r) => r.action)).toEqual(["merged-after-clearing-in-use"]);
     expect((await ploop.snapshotList(dd, TOP)).map((c) => c.guid)).toEqual([TOP]);
     expect(await filesIn(diskDir)).toEqual(["DiskDescriptor.xml", "DiskDescriptor.xml.lck", "root.hds"]);
-    await expectClusters(dd, [[7, tagCluster("DELTA", 7, 1 << 20)], [405, tagCluster("BASE", 405, 1 << 20)]]);
+    await expectClusters(dd, [
+      [7, tagCluster("DELTA", 7, 1 << 20)],
+      [405, tagCluster("BASE", 405, 1 << 20)],
+    ]);
   });
 });

@@ -109,7 +109,9 @@ describe("hostile manifests", () => {
     const metadata = { ...m.metadata, chunker: chunkerParamsForAverage(256 << 10), entryCount: lengths.length };
     const object = wrapPayload(metadata, chunkTable(lengths));
     expect(maxManifestEntries(metadata.disk, metadata.chunker.minSize)).toBeLessThan(1000);
-    expect(() => decodeManifest(object, "backups/101/x/manifest")).toThrow(/backups\/101\/x\/manifest: entryCount 65536 is more than a disk of 4194304 bytes can have/);
+    expect(() => decodeManifest(object, "backups/101/x/manifest")).toThrow(
+      /backups\/101\/x\/manifest: entryCount 65536 is more than a disk of 4194304 bytes can have/,
+    );
   });
 
   it("refuses a payload larger than its declared entries need (no gigabyte allocation)", () => {
@@ -124,7 +126,10 @@ describe("hostile manifests", () => {
   it("refuses cluster sizes that are not a power of two from 4 KiB to 64 MiB", () => {
     for (const clusterBytes of [1024, 2048, 12288, 3 << 20, 128 << 20]) {
       const m = sampleManifest([], 0);
-      const object = wrapPayload({ ...m.metadata, disk: { logicalBytes: clusterBytes * 4, clusterBytes, sourceFormatVersion: 2 }, entryCount: 1 }, holeTable(clusterBytes * 4));
+      const object = wrapPayload(
+        { ...m.metadata, disk: { logicalBytes: clusterBytes * 4, clusterBytes, sourceFormatVersion: 2 }, entryCount: 1 },
+        holeTable(clusterBytes * 4),
+      );
       expect(() => decodeManifest(object, "m"), String(clusterBytes)).toThrow(/disk\.clusterBytes .* is not a power of two from 4096 to 67108864/);
     }
   });
@@ -132,7 +137,10 @@ describe("hostile manifests", () => {
   it("refuses a disk larger than ploop makes (a hole of 2^52 bytes would stream zeros for ever)", () => {
     const logicalBytes = 2 ** 52;
     const m = sampleManifest([], 0);
-    const object = wrapPayload({ ...m.metadata, disk: { logicalBytes, clusterBytes: 1 << 20, sourceFormatVersion: 2 }, entryCount: 1 }, holeTable(logicalBytes));
+    const object = wrapPayload(
+      { ...m.metadata, disk: { logicalBytes, clusterBytes: 1 << 20, sourceFormatVersion: 2 }, entryCount: 1 },
+      holeTable(logicalBytes),
+    );
     expect(() => decodeManifest(object, "m")).toThrow(/disk\.logicalBytes 4503599627370496 is not a disk size from 0 to/);
     expect(() => encodeManifest(sampleManifest([{ kind: "hole", offset: 0, length: logicalBytes }], logicalBytes))).toThrow(/logicalBytes/);
     // 64 TiB, all hole, is still a disk ploop could have made

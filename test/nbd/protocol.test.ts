@@ -70,7 +70,10 @@ describe("NBD option data", () => {
   });
 
   it("parses meta context queries; SET selects only base:allocation, LIST also expands base:", () => {
-    expect(parseMetaContextRequest(metaData("", ["base:allocation", "qemu:dirty-bitmap:x"]))).toEqual({ name: "", queries: ["base:allocation", "qemu:dirty-bitmap:x"] });
+    expect(parseMetaContextRequest(metaData("", ["base:allocation", "qemu:dirty-bitmap:x"]))).toEqual({
+      name: "",
+      queries: ["base:allocation", "qemu:dirty-bitmap:x"],
+    });
     const truncated = metaData("", ["base:allocation"]).subarray(0, 20);
     expect(parseMetaContextRequest(truncated)).toMatchObject({ error: NBD_REP_ERR_INVALID });
     const many = metaData("", []);

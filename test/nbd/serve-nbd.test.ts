@@ -33,7 +33,11 @@ interface Served {
 
 /** Start serve-nbd and wait for its "serving" JSON line. */
 async function serve(args: string[], env: Record<string, string>, socket: string): Promise<Served> {
-  const child = execa(process.execPath, [CLI, "serve-nbd", ...args, "--socket", socket, "--json"], { env: { PLOOPVAULT_PLOOP: PLOOP_WRAPPER, ...env }, reject: false, buffer: true });
+  const child = execa(process.execPath, [CLI, "serve-nbd", ...args, "--socket", socket, "--json"], {
+    env: { PLOOPVAULT_PLOOP: PLOOP_WRAPPER, ...env },
+    reject: false,
+    buffer: true,
+  });
   let stdout = "";
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
@@ -112,10 +116,18 @@ describe.each(["local", "s3", "encrypted"] as const)("serve-nbd with real NBD cl
     const server = await serve([...repo.args, `${CT}:latest`], env, socket);
     try {
       expect((await stat(socket)).mode & 0o777).toBe(0o600);
-      const info = JSON.parse((await execa("nbdinfo", ["--json", server.uri])).stdout) as { structured: boolean; exports: { "export-name": string; "export-size": number; is_read_only: boolean; contexts: string[] }[] };
+      const info = JSON.parse((await execa("nbdinfo", ["--json", server.uri])).stdout) as {
+        structured: boolean;
+        exports: { "export-name": string; "export-size": number; is_read_only: boolean; contexts: string[] }[];
+      };
       expect(info.structured).toBe(true);
       expect(info.exports).toHaveLength(1);
-      expect(info.exports[0]).toMatchObject({ "export-name": `${CT}/${backupId}`, "export-size": server.logicalBytes, is_read_only: true, contexts: ["base:allocation"] });
+      expect(info.exports[0]).toMatchObject({
+        "export-name": `${CT}/${backupId}`,
+        "export-size": server.logicalBytes,
+        is_read_only: true,
+        contexts: ["base:allocation"],
+      });
 
       // two copies at once (nbdcopy itself opens several connections: CAN_MULTI_CONN)
       const copies = [join(work, "copy1.raw"), join(work, "copy2.raw")];
@@ -400,7 +412,12 @@ describe("serve-nbd against hostile clients and on socket paths", () => {
         if (structured) expect(await c.structuredReply()).toMatchObject({ handle, error: errno });
         else expect(await c.simpleReply()).toMatchObject({ handle, error: errno });
       };
-      for (const [offset, length] of [[0, 4096], [raw.length - 1, 1], [12345, 3 << 20], [1 << 20, 7 << 20]] as const) {
+      for (const [offset, length] of [
+        [0, 4096],
+        [raw.length - 1, 1],
+        [12345, 3 << 20],
+        [1 << 20, 7 << 20],
+      ] as const) {
         expect((await readOk(offset, length, 7)).equals(raw.subarray(offset, offset + length))).toBe(true);
       }
       c.request(0, BigInt(raw.length - 10), 11, 1); // one byte beyond the end
@@ -493,7 +510,7 @@ describe("serve-nbd against hostile clients and on socket paths", () => {
     expect(r1.code).toBe(1);
     expect(r1.stderr.trim().split("\n")).toHaveLength(1);
     expect(r1.stderr).toMatch(/not-a-socket already exists and is not a socket/);
-    expect((await readFile(file, "utf8"))).toBe("keep me");
+    expect(await readFile(file, "utf8")).toBe("keep me");
 
     const r2 = await runCli(["serve-nbd", ...repo.args, CT, "--socket", server.socket]);
     expect(r2.code).toBe(1);
@@ -501,7 +518,9 @@ describe("serve-nbd against hostile clients and on socket paths", () => {
 
     // a socket file left by a killed server: nothing listens on it
     const stale = join(work, "stale.sock");
-    spawnSync(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, "SIGKILL"))`], { stdio: "ignore" });
+    spawnSync(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, "SIGKILL"))`], {
+      stdio: "ignore",
+    });
     expect((await stat(stale)).isSocket()).toBe(true);
     const s = await serve([...repo.args, CT], {}, stale);
     try {

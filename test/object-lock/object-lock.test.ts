@@ -63,7 +63,8 @@ describe("object lock (RGW)", () => {
     await rm(out);
     return sha;
   };
-  const dataVersions = async (bucket: string, key: string): Promise<VersionItem[]> => (await listVersions(bucket, key)).filter((v) => v.key === key && !v.deleteMarker);
+  const dataVersions = async (bucket: string, key: string): Promise<VersionItem[]> =>
+    (await listVersions(bucket, key)).filter((v) => v.key === key && !v.deleteMarker);
   const chunksOf = async (bucket: string, manifestKey: string, versionId?: string): Promise<Set<string>> => {
     const body = versionId === undefined ? await getObject(bucket, manifestKey) : await readVersion(bucket, manifestKey, versionId);
     return new Set(decodeManifest(body, manifestKey).entries.flatMap((e) => (e.kind === "chunk" ? [e.id.toString("hex")] : [])));
@@ -82,7 +83,10 @@ describe("object lock (RGW)", () => {
     expect(await listKeys(plain)).toEqual([]);
     // a bucket that does not exist yet is created with object lock, the lock bucket beside it
     const fresh = `pv-olnew-${Date.now().toString(36)}-${randomBytes(3).toString("hex")}`;
-    const r = ok(await runCli(["init", "--repo", `s3://${fresh}/repo`, "--object-lock", "2", "--lock-mode", "compliance", "--json"], { env: trusted() }), "init new");
+    const r = ok(
+      await runCli(["init", "--repo", `s3://${fresh}/repo`, "--object-lock", "2", "--lock-mode", "compliance", "--json"], { env: trusted() }),
+      "init new",
+    );
     expect(JSON.parse(r.stdout).objectLock).toEqual({ mode: "compliance", retentionSeconds: 2 * 86400, extensionSeconds: 86400, lockBucket: `${fresh}-locks` });
     expect(await minioClient().getObjectLockConfig(fresh)).toMatchObject({ objectLockEnabled: "Enabled" });
     expect(await minioClient().bucketExists(`${fresh}-locks`)).toBe(true);
@@ -131,11 +135,21 @@ describe("object lock (RGW)", () => {
       const [v] = await dataVersions(bucket, key);
       original.set(key, v!.versionId);
       await expect(node.client.removeObject(bucket, key), `delete ${key}`).rejects.toMatchObject({ code: "AccessDenied" });
-      await expect(node.client.removeObject(bucket, key, { versionId: v!.versionId, governanceBypass: true }), `delete version of ${key}`).rejects.toMatchObject({ code: "AccessDenied" });
-      await expect(node.client.removeObjects(bucket, [{ name: key, versionId: v!.versionId }]), `batch delete of ${key}`).rejects.toMatchObject({ code: "AccessDenied" });
+      await expect(
+        node.client.removeObject(bucket, key, { versionId: v!.versionId, governanceBypass: true }),
+        `delete version of ${key}`,
+      ).rejects.toMatchObject({ code: "AccessDenied" });
+      await expect(node.client.removeObjects(bucket, [{ name: key, versionId: v!.versionId }]), `batch delete of ${key}`).rejects.toMatchObject({
+        code: "AccessDenied",
+      });
       for (const governanceBypass of [false, true]) {
         await expect(
-          node.client.putObjectRetention(bucket, key, { versionId: v!.versionId, mode: "GOVERNANCE", retainUntilDate: new Date(Date.now() + 60_000).toISOString(), governanceBypass }),
+          node.client.putObjectRetention(bucket, key, {
+            versionId: v!.versionId,
+            mode: "GOVERNANCE",
+            retainUntilDate: new Date(Date.now() + 60_000).toISOString(),
+            governanceBypass,
+          }),
           `shorten ${key}`,
         ).rejects.toMatchObject({ code: "AccessDenied" });
       }
@@ -160,10 +174,16 @@ describe("object lock (RGW)", () => {
     const pruned = await runCli(["prune", ...repoArgs(bucket, "node"), "--keep-last", "1", "--grace", "0"], { env: node.env });
     expect(pruned.code, pruned.stderr).not.toBe(0);
     const versionsAfter = await listVersions(bucket);
-    for (const v of versionsBefore) expect(versionsAfter.some((a) => a.key === v.key && a.versionId === v.versionId), `${v.key} ${v.versionId}`).toBe(true);
+    for (const v of versionsBefore)
+      expect(
+        versionsAfter.some((a) => a.key === v.key && a.versionId === v.versionId),
+        `${v.key} ${v.versionId}`,
+      ).toBe(true);
     expect(versionsAfter.filter((v) => v.deleteMarker)).toEqual([]);
     for (const spec of ["101", "102"]) {
-      const listing = JSON.parse(ok(await runCli(["snapshots", ...repoArgs(bucket, "trusted"), "--ct", spec, "--json"], { env: trusted() }), "snapshots").stdout) as { id: string }[];
+      const listing = JSON.parse(
+        ok(await runCli(["snapshots", ...repoArgs(bucket, "trusted"), "--ct", spec, "--json"], { env: trusted() }), "snapshots").stdout,
+      ) as { id: string }[];
       for (const b of listing) {
         const expected = spec === "102" ? "102" : listing.indexOf(b) === 0 ? "101" : "104";
         expect(await restoredSha(bucket, "trusted", `${spec}/${b.id}`, trusted()), `${spec}/${b.id}`).toBe(disks.get(expected)!.sha);
@@ -181,7 +201,10 @@ describe("object lock (RGW)", () => {
     ok(await runCli(["check", ...repoArgs(bucket, "trusted"), "--repair"], { env: trusted() }), "check --repair");
     for (const key of targets) {
       const left = await dataVersions(bucket, key);
-      expect(left.map((v) => v.versionId), key).toEqual([original.get(key)!]);
+      expect(
+        left.map((v) => v.versionId),
+        key,
+      ).toEqual([original.get(key)!]);
     }
     ok(await runCli(["check", ...repoArgs(bucket, "trusted"), "--read-data"], { env: trusted() }), "check --read-data after the repair");
   });
@@ -194,7 +217,13 @@ describe("object lock (RGW)", () => {
     const keys = await listKeys(bucket, "repo/");
     const m101 = keys.find((k) => k.startsWith("repo/backups/101/") && k.endsWith("/manifest"))!;
     const chunk101 = [...(await listKeys(bucket, "repo/chunks/"))];
-    const hidden = ["repo/config", keys.find((k) => k.startsWith("repo/keys/"))!, m101, m101.replace(/manifest$/, "DiskDescriptor.xml"), ...chunk101.slice(0, 3)];
+    const hidden = [
+      "repo/config",
+      keys.find((k) => k.startsWith("repo/keys/"))!,
+      m101,
+      m101.replace(/manifest$/, "DiskDescriptor.xml"),
+      ...chunk101.slice(0, 3),
+    ];
     for (const key of hidden) await minioClient().removeObject(bucket, key);
     for (const key of chunk101.slice(3, 5)) await putObject(bucket, key, `junk over ${key}`);
     expect((await listKeys(bucket, "repo/")).filter((k) => hidden.includes(k))).toEqual([]);
@@ -246,14 +275,18 @@ describe("object lock (RGW)", () => {
     await putObject(bucket, freeJunk, "garbage");
 
     // at once: A is still retained (kept), only the garbage without retention goes
-    const first = jsonLines<Record<string, unknown>>(ok(await runCli(["prune", ...repoArgs(bucket, "a"), "--keep-last", "1", "--grace", "0", "--json"], { env }), "prune 1").stdout)[0]!;
+    const first = jsonLines<Record<string, unknown>>(
+      ok(await runCli(["prune", ...repoArgs(bucket, "a"), "--keep-last", "1", "--grace", "0", "--json"], { env }), "prune 1").stdout,
+    )[0]!;
     expect(first).toMatchObject({ forgotten: 0, kept: 2, chunksDeleted: 1, chunksRetained: 1, status: "ok" });
     expect((first.backupsRetained as { id: string }[]).map((b) => b.id)).toEqual([mA.split("/")[3]]);
     expect(await listVersions(bucket, freeJunk)).toEqual([]);
 
     // once A's retention has passed: A goes with exactly the chunks only it referenced
     await sleep(Math.max(0, aDone + 13_000 - Date.now()));
-    const second = jsonLines<Record<string, unknown>>(ok(await runCli(["prune", ...repoArgs(bucket, "a"), "--keep-last", "1", "--grace", "0", "--json"], { env }), "prune 2").stdout)[0]!;
+    const second = jsonLines<Record<string, unknown>>(
+      ok(await runCli(["prune", ...repoArgs(bucket, "a"), "--keep-last", "1", "--grace", "0", "--json"], { env }), "prune 2").stdout,
+    )[0]!;
     const onlyA = [...chunksA].filter((id) => !chunksB.has(id));
     expect(onlyA.length).toBeGreaterThan(0);
     expect(second).toMatchObject({ forgotten: 1, kept: 1, chunksDeleted: onlyA.length, chunksRetained: 1, backupsRetained: [] });

@@ -66,7 +66,7 @@ describe("config file", () => {
     expect(r.stderr).toContain(`config ${file}:1: log-file`);
     expect(r.stderr).toContain(`config ${file}:3: limit-download`);
     const text = await readFile(log, "utf8");
-    expect(text).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO  snapshots\[\d+\] ploopvault .*snapshots started/m);
+    expect(text).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO {2}snapshots\[\d+\] ploopvault .*snapshots started/m);
     expect(text).toMatch(/ERROR snapshots\[\d+\] repository directory .*nothing does not exist/);
   });
 

@@ -18,7 +18,9 @@ describe("bash completion", () => {
   it("contrib/ploopvault.bash is the output of `ploopvault completion bash`", async () => {
     const r = await runCli(["completion", "bash"]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout, "regenerate: node dist/src/cli.js completion bash > contrib/ploopvault.bash").toBe(await readFile(join(CONTRIB, "ploopvault.bash"), "utf8"));
+    expect(r.stdout, "regenerate: node dist/src/cli.js completion bash > contrib/ploopvault.bash").toBe(
+      await readFile(join(CONTRIB, "ploopvault.bash"), "utf8"),
+    );
     const zsh = await runCli(["completion", "zsh"]);
     expect(zsh.code).toBe(2);
     expect(zsh.stderr).toMatch(/zsh.*not supported/);
@@ -77,7 +79,9 @@ describe("systemd units and cron lines", () => {
     const units = new Map(await Promise.all(names.map(async (n) => [n, await readFile(join(CONTRIB, n), "utf8")] as const)));
     expect(await verify(units)).toBe("");
     // the check itself: a unit with an inline comment (not allowed by systemd) is reported
-    expect(await verify(new Map([["bad.timer", "[Timer]\nOnCalendar=daily\nPersistent=true   # after boot\n"]]))).toMatch(/bad.timer:3: Failed to parse boolean/);
+    expect(await verify(new Map([["bad.timer", "[Timer]\nOnCalendar=daily\nPersistent=true   # after boot\n"]]))).toMatch(
+      /bad.timer:3: Failed to parse boolean/,
+    );
   });
 
   it("the units and cron lines in docs/operations.md are the contrib files' (same directives) and verify", async () => {

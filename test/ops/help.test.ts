@@ -18,14 +18,17 @@ describe("help and version", () => {
   it("has examples, configuration, environment and exit codes in the program help", async () => {
     const r = await runCli(["--help"]);
     expect(r.code).toBe(0);
-    for (const text of ["Examples:", "ploopvault backup", "/etc/ploopvault/ploopvault.conf", "PLOOPVAULT_CONFIG", "Exit codes:", "docs/operations.md"]) expect(r.stdout).toContain(text);
+    for (const text of ["Examples:", "ploopvault backup", "/etc/ploopvault/ploopvault.conf", "PLOOPVAULT_CONFIG", "Exit codes:", "docs/operations.md"])
+      expect(r.stdout).toContain(text);
   });
 
   it("has examples in every command's help", async () => {
     const help = (await runCli(["--help"])).stdout;
     const section = help.slice(help.indexOf("Commands:"), help.indexOf("\n\n", help.indexOf("Commands:")));
     const commands = [...section.matchAll(/^ {2}([a-z-]+) /gm)].map((m) => m[1]!).filter((c) => c !== "help");
-    expect(commands).toEqual(expect.arrayContaining(["init", "backup", "snapshots", "restore", "check", "serve-nbd", "forget", "protect", "unprotect", "stats", "diff", "ls", "dump"]));
+    expect(commands).toEqual(
+      expect.arrayContaining(["init", "backup", "snapshots", "restore", "check", "serve-nbd", "forget", "protect", "unprotect", "stats", "diff", "ls", "dump"]),
+    );
     const helps = await Promise.all(commands.map((command) => runCli([command, "--help"])));
     commands.forEach((command, i) => {
       expect(helps[i]!.code, command).toBe(0);
@@ -40,7 +43,18 @@ describe("help and version", () => {
       expect(r.stdout, `key ${sub}`).toContain(`ploopvault key ${sub}`);
     }
     const backup = helps[commands.indexOf("backup")]!.stdout;
-    for (const option of ["--limit-read", "--limit-upload", "--metrics-file", "--hook-success", "--hook-failure", "--log-file", "--log-format", "--config", "--no-progress", "--no-ionice"]) {
+    for (const option of [
+      "--limit-read",
+      "--limit-upload",
+      "--metrics-file",
+      "--hook-success",
+      "--hook-failure",
+      "--log-file",
+      "--log-format",
+      "--config",
+      "--no-progress",
+      "--no-ionice",
+    ]) {
       expect(backup).toContain(option);
     }
   });

@@ -15,7 +15,8 @@ import { NO_CONFIG, privateRootWith } from "./util.js";
 
 type Samples = ReturnType<typeof parseMetrics>;
 const value = (samples: Samples, name: string, labels: Record<string, string> = {}): number | undefined =>
-  samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v) && (labels.ct !== undefined || s.labels.ct === undefined))?.value;
+  samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v) && (labels.ct !== undefined || s.labels.ct === undefined))
+    ?.value;
 
 /** Every line is a comment or a sample in the exposition format; each family has HELP and TYPE. */
 function expectValidExposition(text: string): void {
@@ -63,7 +64,22 @@ describe("metrics file and hooks", () => {
 
   it("after a partial run: exit code 3, per-container outcome, no last success yet; the failure hook gets status partial", async () => {
     const hookOut = join(work, "partial-hook.txt");
-    const r = await runCli(["backup", ...repo.args, ...containerArgs(), "--all", "-q", "--metrics-file", metrics, "--hook-success", `echo success > ${hookOut}`, "--hook-failure", `echo "$1 $2 $PLOOPVAULT_CONTAINERS_OK / $PLOOPVAULT_CONTAINERS_FAILED" > ${hookOut}`], { env: NO_CONFIG });
+    const r = await runCli(
+      [
+        "backup",
+        ...repo.args,
+        ...containerArgs(),
+        "--all",
+        "-q",
+        "--metrics-file",
+        metrics,
+        "--hook-success",
+        `echo success > ${hookOut}`,
+        "--hook-failure",
+        `echo "$1 $2 $PLOOPVAULT_CONTAINERS_OK / $PLOOPVAULT_CONTAINERS_FAILED" > ${hookOut}`,
+      ],
+      { env: NO_CONFIG },
+    );
     expect(r.code, r.stderr).toBe(3);
     const text = await readFile(metrics, "utf8");
     expectValidExposition(text);
@@ -110,7 +126,10 @@ describe("metrics file and hooks", () => {
   });
 
   it("after a failed run: exit code 1, the last success time is kept, containers keep their series with success 0", async () => {
-    const r = await runCli(["backup", "--repo", join(work, "no-such-repo"), "--state-dir", repo.stateDir, ...containerArgs(), "101", "-q", "--metrics-file", metrics], { env: NO_CONFIG });
+    const r = await runCli(
+      ["backup", "--repo", join(work, "no-such-repo"), "--state-dir", repo.stateDir, ...containerArgs(), "101", "-q", "--metrics-file", metrics],
+      { env: NO_CONFIG },
+    );
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split("\n")).toHaveLength(1);
     const text = await readFile(metrics, "utf8");
@@ -131,9 +150,26 @@ describe("metrics file and hooks", () => {
     const dump = join(work, "hook-success");
     await mkdir(dump);
     const hook = `printf '%s\\n' "$@" > ${dump}/args; env | grep '^PLOOPVAULT_' | sort > ${dump}/env; cp "$PLOOPVAULT_RESULTS_JSON" ${dump}/results.json; echo output of the hook; echo its stderr >&2`;
-    const r = await runCli(["backup", ...repo.args, "--disk", descriptorOf("101"), "--name", "301", "--host", "node1", "--json", "--hook-success", hook, "--hook-failure", `touch ${dump}/failure-ran`], {
-      env: { ...NO_CONFIG, PLOOPVAULT_NEW_PASSWORD: "not-for-hooks" },
-    });
+    const r = await runCli(
+      [
+        "backup",
+        ...repo.args,
+        "--disk",
+        descriptorOf("101"),
+        "--name",
+        "301",
+        "--host",
+        "node1",
+        "--json",
+        "--hook-success",
+        hook,
+        "--hook-failure",
+        `touch ${dump}/failure-ran`,
+      ],
+      {
+        env: { ...NO_CONFIG, PLOOPVAULT_NEW_PASSWORD: "not-for-hooks" },
+      },
+    );
     expect(r.code, r.stderr).toBe(0);
     // the hook's output is logged on stderr; stdout holds only the --json result
     expect(jsonLines(r.stdout)).toEqual([expect.objectContaining({ ct: "301", status: "ok" })]);
@@ -161,7 +197,11 @@ describe("metrics file and hooks", () => {
     });
     expect(Number(env.PLOOPVAULT_DURATION_SECONDS)).toBeGreaterThan(0);
     expect(env.PLOOPVAULT_NEW_PASSWORD).toBeUndefined(); // passwords are not handed to hooks
-    const results = JSON.parse(await readFile(join(dump, "results.json"), "utf8")) as { status: string; exitCode: number; results: { ct: string; status: string; backup: string }[] };
+    const results = JSON.parse(await readFile(join(dump, "results.json"), "utf8")) as {
+      status: string;
+      exitCode: number;
+      results: { ct: string; status: string; backup: string }[];
+    };
     expect(results).toMatchObject({ command: "backup", status: "success", exitCode: 0, error: null, host: "node1" });
     expect(results.results).toEqual([expect.objectContaining({ ct: "301", status: "ok", backup: jsonLines<{ backup: string }>(r.stdout)[0]!.backup })]);
     await expect(readFile(args[2]!)).rejects.toThrow(); // removed after the hook
@@ -170,7 +210,20 @@ describe("metrics file and hooks", () => {
 
   it("runs the failure hook after a failure; a failing hook is a warning, the exit code stays", async () => {
     const out = join(work, "failure-hook.txt");
-    const r = await runCli(["backup", "--repo", join(work, "missing"), "--state-dir", repo.stateDir, "--disk", descriptorOf("101"), "--hook-failure", `echo "$1 $2 $PLOOPVAULT_ERROR" > ${out}; exit 7`], { env: NO_CONFIG });
+    const r = await runCli(
+      [
+        "backup",
+        "--repo",
+        join(work, "missing"),
+        "--state-dir",
+        repo.stateDir,
+        "--disk",
+        descriptorOf("101"),
+        "--hook-failure",
+        `echo "$1 $2 $PLOOPVAULT_ERROR" > ${out}; exit 7`,
+      ],
+      { env: NO_CONFIG },
+    );
     expect(r.code).toBe(1);
     expect(await readFile(out, "utf8")).toBe(`failure 1 repository directory ${join(work, "missing")} does not exist\n`);
     expect(r.stderr).toMatch(/^ploopvault: repository directory .* does not exist$/m);
@@ -179,7 +232,9 @@ describe("metrics file and hooks", () => {
 
   it("kills a hook that runs past --hook-timeout", async () => {
     const t0 = Date.now();
-    const r = await runCli(["backup", ...repo.args, "--disk", descriptorOf("101"), "-q", "--hook-success", "sleep 60", "--hook-timeout", "1"], { env: NO_CONFIG });
+    const r = await runCli(["backup", ...repo.args, "--disk", descriptorOf("101"), "-q", "--hook-success", "sleep 60", "--hook-timeout", "1"], {
+      env: NO_CONFIG,
+    });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/^warning: --hook-success "sleep 60" timed out after 1 s and was killed$/m);
     expect(Date.now() - t0).toBeLessThan(30_000);

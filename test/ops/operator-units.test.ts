@@ -19,7 +19,12 @@ import { Command, Option } from "commander";
 
 describe("repository URLs", () => {
   it("accepts restic's s3:http://HOST:PORT/BUCKET/PREFIX form with the endpoint in it", () => {
-    expect(parseRepoUrl("s3:http://127.0.0.1:9000/backups/node1")).toEqual({ kind: "s3", bucket: "backups", prefix: "node1", endpoint: "http://127.0.0.1:9000" });
+    expect(parseRepoUrl("s3:http://127.0.0.1:9000/backups/node1")).toEqual({
+      kind: "s3",
+      bucket: "backups",
+      prefix: "node1",
+      endpoint: "http://127.0.0.1:9000",
+    });
     expect(parseRepoUrl("s3:https://s3.example.net/bkp")).toEqual({ kind: "s3", bucket: "bkp", prefix: "", endpoint: "https://s3.example.net" });
     expect(parseRepoUrl("s3://backups/node1")).toEqual({ kind: "s3", bucket: "backups", prefix: "node1" });
   });
@@ -38,7 +43,9 @@ describe("S3 failures say what is wrong", () => {
   const context = { action: "read", what: "s3://b/p/config", bucket: "b" };
   it("asks whether the endpoint was forgotten when the AWS default is unreachable", () => {
     const dns = Object.assign(new Error("getaddrinfo ENOTFOUND b.s3.amazonaws.com"), { code: "ENOTFOUND" });
-    expect(s3StoreError(dns, { ...context, endpoint: "AWS S3" }).message).toMatch(/AWS S3 unreachable \(host not found\); did you forget --endpoint URL \/ AWS_ENDPOINT_URL/);
+    expect(s3StoreError(dns, { ...context, endpoint: "AWS S3" }).message).toMatch(
+      /AWS S3 unreachable \(host not found\); did you forget --endpoint URL \/ AWS_ENDPOINT_URL/,
+    );
     expect(s3StoreError(dns, { ...context, endpoint: "http://10.1.1.1:9000" }).message).not.toMatch(/forget/);
   });
 

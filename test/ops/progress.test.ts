@@ -32,7 +32,21 @@ describe("progress display", () => {
 
   it("draws a live line per container and a total on a terminal, then erases it", async () => {
     // --limit-read stretches the 130 MiB of reads over ~3 s so several redraws happen.
-    const r = await runCliInPty(["backup", ...repo.args, "--all", "--private-root", priv.root, "--vzlist-bin", "/nonexistent/vzlist", "--ploop-bin", PLOOP_WRAPPER, "--parallel", "2", "--limit-read", "40M"]);
+    const r = await runCliInPty([
+      "backup",
+      ...repo.args,
+      "--all",
+      "--private-root",
+      priv.root,
+      "--vzlist-bin",
+      "/nonexistent/vzlist",
+      "--ploop-bin",
+      PLOOP_WRAPPER,
+      "--parallel",
+      "2",
+      "--limit-read",
+      "40M",
+    ]);
     expect(r.code, r.stdout).toBe(0);
     const out = r.stdout;
     expect(out).toMatch(ANSI);

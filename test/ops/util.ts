@@ -21,7 +21,10 @@ export function shellQuote(arg: string): string {
  * the shell command (e.g. "> out.json" to take stdout off the terminal). The output is
  * what the terminal received (stdout and stderr together, "\n" as "\r\n").
  */
-export async function runCliInPty(args: readonly string[], options: { env?: Record<string, string>; redirect?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+export async function runCliInPty(
+  args: readonly string[],
+  options: { env?: Record<string, string>; redirect?: string; timeoutMs?: number } = {},
+): Promise<CliResult> {
   const command = [process.execPath, CLI, ...args].map(shellQuote).join(" ") + (options.redirect ? ` ${options.redirect}` : "");
   const r = await execa("script", ["-qfec", command, "/dev/null"], {
     reject: false,

@@ -149,8 +149,15 @@ describe("damaged descriptors", () => {
     const d = join(dir, "missing");
     await mkdir(d);
     await copyFile(good, join(d, "root.hds"));
-    const dd = await writeDescriptorFile(d, { sizeBytes: CLUSTERS * CB, clusterBytes: CB, images: [{ guid: "{12345678-1234-1234-1234-123456789abc}", file: "root.hds" }, { file: "root.hds.{0a0a0a0a-0000-0000-0000-000000000000}" }] });
-    await expectRefused(openLogicalDisk(dd), new RegExp(`^${esc(join(d, "root.hds.{0a0a0a0a-0000-0000-0000-000000000000}"))}: image file missing \\(referenced by ${esc(dd)}\\)$`));
+    const dd = await writeDescriptorFile(d, {
+      sizeBytes: CLUSTERS * CB,
+      clusterBytes: CB,
+      images: [{ guid: "{12345678-1234-1234-1234-123456789abc}", file: "root.hds" }, { file: "root.hds.{0a0a0a0a-0000-0000-0000-000000000000}" }],
+    });
+    await expectRefused(
+      openLogicalDisk(dd),
+      new RegExp(`^${esc(join(d, "root.hds.{0a0a0a0a-0000-0000-0000-000000000000}"))}: image file missing \\(referenced by ${esc(dd)}\\)$`),
+    );
     // The snapshot view below the missing top still opens.
     const below = await openLogicalDisk(dd, { topGuid: "12345678-1234-1234-1234-123456789ABC" });
     expect(below.imagePaths).toEqual([join(d, "root.hds")]);
@@ -161,7 +168,7 @@ describe("damaged descriptors", () => {
     const d = join(dir, "xml");
     await mkdir(d);
     const dd = join(d, "DiskDescriptor.xml");
-    await writeFile(dd, "<?xml version=\"1.0\"?>\n<Parallels_disk_image>\n  <Disk_Parameters>\n</Parallels_disk_image>\n");
+    await writeFile(dd, '<?xml version="1.0"?>\n<Parallels_disk_image>\n  <Disk_Parameters>\n</Parallels_disk_image>\n');
     await expectRefused(openLogicalDisk(dd), new RegExp(`^${esc(dd)}: malformed XML: .*\\(line 4`));
   });
 

@@ -109,7 +109,13 @@ describe("parseDescriptor validation", () => {
   const oneShot = `<TopGUID>${TOP_GUID}</TopGUID>${shot(TOP_GUID, NONE_GUID)}`;
 
   it("accepts GUIDs in any case and normalises them", () => {
-    const d = parseDescriptor(xml(storage(image(S3.toUpperCase(), "a") + image(TOP_GUID.toUpperCase(), "b")), `<TopGUID>${TOP_GUID.toUpperCase()}</TopGUID>${shot(S3.toUpperCase(), NONE_GUID)}${shot(TOP_GUID, S3.toUpperCase())}`), "DD.xml");
+    const d = parseDescriptor(
+      xml(
+        storage(image(S3.toUpperCase(), "a") + image(TOP_GUID.toUpperCase(), "b")),
+        `<TopGUID>${TOP_GUID.toUpperCase()}</TopGUID>${shot(S3.toUpperCase(), NONE_GUID)}${shot(TOP_GUID, S3.toUpperCase())}`,
+      ),
+      "DD.xml",
+    );
     expect(chainFor(d).map((c) => c.guid)).toEqual([S3, TOP_GUID]);
     expect(normaliseGuid("3333AAAA-3333-3333-3333-333333333333")).toBe(S3);
     expect(normaliseGuid("nope")).toBeNull();
@@ -126,18 +132,30 @@ describe("parseDescriptor validation", () => {
 
   it("raw mode: any Plain image makes the base raw, deltas stay ploop1 (as ploop reads it)", () => {
     // ploop 1.15 writes Plain for every image of a raw-mode disk, deltas included.
-    const d = parseDescriptor(xml(storage(image(S1, "root.hds", "Plain") + image(TOP_GUID, "delta", "Plain")), `<TopGUID>${TOP_GUID}</TopGUID>${shot(S1, NONE_GUID, "<Temporary/>")}${shot(TOP_GUID, S1)}`), "DD.xml");
+    const d = parseDescriptor(
+      xml(
+        storage(image(S1, "root.hds", "Plain") + image(TOP_GUID, "delta", "Plain")),
+        `<TopGUID>${TOP_GUID}</TopGUID>${shot(S1, NONE_GUID, "<Temporary/>")}${shot(TOP_GUID, S1)}`,
+      ),
+      "DD.xml",
+    );
     expect(d.mode).toBe("raw");
     expect(d.images.map((i) => i.type)).toEqual(["Plain", "Plain"]);
     expect(d.shots[0]!.temporary).toBe(true);
     expect(chainFor(d).map((c) => c.type)).toEqual(["Plain", "Compressed"]);
     expect(chainFor(d, S1).map((c) => c.type)).toEqual(["Plain"]);
-    const odd = parseDescriptor(xml(storage(image(S1, "root.hds") + image(TOP_GUID, "delta", "Plain")), `${shot(S1, NONE_GUID)}${shot(TOP_GUID, S1)}`), "DD.xml");
+    const odd = parseDescriptor(
+      xml(storage(image(S1, "root.hds") + image(TOP_GUID, "delta", "Plain")), `${shot(S1, NONE_GUID)}${shot(TOP_GUID, S1)}`),
+      "DD.xml",
+    );
     expect(chainFor(odd).map((c) => c.type)).toEqual(["Plain", "Compressed"]);
   });
 
   it("malformed XML: one line naming the file", () => {
-    expectFormatError(() => parseDescriptor("<Parallels_disk_image><Disk_Parameters></Parallels_disk_image>", "/vz/101/root.hdd/DiskDescriptor.xml"), /^\/vz\/101\/root\.hdd\/DiskDescriptor\.xml: malformed XML: .*line 1/);
+    expectFormatError(
+      () => parseDescriptor("<Parallels_disk_image><Disk_Parameters></Parallels_disk_image>", "/vz/101/root.hdd/DiskDescriptor.xml"),
+      /^\/vz\/101\/root\.hdd\/DiskDescriptor\.xml: malformed XML: .*line 1/,
+    );
     expectFormatError(() => parseDescriptor("", "DiskDescriptor.xml"), /^DiskDescriptor\.xml: malformed XML/);
     expectFormatError(() => parseDescriptor("garbage\nmore", "DiskDescriptor.xml"), /^DiskDescriptor\.xml: malformed XML/);
     expectFormatError(() => parseDescriptor("<a/><b/>", "DiskDescriptor.xml"), /^DiskDescriptor\.xml: malformed XML: expected one root element, found 2/);
@@ -159,16 +177,23 @@ describe("parseDescriptor validation", () => {
       [xml(storage(image(TOP_GUID, "a") + image(TOP_GUID, "b")), oneShot + shot(TOP_GUID, NONE_GUID)), /listed twice/],
       [xml(storage(image(S1, "a") + image(TOP_GUID, "b")), oneShot), /2 <Image> but 1 <Shot>/],
       [xml(one, `<TopGUID>${S1}</TopGUID>${shot(TOP_GUID, NONE_GUID)}`), /<TopGUID> \{1111.*has no <Image>/],
-      [xml(storage(image(S1, "a") + image(TOP_GUID, "b")), `<TopGUID>${TOP_GUID}</TopGUID>${shot(S1, NONE_GUID)}${shot(TOP_GUID, S2)}`), /has parent \{2222.*which has no <Image>/],
+      [
+        xml(storage(image(S1, "a") + image(TOP_GUID, "b")), `<TopGUID>${TOP_GUID}</TopGUID>${shot(S1, NONE_GUID)}${shot(TOP_GUID, S2)}`),
+        /has parent \{2222.*which has no <Image>/,
+      ],
       [xml(storage(image(S1, "a") + image(TOP_GUID, "b")), `<TopGUID>${TOP_GUID}</TopGUID>${shot(S1, TOP_GUID)}${shot(TOP_GUID, S1)}`), /loops at/],
       [xml(one, `<TopGUID>${TOP_GUID}</TopGUID>${shot(TOP_GUID, NONE_GUID, "<Temporary/>")}`), /top image .* is marked temporary/],
       [xml(one, oneShot, "<Disk_size>1</Disk_size><Disk_size>2</Disk_size>"), /<Disk_size> appears more than once/],
     ];
-    for (const [text, re] of cases) expectFormatError(() => parseDescriptor(text, "dd/DiskDescriptor.xml"), new RegExp(`^dd/DiskDescriptor\\.xml: .*${re.source}`));
+    for (const [text, re] of cases)
+      expectFormatError(() => parseDescriptor(text, "dd/DiskDescriptor.xml"), new RegExp(`^dd/DiskDescriptor\\.xml: .*${re.source}`));
   });
 
   it("chainFor: unknown snapshot, and round trip of a rendered chain", () => {
-    const d = parseDescriptor(renderDescriptor({ sizeSectors: 204800, clusterSectors: 512, images: [{ guid: S1, file: "root.hds" }, { guid: S2, file: "d1" }, { file: "d2" }] }), "x.xml");
+    const d = parseDescriptor(
+      renderDescriptor({ sizeSectors: 204800, clusterSectors: 512, images: [{ guid: S1, file: "root.hds" }, { guid: S2, file: "d1" }, { file: "d2" }] }),
+      "x.xml",
+    );
     expect(d.blocksizeSectors).toBe(512);
     expect(chainFor(d)).toEqual([
       { guid: S1, file: "root.hds", type: "Compressed" },

@@ -150,7 +150,14 @@ describe("ploop header: validation", () => {
   };
 
   it("rejects a foreign signature, naming the file and showing the signature", () => {
-    expectFormatError(() => decodeHeader(mutate((b) => b.write("QFI\xfbxxxxxxxxxxxx", 0, "latin1")), "/x/root.hds"), /^\/x\/root\.hds: not a ploop image \(signature "QFI\.xxxxxxxxxxxx"\)$/);
+    expectFormatError(
+      () =>
+        decodeHeader(
+          mutate((b) => b.write("QFI\xfbxxxxxxxxxxxx", 0, "latin1")),
+          "/x/root.hds",
+        ),
+      /^\/x\/root\.hds: not a ploop image \(signature "QFI\.xxxxxxxxxxxx"\)$/,
+    );
   });
 
   it("rejects a truncated header", () => {
@@ -223,7 +230,10 @@ describe("ploop BAT validation", () => {
   it("v1: rejects entries that are not a multiple of the cluster", () => {
     const h1 = { ...h2, version: 1 as const };
     expect(validateBat(h1, Uint32Array.from([512, 1024, 0, 0, 0, 0, 0, 0]), 3 * cb, "v1.hds")).toBe(2);
-    expectFormatError(() => validateBat(h1, Uint32Array.from([513, 0, 0, 0, 0, 0, 0, 0]), 3 * cb, "v1.hds"), /sector 513\) is not a multiple of the cluster size 512/);
+    expectFormatError(
+      () => validateBat(h1, Uint32Array.from([513, 0, 0, 0, 0, 0, 0, 0]), 3 * cb, "v1.hds"),
+      /sector 513\) is not a multiple of the cluster size 512/,
+    );
   });
 });
 
@@ -238,7 +248,12 @@ describe("byte-identical to ploop 1.15 init (real ploop)", () => {
   const cases: { size: string; sectors: number; version: 1 | 2; clusterSectors: number }[] = [];
   for (const version of [1, 2] as const) {
     for (const clusterSectors of [128, 512, 2048]) {
-      for (const [size, sectors] of [["100M", 204800], ["513M", 1050624], ["10G", 20971520]] as const) cases.push({ size, sectors, version, clusterSectors });
+      for (const [size, sectors] of [
+        ["100M", 204800],
+        ["513M", 1050624],
+        ["10G", 20971520],
+      ] as const)
+        cases.push({ size, sectors, version, clusterSectors });
     }
   }
   cases.push({ size: "2T", sectors: 2 ** 32, version: 2, clusterSectors: 2048 });

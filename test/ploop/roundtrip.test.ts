@@ -33,7 +33,8 @@ describe.each([
     for (let c = 0; c <= clusters; c++) {
       const at = c * clusterBytes;
       if (c % 3 === 1) continue; // zero cluster: stays unallocated
-      if (c === 7) raw[at + clusterBytes - 1] = 1; // one non-zero byte still allocates
+      if (c === 7)
+        raw[at + clusterBytes - 1] = 1; // one non-zero byte still allocates
       else if (c === clusters) raw.fill(0xab, at, at + 3000);
       else if (c % 5 === 0) randomBytes(clusterBytes).copy(raw, at);
       else pattern(version, c, clusterBytes).copy(raw, at);
@@ -84,7 +85,12 @@ describe.each([
       // Holes are never read: exactly the allocated clusters came from the file.
       expect(disk.bytesRead).toBe(expectedClusters.length * clusterBytes);
       // Unaligned reads across cluster and hole boundaries.
-      for (const [off, len] of [[clusterBytes - 7, 20], [3 * clusterBytes + 5, 2 * clusterBytes + 11], [0, 1], [disk.sizeBytes - 13, 13]] as const) {
+      for (const [off, len] of [
+        [clusterBytes - 7, 20],
+        [3 * clusterBytes + 5, 2 * clusterBytes + 11],
+        [0, 1],
+        [disk.sizeBytes - 13, 13],
+      ] as const) {
         const part = Buffer.alloc(len);
         await disk.read(off, part);
         expect(part.equals(padded.subarray(off, off + len))).toBe(true);

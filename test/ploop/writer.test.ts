@@ -67,7 +67,7 @@ describe("restore writer against the real ploop", () => {
     }
     const w = await createPloopImageWriter(image, { sizeBytes: SIZE, clusterBytes: CB, allocatedClusters: allocated });
     let seed = 1;
-    const random = (): number => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+    const random = (): number => (seed = (seed * 48271) % 2147483647) / 2147483647;
     const writes: [number, number][] = [];
     for (const [a, b] of runsOf(allocated.filter((c) => c !== unwritten))) {
       const end = a <= half && half < b ? half * CB + CB / 2 : b * CB;
@@ -159,7 +159,9 @@ describe("restore writer edge cases", () => {
 
   it("rejects bad layouts", async () => {
     await expect(createPloopImageWriter(join(dir, "bad1"), { sizeBytes: 4 << 20, clusterBytes: 1 << 20, allocatedClusters: [2, 1] })).rejects.toThrow(/sorted/);
-    await expect(createPloopImageWriter(join(dir, "bad2"), { sizeBytes: 4 << 20, clusterBytes: 1 << 20, allocatedClusters: [4] })).rejects.toThrow(/outside the disk/);
+    await expect(createPloopImageWriter(join(dir, "bad2"), { sizeBytes: 4 << 20, clusterBytes: 1 << 20, allocatedClusters: [4] })).rejects.toThrow(
+      /outside the disk/,
+    );
     await expect(createPloopImageWriter(join(dir, "bad3"), { sizeBytes: 4 << 20, clusterBytes: 3000, allocatedClusters: [] })).rejects.toThrow(/cluster size/);
   });
 

@@ -104,10 +104,12 @@ describe("a backup slower than the lock TTL while prune deletes what it dedups a
       const repo = await localRepo();
       try {
         await seed(repo, {});
-        const prune = (): Promise<CliResult> => done(spawnCli(["prune", ...repo.args, "--ct", "A", "--keep-last", "1", "--grace", "0", "--wait", "2m", "--json"], lock));
+        const prune = (): Promise<CliResult> =>
+          done(spawnCli(["prune", ...repo.args, "--ct", "A", "--keep-last", "1", "--grace", "0", "--wait", "2m", "--json"], lock));
         // after the prune B uploads day 1's data again: no limit then
         const limit = pruneAfterMs < 0 ? [] : ["--limit-upload", LIMIT];
-        const backupB = (): Promise<CliResult> => done(spawnCli(["backup", ...repo.args, "--disk", descriptorOf(X), "--name", "B", ...limit, "--threads", "0"], lock));
+        const backupB = (): Promise<CliResult> =>
+          done(spawnCli(["backup", ...repo.args, "--disk", descriptorOf(X), "--name", "B", ...limit, "--threads", "0"], lock));
         let b: CliResult;
         let p: CliResult;
         if (pruneAfterMs < 0) {
@@ -171,9 +173,16 @@ describe("the registration lapses around the manifest PUT (RGW through a fault p
       if (waiting && request.method === "PUT" && request.path.includes("/locks/backup-")) return "stall";
       return null;
     });
-    const running = done(spawnCli(["backup", ...proxied.repo.args, "--disk", descriptorOf(X), "--name", "B", "--limit-upload", LIMIT, "--threads", "0"], { ...proxied.env, ...lock }));
+    const running = done(
+      spawnCli(["backup", ...proxied.repo.args, "--disk", descriptorOf(X), "--name", "B", "--limit-upload", LIMIT, "--threads", "0"], {
+        ...proxied.env,
+        ...lock,
+      }),
+    );
     await sleep(4000);
-    const p = await done(spawnCli(["prune", ...proxied.repo.args, "--ct", "A", "--keep-last", "1", "--grace", "0", "--wait", "2m", "--json"], { ...proxied.env, ...lock }));
+    const p = await done(
+      spawnCli(["prune", ...proxied.repo.args, "--ct", "A", "--keep-last", "1", "--grace", "0", "--wait", "2m", "--json"], { ...proxied.env, ...lock }),
+    );
     const b = await running;
     proxied.proxy.setDecide(undefined);
     expect(p.code, p.stderr).toBe(0);
@@ -188,7 +197,9 @@ describe("the registration lapses around the manifest PUT (RGW through a fault p
     stallRefreshesOnceManifestIsSent(proxied, "holdResponse");
     // the held answer must not look like a stalled connection (that would retry the PUT)
     const patient = { PLOOPVAULT_S3_IDLE_TIMEOUT_MS: "30000" };
-    const b = await done(spawnCli(["backup", ...proxied.repo.args, "--disk", descriptorOf(X), "--name", "B", "--threads", "0"], { ...proxied.env, ...lock, ...patient }));
+    const b = await done(
+      spawnCli(["backup", ...proxied.repo.args, "--disk", descriptorOf(X), "--name", "B", "--threads", "0"], { ...proxied.env, ...lock, ...patient }),
+    );
     proxied.proxy.setDecide(undefined);
     expect(proxied.proxy.counters.holdResponse).toBe(1);
     expect(b.code, `${b.stderr}`).toBe(1);

@@ -83,7 +83,13 @@ describe.each(["local", "s3"] as const)("prune and check through the CLI, %s rep
 
     const json = await cli(["prune", "--keep-last", "2", "--grace", "0", "--dry-run", "--json"]);
     expect(json.code, json.stderr).toBe(0);
-    const report = JSON.parse(json.stdout) as { dryRun: boolean; forgotten: number; chunksDeleted: number; bytesFreed: number; groups: { ct: string; host: string; forgotten: { id: string }[] }[] };
+    const report = JSON.parse(json.stdout) as {
+      dryRun: boolean;
+      forgotten: number;
+      chunksDeleted: number;
+      bytesFreed: number;
+      groups: { ct: string; host: string; forgotten: { id: string }[] }[];
+    };
     expect(report.dryRun).toBe(true);
     expect(report.forgotten).toBe(1);
     expect(report.groups.flatMap((g) => g.forgotten.map((f) => `${g.ct}@${g.host}/${f.id}`))).toEqual([`a@n1/${forgotten.id}`]);

@@ -82,58 +82,66 @@ describe("prune racing with backups of two nodes (RGW)", () => {
     return JSON.parse(check.stdout) as { chunksUnreferenced: number; expiredLocks: number };
   }
 
-  it(`two nodes back up while prune forgets and deletes, for ${RACE_SECONDS} s: nothing referenced is ever lost`, async () => {
-    const lock = { ttl: 20, refresh: 2 };
-    const disks = corpus().cts; // 101..104: overlapping content (101/102/104 share most chunks, 103 has its own)
-    // run for RACE_SECONDS, and on a slow machine on until a prune has deleted chunks
-    // while the nodes were busy (at most 4x as long): otherwise the race did not happen
-    const deadline = Date.now() + RACE_SECONDS * 1000;
-    const hardDeadline = Date.now() + RACE_SECONDS * 4000;
-    const racing = (): boolean => Date.now() < deadline || (Date.now() < hardDeadline && !prunes.some((p) => p.sweep === "done" && (p.chunksDeleted ?? 0) > 0));
-    const backups: BackupRun[] = [];
-    const prunes: { code: number; sweep?: string; chunksDeleted?: number; stderr: string }[] = [];
+  it(
+    `two nodes back up while prune forgets and deletes, for ${RACE_SECONDS} s: nothing referenced is ever lost`,
+    async () => {
+      const lock = { ttl: 20, refresh: 2 };
+      const disks = corpus().cts; // 101..104: overlapping content (101/102/104 share most chunks, 103 has its own)
+      // run for RACE_SECONDS, and on a slow machine on until a prune has deleted chunks
+      // while the nodes were busy (at most 4x as long): otherwise the race did not happen
+      const deadline = Date.now() + RACE_SECONDS * 1000;
+      const hardDeadline = Date.now() + RACE_SECONDS * 4000;
+      const racing = (): boolean =>
+        Date.now() < deadline || (Date.now() < hardDeadline && !prunes.some((p) => p.sweep === "done" && (p.chunksDeleted ?? 0) > 0));
+      const backups: BackupRun[] = [];
+      const prunes: { code: number; sweep?: string; chunksDeleted?: number; stderr: string }[] = [];
 
-    const node = async (host: string, offset: number): Promise<void> => {
-      const stateDir = join(work, `state-${host}`);
-      for (let i = 0; racing(); i++) {
-        const disk = disks[(i + offset) % disks.length]!;
-        const r = await result(run(["backup", "--disk", descriptorOf(disk), "--name", "shared", "--host", host, "--json", "--threads", "1"], stateDir, lock));
-        const id = r.code === 0 ? jsonLines<{ backup: string }>(r.stdout)[0]!.backup : null;
-        if (id !== null) disksById.set(id, disk);
-        backups.push({ host, disk, id, code: r.code, error: r.code === 0 ? "" : r.stderr.trim().split("\n").pop()! });
-        await sleep(300 + Math.random() * 2500);
+      const node = async (host: string, offset: number): Promise<void> => {
+        const stateDir = join(work, `state-${host}`);
+        for (let i = 0; racing(); i++) {
+          const disk = disks[(i + offset) % disks.length]!;
+          const r = await result(run(["backup", "--disk", descriptorOf(disk), "--name", "shared", "--host", host, "--json", "--threads", "1"], stateDir, lock));
+          const id = r.code === 0 ? jsonLines<{ backup: string }>(r.stdout)[0]!.backup : null;
+          if (id !== null) disksById.set(id, disk);
+          backups.push({ host, disk, id, code: r.code, error: r.code === 0 ? "" : r.stderr.trim().split("\n").pop()! });
+          await sleep(300 + Math.random() * 2500);
+        }
+      };
+      const pruner = async (): Promise<void> => {
+        const stateDir = join(work, "state-pruner");
+        while (racing()) {
+          const r = await result(run(["prune", "--keep-last", "1", "--grace", "0", "--wait", "6s", "--lock-host", "pruner", "--json"], stateDir, lock));
+          const report = r.stdout.trim() === "" ? {} : (JSON.parse(r.stdout) as { sweep?: string; chunksDeleted?: number });
+          prunes.push({ code: r.code, ...report, stderr: r.stderr });
+          await sleep(200 + Math.random() * 800);
+        }
+      };
+      await Promise.all([node("node-a", 0), node("node-b", 2), pruner()]);
+
+      const summary = JSON.stringify({
+        backups: backups.map((b) => `${b.host}:${b.disk}:${b.code}${b.error ? `:${b.error}` : ""}`),
+        prunes: prunes.map((p) => `${p.code}:${p.sweep}:${p.chunksDeleted}${p.code === 0 || p.code === 3 ? "" : `:${p.stderr.trim().split("\n").pop()}`}`),
+      });
+      if (process.env.PLOOPVAULT_TEST_VERBOSE === "1") {
+        console.log(summary);
+        for (const p of prunes) console.log(`prune exit ${p.code}:\n${p.stderr}`);
       }
-    };
-    const pruner = async (): Promise<void> => {
-      const stateDir = join(work, "state-pruner");
-      while (racing()) {
-        const r = await result(run(["prune", "--keep-last", "1", "--grace", "0", "--wait", "6s", "--lock-host", "pruner", "--json"], stateDir, lock));
-        const report = r.stdout.trim() === "" ? {} : (JSON.parse(r.stdout) as { sweep?: string; chunksDeleted?: number });
-        prunes.push({ code: r.code, ...report, stderr: r.stderr });
-        await sleep(200 + Math.random() * 800);
-      }
-    };
-    await Promise.all([node("node-a", 0), node("node-b", 2), pruner()]);
+      // every prune either finished or deferred its deletion to running backups
+      expect(
+        prunes.every((p) => p.code === 0 || p.code === 3),
+        summary,
+      ).toBe(true);
+      // the race really happened: chunks were deleted while the nodes kept backing up
+      expect(prunes.filter((p) => p.sweep === "done" && (p.chunksDeleted ?? 0) > 0).length, summary).toBeGreaterThanOrEqual(1);
+      for (const host of ["node-a", "node-b"]) expect(backups.filter((b) => b.host === host && b.code === 0).length, summary).toBeGreaterThanOrEqual(2);
+      // a backup may only fail by protecting itself (never by finding chunks gone)
+      for (const b of backups.filter((x) => x.code !== 0)) expect(b.error, summary).toMatch(/lapsed|being pruned/);
 
-    const summary = JSON.stringify({
-      backups: backups.map((b) => `${b.host}:${b.disk}:${b.code}${b.error ? `:${b.error}` : ""}`),
-      prunes: prunes.map((p) => `${p.code}:${p.sweep}:${p.chunksDeleted}${p.code === 0 || p.code === 3 ? "" : `:${p.stderr.trim().split("\n").pop()}`}`),
-    });
-    if (process.env.PLOOPVAULT_TEST_VERBOSE === "1") {
-      console.log(summary);
-      for (const p of prunes) console.log(`prune exit ${p.code}:\n${p.stderr}`);
-    }
-    // every prune either finished or deferred its deletion to running backups
-    expect(prunes.every((p) => p.code === 0 || p.code === 3), summary).toBe(true);
-    // the race really happened: chunks were deleted while the nodes kept backing up
-    expect(prunes.filter((p) => p.sweep === "done" && (p.chunksDeleted ?? 0) > 0).length, summary).toBeGreaterThanOrEqual(1);
-    for (const host of ["node-a", "node-b"]) expect(backups.filter((b) => b.host === host && b.code === 0).length, summary).toBeGreaterThanOrEqual(2);
-    // a backup may only fail by protecting itself (never by finding chunks gone)
-    for (const b of backups.filter((x) => x.code !== 0)) expect(b.error, summary).toMatch(/lapsed|being pruned/);
-
-    expect(await restoresAll()).toBeGreaterThanOrEqual(2);
-    await checkReadData();
-  }, (RACE_SECONDS * 4 + 180) * 1000);
+      expect(await restoresAll()).toBeGreaterThanOrEqual(2);
+      await checkReadData();
+    },
+    (RACE_SECONDS * 4 + 180) * 1000,
+  );
 
   it("a prune SIGKILLed mid-sweep blocks backups for at most its TTL; the next prune takes over and cleans up", async () => {
     const lock = { ttl: 8, refresh: 1 };
@@ -141,7 +149,9 @@ describe("prune racing with backups of two nodes (RGW)", () => {
     const orphan = "ff".repeat(32);
     await putObject(repo.url.slice("s3://".length).split("/")[0]!, `repo/chunks/ff/${orphan}`, Buffer.from([1, 2, 3]));
 
-    const victim = run(["prune", "--keep-last", "1", "--grace", "0", "--lock-host", "victim"], join(work, "state-victim"), lock, { PLOOPVAULT_TEST_SWEEP_PAUSE: "120" });
+    const victim = run(["prune", "--keep-last", "1", "--grace", "0", "--lock-host", "victim"], join(work, "state-victim"), lock, {
+      PLOOPVAULT_TEST_SWEEP_PAUSE: "120",
+    });
     let marker: string | undefined;
     for (let i = 0; i < 300 && marker === undefined; i++) {
       marker = (await repo.listKeys("locks/")).find((k) => k.startsWith("locks/sweep-victim-"));
@@ -154,7 +164,9 @@ describe("prune racing with backups of two nodes (RGW)", () => {
     expect((await repo.listKeys("locks/")).sort()).toEqual(["locks/prune", marker!].sort());
 
     // a backup now waits for the dead sweep's marker to expire, then goes ahead
-    const b = await result(run(["backup", "--disk", descriptorOf("101"), "--name", "late", "--host", "node-c", "--json", "--threads", "1"], join(work, "state-c"), lock));
+    const b = await result(
+      run(["backup", "--disk", descriptorOf("101"), "--name", "late", "--host", "node-c", "--json", "--threads", "1"], join(work, "state-c"), lock),
+    );
     expect(b.code, b.stderr).toBe(0);
     expect(b.stderr).toMatch(/waiting for prune to finish deleting chunks.*victim/);
     const waited = (Date.now() - killedAt) / 1000;
@@ -162,7 +174,9 @@ describe("prune racing with backups of two nodes (RGW)", () => {
     disksById.set(jsonLines<{ backup: string }>(b.stdout)[0]!.backup, "101");
 
     // the next prune takes the dead prune's lock over (it is older than the TTL by now)
-    const p = await result(run(["prune", "--keep-last", "1", "--grace", "0", "--wait", "30s", "--lock-host", "next", "--json"], join(work, "state-next"), lock));
+    const p = await result(
+      run(["prune", "--keep-last", "1", "--grace", "0", "--wait", "30s", "--lock-host", "next", "--json"], join(work, "state-next"), lock),
+    );
     expect(p.code, p.stderr).toBe(0);
     expect(p.stderr).toMatch(/took over the prune lock of victim/);
     const report = JSON.parse(p.stdout) as { sweep: string; expiredLocksRemoved: string[] };
@@ -175,7 +189,11 @@ describe("prune racing with backups of two nodes (RGW)", () => {
   it("a backup SIGKILLed mid-run holds prune off for at most its TTL; its registration and chunks are removed", async () => {
     const lock = { ttl: 8, refresh: 1 };
     // reading throttled, so that it is still running when it is killed
-    const killed = run(["backup", "--disk", descriptorOf("103"), "--name", "killed", "--host", "node-d", "--threads", "1", "--limit-read", "4M"], join(work, "state-d"), lock);
+    const killed = run(
+      ["backup", "--disk", descriptorOf("103"), "--name", "killed", "--host", "node-d", "--threads", "1", "--limit-read", "4M"],
+      join(work, "state-d"),
+      lock,
+    );
     let registration: string | undefined;
     for (let i = 0; i < 300 && registration === undefined; i++) {
       registration = (await repo.listKeys("locks/")).find((k) => k.startsWith("locks/backup-node-d-"));
@@ -190,7 +208,9 @@ describe("prune racing with backups of two nodes (RGW)", () => {
     // (with nothing to delete, prune does not wait for running backups at all)
     await putObject(repo.url.slice("s3://".length).split("/")[0]!, `repo/chunks/ee/${"ee".repeat(32)}`, Buffer.from([4, 5, 6]));
 
-    const p = await result(run(["prune", "--keep-last", "1", "--grace", "0", "--wait", "40s", "--lock-host", "after", "--json"], join(work, "state-after"), lock));
+    const p = await result(
+      run(["prune", "--keep-last", "1", "--grace", "0", "--wait", "40s", "--lock-host", "after", "--json"], join(work, "state-after"), lock),
+    );
     expect(p.code, p.stderr).toBe(0);
     const seconds = (Date.now() - killedAt) / 1000;
     expect(seconds).toBeGreaterThan(lock.ttl - 3); // it did wait for the registration to expire

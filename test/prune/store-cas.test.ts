@@ -80,7 +80,9 @@ describe.each(["local", "s3"] as const)("conditional overwrite (ifMatch), %s sto
     for (let round = 0; round < 5; round++) {
       await store.put("locks/prune", Buffer.from(`stale ${round}`));
       const stale = (await store.stat("locks/prune"))!.etag!;
-      const outcomes = await Promise.all(Array.from({ length: 6 }, (_, i) => kindOf(store.put("locks/prune", Buffer.from(`taker ${round}.${i}`), { ifMatch: stale }))));
+      const outcomes = await Promise.all(
+        Array.from({ length: 6 }, (_, i) => kindOf(store.put("locks/prune", Buffer.from(`taker ${round}.${i}`), { ifMatch: stale }))),
+      );
       expect(outcomes.filter((o) => o === "ok")).toHaveLength(1);
       expect(outcomes.filter((o) => o !== "ok").every((o) => o === "changed")).toBe(true);
       expect((await raw("locks/prune")).toString()).toBe(`taker ${round}.${outcomes.indexOf("ok")}`);

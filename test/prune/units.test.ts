@@ -41,7 +41,13 @@ describe("keep policy (restic forget semantics, UTC buckets)", () => {
   const ids = (list: { id: string }[]): string[] => list.map((x) => x.id).sort();
 
   it("keep-last keeps the N newest, per container and host", () => {
-    const all = [b("a1", "2026-01-01T00:00:00Z"), b("a2", "2026-01-02T00:00:00Z"), b("a3", "2026-01-03T00:00:00Z"), b("x1", "2026-01-01T00:00:00Z", "n2"), b("y1", "2026-01-01T00:00:00Z", "n1", "102")];
+    const all = [
+      b("a1", "2026-01-01T00:00:00Z"),
+      b("a2", "2026-01-02T00:00:00Z"),
+      b("a3", "2026-01-03T00:00:00Z"),
+      b("x1", "2026-01-01T00:00:00Z", "n2"),
+      b("y1", "2026-01-01T00:00:00Z", "n1", "102"),
+    ];
     const plans = planForget(all, { last: 2 });
     expect(plans.map((p) => [p.ct, p.host, ids(p.keep), ids(p.forget)])).toEqual([
       ["101", "n1", ["a2", "a3"], ["a1"]],
@@ -51,7 +57,13 @@ describe("keep policy (restic forget semantics, UTC buckets)", () => {
   });
 
   it("daily keeps the newest of each day; counts left keep the oldest too", () => {
-    const all = [b("d1a", "2026-03-01T08:00:00Z"), b("d1b", "2026-03-01T20:00:00Z"), b("d2a", "2026-03-02T01:00:00Z"), b("d2b", "2026-03-02T23:59:59Z"), b("d3", "2026-03-03T12:00:00Z")];
+    const all = [
+      b("d1a", "2026-03-01T08:00:00Z"),
+      b("d1b", "2026-03-01T20:00:00Z"),
+      b("d2a", "2026-03-02T01:00:00Z"),
+      b("d2b", "2026-03-02T23:59:59Z"),
+      b("d3", "2026-03-03T12:00:00Z"),
+    ];
     expect(ids(applyPolicy(all, { daily: 2 }).keep)).toEqual(["d2b", "d3"]);
     // 5 days of counts but only 3 days: the group's oldest backup is kept as well (restic >= 0.14)
     expect(ids(applyPolicy(all, { daily: 5 }).keep)).toEqual(["d1a", "d1b", "d2b", "d3"]);
@@ -93,7 +105,7 @@ describe("ChunkIdSetBuilder", () => {
         const idOf = (n: number): Buffer => {
           const id = Buffer.alloc(32);
           if (prefixBits > 0) id.writeUInt32BE(n % prefixBits, 0);
-          else id.writeUInt32BE(n * 2654435761 >>> 0, 0);
+          else id.writeUInt32BE((n * 2654435761) >>> 0, 0);
           id.writeUInt32BE(n, 28);
           return id;
         };
@@ -190,7 +202,9 @@ describe("locks in-process (local directory store)", () => {
     // a live one that does not go away: bounded wait, then a clear error
     const stuck = new Lease(store, "locks/sweep-busy-5-dd", () => lockBody("sweep", "busy", fast, new Date()), fast, { what: "marker" });
     await stuck.create();
-    await expect(BackupRegistration.start({ store }, "node1", { timing: fast, sweepWaitMs: 700 })).rejects.toThrow(/being pruned.*busy pid \d+.*gave up waiting/);
+    await expect(BackupRegistration.start({ store }, "node1", { timing: fast, sweepWaitMs: 700 })).rejects.toThrow(
+      /being pruned.*busy pid \d+.*gave up waiting/,
+    );
     await stuck.release();
     expect((await listLocks(store)).map((l) => l.key)).toEqual(["locks/sweep-dead-9-cc"]);
   });
@@ -211,7 +225,9 @@ describe("locks in-process (local directory store)", () => {
     await store.put(PRUNE_LOCK_KEY, lockBody("prune", "dead", timing, new Date()));
     age(root, PRUNE_LOCK_KEY, 20);
     const logs: string[] = [];
-    const takers = await Promise.allSettled(Array.from({ length: 4 }, (_, i) => acquirePruneLock(store, { host: `t${i}`, timing, waitMs: 0, log: (l) => logs.push(l) })));
+    const takers = await Promise.allSettled(
+      Array.from({ length: 4 }, (_, i) => acquirePruneLock(store, { host: `t${i}`, timing, waitMs: 0, log: (l) => logs.push(l) })),
+    );
     const taken = takers.filter((c) => c.status === "fulfilled");
     expect(taken).toHaveLength(1);
     expect(logs.join("\n")).toMatch(/took over the prune lock of dead pid/);

@@ -83,7 +83,14 @@ describe("an incremental backup re-reads exactly the chunks the repository lost"
   const runs = [{ offset: 0, length: 16384 }];
 
   it("reuses every chunk while all are known, re-reads a lost one", () => {
-    expect(planBackup(runs, 16384, withUnknownChunksRewritten(previous, () => true), 1024).map((s) => s.kind)).toEqual(["reuse", "reuse", "reuse"]);
+    expect(
+      planBackup(
+        runs,
+        16384,
+        withUnknownChunksRewritten(previous, () => true),
+        1024,
+      ).map((s) => s.kind),
+    ).toEqual(["reuse", "reuse", "reuse"]);
     const lost = withUnknownChunksRewritten(previous, (i) => !i.equals(id(2)));
     expect(planBackup(runs, 16384, lost, 1024)).toEqual([
       { kind: "reuse", entry: previous.entries[0] },

@@ -35,15 +35,20 @@ describe("retention schedule", () => {
   it("a chunk is covered exactly when its boundary from the last basis reaches the run's needs, and coverage only shrinks with time", () => {
     const s = schedule(30, 15);
     fc.assert(
-      fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.integer({ min: 1_600_000_000, max: 1_900_000_000 }), fc.integer({ min: 0, max: 60 * DAY }), (id, at, later) => {
-        const lockedAt = at * 1000;
-        const basis = lockedAt + later * 1000;
-        const covered = s.chunkCovered(id, lockedAt, basis);
-        expect(covered).toBe(s.chunkUntil(id, lockedAt) >= basis + s.retentionMs);
-        // within W after the basis that set it, some chunks are still covered; after W none is
-        if (later * 1000 >= s.extensionMs) expect(covered).toBe(false);
-        if (later === 0) expect(covered).toBe(true);
-      }),
+      fc.property(
+        fc.uint8Array({ minLength: 32, maxLength: 32 }),
+        fc.integer({ min: 1_600_000_000, max: 1_900_000_000 }),
+        fc.integer({ min: 0, max: 60 * DAY }),
+        (id, at, later) => {
+          const lockedAt = at * 1000;
+          const basis = lockedAt + later * 1000;
+          const covered = s.chunkCovered(id, lockedAt, basis);
+          expect(covered).toBe(s.chunkUntil(id, lockedAt) >= basis + s.retentionMs);
+          // within W after the basis that set it, some chunks are still covered; after W none is
+          if (later * 1000 >= s.extensionMs) expect(covered).toBe(false);
+          if (later === 0) expect(covered).toBe(true);
+        },
+      ),
     );
     expect(s.chunkCovered(randomBytes(32), 0, Date.now())).toBe(false); // unknown lock time: never covered
   });
@@ -122,7 +127,9 @@ describe("ChunkRetentionKeeper", () => {
     const keeper = new ChunkRetentionKeeper(view, lockTimes, 4);
     for (const id of [...ids, ...ids]) await keeper.reference(id);
     await keeper.drain();
-    const expected = ids.filter((id) => !s.chunkCovered(id, times.get(id.toString("hex"))!, basis.getTime())).map((id) => `chunks/${id.toString("hex").slice(0, 2)}/${id.toString("hex")}`);
+    const expected = ids
+      .filter((id) => !s.chunkCovered(id, times.get(id.toString("hex"))!, basis.getTime()))
+      .map((id) => `chunks/${id.toString("hex").slice(0, 2)}/${id.toString("hex")}`);
     expect(store.extended.sort()).toEqual(expected.sort());
     expect(keeper.extended).toBe(expected.length);
     // the old and unknown ones all, and of yesterday's only those a day away from their boundary

@@ -134,7 +134,15 @@ describe("planBackup (golden)", () => {
   const id = (n: number): Buffer => Buffer.alloc(32, n);
   it("a full read: allocated runs are read, the rest are holes", () => {
     // an 8-cluster disk of 1 KiB clusters; clusters 2-3 and 6 allocated
-    const plan = planBackup([{ offset: 2048, length: 2048 }, { offset: 6144, length: 1024 }], 8192, null, 256);
+    const plan = planBackup(
+      [
+        { offset: 2048, length: 2048 },
+        { offset: 6144, length: 1024 },
+      ],
+      8192,
+      null,
+      256,
+    );
     expect(plan).toEqual([
       { kind: "hole", offset: 0, length: 2048 },
       { kind: "read", offset: 2048, length: 2048 },
@@ -171,8 +179,18 @@ describe("the known set while a prune forgets backups", () => {
       const store = new MemoryStore("known");
       const repo = await Repository.init(store, newRepositoryConfig(chunkerParamsForAverage(16 << 10), 3, new Date("2026-01-01T00:00:00Z")));
       const writer = ManifestCache.forRepository(repo, join(state, "writer"));
-      const kept = await backupDisk(repo, writer, source(diskWith(8, 5), "201"), { host: "a", time: new Date("2026-01-02T00:00:00Z"), workerThreads: 0, uploadConcurrency: 2 });
-      const gone = await backupDisk(repo, writer, source(diskWith(8, 6), "202"), { host: "a", time: new Date("2026-01-03T00:00:00Z"), workerThreads: 0, uploadConcurrency: 2 });
+      const kept = await backupDisk(repo, writer, source(diskWith(8, 5), "201"), {
+        host: "a",
+        time: new Date("2026-01-02T00:00:00Z"),
+        workerThreads: 0,
+        uploadConcurrency: 2,
+      });
+      const gone = await backupDisk(repo, writer, source(diskWith(8, 6), "202"), {
+        host: "a",
+        time: new Date("2026-01-03T00:00:00Z"),
+        workerThreads: 0,
+        uploadConcurrency: 2,
+      });
       // another host, nothing cached: the manifest of 202 disappears right after the listing
       const goneKey = `backups/202/${gone.manifest.metadata.id}/manifest`;
       const racing = Object.create(store) as MemoryStore;

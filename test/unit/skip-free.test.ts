@@ -61,11 +61,23 @@ describe("free runs of a bitmap", () => {
   });
 
   it("joins runs that touch across groups and refuses overlaps", () => {
-    expect(joinRuns([{ start: 0, count: 4 }, { start: 4, count: 4 }, { start: 10, count: 1 }, { start: 11, count: 0 }])).toEqual([
+    expect(
+      joinRuns([
+        { start: 0, count: 4 },
+        { start: 4, count: 4 },
+        { start: 10, count: 1 },
+        { start: 11, count: 0 },
+      ]),
+    ).toEqual([
       { start: 0, count: 8 },
       { start: 10, count: 1 },
     ]);
-    expect(() => joinRuns([{ start: 0, count: 5 }, { start: 4, count: 1 }])).toThrow(RangeError);
+    expect(() =>
+      joinRuns([
+        { start: 0, count: 5 },
+        { start: 4, count: 1 },
+      ]),
+    ).toThrow(RangeError);
   });
 });
 
@@ -121,7 +133,6 @@ describe("whole free clusters", () => {
     expect(withoutFreeClusters(runs, new Uint8Array(8).fill(1), MiB)).toEqual([]);
   });
 });
-
 
 describe("the pipeline with a free map (in-memory disk and store)", () => {
   const CLUSTER = 64 << 10;

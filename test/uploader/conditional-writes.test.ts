@@ -62,7 +62,13 @@ class IgnoresConditions implements ObjectStore {
 const params = chunkerParamsForAverage(64 << 10);
 let probes = 0;
 function probeOptions(stateDir: string, server: string): Omit<ConditionalWritesOptions, "purpose"> {
-  return { stateDir, server, probeKey: `locks/probe-test-${process.pid}-${probes++}`, probeBody: (step) => Buffer.from(`${step} ${Date.now()} ${Math.random()}`), warn: () => undefined };
+  return {
+    stateDir,
+    server,
+    probeKey: `locks/probe-test-${process.pid}-${probes++}`,
+    probeBody: (step) => Buffer.from(`${step} ${Date.now()} ${Math.random()}`),
+    warn: () => undefined,
+  };
 }
 
 describe.each(["local", "s3"] as const)("conditional writes, %s store", (kind) => {
@@ -74,7 +80,13 @@ describe.each(["local", "s3"] as const)("conditional writes, %s store", (kind) =
       store = new LocalDirectoryStore(await mkdtemp(join(work, "repo-")));
     } else {
       const s3 = testS3();
-      store = new S3Store({ bucket: await makeTestBucket("cas"), prefix: "repo", endpoint: s3.endpoint, region: s3.region, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
+      store = new S3Store({
+        bucket: await makeTestBucket("cas"),
+        prefix: "repo",
+        endpoint: s3.endpoint,
+        region: s3.region,
+        credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+      });
     }
     stores.push(store);
     return store;
@@ -97,7 +109,9 @@ describe.each(["local", "s3"] as const)("conditional writes, %s store", (kind) =
 
   it("a store that ignores the conditions fails the probe", async () => {
     const store = new IgnoresConditions(await newStore());
-    expect(await probeConditionalWrites(store, "locks/probe-x", (step) => Buffer.from(`${step} ${Math.random()}`))).toMatch(/accepted a second conditional create .* ignores If-None-Match/);
+    expect(await probeConditionalWrites(store, "locks/probe-x", (step) => Buffer.from(`${step} ${Math.random()}`))).toMatch(
+      /accepted a second conditional create .* ignores If-None-Match/,
+    );
     expect(await store.stat("locks/probe-x")).toBeNull();
   });
 
@@ -107,7 +121,9 @@ describe.each(["local", "s3"] as const)("conditional writes, %s store", (kind) =
     const first = await createRepository(inner, newRepositoryConfig(params, 3, new Date()), probeOptions(stateDir, inner.location));
     const config = await inner.get("config");
     const store = new IgnoresConditions(inner);
-    await expect(createRepository(store, newRepositoryConfig(params, 3, new Date()), probeOptions(stateDir, inner.location))).rejects.toThrow(`a repository already exists at ${inner.location}`);
+    await expect(createRepository(store, newRepositoryConfig(params, 3, new Date()), probeOptions(stateDir, inner.location))).rejects.toThrow(
+      `a repository already exists at ${inner.location}`,
+    );
     expect(await inner.get("config")).toEqual(config);
     expect(store.puts).toEqual([]);
     expect(JSON.parse(config.toString()).id).toBe(first.config.id);
@@ -127,7 +143,9 @@ describe.each(["local", "s3"] as const)("conditional writes, %s store", (kind) =
     const stateDir = join(work, `state-once-${probes}`);
     const store = new IgnoresConditions(inner);
     const id = "0123456789abcdef0123456789abcdef";
-    await expect(requireConditionalWrites(store, id, { ...probeOptions(stateDir, "server A"), purpose: "prune" })).rejects.toThrow(/refusing prune on server A/);
+    await expect(requireConditionalWrites(store, id, { ...probeOptions(stateDir, "server A"), purpose: "prune" })).rejects.toThrow(
+      /refusing prune on server A/,
+    );
     await expect(stat(join(stateDir, "repos", id, "conditional-writes.json"))).rejects.toThrow(/ENOENT/);
     // the real store: probed, remembered (owner-only), not probed again; another server is probed again
     const counting = { ...probeOptions(stateDir, "server A"), purpose: "prune" };

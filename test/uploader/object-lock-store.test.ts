@@ -154,7 +154,9 @@ describe("S3 store: object lock operations (RGW)", () => {
     const dir = await mkdtemp(join(tmpdir(), "pv-ol-local-"));
     try {
       const local = new LocalDirectoryStore(dir);
-      await expect(local.put("chunks/aa/x", Buffer.from("x"), { retention: { mode: "governance", until: seconds(60) } })).rejects.toThrow(/Object Lock is not available for a local directory/);
+      await expect(local.put("chunks/aa/x", Buffer.from("x"), { retention: { mode: "governance", until: seconds(60) } })).rejects.toThrow(
+        /Object Lock is not available for a local directory/,
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

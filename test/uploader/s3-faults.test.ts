@@ -40,7 +40,9 @@ describe("retry strategy", () => {
     const t2 = await s.refreshRetryTokenForRetry(t1, { errorType: "THROTTLING", error: sdkError("SlowDown", 503) } as never);
     expect(t2.getRetryDelay()).toBeGreaterThanOrEqual(500);
     await expect(s.refreshRetryTokenForRetry(t2, { errorType: "TRANSIENT", error: sdkError("InternalError", 500) } as never)).rejects.toThrow(/attempts/);
-    await expect(s.refreshRetryTokenForRetry(t0, { errorType: "CLIENT_ERROR", error: sdkError("AccessDenied", 403) } as never)).rejects.toThrow(/not a retryable/);
+    await expect(s.refreshRetryTokenForRetry(t0, { errorType: "CLIENT_ERROR", error: sdkError("AccessDenied", 403) } as never)).rejects.toThrow(
+      /not a retryable/,
+    );
     // a bare 503 (no SlowDown code) is throttling too
     const t = await s.refreshRetryTokenForRetry(t0, { errorType: "TRANSIENT", error: sdkError("ServiceUnavailable", 503) } as never);
     expect(t.getRetryDelay()).toBeGreaterThanOrEqual(500);
@@ -60,7 +62,10 @@ describe("retry strategy", () => {
     await s.acquireInitialRetryToken("");
     expect(Date.now() - started).toBeGreaterThanOrEqual(t1.getRetryDelay() - 20);
     const standard = new S3RetryStrategy(5, "standard", 60_000);
-    await standard.refreshRetryTokenForRetry(await standard.acquireInitialRetryToken(""), { errorType: "THROTTLING", error: sdkError("SlowDown", 503) } as never);
+    await standard.refreshRetryTokenForRetry(await standard.acquireInitialRetryToken(""), {
+      errorType: "THROTTLING",
+      error: sdkError("SlowDown", 503),
+    } as never);
     const t = Date.now();
     await standard.acquireInitialRetryToken("");
     expect(Date.now() - t).toBeLessThan(50);
@@ -86,7 +91,8 @@ describe("retry strategy", () => {
 });
 
 describe("conditional puts whose answer was lost (SDK send() stubbed)", () => {
-  const store = (): S3Store => new S3Store({ bucket: "bkt", prefix: "p", endpoint: "http://127.0.0.1:1", credentials: { accessKeyId: "a", secretAccessKey: "b" } });
+  const store = (): S3Store =>
+    new S3Store({ bucket: "bkt", prefix: "p", endpoint: "http://127.0.0.1:1", credentials: { accessKeyId: "a", secretAccessKey: "b" } });
   afterEach(() => {
     vi.restoreAllMocks();
   });
@@ -251,7 +257,8 @@ describe("S3Store through the fault proxy (real RGW)", () => {
     return keys;
   }
   const multipart = { multipartThresholdBytes: 12 << 20, multipartPartBytes: 5 << 20 };
-  const isPart = (req: { method: string; url: string }, part: number): boolean => req.method === "PUT" && new RegExp(`[?&]partNumber=${part}(&|$)`).test(req.url);
+  const isPart = (req: { method: string; url: string }, part: number): boolean =>
+    req.method === "PUT" && new RegExp(`[?&]partNumber=${part}(&|$)`).test(req.url);
 
   it("a large object goes up in parts; faults in the middle retry those parts only, nothing is left over", async () => {
     const body = randomBytes((23 << 20) + 12_345); // 5 parts of 5 MiB

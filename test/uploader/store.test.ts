@@ -10,7 +10,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { DeleteObjectsCommand, GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { DeleteObjectsCommand, type GetObjectCommand, type PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { fsStoreError, LocalDirectoryStore } from "../../src/uploader/local.js";
 import { MemoryStore } from "../../src/uploader/memory.js";
 import { openStore, parseRepoUrl } from "../../src/uploader/open.js";
@@ -75,7 +75,10 @@ async function localHarness(): Promise<Harness> {
       writeFileSync(path, body);
     },
     rawDelete: async (key) => rmSync(join(root, ...key.split("/")), { force: true }),
-    rawKeys: async () => walkFiles(root).filter((k) => !k.split("/").some((s) => s.startsWith(".tmp-"))).sort(),
+    rawKeys: async () =>
+      walkFiles(root)
+        .filter((k) => !k.split("/").some((s) => s.startsWith(".tmp-")))
+        .sort(),
     missingContainer: () => new LocalDirectoryStore(join(root, "..", "does-not-exist")),
     cleanup: async () => store.close(),
   };
@@ -162,9 +165,11 @@ async function expectKind(promise: Promise<unknown>, kind: StoreErrorKind): Prom
 
 async function parallel<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]!);
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
 }
 
 const ODD_KEYS = [
@@ -460,7 +465,12 @@ describe("LocalDirectoryStore specifics", () => {
   });
 
   it("maps filesystem errors to one line naming the path", () => {
-    const enospc = fsStoreError(Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" }), "write", "/srv/repo/chunks/ab/x", "chunks/ab/x");
+    const enospc = fsStoreError(
+      Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" }),
+      "write",
+      "/srv/repo/chunks/ab/x",
+      "chunks/ab/x",
+    );
     expect(enospc.kind).toBe("io");
     expect(enospc.message).toBe("cannot write /srv/repo/chunks/ab/x: no space left on device");
     expect(enospc.key).toBe("chunks/ab/x");
@@ -627,7 +637,11 @@ describe("S3Store specifics", () => {
 
 /** An error shaped like the SDK's service exceptions. */
 function sdkError(name: string, status?: number, extra: Record<string, unknown> = {}): Error {
-  return Object.assign(new Error(`${name} message`), { name, ...(status === undefined ? {} : { $metadata: { httpStatusCode: status, attempts: 1 } }), ...extra });
+  return Object.assign(new Error(`${name} message`), {
+    name,
+    ...(status === undefined ? {} : { $metadata: { httpStatusCode: status, attempts: 1 } }),
+    ...extra,
+  });
 }
 
 function body(bytes: Buffer): { transformToByteArray(): Promise<Uint8Array> } {
@@ -728,7 +742,18 @@ describe("openStore / parseRepoUrl", () => {
   });
 
   it("refuses bad URLs with a UsageError", async () => {
-    for (const url of ["", "s3://", "s3:///prefix", "s3://UPPER_bad!/x", "s3://bucket/a//b", "s3://bucket/../x", "s3://bucket/x?y=1", "http://example.com/repo", "ftp://x/y", "file://"]) {
+    for (const url of [
+      "",
+      "s3://",
+      "s3:///prefix",
+      "s3://UPPER_bad!/x",
+      "s3://bucket/a//b",
+      "s3://bucket/../x",
+      "s3://bucket/x?y=1",
+      "http://example.com/repo",
+      "ftp://x/y",
+      "file://",
+    ]) {
       expect(() => parseRepoUrl(url), url).toThrow(UsageError);
     }
     await expect(openStore("s3://bucket", { endpoint: "not a url" })).rejects.toThrow(UsageError);

@@ -39,7 +39,12 @@ export function fixtureManifest(): Manifest {
       tool: { name: "ploopvault", version: "0.1.0" },
       disk: { logicalBytes: offset, clusterBytes: 1 << 20, sourceFormatVersion: 2 },
       chunker: chunkerParamsForAverage(256 << 10),
-      source: { descriptorPath: "/vz/private/101/root.hdd/DiskDescriptor.xml", topGuid: "{5fbaabe3-6958-40ff-92a7-860e329aab41}", snapshotGuid: null, imageFiles: ["/vz/private/101/root.hdd/root.hds"] },
+      source: {
+        descriptorPath: "/vz/private/101/root.hdd/DiskDescriptor.xml",
+        topGuid: "{5fbaabe3-6958-40ff-92a7-860e329aab41}",
+        snapshotGuid: null,
+        imageFiles: ["/vz/private/101/root.hdd/root.hds"],
+      },
       files: { descriptor: "DiskDescriptor.xml", config: "ve.conf" },
       incremental: null,
       stats: { readBytes: 1, dataBytes: 2, holeBytes: 3, chunks: 300, newChunks: 4, newBytesStored: 5, seconds: 6 },

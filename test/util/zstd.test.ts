@@ -14,7 +14,16 @@ import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CHUNK_FORMAT_ZSTD, chunkId, decodeChunk, encodeChunk } from "../../src/repository/chunk-codec.js";
 import { decodeManifest, encodeManifest, verifyManifestEnvelope } from "../../src/manifest/format.js";
-import { activeZstdBinding, ZSTD_BINDING_NAMES, zstdBinding, zstdCompress, zstdContentSize, zstdDecompressBounded, zstdDecompressPrefix, type ZstdBinding } from "../../src/util/zstd.js";
+import {
+  activeZstdBinding,
+  ZSTD_BINDING_NAMES,
+  zstdBinding,
+  zstdCompress,
+  zstdContentSize,
+  zstdDecompressBounded,
+  zstdDecompressPrefix,
+  type ZstdBinding,
+} from "../../src/util/zstd.js";
 import { readZstdFrame, zstdContentBytes, zstdFrameBlocks } from "../../src/util/zstd-frame.js";
 import { seededRandom, seededText } from "../chunker/inputs.js";
 import { PROJECT_ROOT } from "../helpers/s3-server.js";
@@ -82,7 +91,9 @@ describe("zstd bindings", () => {
       expect(() => zstdDecompressBounded(frame.subarray(0, frame.length - 1), 1 << 20, binding)).toThrow(/truncated/);
       expect(() => zstdDecompressBounded(Buffer.alloc(0), 1 << 20, binding)).toThrow(/empty/);
       // a complete frame (one empty raw block) whose header claims 2^31 - 2 bytes, and a truncated one
-      expect(() => zstdDecompressBounded(Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x80, 0x00, 0xfe, 0xff, 0xff, 0x7f, 0x01, 0x00, 0x00]), 1 << 20, binding)).toThrow(/exceeds the limit/);
+      expect(() =>
+        zstdDecompressBounded(Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x80, 0x00, 0xfe, 0xff, 0xff, 0x7f, 0x01, 0x00, 0x00]), 1 << 20, binding),
+      ).toThrow(/exceeds the limit/);
       expect(() => zstdDecompressBounded(Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x84, 0xfe, 0xff, 0xff, 0x7f]), 1 << 20, binding)).toThrow(/truncated/);
       // a skippable frame is read as no content by both, like zstd itself (node:zlib on Node 22 alone would return nothing)
       const skippable = Buffer.concat([Buffer.from([0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]), frame]);
@@ -94,12 +105,19 @@ describe("zstd bindings", () => {
 
   it.runIf(both)("the frame walker agrees with zstd's own frame functions (through zstd-napi's binding)", async () => {
     const { createRequire } = await import("node:module");
-    const native = createRequire(import.meta.url)("zstd-napi/binding") as { getFrameContentSize(f: Uint8Array): number | null; findFrameCompressedSize(f: Uint8Array): number };
+    const native = createRequire(import.meta.url)("zstd-napi/binding") as {
+      getFrameContentSize(f: Uint8Array): number | null;
+      findFrameCompressedSize(f: Uint8Array): number;
+    };
     for (const writer of bindings) {
       for (const [what, data] of samples) {
         for (const level of [1, 3, 19]) {
           const frame = zstdCompress(data, level, level === 3, writer);
-          expect(readZstdFrame(frame), `${writer.name}, ${what}`).toEqual({ frameBytes: native.findFrameCompressedSize(frame), contentBytes: native.getFrameContentSize(frame), skippable: false });
+          expect(readZstdFrame(frame), `${writer.name}, ${what}`).toEqual({
+            frameBytes: native.findFrameCompressedSize(frame),
+            contentBytes: native.getFrameContentSize(frame),
+            skippable: false,
+          });
         }
       }
     }
@@ -126,7 +144,14 @@ describe("zstd bindings", () => {
     const frames: [string, Buffer][] = bindings.map((b) => [`${b.name}, level 3`, zstdCompress(text, 3, true, b)]);
     const flushed = await flushedFrame(text.subarray(0, 300_000));
     if (flushed !== null) frames.push(["300 small blocks", flushed]);
-    frames.push(["two frames and a skippable one", Buffer.concat([zstdCompress(text.subarray(0, 70_000), 3), Buffer.from([0x50, 0x2a, 0x4d, 0x18, 0, 0, 0, 0]), zstdCompress(text.subarray(70_000, 500_000), 1)])]);
+    frames.push([
+      "two frames and a skippable one",
+      Buffer.concat([
+        zstdCompress(text.subarray(0, 70_000), 3),
+        Buffer.from([0x50, 0x2a, 0x4d, 0x18, 0, 0, 0, 0]),
+        zstdCompress(text.subarray(70_000, 500_000), 1),
+      ]),
+    ]);
     for (const [what, frame] of frames) {
       if (!what.startsWith("two frames")) expect(zstdFrameBlocks(frame).length, what).toBeGreaterThan(2);
       const content = zstdContentSize(frame);
@@ -218,7 +243,9 @@ describe("zstd bindings", () => {
         expect(zstdDecompressBounded(object.subarray(1), 1 << 20, binding).equals(plain), binding.name).toBe(true);
         const frame = verifyManifestEnvelope(manifest, "new");
         expect(frame[4]! & 0x04).toBe(0x04); // manifests keep zstd's content checksum
-        expect(zstdDecompressBounded(frame, 1 << 30, binding).equals(zstdDecompressBounded(verifyManifestEnvelope(manifestObject, "fixture"), 1 << 30, binding))).toBe(true);
+        expect(
+          zstdDecompressBounded(frame, 1 << 30, binding).equals(zstdDecompressBounded(verifyManifestEnvelope(manifestObject, "fixture"), 1 << 30, binding)),
+        ).toBe(true);
       }
     });
   });

@@ -45,11 +45,13 @@ interface Header {
 }
 
 function header(ctx: MapContext, node: Buffer, capacity: number, where: string): Header {
-  if (node.readUInt16LE(0) !== EXTENT_MAGIC) throw new FilesystemError(`${ctx.label}: ${where}: bad extent header magic 0x${node.readUInt16LE(0).toString(16)}`);
+  if (node.readUInt16LE(0) !== EXTENT_MAGIC)
+    throw new FilesystemError(`${ctx.label}: ${where}: bad extent header magic 0x${node.readUInt16LE(0).toString(16)}`);
   const entries = node.readUInt16LE(2);
   const max = node.readUInt16LE(4);
   const depth = node.readUInt16LE(6);
-  if (max > capacity || entries > max) throw new FilesystemError(`${ctx.label}: ${where}: extent header claims ${entries} of ${max} entries (room for ${capacity})`);
+  if (max > capacity || entries > max)
+    throw new FilesystemError(`${ctx.label}: ${where}: extent header claims ${entries} of ${max} entries (room for ${capacity})`);
   return { entries, max, depth };
 }
 

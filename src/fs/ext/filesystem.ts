@@ -64,7 +64,10 @@ export class ExtFilesystem {
     readonly label: string,
   ) {
     this.inodeTableBlocks = Math.ceil((sb.inodesPerGroup * sb.inodeSize) / sb.blockSize);
-    if (sb.needsRecovery) this.warnings.push(`${label}: the journal needs recovery (the filesystem was not cleanly frozen or unmounted): reading it without replaying the journal, the latest changes may be missing`);
+    if (sb.needsRecovery)
+      this.warnings.push(
+        `${label}: the journal needs recovery (the filesystem was not cleanly frozen or unmounted): reading it without replaying the journal, the latest changes may be missing`,
+      );
   }
 
   /** Open the filesystem on `device`; `where` names the device ("partition 1 of backup 101/...") */
@@ -145,7 +148,14 @@ export class ExtFilesystem {
     const blockBitmap = d.readUInt32LE(0) + (wide ? d.readUInt32LE(0x20) * 2 ** 32 : 0);
     const inodeBitmap = d.readUInt32LE(4) + (wide ? d.readUInt32LE(0x24) * 2 ** 32 : 0);
     const blockBitmapCsum = d.readUInt16LE(0x18) + (wide ? d.readUInt16LE(0x38) * 65536 : 0);
-    return { blockBitmap, inodeBitmap, inodeTable, flags: d.readUInt16LE(0x12), itableUnused: d.readUInt16LE(0x1c) + (wide ? d.readUInt16LE(0x32) * 65536 : 0), blockBitmapCsum };
+    return {
+      blockBitmap,
+      inodeBitmap,
+      inodeTable,
+      flags: d.readUInt16LE(0x12),
+      itableUnused: d.readUInt16LE(0x1c) + (wide ? d.readUInt16LE(0x32) * 65536 : 0),
+      blockBitmapCsum,
+    };
   }
 
   /** The inode, checksum verified; an unused inode (never written, deleted) is an error. */
@@ -158,7 +168,8 @@ export class ExtFilesystem {
   /** The inode, or null when it is not in use. */
   async inodeOrNull(ino: number): Promise<Inode | null> {
     const sb = this.sb;
-    if (!Number.isInteger(ino) || ino < 1 || ino > sb.inodesCount) throw new FilesystemError(`${this.label}: inode number ${ino} out of range (1-${sb.inodesCount})`);
+    if (!Number.isInteger(ino) || ino < 1 || ino > sb.inodesCount)
+      throw new FilesystemError(`${this.label}: inode number ${ino} out of range (1-${sb.inodesCount})`);
     const group = Math.floor((ino - 1) / sb.inodesPerGroup);
     const index = (ino - 1) % sb.inodesPerGroup;
     const desc = await this.groupDesc(group);
@@ -175,7 +186,8 @@ export class ExtFilesystem {
     if (inode.type === "dir" && inode.size > sb.blocksCount * sb.blockSize) {
       throw new FilesystemError(`${this.label}: inode ${ino}: directory size ${inode.size} exceeds the filesystem`);
     }
-    if (inode.type === "symlink" && inode.size > MAX_SYMLINK_BYTES) throw new FilesystemError(`${this.label}: inode ${ino}: symlink target of ${inode.size} bytes`);
+    if (inode.type === "symlink" && inode.size > MAX_SYMLINK_BYTES)
+      throw new FilesystemError(`${this.label}: inode ${ino}: symlink target of ${inode.size} bytes`);
     return inode;
   }
 
@@ -194,7 +206,8 @@ export class ExtFilesystem {
   }
 
   private refuseEncrypted(inode: Inode): void {
-    if ((inode.flags & INODE_FLAGS.ENCRYPT) !== 0) throw new UnsupportedFilesystemError(`${this.label}: inode ${inode.ino} is encrypted (fscrypt): unsupported`);
+    if ((inode.flags & INODE_FLAGS.ENCRYPT) !== 0)
+      throw new UnsupportedFilesystemError(`${this.label}: inode ${inode.ino} is encrypted (fscrypt): unsupported`);
   }
 
   isInline(inode: Inode): boolean {
@@ -210,7 +223,8 @@ export class ExtFilesystem {
     const endBlock = Math.ceil(inode.size / this.sb.blockSize);
     if ((inode.flags & INODE_FLAGS.EXTENTS) !== 0) return extentRuns(this.mapContext(inode, onMapBlock), inode.iblock, endBlock);
     const perBlock = this.sb.blockSize / 4;
-    if (endBlock > 12 + perBlock + perBlock ** 2 + perBlock ** 3) throw new FilesystemError(`${this.label}: inode ${inode.ino}: size ${inode.size} too large for a block map`);
+    if (endBlock > 12 + perBlock + perBlock ** 2 + perBlock ** 3)
+      throw new FilesystemError(`${this.label}: inode ${inode.ino}: size ${inode.size} too large for a block map`);
     return blockMapRuns(this.mapContext(inode, onMapBlock), inode.iblock, endBlock);
   }
 
@@ -300,7 +314,15 @@ export class ExtFilesystem {
   async xattrs(inode: Inode): Promise<Xattr[]> {
     const where = `${this.label}: inode ${inode.ino}`;
     const raw: RawXattr[] = inodeXattrs(inode.raw, inode.extraIsize, where);
-    if (inode.fileAcl !== 0) raw.push(...blockXattrs(await this.readBlock(inode.fileAcl), inode.fileAcl, this.sb.metadataCsum ? this.sb.csumSeed : null, `${where}: xattr block ${inode.fileAcl}`));
+    if (inode.fileAcl !== 0)
+      raw.push(
+        ...blockXattrs(
+          await this.readBlock(inode.fileAcl),
+          inode.fileAcl,
+          this.sb.metadataCsum ? this.sb.csumSeed : null,
+          `${where}: xattr block ${inode.fileAcl}`,
+        ),
+      );
     const out: Xattr[] = [];
     for (const x of raw) {
       if (x.name === "system.data") continue;

@@ -52,7 +52,8 @@ export function skipFreeRefusal(sb: Superblock): string | null {
   const unsafe = sb.roCompat & ~BITMAP_SAFE_RO_COMPAT;
   if (unsafe !== 0) {
     const names: string[] = [];
-    for (let bit = 1; bit !== 0 && bit <= 0x80000000; bit = (bit << 1) >>> 0) if ((unsafe & bit) !== 0) names.push(RO_COMPAT_NAMES[bit] ?? `ro_compat 0x${bit.toString(16)}`);
+    for (let bit = 1; bit !== 0 && bit <= 0x80000000; bit = (bit << 1) >>> 0)
+      if ((unsafe & bit) !== 0) names.push(RO_COMPAT_NAMES[bit] ?? `ro_compat 0x${bit.toString(16)}`);
     return `unsupported feature for free-space skipping: ${names.join(", ")}`;
   }
   return null;
@@ -105,7 +106,14 @@ export function joinRuns(runs: readonly BlockRun[]): BlockRun[] {
  * free blocks of a filesystem that starts at byte `fsStart` of the disk. A cluster only
  * partly free, or partly outside the filesystem, stays unmarked. Returns the clusters marked.
  */
-export function markFreeClusters(free: Uint8Array, diskBytes: number, clusterBytes: number, fsStart: number, blockSize: number, runs: readonly BlockRun[]): number {
+export function markFreeClusters(
+  free: Uint8Array,
+  diskBytes: number,
+  clusterBytes: number,
+  fsStart: number,
+  blockSize: number,
+  runs: readonly BlockRun[],
+): number {
   let marked = 0;
   for (const r of runs) {
     const from = fsStart + r.start * blockSize;
@@ -146,7 +154,8 @@ export async function readFreeBlockRuns(fs: ExtFilesystem): Promise<{ runs: Bloc
       uninitGroups++;
       continue;
     }
-    if (desc.blockBitmap === 0 || desc.blockBitmap >= sb.blocksCount) throw new FilesystemError(`${fs.label}: group ${g}: block bitmap at block ${desc.blockBitmap} lies outside the filesystem`);
+    if (desc.blockBitmap === 0 || desc.blockBitmap >= sb.blocksCount)
+      throw new FilesystemError(`${fs.label}: group ${g}: block bitmap at block ${desc.blockBitmap} lies outside the filesystem`);
     const bitmap = await fs.readBlock(desc.blockBitmap);
     if (sb.metadataCsum) {
       const wide = sb.descSize >= 64;

@@ -130,7 +130,7 @@ export function inodeChecksumOk(csumSeed: number, ino: number, raw: Buffer): boo
   let stored = raw.readUInt16LE(0x7c);
   if (hasHi) stored |= raw.readUInt16LE(0x82) << 16;
   else crc &= 0xffff;
-  if ((stored >>> 0) === crc >>> 0) return true;
+  if (stored >>> 0 === crc >>> 0) return true;
   // an all-zero base inode (never written) is valid, as e2fsprogs accepts it
   return raw.subarray(0, 128).every((x) => x === 0);
 }

@@ -15,7 +15,16 @@ export const SUPERBLOCK_BYTES = 1024;
 export const EXT_MAGIC = 0xef53;
 
 export const COMPAT = { HAS_JOURNAL: 0x4, EXT_ATTR: 0x8, RESIZE_INODE: 0x10, DIR_INDEX: 0x20, SPARSE_SUPER2: 0x200 } as const;
-export const RO_COMPAT = { SPARSE_SUPER: 0x1, LARGE_FILE: 0x2, HUGE_FILE: 0x8, GDT_CSUM: 0x10, DIR_NLINK: 0x20, EXTRA_ISIZE: 0x40, BIGALLOC: 0x200, METADATA_CSUM: 0x400 } as const;
+export const RO_COMPAT = {
+  SPARSE_SUPER: 0x1,
+  LARGE_FILE: 0x2,
+  HUGE_FILE: 0x8,
+  GDT_CSUM: 0x10,
+  DIR_NLINK: 0x20,
+  EXTRA_ISIZE: 0x40,
+  BIGALLOC: 0x200,
+  METADATA_CSUM: 0x400,
+} as const;
 export const INCOMPAT = {
   COMPRESSION: 0x1,
   FILETYPE: 0x2,
@@ -48,7 +57,19 @@ const INCOMPAT_NAMES: Record<number, string> = {
  * inode is refused when reached).
  */
 const READABLE_INCOMPAT =
-  INCOMPAT.FILETYPE | INCOMPAT.RECOVER | INCOMPAT.META_BG | INCOMPAT.EXTENTS | INCOMPAT.BIT64 | INCOMPAT.MMP | INCOMPAT.FLEX_BG | INCOMPAT.EA_INODE | INCOMPAT.CSUM_SEED | INCOMPAT.LARGEDIR | INCOMPAT.INLINE_DATA | INCOMPAT.CASEFOLD | INCOMPAT.ENCRYPT;
+  INCOMPAT.FILETYPE |
+  INCOMPAT.RECOVER |
+  INCOMPAT.META_BG |
+  INCOMPAT.EXTENTS |
+  INCOMPAT.BIT64 |
+  INCOMPAT.MMP |
+  INCOMPAT.FLEX_BG |
+  INCOMPAT.EA_INODE |
+  INCOMPAT.CSUM_SEED |
+  INCOMPAT.LARGEDIR |
+  INCOMPAT.INLINE_DATA |
+  INCOMPAT.CASEFOLD |
+  INCOMPAT.ENCRYPT;
 
 export interface Superblock {
   inodesCount: number;
@@ -96,7 +117,8 @@ export function parseSuperblock(b: Buffer, deviceBytes: number, label: string): 
   if (metadataCsum) {
     if (b[0x175] !== 1) throw new UnsupportedFilesystemError(`${label}: metadata checksum type ${b[0x175]} (only crc32c exists)`);
     const computed = crc32cUpdate(0xffffffff, b, 0, 0x3fc);
-    if (computed !== b.readUInt32LE(0x3fc)) throw fail(`checksum mismatch (stored 0x${b.readUInt32LE(0x3fc).toString(16)}, computed 0x${computed.toString(16)})`);
+    if (computed !== b.readUInt32LE(0x3fc))
+      throw fail(`checksum mismatch (stored 0x${b.readUInt32LE(0x3fc).toString(16)}, computed 0x${computed.toString(16)})`);
   }
   const revLevel = b.readUInt32LE(0x4c);
   if (revLevel > 1) throw new UnsupportedFilesystemError(`${label}: ext revision level ${revLevel}`);
@@ -125,7 +147,8 @@ export function parseSuperblock(b: Buffer, deviceBytes: number, label: string): 
     throw fail(`the filesystem claims ${blocksCount * blockSize} bytes (${blocksCount} blocks) but its disk or partition has ${deviceBytes}`);
   }
   const bigalloc = (roCompat & RO_COMPAT.BIGALLOC) !== 0;
-  if (blocksPerGroup === 0 || (!bigalloc && blocksPerGroup > blockSize * 8) || blocksPerGroup % 8 !== 0) throw fail(`blocks per group ${blocksPerGroup} out of range`);
+  if (blocksPerGroup === 0 || (!bigalloc && blocksPerGroup > blockSize * 8) || blocksPerGroup % 8 !== 0)
+    throw fail(`blocks per group ${blocksPerGroup} out of range`);
   if (inodesPerGroup === 0 || inodesPerGroup > blockSize * 8) throw fail(`inodes per group ${inodesPerGroup} out of range`);
   const groupCount = Math.ceil((blocksCount - firstDataBlock) / blocksPerGroup);
   if (inodesCount === 0 || inodesCount > groupCount * inodesPerGroup) throw fail(`inode count ${inodesCount} out of range for ${groupCount} groups`);
@@ -141,7 +164,9 @@ export function parseSuperblock(b: Buffer, deviceBytes: number, label: string): 
   const uuid = Buffer.from(b.subarray(0x68, 0x78));
   const csumSeed = (incompat & INCOMPAT.CSUM_SEED) !== 0 ? b.readUInt32LE(0x270) : crc32cUpdate(0xffffffff, uuid);
   const hasJournal = (compat & COMPAT.HAS_JOURNAL) !== 0;
-  const ext4ish = (incompat & (INCOMPAT.EXTENTS | INCOMPAT.BIT64 | INCOMPAT.FLEX_BG | INCOMPAT.INLINE_DATA)) !== 0 || (roCompat & (RO_COMPAT.HUGE_FILE | RO_COMPAT.METADATA_CSUM | RO_COMPAT.GDT_CSUM)) !== 0;
+  const ext4ish =
+    (incompat & (INCOMPAT.EXTENTS | INCOMPAT.BIT64 | INCOMPAT.FLEX_BG | INCOMPAT.INLINE_DATA)) !== 0 ||
+    (roCompat & (RO_COMPAT.HUGE_FILE | RO_COMPAT.METADATA_CSUM | RO_COMPAT.GDT_CSUM)) !== 0;
   const nul = b.indexOf(0, 0x78);
   return {
     inodesCount,
