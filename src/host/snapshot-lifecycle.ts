@@ -666,11 +666,14 @@ async function isEmptyDelta(path: string): Promise<boolean> {
   const fh = await open(path, "r");
   try {
     const header = Buffer.alloc(HEADER_BYTES);
-    if ((await fh.read(header, 0, HEADER_BYTES, 0)).bytesRead < HEADER_BYTES) return false;
+    // shorter than a header: ploop was killed between creating the file and writing it
+    // (O_EXCL, then one write): it cannot hold data yet
+    if ((await fh.read(header, 0, HEADER_BYTES, 0)).bytesRead < HEADER_BYTES) return true;
     const h = decodeHeader(header, path);
     const bat = Buffer.alloc(h.batEntries * 4);
-    if ((await fh.read(bat, 0, bat.length, HEADER_BYTES)).bytesRead < bat.length) return false;
-    for (let k = 0; k < bat.length; k += 4) if (bat.readUInt32LE(k) !== 0) return false;
+    // a BAT cut short by the same kill: what was written of it must map nothing
+    const read = (await fh.read(bat, 0, bat.length, HEADER_BYTES)).bytesRead;
+    for (let k = 0; k + 4 <= read; k += 4) if (bat.readUInt32LE(k) !== 0) return false;
     return true;
   } catch {
     return false;

@@ -7,7 +7,7 @@
  */
 import { execa } from "execa";
 import { randomUUID } from "node:crypto";
-import { copyFile, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, rename, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { newSnapshotGuid, SnapshotJournal, stateDirOwnerId } from "../../src/host/journal.js";
@@ -309,6 +309,27 @@ describe("recoverInterrupted", () => {
     ]);
     expect(await filesIn(diskDir)).toEqual(["DiskDescriptor.xml", "DiskDescriptor.xml.lck", "root.hds"]);
     expect(await journal.list()).toEqual({ entries: [], corrupt: [] });
+  });
+
+  it("also removes that delta when ploop was killed before writing it (empty file, header cut short)", async () => {
+    for (const length of [0, 100]) {
+      const dd = await makeDisk(diskDir);
+      const S = journal.newSnapshotGuid();
+      await writeCrashedEntry(journal, { ct: "101", descriptorPath: dd, snapshotGuid: S, state: "snapshot-pending" });
+      const r = await execa(await ploopKilledAt(dir, "rename", 2), ["snapshot", "-u", S, dd], { reject: false });
+      expect(r.exitCode).not.toBe(0);
+      const [orphan] = await unlistedImageFiles(dd);
+      // the file as a kill between its O_EXCL create and its first write leaves it
+      await truncate(join(diskDir, orphan!), length);
+      const reports = await recoverInterrupted(journal, realPloop(), log);
+      expect(
+        reports.map((x) => x.action),
+        `${length} bytes`,
+      ).toEqual(["already-merged", "removed-orphan-delta", "removed-stale-tmp"]);
+      expect(await filesIn(diskDir)).toEqual(["DiskDescriptor.xml", "DiskDescriptor.xml.lck", "root.hds"]);
+      await rm(diskDir, { recursive: true, force: true });
+      await mkdir(diskDir, { recursive: true });
+    }
   });
 
   it("waits for an orphaned real merge that outlived our run, then finds the snapshot gone", async () => {
