@@ -127,6 +127,13 @@ installStdoutGuard((code) => process.exit(code));
 main(process.argv).then(
   (code) => {
     process.exitCode = code;
+    // Backstop: a handle leaked by a bug (a worker, a socket) must not keep a cron run,
+    // and the host lock it held, alive for ever. Unref'd: it only fires if something else
+    // still keeps the process up, and it says so, so that tests notice the leak.
+    setTimeout(() => {
+      process.stderr.write(`ploopvault: internal error: still running 10 s after finishing (${process.getActiveResourcesInfo().join(", ")}); exiting\n`);
+      process.exit(code === 0 ? EXIT_FAILURE : code);
+    }, 10_000).unref();
   },
   (error: unknown) => {
     process.stderr.write(`ploopvault: ${errorLine(error)}\n`);

@@ -185,6 +185,21 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
    * ahead; their buffers are reused.
    */
   const spareBlocks: ArrayBuffer[] = [];
+  // Once the pipeline has stopped (done, failed or aborted), a read-ahead whose throttle
+  // resolves late must neither touch the disk (its caller closes it) nor start the chunk
+  // workers again (they would keep the process alive); reads already running are awaited.
+  let stopped = false;
+  const readsRunning = new Set<Promise<void>>();
+  const readBlock = async (at: number, target: Uint8Array): Promise<void> => {
+    if (stopped) throw new BackupAborted(`backup of ${ct} stopped`);
+    const read = disk.read(at, target);
+    readsRunning.add(read);
+    try {
+      await read;
+    } finally {
+      readsRunning.delete(read);
+    }
+  };
   const chunkSegment = async (offset: number, length: number, readBefore: number): Promise<number> => {
     const end = offset + length;
     const stitcher = new CutStitcher(params, offset);
@@ -197,8 +212,11 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
       next += size;
       const buffer = spareBlocks.pop() ?? new ArrayBuffer(block);
       const p = (options.readThrottle ? options.readThrottle(size) : Promise.resolve())
-        .then(() => disk.read(at, new Uint8Array(buffer, 0, size)))
-        .then(() => processor.scan(buffer, size, params));
+        .then(() => readBlock(at, new Uint8Array(buffer, 0, size)))
+        .then(() => {
+          if (stopped) throw new BackupAborted(`backup of ${ct} stopped`);
+          return processor.scan(buffer, size, params);
+        });
       p.catch(() => undefined); // awaited in order below; must not become unhandled meanwhile
       ahead.push(p);
     };
@@ -250,6 +268,8 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
     await Promise.all(uploadsWaitedFor);
     await keeper?.drain();
   } finally {
+    stopped = true;
+    await Promise.allSettled([...readsRunning]);
     await processor.close();
   }
   checkAbort();

@@ -75,6 +75,8 @@ export class WorkerChunkProcessor implements ChunkProcessor {
 
   private request(message: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<Reply> {
     if (this.failed) return Promise.reject(this.failed);
+    // Never start workers after close(): nothing would terminate them.
+    if (this.closed) return Promise.reject(new Error("chunk worker pool already closed"));
     if (this.workers.length === 0) this.start();
     let target = 0;
     for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[target]!) target = i;
