@@ -68,6 +68,12 @@ export class Lease {
   private timer: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private inFlight: Promise<void> | null = null;
+  /**
+   * Cancels the refresh in flight once it cannot matter (fenced or released): a stalled
+   * PUT would otherwise hold the run for its whole retry budget. Cancelling is safe: a
+   * refresh carries If-Match, so one that still lands late cannot re-create the object.
+   */
+  private refreshCancel: AbortController | null = null;
   private stopped = false;
   /** Requests in flight that must land while the object is live (guard()). */
   private guarded = 0;
@@ -149,7 +155,8 @@ export class Lease {
     if (this.lapsed() !== null) return;
     try {
       const body = this.body();
-      await this.store.put(this.key, body, { ifMatch: this.etag! });
+      this.refreshCancel = new AbortController();
+      await this.store.put(this.key, body, { ifMatch: this.etag!, signal: this.refreshCancel.signal });
       // our new version: the next refresh and release() must recognize it as ours
       await this.readBack(body);
     } catch (error) {
@@ -176,6 +183,7 @@ export class Lease {
     if (this.fenceReason !== null) return;
     this.fenceReason = reason;
     this.controller.abort(new LeaseLapsedError(`${this.options.what} lapsed: ${reason}`));
+    this.refreshCancel?.abort(new LeaseLapsedError(`${this.options.what} lapsed: ${reason}`));
     if (this.timer !== undefined) clearTimeout(this.timer);
     if (this.watchdog !== undefined) clearInterval(this.watchdog);
     if (!this.stopped) this.options.warn?.(`${this.options.what} lapsed: ${reason}`);
@@ -245,6 +253,8 @@ export class Lease {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     if (this.watchdog !== undefined) clearInterval(this.watchdog);
+    // A shared object's refresh may have landed: wait for it, to recognize our etag below.
+    if (!this.options.shared || this.fenceReason !== null) this.refreshCancel?.abort(new Error(`${this.options.what} released`));
     if (this.inFlight !== null) await this.inFlight.catch(() => undefined);
     if (this.options.shared) {
       if (this.fenceReason !== null) return; // someone else's now

@@ -56,7 +56,10 @@ describe("copy whose destination registration lapses around a manifest PUT (RGW 
     const patient = { PLOOPVAULT_S3_IDLE_TIMEOUT_MS: "30000" };
     const copy = (env: Record<string, string>): Promise<CliResult> =>
       runCli(["copy", "--from", source.url, "--to", proxied.repo.url, "--state-dir", proxied.repo.stateDir, "--json"], { env, timeoutMs: 240_000 });
+    const started = Date.now();
     const lapsed = await copy({ ...proxied.env, ...lock, ...patient });
+    // A lapsed run stops at once: it does not wait out the refresh stalled for 60 s.
+    expect(Date.now() - started, "the lapsed copy waited for its stalled registration refresh").toBeLessThan(40_000);
     proxied.proxy.setDecide(undefined);
     expect(proxied.proxy.counters.holdResponse).toBe(1);
     expect(lapsed.code, lapsed.stderr).toBe(1);
