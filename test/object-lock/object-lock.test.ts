@@ -247,8 +247,11 @@ describe("object lock (RGW)", () => {
   it("prune deletes exactly the unreferenced objects whose retention has passed, and keeps and reports the rest", async () => {
     const bucket = await makeLockedBucket("olprune");
     const env = trusted();
-    // retentions of 8 s (+ up to 4 s of phase): a test can wait for them to pass
-    ok(await runCli(["init", ...repoArgs(bucket, "a"), "--object-lock", "8s", "--lock-extension", "4s"], { env }), "init");
+    // Retentions of RETAIN_S (+ up to 4 s of phase): short enough to wait for them to
+    // pass, long enough that backup B, the retention checks and the first prune finish
+    // before A's passes on a loaded machine (8 s was not: a CI-like run at load 18 failed).
+    const RETAIN_S = 25;
+    ok(await runCli(["init", ...repoArgs(bucket, "a"), "--object-lock", `${RETAIN_S}s`, "--lock-extension", "4s"], { env }), "init");
     ok(await backup(bucket, "a", "101", "101", env), "backup A");
     const aDone = Date.now();
     ok(await backup(bucket, "a", "104", "101", env), "backup B");
@@ -260,8 +263,8 @@ describe("object lock (RGW)", () => {
     const basisB = Date.parse((decodeManifest(await getObject(bucket, mB), mB).metadata as { objectLock?: { at: string } }).objectLock!.at);
     for (const id of chunksB) {
       const r = await retentionOf(bucket, `repo/chunks/${id.slice(0, 2)}/${id}`);
-      expect(r!.until.getTime(), id).toBeGreaterThanOrEqual(basisB + 8000);
-      expect(r!.until.getTime(), id).toBeLessThan(basisB + 8000 + 4000 + 1000);
+      expect(r!.until.getTime(), id).toBeGreaterThanOrEqual(basisB + RETAIN_S * 1000);
+      expect(r!.until.getTime(), id).toBeLessThan(basisB + RETAIN_S * 1000 + 4000 + 1000);
     }
     // garbage: one chunk retained for an hour, one not retained at all
     const retainedJunk = `repo/chunks/ee/${"ee".repeat(32)}`;
@@ -283,7 +286,7 @@ describe("object lock (RGW)", () => {
     expect(await listVersions(bucket, freeJunk)).toEqual([]);
 
     // once A's retention has passed: A goes with exactly the chunks only it referenced
-    await sleep(Math.max(0, aDone + 13_000 - Date.now()));
+    await sleep(Math.max(0, aDone + (RETAIN_S + 5) * 1000 - Date.now()));
     const second = jsonLines<Record<string, unknown>>(
       ok(await runCli(["prune", ...repoArgs(bucket, "a"), "--keep-last", "1", "--grace", "0", "--json"], { env }), "prune 2").stdout,
     )[0]!;
