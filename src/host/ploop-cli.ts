@@ -10,7 +10,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { runCommand } from "../util/exec.js";
 import { PloopvaultError } from "../errors.js";
-import { normaliseGuid } from "../ploop/descriptor.js";
+import { normaliseGuid, type SnapshotListEntry } from "../ploop/descriptor.js";
 import { TOP_GUID } from "../ploop/format.js";
 
 /** ploop's SYSEXIT_* codes (same numbers in all versions; 44-46 only in 7.x+). */
@@ -107,14 +107,7 @@ export function ploopExitMeaning(code: number): string {
   return EXIT_MEANINGS.get(code) ?? "failed";
 }
 
-/** One image of `snapshot-list -H -o uuid,parent_uuid,fname`, as ploop printed it. */
-export interface SnapshotListEntry {
-  /** Lower-case braced GUID. */
-  guid: string;
-  parentGuid: string;
-  /** Absolute path (ploop 1.15 prints absolute paths). */
-  file: string;
-}
+export type { SnapshotListEntry };
 
 /** A ploop command failed. `ploopExitCode` is ploop's exit status (-1: killed by a signal). */
 export class PloopCommandError extends PloopvaultError {
