@@ -13,6 +13,7 @@ import { mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/prom
 import { join, resolve } from "node:path";
 import { errorLine, PloopvaultError } from "../errors.js";
 import { normaliseGuid } from "../ploop/descriptor.js";
+import { syncCounted } from "../util/cost-tally.js";
 
 export const JOURNAL_VERSION = 1;
 
@@ -301,7 +302,7 @@ export class SnapshotJournal {
       const fh = await open(temp, "w", 0o600);
       try {
         await fh.writeFile(`${JSON.stringify(entry, null, 2)}\n`, "utf8");
-        await fh.sync();
+        await syncCounted(fh, "journal");
       } finally {
         await fh.close();
       }
@@ -318,7 +319,7 @@ export class SnapshotJournal {
     let fh;
     try {
       fh = await open(this.dir, "r");
-      await fh.sync();
+      await syncCounted(fh, "journal");
     } catch (error) {
       throw new JournalError(`journal: cannot fsync ${this.dir} (${errnoCode(error)})`, { cause: error });
     } finally {

@@ -10,6 +10,7 @@ import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { PloopvaultError } from "../errors.js";
 import type { LogicalDisk } from "../ploop/disk.js";
+import { syncCounted } from "../util/cost-tally.js";
 
 export interface ImageStamp {
   path: string;
@@ -62,14 +63,14 @@ export class KeptSnapshots {
     const fh = await open(temp, "w", 0o600);
     try {
       await fh.writeFile(`${JSON.stringify(kept, null, 2)}\n`);
-      await fh.sync();
+      await syncCounted(fh, "kept");
     } finally {
       await fh.close();
     }
     await rename(temp, target);
     const dir = await open(this.dir, "r");
     try {
-      await dir.sync();
+      await syncCounted(dir, "kept");
     } finally {
       await dir.close();
     }

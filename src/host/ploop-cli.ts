@@ -12,6 +12,7 @@ import { runCommand } from "../util/exec.js";
 import { PloopvaultError } from "../errors.js";
 import { normaliseGuid, type SnapshotListEntry } from "../ploop/descriptor.js";
 import { TOP_GUID } from "../ploop/format.js";
+import { noteCost } from "../util/cost-tally.js";
 
 /** ploop's SYSEXIT_* codes (same numbers in all versions; 44-46 only in 7.x+). */
 export const PLOOP_EXIT = {
@@ -194,7 +195,11 @@ export class PloopCli {
   private async runOnce(args: readonly string[], target: string): Promise<RunResult> {
     const sub = args[0] ?? "";
     // ploop is not killed when we exit (src/util/exec.ts): a dirty image is left for recovery only if it is killed halfway
+    const started = performance.now();
     const r = await runCommand(this.bin, args, this.env === undefined ? {} : { env: this.env });
+    const seconds = (performance.now() - started) / 1000;
+    noteCost(`ploop ${sub}`, seconds);
+    this.log(`ploop ${sub} on ${target}: exit ${r.exitCode ?? r.signal ?? r.spawnError ?? "?"} after ${seconds.toFixed(3)} s`);
     const { stdout, stderr } = r;
     if (!r.failed) return { stdout, stderr };
     if (r.spawnError !== null) {
