@@ -216,7 +216,12 @@ export class SnapshotJournal {
     return next;
   }
 
-  /** Forget an entry (the snapshot is merged). Absent entries are fine. */
+  /**
+   * Forget an entry (the snapshot is merged, or kept on purpose). Absent entries are fine.
+   * The unlink is not fsynced: an entry a crash brings back is one recovery settles and
+   * drops again (its snapshot is gone from the descriptor: already-merged; or it is the one
+   * the kept record names: kept), so the directory fsync would buy nothing.
+   */
   async remove(snapshotGuid: string): Promise<void> {
     const file = this.fileOf(snapshotGuid);
     try {
@@ -225,7 +230,6 @@ export class SnapshotJournal {
       if (errnoCode(error) === "ENOENT") return;
       throw new JournalError(`journal: cannot remove ${file} (${errnoCode(error)})`, { cause: error });
     }
-    await this.syncDir();
   }
 
   /** Every entry; unreadable ones are reported in `corrupt`, never thrown. */
