@@ -138,6 +138,8 @@ export interface PloopCliOptions {
   env?: Readonly<Record<string, string>>;
   /** Progress lines (retries). */
   log?: (line: string) => void;
+  /** One line per ploop run: subcommand, target, exit, duration (`backup -v`). */
+  trace?: (line: string) => void;
 }
 
 export interface RunResult {
@@ -166,6 +168,7 @@ export class PloopCli {
   private readonly lockRetryDelayMs: number;
   private readonly env: Readonly<Record<string, string>> | undefined;
   private readonly log: (line: string) => void;
+  private readonly trace: ((line: string) => void) | undefined;
 
   constructor(options: PloopCliOptions = {}) {
     this.bin = options.bin ?? "ploop";
@@ -173,6 +176,7 @@ export class PloopCli {
     this.lockRetryDelayMs = options.lockRetryDelayMs ?? 5000;
     this.env = options.env;
     this.log = options.log ?? (() => undefined);
+    this.trace = options.trace;
   }
 
   /**
@@ -199,7 +203,7 @@ export class PloopCli {
     const r = await runCommand(this.bin, args, this.env === undefined ? {} : { env: this.env });
     const seconds = (performance.now() - started) / 1000;
     noteCost(`ploop ${sub}`, seconds);
-    this.log(`ploop ${sub} on ${target}: exit ${r.exitCode ?? r.signal ?? r.spawnError ?? "?"} after ${seconds.toFixed(3)} s`);
+    this.trace?.(`ploop ${sub} on ${target}: exit ${r.exitCode ?? r.signal ?? r.spawnError ?? "?"} after ${seconds.toFixed(3)} s`);
     const { stdout, stderr } = r;
     if (!r.failed) return { stdout, stderr };
     if (r.spawnError !== null) {

@@ -288,7 +288,7 @@ export async function runBackup(request: BackupRunRequest): Promise<ContainerRes
     if (lock.lost.aborted) throw lock.lost.reason;
   };
   try {
-    const ploop = new PloopCli({ bin: request.ploopBin, log: request.debug });
+    const ploop = new PloopCli({ bin: request.ploopBin, log: request.debug, trace: request.debug });
     const journal = new SnapshotJournal(request.stateDir);
     const kept = new KeptSnapshots(request.stateDir);
     // Whatever a crashed or killed run left behind is cleaned up before anything else.
