@@ -121,7 +121,10 @@ export async function descriptorChainImages(descriptorPath: string, topGuid?: st
 }
 
 /** Stamps of the images at and below `guid` in a chain (base first: LogicalDisk.images, descriptorChainImages). */
-export async function stampImagesAtAndBelow(images: LogicalDisk["images"] | readonly { guid: string; path: string }[], guid: string): Promise<ImageStamp[] | null> {
+export async function stampImagesAtAndBelow(
+  images: LogicalDisk["images"] | readonly { guid: string; path: string }[],
+  guid: string,
+): Promise<ImageStamp[] | null> {
   const k = images.findIndex((image) => image.guid === guid.toLowerCase());
   if (k < 0) return null;
   const stamps: ImageStamp[] = [];
