@@ -9,13 +9,21 @@
  * Per-container cost = (4 containers - 1 container) / 3.
  *   node dist/bench/startup.js [--rounds N] [--cold-rounds N]
  * Cold runs need root (echo 3 > /proc/sys/vm/drop_caches); without it they are skipped.
+ *
+ * --per-container: only the unchanged container-mode re-backups (incremental from the kept
+ * delta, docs/incremental.md), warm, for --containers N,M (default 1,8; containers past the
+ * four of the corpus are copies of them): seconds per run, per container
+ * ((t(M) - t(N)) / (M - N)) and the ploop invocations per container, counted by a wrapper
+ * around scripts/ploop-offline (one `sh` start per call on top of ploop's own cost).
+ *   node dist/bench/startup.js --per-container [--containers 1,8] [--rounds N]
  */
 import { spawnSync } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildCorpus } from "../scripts/corpus.js";
+import { loadAverage, runMeasured } from "./lib/measure.js";
 
 const ROOT = resolve(fileURLToPath(import.meta.url), "..", "..", "..");
 const CLI = join(ROOT, "dist", "src", "cli.js");
@@ -42,10 +50,113 @@ function timed(argv: string[], env: NodeJS.ProcessEnv): number {
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** A ploop that appends its subcommand to `logPath`, then runs the offline ploop. */
+async function countingPloop(dir: string, logPath: string): Promise<string> {
+  const path = join(dir, "ploop-counting");
+  await writeFile(path, `#!/bin/sh\necho "$1" >> '${logPath}'\nexec '${PLOOP_OFFLINE}' "$@"\n`);
+  await chmod(path, 0o700);
+  return path;
+}
+
+/** Subcommand -> calls, from a countingPloop log. */
+async function ploopCalls(logPath: string): Promise<Map<string, number>> {
+  const calls = new Map<string, number>();
+  let text = "";
+  try {
+    text = await readFile(logPath, "utf8");
+  } catch {
+    return calls;
+  }
+  for (const sub of text.split("\n").filter((l) => l !== "")) calls.set(sub, (calls.get(sub) ?? 0) + 1);
+  return calls;
+}
+
+/** Unchanged container-mode re-backups of N and M containers: per run, per container, ploop calls per container. */
+async function perContainer(work: string, counts: number[], rounds: number): Promise<void> {
+  process.stdout.write(`building 4 small containers in ${work} ...\n`);
+  const privateRoot = join(work, "private");
+  const corpus = await buildCorpus(privateRoot, { scale: "small" });
+  const most = Math.max(...counts);
+  const all = corpus.map((c) => c.ctid);
+  for (let k = all.length; k < most; k++) {
+    const ct = String(101 + k);
+    await cp(join(privateRoot, all[k % corpus.length]!), join(privateRoot, ct), { recursive: true });
+    all.push(ct);
+  }
+  const repo = join(work, "repo");
+  const state = join(work, "state");
+  const log = join(work, "ploop-calls.log");
+  const ploop = await countingPloop(work, log);
+  const env = { ...process.env, PLOOPVAULT_STATE: state };
+  const common = ["--repo", repo, "--state-dir", state];
+  const backup = (cts: string[]): string[] => [
+    process.execPath,
+    CLI,
+    "backup",
+    ...cts,
+    ...common,
+    "--private-root",
+    privateRoot,
+    "--vzlist-bin",
+    "/nonexistent/vzlist",
+    "--ploop-bin",
+    ploop,
+    "--no-ionice",
+    "-q",
+  ];
+  timed([process.execPath, CLI, "init", ...common], env);
+  timed(backup(all.slice(0, most)), env); // first backups (whole disks), and the kept snapshots
+  const rows: { n: number; seconds: number; cpuSeconds: number; calls: Map<string, number> }[] = [];
+  const load = await loadAverage();
+  for (const n of counts) {
+    const argv = backup(all.slice(0, n));
+    const run = () => runMeasured(argv[0]!, argv.slice(1), work, { env: env as Record<string, string>, label: `backup of ${n} containers` });
+    await run(); // warm-up
+    const times: number[] = [];
+    const cpu: number[] = [];
+    let calls = new Map<string, number>();
+    for (let i = 0; i < rounds; i++) {
+      await rm(log, { force: true });
+      const m = await run();
+      times.push(m.seconds);
+      cpu.push(m.userSeconds + m.sysSeconds);
+      calls = await ploopCalls(log);
+    }
+    rows.push({ n, seconds: median(times), cpuSeconds: median(cpu), calls });
+  }
+  const lines = [
+    `| unchanged re-backup, container mode (median of ${rounds} warm runs; load ${load.toFixed(1)}) | wall s per run | CPU s per run (with ploop) | ploop calls per container |`,
+    "|---|---:|---:|---|",
+  ];
+  for (const r of rows) {
+    const total = [...r.calls.values()].reduce((a, b) => a + b, 0);
+    const bySub = [...r.calls].map(([sub, c]) => `${sub} ${(c / r.n).toFixed(1)}`).join(", ");
+    lines.push(`| ${r.n} container${r.n === 1 ? "" : "s"} | ${r.seconds.toFixed(3)} | ${r.cpuSeconds.toFixed(3)} | ${(total / r.n).toFixed(1)} (${bySub}) |`);
+  }
+  for (let k = 1; k < rows.length; k++) {
+    const a = rows[k - 1]!;
+    const b = rows[k]!;
+    const per = (x: number, y: number): string => ((y - x) / (b.n - a.n)).toFixed(3);
+    lines.push(`| per container ((${b.n} - ${a.n} containers) / ${b.n - a.n}) | ${per(a.seconds, b.seconds)} | ${per(a.cpuSeconds, b.cpuSeconds)} | |`);
+  }
+  process.stdout.write(`\n${lines.join("\n")}\n`);
+}
+
 async function main(): Promise<void> {
   const rounds = option("--rounds", 7);
   const coldRounds = option("--cold-rounds", 3);
   const work = await mkdtemp(join(tmpdir(), "pv-startup-"));
+  if (process.argv.includes("--per-container")) {
+    const at = process.argv.indexOf("--containers");
+    const counts = (at < 0 ? "1,8" : (process.argv[at + 1] ?? "")).split(",").map(Number);
+    if (counts.length < 2 || counts.some((n) => !Number.isInteger(n) || n < 1)) throw new Error("--containers wants N,M,... (at least two counts)");
+    try {
+      await perContainer(work, counts, option("--rounds", 5));
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+    return;
+  }
   try {
     process.stdout.write(`building 4 small containers in ${work} ...\n`);
     const privateRoot = join(work, "private");

@@ -13,7 +13,7 @@ import type { LogicalDisk } from "../ploop/disk.js";
 import type { PloopCli } from "./ploop-cli.js";
 import type { Repository } from "../repository/repository.js";
 import type { SnapshotJournal } from "./journal.js";
-import { sameStamps, stampImagesAtAndBelow, type KeptSnapshot, type KeptSnapshots } from "./kept-snapshot.js";
+import { descriptorChainImages, sameStamps, stampImagesAtAndBelow, type KeptSnapshot, type KeptSnapshots } from "./kept-snapshot.js";
 import type { PreviousBackup } from "../backup/plan.js";
 import { openLogicalDisk } from "../ploop/disk.js";
 import { mergeChildOf } from "./snapshot-lifecycle.js";
@@ -31,7 +31,7 @@ export async function decideIncremental(kept: KeptSnapshot | null, disk: Logical
   const written = disk.clustersWrittenAbove(kept.snapshotGuid);
   if (written === null) return full(`the kept snapshot ${kept.snapshotGuid} is no longer in the disk's chain (merged or deleted by an admin)`);
   if (kept.frozenImages === null) return full("the images below the kept snapshot were not recorded after the last backup");
-  const stamps = await stampImagesAtAndBelow(disk, kept.snapshotGuid);
+  const stamps = await stampImagesAtAndBelow(disk.images, kept.snapshotGuid);
   if (stamps === null || !sameStamps(stamps, kept.frozenImages)) return full("the images at or below the kept snapshot changed since the last backup");
   let manifest;
   try {
@@ -74,9 +74,7 @@ export async function keepSnapshot(ctx: KeepContext, previous: KeptSnapshot | nu
   const old = previous !== null && previous.descriptorPath === descriptorPath && previous.snapshotGuid !== snapshotGuid ? previous.snapshotGuid : null;
   let oldPresent = false;
   if (old !== null) {
-    const disk = await openLogicalDisk(descriptorPath).catch(() => null);
-    oldPresent = disk?.images.some((i) => i.guid === old) ?? false;
-    await disk?.close();
+    oldPresent = (await descriptorChainImages(descriptorPath).catch(() => [])).some((i) => i.guid === old);
     if (oldPresent) await journal.record({ ct, descriptorPath, snapshotGuid: old, state: "merging", mergeChild: await mergeChildOf(descriptorPath, old) });
   }
   const record: KeptSnapshot = {
@@ -102,12 +100,10 @@ export async function keepSnapshot(ctx: KeepContext, previous: KeptSnapshot | nu
       return;
     }
   }
-  const disk = await openLogicalDisk(descriptorPath, { topGuid: snapshotGuid });
-  try {
-    await ctx.kept.put({ ...record, frozenImages: await stampImagesAtAndBelow(disk, snapshotGuid) });
-  } finally {
-    await disk.close();
-  }
+  // Not fsynced: if a crash loses it, the record above (frozenImages null) or none is left,
+  // and the next backup reads the whole disk (docs/incremental.md); nothing is merged wrongly.
+  const frozenImages = await stampImagesAtAndBelow(await descriptorChainImages(descriptorPath, snapshotGuid), snapshotGuid);
+  await ctx.kept.put({ ...record, frozenImages }, { durable: false });
 }
 
 /** Give the container back its disk without our kept delta (before a resize, compact...). */

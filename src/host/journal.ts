@@ -13,6 +13,7 @@ import { mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/prom
 import { join, resolve } from "node:path";
 import { errorLine, PloopvaultError } from "../errors.js";
 import { normaliseGuid } from "../ploop/descriptor.js";
+import { syncCounted } from "../util/cost-tally.js";
 
 export const JOURNAL_VERSION = 1;
 
@@ -215,7 +216,12 @@ export class SnapshotJournal {
     return next;
   }
 
-  /** Forget an entry (the snapshot is merged). Absent entries are fine. */
+  /**
+   * Forget an entry (the snapshot is merged, or kept on purpose). Absent entries are fine.
+   * The unlink is not fsynced: an entry a crash brings back is one recovery settles and
+   * drops again (its snapshot is gone from the descriptor: already-merged; or it is the one
+   * the kept record names: kept), so the directory fsync would buy nothing.
+   */
   async remove(snapshotGuid: string): Promise<void> {
     const file = this.fileOf(snapshotGuid);
     try {
@@ -224,7 +230,6 @@ export class SnapshotJournal {
       if (errnoCode(error) === "ENOENT") return;
       throw new JournalError(`journal: cannot remove ${file} (${errnoCode(error)})`, { cause: error });
     }
-    await this.syncDir();
   }
 
   /** Every entry; unreadable ones are reported in `corrupt`, never thrown. */
@@ -301,7 +306,7 @@ export class SnapshotJournal {
       const fh = await open(temp, "w", 0o600);
       try {
         await fh.writeFile(`${JSON.stringify(entry, null, 2)}\n`, "utf8");
-        await fh.sync();
+        await syncCounted(fh, "journal");
       } finally {
         await fh.close();
       }
@@ -318,7 +323,7 @@ export class SnapshotJournal {
     let fh;
     try {
       fh = await open(this.dir, "r");
-      await fh.sync();
+      await syncCounted(fh, "journal");
     } catch (error) {
       throw new JournalError(`journal: cannot fsync ${this.dir} (${errnoCode(error)})`, { cause: error });
     } finally {

@@ -7,9 +7,11 @@
  *   <state dir>/kept/<ct>.json   (written atomically)
  */
 import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import { chainFor, parseDescriptor } from "../ploop/descriptor.js";
 import { PloopvaultError } from "../errors.js";
 import type { LogicalDisk } from "../ploop/disk.js";
+import { syncCounted } from "../util/cost-tally.js";
 
 export interface ImageStamp {
   path: string;
@@ -55,21 +57,28 @@ export class KeptSnapshots {
     }
   }
 
-  async put(kept: KeptSnapshot): Promise<void> {
+  /**
+   * Write the record atomically. `durable: false` skips both fsyncs, for an update whose
+   * loss in a crash is harmless: the file then holds the previous record, or none at all
+   * (get() treats an unreadable one as absent), and the next backup reads the whole disk.
+   */
+  async put(kept: KeptSnapshot, options: { durable?: boolean } = {}): Promise<void> {
+    const durable = options.durable !== false;
     await mkdir(this.dir, { recursive: true, mode: 0o700 }); // the state dir is owner-only
     const target = this.path(kept.ct);
     const temp = `${target}.tmp-${process.pid}`;
     const fh = await open(temp, "w", 0o600);
     try {
       await fh.writeFile(`${JSON.stringify(kept, null, 2)}\n`);
-      await fh.sync();
+      if (durable) await syncCounted(fh, "kept");
     } finally {
       await fh.close();
     }
     await rename(temp, target);
+    if (!durable) return;
     const dir = await open(this.dir, "r");
     try {
-      await dir.sync();
+      await syncCounted(dir, "kept");
     } finally {
       await dir.close();
     }
@@ -97,12 +106,29 @@ export class KeptSnapshots {
   }
 }
 
-/** Stamps of the images at and below `guid` in the disk's chain (base first). */
-export async function stampImagesAtAndBelow(disk: LogicalDisk, guid: string): Promise<ImageStamp[] | null> {
-  const k = disk.images.findIndex((image) => image.guid === guid.toLowerCase());
+/**
+ * The images of the chain of `topGuid` (default: the live top), base first, with their
+ * paths spelled as openLogicalDisk spells them, from the descriptor alone (no image is
+ * opened).
+ */
+export async function descriptorChainImages(descriptorPath: string, topGuid?: string): Promise<{ guid: string; path: string }[]> {
+  const ddPath = resolve(descriptorPath);
+  const dd = parseDescriptor(await readFile(ddPath, "utf8"), ddPath);
+  return chainFor(dd, topGuid ?? dd.topGuid).map((image) => ({
+    guid: image.guid,
+    path: isAbsolute(image.file) ? image.file : resolve(dirname(ddPath), image.file),
+  }));
+}
+
+/** Stamps of the images at and below `guid` in a chain (base first: LogicalDisk.images, descriptorChainImages). */
+export async function stampImagesAtAndBelow(
+  images: LogicalDisk["images"] | readonly { guid: string; path: string }[],
+  guid: string,
+): Promise<ImageStamp[] | null> {
+  const k = images.findIndex((image) => image.guid === guid.toLowerCase());
   if (k < 0) return null;
   const stamps: ImageStamp[] = [];
-  for (const image of disk.images.slice(0, k + 1)) {
+  for (const image of images.slice(0, k + 1)) {
     try {
       const s = await stat(image.path);
       stamps.push({ path: image.path, size: s.size, mtimeMs: s.mtimeMs });

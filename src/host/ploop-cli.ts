@@ -10,8 +10,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { runCommand } from "../util/exec.js";
 import { PloopvaultError } from "../errors.js";
-import { normaliseGuid } from "../ploop/descriptor.js";
+import { normaliseGuid, type SnapshotListEntry } from "../ploop/descriptor.js";
 import { TOP_GUID } from "../ploop/format.js";
+import { noteCost } from "../util/cost-tally.js";
 
 /** ploop's SYSEXIT_* codes (same numbers in all versions; 44-46 only in 7.x+). */
 export const PLOOP_EXIT = {
@@ -107,14 +108,7 @@ export function ploopExitMeaning(code: number): string {
   return EXIT_MEANINGS.get(code) ?? "failed";
 }
 
-/** One image of `snapshot-list -H -o uuid,parent_uuid,fname`, as ploop printed it. */
-export interface SnapshotListEntry {
-  /** Lower-case braced GUID. */
-  guid: string;
-  parentGuid: string;
-  /** Absolute path (ploop 1.15 prints absolute paths). */
-  file: string;
-}
+export type { SnapshotListEntry };
 
 /** A ploop command failed. `ploopExitCode` is ploop's exit status (-1: killed by a signal). */
 export class PloopCommandError extends PloopvaultError {
@@ -144,6 +138,8 @@ export interface PloopCliOptions {
   env?: Readonly<Record<string, string>>;
   /** Progress lines (retries). */
   log?: (line: string) => void;
+  /** One line per ploop run: subcommand, target, exit, duration (`backup -v`). */
+  trace?: (line: string) => void;
 }
 
 export interface RunResult {
@@ -172,6 +168,7 @@ export class PloopCli {
   private readonly lockRetryDelayMs: number;
   private readonly env: Readonly<Record<string, string>> | undefined;
   private readonly log: (line: string) => void;
+  private readonly trace: ((line: string) => void) | undefined;
 
   constructor(options: PloopCliOptions = {}) {
     this.bin = options.bin ?? "ploop";
@@ -179,6 +176,7 @@ export class PloopCli {
     this.lockRetryDelayMs = options.lockRetryDelayMs ?? 5000;
     this.env = options.env;
     this.log = options.log ?? (() => undefined);
+    this.trace = options.trace;
   }
 
   /**
@@ -201,7 +199,11 @@ export class PloopCli {
   private async runOnce(args: readonly string[], target: string): Promise<RunResult> {
     const sub = args[0] ?? "";
     // ploop is not killed when we exit (src/util/exec.ts): a dirty image is left for recovery only if it is killed halfway
+    const started = performance.now();
     const r = await runCommand(this.bin, args, this.env === undefined ? {} : { env: this.env });
+    const seconds = (performance.now() - started) / 1000;
+    noteCost(`ploop ${sub}`, seconds);
+    this.trace?.(`ploop ${sub} on ${target}: exit ${r.exitCode ?? r.signal ?? r.spawnError ?? "?"} after ${seconds.toFixed(3)} s`);
     const { stdout, stderr } = r;
     if (!r.failed) return { stdout, stderr };
     if (r.spawnError !== null) {

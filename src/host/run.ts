@@ -30,6 +30,7 @@ import { recoverInterrupted, recoverUnjournaled, withFrozenDisk } from "./snapsh
 import { decideIncremental, keepSnapshot, releaseKeptSnapshot } from "./incremental.js";
 import { KeptSnapshots } from "./kept-snapshot.js";
 import { findFreeClusters } from "../backup/free-space.js";
+import { CostTally, withCostTally } from "../util/cost-tally.js";
 
 export interface ContainerResult {
   ct: string;
@@ -68,6 +69,8 @@ export interface RunOptions {
   parallel: number;
   signal: AbortSignal;
   log: (line: string) => void;
+  /** -v lines: each container's fixed costs (ploop calls, fsyncs, manifest reads, store requests). */
+  debug?: (line: string) => void;
   /** The prune protocol's guard of each manifest PUT (the run's registration). */
   publish?: BackupRegistration;
   onResult?: (result: ContainerResult) => void;
@@ -118,6 +121,17 @@ async function readConfig(path: string | null): Promise<{ name: string; body: Bu
 }
 
 export async function backupOneContainer(container: ContainerInfo, options: RunOptions): Promise<ContainerResult> {
+  if (options.debug === undefined) return backupOneContainerTallied(container, options);
+  const tally = new CostTally();
+  const started = performance.now();
+  try {
+    return await withCostTally(tally, () => backupOneContainerTallied(container, options));
+  } finally {
+    options.debug(`container ${container.ct}: ${((performance.now() - started) / 1000).toFixed(3)} s; ${tally.summary()}`);
+  }
+}
+
+async function backupOneContainerTallied(container: ContainerInfo, options: RunOptions): Promise<ContainerResult> {
   const started = performance.now();
   const { ct, descriptorPath } = container;
   const kept = options.kept ? await options.kept.get(ct) : null;
@@ -274,7 +288,7 @@ export async function runBackup(request: BackupRunRequest): Promise<ContainerRes
     if (lock.lost.aborted) throw lock.lost.reason;
   };
   try {
-    const ploop = new PloopCli({ bin: request.ploopBin, log: request.debug });
+    const ploop = new PloopCli({ bin: request.ploopBin, log: request.debug, trace: request.debug });
     const journal = new SnapshotJournal(request.stateDir);
     const kept = new KeptSnapshots(request.stateDir);
     // Whatever a crashed or killed run left behind is cleaned up before anything else.
@@ -319,6 +333,7 @@ export async function runBackup(request: BackupRunRequest): Promise<ContainerRes
         parallel: request.parallel,
         signal,
         log: request.log,
+        debug: request.debug,
         kept: request.incremental ? kept : null,
         forceFull: request.forceFull,
         storedThisRun: new Map<string, Promise<void>>(),

@@ -273,6 +273,33 @@ export function chainFor(dd: DiskDescriptor, topGuid: string = dd.topGuid): Chai
   return chain;
 }
 
+/** One image of a chain as `ploop snapshot-list -H -o uuid,parent_uuid,fname -u GUID` prints it. */
+export interface SnapshotListEntry {
+  /** Lower-case braced GUID. */
+  guid: string;
+  parentGuid: string;
+  /** Absolute path, spelled as ploop spells it (below). */
+  file: string;
+}
+
+/**
+ * What `ploop snapshot-list -H -o uuid,parent_uuid,fname -u GUID DD` prints, from the
+ * parsed descriptor: GUID's image first, the base last, each with its parent. ploop reads
+ * the same file the same way (tools/ploop-snapshot.c: follow ParentGUID from GUID to the
+ * all-zero GUID; lib/xml.c: a relative <File> is appended to the directory of the
+ * descriptor's realpath, an absolute one is kept as written), so `realDir` is
+ * dirname(realpath(DD)). test/live/snapshot-list.test.ts compares both on real disks.
+ */
+export function snapshotListFor(dd: DiskDescriptor, guid: string, realDir: string): SnapshotListEntry[] {
+  const chain = chainFor(dd, guid).reverse(); // top first
+  const base = realDir.endsWith("/") ? realDir : `${realDir}/`;
+  return chain.map((image, k) => ({
+    guid: image.guid,
+    parentGuid: chain[k + 1]?.guid ?? NONE_GUID,
+    file: image.file.startsWith("/") ? image.file : `${base}${image.file}`,
+  }));
+}
+
 export interface RenderImage {
   /** Defaults to TOP_GUID for the last (top) image; required for the others. */
   guid?: string;

@@ -22,6 +22,7 @@ import { decodeManifest, chunkIds, verifyManifestEnvelope, type ManifestMetadata
 import { loadMissingChunks } from "./missing-chunks.js";
 import { ChunkIdSet, ChunkIdSetBuilder, ChunkIdTimesBuilder } from "./chunk-id-set.js";
 import { writePrivateFileAtomic } from "../util/private-fs.js";
+import { noteCost } from "../util/cost-tally.js";
 import { manifestKey } from "./layout.js";
 import { BackupNotFoundError, type BackupRef, type Repository } from "./repository.js";
 
@@ -73,11 +74,15 @@ export class ManifestCache {
    * repository (then cached as stored). Encrypted manifests are authenticated each time.
    */
   async manifestObject(ref: BackupRef): Promise<Buffer> {
+    const started = performance.now();
     const path = join(this.dir, "manifests", ref.ct, ref.id);
     const cached = await readFile(path).catch(() => null);
     // a cached copy that does not verify (damaged on the local disk) is fetched again
     const fromCache = cached === null ? null : this.verified(ref, cached);
-    if (fromCache !== null) return fromCache;
+    if (fromCache !== null) {
+      noteCost("manifest from cache", (performance.now() - started) / 1000);
+      return fromCache;
+    }
     // verified before it is cached: a copy damaged in transit is fetched once more and never
     // kept (a cached bad copy would fail every later backup and restore on this host)
     let stored = await this.repo.getStoredManifestObject(ref);
@@ -88,6 +93,7 @@ export class ManifestCache {
       verifyManifestEnvelope(plain, `manifest of backup ${ref.ct}/${ref.id}`);
     }
     await writePrivateFileAtomic(path, stored, CACHE);
+    noteCost("manifest from store", (performance.now() - started) / 1000);
     return plain;
   }
 

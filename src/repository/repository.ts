@@ -33,6 +33,7 @@ import { passwordProvider, type PasswordProvider } from "../crypto/password.js";
 import { IntegrityError, PloopvaultError, UsageError } from "../errors.js";
 import { decodeManifest, encodeManifest, verifyManifestEnvelope, type Manifest } from "../manifest/format.js";
 import { isNotFound, StoreError, type ObjectStore } from "../uploader/store.js";
+import { tallyStoreRequests } from "../util/cost-tally.js";
 import { chunkKey, CONFIG_KEY, BACKUPS_PREFIX, backupPrefix, manifestKey, parseManifestKey, validateName } from "./layout.js";
 import { canonicalConfig, decodeConfig, encodeConfig, newEncryptionConfig, type RepositoryConfig } from "./config.js";
 import { ChunkCodec } from "./chunk-codec.js";
@@ -210,7 +211,8 @@ export class Repository {
    */
   static async unlock(rawStore: ObjectStore, loaded: LoadedConfig, options: OpenOptions = {}): Promise<Repository> {
     const { config, version: configVersion } = loaded;
-    const store = Repository.storeFor(rawStore, config);
+    // requests counted per container for `backup -v` (util/cost-tally.ts)
+    const store = tallyStoreRequests(Repository.storeFor(rawStore, config));
     const password = options.password ?? passwordProvider({});
     if (config.encryption === null) {
       // A replaced config must not silently turn an encrypted repository into a plaintext one.

@@ -39,6 +39,7 @@ import { constants as fsConstants } from "node:fs";
 import { link, lstat, mkdir, open, opendir, readFile, rename, rmdir, stat, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { makePrivateDir, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../util/private-fs.js";
+import { syncCounted } from "../util/cost-tally.js";
 import { StoreError, validateKey, validatePrefix, type ObjectInfo, type ObjectStore, type PutOptions } from "./store.js";
 import { errorLine } from "../errors.js";
 
@@ -274,7 +275,7 @@ export class LocalDirectoryStore implements ObjectStore {
         const { bytesWritten } = await handle.write(body, offset, body.length - offset);
         offset += bytesWritten;
       }
-      await handle.sync();
+      await syncCounted(handle, "store");
     } catch (error) {
       await handle.close().catch(() => undefined);
       await unlink(temp).catch(() => undefined);
@@ -320,7 +321,7 @@ export class LocalDirectoryStore implements ObjectStore {
     let handle: FileHandle | undefined;
     try {
       handle = await open(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-      await handle.sync();
+      await syncCounted(handle, "store");
     } catch (error) {
       throw fsStoreError(error, "sync directory", dir, key);
     } finally {

@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
 import { mkdir, open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
+import { syncCounted } from "./cost-tally.js";
 
 export const PRIVATE_FILE_MODE = 0o600;
 export const PRIVATE_DIR_MODE = 0o700;
@@ -22,7 +23,7 @@ export async function makePrivateDir(path: string): Promise<void> {
 export async function syncDirectory(dir: string): Promise<void> {
   const fh = await open(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
   try {
-    await fh.sync();
+    await syncCounted(fh, "state");
   } finally {
     await fh.close().catch(() => undefined);
   }
@@ -41,7 +42,7 @@ export async function writePrivateFileAtomic(path: string, body: Uint8Array | st
   let fh: FileHandle | undefined = await open(temp, "wx", PRIVATE_FILE_MODE);
   try {
     await fh.writeFile(body);
-    await fh.sync();
+    await syncCounted(fh, "state");
     await fh.close();
     fh = undefined;
     await rename(temp, path);

@@ -10,7 +10,7 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
@@ -19,7 +19,7 @@ import { CLI, jsonLines, localRepo, PLOOP_WRAPPER, runCli, type RepoTarget } fro
 import { writeClusterToTop } from "../helpers/delta-writer.js";
 import { ploopFlatten, ploopOk, ploopSnapshotList } from "../helpers/ploop-tool.js";
 import { imageMarkedInUse } from "../../src/host/snapshot-lifecycle.js";
-import { digHoles, fillTop, makeDisk, ploopCallsSparse, SIMULATOR, TOP, unlistedImageFiles } from "../live/fixtures.js";
+import { digHoles, fillTop, makeDisk, ploopCallsSparse, script, SIMULATOR, TOP, unlistedImageFiles } from "../live/fixtures.js";
 import { sha256File } from "../ploop/fixtures.js";
 
 interface Result {
@@ -247,6 +247,35 @@ describe("incremental backups", () => {
     },
     killTestTimeout(2 * KILL_TRIALS),
   );
+
+  it("an unchanged re-backup runs ploop twice (snapshot, snapshot-delete) and -v says where its time went", async () => {
+    const ct = "305";
+    const dir = join(privateRoot, ct, "root.hdd");
+    await mkdir(dir, { recursive: true });
+    const dd = await makeDisk(dir, { size: "32M" });
+    await fillTop(dd, 0, 40, "fixed");
+    const first = await backupAndVerify(ct, dd, "first backup");
+    expect(first.mode).toBe("full");
+    // every ploop invocation, counted outside ploopvault
+    const calls = join(work, "ploop-calls.log");
+    const counting = await script(work, "ploop-counting", `echo "$1" >> '${calls}'\nexec '${PLOOP_WRAPPER}' "$@"`);
+    for (const step of ["second backup", "third backup"]) {
+      await rm(calls, { force: true });
+      const b = await runCli(["backup", ...args(), "--ploop-bin", counting, ct, "--json", "-v"]);
+      expect(b.code, `${step}: ${b.stderr}`).toBe(0);
+      const [r] = jsonLines<Result>(b.stdout);
+      // the kept record's stamps (from the descriptor, written without fsync) keep it incremental
+      expect(r!.mode, step).toBe("incremental");
+      expect(r!.readBytes, step).toBe(0);
+      expect((await readFile(calls, "utf8")).trim().split("\n"), step).toEqual(["snapshot", "snapshot-delete"]);
+      const costs = b.stderr.split("\n").find((l) => l.startsWith(`container ${ct}: `) && l.includes(" s; "));
+      expect(costs, b.stderr).toMatch(/ploop snapshot 1 \(\d+\.\d{3} s\).*ploop snapshot-delete 1 \(\d+\.\d{3} s\)/);
+      expect(costs).toMatch(/fsync journal 6 \(/);
+      expect(costs).toMatch(/fsync kept 2 \(/);
+      expect(costs).toMatch(/manifest from cache 1 \(/);
+      expect(costs).not.toContain("snapshot-list");
+    }
+  });
 
   it("release gives the container back a single-image disk; the next backup reads everything", async () => {
     const ct = "301";
