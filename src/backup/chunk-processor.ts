@@ -3,10 +3,14 @@
  * the calling thread (InlineChunkProcessor, below), and a pool of worker threads
  * (worker-processor.ts) that keeps both cores busy while the main thread reads.
  *  - scan: cut a whole block of the disk from a fresh chunker state (candidate cuts,
- *    src/chunker/stitch.ts) and compute the id of every chunk between them;
+ *    src/chunker/stitch.ts) and compute the id of every chunk between them; a worker also
+ *    encodes the candidate chunks that are not in the known set, in the same pass, so the
+ *    main thread neither copies them nor asks for their encoding;
  *  - process: the id of one chunk and, only if the repository does not know it yet, its
  *    encoding (zstd, then AES-256-GCM when encrypted);
  *  - encode: the encoding of a chunk whose id is already known to be new.
+ * What is known is decided by the caller with its own set: an object a worker encoded
+ * only saves work, and a candidate without one is encoded on request.
  * Both take the repository's ChunkCodec explicitly: ids are in the repository's id space
  * (SHA-256, or HMAC-SHA256 in an encrypted repository), and Repository.putChunkObject
  * refuses an object of the wrong kind.
@@ -30,6 +34,26 @@ export interface ScannedBlock {
   cuts: Uint32Array;
   /** 32 bytes per candidate: the id of the chunk ending at cuts[i]. */
   ids: Buffer;
+  /**
+   * Objects encoded with the scan (worker processor only): candidate i's is
+   * data[ends[i-1] (0 for i = 0), ends[i]); empty when it was not encoded (known, a
+   * repeat within the block, or before `encodeFrom`).
+   */
+  objects?: EncodedObjects;
+}
+
+export interface EncodedObjects {
+  data: Buffer;
+  ends: Uint32Array;
+}
+
+/** Candidate i's object encoded with its scan, or undefined. */
+export function scannedObject(scanned: ScannedBlock, i: number): Buffer | undefined {
+  const objects = scanned.objects;
+  if (objects === undefined) return undefined;
+  const start = i === 0 ? 0 : objects.ends[i - 1]!;
+  const end = objects.ends[i]!;
+  return end > start ? objects.data.subarray(start, end) : undefined;
 }
 
 export interface ChunkProcessor {
@@ -37,15 +61,18 @@ export interface ChunkProcessor {
   readonly parallelism: number;
   /**
    * Candidate cuts and chunk ids of the first `length` bytes of `block`. The buffer may be
-   * transferred to a worker and back: do not touch it until this resolves.
+   * transferred to a worker and back: do not touch it until this resolves. Candidates from
+   * index `encodeFrom` on that are not known may come back encoded (ScannedBlock.objects);
+   * the ones before it are likely cut differently by the stitcher (the block does not start
+   * at a confirmed cut) and would be encoded in vain.
    */
-  scan(block: ArrayBuffer, length: number, params: ChunkerParams): Promise<ScannedBlock>;
+  scan(block: ArrayBuffer, length: number, params: ChunkerParams, encodeFrom: number): Promise<ScannedBlock>;
   /**
    * `plain` is a view into a reusable read buffer, valid only until process() returns its
    * promise: an asynchronous implementation must copy it synchronously.
    */
   process(plain: Buffer): Promise<ProcessedChunk>;
-  /** The object of a chunk known to be new; `plain` must own its ArrayBuffer (it may be transferred). */
+  /** The object of a chunk known to be new; `plain` is valid only until encode() returns its promise, as for process(). */
   encode(plain: Uint8Array, id: Buffer): Promise<Buffer>;
   close(): Promise<void>;
 }
@@ -62,6 +89,47 @@ export function scanBlock(block: Uint8Array, params: ChunkerParams, codec: Chunk
   return { cuts, ids };
 }
 
+/**
+ * The objects of the candidate chunks of a scanned block (scanBlock) from index `from` on
+ * that `known` does not hold, packed back to back in one buffer (one transfer, one
+ * allocation) with each candidate's end (EncodedObjects); a repeat of an id within the
+ * block is encoded once.
+ */
+export function encodeNewCandidates(
+  block: Uint8Array,
+  cuts: Uint32Array,
+  ids: Uint8Array,
+  from: number,
+  known: ChunkIdSet,
+  codec: ChunkCodec,
+): { data: Uint8Array<ArrayBuffer>; ends: Uint32Array<ArrayBuffer> } {
+  const objects: (Buffer | undefined)[] = new Array(cuts.length);
+  const seen = new Set<string>();
+  let total = 0;
+  for (let i = Math.max(0, from); i < cuts.length; i++) {
+    const id = ids.subarray(i * 32, i * 32 + 32);
+    if (known.has(id)) continue;
+    const key = Buffer.from(id.buffer, id.byteOffset, 32).toString("latin1");
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const object = codec.encode(block.subarray(i === 0 ? 0 : cuts[i - 1]!, cuts[i]!), id);
+    objects[i] = object;
+    total += object.length;
+  }
+  const data = new Uint8Array(total);
+  const ends = new Uint32Array(cuts.length);
+  let at = 0;
+  for (let i = 0; i < cuts.length; i++) {
+    const object = objects[i];
+    if (object !== undefined) {
+      data.set(object, at);
+      at += object.length;
+    }
+    ends[i] = at;
+  }
+  return { data, ends };
+}
+
 export class InlineChunkProcessor implements ChunkProcessor {
   readonly parallelism = 1;
 
@@ -70,7 +138,8 @@ export class InlineChunkProcessor implements ChunkProcessor {
     private readonly codec: ChunkCodec,
   ) {}
 
-  async scan(block: ArrayBuffer, length: number, params: ChunkerParams): Promise<ScannedBlock> {
+  /** Encodes nothing ahead: inline, encoding later on request costs the same and never wastes an encode. */
+  async scan(block: ArrayBuffer, length: number, params: ChunkerParams, _encodeFrom: number): Promise<ScannedBlock> {
     const bytes = Buffer.from(block, 0, length);
     const { cuts, ids } = scanBlock(bytes, params, this.codec);
     return { block: bytes, cuts, ids: Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength) };
@@ -81,6 +150,7 @@ export class InlineChunkProcessor implements ChunkProcessor {
     return { id, object: this.known.has(id) ? null : this.codec.encode(plain, id) };
   }
 
+  /** Synchronous inside: `plain` is read before this returns, so it needs no copy. */
   async encode(plain: Uint8Array, id: Buffer): Promise<Buffer> {
     return this.codec.encode(plain, id);
   }

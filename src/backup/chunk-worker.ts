@@ -1,7 +1,8 @@
 /**
  * Worker thread body for WorkerChunkProcessor (worker-processor.ts). Two jobs:
  *  - scan: cut a block of the disk from a fresh chunker state (candidate cuts, see
- *    src/chunker/stitch.ts) and compute the id of every chunk between them;
+ *    src/chunker/stitch.ts), compute the id of every chunk between them and encode the
+ *    chunks not in the known set (workerData.known: shared, read-only here);
  *  - encode: compress (and, in an encrypted repository, encrypt) one new chunk.
  * Buffers travel by transfer, not copy: a scanned block goes back with its result.
  * workerData.codec holds key material: never log it, never echo it in errors.
@@ -9,24 +10,35 @@
 import { parentPort, workerData } from "node:worker_threads";
 import type { ChunkerParams } from "../chunker/params.js";
 import { ChunkCodec, type ChunkCodecSpec } from "../repository/chunk-codec.js";
-import { scanBlock } from "./chunk-processor.js";
+import { ChunkIdSet, type SharedChunkIds } from "../repository/chunk-id-set.js";
+import { encodeNewCandidates, scanBlock } from "./chunk-processor.js";
 import { errorLine } from "../errors.js";
 
 interface WorkerInit {
   codec: ChunkCodecSpec;
+  known: SharedChunkIds;
 }
 type Job =
   | { kind: "encode"; seq: number; data: ArrayBuffer; id: Uint8Array }
-  | { kind: "scan"; seq: number; data: ArrayBuffer; length: number; params: ChunkerParams };
+  | { kind: "scan"; seq: number; data: ArrayBuffer; length: number; params: ChunkerParams; encodeFrom: number };
 
 const init = workerData as WorkerInit;
 const codec = new ChunkCodec(init.codec);
+const known = ChunkIdSet.fromShared(init.known);
 
 parentPort!.on("message", (job: Job) => {
   try {
     if (job.kind === "scan") {
-      const { cuts, ids } = scanBlock(new Uint8Array(job.data, 0, job.length), job.params, codec);
-      parentPort!.postMessage({ seq: job.seq, cuts, ids, data: job.data }, [cuts.buffer, ids.buffer, job.data]);
+      const block = new Uint8Array(job.data, 0, job.length);
+      const { cuts, ids } = scanBlock(block, job.params, codec);
+      const objects = encodeNewCandidates(block, cuts, ids, job.encodeFrom, known, codec);
+      parentPort!.postMessage({ seq: job.seq, cuts, ids, data: job.data, objects: objects.data, objectEnds: objects.ends }, [
+        cuts.buffer,
+        ids.buffer,
+        job.data,
+        objects.data.buffer,
+        objects.ends.buffer,
+      ]);
       return;
     }
     const object = codec.encode(new Uint8Array(job.data), job.id);

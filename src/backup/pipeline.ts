@@ -20,7 +20,7 @@ import type { Repository } from "../repository/repository.js";
 import { TaskLimiter } from "../util/limiter.js";
 import { planBackup, withUnknownChunksRewritten, type PreviousBackup } from "./plan.js";
 import { TOOL_NAME, TOOL_VERSION } from "../version.js";
-import { InlineChunkProcessor, type ChunkProcessor, type ScannedBlock } from "./chunk-processor.js";
+import { InlineChunkProcessor, scannedObject, type ChunkProcessor, type ScannedBlock } from "./chunk-processor.js";
 import { WorkerChunkProcessor } from "./worker-processor.js";
 import { skippedBytes, withoutFreeClusters, type FreeClusters } from "./free-space.js";
 
@@ -122,59 +122,70 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
   };
 
   /**
-   * One chunk, in disk order. `plain` may be a view into a buffer the caller reuses once
-   * this returns (the task copies it before its first await). `knownId`: the id a worker
-   * already computed while scanning the block.
+   * A new chunk's object: uploaded once per run (storedThisRun). Resolves once its upload
+   * has a slot (backpressure), not when it is done.
    */
-  const handleChunk = async (offset: number, plain: Buffer, knownId?: Buffer): Promise<void> => {
-    // The entry's slot is taken now so entries stay in disk order; its id arrives later.
+  const store = async (id: Buffer, object: Buffer): Promise<void> => {
+    const idHex = id.toString("hex");
+    const earlier = storedThisRun.get(idHex);
+    if (earlier !== undefined) {
+      // Stored (or being stored) by this or another container of the run: this backup
+      // may reference it only once that upload has succeeded.
+      uploadsWaitedFor.push(earlier);
+      return;
+    }
+    let settle!: { resolve: () => void; reject: (error: unknown) => void };
+    const stored = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+    stored.catch(() => undefined);
+    storedThisRun.set(idHex, stored);
+    stats.newChunks++;
+    stats.newBytesStored += object.length;
+    await uploads.submit(async () => {
+      try {
+        await upload(idHex, object);
+        settle.resolve();
+      } catch (error) {
+        settle.reject(error);
+        throw error;
+      }
+    });
+  };
+
+  /**
+   * One chunk, in disk order. `plain` may be a view into a buffer the caller reuses once
+   * this resolves (the processor copies it if it needs it later). `scannedId`: the id a
+   * worker computed while scanning the block; `encoded`: the object it encoded with the
+   * scan because its own view of the known set did not hold the chunk. What is known is
+   * decided here, with this backup's set, never by a worker's answer.
+   */
+  const handleChunk = async (offset: number, plain: Buffer, scannedId?: Buffer, encoded?: Buffer): Promise<void> => {
+    // The entry's slot is taken now so entries stay in disk order; its id may arrive later.
     const entry: Extract<ManifestEntry, { kind: "chunk" }> = { kind: "chunk", offset, length: plain.length, id: NO_ID };
     entries.push(entry);
     stats.chunks++;
     stats.dataBytes += plain.length;
-    await processing.submit(async () => {
-      let id: Buffer;
-      let object: Buffer | null;
-      if (knownId === undefined) {
-        ({ id, object } = await processor.process(plain));
-      } else if (known.has(knownId)) {
-        id = knownId;
-        object = null;
-      } else {
-        const copy = new Uint8Array(plain.length);
-        copy.set(plain);
-        id = knownId;
-        object = await processor.encode(copy, knownId);
-      }
-      entry.id = id;
-      if (object === null) {
-        await keeper?.reference(id);
-        return;
-      }
-      const idHex = id.toString("hex");
-      const earlier = storedThisRun.get(idHex);
-      if (earlier !== undefined) {
-        // Stored (or being stored) by this or another container of the run: this backup
-        // may reference it only once that upload has succeeded.
-        uploadsWaitedFor.push(earlier);
-        return;
-      }
-      let settle!: { resolve: () => void; reject: (error: unknown) => void };
-      const stored = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
-      stored.catch(() => undefined);
-      storedThisRun.set(idHex, stored);
-      stats.newChunks++;
-      stats.newBytesStored += object.length;
-      await uploads.submit(async () => {
-        try {
-          await upload(idHex, object);
-          settle.resolve();
-        } catch (error) {
-          settle.reject(error);
-          throw error;
-        }
+    if (scannedId === undefined) {
+      await processing.submit(async () => {
+        const { id, object } = await processor.process(plain);
+        entry.id = id;
+        if (object === null) await keeper?.reference(id);
+        else await store(id, object);
       });
-    });
+      return;
+    }
+    entry.id = scannedId;
+    if (known.has(scannedId)) {
+      await keeper?.reference(scannedId);
+      return;
+    }
+    if (encoded !== undefined) return store(scannedId, encoded);
+    // A repeat of a chunk this run already stores needs no encoding.
+    const earlier = storedThisRun.get(scannedId.toString("hex"));
+    if (earlier !== undefined) {
+      uploadsWaitedFor.push(earlier);
+      return;
+    }
+    await processing.submit(async () => store(scannedId, await processor.encode(plain, scannedId)));
   };
 
   /**
@@ -208,6 +219,9 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
     let readSoFarHere = readBefore;
     const readAndScan = (): void => {
       const at = next;
+      // Only the segment's first block starts at a confirmed cut; in the others the stitcher
+      // re-cuts the first candidate chunk (usually), so encoding it ahead would be in vain.
+      const encodeFrom = at === offset ? 0 : 1;
       const size = Math.min(block, end - at);
       next += size;
       const buffer = spareBlocks.pop() ?? new ArrayBuffer(block);
@@ -215,7 +229,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
         .then(() => readBlock(at, new Uint8Array(buffer, 0, size)))
         .then(() => {
           if (stopped) throw new BackupAborted(`backup of ${ct} stopped`);
-          return processor.scan(buffer, size, params);
+          return processor.scan(buffer, size, params, encodeFrom);
         });
       p.catch(() => undefined); // awaited in order below; must not become unhandled meanwhile
       ahead.push(p);
@@ -230,7 +244,8 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
         if (c.kind === "sequential") await handleChunk(c.offset, c.bytes);
         else {
           const from = c.index === 0 ? 0 : scanned.cuts[c.index - 1]!; // the candidate chunk's start in the block
-          await handleChunk(c.offset, scanned.block.subarray(from, from + c.length), scanned.ids.subarray(c.index * 32, c.index * 32 + 32));
+          const id = scanned.ids.subarray(c.index * 32, c.index * 32 + 32);
+          await handleChunk(c.offset, scanned.block.subarray(from, from + c.length), id, scannedObject(scanned, c.index));
         }
       }
       spareBlocks.push(scanned.block.buffer as ArrayBuffer);

@@ -2,10 +2,11 @@
  * The ChunkProcessor (chunk-processor.ts) of a backup spread over the cores: scans of
  * whole blocks and encodings of NEW chunks run in a pool of worker threads (started on
  * first use; each is a V8 isolate of ~40 MB); ids of single chunks (those the stitcher
- * cut itself, near block starts) on libuv's thread pool through WebCrypto; the known-set
- * lookup on the main thread. The codec spec (compression level and, for an encrypted
- * repository, the data and id keys) goes to each worker in workerData; it is key material
- * and never logged.
+ * cut itself, near block starts) on libuv's thread pool through WebCrypto. Each worker
+ * gets the known set once, in shared memory (ChunkIdSet.shared(): the set is immutable,
+ * nobody writes it), to encode a scanned block's new chunks in the same pass. The codec
+ * spec (compression level and, for an encrypted repository, the data and id keys) goes
+ * to each worker in workerData; it is key material and never logged.
  */
 import { Worker } from "node:worker_threads";
 import type { ChunkCodec } from "../repository/chunk-codec.js";
@@ -19,6 +20,8 @@ interface Reply {
   cuts?: Uint32Array;
   ids?: Uint8Array;
   data?: ArrayBuffer;
+  objects?: Uint8Array;
+  objectEnds?: Uint32Array;
   error?: string;
 }
 
@@ -45,19 +48,23 @@ export class WorkerChunkProcessor implements ChunkProcessor {
     if (this.failed) throw this.failed;
     // Copy now: `plain` is a view into a read buffer that will be reused. The copy is
     // what a worker gets (transferred, not copied again) if the chunk is new.
-    const copy = new Uint8Array(plain.length);
-    copy.set(plain);
+    const copy = new Uint8Array(plain);
     const id = await this.codec.idAsync(copy);
     if (this.known.has(id)) return { id, object: null };
-    return { id, object: await this.encode(copy, id) };
+    return { id, object: await this.encodeOwned(copy, id) };
   }
 
   get parallelism(): number {
     return Math.max(1, this.threads);
   }
 
-  /** Encode a new chunk in a worker; `plain` must own its ArrayBuffer (it is transferred). */
-  async encode(plain: Uint8Array, id: Buffer): Promise<Buffer> {
+  /** Encode a new chunk in a worker; `plain` is copied now (it may be a view of a reused buffer). */
+  encode(plain: Uint8Array, id: Buffer): Promise<Buffer> {
+    return this.encodeOwned(new Uint8Array(plain), id);
+  }
+
+  /** encode() of a chunk that owns its whole ArrayBuffer, which is transferred. */
+  private async encodeOwned(plain: Uint8Array, id: Buffer): Promise<Buffer> {
     const reply = await this.request({ kind: "encode", data: plain.buffer, id: new Uint8Array(id) }, [plain.buffer as ArrayBuffer]);
     if (reply.object === undefined) throw new Error("chunk worker: no encoded object");
     return Buffer.from(reply.object.buffer, reply.object.byteOffset, reply.object.byteLength);
@@ -67,10 +74,21 @@ export class WorkerChunkProcessor implements ChunkProcessor {
    * Candidate cuts and chunk ids of the first `length` bytes of `block` (transferred to a
    * worker and back: do not touch it until this resolves).
    */
-  async scan(block: ArrayBuffer, length: number, params: ChunkerParams): Promise<ScannedBlock> {
-    const reply = await this.request({ kind: "scan", data: block, length, params }, [block]);
-    if (reply.cuts === undefined || reply.ids === undefined || reply.data === undefined) throw new Error("chunk worker: incomplete scan result");
-    return { block: Buffer.from(reply.data, 0, length), cuts: reply.cuts, ids: Buffer.from(reply.ids.buffer, reply.ids.byteOffset, reply.ids.byteLength) };
+  async scan(block: ArrayBuffer, length: number, params: ChunkerParams, encodeFrom: number): Promise<ScannedBlock> {
+    const reply = await this.request({ kind: "scan", data: block, length, params, encodeFrom }, [block]);
+    const { cuts, ids, data, objects, objectEnds } = reply;
+    if (cuts === undefined || ids === undefined || data === undefined || objects === undefined || objectEnds === undefined) {
+      throw new Error("chunk worker: incomplete scan result");
+    }
+    if (objectEnds.length !== cuts.length || (objectEnds.length > 0 && objectEnds[objectEnds.length - 1] !== objects.length)) {
+      throw new Error("chunk worker: scan result with inconsistent objects");
+    }
+    return {
+      block: Buffer.from(data, 0, length),
+      cuts,
+      ids: Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength),
+      objects: { data: Buffer.from(objects.buffer, objects.byteOffset, objects.byteLength), ends: objectEnds },
+    };
   }
 
   private request(message: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<Reply> {
@@ -90,8 +108,9 @@ export class WorkerChunkProcessor implements ChunkProcessor {
 
   private start(): void {
     const spec = this.codec.workerSpec();
+    const known = this.known.shared();
     for (let i = 0; i < Math.max(1, this.threads); i++) {
-      const worker = new Worker(new URL("./chunk-worker.js", import.meta.url), { workerData: { codec: spec } });
+      const worker = new Worker(new URL("./chunk-worker.js", import.meta.url), { workerData: { codec: spec, known } });
       worker.on("message", (reply: Reply) => this.onReply(i, reply));
       worker.on("error", (error) => this.fail(error));
       worker.on("exit", (code) => {

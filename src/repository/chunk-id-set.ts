@@ -12,8 +12,16 @@ function compareAt(a: Uint8Array, aOff: number, b: Uint8Array, bOff: number): nu
   return 0;
 }
 
+/** A ChunkIdSet's ids in shared memory (structured-cloneable: worker threads see the same bytes). */
+export interface SharedChunkIds {
+  buffer: SharedArrayBuffer;
+  byteOffset: number;
+  byteLength: number;
+}
+
 export class ChunkIdSet {
-  private constructor(private readonly sorted: Buffer) {}
+  /** Never written after construction; shared() may move it to shared memory (same bytes). */
+  private constructor(private sorted: Buffer) {}
 
   static empty(): ChunkIdSet {
     return new ChunkIdSet(Buffer.alloc(0));
@@ -23,6 +31,24 @@ export class ChunkIdSet {
   static fromSortedBuffer(sorted: Buffer): ChunkIdSet {
     if (sorted.length % CHUNK_ID_BYTES !== 0) throw new Error("chunk id set: length is not a multiple of 32");
     return new ChunkIdSet(sorted);
+  }
+
+  /** The same set over ids another thread shared (shared()); it only reads them. */
+  static fromShared(ids: SharedChunkIds): ChunkIdSet {
+    return ChunkIdSet.fromSortedBuffer(Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength));
+  }
+
+  /**
+   * The ids in shared memory, for worker threads (which only read them). The set is
+   * immutable, so it moves its own ids there once rather than keeping a second copy.
+   */
+  shared(): SharedChunkIds {
+    if (!(this.sorted.buffer instanceof SharedArrayBuffer)) {
+      const moved = Buffer.from(new SharedArrayBuffer(this.sorted.length));
+      this.sorted.copy(moved);
+      this.sorted = moved;
+    }
+    return { buffer: this.sorted.buffer as SharedArrayBuffer, byteOffset: this.sorted.byteOffset, byteLength: this.sorted.length };
   }
 
   get size(): number {
