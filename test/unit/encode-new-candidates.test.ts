@@ -1,0 +1,58 @@
+/**
+ * What a chunk worker sends back with a scanned block (src/backup/chunk-processor.ts):
+ * the object of each candidate chunk the known set lacks, from `encodeFrom` on, each
+ * repeat once. Every object must decode to exactly its own chunk: the pipeline stores it
+ * under that chunk's id without looking at it again.
+ */
+import { randomBytes } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { encodeNewCandidates, scanBlock, scannedObject } from "../../src/backup/chunk-processor.js";
+import { chunkerParamsForAverage } from "../../src/chunker/index.js";
+import { ChunkCodec } from "../../src/repository/chunk-codec.js";
+import { ChunkIdSetBuilder } from "../../src/repository/chunk-id-set.js";
+
+const params = chunkerParamsForAverage(16 << 10);
+
+function blockWithRepeats(): Buffer {
+  const a = randomBytes(300 << 10);
+  const repeated = randomBytes(200 << 10);
+  // the same content twice, each time after a long run of zeros: cut at maxSize boundaries
+  return Buffer.concat([a, Buffer.alloc(256 << 10), repeated, Buffer.alloc(256 << 10), repeated, randomBytes(100 << 10)]);
+}
+
+describe.each([
+  ["unencrypted", new ChunkCodec({ compressionLevel: 3, keys: null })],
+  ["encrypted", new ChunkCodec({ compressionLevel: 3, keys: { dataKey: new Uint8Array(randomBytes(32)), idKey: new Uint8Array(randomBytes(32)) } })],
+])("objects encoded with a scan, %s", (_kind, codec) => {
+  it("holds one object per new candidate, none for known ones, before encodeFrom or for repeats; each decodes to its chunk", () => {
+    const block = blockWithRepeats();
+    const { cuts, ids } = scanBlock(block, params, codec);
+    expect(cuts.length).toBeGreaterThan(20);
+    const idOf = (i: number) => Buffer.from(ids.subarray(i * 32, i * 32 + 32));
+    const knownBuilder = new ChunkIdSetBuilder();
+    for (let i = 3; i < cuts.length; i += 4) knownBuilder.add(idOf(i));
+    const known = knownBuilder.build();
+    const from = 1;
+    const packed = encodeNewCandidates(block, cuts, ids, from, known, codec);
+    const scanned = { block, cuts, ids: Buffer.from(ids), objects: { data: Buffer.from(packed.data.buffer), ends: packed.ends } };
+    const seen = new Set<string>();
+    let encoded = 0;
+    let repeats = 0;
+    for (let i = 0; i < cuts.length; i++) {
+      const object = scannedObject(scanned, i);
+      const idHex = idOf(i).toString("hex");
+      const expectObject = i >= from && !known.has(idOf(i)) && !seen.has(idHex);
+      if (i >= from && !known.has(idOf(i))) {
+        if (seen.has(idHex)) repeats++;
+        seen.add(idHex);
+      }
+      expect(object !== undefined, `candidate ${i}`).toBe(expectObject);
+      if (object === undefined) continue;
+      encoded++;
+      const plain = block.subarray(i === 0 ? 0 : cuts[i - 1]!, cuts[i]!);
+      expect(Buffer.compare(codec.decode(object, idHex, params.maxSize), plain), `candidate ${i}`).toBe(0);
+    }
+    expect(encoded).toBeGreaterThan(10);
+    expect(repeats).toBeGreaterThan(0);
+  });
+});
