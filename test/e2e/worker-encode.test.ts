@@ -53,7 +53,11 @@ describe("chunks encoded by the workers that scanned them", () => {
     const target = join(work, `${ct}.raw`);
     const restore = await runCli(["restore", ...parallel.args, `${ct}:latest`, "--format", "raw", "--target", target]);
     expect(restore.code, restore.stderr).toBe(0);
-    expect(createHash("sha256").update(await readFile(target)).digest("hex")).toBe(corpus().flatSha256[ct]);
+    expect(
+      createHash("sha256")
+        .update(await readFile(target))
+        .digest("hex"),
+    ).toBe(corpus().flatSha256[ct]);
     await rm(target);
 
     const check = await runCli(["check", ...parallel.args, "--read-data"]);
