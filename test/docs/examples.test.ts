@@ -662,6 +662,20 @@ async function checkRepoFormat(b: Block): Promise<void> {
   compare(doc, real, "");
 }
 
+/** `ploopvault COMMAND --help` as installed, run once per command for the whole file. */
+const helpTexts = new Map<string, Promise<string>>();
+function commandHelp(command: string): Promise<string> {
+  let help = helpTexts.get(command);
+  if (help === undefined) {
+    help = bash(`ploopvault ${command} --help`, sandbox).then((r) => {
+      expect(r.code, `ploopvault ${command} --help: ${r.stderr}`).toBe(0);
+      return r.stdout;
+    });
+    helpTexts.set(command, help);
+  }
+  return help;
+}
+
 /** A synopsis: every flag after `ploopvault COMMAND` (continuation lines included) is in that command's --help. */
 async function checkSynopsis(b: Block): Promise<void> {
   let command: string | null = null;
@@ -669,7 +683,7 @@ async function checkSynopsis(b: Block): Promise<void> {
     const named = /^ploopvault ([a-z-]+)/.exec(line);
     if (named) command = named[1]!;
     if (command === null) continue;
-    const help = (await bash(`ploopvault ${command} --help`, sandbox)).stdout;
+    const help = await commandHelp(command);
     for (const flag of line.match(/--[a-z-]+/g) ?? []) expect(help, `${command} ${flag}`).toContain(flag);
   }
   expect(command, "a synopsis names a command").not.toBeNull();
