@@ -184,6 +184,10 @@ const RULES: { file: string; has: string; how: How; shared?: boolean }[] = [
 /** Lines of a "run" block that cannot run here, and why. */
 const SKIP_LINES: { pattern: RegExp; why: string }[] = [
   { pattern: /^git clone /, why: "the checkout under test is the clone" },
+  {
+    pattern: /^npm ci && npm run build && npm prune --omit=dev$/,
+    why: "the suite's set-up ran npm ci and the build; the prune ran in a copy of the checkout (see prelude)",
+  },
   { pattern: /^npm ci\b/, why: "the suite's own set-up ran it" },
   { pattern: /^npm test\b/, why: "this is npm test" },
   { pattern: /^\.\.\. read the logical disk/, why: "a step in prose (the backup's read)" },
@@ -465,6 +469,21 @@ function prelude(b: Block, tag: string): { env: Record<string, string>; setup: s
       env: {},
       setup: `ploopvault serve-nbd --repo s3://${bucket}/shared 101:latest --socket ${socket} -q & pv_server=$!\npv_wait_socket ${socket}`,
       teardown: `\nkill -INT $pv_server; wait $pv_server`,
+    };
+  }
+  if (b.text.includes("tar czf") && b.text.includes("npm prune --omit=dev")) {
+    // the build machine: a copy of the built checkout where the documented `npm prune
+    // --omit=dev` can run (node_modules hard-linked, its lockfile copied: prune rewrites it),
+    // so the tarball holds what the docs' does, and the install from it runs without dev tools
+    const build = join(sandbox, "build-machine");
+    return {
+      env: {},
+      setup: [
+        `mkdir -p ${build}/scripts && cp -a package.json package-lock.json dist ${build}/ && cp -a scripts/ploop-offline ${build}/scripts/`,
+        `cp -al node_modules ${build}/ 2>/dev/null || cp -a node_modules ${build}/`,
+        `rm ${build}/node_modules/.package-lock.json && cp node_modules/.package-lock.json ${build}/node_modules/`,
+        `cd ${build} && npm prune --omit=dev --offline --no-audit --no-fund --loglevel=error`,
+      ].join("\n"),
     };
   }
   if (b.text.includes("ploopvault key list")) {
