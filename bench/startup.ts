@@ -9,6 +9,8 @@
  * Per-container cost = (4 containers - 1 container) / 3.
  *   node dist/bench/startup.js [--rounds N] [--cold-rounds N]
  * Cold runs need root (echo 3 > /proc/sys/vm/drop_caches); without it they are skipped.
+ * Every run is timed by bench/lib/measure.ts (GNU time), which also counts the CPU the rest
+ * of the machine used meanwhile: printed under the table, as a sign of a disturbed run.
  *
  * --per-container: only the unchanged container-mode re-backups (incremental from the kept
  * delta, docs/incremental.md), warm, for --containers N,M (default 1,8; containers past the
@@ -23,7 +25,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildCorpus } from "../scripts/corpus.js";
-import { loadAverage, runMeasured } from "./lib/measure.js";
+import { loadAverage, runMeasured, type Measured } from "./lib/measure.js";
 
 const ROOT = resolve(fileURLToPath(import.meta.url), "..", "..", "..");
 const CLI = join(ROOT, "dist", "src", "cli.js");
@@ -40,12 +42,23 @@ function dropCaches(): boolean {
   return r.status === 0;
 }
 
-function timed(argv: string[], env: NodeJS.ProcessEnv): number {
-  const started = process.hrtime.bigint();
-  const r = spawnSync(argv[0]!, argv.slice(1), { env, stdio: ["ignore", "ignore", "pipe"] });
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  if (r.status !== 0) throw new Error(`${argv.slice(1).join(" ")} exited ${r.status}: ${r.stderr.toString().trim()}`);
-  return seconds;
+/** CPU seconds other jobs used during the timed runs (runMeasured's "other CPU"), summed. */
+let otherCpuSeconds = 0;
+
+/** One run of `argv`, measured (throws on a non-zero exit, with the end of its stderr). */
+async function measured(argv: string[], env: Record<string, string>, tmpDir: string, label = argv.slice(1).join(" ")): Promise<Measured> {
+  const m = await runMeasured(argv[0]!, argv.slice(1), tmpDir, { env, label });
+  otherCpuSeconds += m.otherCpuSeconds;
+  return m;
+}
+
+/** Wall seconds of one run. */
+async function timed(argv: string[], env: Record<string, string>, tmpDir: string): Promise<number> {
+  return (await measured(argv, env, tmpDir)).seconds;
+}
+
+function otherCpuLine(): string {
+  return `(other jobs used ${otherCpuSeconds.toFixed(1)} CPU s during the timed runs)\n`;
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -87,7 +100,7 @@ async function perContainer(work: string, counts: number[], rounds: number): Pro
   const state = join(work, "state");
   const log = join(work, "ploop-calls.log");
   const ploop = await countingPloop(work, log);
-  const env = { ...process.env, PLOOPVAULT_STATE: state };
+  const env: Record<string, string> = { PLOOPVAULT_STATE: state };
   const common = ["--repo", repo, "--state-dir", state];
   const backup = (cts: string[]): string[] => [
     process.execPath,
@@ -104,13 +117,13 @@ async function perContainer(work: string, counts: number[], rounds: number): Pro
     "--no-ionice",
     "-q",
   ];
-  timed([process.execPath, CLI, "init", ...common], env);
-  timed(backup(all.slice(0, most)), env); // first backups (whole disks), and the kept snapshots
+  await timed([process.execPath, CLI, "init", ...common], env, work);
+  await timed(backup(all.slice(0, most)), env, work); // first backups (whole disks), and the kept snapshots
   const rows: { n: number; seconds: number; cpuSeconds: number; calls: Map<string, number> }[] = [];
   const load = await loadAverage();
   for (const n of counts) {
     const argv = backup(all.slice(0, n));
-    const run = () => runMeasured(argv[0]!, argv.slice(1), work, { env: env as Record<string, string>, label: `backup of ${n} containers` });
+    const run = () => measured(argv, env, work, `backup of ${n} containers`);
     await run(); // warm-up
     const times: number[] = [];
     const cpu: number[] = [];
@@ -139,7 +152,7 @@ async function perContainer(work: string, counts: number[], rounds: number): Pro
     const per = (x: number, y: number): string => ((y - x) / (b.n - a.n)).toFixed(3);
     lines.push(`| per container ((${b.n} - ${a.n} containers) / ${b.n - a.n}) | ${per(a.seconds, b.seconds)} | ${per(a.cpuSeconds, b.cpuSeconds)} | |`);
   }
-  process.stdout.write(`\n${lines.join("\n")}\n`);
+  process.stdout.write(`\n${lines.join("\n")}\n${otherCpuLine()}`);
 }
 
 async function main(): Promise<void> {
@@ -163,7 +176,7 @@ async function main(): Promise<void> {
     const containers = await buildCorpus(privateRoot, { scale: "small" });
     const repo = join(work, "repo");
     const state = join(work, "state");
-    const env = { ...process.env, PLOOPVAULT_STATE: state, PLOOPVAULT_PLOOP: PLOOP_OFFLINE };
+    const env: Record<string, string> = { PLOOPVAULT_STATE: state, PLOOPVAULT_PLOOP: PLOOP_OFFLINE };
     const common = ["--repo", repo, "--state-dir", state];
     const backup = (cts: string[]): string[] => [
       process.execPath,
@@ -181,9 +194,9 @@ async function main(): Promise<void> {
       "-q",
     ];
     await writeFile(join(work, "empty.js"), "");
-    timed([process.execPath, CLI, "init", ...common], env);
+    await timed([process.execPath, CLI, "init", ...common], env, work);
     const all = containers.map((c) => c.ctid);
-    timed(backup(all), env); // first backups (whole disks), and the kept snapshots
+    await timed(backup(all), env, work); // first backups (whole disks), and the kept snapshots
     const cases: [string, string[]][] = [
       ["node -e 0 (runtime alone)", [process.execPath, "-e", "0"]],
       ["ploopvault --version", [process.execPath, CLI, "--version"]],
@@ -197,13 +210,13 @@ async function main(): Promise<void> {
     for (const cache of ["on", "off"] as const) {
       const caseEnv = cache === "on" ? env : { ...env, NODE_DISABLE_COMPILE_CACHE: "1" };
       for (const [name, argv] of cases) {
-        timed(argv, caseEnv); // fills the compile cache
+        await timed(argv, caseEnv, work); // fills the compile cache
         const warm: number[] = [];
-        for (let i = 0; i < rounds; i++) warm.push(timed(argv, caseEnv));
+        for (let i = 0; i < rounds; i++) warm.push(await timed(argv, caseEnv, work));
         const cold: number[] = [];
         for (let i = 0; canDrop && i < coldRounds; i++) {
           dropCaches();
-          cold.push(timed(argv, caseEnv));
+          cold.push(await timed(argv, caseEnv, work));
         }
         const row = results.get(name)!;
         row[`warm, cache ${cache}`] = median(warm);
@@ -221,7 +234,7 @@ async function main(): Promise<void> {
     for (const c of columns) {
       if (one[c] !== undefined && four[c] !== undefined) lines.push(`| per container (${c}) | ${((four[c]! - one[c]!) / (all.length - 1)).toFixed(3)} |`);
     }
-    process.stdout.write(`\n${lines.join("\n")}\n`);
+    process.stdout.write(`\n${lines.join("\n")}\n(load average ${(await loadAverage()).toFixed(1)}) ${otherCpuLine()}`);
     if (!canDrop) process.stdout.write("(cold runs skipped: dropping the page cache needs root)\n");
   } finally {
     await rm(work, { recursive: true, force: true });

@@ -7,28 +7,25 @@ import { resolveItem } from "../files/listing.js";
 import { watchStdout } from "../files/stdout.js";
 import { displayPath } from "../fs/walk.js";
 import { formatBytes } from "../util/format.js";
-import { addCommonOptions, keepRunningWithoutStdout, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
+import { backupArgument, backupSelection, hostOption, partitionOption, type BackupSelectionOptions } from "./backup-selection.js";
+import { addCommonOptions, keepRunningWithoutStdout, openRepository, Output, type GlobalOptions } from "./common.js";
 
-interface DumpOptions extends GlobalOptions {
+interface DumpOptions extends GlobalOptions, BackupSelectionOptions {
   archive?: "tar";
   target?: string;
   force?: boolean;
-  partition?: number;
-  host?: string;
 }
 
 export function dumpCommand(): Command {
   return addCommonOptions(new Command("dump"))
     .description("write a file from a backup to stdout, or a folder as a tar stream, fetching only what it needs")
-    .argument("<backup>", "backup id (or a unique prefix), CT or CT:latest (newest backup of a container), CT/ID, or HOST/CT:latest")
+    .addArgument(backupArgument())
     .argument("<path>", "file or folder inside the backed-up filesystem")
     .addOption(new Option("--archive <format>", "a tar stream even for a single file").choices(["tar"]))
     .option("--target <file>", "write to FILE (created owner-only, complete or not at all) instead of stdout")
     .option("--force", "replace an existing --target file")
-    .addOption(
-      new Option("--partition <n>", "partition of the disk to read (default: the one holding an ext filesystem)").argParser(parsePositiveInt("--partition")),
-    )
-    .option("--host <name>", "only backups made on this host (needed for CT:latest when several hosts back up a container of that id)")
+    .addOption(partitionOption())
+    .addOption(hostOption())
     .addHelpText(
       "after",
       `
@@ -50,10 +47,7 @@ skipped. With --json the summary (bytes written, bytes fetched) goes to stdout w
         throw new UsageError("refusing to write a dump to a terminal: redirect stdout or use --target FILE");
       const repo = await openRepository(options);
       try {
-        const backup = await openBackupFilesystemBySpec(repo, spec, options.stateDir, {
-          ...(options.partition === undefined ? {} : { partition: options.partition }),
-          ...(options.host === undefined ? {} : { host: options.host }),
-        });
+        const backup = await openBackupFilesystemBySpec(repo, spec, options.stateDir, backupSelection(options));
         for (const w of backup.fs.warnings) out.warn(w);
         const item = await resolveItem(backup.fs, path);
         requireDumpable(item);

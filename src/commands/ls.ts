@@ -1,28 +1,25 @@
-import { Command, Option } from "commander";
+import { Command } from "commander";
 import { fetchStats, openBackupFilesystemBySpec } from "../files/backup-fs.js";
 import { listNodes, longLine } from "../files/listing.js";
 import { watchStdout } from "../files/stdout.js";
 import { formatBytes } from "../util/format.js";
-import { addCommonOptions, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
+import { backupArgument, backupSelection, hostOption, partitionOption, type BackupSelectionOptions } from "./backup-selection.js";
+import { addCommonOptions, openRepository, Output, type GlobalOptions } from "./common.js";
 
-interface LsOptions extends GlobalOptions {
+interface LsOptions extends GlobalOptions, BackupSelectionOptions {
   long?: boolean;
   recursive?: boolean;
-  partition?: number;
-  host?: string;
 }
 
 export function lsCommand(): Command {
   return addCommonOptions(new Command("ls"))
     .description("list files in a backup's filesystem, fetching only the metadata it needs")
-    .argument("<backup>", "backup id (or a unique prefix), CT or CT:latest (newest backup of a container), CT/ID, or HOST/CT:latest")
+    .addArgument(backupArgument())
     .argument("[path]", "folder or file inside the backed-up filesystem", "/")
     .option("-l, --long", "type and permissions, links, owner, group, size, mtime (UTC) and symlink targets")
     .option("-R, --recursive", "everything below the folder")
-    .addOption(
-      new Option("--partition <n>", "partition of the disk to read (default: the one holding an ext filesystem)").argParser(parsePositiveInt("--partition")),
-    )
-    .option("--host <name>", "only backups made on this host (needed for CT:latest when several hosts back up a container of that id)")
+    .addOption(partitionOption())
+    .addOption(hostOption())
     .addHelpText(
       "after",
       `
@@ -42,10 +39,7 @@ permissions, uid, gid, size, links, inode, mtime, target), then a summary
       const out = new Output(options);
       const repo = await openRepository(options);
       try {
-        const backup = await openBackupFilesystemBySpec(repo, spec, options.stateDir, {
-          ...(options.partition === undefined ? {} : { partition: options.partition }),
-          ...(options.host === undefined ? {} : { host: options.host }),
-        });
+        const backup = await openBackupFilesystemBySpec(repo, spec, options.stateDir, backupSelection(options));
         for (const w of backup.fs.warnings) out.warn(w);
         let entries = 0;
         const stdout = watchStdout();

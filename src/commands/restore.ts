@@ -8,25 +8,24 @@ import { resolveBackup } from "../restore/resolve.js";
 import { planRestore, RESTORE_CONCURRENCY, restorePloop, restoreRaw, restoreToStream, type RestoreFormat, type RestoreResult } from "../restore/restore.js";
 import { parseRepoUrl } from "../uploader/open.js";
 import { formatBytes, formatSeconds } from "../util/format.js";
+import { backupArgument, backupSelection, hostFilter, hostOption, partitionOption, type BackupSelectionOptions } from "./backup-selection.js";
 import { addCommonOptions, openRepository, Output, parsePositiveInt, withInterrupts, type GlobalOptions } from "./common.js";
 
-interface RestoreOptions extends GlobalOptions {
+interface RestoreOptions extends GlobalOptions, BackupSelectionOptions {
   target: string;
-  host?: string;
   format: RestoreFormat;
   force?: boolean;
   dryRun?: boolean;
   concurrency?: number;
   seed?: string;
   include?: string[];
-  partition?: number;
 }
 
 export function restoreCommand(): Command {
   return addCommonOptions(new Command("restore"))
     .description("restore a backup as a ploop disk, a sparse raw image, or a raw stream on stdout")
-    .argument("<backup>", "backup id (or a unique prefix), CT or CT:latest (newest backup of a container), HOST/CT:latest, or CT/ID")
-    .option("--host <name>", "only backups made on this host (needed for CT:latest when several hosts back up a container of that id)")
+    .addArgument(backupArgument())
+    .addOption(hostOption())
     .requiredOption("--target <path>", "ploop: directory to create (PATH/root.hdd, PATH/DiskDescriptor.xml); raw: file; '-' = raw to stdout")
     .addOption(new Option("--format <format>", "output format").choices(["ploop", "raw"]).default("ploop"))
     .option("--force", "replace an existing target")
@@ -41,7 +40,7 @@ export function restoreCommand(): Command {
       "an older copy of this disk (raw image, ploop image, DiskDescriptor.xml or its directory; the target itself): only chunks it does not hold are fetched",
     )
     .option("--include <path...>", "restore only these files and folders of the backed-up filesystem into the folder --target (docs/file-restore.md)")
-    .addOption(new Option("--partition <n>", "with --include: partition of the disk to read").argParser(parsePositiveInt("--partition")))
+    .addOption(partitionOption("with --include: partition of the disk to read"))
     .option("--dry-run", "check the backup and the target and say what would be written; write nothing")
     .addHelpText(
       "after",
@@ -86,7 +85,7 @@ complete; Ctrl-C removes the partial files.
       try {
         await withInterrupts(out, "stopping, removing the partial restore", async (signal) => {
           const cache = ManifestCache.forRepository(repo, options.stateDir);
-          const ref = await resolveBackup(repo, spec, { metadata: (r) => cache.metadata(r), ...(options.host === undefined ? {} : { host: options.host }) });
+          const ref = await resolveBackup(repo, spec, { metadata: (r) => cache.metadata(r), ...hostFilter(options) });
           const manifest = decodeManifest(await cache.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
           if (options.dryRun === true) {
             const plan = await planRestore(manifest, options.target, toStdout ? "stdout" : options.format, options.force === true);
@@ -143,8 +142,7 @@ async function restoreIncluded(spec: string, options: RestoreOptions, out: Outpu
         force: options.force === true,
         signal,
         warn: (line) => out.warn(line),
-        ...(options.partition === undefined ? {} : { partition: options.partition }),
-        ...(options.host === undefined ? {} : { host: options.host }),
+        ...backupSelection(options),
       }),
     );
     for (const s of result.skipped) out.warn(`${s}: a socket, not restored`);

@@ -6,11 +6,11 @@ import { ManifestCache } from "../repository/known-chunks.js";
 import { LazyBackupDisk } from "../restore/lazy-disk.js";
 import { resolveBackup } from "../restore/resolve.js";
 import { formatBytes, parseSize } from "../util/format.js";
+import { backupArgument, hostFilter, hostOption, type BackupSelectionOptions } from "./backup-selection.js";
 import { addCommonOptions, openRepository, Output, parsePositiveInt, type GlobalOptions } from "./common.js";
 
-interface ServeNbdOptions extends GlobalOptions {
+interface ServeNbdOptions extends GlobalOptions, BackupSelectionOptions {
   socket: string;
-  host?: string;
   cache: number;
   concurrency: number;
 }
@@ -24,8 +24,8 @@ function cacheSize(value: string): number {
 export function serveNbdCommand(): Command {
   return addCommonOptions(new Command("serve-nbd"))
     .description("serve a backup's disk read-only over NBD on a Unix socket, fetching chunks as they are read")
-    .argument("<backup>", "backup id (or a unique prefix), CT or CT:latest (newest backup of a container), HOST/CT:latest, or CT/ID")
-    .option("--host <name>", "only backups made on this host (needed for CT:latest when several hosts back up a container of that id)")
+    .addArgument(backupArgument())
+    .addOption(hostOption())
     .requiredOption("--socket <path>", "Unix socket to listen on (created 0600, removed on exit)")
     .addOption(new Option("--cache <size>", "decoded chunks kept in memory for all clients").default(64 * 1024 * 1024, "64M").argParser(cacheSize))
     .addOption(new Option("--concurrency <n>", "chunks fetched in parallel for one large read").default(8).argParser(parsePositiveInt("--concurrency")))
@@ -48,7 +48,7 @@ mounting a partition and boot-testing with qemu.
       const repo = await openRepository(options);
       try {
         const cache = ManifestCache.forRepository(repo, options.stateDir);
-        const ref = await resolveBackup(repo, spec, { metadata: (r) => cache.metadata(r), ...(options.host === undefined ? {} : { host: options.host }) });
+        const ref = await resolveBackup(repo, spec, { metadata: (r) => cache.metadata(r), ...hostFilter(options) });
         const manifest = decodeManifest(await cache.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
         const disk = new LazyBackupDisk(repo, ref, manifest, { cacheBytes: options.cache, concurrency: options.concurrency });
         const name = `${ref.ct}/${ref.id}`;

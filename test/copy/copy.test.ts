@@ -11,7 +11,7 @@
  *  - prunes of the destination racing a copy lose nothing (check --read-data passes).
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { cp, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
@@ -152,9 +152,10 @@ describe("copy", () => {
   });
 
   it("a damaged source backup fails alone and is not published; the others are", async () => {
+    // the source's backups of the four disks, in a repository of their own to damage
     const damaged = await fresh("local", "dmg");
-    ok(await runCli(["init", ...damaged.args]), "init");
-    for (const ct of CTS) ok(await runCli(["backup", ...damaged.args, "--disk", descriptorOf(ct), "--name", ct, "-q"]), `backup ${ct}`);
+    await cp(source.url, damaged.url, { recursive: true });
+    expect((await manifests(damaged)).length).toBe(CTS.length);
     // a chunk only 103 references, flipped on disk
     const ids = new Map<string, Set<string>>();
     for (const key of await manifests(damaged)) {

@@ -184,6 +184,10 @@ const RULES: { file: string; has: string; how: How; shared?: boolean }[] = [
 /** Lines of a "run" block that cannot run here, and why. */
 const SKIP_LINES: { pattern: RegExp; why: string }[] = [
   { pattern: /^git clone /, why: "the checkout under test is the clone" },
+  {
+    pattern: /^npm ci && npm run build && npm prune --omit=dev$/,
+    why: "the suite's set-up ran npm ci and the build; the prune ran in a copy of the checkout (see prelude)",
+  },
   { pattern: /^npm ci\b/, why: "the suite's own set-up ran it" },
   { pattern: /^npm test\b/, why: "this is npm test" },
   { pattern: /^\.\.\. read the logical disk/, why: "a step in prose (the backup's read)" },
@@ -467,6 +471,21 @@ function prelude(b: Block, tag: string): { env: Record<string, string>; setup: s
       teardown: `\nkill -INT $pv_server; wait $pv_server`,
     };
   }
+  if (b.text.includes("tar czf") && b.text.includes("npm prune --omit=dev")) {
+    // the build machine: a copy of the built checkout where the documented `npm prune
+    // --omit=dev` can run (node_modules hard-linked, its lockfile copied: prune rewrites it),
+    // so the tarball holds what the docs' does, and the install from it runs without dev tools
+    const build = join(sandbox, "build-machine");
+    return {
+      env: {},
+      setup: [
+        `mkdir -p ${build}/scripts && cp -a package.json package-lock.json dist ${build}/ && cp -a scripts/ploop-offline ${build}/scripts/`,
+        `cp -al node_modules ${build}/ 2>/dev/null || cp -a node_modules ${build}/`,
+        `rm ${build}/node_modules/.package-lock.json && cp node_modules/.package-lock.json ${build}/node_modules/`,
+        `cd ${build} && npm prune --omit=dev --offline --no-audit --no-fund --loglevel=error`,
+      ].join("\n"),
+    };
+  }
   if (b.text.includes("ploopvault key list")) {
     const repo = join(sandbox, tag, "key-repo");
     return { env: { PLOOPVAULT_PASSWORD: "first operator", PLOOPVAULT_NEW_PASSWORD: "changed" }, setup: `ploopvault init --repo ${repo} --encrypt -q` };
@@ -662,6 +681,20 @@ async function checkRepoFormat(b: Block): Promise<void> {
   compare(doc, real, "");
 }
 
+/** `ploopvault COMMAND --help` as installed, run once per command for the whole file. */
+const helpTexts = new Map<string, Promise<string>>();
+function commandHelp(command: string): Promise<string> {
+  let help = helpTexts.get(command);
+  if (help === undefined) {
+    help = bash(`ploopvault ${command} --help`, sandbox).then((r) => {
+      expect(r.code, `ploopvault ${command} --help: ${r.stderr}`).toBe(0);
+      return r.stdout;
+    });
+    helpTexts.set(command, help);
+  }
+  return help;
+}
+
 /** A synopsis: every flag after `ploopvault COMMAND` (continuation lines included) is in that command's --help. */
 async function checkSynopsis(b: Block): Promise<void> {
   let command: string | null = null;
@@ -669,7 +702,7 @@ async function checkSynopsis(b: Block): Promise<void> {
     const named = /^ploopvault ([a-z-]+)/.exec(line);
     if (named) command = named[1]!;
     if (command === null) continue;
-    const help = (await bash(`ploopvault ${command} --help`, sandbox)).stdout;
+    const help = await commandHelp(command);
     for (const flag of line.match(/--[a-z-]+/g) ?? []) expect(help, `${command} ${flag}`).toContain(flag);
   }
   expect(command, "a synopsis names a command").not.toBeNull();
