@@ -95,7 +95,6 @@ export function pruneCommand(): Command {
       if (options.lockTtl !== undefined) timingOverrides.ttlMs = parseDuration(options.lockTtl, "--lock-ttl");
       if (options.lockRefresh !== undefined) timingOverrides.refreshMs = parseDuration(options.lockRefresh, "--lock-refresh");
       const timing = lockTiming(timingOverrides);
-      const pauseEnv = process.env.PLOOPVAULT_TEST_SWEEP_PAUSE;
 
       const report: PruneReport = await withInterrupts(out, "stopping after the current step, removing our locks", async (signal) => {
         const repo = await openRepository(options);
@@ -118,7 +117,6 @@ export function pruneCommand(): Command {
             signal,
             log: (line) => out.info(line),
             warn: (line) => out.warn(line),
-            ...(pauseEnv ? { sweepPauseMs: Number(pauseEnv) * 1000 } : {}),
           };
           // --dry-run is the plan alone: it writes nothing, not even a lock object
           if (options.dryRun === true) return (await planPrune(repo, pruneOptions)).report;

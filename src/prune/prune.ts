@@ -76,8 +76,6 @@ export interface PruneOptions {
   signal?: AbortSignal;
   log: (line: string) => void;
   warn: (line: string) => void;
-  /** Test hook: pause this long after a successful handshake, before deleting. */
-  sweepPauseMs?: number;
 }
 
 export interface PrunedGroup {
@@ -227,6 +225,12 @@ export interface PrunePlan {
   readonly started: number;
 }
 
+/** Points where a test harness (test/helpers/paused-prune.mjs) can stop a prune; the CLI sets none. */
+export interface ExecuteHooks {
+  /** Awaited once the handshake succeeded (our sweep marker is live and no backup is registered), before anything is deleted. */
+  beforeDelete?: () => Promise<void>;
+}
+
 /** A dry run's report before anything is counted. */
 function emptyReport(): PruneReport {
   return {
@@ -263,13 +267,13 @@ function abortCheck(signal: AbortSignal | undefined): () => void {
 }
 
 /** The prune: take locks/prune, plan, carry the plan out, release the lock. */
-export async function runPrune(repo: Repository, options: PruneOptions): Promise<PruneReport> {
+export async function runPrune(repo: Repository, options: PruneOptions, hooks: ExecuteHooks = {}): Promise<PruneReport> {
   // lock objects go through the control channel: they never queue behind data requests
   const locks = repo.store.controlChannel?.() ?? repo.store;
   const pruneLock = await acquirePruneLock(locks, { host: options.host, timing: options.timing, waitMs: options.waitMs, log: options.log, warn: options.warn });
   try {
     const plan = await planPrune(repo, options, pruneLock);
-    return await executePrune(repo, plan, options);
+    return await executePrune(repo, plan, options, hooks);
   } finally {
     await pruneLock.release().catch((error: unknown) => options.warn(`cannot remove ${PRUNE_LOCK_KEY}: ${errorLine(error)} (it expires by itself)`));
   }
@@ -356,7 +360,7 @@ export async function planPrune(repo: Repository, options: PruneOptions, pruneLo
  * planned chunks and orphans nothing references by then. Deletes nothing the plan does
  * not list. The plan must have been made under the prune lock, which the caller holds.
  */
-export async function executePrune(repo: Repository, plan: PrunePlan, options: PruneOptions): Promise<PruneReport> {
+export async function executePrune(repo: Repository, plan: PrunePlan, options: PruneOptions, hooks: ExecuteHooks = {}): Promise<PruneReport> {
   const pruneLock = plan.pruneLock;
   if (pruneLock === null) throw new PloopvaultError("prune: a plan made without the prune lock (a dry run) cannot be carried out");
   const store = repo.store;
@@ -406,7 +410,7 @@ export async function executePrune(repo: Repository, plan: PrunePlan, options: P
     return finish(report, plan.started);
   }
   // 3.-5. the sweep proper
-  await sweep(repo, plan, options, report, pruneLock, checkAbort);
+  await sweep(repo, plan, options, report, pruneLock, checkAbort, hooks);
   return finish(report, plan.started);
 }
 
@@ -622,7 +626,15 @@ async function markReferenced(
 }
 
 /** Phases 3-5. */
-async function sweep(repo: Repository, plan: PrunePlan, options: PruneOptions, report: PruneReport, pruneLock: Lease, checkAbort: () => void): Promise<void> {
+async function sweep(
+  repo: Repository,
+  plan: PrunePlan,
+  options: PruneOptions,
+  report: PruneReport,
+  pruneLock: Lease,
+  checkAbort: () => void,
+  hooks: ExecuteHooks,
+): Promise<void> {
   const { stored } = plan;
   const store = repo.store;
   const locks = store.controlChannel?.() ?? store;
@@ -686,14 +698,7 @@ async function sweep(repo: Repository, plan: PrunePlan, options: PruneOptions, r
         if (running.length === 0) break;
       }
     }
-    if (options.sweepPauseMs !== undefined && options.sweepPauseMs > 0) {
-      options.log(`test hook: pausing ${options.sweepPauseMs} ms before deleting`);
-      const until = performance.now() + options.sweepPauseMs;
-      while (performance.now() < until) {
-        await sleep(Math.min(200, until - performance.now()));
-        marker.assertValid("delete chunks");
-      }
-    }
+    await hooks.beforeDelete?.();
 
     // 4. expired lock objects of dead processes; the second look: manifests written since
     // the plan (backups that finished meanwhile, or forgotten ones that stayed after all)
