@@ -13,7 +13,6 @@ import { PloopvaultError } from "../errors.js";
 import { checkRange, type BlockDevice } from "../fs/block-device.js";
 import type { Manifest } from "../manifest/format.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
-import { readChunk } from "./restore.js";
 
 export interface LazyDiskOptions {
   /** Bytes of decoded chunks kept for reuse (default 64 MiB; at least one chunk is kept). */
@@ -134,7 +133,7 @@ export class LazyBackupDisk implements BlockDevice {
   }
 
   private async fetch(idHex: string, length: number): Promise<Buffer> {
-    const plain = await readChunk(this.repo, idHex, this.ref);
+    const plain = await this.repo.getChunk(idHex, this.ref);
     if (plain.length !== length) {
       throw new PloopvaultError(`chunk ${idHex} has ${plain.length} bytes, manifest of ${this.ref.ct}/${this.ref.id} says ${length}`);
     }
