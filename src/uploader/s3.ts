@@ -31,6 +31,7 @@
  * means our earlier attempt landed (manifests, configs and lock objects are unique).
  */
 import { setTimeout as sleep } from "node:timers/promises";
+import { forEachConcurrent } from "../util/limiter.js";
 import { createHash } from "node:crypto";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
@@ -754,11 +755,7 @@ export class S3Store implements ObjectStore {
     const objectKeys = [...new Set(keys)].map((key) => this.objectKey(key));
     const batches: string[][] = [];
     for (let i = 0; i < objectKeys.length; i += DELETE_BATCH) batches.push(objectKeys.slice(i, i + DELETE_BATCH));
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (next < batches.length) await this.deleteBatch(batches[next++]!);
-    };
-    await Promise.all(Array.from({ length: Math.min(DELETE_PARALLEL_BATCHES, batches.length) }, worker));
+    await forEachConcurrent(batches, DELETE_PARALLEL_BATCHES, (batch) => this.deleteBatch(batch));
   }
 
   private async deleteBatch(objectKeys: string[]): Promise<void> {
