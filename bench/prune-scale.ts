@@ -197,7 +197,6 @@ async function phase(name: string, dir: string, chunks: number, backups: number)
     const r = await runPrune(repo, {
       policy: { last: Math.max(1, Math.floor(perContainer / 2)) },
       graceMs: 0,
-      dryRun: false,
       waitMs: 0,
       host: "bench",
       timing: lockTiming(),

@@ -24,7 +24,6 @@ import { errorLine, IntegrityError, UsageError } from "../errors.js";
 import { StoreError } from "../uploader/store.js";
 import { chunkIds, decodeManifest } from "../manifest/format.js";
 import { judgeLocks, listLocks, lockTiming, type LockKind } from "../prune/locks.js";
-import { readChunk } from "../restore/restore.js";
 import { ChunkIdHashSet } from "../repository/chunk-id-set.js";
 import { BACKUPS_PREFIX, CHUNKS_PREFIX, DESCRIPTOR_NAME, backupPrefix, chunkKey, manifestKey } from "../repository/layout.js";
 import { loadMissingChunks, recordMissingChunks } from "../repository/missing-chunks.js";
@@ -200,7 +199,7 @@ export async function checkRepository(repo: Repository, options: CheckOptions): 
       const idHex = stored.id(index).toString("hex");
       await limiter.submit(async () => {
         try {
-          await readChunk(repo, idHex); // a chunk that does not verify is read a second time
+          await repo.getChunk(idHex); // a chunk that does not verify is read a second time (VerifiedReads)
         } catch (error) {
           // damage is what does not verify; a store that cannot be read fails the check itself
           if (!(error instanceof IntegrityError)) throw error;

@@ -3,7 +3,7 @@ import { EXIT_PARTIAL, PloopvaultError, UsageError } from "../errors.js";
 import { formatDuration, parseDuration } from "../prune/duration.js";
 import { lockTiming } from "../prune/locks.js";
 import { policyIsEmpty, type KeepPolicy } from "../prune/policy.js";
-import { runPrune, type PruneReport } from "../prune/prune.js";
+import { planPrune, runPrune, type PruneOptions, type PruneReport } from "../prune/prune.js";
 import { requireConditionalWrites } from "../repository/conditional-writes.js";
 import { ManifestCache } from "../repository/known-chunks.js";
 import { validateName } from "../repository/layout.js";
@@ -95,7 +95,6 @@ export function pruneCommand(): Command {
       if (options.lockTtl !== undefined) timingOverrides.ttlMs = parseDuration(options.lockTtl, "--lock-ttl");
       if (options.lockRefresh !== undefined) timingOverrides.refreshMs = parseDuration(options.lockRefresh, "--lock-refresh");
       const timing = lockTiming(timingOverrides);
-      const pauseEnv = process.env.PLOOPVAULT_TEST_SWEEP_PAUSE;
 
       const report: PruneReport = await withInterrupts(out, "stopping after the current step, removing our locks", async (signal) => {
         const repo = await openRepository(options);
@@ -105,11 +104,10 @@ export function pruneCommand(): Command {
           const locks = repo.store.controlChannel?.() ?? repo.store;
           if (options.dryRun !== true)
             await requireConditionalWrites(locks, repo.config.id, { ...conditionalWritesProbe(options, repo.store, out), purpose: "prune" });
-          return await runPrune(repo, {
+          const pruneOptions: PruneOptions = {
             policy,
             ...(options.ct === undefined ? {} : { ct: options.ct }),
             graceMs,
-            dryRun: options.dryRun === true,
             waitMs,
             host: options.lockHost,
             ...(options.host === undefined ? {} : { onlyHost: options.host }),
@@ -119,8 +117,10 @@ export function pruneCommand(): Command {
             signal,
             log: (line) => out.info(line),
             warn: (line) => out.warn(line),
-            ...(pauseEnv ? { sweepPauseMs: Number(pauseEnv) * 1000 } : {}),
-          });
+          };
+          // --dry-run is the plan alone: it writes nothing, not even a lock object
+          if (options.dryRun === true) return (await planPrune(repo, pruneOptions)).report;
+          return await runPrune(repo, pruneOptions);
         } finally {
           await repo.close();
         }

@@ -3,16 +3,19 @@
  *       + sweep (delete chunks no remaining backup references), safely while other nodes
  *         back up into the same repository. The protocol and why it is safe: docs/prune.md.
  *
- * Phases of a (non dry-run) prune:
- *   0. take locks/prune (one prune at a time; stale ones are taken over);
- *   1. list backups/, read every manifest of the selected containers, plan, forget;
+ * runPrune = take locks/prune (one prune at a time; stale ones are taken over), then
+ * planPrune (phases 1-2, deleting nothing; alone, without the lock, it is --dry-run), then
+ * executePrune (the deletions of phase 1, phases 3-5: nothing the plan does not list):
+ *   1. list backups/, read every manifest of the selected containers, apply the policy;
+ *      (executing: delete the forgotten backups' manifests, then their side files);
  *   2. plan the sweep without blocking anybody: list the chunks (a hash set of their ids
- *      with size and flags, ~55 bytes per chunk), mark those the remaining manifests
+ *      with size and flags, ~55 bytes per chunk), mark those the manifests that stay
  *      reference; the unmarked ones older than --grace are the candidates;
  *   3. handshake: write our sweep marker, THEN list the registrations; while a live
  *      backup is registered, remove the marker and wait (at most --wait, then defer);
  *   4. remove expired lock objects; list backups/ again and mark what the manifests
- *      written since phase 2 reference (backups that finished meanwhile);
+ *      not marked in phase 2 reference (backups that finished meanwhile, forgotten ones
+ *      that stayed: protected since, or retained);
  *   5. delete candidates in batches while the marker is provably live; remove the marker.
  * Memory: proportional to the number of chunks (~55 bytes each), not to the data nor to
  * the number of references (manifests are read one at a time, ids marked in place).
@@ -60,7 +63,6 @@ export interface PruneOptions {
   tags?: string[];
   /** Unreferenced chunks younger than this (LastModified) are left alone. */
   graceMs: number;
-  dryRun: boolean;
   /** How long to wait for running backups (and for another prune) before deferring. */
   waitMs: number;
   host: string;
@@ -74,8 +76,6 @@ export interface PruneOptions {
   signal?: AbortSignal;
   log: (line: string) => void;
   warn: (line: string) => void;
-  /** Test hook: pause this long after a successful handshake, before deleting. */
-  sweepPauseMs?: number;
 }
 
 export interface PrunedGroup {
@@ -132,7 +132,7 @@ export class PruneAborted extends PloopvaultError {}
 const HEX_ID = /^[0-9a-f]{64}$/;
 
 /** A backup's objects as listed under backups/<ct>/<id>/. */
-interface BackupObjects {
+export interface BackupObjects {
   ct: string;
   id: string;
   manifest: ObjectInfo | null;
@@ -157,7 +157,7 @@ const REFERENCED = 1;
 const YOUNG = 2;
 
 /** The chunks listed under chunks/: ids (hash set), sizes and flags, by index. */
-class StoredChunks {
+export class StoredChunks {
   readonly ids = new ChunkIdHashSet(1 << 16);
   private sizes = new Float64Array(1 << 16);
   private flags = new Uint8Array(1 << 16);
@@ -201,15 +201,44 @@ class StoredChunks {
   }
 }
 
-export async function runPrune(repo: Repository, options: PruneOptions): Promise<PruneReport> {
-  const started = performance.now();
-  const store = repo.store;
-  const report: PruneReport = {
-    dryRun: options.dryRun,
+/** What planPrune found: what executePrune would forget and delete, judged at `now`. */
+export interface PrunePlan {
+  /** The time ages were judged by: the prune lock's LastModified (storage clock, rounded up), or a dry run's local clock. */
+  readonly now: Date;
+  /** The prune lock the plan was made under; null for a dry run (such a plan cannot be executed). */
+  readonly pruneLock: Lease | null;
+  /** The counts as if the plan were carried out now (what --dry-run prints). */
+  readonly report: PruneReport;
+  /** Backups the policy forgets: each one's manifest, then its side files. */
+  readonly forget: readonly BackupObjects[];
+  /** Side files of backups that never wrote a manifest, older than --grace. */
+  readonly orphans: readonly ObjectInfo[];
+  /** The unreferenced chunks older than --grace (streamed: there may be millions). */
+  candidateChunkKeys(): Generator<string>;
+  /** @internal the listing of backups/ and the chunk set executePrune continues from */
+  readonly listed: Map<string, BackupObjects>;
+  /** @internal "ct/id" of the manifests whose references are marked in `stored` */
+  readonly marked: Set<string>;
+  /** @internal */
+  readonly stored: StoredChunks;
+  /** @internal performance.now() when planning started */
+  readonly started: number;
+}
+
+/** Points where a test harness (test/helpers/paused-prune.mjs) can stop a prune; the CLI sets none. */
+export interface ExecuteHooks {
+  /** Awaited once the handshake succeeded (our sweep marker is live and no backup is registered), before anything is deleted. */
+  beforeDelete?: () => Promise<void>;
+}
+
+/** A dry run's report before anything is counted. */
+function emptyReport(): PruneReport {
+  return {
+    dryRun: true,
     groups: [],
     kept: 0,
     forgotten: 0,
-    sweep: options.dryRun ? "dry-run" : "done",
+    sweep: "dry-run",
     deferredBy: [],
     damagedManifests: [],
     chunksStored: 0,
@@ -229,88 +258,160 @@ export async function runPrune(repo: Repository, options: PruneOptions): Promise
     temporaryBytesRemoved: 0,
     seconds: 0,
   };
-  const checkAbort = (): void => {
-    if (options.signal?.aborted) throw options.signal.reason instanceof Error ? options.signal.reason : new PruneAborted("prune interrupted");
+}
+
+function abortCheck(signal: AbortSignal | undefined): () => void {
+  return () => {
+    if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new PruneAborted("prune interrupted");
   };
+}
+
+/** The prune: take locks/prune, plan, carry the plan out, release the lock. */
+export async function runPrune(repo: Repository, options: PruneOptions, hooks: ExecuteHooks = {}): Promise<PruneReport> {
   // lock objects go through the control channel: they never queue behind data requests
-  const locks = store.controlChannel?.() ?? store;
-  const pruneLock = options.dryRun
-    ? null
-    : await acquirePruneLock(locks, { host: options.host, timing: options.timing, waitMs: options.waitMs, log: options.log, warn: options.warn });
+  const locks = repo.store.controlChannel?.() ?? repo.store;
+  const pruneLock = await acquirePruneLock(locks, { host: options.host, timing: options.timing, waitMs: options.waitMs, log: options.log, warn: options.warn });
   try {
-    // 1. forget
-    const listed = await listBackupObjects(store);
-    const forgotten = await forget(repo, listed, options, report, pruneLock);
-    checkAbort();
-    // 2. plan the sweep: the chunks first, then what the remaining manifests reference
-    // S3 gives LastModified of a single object in whole seconds (HEAD), listings in
-    // milliseconds: round the lock's time up, or chunks written in the same second as the
-    // lock would count as younger than it and survive --grace 0
-    const lockTime = pruneLock?.lastModified;
-    const graceNow = lockTime === undefined ? new Date() : new Date(Math.ceil((lockTime.getTime() + 1) / 1000) * 1000);
-    await removeStaleTemporaries(store, graceNow, options, report);
-    const stored = new StoredChunks();
-    const scratch = Buffer.alloc(32); // no allocation per listed chunk
-    for await (const info of store.list(CHUNKS_PREFIX)) {
-      const name = info.key.slice(info.key.lastIndexOf("/") + 1);
-      if (!HEX_ID.test(name) || info.key !== chunkKey(name)) continue; // never touch what we do not know
-      const age = info.modified === undefined ? 0 : graceNow.getTime() - info.modified.getTime();
-      scratch.write(name, "hex");
-      stored.add(scratch, info.size, age < options.graceMs);
-    }
-    report.chunksStored = stored.count;
-    checkAbort();
-    const remaining = [...listed.values()].filter((b) => b.manifest !== null && !forgotten.has(`${BACKUPS_PREFIX}${b.ct}/${b.id}/`));
-    const seen = new Set(remaining.map((b) => `${b.ct}/${b.id}`));
-    await markReferenced(repo, remaining, stored, options, report.damagedManifests);
-    if (report.damagedManifests.length > 0) {
-      report.sweep = "skipped";
-      options.warn(
-        `chunk deletion skipped: ${report.damagedManifests.length} manifest(s) cannot be read (${report.damagedManifests.slice(0, 3).join("; ")}); fix or remove those backups, then prune again`,
-      );
-      return finish(report, started);
-    }
-    let candidates = 0;
-    for (let i = 0; i < stored.count; i++) {
-      if (stored.referenced(i)) report.chunksReferenced++;
-      else if (stored.young(i)) report.chunksSparedByGrace++;
-      else candidates++;
-    }
-    checkAbort();
-    // side files of backups that never got a manifest (crashed), older than --grace
-    const orphans = orphanedFiles(listed, graceNow, options.graceMs);
-    if (options.dryRun) {
-      for (let i = 0; i < stored.count; i++) {
-        if (stored.referenced(i) || stored.young(i)) continue;
-        report.chunksDeleted++;
-        report.chunkBytesDeleted += stored.size(i);
-      }
-      for (const f of orphans) countFile(report, f);
-      return finish(report, started);
-    }
-    if (candidates === 0 && orphans.length === 0) {
-      // nothing to delete: no need to make backups wait; still clean up after dead processes
-      const entries = await listLocks(locks);
-      const now = nowFromOwn(locks, entries, PRUNE_LOCK_KEY);
-      await removeExpiredLocks(
-        locks,
-        await judgeLocks(
-          locks,
-          entries.filter((e) => e.key !== PRUNE_LOCK_KEY),
-          now,
-          options.timing,
-        ),
-        report,
-        options,
-      );
-      return finish(report, started);
-    }
-    // 3.-5. the sweep proper
-    await sweep(repo, options, report, pruneLock!, seen, stored, checkAbort);
-    return finish(report, started);
+    const plan = await planPrune(repo, options, pruneLock);
+    return await executePrune(repo, plan, options, hooks);
   } finally {
-    await pruneLock?.release().catch((error: unknown) => options.warn(`cannot remove ${PRUNE_LOCK_KEY}: ${errorLine(error)} (it expires by itself)`));
+    await pruneLock.release().catch((error: unknown) => options.warn(`cannot remove ${PRUNE_LOCK_KEY}: ${errorLine(error)} (it expires by itself)`));
   }
+}
+
+/**
+ * Phases 1-2 without changing anything: list backups/, read the manifests, apply the keep
+ * policy, list the chunks and mark what the backups that stay reference. Without a prune
+ * lock (--dry-run) nothing at all is written and ages are judged by the local clock.
+ */
+export async function planPrune(repo: Repository, options: PruneOptions, pruneLock: Lease | null = null): Promise<PrunePlan> {
+  const started = performance.now();
+  const store = repo.store;
+  const report = emptyReport();
+  const checkAbort = abortCheck(options.signal);
+  const listed = await listBackupObjects(store);
+  const forget = await planForgetting(repo, listed, options, report);
+  checkAbort();
+  // S3 gives LastModified of a single object in whole seconds (HEAD), listings in
+  // milliseconds: round the lock's time up, or chunks written in the same second as the
+  // lock would count as younger than it and survive --grace 0
+  const lockTime = pruneLock?.lastModified;
+  const now = lockTime === undefined ? new Date() : new Date(Math.ceil((lockTime.getTime() + 1) / 1000) * 1000);
+  if (store.removeStaleTemporaries !== undefined) {
+    const { count, bytes } = await store.removeStaleTemporaries(staleTemporariesBefore(now, options), { dryRun: true });
+    report.temporariesRemoved = count;
+    report.temporaryBytesRemoved = bytes;
+  }
+  const stored = new StoredChunks();
+  const scratch = Buffer.alloc(32); // no allocation per listed chunk
+  for await (const info of store.list(CHUNKS_PREFIX)) {
+    const name = info.key.slice(info.key.lastIndexOf("/") + 1);
+    if (!HEX_ID.test(name) || info.key !== chunkKey(name)) continue; // never touch what we do not know
+    const age = info.modified === undefined ? 0 : now.getTime() - info.modified.getTime();
+    scratch.write(name, "hex");
+    stored.add(scratch, info.size, age < options.graceMs);
+  }
+  report.chunksStored = stored.count;
+  checkAbort();
+  const forgotten = new Set(forget.map((b) => `${b.ct}/${b.id}`));
+  const remaining = [...listed.values()].filter((b) => b.manifest !== null && !forgotten.has(`${b.ct}/${b.id}`));
+  const marked = new Set(remaining.map((b) => `${b.ct}/${b.id}`));
+  await markReferenced(repo, remaining, stored, options, report.damagedManifests);
+  // side files of backups that never got a manifest (crashed), older than --grace
+  const orphans = orphanedFiles(listed, now, options.graceMs);
+  const plan: PrunePlan = {
+    now,
+    pruneLock,
+    report,
+    forget,
+    orphans,
+    listed,
+    marked,
+    stored,
+    started,
+    *candidateChunkKeys() {
+      for (let i = 0; i < stored.count; i++) if (!stored.referenced(i) && !stored.young(i)) yield chunkKey(stored.ids.id(i).toString("hex"));
+    },
+  };
+  if (report.damagedManifests.length > 0) {
+    report.sweep = "skipped";
+    options.warn(
+      `chunk deletion skipped: ${report.damagedManifests.length} manifest(s) cannot be read (${report.damagedManifests.slice(0, 3).join("; ")}); fix or remove those backups, then prune again`,
+    );
+    finish(report, started);
+    return plan;
+  }
+  for (let i = 0; i < stored.count; i++) {
+    if (stored.referenced(i)) report.chunksReferenced++;
+    else if (stored.young(i)) report.chunksSparedByGrace++;
+    else {
+      report.chunksDeleted++;
+      report.chunkBytesDeleted += stored.size(i);
+    }
+  }
+  for (const f of orphans) countFile(report, f);
+  finish(report, started);
+  return plan;
+}
+
+/**
+ * Phases 1 (deleting) and 3-5: forget the planned backups, then the sweep's handshake,
+ * the second look at the manifests written since the plan, and the deletion of the
+ * planned chunks and orphans nothing references by then. Deletes nothing the plan does
+ * not list. The plan must have been made under the prune lock, which the caller holds.
+ */
+export async function executePrune(repo: Repository, plan: PrunePlan, options: PruneOptions, hooks: ExecuteHooks = {}): Promise<PruneReport> {
+  const pruneLock = plan.pruneLock;
+  if (pruneLock === null) throw new PloopvaultError("prune: a plan made without the prune lock (a dry run) cannot be carried out");
+  const store = repo.store;
+  const locks = store.controlChannel?.() ?? store;
+  const checkAbort = abortCheck(options.signal);
+  const report: PruneReport = {
+    ...plan.report,
+    dryRun: false,
+    sweep: "done",
+    groups: plan.report.groups.map((g) => ({ ...g, kept: [...g.kept], forgotten: [...g.forgotten] })),
+    damagedManifests: [...plan.report.damagedManifests],
+    chunksDeleted: 0,
+    chunkBytesDeleted: 0,
+    filesDeleted: 0,
+    fileBytesDeleted: 0,
+    temporariesRemoved: 0,
+    temporaryBytesRemoved: 0,
+  };
+  await forgetBackups(repo, plan.forget, report, options, pruneLock);
+  checkAbort();
+  if (store.removeStaleTemporaries !== undefined) {
+    const { count, bytes } = await store.removeStaleTemporaries(staleTemporariesBefore(plan.now, options), { dryRun: false });
+    report.temporariesRemoved = count;
+    report.temporaryBytesRemoved = bytes;
+    if (count > 0) options.log(`removed ${count} temporary file${count === 1 ? "" : "s"} (${bytes} bytes) left by interrupted writes`);
+  }
+  if (report.damagedManifests.length > 0) {
+    report.sweep = "skipped";
+    return finish(report, plan.started);
+  }
+  checkAbort();
+  if (plan.report.chunksDeleted === 0 && plan.orphans.length === 0) {
+    // nothing to delete: no need to make backups wait; still clean up after dead processes
+    const entries = await listLocks(locks);
+    const now = nowFromOwn(locks, entries, PRUNE_LOCK_KEY);
+    await removeExpiredLocks(
+      locks,
+      await judgeLocks(
+        locks,
+        entries.filter((e) => e.key !== PRUNE_LOCK_KEY),
+        now,
+        options.timing,
+      ),
+      report,
+      options,
+    );
+    return finish(report, plan.started);
+  }
+  // 3.-5. the sweep proper
+  await sweep(repo, plan, options, report, pruneLock, checkAbort, hooks);
+  return finish(report, plan.started);
 }
 
 /** Side files under backups/<ct>/<id>/ without a manifest, all older than the grace period. */
@@ -323,15 +424,9 @@ function orphanedFiles(listed: Map<string, BackupObjects>, now: Date, graceMs: n
   return out;
 }
 
-/** Temp files interrupted writes left in a local repository (older than STALE_TEMPORARY_MIN_MS, 2 x TTL). */
-async function removeStaleTemporaries(store: ObjectStore, now: Date, options: PruneOptions, report: PruneReport): Promise<void> {
-  if (store.removeStaleTemporaries === undefined) return;
-  const before = new Date(now.getTime() - Math.max(STALE_TEMPORARY_MIN_MS, 2 * options.timing.ttlMs));
-  const { count, bytes } = await store.removeStaleTemporaries(before, { dryRun: options.dryRun });
-  report.temporariesRemoved = count;
-  report.temporaryBytesRemoved = bytes;
-  if (count > 0)
-    options.log(`${options.dryRun ? "would remove" : "removed"} ${count} temporary file${count === 1 ? "" : "s"} (${bytes} bytes) left by interrupted writes`);
+/** Temp files of interrupted writes (local repositories) older than this are stale: STALE_TEMPORARY_MIN_MS, at least 2 x TTL. */
+function staleTemporariesBefore(now: Date, options: PruneOptions): Date {
+  return new Date(now.getTime() - Math.max(STALE_TEMPORARY_MIN_MS, 2 * options.timing.ttlMs));
 }
 
 /** Lock objects of dead processes (registrations, markers, probes) go. */
@@ -361,14 +456,8 @@ async function readManifest(repo: Repository, ref: BackupRef, cache: ManifestCac
   return decodeManifest(object, `manifest of backup ${ref.ct}/${ref.id}`);
 }
 
-/** Phase 1: plan per group and (unless dry-run) delete manifests first, then side files. */
-async function forget(
-  repo: Repository,
-  listed: Map<string, BackupObjects>,
-  options: PruneOptions,
-  report: PruneReport,
-  pruneLock: Lease | null,
-): Promise<Set<string>> {
+/** Phase 1, planning: read the selected backups' manifests, apply the policy per group; fills report.groups and the counts. */
+async function planForgetting(repo: Repository, listed: Map<string, BackupObjects>, options: PruneOptions, report: PruneReport): Promise<BackupObjects[]> {
   const infos: BackupInfo[] = [];
   const limiter = new TaskLimiter(options.concurrency ?? 8);
   for (const b of listed.values()) {
@@ -390,7 +479,7 @@ async function forget(
   const isProtectedListed = (b: BackupInfo): boolean =>
     listed.get(`${BACKUPS_PREFIX}${b.ct}/${b.id}/`)?.files.some((f) => f.key.endsWith(`/${PROTECTION_NAME}`)) === true;
   const plans = planForget(infos, options.policy).map((plan) => keepProtected(plan, isProtectedListed));
-  const forgotten = new Set<string>();
+  const targets: BackupObjects[] = [];
   for (const plan of plans) {
     report.groups.push({
       ct: plan.ct,
@@ -400,36 +489,45 @@ async function forget(
     });
     report.kept += plan.keep.length;
     report.forgotten += plan.forget.length;
-    for (const f of plan.forget) forgotten.add(`${BACKUPS_PREFIX}${f.ct}/${f.id}/`);
+    for (const f of plan.forget) targets.push(listed.get(`${BACKUPS_PREFIX}${f.ct}/${f.id}/`)!);
   }
-  const targets = [...forgotten].map((prefix) => listed.get(prefix)!);
-  if (repo.objectLock !== null && !options.dryRun) return forgetLocked(repo, targets, forgotten, report, options, pruneLock);
   for (const b of targets) {
     countFile(report, b.manifest!);
     for (const f of b.files) countFile(report, f);
   }
-  if (options.dryRun || targets.length === 0) return forgotten;
+  return targets;
+}
+
+/** Phase 1, deleting: manifests first (each batch re-checked for a protection written since the plan), then side files. */
+async function forgetBackups(repo: Repository, targets: readonly BackupObjects[], report: PruneReport, options: PruneOptions, pruneLock: Lease): Promise<void> {
+  if (targets.length === 0) return;
+  if (repo.objectLock !== null) return forgetLocked(repo, targets, report, options, pruneLock);
   const batch = options.deleteBatch ?? 1000;
+  const removed: BackupObjects[] = [];
   for (let i = 0; i < targets.length; i += batch) {
     // a protection written since the listing (protect while we planned) still counts
     const slice: BackupObjects[] = [];
     for (const b of targets.slice(i, i + batch)) {
       if (await isProtected(repo.store, b)) {
         options.warn(`backup ${b.ct}/${b.id} was protected while prune planned: kept`);
-        forgotten.delete(`${BACKUPS_PREFIX}${b.ct}/${b.id}/`);
-        unforget(report, b);
+        keepInstead(report, b, "protected");
       } else {
         slice.push(b);
       }
     }
-    pruneLock?.assertValid("forget backups");
-    if (slice.length > 0) await repo.store.delete(slice.map((b) => b.manifest!.key));
+    pruneLock.assertValid("forget backups");
+    if (slice.length === 0) continue;
+    await repo.store.delete(slice.map((b) => b.manifest!.key));
+    for (const b of slice) countFile(report, b.manifest!);
+    removed.push(...slice);
   }
-  const removed = targets.filter((b) => forgotten.has(`${BACKUPS_PREFIX}${b.ct}/${b.id}/`));
   options.log(`forgot ${removed.length} backup${removed.length === 1 ? "" : "s"}`);
-  const sideFiles = removed.flatMap((b) => b.files.map((f) => f.key));
-  for (let i = 0; i < sideFiles.length; i += batch) await repo.store.delete(sideFiles.slice(i, i + batch));
-  return forgotten;
+  const sideFiles = removed.flatMap((b) => b.files);
+  for (let i = 0; i < sideFiles.length; i += batch) {
+    const slice = sideFiles.slice(i, i + batch);
+    await repo.store.delete(slice.map((f) => f.key));
+    for (const f of slice) countFile(report, f);
+  }
 }
 
 /** A plan with the protected backups moved from "forget" to "keep". */
@@ -443,18 +541,19 @@ function keepProtected(plan: GroupPlan, isProtectedBackup: (b: BackupInfo) => bo
   };
 }
 
-/** A backup planned for forgetting turned out protected: move it back in the report. */
-function unforget(report: PruneReport, b: BackupObjects): void {
+/** A backup the plan forgets stays after all (protected since, or retained): move it to "kept" in the report; returns its time. */
+function keepInstead(report: PruneReport, b: BackupObjects, reason: string): string | undefined {
   for (const g of report.groups) {
-    const at = g.forgotten.findIndex((f) => f.id === b.id && g.ct === b.ct);
+    if (g.ct !== b.ct) continue;
+    const at = g.forgotten.findIndex((f) => f.id === b.id);
     if (at < 0) continue;
     const [f] = g.forgotten.splice(at, 1);
-    g.kept.push({ id: f!.id, time: f!.time, reasons: ["protected"] });
+    g.kept.push({ id: f!.id, time: f!.time, reasons: [reason] });
     report.forgotten--;
     report.kept++;
-    report.filesDeleted -= 1 + b.files.length;
-    report.fileBytesDeleted -= b.manifest!.size + b.files.reduce((sum, x) => sum + x.size, 0);
+    return f!.time;
   }
+  return undefined;
 }
 
 /** True for the "retained" refusal of an object-lock repository's deletions. */
@@ -466,41 +565,22 @@ function isRetained(error: unknown): boolean {
  * Phase 1 in an object-lock repository: each backup's manifest goes for good (every
  * version) or, while retained, the backup stays and is reported as kept ("retained").
  */
-async function forgetLocked(
-  repo: Repository,
-  targets: BackupObjects[],
-  forgotten: Set<string>,
-  report: PruneReport,
-  options: PruneOptions,
-  pruneLock: Lease | null,
-): Promise<Set<string>> {
+async function forgetLocked(repo: Repository, targets: readonly BackupObjects[], report: PruneReport, options: PruneOptions, pruneLock: Lease): Promise<void> {
   let done = 0;
   for (const b of targets) {
-    pruneLock?.assertValid("forget backups");
+    pruneLock.assertValid("forget backups");
     // a protection written since the listing (protect while we planned) still counts
     if (await isProtected(repo.store, b)) {
       options.warn(`backup ${b.ct}/${b.id} was protected while prune planned: kept`);
-      forgotten.delete(`${BACKUPS_PREFIX}${b.ct}/${b.id}/`);
-      const group = report.groups.find((g) => g.ct === b.ct && g.forgotten.some((f) => f.id === b.id))!;
-      const entry = group.forgotten.find((f) => f.id === b.id)!;
-      group.forgotten = group.forgotten.filter((f) => f !== entry);
-      group.kept.push({ id: entry.id, time: entry.time, reasons: ["protected"] });
-      report.forgotten--;
-      report.kept++;
+      keepInstead(report, b, "protected");
       continue;
     }
     try {
       await repo.store.delete([b.manifest!.key]);
     } catch (error) {
       if (!isRetained(error)) throw error;
-      forgotten.delete(`${BACKUPS_PREFIX}${b.ct}/${b.id}/`);
-      const group = report.groups.find((g) => g.ct === b.ct && g.forgotten.some((f) => f.id === b.id))!;
-      const entry = group.forgotten.find((f) => f.id === b.id)!;
-      group.forgotten = group.forgotten.filter((f) => f !== entry);
-      group.kept.push({ id: entry.id, time: entry.time, reasons: ["retained (object lock)"] });
-      report.forgotten--;
-      report.kept++;
-      report.backupsRetained.push({ ct: b.ct, id: b.id, time: entry.time });
+      const time = keepInstead(report, b, "retained (object lock)");
+      report.backupsRetained.push({ ct: b.ct, id: b.id, time: time! });
       continue;
     }
     countFile(report, b.manifest!);
@@ -521,7 +601,6 @@ async function forgetLocked(
       `kept ${report.backupsRetained.length} backup${report.backupsRetained.length === 1 ? "" : "s"} the policy would forget: still under S3 Object Lock retention`,
     );
   }
-  return forgotten;
 }
 
 /** Phase 2 (and 4): mark the stored chunks the given manifests reference. */
@@ -549,13 +628,14 @@ async function markReferenced(
 /** Phases 3-5. */
 async function sweep(
   repo: Repository,
+  plan: PrunePlan,
   options: PruneOptions,
   report: PruneReport,
   pruneLock: Lease,
-  seen: Set<string>,
-  stored: StoredChunks,
   checkAbort: () => void,
+  hooks: ExecuteHooks,
 ): Promise<void> {
+  const { stored } = plan;
   const store = repo.store;
   const locks = store.controlChannel?.() ?? store;
   const { timing } = options;
@@ -618,19 +698,13 @@ async function sweep(
         if (running.length === 0) break;
       }
     }
-    if (options.sweepPauseMs !== undefined && options.sweepPauseMs > 0) {
-      options.log(`test hook: pausing ${options.sweepPauseMs} ms before deleting`);
-      const until = performance.now() + options.sweepPauseMs;
-      while (performance.now() < until) {
-        await sleep(Math.min(200, until - performance.now()));
-        marker.assertValid("delete chunks");
-      }
-    }
+    await hooks.beforeDelete?.();
 
-    // 4. expired lock objects of dead processes; manifests written since phase 2
+    // 4. expired lock objects of dead processes; the second look: manifests written since
+    // the plan (backups that finished meanwhile, or forgotten ones that stayed after all)
     await removeExpiredLocks(locks, judged, report, options);
     const listed = await listBackupObjects(store);
-    const fresh = [...listed.values()].filter((b) => b.manifest !== null && !seen.has(`${b.ct}/${b.id}`));
+    const fresh = [...listed.values()].filter((b) => b.manifest !== null && !plan.marked.has(`${b.ct}/${b.id}`));
     if (fresh.length > 0) {
       const damaged: string[] = [];
       await markReferenced(repo, fresh, stored, options, damaged);
@@ -667,7 +741,9 @@ async function sweep(
       }
       await flush();
     }
-    const orphans = orphanedFiles(listed, now, options.graceMs);
+    // the plan's orphans that are still orphans now (a backup that was running may have written its manifest since)
+    const stillOrphaned = new Set(orphanedFiles(listed, now, options.graceMs).map((f) => f.key));
+    const orphans = plan.orphans.filter((f) => stillOrphaned.has(f.key));
     if (repo.objectLock !== null) {
       for (const f of orphans) {
         try {

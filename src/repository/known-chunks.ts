@@ -85,13 +85,7 @@ export class ManifestCache {
     }
     // verified before it is cached: a copy damaged in transit is fetched once more and never
     // kept (a cached bad copy would fail every later backup and restore on this host)
-    let stored = await this.repo.getStoredManifestObject(ref);
-    let plain = this.verified(ref, stored);
-    if (plain === null) {
-      stored = await this.repo.getStoredManifestObject(ref);
-      plain = this.repo.openManifestObject(ref, stored);
-      verifyManifestEnvelope(plain, `manifest of backup ${ref.ct}/${ref.id}`);
-    }
+    const { stored, plain } = await this.repo.readManifestObject(ref);
     await writePrivateFileAtomic(path, stored, CACHE);
     noteCost("manifest from store", (performance.now() - started) / 1000);
     return plain;

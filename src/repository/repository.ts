@@ -38,6 +38,7 @@ import { chunkKey, CONFIG_KEY, BACKUPS_PREFIX, backupPrefix, manifestKey, parseM
 import { canonicalConfig, decodeConfig, encodeConfig, newEncryptionConfig, type RepositoryConfig } from "./config.js";
 import { ChunkCodec } from "./chunk-codec.js";
 import { recordMissingChunks } from "./missing-chunks.js";
+import { VerifiedReads } from "../uploader/verified.js";
 import { isVersionedStore, ObjectLockView, readFirstVersion, RetentionSchedule, versionsOf } from "./object-lock.js";
 
 export interface BackupRef {
@@ -112,7 +113,11 @@ export class Repository {
     const keys = unlocked === null ? null : { dataKey: unlocked.keys.dataKey, idKey: unlocked.keys.idKey };
     this.chunkCodec = new ChunkCodec({ compressionLevel: config.compression.level, keys });
     this.objectLock = store instanceof ObjectLockView ? store : null;
+    this.reads = new VerifiedReads(store);
   }
+
+  /** Chunk and manifest reads: a body that does not verify (or a 404) is read once more. */
+  private readonly reads: VerifiedReads;
 
   /**
    * The store an object-lock repository must be used through (its view); the store
@@ -285,27 +290,28 @@ export class Repository {
     return (await this.readChunk(idHex, context)).plain;
   }
 
-  /** getChunk(), also returning the stored object's inner 0x01 form and its stored size (for copy). */
+  /**
+   * getChunk(), also returning the stored object's inner 0x01 form and its stored size (for
+   * copy). A copy that does not verify is read once more (VerifiedReads); in an object-lock
+   * repository an older version that verifies is used when the current one is bad twice.
+   */
   async readChunk(idHex: string, context?: BackupRef): Promise<{ plain: Buffer; inner: Buffer; storedBytes: number }> {
     const where = context ? ` (backup ${context.ct}/${context.id})` : "";
-    let object: Buffer;
     try {
-      object = await this.store.get(chunkKey(idHex));
+      return await this.reads.get(chunkKey(idHex), async (object) => ({
+        ...(await this.chunkCodec.decodeWithInner(object, idHex, this.config.chunker.maxSize)),
+        storedBytes: object.length,
+      }));
     } catch (error) {
       if (isNotFound(error)) {
         await this.noteMissingChunk(idHex);
         throw new IntegrityError(`chunk ${idHex} is missing from ${this.location}${where}`);
       }
-      throw error;
-    }
-    try {
-      return { ...(await this.chunkCodec.decodeWithInner(object, idHex, this.config.chunker.maxSize)), storedBytes: object.length };
-    } catch (error) {
       if (!(error instanceof IntegrityError)) throw error;
       // object lock: the newest version may be junk put on top of the chunk; an older one may verify
       const older = this.objectLock === null ? null : await this.olderChunkVersion(idHex);
       if (older !== null) return older;
-      throw new IntegrityError(`${error.message}${where}`);
+      throw new IntegrityError(`${error.message}${where}`, { cause: error });
     }
   }
 
@@ -370,20 +376,26 @@ export class Repository {
     }
   }
 
-  /** The plain manifest encoding ("PVMF" ...), for decodeManifest. */
-  /** Verified (authenticated, checksum matched); a copy damaged in transit is fetched once more. */
-  async getManifestObject(ref: BackupRef): Promise<Buffer> {
-    const what = `manifest of backup ${ref.ct}/${ref.id}`;
+  /**
+   * The manifest as stored and its plain encoding ("PVMF" ..., for decodeManifest),
+   * verified (authenticated, checksum matched); a copy damaged in transit is read once more.
+   */
+  async readManifestObject(ref: BackupRef): Promise<{ stored: Buffer; plain: Buffer }> {
     try {
-      const plain = this.openManifestObject(ref, await this.getStoredManifestObject(ref));
-      verifyManifestEnvelope(plain, what);
-      return plain;
+      return await this.reads.get(manifestKey(ref.ct, ref.id), (stored) => {
+        const plain = this.openManifestObject(ref, stored);
+        verifyManifestEnvelope(plain, `manifest of backup ${ref.ct}/${ref.id}`);
+        return { stored, plain };
+      });
     } catch (error) {
-      if (!(error instanceof IntegrityError)) throw error;
+      if (isNotFound(error)) throw new BackupNotFoundError(`backup ${ref.ct}/${ref.id} not found in ${this.location}`);
+      throw error;
     }
-    const plain = this.openManifestObject(ref, await this.getStoredManifestObject(ref));
-    verifyManifestEnvelope(plain, what);
-    return plain;
+  }
+
+  /** The plain manifest encoding, verified: readManifestObject(). */
+  async getManifestObject(ref: BackupRef): Promise<Buffer> {
+    return (await this.readManifestObject(ref)).plain;
   }
 
   async loadManifest(ref: BackupRef): Promise<Manifest> {

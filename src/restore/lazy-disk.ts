@@ -13,7 +13,7 @@ import { PloopvaultError } from "../errors.js";
 import { checkRange, type BlockDevice } from "../fs/block-device.js";
 import type { Manifest } from "../manifest/format.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
-import { readChunk } from "./restore.js";
+import { forEachConcurrent } from "../util/limiter.js";
 
 export interface LazyDiskOptions {
   /** Bytes of decoded chunks kept for reuse (default 64 MiB; at least one chunk is kept). */
@@ -99,18 +99,13 @@ export class LazyBackupDisk implements BlockDevice {
     for (let i = this.entryAt(offset); i < this.offsets.length && this.offsets[i]! < end; i++) {
       if (this.manifest.entries[i]!.kind === "chunk") wanted.push(i);
     }
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (next < wanted.length) {
-        const index = wanted[next++]!;
-        const plain = await this.chunk(index);
-        const entryOffset = this.offsets[index]!;
-        const from = Math.max(offset, entryOffset);
-        const to = Math.min(end, entryOffset + plain.length);
-        plain.copy(out, from - offset, from - entryOffset, to - entryOffset);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(this.concurrency, wanted.length) }, worker));
+    await forEachConcurrent(wanted, this.concurrency, async (index) => {
+      const plain = await this.chunk(index);
+      const entryOffset = this.offsets[index]!;
+      const from = Math.max(offset, entryOffset);
+      const to = Math.min(end, entryOffset + plain.length);
+      plain.copy(out, from - offset, from - entryOffset, to - entryOffset);
+    });
     return out;
   }
 
@@ -134,7 +129,7 @@ export class LazyBackupDisk implements BlockDevice {
   }
 
   private async fetch(idHex: string, length: number): Promise<Buffer> {
-    const plain = await readChunk(this.repo, idHex, this.ref);
+    const plain = await this.repo.getChunk(idHex, this.ref);
     if (plain.length !== length) {
       throw new PloopvaultError(`chunk ${idHex} has ${plain.length} bytes, manifest of ${this.ref.ct}/${this.ref.id} says ${length}`);
     }

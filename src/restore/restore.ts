@@ -19,8 +19,8 @@
  *
  * Robustness (docs/fault-tolerance.md):
  * - A chunk that fails verification is fetched once more before the restore gives up
- *   (readChunk): a bad read in transit costs a request, a damaged stored object is
- *   reported naming chunk and backup.
+ *   (Repository.getChunk through src/uploader/verified.ts): a bad read in transit costs
+ *   a request, a damaged stored object is reported naming chunk and backup.
  * - Filesystem failures at the target (full disk, read-only, permissions) become one line
  *   naming the target and the reason; the temporary files are removed.
  * - --force replaces an existing target only after the new one is complete; if the final
@@ -32,7 +32,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { Writable } from "node:stream";
-import { IntegrityError, PloopvaultError } from "../errors.js";
+import { PloopvaultError } from "../errors.js";
 import type { Manifest, ManifestEntry } from "../manifest/format.js";
 import { parseDescriptor } from "../ploop/descriptor.js";
 import { createPloopImageWriter, DESCRIPTOR_FILE_NAME, writeDescriptorFile } from "../ploop/writer.js";
@@ -271,25 +271,6 @@ function partialName(target: string): string {
 }
 
 /**
- * Fetch, decompress and verify one chunk, reading it a second time if the first copy does
- * not verify (or was missing): a body damaged in transit then costs one more request, and
- * only a stored object that is bad twice is reported (naming chunk and backup).
- */
-export async function readChunk(repo: Repository, idHex: string, ref?: BackupRef): Promise<Buffer> {
-  try {
-    return await repo.getChunk(idHex, ref);
-  } catch (error) {
-    if (!(error instanceof IntegrityError)) throw error;
-    try {
-      return await repo.getChunk(idHex, ref);
-    } catch (again) {
-      if (again instanceof IntegrityError) throw new IntegrityError(`${again.message} (read twice)`, { cause: again });
-      throw again;
-    }
-  }
-}
-
-/**
  * Where each chunk's bytes come from: nowhere for a chunk of zeros, the seed when its bytes
  * at the entry's range hash to the chunk id, else the repository (a fetch of the same id
  * already in flight is shared).
@@ -323,7 +304,7 @@ class ChunkSupplier {
     const idHex = entry.id.toString("hex");
     let fetch = this.fetching.get(idHex);
     if (fetch === undefined) {
-      fetch = readChunk(this.repo, idHex, this.ref).finally(() => this.fetching.delete(idHex));
+      fetch = this.repo.getChunk(idHex, this.ref).finally(() => this.fetching.delete(idHex));
       this.fetching.set(idHex, fetch);
       this.fetchedChunks++;
     }

@@ -42,6 +42,7 @@ import { makePrivateDir, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../util/pri
 import { syncCounted } from "../util/cost-tally.js";
 import { StoreError, validateKey, validatePrefix, type ObjectInfo, type ObjectStore, type PutOptions } from "./store.js";
 import { errorLine } from "../errors.js";
+import { forEachConcurrent } from "../util/limiter.js";
 
 const TEMP_PREFIX = ".tmp-";
 /** A compare-and-swap claim older than this belongs to a writer that died mid-way. */
@@ -464,33 +465,28 @@ export class LocalDirectoryStore implements ObjectStore {
   async delete(keys: readonly string[]): Promise<void> {
     const paths = keys.map((key) => ({ key, path: this.pathOf(key) }));
     const parents = new Set<string>();
-    let next = 0;
     let rootChecked = false;
-    const worker = async (): Promise<void> => {
-      while (next < paths.length) {
-        const { key, path } = paths[next++]!;
-        try {
-          await unlink(path);
-          parents.add(dirname(path));
-        } catch (error) {
-          const code = errno(error);
-          if (code === "ENOENT" || code === "ENOTDIR") {
-            if (!rootChecked) {
-              await this.checkRoot(error);
-              rootChecked = true;
-            }
-            continue;
+    await forEachConcurrent(paths, DELETE_CONCURRENCY, async ({ key, path }) => {
+      try {
+        await unlink(path);
+        parents.add(dirname(path));
+      } catch (error) {
+        const code = errno(error);
+        if (code === "ENOENT" || code === "ENOTDIR") {
+          if (!rootChecked) {
+            await this.checkRoot(error);
+            rootChecked = true;
           }
-          if (code === "EISDIR" || code === "EPERM") {
-            // unlink() of a directory: no object with that key
-            const info = await lstat(path).catch(() => null);
-            if (info?.isDirectory()) continue;
-          }
-          throw fsStoreError(error, "delete", path, key);
+          return;
         }
+        if (code === "EISDIR" || code === "EPERM") {
+          // unlink() of a directory: no object with that key
+          const info = await lstat(path).catch(() => null);
+          if (info?.isDirectory()) return;
+        }
+        throw fsStoreError(error, "delete", path, key);
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(DELETE_CONCURRENCY, paths.length) }, worker));
+    });
     // remove directories the deletes left empty, deepest first, climbing towards the root
     const byDepth = new Map<number, Set<string>>();
     const add = (dir: string): void => {

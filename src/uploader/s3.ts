@@ -31,6 +31,7 @@
  * means our earlier attempt landed (manifests, configs and lock objects are unique).
  */
 import { setTimeout as sleep } from "node:timers/promises";
+import { forEachConcurrent } from "../util/limiter.js";
 import { createHash } from "node:crypto";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
@@ -474,63 +475,60 @@ export class S3Store implements ObjectStore {
         return;
       } catch (error) {
         if (options?.signal?.aborted) throw options.signal.reason;
+        if (!options?.ifAbsent && options?.ifMatch === undefined) throw this.storeError(error, "write", key);
         const status = httpStatus(error);
-        if ((options?.ifAbsent || options?.ifMatch !== undefined) && (shape(error).$metadata?.attempts ?? 1) > 1) mayHaveLanded = true;
-        if (options?.ifMatch !== undefined) {
-          if (status === 412 || errorCode(error) === "PreconditionFailed" || status === 404 || errorCode(error) === "NoSuchKey") {
-            // Ceph RGW 16.2 compares a PUT's If-Match with the unquoted ETag (AWS takes the
-            // quoted one, as HEAD returns it): a real mismatch fails both ways
-            if (status === 412 && ifMatch !== undefined && /^".*"$/.test(ifMatch)) {
-              ifMatch = ifMatch.slice(1, -1);
-              continue;
-            }
-            // an earlier attempt of ours may have replaced the object before its answer was lost
-            if (mayHaveLanded && (await this.holds(key, buffer))) return;
-            throw new StoreError("changed", `object ${key} in ${this.location} was changed or removed by another writer (conditional write refused)`, {
-              key,
-              cause: error,
-            });
-          }
-          if (status === 409 && errorCode(error) === "ConditionalRequestConflict" && conflict < 5) {
-            await sleep(50 * 2 ** conflict);
+        if ((shape(error).$metadata?.attempts ?? 1) > 1) mayHaveLanded = true;
+        const refused = status === 412 || errorCode(error) === "PreconditionFailed";
+        if (options.ifMatch !== undefined && (refused || status === 404 || errorCode(error) === "NoSuchKey")) {
+          // Ceph RGW 16.2 compares a PUT's If-Match with the unquoted ETag (AWS takes the
+          // quoted one, as HEAD returns it): a real mismatch fails both ways
+          if (status === 412 && ifMatch !== undefined && /^".*"$/.test(ifMatch)) {
+            ifMatch = ifMatch.slice(1, -1);
             continue;
           }
-          if (status === 501) {
-            throw new StoreError("io", `${this.endpointName} does not support conditional writes (If-Match), needed for ${this.location}/${key}`, {
-              key,
-              cause: error,
-            });
-          }
-          // failed for good after a transient error: did one of the attempts land after all?
-          const failure = this.storeError(error, "write", key);
-          if ((failure.kind === "io" || failure.kind === "unreachable") && (await this.holds(key, buffer).catch(() => false))) return;
-          throw failure;
+          const changed = new StoreError("changed", `object ${key} in ${this.location} was changed or removed by another writer (conditional write refused)`, {
+            key,
+            cause: error,
+          });
+          return this.refusedUnlessOurs(key, buffer, mayHaveLanded, changed);
         }
-        if (options?.ifAbsent) {
-          if (status === 412 || errorCode(error) === "PreconditionFailed") {
-            // an earlier attempt of ours may have been applied before its answer was lost
-            if (mayHaveLanded && (await this.holds(key, buffer))) return;
-            throw new StoreError("exists", `object ${key} already exists in ${this.location}`, { key, cause: error });
-          }
-          // AWS: a concurrent conditional write to the same key is in flight; try again
-          if (status === 409 && errorCode(error) === "ConditionalRequestConflict" && conflict < 5) {
-            await sleep(50 * 2 ** conflict);
-            continue;
-          }
-          if (status === 501) {
-            throw new StoreError("io", `${this.endpointName} does not support conditional writes (If-None-Match), needed for ${this.location}/${key}`, {
-              key,
-              cause: error,
-            });
-          }
-          // failed for good after a transient error: did one of the attempts land after all?
-          const failure = this.storeError(error, "write", key);
-          if ((failure.kind === "io" || failure.kind === "unreachable") && (await this.holds(key, buffer).catch(() => false))) return;
-          throw failure;
+        if (options.ifAbsent && refused) return this.refusedUnlessOurs(key, buffer, mayHaveLanded, this.existsError(key, error));
+        // AWS: a concurrent conditional write to the same key is in flight; try again
+        if (status === 409 && errorCode(error) === "ConditionalRequestConflict" && conflict < 5) {
+          await sleep(50 * 2 ** conflict);
+          continue;
         }
-        throw this.storeError(error, "write", key);
+        if (status === 501) {
+          const header = options.ifMatch !== undefined ? "If-Match" : "If-None-Match";
+          throw new StoreError("io", `${this.endpointName} does not support conditional writes (${header}), needed for ${this.location}/${key}`, {
+            key,
+            cause: error,
+          });
+        }
+        return this.failedUnlessLanded(key, buffer, error);
       }
     }
+  }
+
+  private existsError(key: string, cause?: unknown): StoreError {
+    return new StoreError("exists", `object ${key} already exists in ${this.location}`, cause === undefined ? { key } : { key, cause });
+  }
+
+  /**
+   * A conditional write was refused (412): it counts as done if the object holds our body
+   * and an earlier attempt of ours may have landed before its answer was lost (the keys
+   * written conditionally are unique, so nobody else writes those bytes); else `refused`.
+   */
+  private async refusedUnlessOurs(key: string, buffer: Buffer, mayHaveLanded: boolean, refused: StoreError): Promise<void> {
+    if (mayHaveLanded && (await this.holds(key, buffer))) return;
+    throw refused;
+  }
+
+  /** A write that failed for good after transient errors counts as done if one of its attempts landed after all. */
+  private async failedUnlessLanded(key: string, buffer: Buffer, error: unknown): Promise<void> {
+    const failure = this.storeError(error, "write", key);
+    if ((failure.kind === "io" || failure.kind === "unreachable") && (await this.holds(key, buffer).catch(() => false))) return;
+    throw failure;
   }
 
   /**
@@ -541,9 +539,7 @@ export class S3Store implements ObjectStore {
    */
   private async putMultipart(key: string, objectKey: string, buffer: Buffer, options: PutOptions | undefined): Promise<void> {
     const signal = options?.signal;
-    if (options?.ifAbsent && (await this.stat(key)) !== null) {
-      throw new StoreError("exists", `object ${key} already exists in ${this.location}`, { key });
-    }
+    if (options?.ifAbsent && (await this.stat(key)) !== null) throw this.existsError(key);
     if (signal?.aborted) throw signal.reason;
     const abort = new AbortController();
     const onAbort = (): void => abort.abort(signal?.reason);
@@ -576,14 +572,10 @@ export class S3Store implements ObjectStore {
       versionId = (await upload.done()).VersionId;
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
-      const status = httpStatus(error);
-      if (options?.ifAbsent && (status === 412 || errorCode(error) === "PreconditionFailed")) {
-        // a retried CompleteMultipartUpload whose first attempt landed
-        if (!(await this.holds(key, buffer))) throw new StoreError("exists", `object ${key} already exists in ${this.location}`, { key, cause: error });
-      } else {
-        const failure = this.storeError(error, "write", key);
-        if (!((failure.kind === "io" || failure.kind === "unreachable") && (await this.holds(key, buffer).catch(() => false)))) throw failure;
-      }
+      // a retried CompleteMultipartUpload whose first attempt landed is refused (412)
+      if (options?.ifAbsent && (httpStatus(error) === 412 || errorCode(error) === "PreconditionFailed"))
+        await this.refusedUnlessOurs(key, buffer, true, this.existsError(key, error));
+      else await this.failedUnlessLanded(key, buffer, error);
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
@@ -763,11 +755,7 @@ export class S3Store implements ObjectStore {
     const objectKeys = [...new Set(keys)].map((key) => this.objectKey(key));
     const batches: string[][] = [];
     for (let i = 0; i < objectKeys.length; i += DELETE_BATCH) batches.push(objectKeys.slice(i, i + DELETE_BATCH));
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (next < batches.length) await this.deleteBatch(batches[next++]!);
-    };
-    await Promise.all(Array.from({ length: Math.min(DELETE_PARALLEL_BATCHES, batches.length) }, worker));
+    await forEachConcurrent(batches, DELETE_PARALLEL_BATCHES, (batch) => this.deleteBatch(batch));
   }
 
   private async deleteBatch(objectKeys: string[]): Promise<void> {

@@ -45,3 +45,20 @@ export class TaskLimiter {
     if (this.failure !== null) throw this.failure.error;
   }
 }
+
+/**
+ * `fn` for each item, at most `limit` at a time, started in the items' order. After the
+ * first failure no further item starts; the ones running are waited for (nothing keeps
+ * working in the background after this returns), then that failure is thrown.
+ */
+export async function forEachConcurrent<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
+  const limiter = new TaskLimiter(Math.max(1, Math.min(limit, items.length)));
+  for (let i = 0; i < items.length; i++) {
+    try {
+      await limiter.submit(() => fn(items[i]!, i));
+    } catch {
+      break; // a task failed: drain() waits for the others and throws it
+    }
+  }
+  await limiter.drain();
+}

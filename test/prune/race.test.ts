@@ -13,6 +13,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { execa, type ResultPromise } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { corpus, descriptorOf } from "../helpers/corpus.js";
@@ -20,6 +21,7 @@ import { CLI, jsonLines, PLOOP_WRAPPER, runCli, s3Repo, type CliResult, type Rep
 import { putObject } from "../helpers/s3-server.js";
 import { sha256File } from "../ploop/fixtures.js";
 
+const PAUSED_PRUNE = fileURLToPath(new URL("../helpers/paused-prune.mjs", import.meta.url));
 const RACE_SECONDS = Number(process.env.PLOOPVAULT_RACE_SECONDS ?? 40);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -149,8 +151,11 @@ describe("prune racing with backups of two nodes (RGW)", () => {
     const orphan = "ff".repeat(32);
     await putObject(repo.url.slice("s3://".length).split("/")[0]!, `repo/chunks/ff/${orphan}`, Buffer.from([1, 2, 3]));
 
-    const victim = run(["prune", "--keep-last", "1", "--grace", "0", "--lock-host", "victim"], join(work, "state-victim"), lock, {
-      PLOOPVAULT_TEST_SWEEP_PAUSE: "120",
+    // a prune stopped between its handshake and its first deletion (runPrune's beforeDelete hook)
+    const victim = execa(process.execPath, [PAUSED_PRUNE, repo.url, join(work, "state-victim"), "victim"], {
+      reject: false,
+      env: { ...repo.env, PLOOPVAULT_LOCK_TTL: String(lock.ttl), PLOOPVAULT_LOCK_REFRESH: String(lock.refresh) },
+      timeout: 300_000,
     });
     let marker: string | undefined;
     for (let i = 0; i < 300 && marker === undefined; i++) {

@@ -1,4 +1,6 @@
 /** A LogicalDisk in memory for unit tests: clusters present or absent, like a ploop chain's BAT. */
+import { randomBytes } from "node:crypto";
+import type { BackupSource } from "../../src/backup/pipeline.js";
 import type { DataRun, LogicalDisk } from "../../src/ploop/disk.js";
 
 export class MemoryDisk implements LogicalDisk {
@@ -58,4 +60,23 @@ export class MemoryDisk implements LogicalDisk {
   }
 
   async close(): Promise<void> {}
+}
+
+const CLUSTER = 64 << 10;
+
+/** A disk of `clusters` random 64 KiB clusters, every fifth one (shifted by `seed`) a hole. */
+export function diskWith(clusters: number, seed: number): MemoryDisk {
+  const bytes = Buffer.alloc(clusters * CLUSTER);
+  const present: boolean[] = [];
+  for (let i = 0; i < clusters; i++) {
+    const allocated = (i * 7 + seed) % 5 !== 0;
+    present.push(allocated);
+    if (allocated) randomBytes(CLUSTER).copy(bytes, i * CLUSTER);
+  }
+  return new MemoryDisk(bytes, CLUSTER, present);
+}
+
+/** A full (not incremental) backup source of container `ct` reading `disk`. */
+export function source(disk: MemoryDisk, ct: string): BackupSource {
+  return { disk, ct, previous: null, descriptorXml: Buffer.from("<Parallels_disk_image/>"), containerConfig: null, snapshotGuid: null, sourceFormatVersion: 2 };
 }

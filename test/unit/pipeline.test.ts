@@ -4,13 +4,12 @@
  * The end-to-end suite proves the same on real images and servers; this tier is for a
  * quick edit-test loop.
  */
-import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { backupDisk, type BackupSource } from "../../src/backup/pipeline.js";
+import { backupDisk } from "../../src/backup/pipeline.js";
 import { planBackup } from "../../src/backup/plan.js";
 import { checkRepository } from "../../src/check/check.js";
 import { chunkerParamsForAverage } from "../../src/chunker/index.js";
@@ -22,29 +21,12 @@ import { CHUNKS_PREFIX } from "../../src/repository/layout.js";
 import { Repository } from "../../src/repository/repository.js";
 import { restoreToStream } from "../../src/restore/restore.js";
 import { MemoryStore } from "../../src/uploader/memory.js";
-import { MemoryDisk } from "./memory-disk.js";
-
-const CLUSTER = 64 << 10;
+import { diskWith, source } from "./memory-disk.js";
 
 async function chunkKeys(store: MemoryStore): Promise<string[]> {
   const keys: string[] = [];
   for await (const info of store.list(CHUNKS_PREFIX)) keys.push(info.key);
   return keys;
-}
-
-function diskWith(clusters: number, seed: number): MemoryDisk {
-  const bytes = Buffer.alloc(clusters * CLUSTER);
-  const present: boolean[] = [];
-  for (let i = 0; i < clusters; i++) {
-    const allocated = (i * 7 + seed) % 5 !== 0; // every fifth cluster a hole
-    present.push(allocated);
-    if (allocated) randomBytes(CLUSTER).copy(bytes, i * CLUSTER);
-  }
-  return new MemoryDisk(bytes, CLUSTER, present);
-}
-
-function source(disk: MemoryDisk, ct: string): BackupSource {
-  return { disk, ct, previous: null, descriptorXml: Buffer.from("<Parallels_disk_image/>"), containerConfig: null, snapshotGuid: null, sourceFormatVersion: 2 };
 }
 
 async function restoreBytes(repo: Repository, ct: string, id: string): Promise<Buffer> {
@@ -98,7 +80,6 @@ describe("pipeline against the in-memory store", () => {
       policy: { last: 1 },
       ct: "102",
       graceMs: 0,
-      dryRun: false,
       waitMs: 0,
       host: "node1",
       timing: lockTiming(),
