@@ -24,6 +24,7 @@
  * object, unless requests that depend on it may still land (`guard()`): the object stays
  * (and expires by itself after the margin) until they settle.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { errorLine, PloopvaultError } from "../errors.js";
 import { StoreError, type ObjectStore } from "../uploader/store.js";
 import { formatDuration } from "./duration.js";
@@ -58,6 +59,9 @@ interface Instant {
   mono: number;
   wall: number;
 }
+
+/** How long release() lets a refresh in flight finish before cancelling it. */
+const RELEASE_WAIT_MS = 5000;
 
 export class Lease {
   /** Both clocks at the start of the last successful write. */
@@ -253,6 +257,14 @@ export class Lease {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     if (this.watchdog !== undefined) clearInterval(this.watchdog);
+    if (this.inFlight !== null && this.fenceReason === null && !this.options.shared) {
+      // A healthy refresh finishes in milliseconds: let it, so that our DELETE never races
+      // a conditional PUT the server is still applying (RGW checks If-Match, then writes:
+      // a DELETE in between would be undone). Only a stalled one is cancelled, after a bound.
+      const bound = new AbortController();
+      await Promise.race([this.inFlight.catch(() => undefined), sleep(RELEASE_WAIT_MS, undefined, { signal: bound.signal }).catch(() => undefined)]);
+      bound.abort();
+    }
     // A shared object's refresh may have landed: wait for it, to recognize our etag below.
     if (!this.options.shared || this.fenceReason !== null) this.refreshCancel?.abort(new Error(`${this.options.what} released`));
     if (this.inFlight !== null) await this.inFlight.catch(() => undefined);
