@@ -28,6 +28,7 @@ import { createPloopImageWriter, writeDescriptorFile } from "../src/ploop/writer
 import { sha256File } from "./lib/files.js";
 import { TopDeltaWriter, topImagePath } from "./lib/delta-writes.js";
 import { requireGnuTime, runMeasured, type Measured } from "./lib/measure.js";
+import { containerBackupArgs } from "./lib/tools.js";
 
 const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const CLI = join(PROJECT_ROOT, "dist/src/cli.js");
@@ -236,23 +237,7 @@ async function main(): Promise<void> {
   log(`built a ${args.sizeGiB} GiB disk with ${(dataBytes / MIB).toFixed(0)} MiB of data in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
   const pv = (cmdArgs: string[], label: string): Promise<Measured> => runMeasured(process.execPath, [CLI, ...cmdArgs], work, { label });
-  const backupArgs = [
-    "backup",
-    CT,
-    "--repo",
-    repo,
-    "--state-dir",
-    state,
-    "--private-root",
-    privateRoot,
-    "--vzlist-bin",
-    "/nonexistent/vzlist",
-    "--ploop-bin",
-    PLOOP_OFFLINE,
-    "--no-ionice",
-    "--json",
-    "-q",
-  ];
+  const backupArgs = containerBackupArgs({ cts: [CT], repo, stateDir: state, privateRoot, ploopBin: PLOOP_OFFLINE, json: true });
   const resticEnv = { RESTIC_REPOSITORY: join(work, "restic-repo"), RESTIC_PASSWORD: "ploopvault-bench", RESTIC_CACHE_DIR: join(work, "restic-cache") };
   const restic = (cmdArgs: string[], label: string): Promise<Measured> => runMeasured("restic", cmdArgs, work, { env: resticEnv, label });
 

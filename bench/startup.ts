@@ -26,6 +26,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildCorpus } from "../scripts/corpus.js";
 import { loadAverage, runMeasured, type Measured } from "./lib/measure.js";
+import { containerBackupArgs } from "./lib/tools.js";
 
 const ROOT = resolve(fileURLToPath(import.meta.url), "..", "..", "..");
 const CLI = join(ROOT, "dist", "src", "cli.js");
@@ -102,21 +103,7 @@ async function perContainer(work: string, counts: number[], rounds: number): Pro
   const ploop = await countingPloop(work, log);
   const env: Record<string, string> = { PLOOPVAULT_STATE: state };
   const common = ["--repo", repo, "--state-dir", state];
-  const backup = (cts: string[]): string[] => [
-    process.execPath,
-    CLI,
-    "backup",
-    ...cts,
-    ...common,
-    "--private-root",
-    privateRoot,
-    "--vzlist-bin",
-    "/nonexistent/vzlist",
-    "--ploop-bin",
-    ploop,
-    "--no-ionice",
-    "-q",
-  ];
+  const backup = (cts: string[]): string[] => [process.execPath, CLI, ...containerBackupArgs({ cts, repo, stateDir: state, privateRoot, ploopBin: ploop })];
   await timed([process.execPath, CLI, "init", ...common], env, work);
   await timed(backup(all.slice(0, most)), env, work); // first backups (whole disks), and the kept snapshots
   const rows: { n: number; seconds: number; cpuSeconds: number; calls: Map<string, number> }[] = [];
@@ -181,17 +168,7 @@ async function main(): Promise<void> {
     const backup = (cts: string[]): string[] => [
       process.execPath,
       CLI,
-      "backup",
-      ...cts,
-      ...common,
-      "--private-root",
-      privateRoot,
-      "--vzlist-bin",
-      "/nonexistent/vzlist",
-      "--ploop-bin",
-      PLOOP_OFFLINE,
-      "--no-ionice",
-      "-q",
+      ...containerBackupArgs({ cts, repo, stateDir: state, privateRoot, ploopBin: PLOOP_OFFLINE }),
     ];
     await writeFile(join(work, "empty.js"), "");
     await timed([process.execPath, CLI, "init", ...common], env, work);

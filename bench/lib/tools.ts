@@ -24,6 +24,38 @@ import { sha256File, treeSize } from "./files.js";
 import { combine, runMeasured, type Measured } from "./measure.js";
 import { bucketSize, type RgwServer } from "./s3.js";
 
+/**
+ * `ploopvault backup CT...` in container mode on a private area, as the benches run it: no
+ * vzlist (the containers are found under --private-root), the given ploop, and the normal
+ * I/O class like the other tools.
+ */
+export function containerBackupArgs(o: {
+  cts: readonly string[];
+  repo: string;
+  stateDir: string;
+  privateRoot: string;
+  ploopBin: string;
+  json?: boolean;
+}): string[] {
+  return [
+    "backup",
+    ...o.cts,
+    "--repo",
+    o.repo,
+    "--state-dir",
+    o.stateDir,
+    "--private-root",
+    o.privateRoot,
+    "--vzlist-bin",
+    "/nonexistent/vzlist",
+    "--ploop-bin",
+    o.ploopBin,
+    "--no-ionice",
+    ...(o.json === true ? ["--json"] : []),
+    "-q",
+  ];
+}
+
 export type ToolName = "ploopvault" | "restic" | "borg";
 export const TOOL_NAMES: readonly ToolName[] = ["ploopvault", "restic", "borg"];
 /**
@@ -347,23 +379,14 @@ class PloopvaultContainerTarget implements Target {
   }
 
   async backup(disks: readonly BenchDisk[]): Promise<BackupStep> {
-    const args = [
-      "backup",
-      "--repo",
-      this.repo,
-      "--state-dir",
-      this.stateDir,
-      "--private-root",
-      this.privateRoot,
-      "--vzlist-bin",
-      "/nonexistent/vzlist",
-      "--ploop-bin",
-      this.tenv.ploopBin,
-      "--no-ionice",
-      "--json",
-      "-q",
-      ...disks.map((d) => d.ct),
-    ];
+    const args = containerBackupArgs({
+      cts: disks.map((d) => d.ct),
+      repo: this.repo,
+      stateDir: this.stateDir,
+      privateRoot: this.privateRoot,
+      ploopBin: this.tenv.ploopBin,
+      json: true,
+    });
     const m = await this.run(args, "ploopvault backup CTID...");
     let added = 0;
     let newChunks = 0;
