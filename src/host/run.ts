@@ -15,6 +15,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { errorLine, PloopvaultError } from "../errors.js";
+import { forEachConcurrent } from "../util/limiter.js";
 import type { BackupAnnotations } from "../manifest/format.js";
 import { openLogicalDisk } from "../ploop/disk.js";
 import { PloopCli } from "./ploop-cli.js";
@@ -216,21 +217,15 @@ async function backupOneContainerTallied(container: ContainerInfo, options: RunO
 
 export async function backupContainers(containers: readonly ContainerInfo[], options: RunOptions): Promise<ContainerResult[]> {
   const results: ContainerResult[] = new Array<ContainerResult>(containers.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < containers.length) {
-      const index = next++;
-      const container = containers[index]!;
-      if (options.signal.aborted) {
-        results[index] = { ct: container.ct, status: "error", seconds: 0, error: `not started: ${errorLine(options.signal.reason ?? "run interrupted")}` };
-      } else {
-        options.log(`backing up container ${container.ct} (${container.status})`);
-        results[index] = await backupOneContainer(container, options);
-      }
-      options.onResult?.(results[index]!);
+  await forEachConcurrent(containers, options.parallel, async (container, index) => {
+    if (options.signal.aborted) {
+      results[index] = { ct: container.ct, status: "error", seconds: 0, error: `not started: ${errorLine(options.signal.reason ?? "run interrupted")}` };
+    } else {
+      options.log(`backing up container ${container.ct} (${container.status})`);
+      results[index] = await backupOneContainer(container, options);
     }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(options.parallel, containers.length)) }, worker));
+    options.onResult?.(results[index]!);
+  });
   return results;
 }
 
