@@ -102,32 +102,54 @@ export function encodeNewCandidates(
   from: number,
   known: ChunkIdSet,
   codec: ChunkCodec,
+  scratch: EncodeScratch = new EncodeScratch(),
 ): { data: Uint8Array<ArrayBuffer>; ends: Uint32Array<ArrayBuffer> } {
-  const objects: (Buffer | undefined)[] = new Array(cuts.length);
-  const seen = new Set<string>();
-  let total = 0;
-  for (let i = Math.max(0, from); i < cuts.length; i++) {
-    const id = ids.subarray(i * 32, i * 32 + 32);
-    if (known.has(id)) continue;
-    const key = Buffer.from(id.buffer, id.byteOffset, 32).toString("latin1");
-    if (seen.has(key)) continue;
-    seen.add(key);
-    const object = codec.encode(block.subarray(i === 0 ? 0 : cuts[i - 1]!, cuts[i]!), id);
-    objects[i] = object;
-    total += object.length;
-  }
-  const data = new Uint8Array(total);
   const ends = new Uint32Array(cuts.length);
+  const seen = new Set<string>();
   let at = 0;
   for (let i = 0; i < cuts.length; i++) {
-    const object = objects[i];
-    if (object !== undefined) {
-      data.set(object, at);
-      at += object.length;
+    if (i >= from) {
+      const id = ids.subarray(i * 32, i * 32 + 32);
+      const key = Buffer.from(id.buffer, id.byteOffset, 32).toString("latin1");
+      if (!known.has(id) && !seen.has(key)) {
+        seen.add(key);
+        const plain = block.subarray(i === 0 ? 0 : cuts[i - 1]!, cuts[i]!);
+        const bound = codec.encodedBound(plain.length);
+        if (bound !== null) at += codec.encodeInto(plain, scratch.room(at, bound), at);
+        else {
+          const object = codec.encode(plain, id);
+          scratch.room(at, object.length).set(object, at);
+          at += object.length;
+        }
+      }
     }
     ends[i] = at;
   }
-  return { data, ends };
+  return { data: scratch.copyOut(at), ends };
+}
+
+/**
+ * Where a worker encodes a block's new objects back to back, reused from block to block:
+ * one exact-size copy per block goes out (transferred), instead of three fresh buffers per
+ * chunk (zstd's output, the object, the packed copy).
+ */
+export class EncodeScratch {
+  private buffer = new Uint8Array(0);
+
+  /** The buffer, with room for `bytes` more after the first `used` (kept when it grows). */
+  room(used: number, bytes: number): Uint8Array {
+    if (used + bytes > this.buffer.length) {
+      const grown = new Uint8Array(Math.max(used + bytes, this.buffer.length * 2));
+      grown.set(this.buffer.subarray(0, used));
+      this.buffer = grown;
+    }
+    return this.buffer;
+  }
+
+  /** A copy of the first `used` bytes in a buffer of their own (the scratch is reused). */
+  copyOut(used: number): Uint8Array<ArrayBuffer> {
+    return this.buffer.slice(0, used);
+  }
 }
 
 export class InlineChunkProcessor implements ChunkProcessor {

@@ -11,8 +11,9 @@ import { parentPort, workerData } from "node:worker_threads";
 import type { ChunkerParams } from "../chunker/params.js";
 import { ChunkCodec, type ChunkCodecSpec } from "../repository/chunk-codec.js";
 import { ChunkIdSet, type SharedChunkIds } from "../repository/chunk-id-set.js";
-import { encodeNewCandidates, scanBlock } from "./chunk-processor.js";
+import { EncodeScratch, encodeNewCandidates, scanBlock } from "./chunk-processor.js";
 import { errorLine } from "../errors.js";
+import { youngGenerationCollector } from "../util/young-gc.js";
 
 interface WorkerInit {
   codec: ChunkCodecSpec;
@@ -25,13 +26,16 @@ type Job =
 const init = workerData as WorkerInit;
 const codec = new ChunkCodec(init.codec);
 const known = ChunkIdSet.fromShared(init.known);
+const scratch = new EncodeScratch();
+// Frees the backing stores of buffers already transferred away (src/util/young-gc.ts).
+const collectYoung = youngGenerationCollector();
 
 parentPort!.on("message", (job: Job) => {
   try {
     if (job.kind === "scan") {
       const block = new Uint8Array(job.data, 0, job.length);
       const { cuts, ids } = scanBlock(block, job.params, codec);
-      const objects = encodeNewCandidates(block, cuts, ids, job.encodeFrom, known, codec);
+      const objects = encodeNewCandidates(block, cuts, ids, job.encodeFrom, known, codec, scratch);
       parentPort!.postMessage({ seq: job.seq, cuts, ids, data: job.data, objects: objects.data, objectEnds: objects.ends }, [
         cuts.buffer,
         ids.buffer,
@@ -39,6 +43,7 @@ parentPort!.on("message", (job: Job) => {
         objects.data.buffer,
         objects.ends.buffer,
       ]);
+      collectYoung?.();
       return;
     }
     const object = codec.encode(new Uint8Array(job.data), job.id);

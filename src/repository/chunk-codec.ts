@@ -111,6 +111,27 @@ export class ChunkCodec {
     return seal(this.dataKey, SEALED_CHUNK, chunkKey(idHex), inner);
   }
 
+  /**
+   * The most bytes encodeInto() writes for a chunk of `plainBytes`, or null where it cannot
+   * encode in place (encrypted, or a zstd binding without compressInto): then encode() and copy.
+   */
+  encodedBound(plainBytes: number): number | null {
+    if (this.dataKey !== null) return null;
+    const zstd = activeZstdBinding();
+    return zstd.compressInto === undefined || zstd.compressBound === undefined ? null : 1 + zstd.compressBound(plainBytes);
+  }
+
+  /**
+   * encode() written into `out` at `offset` (room for encodedBound(plain.length) bytes
+   * there); returns the object's length. The same bytes as encode().
+   */
+  encodeInto(plain: Uint8Array, out: Uint8Array, offset: number): number {
+    const zstd = activeZstdBinding();
+    if (this.dataKey !== null || zstd.compressInto === undefined) throw new Error("encodeInto: not available for this codec (check encodedBound first)");
+    out[offset] = CHUNK_FORMAT_ZSTD;
+    return 1 + zstd.compressInto(plain, this.spec.compressionLevel, false, out, offset + 1);
+  }
+
   /** Authenticate, decompress (bounded by `maxBytes`) and verify a stored chunk. */
   decode(object: Uint8Array, expectedIdHex: string, maxBytes: number): Buffer {
     if (this.dataKey === null) return decodeChunk(object, expectedIdHex, maxBytes);

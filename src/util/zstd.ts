@@ -35,6 +35,15 @@ export interface ZstdBinding {
    * more than needed and allocating at most maxBytes + one block (128 KiB).
    */
   decompressPrefix(frame: Uint8Array, contentBytes: number, maxBytes: number): Buffer;
+  /**
+   * compress() written into `dst` from `offset` on, which must have room for
+   * compressBound(data.length) bytes; returns the bytes written. The same frame as
+   * compress(). Absent where the binding has no such call (node:zlib): callers copy.
+   * It spares a worker one fresh output buffer per chunk, garbage V8 collects late.
+   */
+  compressInto?(data: Uint8Array, level: number, checksum: boolean, dst: Uint8Array, offset: number): number;
+  /** zstd's worst-case frame size for `size` input bytes (with compressInto). */
+  compressBound?(size: number): number;
 }
 
 /** The part of zstd-napi used here (declared locally: the package is optional). */
@@ -44,6 +53,9 @@ interface ZstdNapi {
 }
 interface ZstdNapiBinding {
   DCtx: new () => { decompressStream(dst: Uint8Array, src: Uint8Array): [number, number, number] };
+  CCtx: new () => { setParameter(param: number, value: number): void; compress2(dst: Uint8Array, src: Uint8Array): number };
+  CParameter: { compressionLevel: number; checksumFlag: number };
+  compressBound(size: number): number;
 }
 
 function loadNapi(): ZstdBinding | null {
@@ -56,9 +68,23 @@ function loadNapi(): ZstdBinding | null {
   } catch {
     return null;
   }
+  // One compression context per thread (a module instance per worker), parameters set on change.
+  let cctx: InstanceType<ZstdNapiBinding["CCtx"]> | undefined;
+  let cctxParams = "";
   return {
     name: "napi",
     compress: (data, level, checksum) => napi.compress(data, { compressionLevel: level, checksumFlag: checksum }),
+    compressInto: (data, level, checksum, dst, offset) => {
+      cctx ??= new native.CCtx();
+      const params = `${level}/${checksum}`;
+      if (params !== cctxParams) {
+        cctx.setParameter(native.CParameter.compressionLevel, level);
+        cctx.setParameter(native.CParameter.checksumFlag, checksum ? 1 : 0);
+        cctxParams = params;
+      }
+      return cctx.compress2(dst.subarray(offset), data);
+    },
+    compressBound: (size) => native.compressBound(size),
     decompress: (frame) => napi.decompress(frame),
     // a streaming context: it stops where the output buffer is full
     decompressPrefix: (frame, _contentBytes, maxBytes) => {

@@ -6,10 +6,12 @@
  */
 import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { encodeNewCandidates, scanBlock, scannedObject } from "../../src/backup/chunk-processor.js";
+import { EncodeScratch, encodeNewCandidates, scanBlock, scannedObject } from "../../src/backup/chunk-processor.js";
 import { chunkerParamsForAverage } from "../../src/chunker/index.js";
 import { ChunkCodec } from "../../src/repository/chunk-codec.js";
 import { ChunkIdSetBuilder } from "../../src/repository/chunk-id-set.js";
+import { activeZstdBinding } from "../../src/util/zstd.js";
+import { youngGenerationCollector } from "../../src/util/young-gc.js";
 
 const params = chunkerParamsForAverage(16 << 10);
 
@@ -54,5 +56,48 @@ describe.each([
     }
     expect(encoded).toBeGreaterThan(10);
     expect(repeats).toBeGreaterThan(0);
+  });
+});
+
+describe("encoding in place (a worker's reused scratch)", () => {
+  const codec = new ChunkCodec({ compressionLevel: 3, keys: null });
+
+  it.runIf(activeZstdBinding().compressInto !== undefined)("writes exactly the bytes encode() returns, at any offset", () => {
+    const bound = codec.encodedBound(params.maxSize);
+    expect(bound).not.toBeNull();
+    for (const plain of [randomBytes(40_000), Buffer.alloc(params.maxSize, 7), Buffer.concat([randomBytes(9000), Buffer.alloc(30_000)])]) {
+      const out = new Uint8Array(5 + bound!);
+      const written = codec.encodeInto(plain, out, 5);
+      expect(Buffer.compare(Buffer.from(out.subarray(5, 5 + written)), codec.encode(plain))).toBe(0);
+    }
+  });
+
+  it("an encrypted codec has no in-place encoding (objects are sealed into fresh buffers)", () => {
+    const sealed = new ChunkCodec({ compressionLevel: 3, keys: { dataKey: new Uint8Array(randomBytes(32)), idKey: new Uint8Array(randomBytes(32)) } });
+    expect(sealed.encodedBound(1000)).toBeNull();
+    expect(() => sealed.encodeInto(randomBytes(10), new Uint8Array(100), 0)).toThrow(/not available/);
+  });
+
+  it("the objects of one block stay intact when the same scratch encodes the next block", () => {
+    const scratch = new EncodeScratch();
+    const known = new ChunkIdSetBuilder().build();
+    const first = blockWithRepeats();
+    const second = randomBytes(first.length);
+    const a = scanBlock(first, params, codec);
+    const packedFirst = encodeNewCandidates(first, a.cuts, a.ids, 0, known, codec, scratch);
+    const snapshot = Buffer.from(packedFirst.data);
+    const b = scanBlock(second, params, codec);
+    const packedSecond = encodeNewCandidates(second, b.cuts, b.ids, 0, known, codec, scratch);
+    expect(packedSecond.data.length).toBeGreaterThan(0);
+    expect(Buffer.compare(Buffer.from(packedFirst.data), snapshot)).toBe(0);
+    // each block's buffer is its own (it is transferred to the main thread)
+    expect(packedFirst.data.buffer).not.toBe(packedSecond.data.buffer);
+    expect(packedFirst.data.byteLength).toBe(packedFirst.data.buffer.byteLength);
+  });
+
+  it("a minor collection can be had on demand (chunk workers use it after each block)", () => {
+    const collect = youngGenerationCollector();
+    expect(collect).not.toBeNull();
+    expect(() => collect!()).not.toThrow();
   });
 });
