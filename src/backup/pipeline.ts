@@ -115,7 +115,8 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
   const processing = new TaskLimiter(Math.max(8, options.workerThreads * 8));
   const upload = async (idHex: string, object: Buffer): Promise<void> => {
     try {
-      await repo.putChunkObject(idHex, object);
+      // A chunk's name needs to be durable only before the manifest: flushChunks() below.
+      await repo.putChunkObject(idHex, object, { deferNameSync: true });
     } catch (error) {
       throw new PloopvaultError(`upload of ${chunkKey(idHex)} to ${repo.location} failed: ${errorLine(error)}`, { cause: error });
     }
@@ -290,6 +291,9 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
   checkAbort();
 
   stats.readBytes = disk.bytesRead;
+  // Chunks stored by this run's other containers that this backup references were awaited
+  // above (uploadsWaitedFor): their names are flushed here too (the store is shared).
+  await repo.flushChunks();
   const ref = { ct, id };
   await repo.putBackupFile(ref, DESCRIPTOR_NAME, source.descriptorXml);
   if (source.containerConfig) await repo.putBackupFile(ref, source.containerConfig.name, source.containerConfig.body);

@@ -155,6 +155,10 @@ export class ObjectLockView implements ObjectStore {
     return this.locks.controlChannel?.() ?? this.locks;
   }
 
+  async flush(): Promise<void> {
+    await this.raw.flush?.();
+  }
+
   async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<void> {
     const retention = options.retention ?? this.schedule.retention(this.schedule.fileUntil(this.basis.getTime()));
     await this.raw.put(key, body, { ...options, retention });

@@ -270,7 +270,7 @@ export class Repository {
     return this.chunkCodec.encode(plain);
   }
 
-  async putChunkObject(idHex: string, object: Uint8Array): Promise<void> {
+  async putChunkObject(idHex: string, object: Uint8Array, options: { deferNameSync?: boolean } = {}): Promise<void> {
     if (!this.chunkCodec.isOwnFormat(object)) {
       throw new Error(
         `internal error: refusing to store chunk ${idHex} in format 0x${(object[0] ?? 0).toString(16)} in ${this.encrypted ? "an encrypted" : "an unencrypted"} repository`,
@@ -278,11 +278,15 @@ export class Repository {
     }
     const lock = this.objectLock;
     // object lock: retained until the chunk's first boundary after this run's needs
-    await this.store.put(
-      chunkKey(idHex),
-      object,
-      lock === null ? {} : { retention: lock.schedule.retention(lock.schedule.chunkUntil(Buffer.from(idHex, "hex"), lock.basis.getTime())) },
-    );
+    await this.store.put(chunkKey(idHex), object, {
+      ...(lock === null ? {} : { retention: lock.schedule.retention(lock.schedule.chunkUntil(Buffer.from(idHex, "hex"), lock.basis.getTime())) }),
+      ...(options.deferNameSync ? { deferNameSync: true } : {}),
+    });
+  }
+
+  /** Make durable the names of chunks stored with deferNameSync (before a manifest names them). */
+  async flushChunks(): Promise<void> {
+    await this.store.flush?.();
   }
 
   /** Fetch, authenticate, decompress and verify one chunk; names the backup in errors if given. */

@@ -5,8 +5,9 @@
  * Atomicity and durability: put() writes a temp file ".tmp-<random>" next to the final
  * name, fsyncs it, then rename()s it over the final name (or, with ifAbsent, link()s it
  * there, which fails with EEXIST if the name is taken, so two writers cannot both win),
- * and fsyncs the directory. Readers therefore see the old object, the new one or none,
- * never a partial file. A crash can leave ".tmp-*" files behind; list() skips them and no
+ * and fsyncs the directory (with deferNameSync: at the next flush(), once per directory;
+ * a backup flushes before its manifest). Readers therefore see the old object, the new
+ * one or none, never a partial file. A crash can leave ".tmp-*" files behind; list() skips them and no
  * key may contain a ".tmp-" segment, so they are invisible; prune removes the old ones
  * (removeStaleTemporaries).
  *
@@ -37,7 +38,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
 import { link, lstat, mkdir, open, opendir, readFile, rename, rmdir, stat, unlink, type FileHandle } from "node:fs/promises";
-import { basename, dirname, join, resolve, sep } from "node:path";
+import { basename, dirname, join, relative, resolve, sep } from "node:path";
 import { makePrivateDir, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../util/private-fs.js";
 import { syncCounted } from "../util/cost-tally.js";
 import { StoreError, validateKey, validatePrefix, type ObjectInfo, type ObjectStore, type PutOptions } from "./store.js";
@@ -120,6 +121,8 @@ function errno(error: unknown): string | undefined {
 export class LocalDirectoryStore implements ObjectStore {
   readonly location: string;
   private readonly root: string;
+  /** Directories holding names written with deferNameSync and not fsynced since (flush()). */
+  private readonly unsyncedDirs = new Set<string>();
 
   constructor(root: string) {
     this.root = resolve(root);
@@ -196,7 +199,27 @@ export class LocalDirectoryStore implements ObjectStore {
       await unlink(temp).catch(() => undefined);
       throw error;
     }
-    await this.syncDir(dir, key);
+    // The body is durable (writeTemp fsynced it before the rename), so a crash before the
+    // directory's fsync can lose the new name, never install a name without its data.
+    if (options?.deferNameSync) this.unsyncedDirs.add(dir);
+    else await this.syncDir(dir, key);
+  }
+
+  /**
+   * fsync the directories of names written with deferNameSync: one fsync per directory
+   * instead of one per object (ext4 commits its journal for each: half the commits of a
+   * backup's chunk writes). A directory that gets a new name while its fsync runs is
+   * listed again by that put().
+   */
+  async flush(): Promise<void> {
+    const dirs = [...this.unsyncedDirs];
+    this.unsyncedDirs.clear();
+    try {
+      await forEachConcurrent(dirs, 8, async (dir) => this.syncDir(dir, relative(this.root, dir) || "."));
+    } catch (error) {
+      for (const dir of dirs) this.unsyncedDirs.add(dir);
+      throw error;
+    }
   }
 
   /** Compare-and-swap with a per-version claim (see the header comment). */

@@ -80,6 +80,7 @@ export interface RateLimits {
 
 export class RateLimitedStore implements ObjectStore {
   // the versioned-bucket operations exist exactly when the inner store has them
+  readonly flush?: () => Promise<void>;
   readonly listVersions?: (prefix: string) => AsyncIterable<ObjectVersion>;
   readonly getVersion?: (key: string, versionId?: string) => Promise<VersionRead>;
   readonly extendRetention?: (key: string, retention: Retention, versionId?: string) => Promise<void>;
@@ -100,6 +101,7 @@ export class RateLimitedStore implements ObjectStore {
         return read;
       };
     }
+    if (i.flush) this.flush = () => i.flush!();
     if (i.extendRetention) this.extendRetention = (key, retention, versionId) => i.extendRetention!(key, retention, versionId);
     if (i.deleteVersions) this.deleteVersions = (versions) => i.deleteVersions!(versions);
     if (i.bucketState) this.bucketState = () => i.bucketState!();

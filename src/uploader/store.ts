@@ -108,6 +108,12 @@ export interface PutOptions {
   signal?: AbortSignal;
   /** S3 Object Lock retention of the new version (see the contract above). */
   retention?: Retention;
+  /**
+   * The body must be durable when put() resolves, the new name only after the next
+   * flush(): a backup stores hundreds of chunks and needs their names durable only before
+   * the manifest that names them. Stores whose writes are durable at once ignore it.
+   */
+  deferNameSync?: boolean;
 }
 
 export interface ObjectStore {
@@ -137,6 +143,8 @@ export interface ObjectStore {
   deleteVersions?(versions: readonly { key: string; versionId: string }[]): Promise<{ retained: { key: string; versionId: string }[] }>;
   bucketState?(): Promise<BucketState>;
   sibling?(bucket: string): ObjectStore;
+  /** Make durable every name put() wrote with deferNameSync so far (absent where writes are durable at once). */
+  flush?(): Promise<void>;
   /** Release sockets/handles. */
   close(): Promise<void>;
 }

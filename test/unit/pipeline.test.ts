@@ -21,6 +21,7 @@ import { CHUNKS_PREFIX } from "../../src/repository/layout.js";
 import { Repository } from "../../src/repository/repository.js";
 import { restoreToStream } from "../../src/restore/restore.js";
 import { MemoryStore } from "../../src/uploader/memory.js";
+import type { ObjectStore, PutOptions } from "../../src/uploader/store.js";
 import { diskWith, source } from "./memory-disk.js";
 
 async function chunkKeys(store: MemoryStore): Promise<string[]> {
@@ -94,6 +95,41 @@ describe("pipeline against the in-memory store", () => {
     const check = await checkRepository(repo, { readData: true, concurrency: 4 });
     expect(check.damaged).toEqual([]);
     expect(check.chunksMissing + check.chunksCorrupt + check.chunksUnreferenced).toBe(0);
+  });
+
+  it("stores chunks with deferred names and flushes them before the side files and the manifest", async () => {
+    const events: string[] = [];
+    const recorded = new MemoryStore("flush-order");
+    const recordingStore: ObjectStore = {
+      location: recorded.location,
+      put: async (key, body, putOptions?: PutOptions) => {
+        events.push(
+          `${key.startsWith(CHUNKS_PREFIX) ? "chunk" : `file ${key.slice(key.lastIndexOf("/") + 1)}`}${putOptions?.deferNameSync ? " deferred" : ""}`,
+        );
+        await recorded.put(key, body, putOptions);
+      },
+      get: (key) => recorded.get(key),
+      getRange: (key, offset, length) => recorded.getRange(key, offset, length),
+      stat: (key) => recorded.stat(key),
+      list: (prefix) => recorded.list(prefix),
+      delete: (keys) => recorded.delete(keys),
+      flush: async () => {
+        events.push("flush");
+      },
+      close: () => recorded.close(),
+    };
+    const flushRepo = await Repository.init(recordingStore, newRepositoryConfig(chunkerParamsForAverage(16 << 10), 3, new Date("2026-01-01T00:00:00Z")));
+    const flushCache = ManifestCache.forRepository(flushRepo, state);
+    events.length = 0;
+    const disk = diskWith(24, 9);
+    await backupDisk(flushRepo, flushCache, source(disk, "109"), options("2026-01-09T00:00:00Z"));
+    const firstFile = events.findIndex((e) => e.startsWith("file"));
+    const flush = events.indexOf("flush");
+    expect(events.filter((e) => e === "chunk deferred").length).toBeGreaterThan(3);
+    expect(events).not.toContain("chunk");
+    expect(flush).toBeGreaterThan(events.lastIndexOf("chunk deferred"));
+    expect(firstFile).toBeGreaterThan(flush);
+    expect(events.slice(firstFile).every((e) => e.startsWith("file") && !e.endsWith("deferred"))).toBe(true);
   });
 
   it("check --read-data names a backup whose chunk was damaged", async () => {

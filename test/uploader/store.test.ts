@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { CostTally, withCostTally } from "../../src/util/cost-tally.js";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { DeleteObjectsCommand, type GetObjectCommand, type PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { fsStoreError, LocalDirectoryStore } from "../../src/uploader/local.js";
@@ -381,6 +382,26 @@ describe.each([
 });
 
 describe("LocalDirectoryStore specifics", () => {
+  it("deferNameSync: each body is fsynced at once, each directory once at flush() (not once per object)", async () => {
+    const root = tempDir("defer");
+    const store = new LocalDirectoryStore(root);
+    const dirs = ["chunks/aa", "chunks/bb", "chunks/cc"];
+    for (const d of dirs) await store.put(`${d}/first`, Buffer.from("x")); // the directories exist now
+    const tally = new CostTally();
+    await withCostTally(tally, async () => {
+      for (let i = 0; i < 12; i++) await store.put(`${dirs[i % 3]}/obj${i}`, Buffer.from(`body ${i}`), { deferNameSync: true });
+    });
+    expect(tally.get("fsync store").count).toBe(12); // the bodies, no directory yet
+    await withCostTally(tally, () => store.flush());
+    expect(tally.get("fsync store").count).toBe(15); // + one per directory
+    await withCostTally(tally, () => store.flush());
+    expect(tally.get("fsync store").count).toBe(15); // nothing left to flush
+    const plain = new CostTally();
+    await withCostTally(plain, () => store.put("chunks/aa/plain", Buffer.from("y")));
+    expect(plain.get("fsync store").count).toBe(2); // without the option: body and directory at once
+    for (let i = 0; i < 12; i++) expect((await store.get(`${dirs[i % 3]}/obj${i}`)).toString()).toBe(`body ${i}`);
+  });
+
   it("put is atomic: concurrent readers see the old or the new body, never a partial one, and no temp files", async () => {
     const root = tempDir("atomic");
     const store = new LocalDirectoryStore(root);
