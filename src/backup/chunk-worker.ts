@@ -20,17 +20,23 @@ interface WorkerInit {
   known: SharedChunkIds;
 }
 type Job =
+  | { kind: "known"; known: SharedChunkIds }
   | { kind: "encode"; seq: number; data: ArrayBuffer; id: Uint8Array }
   | { kind: "scan"; seq: number; data: ArrayBuffer; length: number; params: ChunkerParams; encodeFrom: number };
 
 const init = workerData as WorkerInit;
 const codec = new ChunkCodec(init.codec);
-const known = ChunkIdSet.fromShared(init.known);
+// The backup's known set; a pooled worker gets the next backup's (a "known" message).
+let known = ChunkIdSet.fromShared(init.known);
 const scratch = new EncodeScratch();
 // Frees the backing stores of buffers already transferred away (src/util/young-gc.ts).
 const collectYoung = youngGenerationCollector();
 
 parentPort!.on("message", (job: Job) => {
+  if (job.kind === "known") {
+    known = ChunkIdSet.fromShared(job.known);
+    return;
+  }
   try {
     if (job.kind === "scan") {
       const block = new Uint8Array(job.data, 0, job.length);

@@ -21,7 +21,7 @@ import { TaskLimiter } from "../util/limiter.js";
 import { planBackup, withUnknownChunksRewritten, type PreviousBackup } from "./plan.js";
 import { TOOL_NAME, TOOL_VERSION } from "../version.js";
 import { InlineChunkProcessor, scannedObject, type ChunkProcessor, type ScannedBlock } from "./chunk-processor.js";
-import { WorkerChunkProcessor } from "./worker-processor.js";
+import { type ChunkWorkerPool, WorkerChunkProcessor } from "./worker-processor.js";
 import { skippedBytes, withoutFreeClusters, type FreeClusters } from "./free-space.js";
 
 export interface BackupSource {
@@ -72,6 +72,8 @@ export interface BackupOptions {
   storedThisRun?: Map<string, Promise<void>>;
   /** Tags and note recorded in the manifest (`backup --tag/--note`). */
   annotations?: BackupAnnotations;
+  /** The run's chunk workers (same repository, workerThreads each), kept from disk to disk. */
+  chunkWorkers?: ChunkWorkerPool;
 }
 
 export interface BackupResult {
@@ -110,7 +112,9 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
   };
 
   const processor: ChunkProcessor =
-    options.workerThreads > 0 ? new WorkerChunkProcessor(known, repo.chunkCodec, options.workerThreads) : new InlineChunkProcessor(known, repo.chunkCodec);
+    options.workerThreads <= 0
+      ? new InlineChunkProcessor(known, repo.chunkCodec)
+      : (options.chunkWorkers?.acquire(known) ?? new WorkerChunkProcessor(known, repo.chunkCodec, options.workerThreads));
   // Enough chunks in flight to keep every worker busy while uploads wait for the network.
   const processing = new TaskLimiter(Math.max(8, options.workerThreads * 8));
   const upload = async (idHex: string, object: Buffer): Promise<void> => {

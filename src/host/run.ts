@@ -27,6 +27,7 @@ import { listContainers, resolveContainers, type ContainerInfo } from "./contain
 import { findContainerConfig, readDescriptorBytes, CONTAINER_CONFIG_NAME } from "./disk-source.js";
 import { SnapshotJournal } from "./journal.js";
 import { backupDisk, type BackupProgress, type BackupResult } from "../backup/pipeline.js";
+import { ChunkWorkerPool } from "../backup/worker-processor.js";
 import { recoverInterrupted, recoverUnjournaled, withFrozenDisk } from "./snapshot-lifecycle.js";
 import { decideIncremental, keepSnapshot, releaseKeptSnapshot } from "./incremental.js";
 import { KeptSnapshots } from "./kept-snapshot.js";
@@ -85,6 +86,8 @@ export interface RunOptions {
   forceFull: boolean;
   /** Chunks stored by this run so far (shared by its containers). */
   storedThisRun?: Map<string, Promise<void>>;
+  /** The run's chunk workers, kept from container to container (backupContainers makes one if absent). */
+  chunkWorkers?: ChunkWorkerPool;
   /** --skip-free: store clusters the disk's ext filesystems leave free as holes. */
   skipFree?: boolean;
   /** Tags and note for every backup of the run (`backup --tag/--note`). */
@@ -187,6 +190,7 @@ async function backupOneContainerTallied(container: ContainerInfo, options: RunO
               workerThreads: options.workerThreads,
               uploadConcurrency: options.uploadConcurrency,
               storedThisRun: options.storedThisRun,
+              ...(options.chunkWorkers ? { chunkWorkers: options.chunkWorkers } : {}),
               ...(options.annotations ? { annotations: options.annotations } : {}),
               signal: options.signal,
               ...(options.onProgress ? { onProgress: (p: BackupProgress) => options.onProgress!(ct, p) } : {}),
@@ -217,15 +221,20 @@ async function backupOneContainerTallied(container: ContainerInfo, options: RunO
 
 export async function backupContainers(containers: readonly ContainerInfo[], options: RunOptions): Promise<ContainerResult[]> {
   const results: ContainerResult[] = new Array<ContainerResult>(containers.length);
-  await forEachConcurrent(containers, options.parallel, async (container, index) => {
-    if (options.signal.aborted) {
-      results[index] = { ct: container.ct, status: "error", seconds: 0, error: `not started: ${errorLine(options.signal.reason ?? "run interrupted")}` };
-    } else {
-      options.log(`backing up container ${container.ct} (${container.status})`);
-      results[index] = await backupOneContainer(container, options);
-    }
-    options.onResult?.(results[index]!);
-  });
+  const chunkWorkers = options.chunkWorkers ?? new ChunkWorkerPool(options.repo.chunkCodec, options.workerThreads);
+  try {
+    await forEachConcurrent(containers, options.parallel, async (container, index) => {
+      if (options.signal.aborted) {
+        results[index] = { ct: container.ct, status: "error", seconds: 0, error: `not started: ${errorLine(options.signal.reason ?? "run interrupted")}` };
+      } else {
+        options.log(`backing up container ${container.ct} (${container.status})`);
+        results[index] = await backupOneContainer(container, { ...options, chunkWorkers });
+      }
+      options.onResult?.(results[index]!);
+    });
+  } finally {
+    if (options.chunkWorkers === undefined) await chunkWorkers.close();
+  }
   return results;
 }
 
@@ -397,53 +406,59 @@ async function backupDirectDisks(
 ): Promise<ContainerResult[]> {
   const results: ContainerResult[] = [];
   const storedThisRun = new Map<string, Promise<void>>();
-  for (const { descriptorPath, ct } of disks) {
-    const started = performance.now();
-    let result: ContainerResult;
-    try {
-      if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new PloopvaultError("run interrupted");
-      const disk = await openLogicalDisk(descriptorPath);
+  const chunkWorkers = new ChunkWorkerPool(repo.chunkCodec, request.workerThreads);
+  try {
+    for (const { descriptorPath, ct } of disks) {
+      const started = performance.now();
+      let result: ContainerResult;
       try {
-        if (disk.inUseImages.length > 0) {
-          throw new PloopvaultError(
-            `${disk.inUseImages[0]}: image is marked in use (container running, or not shut down cleanly); back up a running container by CTID so a snapshot is taken, or run "ploop check" on a stopped one`,
+        if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new PloopvaultError("run interrupted");
+        const disk = await openLogicalDisk(descriptorPath);
+        try {
+          if (disk.inUseImages.length > 0) {
+            throw new PloopvaultError(
+              `${disk.inUseImages[0]}: image is marked in use (container running, or not shut down cleanly); back up a running container by CTID so a snapshot is taken, or run "ploop check" on a stopped one`,
+            );
+          }
+          const backup = await backupDisk(
+            repo,
+            ManifestCache.forRepository(repo, request.stateDir),
+            {
+              disk,
+              ct,
+              descriptorXml: await readDescriptorBytes(descriptorPath),
+              containerConfig: await findContainerConfig(descriptorPath),
+              snapshotGuid: null,
+              sourceFormatVersion: disk.formatVersion,
+              free: request.skipFree ? await findFreeClusters(disk, (line) => request.log(`disk ${ct}: ${line}`)) : null,
+            },
+            {
+              host: request.host,
+              time: request.time ?? new Date(),
+              workerThreads: request.workerThreads,
+              uploadConcurrency: request.uploadConcurrency,
+              storedThisRun,
+              chunkWorkers,
+              ...(request.annotations ? { annotations: request.annotations } : {}),
+              signal,
+              publish: registration,
+              ...(request.onProgress ? { onProgress: (p: BackupProgress) => request.onProgress!(ct, p) } : {}),
+              ...(request.readThrottle ? { readThrottle: request.readThrottle } : {}),
+              ...(request.readBlockBytes ? { readBlockBytes: request.readBlockBytes } : {}),
+            },
           );
+          result = resultOf(ct, backup, null);
+        } finally {
+          await disk.close();
         }
-        const backup = await backupDisk(
-          repo,
-          ManifestCache.forRepository(repo, request.stateDir),
-          {
-            disk,
-            ct,
-            descriptorXml: await readDescriptorBytes(descriptorPath),
-            containerConfig: await findContainerConfig(descriptorPath),
-            snapshotGuid: null,
-            sourceFormatVersion: disk.formatVersion,
-            free: request.skipFree ? await findFreeClusters(disk, (line) => request.log(`disk ${ct}: ${line}`)) : null,
-          },
-          {
-            host: request.host,
-            time: request.time ?? new Date(),
-            workerThreads: request.workerThreads,
-            uploadConcurrency: request.uploadConcurrency,
-            storedThisRun,
-            ...(request.annotations ? { annotations: request.annotations } : {}),
-            signal,
-            publish: registration,
-            ...(request.onProgress ? { onProgress: (p: BackupProgress) => request.onProgress!(ct, p) } : {}),
-            ...(request.readThrottle ? { readThrottle: request.readThrottle } : {}),
-            ...(request.readBlockBytes ? { readBlockBytes: request.readBlockBytes } : {}),
-          },
-        );
-        result = resultOf(ct, backup, null);
-      } finally {
-        await disk.close();
+      } catch (error) {
+        result = { ct, status: "error", seconds: (performance.now() - started) / 1000, error: errorLine(error) };
       }
-    } catch (error) {
-      result = { ct, status: "error", seconds: (performance.now() - started) / 1000, error: errorLine(error) };
+      results.push(result);
+      request.onResult?.(result);
     }
-    results.push(result);
-    request.onResult?.(result);
+  } finally {
+    await chunkWorkers.close();
   }
   return results;
 }
