@@ -19,13 +19,12 @@
  * around scripts/ploop-offline (one `sh` start per call on top of ploop's own cost).
  *   node dist/bench/startup.js --per-container [--containers 1,8] [--rounds N]
  */
-import { spawnSync } from "node:child_process";
 import { chmod, cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildCorpus } from "../scripts/corpus.js";
-import { loadAverage, runMeasured, type Measured } from "./lib/measure.js";
+import { dropCaches, loadAverage, runMeasured, type Measured } from "./lib/measure.js";
 import { containerBackupArgs } from "./lib/tools.js";
 
 const ROOT = resolve(fileURLToPath(import.meta.url), "..", "..", "..");
@@ -35,12 +34,6 @@ const PLOOP_OFFLINE = join(ROOT, "scripts", "ploop-offline");
 function option(name: string, fallback: number): number {
   const at = process.argv.indexOf(name);
   return at < 0 ? fallback : Number(process.argv[at + 1]);
-}
-
-function dropCaches(): boolean {
-  spawnSync("sync");
-  const r = spawnSync("sh", ["-c", "echo 3 > /proc/sys/vm/drop_caches"], { stdio: "ignore" });
-  return r.status === 0;
 }
 
 /** CPU seconds other jobs used during the timed runs (runMeasured's "other CPU"), summed. */

@@ -3,6 +3,7 @@
  * `/usr/bin/time -f`, Debian package `time`), plus how much CPU the rest of the machine
  * used meanwhile ("other CPU"), so a run disturbed by other jobs on a 2-core box shows it.
  */
+import { spawnSync } from "node:child_process";
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
@@ -149,4 +150,14 @@ function sum(values: number[]): number {
 /** Load average of the last minute (shown with the results). */
 export async function loadAverage(): Promise<number> {
   return Number((await readFile("/proc/loadavg", "utf8")).split(" ")[0]);
+}
+
+/**
+ * sync, then drop the page cache, dentries and inodes (needs root: a cron run at night
+ * meets a cold cache); false where that is not allowed.
+ */
+export function dropCaches(): boolean {
+  spawnSync("sync");
+  const r = spawnSync("sh", ["-c", "echo 3 > /proc/sys/vm/drop_caches"], { stdio: "ignore" });
+  return r.status === 0;
 }
