@@ -1,3 +1,4 @@
+import { resolve } from "node:path";
 import { Command, Option } from "commander";
 import { PloopvaultError, UsageError } from "../errors.js";
 import { progressDisplay } from "../ops/progress.js";
@@ -6,6 +7,7 @@ import { decodeManifest } from "../manifest/format.js";
 import { restoreFilesFromBackup } from "../files/restore-files.js";
 import { resolveBackup } from "../restore/resolve.js";
 import { planRestore, RESTORE_CONCURRENCY, restorePloop, restoreRaw, restoreToStream, type RestoreFormat, type RestoreResult } from "../restore/restore.js";
+import { checkInPlace, IN_PLACE_SUFFIX, inPlaceMarker, restoreRawInPlace, resumeHint, type InPlaceResult } from "../restore/in-place.js";
 import { parseRepoUrl } from "../uploader/open.js";
 import { formatBytes, formatSeconds } from "../util/format.js";
 import { backupArgument, backupSelection, hostFilter, hostOption, partitionOption, type BackupSelectionOptions } from "./backup-selection.js";
@@ -18,6 +20,7 @@ interface RestoreOptions extends GlobalOptions, BackupSelectionOptions {
   dryRun?: boolean;
   concurrency?: number;
   seed?: string;
+  inPlace?: boolean;
   include?: string[];
 }
 
@@ -38,6 +41,10 @@ export function restoreCommand(): Command {
     .option(
       "--seed <file>",
       "an older copy of this disk (raw image, ploop image, DiskDescriptor.xml or its directory; the target itself): only chunks it does not hold are fetched",
+    )
+    .option(
+      "--in-place",
+      `with --format raw --force: rewrite only what differs in the existing --target file (it is its own seed); it works under the name TARGET${IN_PLACE_SUFFIX} until done, and the same command resumes from that after a crash`,
     )
     .option("--include <path...>", "restore only these files and folders of the backed-up filesystem into the folder --target (docs/file-restore.md)")
     .addOption(partitionOption("with --include: partition of the disk to read"))
@@ -60,6 +67,8 @@ Examples:
   ploopvault restore --repo /srv/backup 101 --target - | gzip > 101.raw.gz
   # yesterday's restore as the seed: only what changed since is fetched
   ploopvault restore --repo s3://backups/node1 101 --format raw --target /tmp/101.raw --force --seed /tmp/101.raw
+  # the same, rewriting only the blocks that changed (works as /tmp/101.raw${IN_PLACE_SUFFIX} until done)
+  ploopvault restore --repo s3://backups/node1 101 --format raw --target /tmp/101.raw --force --in-place
   # without starving other traffic
   ploopvault restore --repo s3://backups/node1 101 --target /tmp/101 --limit-download 50M
   # single files and folders, with owners, modes, times and xattrs, into /tmp/r/var/www/shop
@@ -68,11 +77,15 @@ Examples:
 A restored ploop disk is PATH/root.hdd + PATH/DiskDescriptor.xml (+ the container's
 ve.conf as saved at backup time); docs/operations.md shows how to register it as a new
 container. The target is written under a temporary name and renamed into place when
-complete; Ctrl-C removes the partial files.
+complete; Ctrl-C removes the partial files. --in-place instead renames the target to
+TARGET${IN_PLACE_SUFFIX}, rewrites it there and renames it back when complete; after a
+crash, Ctrl-C or an error only TARGET${IN_PLACE_SUFFIX} is left, and running the same
+command again resumes from it (docs/performance.md, "Restore").
 `,
     )
     .action(async (spec: string, options: RestoreOptions) => {
       const out = new Output(options);
+      if (options.inPlace === true) checkInPlaceOptions(options, options.target === "-");
       if (options.include !== undefined) {
         if (options.dryRun === true) throw new UsageError("--dry-run applies to whole-disk restores, not to --include (ls shows what --include would restore)");
         return restoreIncluded(spec, options, out);
@@ -83,10 +96,20 @@ complete; Ctrl-C removes the partial files.
         throw new UsageError("--target -: stdout is a terminal; refusing to print a binary disk image there (redirect it to a file or a pipe)");
       const repo = await openRepository(options);
       try {
-        await withInterrupts(out, "stopping, removing the partial restore", async (signal) => {
+        const notice = options.inPlace === true ? `stopping; ${resumeHint(options.target)}` : "stopping, removing the partial restore";
+        await withInterrupts(out, notice, async (signal) => {
           const cache = ManifestCache.forRepository(repo, options.stateDir);
           const ref = await resolveBackup(repo, spec, { metadata: (r) => cache.metadata(r), ...hostFilter(options) });
           const manifest = decodeManifest(await cache.manifestObject(ref), `manifest of backup ${ref.ct}/${ref.id}`);
+          if (options.dryRun === true && options.inPlace === true) {
+            const how = await checkInPlace(options.target, options.force === true);
+            const plan = await planRestore(manifest, "-", "stdout", false);
+            if (out.json) out.jsonResult({ backup: ref.id, ct: ref.ct, target: options.target, format: "raw", dryRun: true, inPlace: how, ...plan });
+            out.listing(
+              `would ${how === "resume" ? `resume the in-place restore in ${inPlaceMarker(options.target)}` : "restore in place"} ${ref.ct}/${ref.id} over ${options.target}: ${formatBytes(plan.logicalBytes)} disk, ${formatBytes(plan.dataBytes)} data in ${plan.chunks} chunks, fetching only those whose bytes differ there`,
+            );
+            return;
+          }
           if (options.dryRun === true) {
             const plan = await planRestore(manifest, options.target, toStdout ? "stdout" : options.format, options.force === true);
             if (out.json)
@@ -106,8 +129,9 @@ complete; Ctrl-C removes the partial files.
             signal,
             ...(progress === null ? {} : { onProgress: (done: number, total: number) => progress.update("restore", label, { done, total }) }),
           };
-          let result: RestoreResult;
-          if (toStdout) result = await restoreToStream(repo, ref, manifest, process.stdout, opts);
+          let result: RestoreResult | InPlaceResult;
+          if (options.inPlace === true) result = await restoreRawInPlace(repo, ref, manifest, options.target, options.force === true, opts);
+          else if (toStdout) result = await restoreToStream(repo, ref, manifest, process.stdout, opts);
           else if (options.format === "raw") result = await restoreRaw(repo, ref, manifest, options.target, options.force === true, opts);
           else result = await restorePloop(repo, ref, manifest, options.target, options.force === true, opts);
           progress?.remove("restore");
@@ -115,7 +139,7 @@ complete; Ctrl-C removes the partial files.
           const summary = { backup: ref.id, ct: ref.ct, target: options.target, format: toStdout ? "raw" : options.format, ...result, status: "ok" };
           if (out.json && !toStdout) out.jsonResult(summary);
           out.info(
-            `restored ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}: ${formatBytes(result.logicalBytes)} disk, ${formatBytes(result.dataBytes)} data in ${formatSeconds(result.seconds)}`,
+            `restored ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}: ${formatBytes(result.logicalBytes)} disk, ${formatBytes(result.dataBytes)} data in ${formatSeconds(result.seconds)}${"writtenBytes" in result ? ` (in place${result.resumed ? ", resumed" : ""}: ${result.fetchedChunks} of ${result.chunks} chunks fetched, ${formatBytes(result.writtenBytes)} written, ${formatBytes(result.zeroedBytes)} zeroed)` : ""}`,
           );
           const free = manifest.metadata.freeSpace;
           if (free)
@@ -127,6 +151,15 @@ complete; Ctrl-C removes the partial files.
         await repo.close();
       }
     });
+}
+
+/** --in-place: a raw restore over an existing file, which is its own seed. */
+function checkInPlaceOptions(options: RestoreOptions, toStdout: boolean): void {
+  if (options.include !== undefined) throw new UsageError("--in-place applies to whole-disk raw restores, not to --include");
+  if (toStdout) throw new UsageError("--in-place rewrites an existing file: --target - streams to stdout");
+  if (options.format !== "raw") throw new UsageError("--in-place rewrites a raw disk image: add --format raw");
+  if (options.seed !== undefined && resolve(options.seed) !== resolve(options.target))
+    throw new UsageError(`--in-place uses the target ${options.target} as its own seed: --seed ${options.seed} does not apply`);
 }
 
 async function restoreIncluded(spec: string, options: RestoreOptions, out: Output): Promise<void> {

@@ -38,6 +38,7 @@ import { parseDescriptor } from "../ploop/descriptor.js";
 import { createPloopImageWriter, DESCRIPTOR_FILE_NAME, writeDescriptorFile } from "../ploop/writer.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
 import { TaskLimiter } from "../util/limiter.js";
+import { ChunkSupplier, chunkEntries, type ChunkEntry } from "./chunk-supplier.js";
 import { openSeed, type Seed } from "./seed.js";
 import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../util/private-fs.js";
 
@@ -71,15 +72,9 @@ export const RESTORED_IMAGE_NAME = "root.hdd";
 /** The container config a ploop restore may have written before (a backup without one leaves it alone). */
 const CONTAINER_CONFIG_FILE_NAME = "ve.conf";
 
-type ChunkEntry = Extract<ManifestEntry, { kind: "chunk" }>;
-
-function chunkEntries(manifest: Manifest): ChunkEntry[] {
-  return manifest.entries.filter((e): e is ChunkEntry => e.kind === "chunk");
-}
-
 let zeroBlock = Buffer.alloc(0);
 /** Native memcmp against a shared zero buffer: allocated-but-zero data stays sparse. */
-function isAllZero(buf: Buffer): boolean {
+export function isAllZero(buf: Buffer): boolean {
   if (zeroBlock.length < buf.length) zeroBlock = Buffer.alloc(buf.length);
   return buf.equals(zeroBlock.subarray(0, buf.length));
 }
@@ -110,7 +105,7 @@ const FS_REASONS: Record<string, string> = {
   EEXIST: "it already exists",
 };
 
-function fsReason(error: unknown): string {
+export function fsReason(error: unknown): string {
   const code = (error as NodeJS.ErrnoException | null)?.code;
   if (code !== undefined && FS_REASONS[code] !== undefined) return FS_REASONS[code];
   return error instanceof Error ? (error.message.split("\n")[0] ?? error.name) : String(error);
@@ -120,7 +115,7 @@ function fsReason(error: unknown): string {
  * Errors of the restore's own file work become one line naming the target; errors that
  * already say what failed (repository, integrity, PloopvaultErrors) pass through.
  */
-function targetError(error: unknown, target: string, action = "write restore target"): unknown {
+export function targetError(error: unknown, target: string, action = "write restore target"): unknown {
   if (error instanceof PloopvaultError) return error;
   const code = (error as NodeJS.ErrnoException | null)?.code;
   if (code === undefined && !(error instanceof RangeError)) return error;
@@ -270,52 +265,6 @@ function partialName(target: string): string {
   return join(dirname(target), `.${basename(target)}.ploopvault-partial-${randomBytes(4).toString("hex")}`);
 }
 
-/**
- * Where each chunk's bytes come from: nowhere for a chunk of zeros, the seed when its bytes
- * at the entry's range hash to the chunk id, else the repository (a fetch of the same id
- * already in flight is shared).
- */
-class ChunkSupplier {
-  fetchedChunks = 0;
-  seededChunks = 0;
-  private readonly fetching = new Map<string, Promise<Buffer>>();
-  private readonly zeroId: Buffer;
-
-  constructor(
-    private readonly repo: Repository,
-    readonly ref: BackupRef,
-    private readonly seed: Seed | null,
-  ) {
-    // Long runs of zeros inside allocated clusters are cut at the chunker's maximum.
-    this.zeroId = repo.chunkId(Buffer.alloc(repo.config.chunker.maxSize));
-  }
-
-  /** The plain bytes of `entry`, or null for a chunk of zeros (nothing to write). */
-  async get(entry: ChunkEntry): Promise<Buffer | null> {
-    if (entry.length === this.repo.config.chunker.maxSize && entry.id.equals(this.zeroId)) return null;
-    if (this.seed !== null) {
-      const candidate = Buffer.allocUnsafe(entry.length);
-      await this.seed.read(entry.offset, candidate);
-      if ((await this.repo.chunkCodec.idAsync(candidate)).equals(entry.id)) {
-        this.seededChunks++;
-        return candidate;
-      }
-    }
-    const idHex = entry.id.toString("hex");
-    let fetch = this.fetching.get(idHex);
-    if (fetch === undefined) {
-      fetch = this.repo.getChunk(idHex, this.ref).finally(() => this.fetching.delete(idHex));
-      this.fetching.set(idHex, fetch);
-      this.fetchedChunks++;
-    }
-    const plain = await fetch;
-    if (plain.length !== entry.length) {
-      throw new PloopvaultError(`chunk ${idHex} has ${plain.length} bytes, manifest of ${this.ref.ct}/${this.ref.id} says ${entry.length}`);
-    }
-    return plain;
-  }
-}
-
 /** Open the seed of `options` (null without one). */
 async function seedOf(options: RestoreOptions): Promise<Seed | null> {
   return options.seed === undefined ? null : openSeed(options.seed);
@@ -345,7 +294,7 @@ async function supplyChunks(
   return total;
 }
 
-async function writeFully(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+export async function writeFully(fh: FileHandle, data: Buffer, position: number): Promise<void> {
   let done = 0;
   while (done < data.length) {
     const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
@@ -572,7 +521,7 @@ export async function restorePloop(
  * fsync the target's directory after the rename, so the finished target survives a crash.
  * A failure is reported (the target is complete, but its name may not be durable yet).
  */
-async function syncTargetDirectory(target: string): Promise<void> {
+export async function syncTargetDirectory(target: string): Promise<void> {
   try {
     await syncDir(dirname(target));
   } catch (error) {
@@ -584,7 +533,7 @@ async function syncTargetDirectory(target: string): Promise<void> {
 }
 
 /** fsync a directory, so the entries written or renamed into it are durable. */
-async function syncDir(dir: string): Promise<void> {
+export async function syncDir(dir: string): Promise<void> {
   const fh = await open(dir, "r");
   try {
     await fh.sync();
