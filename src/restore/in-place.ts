@@ -146,6 +146,57 @@ function punchHole(path: string, offset: number, length: number): Promise<boolea
   });
 }
 
+/**
+ * The allocated [start, end) byte ranges of `path`, sorted, from e2fsprogs' `filefrag -e -s`
+ * (FIEMAP, after a sync so delayed allocations show): the rest of the file is holes, which
+ * read as zeros and need no reading. Null when that is unknown (no filefrag, a file system
+ * without FIEMAP, output not understood): then every range is read.
+ */
+export async function allocatedExtents(path: string, statBlocks: number): Promise<[number, number][] | null> {
+  const stdout = await new Promise<string | null>((resolve) => {
+    execFile("filefrag", ["-e", "-s", path], { maxBuffer: 256 * 1024 * 1024 }, (error, out) => resolve(error === null ? out : null));
+  });
+  if (stdout === null) return null;
+  const extents = parseFilefrag(stdout);
+  // a file with blocks but no extents listed: the listing is not to be trusted
+  return extents === null || (extents.length === 0 && statBlocks > 0) ? null : extents;
+}
+
+/** `filefrag -e` output as sorted, merged byte ranges; null if it does not parse. */
+export function parseFilefrag(stdout: string): [number, number][] | null {
+  const block = /blocks of (\d+) bytes/.exec(stdout);
+  const found = /: (\d+) extents? found/.exec(stdout);
+  if (block === null || found === null) return null;
+  const size = Number(block[1]);
+  const extents: [number, number][] = [];
+  for (const m of stdout.matchAll(/^\s*\d+:\s+(\d+)\.\.\s*(\d+):/gm)) extents.push([Number(m[1]) * size, (Number(m[2]) + 1) * size]);
+  if (extents.length !== Number(found[1])) return null;
+  extents.sort((a, b) => a[0] - b[0]);
+  const merged: [number, number][] = [];
+  for (const [a, b] of extents) {
+    const last = merged[merged.length - 1];
+    if (last !== undefined && a <= last[1]) last[1] = Math.max(last[1], b);
+    else merged.push([a, b]);
+  }
+  return merged;
+}
+
+/** The parts of [offset, offset + length) inside `extents` (all of it when they are unknown). */
+export function allocatedParts(extents: readonly [number, number][] | null, offset: number, length: number): [number, number][] {
+  const end = offset + length;
+  if (extents === null) return [[offset, end]];
+  let lo = 0;
+  let hi = extents.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (extents[mid]![1] <= offset) lo = mid + 1;
+    else hi = mid;
+  }
+  const parts: [number, number][] = [];
+  for (let i = lo; i < extents.length && extents[i]![0] < end; i++) parts.push([Math.max(offset, extents[i]![0]), Math.min(end, extents[i]![1])]);
+  return parts;
+}
+
 /** Make [offset, offset + length) of the file zeros where it is not; returns the bytes changed. */
 async function zeroRange(fh: FileHandle, path: string, offset: number, length: number): Promise<number> {
   const piece = Buffer.allocUnsafe(Math.min(ZERO_PIECE, length));
@@ -196,6 +247,7 @@ export async function restoreRawInPlace(
     const { logicalBytes } = manifest.metadata.disk;
     // cut or extended to the disk's size first: every range read below lies inside the file
     await file.truncate(logicalBytes);
+    const extents = await allocatedExtents(marker, (await file.stat()).blocks);
     const supplier = new ChunkSupplier(repo, ref, null);
     const chunks = chunkEntries(manifest);
     const total = chunks.reduce((s, e) => s + e.length, 0);
@@ -203,22 +255,30 @@ export async function restoreRawInPlace(
     let unchanged = 0;
     let writtenBytes = 0;
     let zeroedBytes = 0;
+    const buffers: Buffer[] = [];
     await forEachConcurrent(manifest.entries, options.concurrency, async (entry: ManifestEntry) => {
       if (options.signal?.aborted) throw new PloopvaultError(`restore of ${ref.ct}/${ref.id} interrupted`);
       if (entry.kind === "hole" || supplier.isZeroChunk(entry)) {
-        const zeroed = await zeroRange(file, marker, entry.offset, entry.length);
+        let zeroed = 0;
+        for (const [a, b] of allocatedParts(extents, entry.offset, entry.length)) zeroed += await zeroRange(file, marker, a, b - a);
         zeroedBytes += zeroed;
         if (entry.kind === "chunk" && zeroed === 0) unchanged++;
       } else {
-        const now = Buffer.allocUnsafe(entry.length);
-        await readFully(file, entry.offset, now);
-        if (await supplier.holds(entry, now)) unchanged++;
-        else {
-          const want = await supplier.fetch(entry);
-          for (const [a, b] of differingRanges(now, want, entry.offset)) {
-            await writeFully(file, want.subarray(a, b), entry.offset + a);
-            writtenBytes += b - a;
+        // reused read buffers: memory stays at concurrency x the chunker's maximum
+        const buffer = buffers.pop() ?? Buffer.allocUnsafe(repo.config.chunker.maxSize);
+        try {
+          const now = buffer.subarray(0, entry.length);
+          await readFully(file, entry.offset, now);
+          if (await supplier.holds(entry, now)) unchanged++;
+          else {
+            const want = await supplier.fetch(entry);
+            for (const [a, b] of differingRanges(now, want, entry.offset)) {
+              await writeFully(file, want.subarray(a, b), entry.offset + a);
+              writtenBytes += b - a;
+            }
           }
+        } finally {
+          buffers.push(buffer);
         }
       }
       if (entry.kind === "chunk") {
