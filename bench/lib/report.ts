@@ -3,6 +3,7 @@ import type { LargeDisk } from "./large-disks.js";
 import type { Measured } from "./measure.js";
 import type { PutCeiling } from "./s3.js";
 import type { BackupStep, BenchDisk, InputKind, RepoSize, RestoreStep, SeededRestoreStep, ToolName } from "./tools.js";
+import { formatBytes } from "../../src/util/format.js";
 
 export interface TargetResult {
   tool: ToolName;
@@ -323,6 +324,24 @@ function restoreTable(r: BenchReport): string[] {
           "<= 0.1x unseeded",
         ]),
       );
+      if (sr.inPlace !== undefined) {
+        const [, ipRatio, ipMet] = ratioCell(
+          { pv: sr.inPlace.measured.seconds, other: sr.unseeded.measured.seconds, pvCpu: cpu(sr.inPlace.measured), otherCpu: cpu(sr.unseeded.measured) },
+          0.1,
+        );
+        lines.push(
+          row([
+            store,
+            `restore --in-place over yesterday's file (${changed}; ${sr.fetchedInPlace ?? "?"} of ${sr.chunks} chunks fetched, ${sr.writtenInPlace === undefined ? "?" : formatBytes(sr.writtenInPlace)} written${sr.verified ? "" : "; **results differ**"})`,
+            f(sr.inPlace.measured.seconds, 2),
+            `the same restore unseeded (${sr.fetchedUnseeded} chunks fetched)`,
+            f(sr.unseeded.measured.seconds, 2),
+            ipRatio,
+            ipMet,
+            "<= 0.1x unseeded",
+          ]),
+        );
+      }
     }
   }
   return lines.length > 2 ? lines : [];

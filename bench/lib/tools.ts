@@ -130,13 +130,18 @@ export interface RestoreStep {
 export interface SeededRestoreStep {
   unseeded: RestoreStep;
   seeded: RestoreStep;
+  /** `restore --in-place` over another copy of yesterday's file (absent in reports from before it). */
+  inPlace?: RestoreStep;
+  fetchedInPlace?: number;
+  /** Bytes the in-place restore wrote (only the 4 KiB blocks that differ). */
+  writtenInPlace?: number;
   /** Data clusters rewritten with random bytes, of all allocated clusters. */
   changedClusters: number;
   allocatedClusters: number;
   chunks: number;
   fetchedUnseeded: number;
   fetchedSeeded: number;
-  /** Both restores gave the same file. */
+  /** All restores gave the same file. */
   verified: boolean;
 }
 
@@ -294,17 +299,32 @@ class PloopvaultTarget implements Target {
       "ploopvault restore (changed disk)",
     );
     const s1 = await syncFile(fresh, this.dir);
+    // Untimed: a second copy of yesterday's file for the in-place restore (sparse, as restored).
+    const inPlaceFile = join(outDir, `${disk.ct}-inplace.raw`);
+    await execa("cp", ["--sparse=always", seedFile, inPlaceFile]);
+    await syncFile(inPlaceFile, this.dir);
     const m2 = await this.run(
       this.args("restore", `${disk.ct}:latest`, "--format", "raw", "--target", seedFile, "--force", "--seed", seedFile, "--json", "-q"),
       "ploopvault restore --seed (changed disk)",
     );
     const s2 = await syncFile(seedFile, this.dir);
+    const m3 = await this.run(
+      this.args("restore", `${disk.ct}:latest`, "--format", "raw", "--target", inPlaceFile, "--force", "--in-place", "--json", "-q"),
+      "ploopvault restore --in-place (changed disk)",
+    );
+    const s3 = await syncFile(inPlaceFile, this.dir);
     const [r1, r2] = [restoreJson(m1), restoreJson(m2)];
-    const verified = (await sha256File(fresh)) === (await sha256File(seedFile));
+    const r3 = JSON.parse(m3.stdout.split("\n").find((l) => l.startsWith("{")) ?? "{}") as { fetchedChunks: number; seconds: number; writtenBytes: number };
+    const todaySha = await sha256File(fresh);
+    const verified = todaySha === (await sha256File(seedFile)) && todaySha === (await sha256File(inPlaceFile));
     await rm(fresh, { force: true });
+    await rm(inPlaceFile, { force: true });
     return {
       unseeded: { measured: combine([m1, s1]), syncSeconds: s1.seconds, file: fresh, pipelineSeconds: r1.seconds },
       seeded: { measured: combine([m2, s2]), syncSeconds: s2.seconds, file: seedFile, pipelineSeconds: r2.seconds },
+      inPlace: { measured: combine([m3, s3]), syncSeconds: s3.seconds, file: inPlaceFile, pipelineSeconds: r3.seconds },
+      fetchedInPlace: r3.fetchedChunks,
+      writtenInPlace: r3.writtenBytes,
       changedClusters: changed.length,
       allocatedClusters: clusters.length,
       chunks: r2.chunks,
