@@ -271,8 +271,9 @@ async function runTarget(
     if (target.seededRestore !== undefined && result.restoreVerified) {
       result.seeded = await target.seededRestore(restoreDisk, out, result.restore.file);
       const sr = result.seeded;
+      const inPlace = sr.inPlace === undefined ? "" : `, --in-place ${sr.inPlace.measured.seconds.toFixed(1)} s (${sr.fetchedInPlace} fetched)`;
       log(
-        `${target.label}: ${sr.changedClusters} of ${sr.allocatedClusters} clusters changed; restore ${sr.unseeded.measured.seconds.toFixed(1)} s (${sr.fetchedUnseeded} chunks fetched), over yesterday's file with --seed ${sr.seeded.measured.seconds.toFixed(1)} s (${sr.fetchedSeeded} of ${sr.chunks} fetched)${sr.inPlace === undefined ? "" : `, --in-place ${sr.inPlace.measured.seconds.toFixed(1)} s (${sr.fetchedInPlace} fetched)`}${sr.verified ? ", verified" : ", RESULTS DIFFER"}`,
+        `${target.label}: ${sr.changedClusters} of ${sr.allocatedClusters} clusters changed; restore ${sr.unseeded.measured.seconds.toFixed(1)} s (${sr.fetchedUnseeded} chunks fetched), over yesterday's file with --seed ${sr.seeded.measured.seconds.toFixed(1)} s (${sr.fetchedSeeded} of ${sr.chunks} fetched)${inPlace}${sr.verified ? ", verified" : ", RESULTS DIFFER"}`,
       );
     }
     if (!keep) await rm(out, { recursive: true, force: true });

@@ -138,8 +138,12 @@ command again resumes from it (docs/performance.md, "Restore").
           if (signal.aborted) throw new PloopvaultError(`restore of ${ref.ct}/${ref.id} interrupted`);
           const summary = { backup: ref.id, ct: ref.ct, target: options.target, format: toStdout ? "raw" : options.format, ...result, status: "ok" };
           if (out.json && !toStdout) out.jsonResult(summary);
+          const inPlace =
+            "writtenBytes" in result
+              ? ` (in place${result.resumed ? ", resumed" : ""}: ${result.fetchedChunks} of ${result.chunks} chunks fetched, ${formatBytes(result.writtenBytes)} written, ${formatBytes(result.zeroedBytes)} zeroed)`
+              : "";
           out.info(
-            `restored ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}: ${formatBytes(result.logicalBytes)} disk, ${formatBytes(result.dataBytes)} data in ${formatSeconds(result.seconds)}${"writtenBytes" in result ? ` (in place${result.resumed ? ", resumed" : ""}: ${result.fetchedChunks} of ${result.chunks} chunks fetched, ${formatBytes(result.writtenBytes)} written, ${formatBytes(result.zeroedBytes)} zeroed)` : ""}`,
+            `restored ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}: ${formatBytes(result.logicalBytes)} disk, ${formatBytes(result.dataBytes)} data in ${formatSeconds(result.seconds)}${inPlace}`,
           );
           const free = manifest.metadata.freeSpace;
           if (free)

@@ -15,7 +15,8 @@
  *   each chunk's range is read from the seed and hashed with the repository's chunk id
  *   function; only chunks whose id differs are fetched. The new file is still written
  *   whole (temporary name, rename), so a seeded restore is bound by the target's write
- *   speed and the seed's read and hash speed (docs/performance.md).
+ *   speed and the seed's read and hash speed (docs/performance.md); `--in-place`
+ *   (src/restore/in-place.ts) rewrites an existing raw target, writing only what differs.
  *
  * Robustness (docs/fault-tolerance.md):
  * - A chunk that fails verification is fetched once more before the restore gives up

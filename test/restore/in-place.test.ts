@@ -247,10 +247,14 @@ describe.each(["s3", "encrypted"] as const)("restore --in-place, %s repository",
   it.runIf(kind === "s3")("SIGKILL mid-way leaves no FILE, only the marker; running the command again resumes and ends bit-identical", async () => {
     const target = join(work, "killed.raw");
     await writeFile(target, randomBytes(32 * MIB));
-    const child = execa(process.execPath, [CLI, "restore", ...repo.args, `${CT}:latest`, "--format", "raw", "--target", target, "--force", "--in-place", "--concurrency", "2", "-q"], {
-      env: { PLOOPVAULT_PLOOP: PLOOP_WRAPPER, ...env },
-      reject: false,
-    });
+    const child = execa(
+      process.execPath,
+      [CLI, "restore", ...repo.args, `${CT}:latest`, "--format", "raw", "--target", target, "--force", "--in-place", "--concurrency", "2", "-q"],
+      {
+        env: { PLOOPVAULT_PLOOP: PLOOP_WRAPPER, ...env },
+        reject: false,
+      },
+    );
     let seen = 0;
     onChunkGet = () => {
       if (++seen === 20) child.kill("SIGKILL");
@@ -271,7 +275,10 @@ describe.each(["s3", "encrypted"] as const)("restore --in-place, %s repository",
 
   it.runIf(kind === "encrypted")("refusals: missing file, directory, symlink, other --seed, no --force, marker beside the file, not raw", async () => {
     const missing = join(work, "missing.raw");
-    expectCleanFailure(await cli(["restore", CT, "--format", "raw", "--target", missing, "--force", "--in-place"]), /missing\.raw does not exist: --in-place rewrites an existing file/);
+    expectCleanFailure(
+      await cli(["restore", CT, "--format", "raw", "--target", missing, "--force", "--in-place"]),
+      /missing\.raw does not exist: --in-place rewrites an existing file/,
+    );
     expect(await exists(missing)).toBe(false);
     const dir = join(work, "a-dir");
     await mkdir(dir);
