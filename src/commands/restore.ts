@@ -80,7 +80,7 @@ container. The target is written under a temporary name and renamed into place w
 complete; Ctrl-C removes the partial files. --in-place instead renames the target to
 TARGET${IN_PLACE_SUFFIX}, rewrites it there and renames it back when complete; after a
 crash, Ctrl-C or an error only TARGET${IN_PLACE_SUFFIX} is left, and running the same
-command again resumes from it (docs/performance.md, "Restore").
+command again resumes from it (docs/operations.md, "Rewriting only what changed").
 `,
     )
     .action(async (spec: string, options: RestoreOptions) => {
