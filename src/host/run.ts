@@ -327,7 +327,7 @@ export async function runBackup(request: BackupRunRequest): Promise<ContainerRes
       backupContainers(containers, {
         publish: registration,
         repo,
-        cache: ManifestCache.forRepository(repo, request.stateDir),
+        cache: ManifestCache.forRun(repo, request.stateDir),
         ploop,
         journal,
         host: request.host,
@@ -406,6 +406,7 @@ async function backupDirectDisks(
 ): Promise<ContainerResult[]> {
   const results: ContainerResult[] = [];
   const storedThisRun = new Map<string, Promise<void>>();
+  const cache = ManifestCache.forRun(repo, request.stateDir);
   const chunkWorkers = new ChunkWorkerPool(repo.chunkCodec, request.workerThreads);
   try {
     for (const { descriptorPath, ct } of disks) {
@@ -422,7 +423,7 @@ async function backupDirectDisks(
           }
           const backup = await backupDisk(
             repo,
-            ManifestCache.forRepository(repo, request.stateDir),
+            cache,
             {
               disk,
               ct,
