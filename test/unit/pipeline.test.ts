@@ -265,7 +265,9 @@ describe("the known set of one backup run (ManifestCache.forRun)", () => {
       await run.distrust(ref);
       const known = await run.knownChunks();
       expect(count("backups/")).toBe(2);
-      const only302 = second.manifest.entries.flatMap((e) => (e.kind === "chunk" && e.id && !first.manifest.entries.some((f) => f.kind === "chunk" && f.id?.equals(e.id!)) ? [e.id] : []));
+      const only302 = second.manifest.entries.flatMap((e) =>
+        e.kind === "chunk" && e.id && !first.manifest.entries.some((f) => f.kind === "chunk" && f.id?.equals(e.id!)) ? [e.id] : [],
+      );
       expect(only302.length).toBeGreaterThan(0);
       expect(only302.some((id) => known.has(id))).toBe(false);
     } finally {
