@@ -17,7 +17,11 @@
  * four of the corpus are copies of them): seconds per run, per container
  * ((t(M) - t(N)) / (M - N)) and the ploop invocations per container, counted by a wrapper
  * around scripts/ploop-offline (one `sh` start per call on top of ploop's own cost).
- *   node dist/bench/startup.js --per-container [--containers 1,8] [--rounds N]
+ *   node dist/bench/startup.js --per-container [--containers 1,8] [--rounds N] [--running]
+ * The corpus's containers are stopped (nothing mounts them), so an unchanged one is backed
+ * up from its kept snapshot again without any ploop call (docs/incremental.md); --running
+ * passes a vzlist that says every container runs, which takes the snapshot path a running
+ * container takes (snapshot, then the merge of the previous kept snapshot).
  */
 import { chmod, cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -79,7 +83,7 @@ async function ploopCalls(logPath: string): Promise<Map<string, number>> {
 }
 
 /** Unchanged container-mode re-backups of N and M containers: per run, per container, ploop calls per container. */
-async function perContainer(work: string, counts: number[], rounds: number): Promise<void> {
+async function perContainer(work: string, counts: number[], rounds: number, running: boolean): Promise<void> {
   process.stdout.write(`building 4 small containers in ${work} ...\n`);
   const privateRoot = join(work, "private");
   const corpus = await buildCorpus(privateRoot, { scale: "small" });
@@ -96,7 +100,17 @@ async function perContainer(work: string, counts: number[], rounds: number): Pro
   const ploop = await countingPloop(work, log);
   const env: Record<string, string> = { PLOOPVAULT_STATE: state };
   const common = ["--repo", repo, "--state-dir", state];
-  const backup = (cts: string[]): string[] => [process.execPath, CLI, ...containerBackupArgs({ cts, repo, stateDir: state, privateRoot, ploopBin: ploop })];
+  let vzlistBin: string | undefined;
+  if (running) {
+    vzlistBin = join(work, "vzlist-running");
+    await writeFile(vzlistBin, `#!/bin/sh\n${all.map((ct) => `echo '${ct} ${join(privateRoot, ct)} running'`).join("\n")}\n`);
+    await chmod(vzlistBin, 0o700);
+  }
+  const backup = (cts: string[]): string[] => [
+    process.execPath,
+    CLI,
+    ...containerBackupArgs({ cts, repo, stateDir: state, privateRoot, ploopBin: ploop, ...(vzlistBin ? { vzlistBin } : {}) }),
+  ];
   await timed([process.execPath, CLI, "init", ...common], env, work);
   await timed(backup(all.slice(0, most)), env, work); // first backups (whole disks), and the kept snapshots
   const rows: { n: number; seconds: number; cpuSeconds: number; calls: Map<string, number> }[] = [];
@@ -118,7 +132,7 @@ async function perContainer(work: string, counts: number[], rounds: number): Pro
     rows.push({ n, seconds: median(times), cpuSeconds: median(cpu), calls });
   }
   const lines = [
-    `| unchanged re-backup, container mode (median of ${rounds} warm runs; load ${load.toFixed(1)}) | wall s per run | CPU s per run (with ploop) | ploop calls per container |`,
+    `| unchanged re-backup, container mode, ${running ? "running (vzlist stub)" : "stopped"} containers (median of ${rounds} warm runs; load ${load.toFixed(1)}) | wall s per run | CPU s per run (with ploop) | ploop calls per container |`,
     "|---|---:|---:|---|",
   ];
   for (const r of rows) {
@@ -144,7 +158,7 @@ async function main(): Promise<void> {
     const counts = (at < 0 ? "1,8" : (process.argv[at + 1] ?? "")).split(",").map(Number);
     if (counts.length < 2 || counts.some((n) => !Number.isInteger(n) || n < 1)) throw new Error("--containers wants N,M,... (at least two counts)");
     try {
-      await perContainer(work, counts, option("--rounds", 5));
+      await perContainer(work, counts, option("--rounds", 5), process.argv.includes("--running"));
     } finally {
       await rm(work, { recursive: true, force: true });
     }

@@ -8,23 +8,7 @@
  * the metrics file is written and the success or failure hook runs.
  */
 import { Command, CommanderError } from "commander";
-import { backupCommand } from "./commands/backup.js";
-import { checkCommand } from "./commands/check.js";
-import { completionCommand } from "./commands/completion.js";
-import { diffCommand } from "./commands/diff.js";
-import { copyCommand } from "./commands/copy.js";
-import { dumpCommand } from "./commands/dump.js";
-import { forgetCommand } from "./commands/forget.js";
-import { protectCommand, unprotectCommand } from "./commands/protect.js";
-import { initCommand } from "./commands/init.js";
-import { pruneCommand } from "./commands/prune.js";
-import { keyCommand } from "./commands/key.js";
-import { lsCommand } from "./commands/ls.js";
-import { restoreCommand } from "./commands/restore.js";
-import { releaseCommand } from "./commands/release.js";
-import { serveNbdCommand } from "./commands/serve-nbd.js";
-import { snapshotsCommand } from "./commands/snapshots.js";
-import { statsCommand } from "./commands/stats.js";
+import { COMMANDS, loadAllCommands } from "./commands/all.js";
 import { installStdoutGuard } from "./commands/common.js";
 import { EXIT_FAILURE, EXIT_USAGE, errorLine, PloopvaultError } from "./errors.js";
 import { afterCommand, beforeCommand } from "./ops/session.js";
@@ -63,7 +47,19 @@ function versionText(): string {
   return `ploopvault ${TOOL_VERSION} (Node.js ${process.version}, ${process.platform}/${process.arch})`;
 }
 
-function buildProgram(): Command {
+/**
+ * The commands `argv` needs: the one it names, none for --version, all of them otherwise
+ * (help, completion, an unknown command: its error suggests the known ones).
+ */
+async function commandsFor(argv: readonly string[]): Promise<Command[]> {
+  const first = argv[2];
+  if (first === "-V" || first === "--version") return [];
+  const named = COMMANDS.find(([name]) => name === first && name !== "completion");
+  if (named) return [await named[1]()];
+  return loadAllCommands();
+}
+
+function buildProgram(commands: readonly Command[]): Command {
   const program = new Command("ploopvault")
     .description("deduplicating backups of OpenVZ/Virtuozzo ploop container disks to S3 or a local directory")
     .version(versionText(), "-V, --version", "print the version and exit")
@@ -75,33 +71,12 @@ function buildProgram(): Command {
     if (process.env.PLOOPVAULT_ZSTD) activeZstdBinding();
     return beforeCommand(program, actionCommand);
   });
-  for (const cmd of [
-    initCommand(),
-    backupCommand(),
-    snapshotsCommand(),
-    restoreCommand(),
-    pruneCommand(),
-    forgetCommand(),
-    protectCommand(),
-    unprotectCommand(),
-    statsCommand(),
-    diffCommand(),
-    checkCommand(),
-    serveNbdCommand(),
-    keyCommand(),
-    releaseCommand(),
-    lsCommand(),
-    dumpCommand(),
-    copyCommand(),
-    completionCommand(),
-  ]) {
-    program.addCommand(cmd.exitOverride());
-  }
+  for (const cmd of commands) program.addCommand(cmd.exitOverride());
   return program;
 }
 
 async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const program = buildProgram(await commandsFor(argv));
   program.configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith("error:") ? `ploopvault: ${s}` : s) });
   let code: number;
   let failure: unknown;

@@ -36,6 +36,8 @@ export function containerBackupArgs(o: {
   privateRoot: string;
   ploopBin: string;
   json?: boolean;
+  /** Default: none (containers found under privateRoot, status unknown). */
+  vzlistBin?: string;
 }): string[] {
   return [
     "backup",
@@ -47,7 +49,7 @@ export function containerBackupArgs(o: {
     "--private-root",
     o.privateRoot,
     "--vzlist-bin",
-    "/nonexistent/vzlist",
+    o.vzlistBin ?? "/nonexistent/vzlist",
     "--ploop-bin",
     o.ploopBin,
     "--no-ionice",

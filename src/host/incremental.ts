@@ -130,3 +130,36 @@ export async function releaseKeptSnapshot(ctx: Omit<KeepContext, "repo">): Promi
   }
   return kept.snapshotGuid;
 }
+
+/**
+ * A stopped container whose kept delta is still empty: its disk holds exactly what the
+ * kept snapshot S_N froze, which backup N read. Then backup N+1 is taken from S_N's chain
+ * again, without a new snapshot and without merging S_N (no ploop call, no journal entry:
+ * the chain is not touched, so a crash at any point leaves nothing to recover). True only if
+ *   - the live top is the only image above S_N (the chain the previous run left),
+ *   - no image of the chain is in use: the kernel marks the top image in use while it has it
+ *     open read-write (docs/ploop.md 1.7), so the container is not running, and no write can
+ *     sit in its page cache that a snapshot (which freezes the filesystem) would have
+ *     flushed; a running container always takes the snapshot path,
+ *   - the top's BAT allocates no cluster: nothing was written since S_N, and the disk
+ *     still has S_N's size.
+ * The images at and below S_N are checked as usual (decideIncremental, and again before the
+ * manifest). If the container starts right after this check, the backup is its disk as of
+ * the check: a state the disk really had.
+ */
+export async function keptDeltaEmptyAndIdle(kept: KeptSnapshot, descriptorPath: string): Promise<boolean> {
+  let live: LogicalDisk;
+  try {
+    live = await openLogicalDisk(descriptorPath);
+  } catch {
+    return false; // the snapshot path reports what is wrong
+  }
+  try {
+    const k = live.images.findIndex((image) => image.guid === kept.snapshotGuid.toLowerCase());
+    if (k < 0 || k !== live.images.length - 2 || live.inUseImages.length > 0) return false;
+    if (live.sizeBytes !== live.images[k]!.sizeBytes) return false; // resized since S_N
+    return live.clustersWrittenAbove(kept.snapshotGuid)?.every((written) => written === 0) === true;
+  } finally {
+    await live.close();
+  }
+}

@@ -13,11 +13,11 @@
  * `--disk` backs up stopped containers' disks directly (no snapshot, no host lock).
  */
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { errorLine, PloopvaultError } from "../errors.js";
 import { forEachConcurrent } from "../util/limiter.js";
 import type { BackupAnnotations } from "../manifest/format.js";
-import { openLogicalDisk } from "../ploop/disk.js";
+import { openLogicalDisk, type LogicalDisk } from "../ploop/disk.js";
 import { PloopCli } from "./ploop-cli.js";
 import { BackupRegistration } from "../prune/registration.js";
 import { ManifestCache } from "../repository/known-chunks.js";
@@ -28,9 +28,9 @@ import { findContainerConfig, readDescriptorBytes, CONTAINER_CONFIG_NAME } from 
 import { SnapshotJournal } from "./journal.js";
 import { backupDisk, type BackupProgress, type BackupResult } from "../backup/pipeline.js";
 import { ChunkWorkerPool } from "../backup/worker-processor.js";
-import { recoverInterrupted, recoverUnjournaled, withFrozenDisk } from "./snapshot-lifecycle.js";
-import { decideIncremental, keepSnapshot, releaseKeptSnapshot } from "./incremental.js";
-import { KeptSnapshots } from "./kept-snapshot.js";
+import { FrozenChainChangedError, recoverInterrupted, recoverUnjournaled, withFrozenDisk, type FrozenDisk } from "./snapshot-lifecycle.js";
+import { decideIncremental, keepSnapshot, keptDeltaEmptyAndIdle, releaseKeptSnapshot, type IncrementalDecision } from "./incremental.js";
+import { descriptorChainImages, KeptSnapshots, sameStamps, stampImagesAtAndBelow, type KeptSnapshot } from "./kept-snapshot.js";
 import { findFreeClusters } from "../backup/free-space.js";
 import { CostTally, withCostTally } from "../util/cost-tally.js";
 
@@ -138,20 +138,24 @@ export async function backupOneContainer(container: ContainerInfo, options: RunO
 async function backupOneContainerTallied(container: ContainerInfo, options: RunOptions): Promise<ContainerResult> {
   const started = performance.now();
   const { ct, descriptorPath } = container;
-  const kept = options.kept ? await options.kept.get(ct) : null;
-  let backupId: string | null = null;
-  const keepOnSuccess = options.kept
-    ? async (snapshotGuid: string): Promise<void> => {
-        if (backupId === null) throw new Error("no backup was written");
-        await keepSnapshot(
-          { ct, descriptorPath, repo: options.repo, ploop: options.ploop, journal: options.journal, kept: options.kept!, log: options.log },
-          kept,
-          snapshotGuid,
-          backupId,
-        );
-      }
-    : undefined;
   try {
+    const kept = options.kept ? await options.kept.get(ct) : null;
+    if (kept !== null && !options.forceFull && container.status !== "running" && (await keptDeltaEmptyAndIdle(kept, descriptorPath))) {
+      const again = await backupKeptSnapshotAgain(container, options, kept);
+      if (again !== null) return again;
+    }
+    let backupId: string | null = null;
+    const keepOnSuccess = options.kept
+      ? async (snapshotGuid: string): Promise<void> => {
+          if (backupId === null) throw new Error("no backup was written");
+          await keepSnapshot(
+            { ct, descriptorPath, repo: options.repo, ploop: options.ploop, journal: options.journal, kept: options.kept!, log: options.log },
+            kept,
+            snapshotGuid,
+            backupId,
+          );
+        }
+      : undefined;
     return await withFrozenDisk(
       {
         ct,
@@ -165,49 +169,14 @@ async function backupOneContainerTallied(container: ContainerInfo, options: RunO
       async (frozen) => {
         const disk = await openLogicalDisk(frozen.descriptorPath, { topGuid: frozen.snapshotGuid });
         try {
-          let decision: Awaited<ReturnType<typeof decideIncremental>> | null = null;
+          let decision: IncrementalDecision | null = null;
           if (options.kept) {
             decision = options.forceFull ? { base: null, reason: "--full given" } : await decideIncremental(kept, disk, options.repo, ct);
             if (decision.base) options.log(`container ${ct}: incremental backup: reading only what changed since backup ${decision.base.backupId}`);
             else options.log(`container ${ct}: reading the whole disk: ${decision.reason}`);
           }
-          const result = await backupDisk(
-            options.repo,
-            options.cache,
-            {
-              disk,
-              ct,
-              previous: decision?.base ?? null,
-              descriptorXml: await readDescriptorBytes(frozen.descriptorPath),
-              containerConfig: await readConfig(container.configPath),
-              snapshotGuid: frozen.snapshotGuid,
-              sourceFormatVersion: disk.formatVersion,
-              free: options.skipFree ? await findFreeClusters(disk, (line) => options.log(`container ${ct}: ${line}`)) : null,
-            },
-            {
-              host: options.host,
-              time: options.time ?? new Date(),
-              workerThreads: options.workerThreads,
-              uploadConcurrency: options.uploadConcurrency,
-              storedThisRun: options.storedThisRun,
-              ...(options.chunkWorkers ? { chunkWorkers: options.chunkWorkers } : {}),
-              ...(options.annotations ? { annotations: options.annotations } : {}),
-              signal: options.signal,
-              ...(options.onProgress ? { onProgress: (p: BackupProgress) => options.onProgress!(ct, p) } : {}),
-              ...(options.readThrottle ? { readThrottle: options.readThrottle } : {}),
-              ...(options.readBlockBytes ? { readBlockBytes: options.readBlockBytes } : {}),
-              // The frozen images must not have changed while we read them (docs/ploop.md 3.6).
-              beforeManifest: () => frozen.verifyUnchanged(),
-              ...(options.publish ? { publish: options.publish } : {}),
-            },
-          );
-          backupId = result.manifest.metadata.id;
-          const out = resultOf(ct, result, frozen.snapshotGuid);
-          if (decision) {
-            out.mode = decision.base ? "incremental" : "full";
-            if (decision.base) out.baseBackup = decision.base.backupId;
-            else out.fullReason = decision.reason;
-          }
+          const out = await backupChain(container, options, disk, frozen, decision);
+          backupId = out.backup ?? null;
           return out;
         } finally {
           await disk.close();
@@ -217,6 +186,96 @@ async function backupOneContainerTallied(container: ContainerInfo, options: RunO
   } catch (error) {
     return { ct, status: "error", seconds: (performance.now() - started) / 1000, error: errorLine(error) };
   }
+}
+
+/**
+ * A stopped container with nothing written since its kept snapshot S_N
+ * (keptDeltaEmptyAndIdle): back up S_N's chain again, relative to backup N, without a new
+ * snapshot or a merge, then point the kept record at the new backup. Null when backup N
+ * cannot serve as the base: the snapshot path then reads the whole disk and says why.
+ */
+async function backupKeptSnapshotAgain(container: ContainerInfo, options: RunOptions, kept: KeptSnapshot): Promise<ContainerResult | null> {
+  const { ct } = container;
+  const descriptorPath = resolve(container.descriptorPath);
+  const disk = await openLogicalDisk(descriptorPath, { topGuid: kept.snapshotGuid });
+  let out: ContainerResult;
+  try {
+    const decision = await decideIncremental(kept, disk, options.repo, ct);
+    if (decision.base === null) return null;
+    options.log(
+      `container ${ct}: not running and nothing written since backup ${kept.backupId}: backing up its kept snapshot ${kept.snapshotGuid} again (no new snapshot)`,
+    );
+    // As after a snapshot (verifyUnchanged): the images read must not have changed meanwhile.
+    const verifyUnchanged = async (): Promise<void> => {
+      const now = await stampImagesAtAndBelow(await descriptorChainImages(descriptorPath, kept.snapshotGuid), kept.snapshotGuid).catch(() => null);
+      if (now === null || kept.frozenImages === null || !sameStamps(now, kept.frozenImages)) {
+        throw new FrozenChainChangedError(
+          `container ${ct}: the images at and below kept snapshot ${kept.snapshotGuid} changed during the backup (another tool rewrote the disk; the backup is not consistent)`,
+        );
+      }
+    };
+    out = await backupChain(container, options, disk, { snapshotGuid: kept.snapshotGuid, descriptorPath, verifyUnchanged }, decision);
+  } finally {
+    await disk.close();
+  }
+  // Not fsynced (and no journal entry: no snapshot was taken or merged): if a crash loses
+  // this update, the record still names S_N with backup N, which stays a valid base.
+  try {
+    await options.kept!.put({ ...kept, backupId: out.backup!, keptAt: new Date().toISOString() }, { durable: false });
+  } catch (error) {
+    options.log(
+      `warning: container ${ct}: cannot record backup ${out.backup} as the base of the next incremental backup (${errorLine(error)}); the next one uses ${kept.backupId}`,
+    );
+  }
+  return out;
+}
+
+/** Back up `disk` (the frozen chain of `frozen.snapshotGuid`), relative to `decision`'s base if any. */
+async function backupChain(
+  container: ContainerInfo,
+  options: RunOptions,
+  disk: LogicalDisk,
+  frozen: Pick<FrozenDisk, "snapshotGuid" | "descriptorPath" | "verifyUnchanged">,
+  decision: IncrementalDecision | null,
+): Promise<ContainerResult> {
+  const { ct } = container;
+  const result = await backupDisk(
+    options.repo,
+    options.cache,
+    {
+      disk,
+      ct,
+      previous: decision?.base ?? null,
+      descriptorXml: await readDescriptorBytes(frozen.descriptorPath),
+      containerConfig: await readConfig(container.configPath),
+      snapshotGuid: frozen.snapshotGuid,
+      sourceFormatVersion: disk.formatVersion,
+      free: options.skipFree ? await findFreeClusters(disk, (line) => options.log(`container ${ct}: ${line}`)) : null,
+    },
+    {
+      host: options.host,
+      time: options.time ?? new Date(),
+      workerThreads: options.workerThreads,
+      uploadConcurrency: options.uploadConcurrency,
+      storedThisRun: options.storedThisRun,
+      ...(options.chunkWorkers ? { chunkWorkers: options.chunkWorkers } : {}),
+      ...(options.annotations ? { annotations: options.annotations } : {}),
+      signal: options.signal,
+      ...(options.onProgress ? { onProgress: (p: BackupProgress) => options.onProgress!(ct, p) } : {}),
+      ...(options.readThrottle ? { readThrottle: options.readThrottle } : {}),
+      ...(options.readBlockBytes ? { readBlockBytes: options.readBlockBytes } : {}),
+      // The frozen images must not have changed while we read them (docs/ploop.md 3.6).
+      beforeManifest: () => frozen.verifyUnchanged(),
+      ...(options.publish ? { publish: options.publish } : {}),
+    },
+  );
+  const out = resultOf(ct, result, frozen.snapshotGuid);
+  if (decision) {
+    out.mode = decision.base ? "incremental" : "full";
+    if (decision.base) out.baseBackup = decision.base.backupId;
+    else out.fullReason = decision.reason;
+  }
+  return out;
 }
 
 export async function backupContainers(containers: readonly ContainerInfo[], options: RunOptions): Promise<ContainerResult[]> {
@@ -327,7 +386,7 @@ export async function runBackup(request: BackupRunRequest): Promise<ContainerRes
       backupContainers(containers, {
         publish: registration,
         repo,
-        cache: ManifestCache.forRepository(repo, request.stateDir),
+        cache: ManifestCache.forRun(repo, request.stateDir),
         ploop,
         journal,
         host: request.host,
@@ -406,6 +465,7 @@ async function backupDirectDisks(
 ): Promise<ContainerResult[]> {
   const results: ContainerResult[] = [];
   const storedThisRun = new Map<string, Promise<void>>();
+  const cache = ManifestCache.forRun(repo, request.stateDir);
   const chunkWorkers = new ChunkWorkerPool(repo.chunkCodec, request.workerThreads);
   try {
     for (const { descriptorPath, ct } of disks) {
@@ -422,7 +482,7 @@ async function backupDirectDisks(
           }
           const backup = await backupDisk(
             repo,
-            ManifestCache.forRepository(repo, request.stateDir),
+            cache,
             {
               disk,
               ct,

@@ -167,19 +167,29 @@ export interface AppliedSetting {
   line: number;
 }
 
+/** Config keys per top-level command (its subcommands' included; "" holds the program's own options). */
+export type CommandConfigKeys = ReadonlyMap<string, ReadonlySet<string>>;
+
+/** The config keys `program`'s options allow, per top-level command (src/ops/config-keys.ts holds them for the whole program). */
+export function commandConfigKeys(program: Command): Map<string, Set<string>> {
+  const optionsOf = (c: Command): Option[] => [...c.options, ...c.commands.flatMap(optionsOf)];
+  const keysOf = (options: readonly Option[]): Set<string> =>
+    new Set(options.map(configKey).filter((key): key is string => key !== null && !COMMAND_LINE_ONLY.has(key)));
+  const out = new Map<string, Set<string>>([["", keysOf(program.options)]]);
+  for (const c of program.commands) out.set(c.name(), keysOf(optionsOf(c)));
+  return out;
+}
+
 /**
  * Fill `command`'s options that neither the command line nor the environment set, from
- * `config`. `program` supplies the other commands, to tell unknown keys from keys meant
- * for another command. Returns what was applied (for -v).
+ * `config`. `allKeys` (default: from `program`'s commands) tells unknown keys and sections
+ * from those meant for another command: a run loads only its own command (src/main.ts),
+ * so the session passes the whole program's table (src/ops/config-keys.ts). Returns what
+ * was applied (for -v).
  */
-export function applyConfig(program: Command, command: Command, config: ConfigFile): AppliedSetting[] {
-  const commands = new Map(program.commands.map((c) => [c.name(), c]));
-  const known = new Set<string>();
-  const optionsOf = (c: Command): Option[] => [...c.options, ...c.commands.flatMap(optionsOf)];
-  for (const o of optionsOf(program)) {
-    const key = configKey(o);
-    if (key !== null && !COMMAND_LINE_ONLY.has(key)) known.add(key);
-  }
+export function applyConfig(program: Command, command: Command, config: ConfigFile, allKeys: CommandConfigKeys = commandConfigKeys(program)): AppliedSetting[] {
+  const commands = new Map([...allKeys].filter(([name]) => name !== ""));
+  const known = new Set([...allKeys.values()].flatMap((keys) => [...keys]));
   // A section is named after a top-level command ([key] also covers "key add").
   let top = command;
   while (top.parent !== null && top.parent !== program) top = top.parent;
@@ -208,9 +218,7 @@ export function applyConfig(program: Command, command: Command, config: ConfigFi
     if (COMMAND_LINE_ONLY.has(entry.key)) throw new UsageError(`${where}: "${entry.key}" can only be given on the command line`);
     if (!known.has(entry.key)) throw new UsageError(`${where}: unknown key "${entry.key}"`);
     if (entry.section !== null) {
-      const sectionCommand = commands.get(entry.section)!;
-      if (!optionsOf(sectionCommand).some((o) => configKey(o) === entry.key))
-        throw new UsageError(`${where}: command ${entry.section} has no option --${entry.key}`);
+      if (!commands.get(entry.section)!.has(entry.key)) throw new UsageError(`${where}: command ${entry.section} has no option --${entry.key}`);
     }
   }
   for (const entry of config.entries) if (entry.section === null && own.has(entry.key)) chosen.set(entry.key, entry);

@@ -12,6 +12,7 @@ import type { ContainerResult } from "../host/run.js";
 import { errorLine } from "../errors.js";
 import { TOOL_VERSION } from "../version.js";
 import { applyConfig, loadConfig, type AppliedSetting, type ConfigFile } from "./config.js";
+import { CONFIG_KEYS } from "./config-keys.js";
 import { runHook } from "./hooks.js";
 import { setIdleIoPriority } from "./ionice.js";
 import { logger, type LogFormat } from "./log.js";
@@ -44,10 +45,13 @@ interface ArmedRun {
 let started: { command: string; at: number } | null = null;
 let armed: ArmedRun | null = null;
 
+const CONFIG_KEYS_BY_COMMAND = new Map(Object.entries(CONFIG_KEYS).map(([name, keys]) => [name, new Set(keys)]));
+
 /** preAction: config, logging, progress, I/O priority, monitoring. */
 export async function beforeCommand(program: Command, command: Command): Promise<void> {
   const config = await loadConfig((command.opts() as SessionOptions).config);
-  const applied = config === null ? [] : applyConfig(program, command, config);
+  // the table, not `program`: a run holds only its own command (src/main.ts)
+  const applied = config === null ? [] : applyConfig(program, command, config, CONFIG_KEYS_BY_COMMAND);
   notePasswordOrigin(command, config, applied);
   const options = command.opts() as SessionOptions;
   logger.configure({

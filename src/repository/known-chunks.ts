@@ -60,13 +60,32 @@ function lockSeconds(metadata: ManifestMetadata): number {
 }
 
 export class ManifestCache {
+  /** forRun(): the set merged from the manifests, computed once (null: not yet, or not memoised). */
+  private runSet: Promise<ChunkIdSet> | null = null;
+
   constructor(
     private readonly repo: Repository,
     readonly dir: string,
+    private readonly oncePerRun = false,
   ) {}
 
   static forRepository(repo: Repository, stateDir: string): ManifestCache {
     return new ManifestCache(repo, join(stateDir, "repos", repo.config.id));
+  }
+
+  /**
+   * The cache of one backup run (registered with the repository for the whole run, docs/prune.md):
+   * the manifests are listed and merged into the known set once, by the run's first container,
+   * not once per container (a listing of backups/ per container, each longer than the last).
+   * Safe because the prune argument ("Why no referenced chunk is ever deleted") only needs the
+   * set to be read after the registration's listing, while the registration lives: a chunk of
+   * a manifest forgotten later in the run is not swept while this run is registered. Chunks this
+   * run stores itself are in its storedThisRun. The missing/ records are still read per call
+   * (a chunk `check` finds missing meanwhile is uploaded again by the next container). Not in an
+   * object-lock repository, whose lock times must follow this run's own manifests.
+   */
+  static forRun(repo: Repository, stateDir: string): ManifestCache {
+    return new ManifestCache(repo, join(stateDir, "repos", repo.config.id), repo.objectLock === null);
   }
 
   /**
@@ -113,6 +132,7 @@ export class ManifestCache {
     await writePrivateFileAtomic(join(this.dir, "distrusted", ref.ct, ref.id), `${new Date().toISOString()}\n`);
     await rm(join(this.dir, "manifests", ref.ct, ref.id), { force: true });
     await rm(join(this.dir, "known-chunks.json"), { force: true });
+    this.runSet = null;
   }
 
   /** "ct/id" of every distrusted backup. */
@@ -161,6 +181,25 @@ export class ManifestCache {
 
   /** The known set, and in an object-lock repository each chunk's lock time. */
   async knownChunksWithLockTimes(): Promise<{ known: ChunkIdSet; lockTimes: ChunkLockTimes | null }> {
+    if (this.oncePerRun) {
+      this.runSet ??= this.mergedManifests().then((merged) => merged.set);
+      const set = await this.runSet.catch((error: unknown) => {
+        this.runSet = null;
+        throw error;
+      });
+      return { known: set.without((await loadMissingChunks(this.repo.store)).ids), lockTimes: null };
+    }
+    const { set, times, locked } = await this.mergedManifests();
+    // chunks known to be missing or damaged are not trusted: backups upload them again
+    const missing = await loadMissingChunks(this.repo.store);
+    return {
+      known: set.without(missing.ids),
+      lockTimes: locked ? new SortedChunkLockTimes(set, times) : null,
+    };
+  }
+
+  /** Every chunk the listed (and not distrusted) manifests reference, and in an object-lock repository their lock times. */
+  private async mergedManifests(): Promise<{ set: ChunkIdSet; times: Uint32Array; locked: boolean }> {
     const locked = this.repo.objectLock !== null;
     const distrusted = await this.distrusted();
     const refs = (await this.repo.listBackups()).filter((r) => !distrusted.has(`${r.ct}/${r.id}`));
@@ -220,12 +259,7 @@ export class ManifestCache {
       const meta: IndexMeta = { version: 1, manifests: [...merged].filter((k) => present.has(k)) };
       await writePrivateFileAtomic(metaPath, Buffer.from(JSON.stringify(meta)), CACHE);
     }
-    // chunks known to be missing or damaged are not trusted: backups upload them again
-    const missing = await loadMissingChunks(this.repo.store);
-    return {
-      known: set.without(missing.ids),
-      lockTimes: locked ? new SortedChunkLockTimes(set, times) : null,
-    };
+    return { set, times, locked };
   }
 }
 

@@ -16,7 +16,9 @@ import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLI, jsonLines, localRepo, PLOOP_WRAPPER, runCli, type RepoTarget } from "../helpers/cli.js";
-import { writeClusterToTop } from "../helpers/delta-writer.js";
+import { setImageInUse, topImagePath, writeClusterToTop } from "../helpers/delta-writer.js";
+import { keptDeltaEmptyAndIdle } from "../../src/host/incremental.js";
+import { KeptSnapshots } from "../../src/host/kept-snapshot.js";
 import { ploopFlatten, ploopOk, ploopSnapshotList } from "../helpers/ploop-tool.js";
 import { imageMarkedInUse } from "../../src/host/snapshot-lifecycle.js";
 import { digHoles, fillTop, makeDisk, ploopCallsSparse, script, SIMULATOR, TOP, unlistedImageFiles } from "../live/fixtures.js";
@@ -29,6 +31,7 @@ interface Result {
   snapshotGuid: string;
   mode: "incremental" | "full";
   fullReason?: string;
+  baseBackup?: string;
   readBytes: number;
   dataBytes: number;
   reusedChunks: number;
@@ -57,8 +60,8 @@ describe("incremental backups", () => {
     await rm(work, { recursive: true, force: true });
   });
 
-  async function backupAndVerify(ct: string, dd: string, step: string): Promise<Result & { stderr: string }> {
-    const b = await runCli(["backup", ...args(), ct, "--json"]);
+  async function backupAndVerify(ct: string, dd: string, step: string, extra: string[] = []): Promise<Result & { stderr: string }> {
+    const b = await runCli(["backup", ...args(), ct, "--json", ...extra]);
     expect(b.code, `${step}: ${b.stderr}`).toBe(0);
     // Whatever recovery found, it finished it: nothing failed, nothing was left in place.
     expect(
@@ -248,7 +251,7 @@ describe("incremental backups", () => {
     killTestTimeout(2 * KILL_TRIALS),
   );
 
-  it("an unchanged re-backup runs ploop twice (snapshot, snapshot-delete) and -v says where its time went", async () => {
+  it("a stopped container with nothing written since its kept snapshot is backed up from that snapshot again, without any ploop call; a write, a running status or an in-use top takes the snapshot path", async () => {
     const ct = "305";
     const dir = join(privateRoot, ct, "root.hdd");
     await mkdir(dir, { recursive: true });
@@ -259,22 +262,75 @@ describe("incremental backups", () => {
     // every ploop invocation, counted outside ploopvault
     const calls = join(work, "ploop-calls.log");
     const counting = await script(work, "ploop-counting", `echo "$1" >> '${calls}'\nexec '${PLOOP_WRAPPER}' "$@"`);
+    const ploopCalls = async (): Promise<string[]> => (await readFile(calls, "utf8").catch(() => "")).split("\n").filter((l) => l !== "");
+    const costsOf = (stderr: string): string => stderr.split("\n").find((l) => l.startsWith(`container ${ct}: `) && l.includes(" s; ")) ?? stderr;
+    let base = first;
     for (const step of ["second backup", "third backup"]) {
       await rm(calls, { force: true });
-      const b = await runCli(["backup", ...args(), "--ploop-bin", counting, ct, "--json", "-v"]);
-      expect(b.code, `${step}: ${b.stderr}`).toBe(0);
-      const [r] = jsonLines<Result>(b.stdout);
-      // the kept record's stamps (from the descriptor, written without fsync) keep it incremental
-      expect(r!.mode, step).toBe("incremental");
-      expect(r!.readBytes, step).toBe(0);
-      expect((await readFile(calls, "utf8")).trim().split("\n"), step).toEqual(["snapshot", "snapshot-delete"]);
-      const costs = b.stderr.split("\n").find((l) => l.startsWith(`container ${ct}: `) && l.includes(" s; "));
-      expect(costs, b.stderr).toMatch(/ploop snapshot 1 \(\d+\.\d{3} s\).*ploop snapshot-delete 1 \(\d+\.\d{3} s\)/);
-      expect(costs).toMatch(/fsync journal 6 \(/);
-      expect(costs).toMatch(/fsync kept 2 \(/);
-      expect(costs).toMatch(/manifest from cache 1 \(/);
-      expect(costs).not.toContain("snapshot-list");
+      const r = await backupAndVerify(ct, dd, step, ["--ploop-bin", counting, "-v"]);
+      expect(r.mode, step).toBe("incremental");
+      expect(r.baseBackup, step).toBe(base.backup);
+      expect(r.readBytes, step).toBe(0);
+      expect(r.snapshotGuid, step).toBe(first.snapshotGuid);
+      expect(await ploopCalls(), step).toEqual([]);
+      expect(r.stderr).toContain(
+        `container ${ct}: not running and nothing written since backup ${base.backup}: backing up its kept snapshot ${first.snapshotGuid} again (no new snapshot)`,
+      );
+      const costs = costsOf(r.stderr);
+      expect(costs).not.toContain("ploop");
+      expect(costs).not.toContain("fsync journal");
+      expect(costs).not.toContain("fsync kept");
+      expect(costs).toMatch(/store get 1 \(/); // backup N's manifest, which would notice a pruned base
+      base = r;
     }
+
+    // one cluster written: the snapshot path (snapshot, then the merge of the old kept snapshot)
+    await writeClusterToTop(dd, 3, randomBytes(CLUSTER));
+    await rm(calls, { force: true });
+    const written = await backupAndVerify(ct, dd, "after a write", ["--ploop-bin", counting, "-v"]);
+    expect(written.mode).toBe("incremental");
+    expect(written.baseBackup).toBe(base.backup);
+    expect(written.snapshotGuid).not.toBe(first.snapshotGuid);
+    expect(await ploopCalls()).toEqual(["snapshot", "snapshot-delete"]);
+    const costs = costsOf(written.stderr);
+    expect(costs).toMatch(/ploop snapshot 1 \(\d+\.\d{3} s\).*ploop snapshot-delete 1 \(\d+\.\d{3} s\)/);
+    expect(costs).toMatch(/fsync journal 6 \(/);
+    expect(costs).toMatch(/fsync kept 2 \(/);
+    expect(costs).not.toContain("snapshot-list");
+
+    // unchanged, but vzlist says it runs: a snapshot is taken (a running container's page cache may hold writes only a snapshot flushes)
+    const vzlist = await script(work, "vzlist-running", `echo "${ct} ${join(privateRoot, ct)} running"`);
+    await rm(calls, { force: true });
+    const running = await runCli(["backup", ...repo.args, "--private-root", privateRoot, "--vzlist-bin", vzlist, "--ploop-bin", counting, ct, "--json"]);
+    expect(running.code, running.stderr).toBe(0);
+    expect(jsonLines<Result>(running.stdout)[0]!.mode).toBe("incremental");
+    expect(await ploopCalls()).toEqual(["snapshot", "snapshot-delete"]);
+
+    // the check itself: an in-use top (opened read-write by the kernel) or a written cluster is never "idle"
+    const kept = await new KeptSnapshots(repo.stateDir).get(ct);
+    expect(kept).not.toBeNull();
+    expect(await keptDeltaEmptyAndIdle(kept!, dd)).toBe(true);
+    const top = await topImagePath(dd);
+    await setImageInUse(top, true);
+    expect(await keptDeltaEmptyAndIdle(kept!, dd)).toBe(false);
+    await setImageInUse(top, false);
+    expect(await keptDeltaEmptyAndIdle(kept!, dd)).toBe(true);
+    await writeClusterToTop(dd, 7, randomBytes(4096));
+    expect(await keptDeltaEmptyAndIdle(kept!, dd)).toBe(false);
+    await backupAndVerify(ct, dd, "after the checks");
+  });
+
+  it("a forgotten base: the unchanged stopped container is read in full from a new snapshot", async () => {
+    const ct = "305";
+    const dd = join(privateRoot, ct, "root.hdd", "DiskDescriptor.xml");
+    const again = await backupAndVerify(ct, dd, "unchanged");
+    expect(again.stderr).toContain("again (no new snapshot)");
+    const forget = await runCli(["forget", ...repo.args, `${ct}/${again.backup}`]);
+    expect(forget.code, forget.stderr).toBe(0);
+    const r = await backupAndVerify(ct, dd, "after the base was forgotten");
+    expect(r.mode).toBe("full");
+    expect(r.fullReason).toContain(again.backup);
+    expect(r.snapshotGuid).not.toBe(again.snapshotGuid);
   });
 
   it("release gives the container back a single-image disk; the next backup reads everything", async () => {

@@ -52,4 +52,24 @@ process.argv.splice(1, 0, ${JSON.stringify(CLI)}); await import(${JSON.stringify
       expect(/LOADED (.*)$/.exec(r.stderr)?.[1], args.join(" ")).toBe("[]");
     }
   });
+
+  it("a run loads the modules of its own command only; --version none; help all of them", async () => {
+    const ownModules = async (args: string[]): Promise<string[]> => {
+      const probe = `const seen = new Set(); const { registerHooks } = await import("node:module");
+registerHooks({ resolve(spec, ctx, next) { const r = next(spec, ctx); seen.add(r.url); return r; } });
+process.on("exit", () => process.stderr.write("\\nLOADED " + JSON.stringify([...seen].filter((u) => /\\/dist\\/src\\//.test(u)).map((u) => u.replace(/.*\\/dist\\/src\\//, "")))));
+process.argv.splice(1, 0, ${JSON.stringify(CLI)}); await import(${JSON.stringify(CLI)});`;
+      const r = await execa(process.execPath, ["--input-type=module", "-e", probe, "--", ...args], { reject: false });
+      expect(r.exitCode, r.stderr).toBe(0);
+      return JSON.parse(/LOADED (.*)$/.exec(r.stderr)?.[1] ?? "null") as string[];
+    };
+    const commandModules = (loaded: string[]): string[] =>
+      loaded.filter((m) => m.startsWith("commands/") && m !== "commands/common.js" && m !== "commands/all.js").sort();
+    expect(commandModules(await ownModules(["--version"]))).toEqual([]);
+    const backup = await ownModules(["backup", "--help"]);
+    expect(commandModules(backup)).toEqual(["commands/backup.js"]);
+    // what only other commands need: restore, check, the NBD server, copy, file listings
+    expect(backup.filter((m) => /^(restore|check|nbd|copy|files)\//.test(m))).toEqual([]);
+    expect(commandModules(await ownModules(["--help"]))).toContain("commands/serve-nbd.js");
+  });
 });

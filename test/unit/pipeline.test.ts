@@ -225,3 +225,53 @@ describe("the known set while a prune forgets backups", () => {
     }
   });
 });
+
+describe("the known set of one backup run (ManifestCache.forRun)", () => {
+  it("lists backups/ once per run, reads missing/ for every container, and rebuilds after a distrust", async () => {
+    const state = await mkdtemp(join(tmpdir(), "pv-unit-run-"));
+    try {
+      const store = new MemoryStore("run");
+      const repo = await Repository.init(store, newRepositoryConfig(chunkerParamsForAverage(16 << 10), 3, new Date("2026-01-01T00:00:00Z")));
+      const opts = (time: string) => ({ host: "a", time: new Date(time), workerThreads: 0, uploadConcurrency: 2 });
+      const disk301 = diskWith(8, 7);
+      await backupDisk(repo, ManifestCache.forRepository(repo, state), source(disk301, "301"), opts("2026-01-02T00:00:00Z"));
+      const listings: string[] = [];
+      const counting = Object.create(store) as MemoryStore;
+      counting.list = (prefix: string) => {
+        listings.push(prefix);
+        return store.list(prefix);
+      };
+      const runRepo = await Repository.open(counting);
+      const count = (prefix: string): number => listings.filter((p) => p === prefix).length;
+
+      // the classic cache lists backups/ for each container
+      const perCall = ManifestCache.forRepository(runRepo, state);
+      await perCall.knownChunks();
+      await perCall.knownChunks();
+      expect(count("backups/")).toBe(2);
+
+      listings.length = 0;
+      const run = ManifestCache.forRun(runRepo, state);
+      const first = await backupDisk(runRepo, run, source(disk301, "301"), opts("2026-01-03T00:00:00Z"));
+      expect(first.stats.newChunks).toBe(0);
+      // a second container of the run: its new chunks are new, the first one's known
+      const second = await backupDisk(runRepo, run, source(diskWith(8, 8), "302"), opts("2026-01-03T00:00:01Z"));
+      expect(second.stats.newChunks).toBeGreaterThan(0);
+      expect(count("backups/")).toBe(1);
+      expect(count("missing/")).toBe(2);
+
+      // a distrusted backup of the run is no longer known: the set is built again without it
+      const ref = { ct: "302", id: second.manifest.metadata.id };
+      await run.distrust(ref);
+      const known = await run.knownChunks();
+      expect(count("backups/")).toBe(2);
+      const only302 = second.manifest.entries.flatMap((e) =>
+        e.kind === "chunk" && e.id && !first.manifest.entries.some((f) => f.kind === "chunk" && f.id?.equals(e.id!)) ? [e.id] : [],
+      );
+      expect(only302.length).toBeGreaterThan(0);
+      expect(only302.some((id) => known.has(id))).toBe(false);
+    } finally {
+      await rm(state, { recursive: true, force: true });
+    }
+  });
+});
