@@ -146,7 +146,7 @@ function targetsTable(r: BenchReport): string[] {
   );
   if (pvCt !== undefined)
     add(
-      "unchanged re-backup, ploopvault in container mode (incremental from the kept delta), s",
+      "unchanged re-backup, ploopvault in container mode (running containers: a snapshot each, incremental from the kept delta), s",
       (t) => t.unchanged?.measured.seconds,
       0.2,
       "<= 0.2x restic",

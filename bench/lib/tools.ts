@@ -15,7 +15,7 @@
  * `sync FILE` (ploopvault already fsyncs; restic and borg do not).
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
 import { execa } from "execa";
 import { openLogicalDisk } from "../../src/ploop/disk.js";
@@ -360,7 +360,9 @@ class PloopvaultTarget implements Target {
  * run backs up all containers, each through a ploop snapshot (scripts/ploop-offline) that
  * is kept as the base of the next, incremental backup. A "next day" with no writes into
  * the containers touches nothing: the base images of a running container do not change,
- * only its top delta does.
+ * only its top delta does. A vzlist stub says every container runs, so each backup takes a
+ * ploop snapshot as on a live node (a stopped, unchanged container is backed up from its
+ * kept snapshot without any ploop call: docs/incremental.md; bench/startup.ts measures both).
  */
 class PloopvaultContainerTarget implements Target {
   readonly tool = "ploopvault" as const;
@@ -371,12 +373,14 @@ class PloopvaultContainerTarget implements Target {
   private readonly repo: string;
   private readonly stateDir: string;
   private readonly privateRoot: string;
+  private readonly vzlistBin: string;
 
   constructor(private readonly tenv: ToolEnv) {
     this.dir = join(tenv.work, uniqueName("pv-ct"));
     this.repo = join(this.dir, "repo");
     this.stateDir = join(this.dir, "state");
     this.privateRoot = join(this.dir, "private");
+    this.vzlistBin = join(this.dir, "vzlist-running");
   }
 
   private run(args: string[], label: string): Promise<Measured> {
@@ -387,12 +391,14 @@ class PloopvaultContainerTarget implements Target {
     return join(this.privateRoot, d.ct, "root.hdd", "root.hds");
   }
 
-  /** Untimed: the private area is a copy of the corpus (the corpus itself stays untouched). */
+  /** Untimed: the private area is a copy of the corpus (the corpus itself stays untouched), and the vzlist stub. */
   async prepare(disks: readonly BenchDisk[]): Promise<void> {
     for (const d of disks) {
       const r = await execa("cp", ["-a", "--reflink=auto", dirname(dirname(d.descriptorPath)), join(this.privateRoot, d.ct)], { reject: false });
       if (r.exitCode !== 0) throw new Error(`copying ${d.ct} into ${this.privateRoot} failed: ${String(r.stderr).trim()}`);
     }
+    const rows = disks.map((d) => `echo '${d.ct} ${join(this.privateRoot, d.ct)} running'`);
+    await writeFile(this.vzlistBin, `#!/bin/sh\n${rows.join("\n")}\n`, { mode: 0o755 });
   }
 
   async init(): Promise<void> {
@@ -407,6 +413,7 @@ class PloopvaultContainerTarget implements Target {
       stateDir: this.stateDir,
       privateRoot: this.privateRoot,
       ploopBin: this.tenv.ploopBin,
+      vzlistBin: this.vzlistBin,
       json: true,
     });
     const m = await this.run(args, "ploopvault backup CTID...");
