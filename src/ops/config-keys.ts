@@ -2,7 +2,7 @@
  * The config file's keys per top-level command ("" : the program's own options), for
  * checking a config file (src/ops/config.ts applyConfig) in a run that loads only its own
  * command (src/main.ts). test/ops/config-keys.test.ts checks this table against the
- * commands' options; regenerate it as that test says.
+ * commands' options; regenerate it with scripts/config-keys.ts.
  */
 export const CONFIG_KEYS: Readonly<Record<string, readonly string[]>> = {
   "": [],
@@ -80,6 +80,7 @@ export const CONFIG_KEYS: Readonly<Record<string, readonly string[]>> = {
     "endpoint",
     "format",
     "host",
+    "in-place",
     "include",
     "limit-download",
     "limit-upload",

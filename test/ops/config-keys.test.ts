@@ -9,7 +9,7 @@ import { CONFIG_KEYS } from "../../src/ops/config-keys.js";
 import { commandConfigKeys } from "../../src/ops/config.js";
 
 describe("config keys table", () => {
-  it("equals the config keys of the whole program's commands (after changing an option: regenerate src/ops/config-keys.ts from commandConfigKeys)", async () => {
+  it("equals the config keys of the whole program's commands (after changing an option: npm run build && node dist/scripts/config-keys.js)", async () => {
     const program = new Command("ploopvault").version("x", "-V, --version");
     for (const command of await loadAllCommands()) program.addCommand(command);
     const actual = Object.fromEntries([...commandConfigKeys(program)].map(([name, keys]) => [name, [...keys].sort()]));
