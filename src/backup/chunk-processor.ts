@@ -115,7 +115,7 @@ export function encodeNewCandidates(
         seen.add(key);
         const plain = block.subarray(i === 0 ? 0 : cuts[i - 1]!, cuts[i]!);
         const bound = codec.encodedBound(plain.length);
-        if (bound !== null) at += codec.encodeInto(plain, scratch.room(at, bound), at);
+        if (bound !== null) at += codec.encodeInto(plain, id, scratch.room(at, bound), at);
         else {
           const object = codec.encode(plain, id);
           scratch.room(at, object.length).set(object, at);

@@ -39,18 +39,32 @@ function associatedData(type: number, context: string): Buffer {
 
 /** Encrypt `plaintext` into a new envelope of `type`, bound to `context`. */
 export function seal(key: Uint8Array, type: number, context: string, plaintext: Uint8Array): Buffer {
-  if (key.length !== KEY_BYTES) throw new Error("seal: key must be 32 bytes");
   const out = Buffer.allocUnsafe(ENVELOPE_OVERHEAD + plaintext.length);
-  out[0] = type;
+  sealInto(key, type, context, plaintext, out, 0);
+  return out;
+}
+
+/**
+ * seal() written into `out` at `offset` (room for ENVELOPE_OVERHEAD + plaintext.length
+ * bytes there); returns the envelope's length. Only the cipher's output is a fresh buffer.
+ */
+export function sealInto(key: Uint8Array, type: number, context: string, plaintext: Uint8Array, out: Uint8Array, offset: number): number {
+  if (key.length !== KEY_BYTES) throw new Error("seal: key must be 32 bytes");
+  if (out.length - offset < ENVELOPE_OVERHEAD + plaintext.length) throw new Error("seal: output buffer too small");
+  out[offset] = type;
   const nonce = randomBytes(NONCE_BYTES);
-  nonce.copy(out, 1);
+  out.set(nonce, offset + 1);
   const cipher = createCipheriv("aes-256-gcm", key, nonce, { authTagLength: TAG_BYTES });
   cipher.setAAD(associatedData(type, context));
-  let pos = 1 + NONCE_BYTES;
-  pos += cipher.update(plaintext).copy(out, pos);
-  pos += cipher.final().copy(out, pos);
-  cipher.getAuthTag().copy(out, pos);
-  return out;
+  let pos = offset + 1 + NONCE_BYTES;
+  const body = cipher.update(plaintext);
+  out.set(body, pos);
+  pos += body.length;
+  const last = cipher.final();
+  out.set(last, pos);
+  pos += last.length;
+  out.set(cipher.getAuthTag(), pos);
+  return pos + TAG_BYTES - offset;
 }
 
 /** The type byte of an envelope (or undefined for an empty object). */

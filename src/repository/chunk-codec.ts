@@ -12,7 +12,7 @@
  * id: content that does not match its name is reported as corruption naming the chunk.
  */
 import { createHash, createHmac, webcrypto } from "node:crypto";
-import { open, seal, SEALED_CHUNK } from "../crypto/aead.js";
+import { ENVELOPE_OVERHEAD, open, seal, SEALED_CHUNK, sealInto } from "../crypto/aead.js";
 import { AuthenticationFailure } from "../crypto/errors.js";
 import type { DataKeys } from "../crypto/keys.js";
 import { errorLine, IntegrityError } from "../errors.js";
@@ -72,6 +72,8 @@ export class ChunkCodec {
   private readonly dataKey: Buffer | null;
   private readonly idKey: Buffer | null;
   private hmacKey: Promise<webcrypto.CryptoKey> | undefined;
+  /** encodeInto()'s compressed chunk before sealing (encrypted repositories), reused. */
+  private innerScratch = new Uint8Array(0);
 
   constructor(readonly spec: ChunkCodecSpec) {
     this.dataKey = spec.keys === null ? null : Buffer.from(spec.keys.dataKey);
@@ -113,23 +115,41 @@ export class ChunkCodec {
 
   /**
    * The most bytes encodeInto() writes for a chunk of `plainBytes`, or null where it cannot
-   * encode in place (encrypted, or a zstd binding without compressInto): then encode() and copy.
+   * encode in place (a zstd binding without compressInto): then encode() and copy.
    */
   encodedBound(plainBytes: number): number | null {
-    if (this.dataKey !== null) return null;
     const zstd = activeZstdBinding();
-    return zstd.compressInto === undefined || zstd.compressBound === undefined ? null : 1 + zstd.compressBound(plainBytes);
+    if (zstd.compressInto === undefined || zstd.compressBound === undefined) return null;
+    const inner = 1 + zstd.compressBound(plainBytes);
+    return this.dataKey === null ? inner : ENVELOPE_OVERHEAD + inner;
   }
 
   /**
    * encode() written into `out` at `offset` (room for encodedBound(plain.length) bytes
-   * there); returns the object's length. The same bytes as encode().
+   * there); returns the object's length. The same object as encode() (an encrypted one
+   * differs only by its random nonce). `id` names the chunk an encrypted object is bound to.
    */
-  encodeInto(plain: Uint8Array, out: Uint8Array, offset: number): number {
+  encodeInto(plain: Uint8Array, id: Uint8Array, out: Uint8Array, offset: number): number {
     const zstd = activeZstdBinding();
-    if (this.dataKey !== null || zstd.compressInto === undefined) throw new Error("encodeInto: not available for this codec (check encodedBound first)");
-    out[offset] = CHUNK_FORMAT_ZSTD;
-    return 1 + zstd.compressInto(plain, this.spec.compressionLevel, false, out, offset + 1);
+    if (zstd.compressInto === undefined || zstd.compressBound === undefined) throw new Error("encodeInto: not available (check encodedBound first)");
+    if (this.dataKey === null) {
+      out[offset] = CHUNK_FORMAT_ZSTD;
+      return 1 + zstd.compressInto(plain, this.spec.compressionLevel, false, out, offset + 1);
+    }
+    // the 0x01 object in a scratch of its own, then sealed into `out`
+    const bound = 1 + zstd.compressBound(plain.length);
+    if (this.innerScratch.length < bound) this.innerScratch = new Uint8Array(bound);
+    const inner = this.innerScratch;
+    inner[0] = CHUNK_FORMAT_ZSTD;
+    const innerBytes = 1 + zstd.compressInto(plain, this.spec.compressionLevel, false, inner, 1);
+    return sealInto(
+      this.dataKey,
+      SEALED_CHUNK,
+      chunkKey(Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString("hex")),
+      inner.subarray(0, innerBytes),
+      out,
+      offset,
+    );
   }
 
   /** Authenticate, decompress (bounded by `maxBytes`) and verify a stored chunk. */
