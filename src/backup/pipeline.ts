@@ -331,7 +331,11 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
   checkAbort();
   await options.beforeManifest?.();
   const object = await publishManifest(repo, cache, manifest, options.publish);
-  await cache.remember(ref, object);
+  await cache.remember(
+    ref,
+    object,
+    entries.flatMap((e) => (e.kind === "chunk" ? [e.id] : [])),
+  );
   return { manifest, stats };
 }
 

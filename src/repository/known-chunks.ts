@@ -170,9 +170,16 @@ export class ManifestCache {
     return metadata;
   }
 
-  /** Remember a manifest this process just wrote, as putManifest returned it (saves downloading it next time). */
-  async remember(ref: BackupRef, object: Buffer): Promise<void> {
+  /**
+   * Remember a manifest this process just wrote, as putManifest returned it (saves
+   * downloading it next time). `chunkIds`: the chunks it references; a run's set (forRun)
+   * takes them in, so the run's next containers know what this one stored (else their
+   * chunk workers would compress again every chunk an earlier container already stored).
+   */
+  async remember(ref: BackupRef, object: Buffer, chunkIds?: readonly Uint8Array[]): Promise<void> {
     await writePrivateFileAtomic(join(this.dir, "manifests", ref.ct, ref.id), object, CACHE);
+    const runSet = this.runSet;
+    if (runSet !== null && chunkIds !== undefined) this.runSet = runSet.then((set) => set.withAdded(chunkIds));
   }
 
   async knownChunks(): Promise<ChunkIdSet> {

@@ -274,4 +274,23 @@ describe("the known set of one backup run (ManifestCache.forRun)", () => {
       await rm(state, { recursive: true, force: true });
     }
   });
+
+  it("knows what the run's earlier containers stored (else their chunks are encoded and stored again)", async () => {
+    const state = await mkdtemp(join(tmpdir(), "pv-unit-run-"));
+    try {
+      const repo = await Repository.init(new MemoryStore("run2"), newRepositoryConfig(chunkerParamsForAverage(16 << 10), 3, new Date("2026-01-01T00:00:00Z")));
+      const opts = (time: string) => ({ host: "a", time: new Date(time), workerThreads: 0, uploadConcurrency: 2 });
+      const run = ManifestCache.forRun(repo, state);
+      const same = diskWith(8, 11);
+      const first = await backupDisk(repo, run, source(same, "401"), opts("2026-01-03T00:00:00Z"));
+      expect(first.stats.newChunks).toBeGreaterThan(0);
+      const known = await run.knownChunks();
+      expect(first.manifest.entries.every((e) => e.kind !== "chunk" || known.has(e.id))).toBe(true);
+      // another container with the same data, same run (no shared storedThisRun here): nothing new
+      const second = await backupDisk(repo, run, source(same, "402"), opts("2026-01-03T00:00:01Z"));
+      expect(second.stats.newChunks).toBe(0);
+    } finally {
+      await rm(state, { recursive: true, force: true });
+    }
+  });
 });
