@@ -4,6 +4,7 @@
  * frozen images are read with plain reads while the container runs).
  */
 import { open, type FileHandle } from "node:fs/promises";
+import { readFully } from "../util/positional-read.js";
 import { PloopFormatError } from "../errors.js";
 import {
   BAT_OFFSET_BYTES,
@@ -57,17 +58,6 @@ export type ImageFile = PloopImage | RawImage;
 
 function errnoCode(error: unknown): string {
   return (error as NodeJS.ErrnoException).code ?? String(error);
-}
-
-/** Read exactly target.length bytes unless EOF comes first; returns bytes read. */
-async function readFully(fh: FileHandle, position: number, target: Uint8Array): Promise<number> {
-  let done = 0;
-  while (done < target.length) {
-    const { bytesRead } = await fh.read(target, done, target.length - done, position + done);
-    if (bytesRead === 0) break; // EOF
-    done += bytesRead;
-  }
-  return done;
 }
 
 async function openReadOnly(path: string, referencedBy: string | undefined): Promise<FileHandle> {

@@ -9,6 +9,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { open, rename, rm, type FileHandle } from "node:fs/promises";
+import { readFully } from "../util/positional-read.js";
 import { join } from "node:path";
 import { renderDescriptor, type RenderImage } from "./descriptor.js";
 import {
@@ -49,16 +50,6 @@ async function writeFully(fh: FileHandle, data: Uint8Array, position: number): P
 async function writeZeros(fh: FileHandle, position: number, length: number): Promise<void> {
   const step = 1 << 20;
   for (let done = 0; done < length; done += step) await writeFully(fh, zeroView(Math.min(step, length - done)), position + done);
-}
-
-async function readFully(fh: FileHandle, target: Buffer, position: number): Promise<number> {
-  let done = 0;
-  while (done < target.length) {
-    const { bytesRead } = await fh.read(target, done, target.length - done, position + done);
-    if (bytesRead === 0) break;
-    done += bytesRead;
-  }
-  return done;
 }
 
 function checkClusterBytes(clusterBytes: number): number {
@@ -302,7 +293,7 @@ export async function writeImageFromRaw(rawPath: string, imagePath: string, opti
     const clusters = Math.ceil(rawSize / clusterBytes);
     const buf = Buffer.alloc(clusterBytes);
     const readCluster = async (v: number): Promise<Buffer> => {
-      const got = await readFully(raw, buf, v * clusterBytes);
+      const got = await readFully(raw, v * clusterBytes, buf);
       if (got < clusterBytes) buf.fill(0, got); // last, partial cluster of the raw file
       return buf;
     };

@@ -18,6 +18,7 @@
  */
 import { execFile } from "node:child_process";
 import { lstat, open, rename, type FileHandle } from "node:fs/promises";
+import { readFully } from "../util/positional-read.js";
 import type { Stats } from "node:fs";
 import { dirname } from "node:path";
 import { errorLine, PloopvaultError } from "../errors.js";
@@ -127,14 +128,9 @@ export function differingRanges(now: Buffer, want: Buffer, position: number): [n
   return ranges;
 }
 
-async function readFully(fh: FileHandle, position: number, target: Buffer): Promise<void> {
-  let done = 0;
-  while (done < target.length) {
-    const { bytesRead } = await fh.read(target, done, target.length - done, position + done);
-    if (bytesRead === 0) break;
-    done += bytesRead;
-  }
-  target.fill(0, done); // the file was cut to the disk's size: only a racing truncation gets here
+/** The file's bytes at `position`, zeros past its end (only a racing truncation gets there: the file was cut to the disk's size). */
+async function readOrZeros(fh: FileHandle, position: number, target: Buffer): Promise<void> {
+  target.fill(0, await readFully(fh, position, target));
 }
 
 /** Hole ranges are checked and zeroed in pieces of this size (bounded memory). */
@@ -204,11 +200,11 @@ async function zeroRange(fh: FileHandle, path: string, offset: number, length: n
   for (let at = offset; at < offset + length; at += piece.length) {
     const n = Math.min(piece.length, offset + length - at);
     const view = piece.subarray(0, n);
-    await readFully(fh, at, view);
+    await readOrZeros(fh, at, view);
     if (isAllZero(view)) continue;
     zeroed += n;
     if (await punchHole(path, at, n)) {
-      await readFully(fh, at, view);
+      await readOrZeros(fh, at, view);
       if (isAllZero(view)) continue;
     }
     await writeFully(fh, view.fill(0), at);
@@ -268,7 +264,7 @@ export async function restoreRawInPlace(
         const buffer = buffers.pop() ?? Buffer.allocUnsafe(repo.config.chunker.maxSize);
         try {
           const now = buffer.subarray(0, entry.length);
-          await readFully(file, entry.offset, now);
+          await readOrZeros(file, entry.offset, now);
           if (await supplier.holds(entry, now)) unchanged++;
           else {
             const want = await supplier.fetch(entry);

@@ -13,7 +13,8 @@
  * a stale, shorter, longer or damaged seed, or another container's disk, costs fetches,
  * never a wrong byte.
  */
-import { open, stat, type FileHandle } from "node:fs/promises";
+import { open, stat } from "node:fs/promises";
+import { readFully } from "../util/positional-read.js";
 import { join } from "node:path";
 import { errorLine, PloopvaultError } from "../errors.js";
 import { openLogicalDisk } from "../ploop/disk.js";
@@ -31,16 +32,6 @@ export interface Seed {
   /** Fill `target` with the seed's bytes at `offset`: zeros in its holes and past its end. */
   read(offset: number, target: Buffer): Promise<void>;
   close(): Promise<void>;
-}
-
-async function readFully(fh: FileHandle, position: number, target: Buffer): Promise<number> {
-  let done = 0;
-  while (done < target.length) {
-    const { bytesRead } = await fh.read(target, done, target.length - done, position + done);
-    if (bytesRead === 0) break;
-    done += bytesRead;
-  }
-  return done;
 }
 
 async function startsWith(path: string, signatures: readonly string[]): Promise<boolean> {
