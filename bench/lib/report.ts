@@ -90,6 +90,16 @@ function ratioCell(v: Versus, limit: number, higherIsBetter = false): [string, s
   return [f(v.other), `${ratio.toFixed(2)}x${cpuRatio}`, met ? "yes" : "**no**"];
 }
 
+/** Wall and CPU seconds of two measured runs, for ratioCell (undefined where a run is missing). */
+function versusMeasured(pv: Measured | undefined, other: Measured | undefined): Versus {
+  return {
+    pv: pv?.seconds,
+    other: other?.seconds,
+    pvCpu: pv === undefined ? undefined : cpu(pv),
+    otherCpu: other === undefined ? undefined : cpu(other),
+  };
+}
+
 function targetsTable(r: BenchReport): string[] {
   const pv = find(r.local, "ploopvault", "ploop");
   const rr = find(r.local, "restic", "raw");
@@ -193,12 +203,7 @@ function targetsTable(r: BenchReport): string[] {
 
   const pvS3 = find(r.s3, "ploopvault", "ploop");
   if (pvS3 !== undefined) {
-    const s3Versus = (t: TargetResult | undefined): Versus => ({
-      pv: pvS3.first?.measured.seconds,
-      other: t?.first?.measured.seconds,
-      pvCpu: stepCpu(pvS3.first),
-      otherCpu: stepCpu(t?.first),
-    });
+    const s3Versus = (t: TargetResult | undefined): Versus => versusMeasured(pvS3.first?.measured, t?.first?.measured);
     lines.push(
       row([
         "first full backup into the RGW (S3), s",
@@ -288,10 +293,7 @@ function restoreTable(r: BenchReport): string[] {
     if (pv === undefined) continue;
     const rs = find(list, "restic", "raw");
     if (pv.restore !== undefined && rs?.restore !== undefined) {
-      const [, ratio, met] = ratioCell(
-        { pv: pv.restore.measured.seconds, other: rs.restore.measured.seconds, pvCpu: cpu(pv.restore.measured), otherCpu: cpu(rs.restore.measured) },
-        0.5,
-      );
+      const [, ratio, met] = ratioCell(versusMeasured(pv.restore.measured, rs.restore.measured), 0.5);
       lines.push(
         row([
           store,
@@ -307,39 +309,30 @@ function restoreTable(r: BenchReport): string[] {
     }
     const sr = pv.seeded;
     if (sr !== undefined) {
-      const [, ratio, met] = ratioCell(
-        { pv: sr.seeded.measured.seconds, other: sr.unseeded.measured.seconds, pvCpu: cpu(sr.seeded.measured), otherCpu: cpu(sr.unseeded.measured) },
-        0.1,
-      );
       const changed = `${sr.changedClusters} of ${sr.allocatedClusters} clusters changed`;
-      lines.push(
-        row([
-          store,
-          `restore --seed over yesterday's file (${changed}; ${sr.fetchedSeeded} of ${sr.chunks} chunks fetched${sr.verified ? "" : "; **results differ**"})`,
-          f(sr.seeded.measured.seconds, 2),
-          `the same restore unseeded (${sr.fetchedUnseeded} chunks fetched)`,
-          f(sr.unseeded.measured.seconds, 2),
-          ratio,
-          met,
-          "<= 0.1x unseeded",
-        ]),
-      );
-      if (sr.inPlace !== undefined) {
-        const [, ipRatio, ipMet] = ratioCell(
-          { pv: sr.inPlace.measured.seconds, other: sr.unseeded.measured.seconds, pvCpu: cpu(sr.inPlace.measured), otherCpu: cpu(sr.unseeded.measured) },
-          0.1,
-        );
+      const differ = sr.verified ? "" : "; **results differ**";
+      // each seeded variant against the same restore unseeded
+      const againstUnseeded = (measure: string, run: Measured): void => {
+        const [, ratio, met] = ratioCell(versusMeasured(run, sr.unseeded.measured), 0.1);
         lines.push(
           row([
             store,
-            `restore --in-place over yesterday's file (${changed}; ${sr.fetchedInPlace ?? "?"} of ${sr.chunks} chunks fetched, ${sr.writtenInPlace === undefined ? "?" : formatBytes(sr.writtenInPlace)} written${sr.verified ? "" : "; **results differ**"})`,
-            f(sr.inPlace.measured.seconds, 2),
+            measure,
+            f(run.seconds, 2),
             `the same restore unseeded (${sr.fetchedUnseeded} chunks fetched)`,
             f(sr.unseeded.measured.seconds, 2),
-            ipRatio,
-            ipMet,
+            ratio,
+            met,
             "<= 0.1x unseeded",
           ]),
+        );
+      };
+      againstUnseeded(`restore --seed over yesterday's file (${changed}; ${sr.fetchedSeeded} of ${sr.chunks} chunks fetched${differ})`, sr.seeded.measured);
+      if (sr.inPlace !== undefined) {
+        const written = sr.writtenInPlace === undefined ? "?" : formatBytes(sr.writtenInPlace);
+        againstUnseeded(
+          `restore --in-place over yesterday's file (${changed}; ${sr.fetchedInPlace ?? "?"} of ${sr.chunks} chunks fetched, ${written} written${differ})`,
+          sr.inPlace.measured,
         );
       }
     }
