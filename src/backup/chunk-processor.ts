@@ -28,7 +28,7 @@ export interface ProcessedChunk {
 
 /** A scanned block: its candidate cuts and the ids of the chunks ending there. */
 export interface ScannedBlock {
-  /** The block itself (back from a worker, which had it transferred). */
+  /** The block itself (a view of the buffer given to scan()). */
   block: Buffer;
   /** Candidate cut ends, block-relative (src/chunker/stitch.ts). */
   cuts: Uint32Array;
@@ -60,13 +60,13 @@ export interface ChunkProcessor {
   /** How many blocks can be worked on at once (the read-ahead depth follows it). */
   readonly parallelism: number;
   /**
-   * Candidate cuts and chunk ids of the first `length` bytes of `block`. The buffer may be
-   * transferred to a worker and back: do not touch it until this resolves. Candidates from
+   * Candidate cuts and chunk ids of the first `length` bytes of `block`, which is shared
+   * with a worker: do not touch it until this resolves. Candidates from
    * index `encodeFrom` on that are not known may come back encoded (ScannedBlock.objects);
    * the ones before it are likely cut differently by the stitcher (the block does not start
    * at a confirmed cut) and would be encoded in vain.
    */
-  scan(block: ArrayBuffer, length: number, params: ChunkerParams, encodeFrom: number): Promise<ScannedBlock>;
+  scan(block: SharedArrayBuffer, length: number, params: ChunkerParams, encodeFrom: number): Promise<ScannedBlock>;
   /**
    * `plain` is a view into a reusable read buffer, valid only until process() returns its
    * promise: an asynchronous implementation must copy it synchronously.
@@ -161,7 +161,7 @@ export class InlineChunkProcessor implements ChunkProcessor {
   ) {}
 
   /** Encodes nothing ahead: inline, encoding later on request costs the same and never wastes an encode. */
-  async scan(block: ArrayBuffer, length: number, params: ChunkerParams, _encodeFrom: number): Promise<ScannedBlock> {
+  async scan(block: SharedArrayBuffer, length: number, params: ChunkerParams, _encodeFrom: number): Promise<ScannedBlock> {
     const bytes = Buffer.from(block, 0, length);
     const { cuts, ids } = scanBlock(bytes, params, this.codec);
     return { block: bytes, cuts, ids: Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength) };

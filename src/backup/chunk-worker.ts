@@ -4,7 +4,8 @@
  *    src/chunker/stitch.ts), compute the id of every chunk between them and encode the
  *    chunks not in the known set (workerData.known: shared, read-only here);
  *  - encode: compress (and, in an encrypted repository, encrypt) one new chunk.
- * Buffers travel by transfer, not copy: a scanned block goes back with its result.
+ * Buffers travel by transfer, not copy; a block to scan is shared memory (read here, in
+ * place, while the main thread waits for the result).
  * workerData.codec holds key material: never log it, never echo it in errors.
  */
 import { parentPort, workerData } from "node:worker_threads";
@@ -22,7 +23,7 @@ interface WorkerInit {
 type Job =
   | { kind: "known"; known: SharedChunkIds }
   | { kind: "encode"; seq: number; data: ArrayBuffer; id: Uint8Array }
-  | { kind: "scan"; seq: number; data: ArrayBuffer; length: number; params: ChunkerParams; encodeFrom: number };
+  | { kind: "scan"; seq: number; data: SharedArrayBuffer; length: number; params: ChunkerParams; encodeFrom: number };
 
 const init = workerData as WorkerInit;
 const codec = new ChunkCodec(init.codec);
@@ -42,10 +43,9 @@ parentPort!.on("message", (job: Job) => {
       const block = new Uint8Array(job.data, 0, job.length);
       const { cuts, ids } = scanBlock(block, job.params, codec);
       const objects = encodeNewCandidates(block, cuts, ids, job.encodeFrom, known, codec, scratch);
-      parentPort!.postMessage({ seq: job.seq, cuts, ids, data: job.data, objects: objects.data, objectEnds: objects.ends }, [
+      parentPort!.postMessage({ seq: job.seq, cuts, ids, objects: objects.data, objectEnds: objects.ends }, [
         cuts.buffer,
         ids.buffer,
-        job.data,
         objects.data.buffer,
         objects.ends.buffer,
       ]);

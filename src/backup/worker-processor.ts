@@ -23,7 +23,6 @@ interface Reply {
   object?: Uint8Array;
   cuts?: Uint32Array;
   ids?: Uint8Array;
-  data?: ArrayBuffer;
   objects?: Uint8Array;
   objectEnds?: Uint32Array;
   error?: string;
@@ -92,20 +91,20 @@ export class WorkerChunkProcessor implements ChunkProcessor {
   }
 
   /**
-   * Candidate cuts and chunk ids of the first `length` bytes of `block` (transferred to a
-   * worker and back: do not touch it until this resolves).
+   * Candidate cuts and chunk ids of the first `length` bytes of `block` (shared with a
+   * worker, not copied: do not touch it until this resolves).
    */
-  async scan(block: ArrayBuffer, length: number, params: ChunkerParams, encodeFrom: number): Promise<ScannedBlock> {
-    const reply = await this.request({ kind: "scan", data: block, length, params, encodeFrom }, [block]);
-    const { cuts, ids, data, objects, objectEnds } = reply;
-    if (cuts === undefined || ids === undefined || data === undefined || objects === undefined || objectEnds === undefined) {
+  async scan(block: SharedArrayBuffer, length: number, params: ChunkerParams, encodeFrom: number): Promise<ScannedBlock> {
+    const reply = await this.request({ kind: "scan", data: block, length, params, encodeFrom }, []);
+    const { cuts, ids, objects, objectEnds } = reply;
+    if (cuts === undefined || ids === undefined || objects === undefined || objectEnds === undefined) {
       throw new Error("chunk worker: incomplete scan result");
     }
     if (objectEnds.length !== cuts.length || (objectEnds.length > 0 && objectEnds[objectEnds.length - 1] !== objects.length)) {
       throw new Error("chunk worker: scan result with inconsistent objects");
     }
     return {
-      block: Buffer.from(data, 0, length),
+      block: Buffer.from(block, 0, length),
       cuts,
       ids: Buffer.from(ids.buffer, ids.byteOffset, ids.byteLength),
       objects: { data: Buffer.from(objects.buffer, objects.byteOffset, objects.byteLength), ends: objectEnds },
