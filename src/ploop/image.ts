@@ -4,7 +4,7 @@
  * frozen images are read with plain reads while the container runs).
  */
 import { open, type FileHandle } from "node:fs/promises";
-import { readFully } from "../util/positional-read.js";
+import { readFully } from "../util/positional-io.js";
 import { PloopFormatError } from "../errors.js";
 import {
   BAT_OFFSET_BYTES,

@@ -9,7 +9,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { open, rename, rm, type FileHandle } from "node:fs/promises";
-import { readFully } from "../util/positional-read.js";
+import { readFully, writeFully } from "../util/positional-io.js";
 import { join } from "node:path";
 import { renderDescriptor, type RenderImage } from "./descriptor.js";
 import {
@@ -36,15 +36,6 @@ function zeroView(length: number): Buffer {
 function isAllZero(buf: Uint8Array): boolean {
   // Native memcmp against a zero buffer beats a JS loop by an order of magnitude.
   return Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).equals(zeroView(buf.byteLength));
-}
-
-async function writeFully(fh: FileHandle, data: Uint8Array, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
-    if (bytesWritten <= 0) throw new Error(`short write at ${position + done}`);
-    done += bytesWritten;
-  }
 }
 
 async function writeZeros(fh: FileHandle, position: number, length: number): Promise<void> {

@@ -18,7 +18,7 @@
  */
 import { execFile } from "node:child_process";
 import { lstat, open, rename, type FileHandle } from "node:fs/promises";
-import { readFully } from "../util/positional-read.js";
+import { readFully, writeFully } from "../util/positional-io.js";
 import type { Stats } from "node:fs";
 import { dirname } from "node:path";
 import { errorLine, PloopvaultError } from "../errors.js";
@@ -27,7 +27,7 @@ import type { BackupRef, Repository } from "../repository/repository.js";
 import { forEachConcurrent } from "../util/limiter.js";
 import { PRIVATE_FILE_MODE } from "../util/private-fs.js";
 import { ChunkSupplier, chunkEntries } from "./chunk-supplier.js";
-import { fsReason, isAllZero, syncDir, syncTargetDirectory, targetError, writeFully, type RestoreOptions, type RestoreResult } from "./restore.js";
+import { fsReason, isAllZero, syncDir, syncTargetDirectory, targetError, type RestoreOptions, type RestoreResult } from "./restore.js";
 
 /** The name an in-place restore works under (beside the target): FILE + this suffix. */
 export const IN_PLACE_SUFFIX = ".ploopvault-partial";

@@ -39,6 +39,7 @@ import { parseDescriptor } from "../ploop/descriptor.js";
 import { createPloopImageWriter, DESCRIPTOR_FILE_NAME, writeDescriptorFile } from "../ploop/writer.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
 import { TaskLimiter } from "../util/limiter.js";
+import { writeFully } from "../util/positional-io.js";
 import { ChunkSupplier, chunkEntries, type ChunkEntry } from "./chunk-supplier.js";
 import { openSeed, type Seed } from "./seed.js";
 import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../util/private-fs.js";
@@ -293,15 +294,6 @@ async function supplyChunks(
   }
   await limiter.drain();
   return total;
-}
-
-export async function writeFully(fh: FileHandle, data: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
-    if (bytesWritten <= 0) throw Object.assign(new Error("short write"), { code: "EIO" });
-    done += bytesWritten;
-  }
 }
 
 /**

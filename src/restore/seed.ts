@@ -14,7 +14,7 @@
  * never a wrong byte.
  */
 import { open, stat } from "node:fs/promises";
-import { readFully } from "../util/positional-read.js";
+import { readFully } from "../util/positional-io.js";
 import { join } from "node:path";
 import { errorLine, PloopvaultError } from "../errors.js";
 import { openLogicalDisk } from "../ploop/disk.js";
