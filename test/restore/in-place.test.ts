@@ -9,23 +9,16 @@
  * has data where the disk has holes still ends bit-identical. A failed fetch or a SIGKILL
  * mid-way leaves no FILE, only the marker, and the same command resumes from it.
  */
-import { createHash, randomBytes } from "node:crypto";
-import { chmod, mkdir, mkdtemp, open, readFile, rm, stat, symlink, truncate, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { randomBytes } from "node:crypto";
+import { chmod, mkdir, open, readFile, rm, stat, symlink, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decodeManifest, type Manifest } from "../../src/manifest/format.js";
-import { CLI, jsonLines, localRepo, PLOOP_WRAPPER, runCli, s3Repo, type CliResult, type RepoTarget } from "../helpers/cli.js";
-import { copyContainer } from "../helpers/corpus.js";
-import { writeClusterToTop } from "../helpers/delta-writer.js";
-import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";
-import { ploopFlatten } from "../helpers/ploop-tool.js";
-import { testS3 } from "../helpers/s3-server.js";
+import { CLI, jsonLines, PLOOP_WRAPPER, type CliResult } from "../helpers/cli.js";
+import { backUpTwoDays, differingChunks, fileExtents, TWO_DAYS_CT as CT, type TwoDays } from "../helpers/two-days.js";
 import { sha256File } from "../ploop/fixtures.js";
 import { expectCleanFailure } from "../faults/harness.js";
 
-const CT = "101";
 const MIB = 1024 * 1024;
 const MARKER = ".ploopvault-partial";
 
@@ -46,123 +39,42 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-/** Allocated extents of a file, in bytes [start, end), from e2fsprogs' filefrag. */
-async function allocatedExtents(path: string): Promise<[number, number][]> {
-  const out = (await execa("filefrag", ["-e", path])).stdout;
-  const block = Number(/blocks of (\d+) bytes/.exec(out)![1]);
-  const extents: [number, number][] = [];
-  for (const m of out.matchAll(/^\s*\d+:\s+(\d+)\.\.\s*(\d+):/gm)) extents.push([Number(m[1]) * block, (Number(m[2]) + 1) * block]);
-  return extents;
-}
-
 describe.each(["s3", "encrypted"] as const)("restore --in-place, %s repository", (kind) => {
-  let repo: RepoTarget;
-  let work: string;
-  let proxy: FaultProxy | null = null;
-  let env: Record<string, string>;
-  let todaySha: string;
-  let yesterdayRaw: string;
-  /** Chunk objects that today's backup added (yesterday's file does not hold them). */
-  let newChunkKeys: string[];
-  let today: Manifest | null = null;
-  let maxChunk = 0;
-  let chunkGets = 0;
-  let onChunkGet: (() => void) | null = null;
+  let days: TwoDays;
 
-  const cli = (args: string[]): Promise<CliResult> => runCli([args[0]!, ...repo.args, ...args.slice(1)], { env });
+  const cli = (args: string[]): Promise<CliResult> => days.cli(args);
   const inPlace = async (target: string, extra: string[] = []): Promise<{ result: InPlaceJson; gets: number }> => {
-    chunkGets = 0;
+    days.resetGets();
     const r = await cli(["restore", `${CT}:latest`, "--format", "raw", "--target", target, "--force", "--in-place", "--json", ...extra]);
     expect(r.code, r.stderr).toBe(0);
     expect(await exists(target + MARKER)).toBe(false);
-    return { result: jsonLines<InPlaceJson>(r.stdout)[0]!, gets: chunkGets };
-  };
-  /** Chunk entries of today's manifest whose bytes in `file` do not hash to their id (SHA-256: s3 only). */
-  const differing = (file: Buffer): { entries: number; ids: number } => {
-    const ids = new Set<string>();
-    let entries = 0;
-    const zeroId = createHash("sha256").update(Buffer.alloc(maxChunk)).digest();
-    for (const e of today!.entries) {
-      if (e.kind !== "chunk" || (e.length === maxChunk && e.id.equals(zeroId))) continue;
-      const bytes = Buffer.alloc(e.length);
-      if (e.offset < file.length) file.copy(bytes, 0, e.offset, Math.min(file.length, e.offset + e.length));
-      if (!createHash("sha256").update(bytes).digest().equals(e.id)) {
-        entries++;
-        ids.add(e.id.toString("hex"));
-      }
-    }
-    return { entries, ids: ids.size };
+    return { result: jsonLines<InPlaceJson>(r.stdout)[0]!, gets: days.gets };
   };
   /** A sparse copy of yesterday's restored file, world-readable (the restore makes it owner-only). */
   const yesterdayCopy = async (name: string): Promise<string> => {
-    const path = join(work, name);
-    await execa("cp", ["--sparse=always", yesterdayRaw, path]);
+    const path = join(days.work, name);
+    await execa("cp", ["--sparse=always", days.yesterdayRaw, path]);
     await chmod(path, 0o644);
     return path;
   };
 
   beforeAll(async () => {
-    work = await mkdtemp(join(tmpdir(), "pv-inplace-"));
-    if (kind === "s3") {
-      repo = await s3Repo("inplace");
-      proxy = await startFaultProxy({
-        target: testS3().endpoint,
-        decide: (req) => {
-          if (req.method === "GET" && req.path.includes("/chunks/")) {
-            chunkGets++;
-            onChunkGet?.();
-          }
-          return null;
-        },
-      });
-      env = { ...repo.env, AWS_ENDPOINT_URL: proxy.url };
-    } else {
-      repo = await localRepo();
-      env = { PLOOPVAULT_PASSWORD: "in-place test password" };
-    }
-    const init = await runCli(["init", ...repo.args, "--chunk-avg", "256K", ...(kind === "encrypted" ? ["--encrypt"] : [])], { env });
-    expect(init.code, init.stderr).toBe(0);
-    const copy = await copyContainer(CT);
-    const dd = join(copy, "root.hdd", "DiskDescriptor.xml");
-    const day1 = await cli(["backup", "--disk", dd, "--name", CT, "--time", "2026-01-01T02:00:00Z", "--json", "-q"]);
-    expect(day1.code, day1.stderr).toBe(0);
-    const yesterdayId = jsonLines<{ backup: string }>(day1.stdout)[0]!.backup;
-    yesterdayRaw = join(work, "yesterday.raw");
-    expect((await cli(["restore", `${CT}/${yesterdayId}`, "--format", "raw", "--target", yesterdayRaw, "-q"])).code).toBe(0);
-    const chunksBefore = new Set(await repo.listKeys("chunks/"));
-    // today: 256 KiB rewritten in each of two clusters holding data (a real ploop delta)
-    for (const c of [30, 60]) await writeClusterToTop(dd, c, randomBytes(256 * 1024));
-    const day2 = await cli(["backup", "--disk", dd, "--name", CT, "--time", "2026-01-02T02:00:00Z", "--json", "-q"]);
-    expect(day2.code, day2.stderr).toBe(0);
-    newChunkKeys = (await repo.listKeys("chunks/")).filter((k) => !chunksBefore.has(k));
-    expect(newChunkKeys.length).toBeGreaterThan(0);
-    if (kind === "s3") {
-      const key = `backups/${CT}/${jsonLines<{ backup: string }>(day2.stdout)[0]!.backup}/manifest`;
-      today = decodeManifest(await repo.read(key), key);
-      maxChunk = (JSON.parse((await repo.read("config")).toString()) as { chunker: { maxSize: number } }).chunker.maxSize;
-    }
-    const flat = join(work, "today.flat");
-    await ploopFlatten(dd, flat);
-    todaySha = await sha256File(flat);
-    await rm(flat);
-    await rm(copy, { recursive: true, force: true });
+    days = await backUpTwoDays(kind, "inplace");
   });
   afterAll(async () => {
-    await proxy?.close();
-    await repo.cleanup();
-    await rm(work, { recursive: true, force: true });
+    await days?.cleanup();
   });
 
   it("over yesterday's file: bit-identical to a normal restore, only the changed chunks fetched, owner-only", async () => {
-    const fresh = join(work, "fresh.raw");
+    const fresh = join(days.work, "fresh.raw");
     const normal = await cli(["restore", `${CT}:latest`, "--format", "raw", "--target", fresh, "-q"]);
     expect(normal.code, normal.stderr).toBe(0);
-    expect(await sha256File(fresh)).toBe(todaySha);
+    expect(await sha256File(fresh)).toBe(days.todaySha);
     await rm(fresh);
 
     const target = await yesterdayCopy("over.raw");
     const { result, gets } = await inPlace(target);
-    expect(await sha256File(target)).toBe(todaySha);
+    expect(await sha256File(target)).toBe(days.todaySha);
     expect(result.resumed).toBe(false);
     expect(result.fetchedChunks).toBeGreaterThan(0);
     expect(result.fetchedChunks / result.chunks).toBeLessThan(0.05);
@@ -172,7 +84,7 @@ describe.each(["s3", "encrypted"] as const)("restore --in-place, %s repository",
     expect(result.writtenBytes).toBeLessThanOrEqual(result.fetchedChunks * 4 * MIB);
     expect((await stat(target)).mode & 0o777).toBe(0o600);
     if (kind === "s3") {
-      const expected = differing(await readFile(yesterdayRaw));
+      const expected = differingChunks(days.today!, days.maxChunk, await readFile(days.yesterdayRaw));
       expect(gets).toBeGreaterThanOrEqual(expected.ids); // counted on the wire
       expect(gets).toBeLessThanOrEqual(result.fetchedChunks + 3); // a retry of a request timed out on a loaded machine
       expect(result.fetchedChunks).toBeGreaterThanOrEqual(expected.ids);
@@ -182,7 +94,7 @@ describe.each(["s3", "encrypted"] as const)("restore --in-place, %s repository",
     const again = await inPlace(target);
     expect(again.result.fetchedChunks).toBe(0);
     expect(again.result.writtenBytes + again.result.zeroedBytes).toBe(0);
-    expect(await sha256File(target)).toBe(todaySha);
+    expect(await sha256File(target)).toBe(days.todaySha);
     await rm(target);
   });
 
@@ -193,11 +105,11 @@ describe.each(["s3", "encrypted"] as const)("restore --in-place, %s repository",
     await fh.close();
     const shorter = await yesterdayCopy("shorter.raw");
     await truncate(shorter, 10 * MIB);
-    const garbage = join(work, "garbage.raw");
+    const garbage = join(days.work, "garbage.raw");
     await writeFile(garbage, randomBytes(3 * MIB));
     // random bytes in the middle of the widest hole of yesterday's file
     const holey = await yesterdayCopy("holey.raw");
-    const extents = await allocatedExtents(holey);
+    const extents = await fileExtents(holey);
     let gap: [number, number] = [0, 0];
     for (let i = 1; i < extents.length; i++) if (extents[i]![0] - extents[i - 1]![1] > gap[1] - gap[0]) gap = [extents[i - 1]![1], extents[i]![0]];
     expect(gap[1] - gap[0]).toBeGreaterThan(8 * MIB);
@@ -213,7 +125,7 @@ describe.each(["s3", "encrypted"] as const)("restore --in-place, %s repository",
       [holey, (r: InPlaceJson) => expect([2 * MIB, 4 * MIB, 8 * MIB]).toContain(r.zeroedBytes)],
     ] as const) {
       const { result } = await inPlace(target);
-      expect(await sha256File(target), target).toBe(todaySha);
+      expect(await sha256File(target), target).toBe(days.todaySha);
       check(result);
       await rm(target);
     }
@@ -226,41 +138,41 @@ describe.each(["s3", "encrypted"] as const)("restore --in-place, %s repository",
     await fh.write(randomBytes(8 * MIB), 0, 8 * MIB, 0);
     await fh.close();
     const saved = new Map<string, Buffer>();
-    for (const key of newChunkKeys) {
-      saved.set(key, await repo.read(key));
-      await repo.remove(key);
+    for (const key of days.chunksAddedToday) {
+      saved.set(key, await days.repo.read(key));
+      await days.repo.remove(key);
     }
     const failed = await cli(["restore", `${CT}:latest`, "--format", "raw", "--target", target, "--force", "--in-place", "--concurrency", "1"]);
     expectCleanFailure(failed, /run the same restore --in-place again to resume/);
     expect(failed.stderr).toContain(`${target} is now ${target}${MARKER}`);
     expect(await exists(target)).toBe(false);
     expect(await exists(target + MARKER)).toBe(true);
-    for (const [key, body] of saved) await repo.write(key, body);
+    for (const [key, body] of saved) await days.repo.write(key, body);
 
     const { result } = await inPlace(target);
     expect(result.resumed).toBe(true);
-    expect(await sha256File(target)).toBe(todaySha);
+    expect(await sha256File(target)).toBe(days.todaySha);
     // the garbage was rewritten before the failure: the resume fetches about what yesterday's file needs
     expect(result.fetchedChunks / result.chunks).toBeLessThan(0.05);
   });
 
   it.runIf(kind === "s3")("SIGKILL mid-way leaves no FILE, only the marker; running the command again resumes and ends bit-identical", async () => {
-    const target = join(work, "killed.raw");
+    const target = join(days.work, "killed.raw");
     await writeFile(target, randomBytes(32 * MIB));
     const child = execa(
       process.execPath,
-      [CLI, "restore", ...repo.args, `${CT}:latest`, "--format", "raw", "--target", target, "--force", "--in-place", "--concurrency", "2", "-q"],
+      [CLI, "restore", ...days.repo.args, `${CT}:latest`, "--format", "raw", "--target", target, "--force", "--in-place", "--concurrency", "2", "-q"],
       {
-        env: { PLOOPVAULT_PLOOP: PLOOP_WRAPPER, ...env },
+        env: { PLOOPVAULT_PLOOP: PLOOP_WRAPPER, ...days.env },
         reject: false,
       },
     );
     let seen = 0;
-    onChunkGet = () => {
+    days.onChunkGet = () => {
       if (++seen === 20) child.kill("SIGKILL");
     };
     const r = await child;
-    onChunkGet = null;
+    days.onChunkGet = null;
     expect(r.signal).toBe("SIGKILL");
     expect(await exists(target)).toBe(false);
     expect(await exists(target + MARKER)).toBe(true);
@@ -269,27 +181,27 @@ describe.each(["s3", "encrypted"] as const)("restore --in-place, %s repository",
     expectCleanFailure(noForce, /is left from an interrupted restore --in-place .*add --force to resume/);
     const { result } = await inPlace(target);
     expect(result.resumed).toBe(true);
-    expect(await sha256File(target)).toBe(todaySha);
+    expect(await sha256File(target)).toBe(days.todaySha);
     await rm(target);
   });
 
   it.runIf(kind === "encrypted")("refusals: missing file, directory, symlink, other --seed, no --force, marker beside the file, not raw", async () => {
-    const missing = join(work, "missing.raw");
+    const missing = join(days.work, "missing.raw");
     expectCleanFailure(
       await cli(["restore", CT, "--format", "raw", "--target", missing, "--force", "--in-place"]),
       /missing\.raw does not exist: --in-place rewrites an existing file/,
     );
     expect(await exists(missing)).toBe(false);
-    const dir = join(work, "a-dir");
+    const dir = join(days.work, "a-dir");
     await mkdir(dir);
     expectCleanFailure(await cli(["restore", CT, "--format", "raw", "--target", dir, "--force", "--in-place"]), /a-dir is a directory/);
-    const link = join(work, "link.raw");
-    await symlink(yesterdayRaw, link);
+    const link = join(days.work, "link.raw");
+    await symlink(days.yesterdayRaw, link);
     expectCleanFailure(await cli(["restore", CT, "--format", "raw", "--target", link, "--force", "--in-place"]), /link\.raw is not a regular file/);
 
     const file = await yesterdayCopy("refused.raw");
     const before = await sha256File(file);
-    const other = await cli(["restore", CT, "--format", "raw", "--target", file, "--force", "--in-place", "--seed", yesterdayRaw]);
+    const other = await cli(["restore", CT, "--format", "raw", "--target", file, "--force", "--in-place", "--seed", days.yesterdayRaw]);
     expectCleanFailure(other, /--in-place uses the target .* as its own seed: --seed .* does not apply/, 2);
     expectCleanFailure(await cli(["restore", CT, "--format", "raw", "--target", file, "--in-place"]), /refused\.raw already exists \(use --force/);
     expectCleanFailure(await cli(["restore", CT, "--target", file, "--force", "--in-place"]), /--in-place rewrites a raw disk image: add --format raw/, 2);
@@ -305,6 +217,6 @@ describe.each(["s3", "encrypted"] as const)("restore --in-place, %s repository",
     await rm(file + MARKER);
     const self = await cli(["restore", CT, "--format", "raw", "--target", file, "--force", "--in-place", "--seed", file, "-q"]);
     expect(self.code, self.stderr).toBe(0);
-    expect(await sha256File(file)).toBe(todaySha);
+    expect(await sha256File(file)).toBe(days.todaySha);
   });
 });

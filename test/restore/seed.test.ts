@@ -18,15 +18,12 @@ import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decodeManifest, type Manifest } from "../../src/manifest/format.js";
-import { CLI, jsonLines, localRepo, PLOOP_WRAPPER, runCli, s3Repo, type CliResult, type RepoTarget } from "../helpers/cli.js";
-import { copyContainer, corpus, descriptorOf } from "../helpers/corpus.js";
-import { writeClusterToTop } from "../helpers/delta-writer.js";
-import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";
+import { CLI, jsonLines, localRepo, PLOOP_WRAPPER, runCli, type CliResult, type RepoTarget } from "../helpers/cli.js";
+import { corpus, descriptorOf } from "../helpers/corpus.js";
 import { ploopCheck, ploopFlatten } from "../helpers/ploop-tool.js";
-import { testS3 } from "../helpers/s3-server.js";
+import { backUpTwoDays, differingChunks, fileExtents, TWO_DAYS_CT as CT, type TwoDays } from "../helpers/two-days.js";
 import { sha256File } from "../ploop/fixtures.js";
 
-const CT = "101";
 const MIB = 1024 * 1024;
 
 interface RestoreJson {
@@ -34,15 +31,6 @@ interface RestoreJson {
   fetchedChunks: number;
   seededChunks: number;
   dataBytes: number;
-}
-
-/** Allocated extents of a file, in bytes [start, end), from e2fsprogs' filefrag. */
-async function allocatedExtents(path: string): Promise<[number, number][]> {
-  const out = (await execa("filefrag", ["-e", path])).stdout;
-  const block = Number(/blocks of (\d+) bytes/.exec(out)![1]);
-  const extents: [number, number][] = [];
-  for (const m of out.matchAll(/^\s*\d+:\s+(\d+)\.\.\s*(\d+):/gm)) extents.push([Number(m[1]) * block, (Number(m[2]) + 1) * block]);
-  return extents;
 }
 
 function overlaps(extents: [number, number][], start: number, end: number): boolean {
@@ -77,7 +65,7 @@ describe("restore keeps holes as holes", () => {
     const r = await runCli(["restore", ...repo.args, CT, "--format", "raw", "--target", target, "-q"]);
     expect(r.code, r.stderr).toBe(0);
     expect(await sha256File(target)).toBe(corpus().flatSha256[CT]);
-    const extents = await allocatedExtents(target);
+    const extents = await fileExtents(target);
     const holes = manifest.entries.filter((e) => e.kind === "hole");
     expect(holes.length).toBeGreaterThan(0);
     for (const h of holes) expect(overlaps(extents, h.offset, h.offset + h.length), `hole at ${h.offset}`).toBe(false);
@@ -125,19 +113,11 @@ describe("restore keeps holes as holes", () => {
 });
 
 describe.each(["s3", "encrypted"] as const)("restore --seed, %s repository", (kind) => {
-  let repo: RepoTarget;
-  let work: string;
-  let proxy: FaultProxy | null = null;
-  let env: Record<string, string>;
-  let dd: string;
-  let today: Manifest;
-  let todaySha: string;
+  let days: TwoDays;
   let seedRaw: string;
   let seedDir: string;
-  let chunkGets = 0;
-  let maxChunk: number;
 
-  const cli = (args: string[]): Promise<CliResult> => runCli([args[0]!, ...repo.args, ...args.slice(1)], { env });
+  const cli = (args: string[]): Promise<CliResult> => days.cli(args);
   /**
    * GETs seen on the wire for `fetched` chunk fetches: equal, give or take a retry of a
    * request the loaded test machine let time out.
@@ -148,87 +128,33 @@ describe.each(["s3", "encrypted"] as const)("restore --seed, %s repository", (ki
   };
   /** Restore with --json; returns the result and the chunk GETs the proxy saw. */
   const restore = async (args: string[]): Promise<{ result: RestoreJson; gets: number }> => {
-    chunkGets = 0;
+    days.resetGets();
     const r = await cli(["restore", `${CT}:latest`, "--json", ...args]);
     expect(r.code, r.stderr).toBe(0);
-    return { result: jsonLines<RestoreJson>(r.stdout)[0]!, gets: chunkGets };
+    return { result: jsonLines<RestoreJson>(r.stdout)[0]!, gets: days.gets };
   };
-  /** Chunk entries whose bytes in `seed` do not hash to their id (SHA-256: unencrypted only). */
-  const differing = async (seed: Buffer): Promise<{ entries: number; ids: number }> => {
-    const ids = new Set<string>();
-    let entries = 0;
-    const zeroId = createHash("sha256").update(Buffer.alloc(maxChunk)).digest();
-    for (const e of today.entries) {
-      if (e.kind !== "chunk" || (e.length === maxChunk && e.id.equals(zeroId))) continue;
-      const bytes = Buffer.alloc(e.length);
-      if (e.offset < seed.length) seed.copy(bytes, 0, e.offset, Math.min(seed.length, e.offset + e.length)); // zeros past its end
-      if (!createHash("sha256").update(bytes).digest().equals(e.id)) {
-        entries++;
-        ids.add(e.id.toString("hex"));
-      }
-    }
-    return { entries, ids: ids.size };
-  };
+  /** Chunk entries of today's manifest whose bytes in `seed` do not hash to their id (s3 only). */
+  const differing = (seed: Buffer): { entries: number; ids: number } => differingChunks(days.today!, days.maxChunk, seed);
 
   beforeAll(async () => {
-    work = await mkdtemp(join(tmpdir(), "pv-seed-"));
-    if (kind === "s3") {
-      repo = await s3Repo("seed");
-      proxy = await startFaultProxy({
-        target: testS3().endpoint,
-        decide: (req) => {
-          if (req.method === "GET" && req.path.includes("/chunks/")) chunkGets++;
-          return null;
-        },
-      });
-      env = { ...repo.env, AWS_ENDPOINT_URL: proxy.url };
-    } else {
-      repo = await localRepo();
-      env = { PLOOPVAULT_PASSWORD: "seed test password" };
-    }
-    const init = await runCli(["init", ...repo.args, "--chunk-avg", "256K", ...(kind === "encrypted" ? ["--encrypt"] : [])], { env });
-    expect(init.code, init.stderr).toBe(0);
-    maxChunk = kind === "s3" ? (JSON.parse((await repo.read("config")).toString()) as { chunker: { maxSize: number } }).chunker.maxSize : 0;
-
-    // yesterday: back up a copy of the disk, restore it as raw and as ploop (the seeds)
-    const copy = await copyContainer(CT);
-    dd = join(copy, "root.hdd", "DiskDescriptor.xml");
-    const day1 = await cli(["backup", "--disk", dd, "--name", CT, "--time", "2026-01-01T02:00:00Z", "--json", "-q"]);
-    expect(day1.code, day1.stderr).toBe(0);
-    const yesterdayId = jsonLines<{ backup: string }>(day1.stdout)[0]!.backup;
-    seedRaw = join(work, "yesterday.raw");
-    seedDir = join(work, "yesterday-ploop");
-    expect((await cli(["restore", `${CT}/${yesterdayId}`, "--format", "raw", "--target", seedRaw, "-q"])).code).toBe(0);
-    expect((await cli(["restore", `${CT}/${yesterdayId}`, "--target", seedDir, "-q"])).code).toBe(0);
-
-    // today: ~1 % of the data rewritten (256 KiB in each of two clusters holding data)
-    const yesterday = kind === "s3" ? await manifestOf(repo, CT, yesterdayId) : null;
-    const dataClusters = [30, 60]; // inside the corpus' data (checked below for s3)
-    for (const c of dataClusters) {
-      if (yesterday !== null) expect(yesterday.entries.some((e) => e.kind === "chunk" && e.offset < (c + 1) * MIB && c * MIB < e.offset + e.length)).toBe(true);
-      await writeClusterToTop(dd, c, randomBytes(256 * 1024));
-    }
-    const day2 = await cli(["backup", "--disk", dd, "--name", CT, "--time", "2026-01-02T02:00:00Z", "--json", "-q"]);
-    expect(day2.code, day2.stderr).toBe(0);
-    if (kind === "s3") today = await manifestOf(repo, CT, jsonLines<{ backup: string }>(day2.stdout)[0]!.backup);
-    const flat = join(work, "today.flat");
-    await ploopFlatten(dd, flat);
-    todaySha = await sha256File(flat);
-    await rm(flat);
+    // yesterday's backup restored as raw (by the fixture) and as ploop: the seeds
+    days = await backUpTwoDays(kind, "seed");
+    seedRaw = days.yesterdayRaw;
+    seedDir = join(days.work, "yesterday-ploop");
+    const ploop = await cli(["restore", `${CT}/${days.yesterdayId}`, "--target", seedDir, "-q"]);
+    expect(ploop.code, ploop.stderr).toBe(0);
   });
   afterAll(async () => {
-    await proxy?.close();
-    await repo.cleanup();
-    await rm(work, { recursive: true, force: true });
+    await days?.cleanup();
   });
 
   it("a raw seed: only the chunks that changed are fetched, and the result is today's disk", async () => {
-    const target = join(work, "today.raw");
+    const target = join(days.work, "today.raw");
     const unseeded = await restore(["--format", "raw", "--target", target]);
-    expect(await sha256File(target)).toBe(todaySha);
+    expect(await sha256File(target)).toBe(days.todaySha);
     await rm(target);
     const { result, gets } = await restore(["--format", "raw", "--target", target, "--seed", seedRaw]);
-    expect(await sha256File(target)).toBe(todaySha);
+    expect(await sha256File(target)).toBe(days.todaySha);
     expect(result.fetchedChunks).toBeGreaterThan(0);
     expect(result.fetchedChunks / result.chunks).toBeLessThan(0.05);
     expect(result.seededChunks + result.fetchedChunks).toBeLessThanOrEqual(result.chunks);
@@ -236,7 +162,7 @@ describe.each(["s3", "encrypted"] as const)("restore --seed, %s repository", (ki
       expectWireGets(unseeded.gets, unseeded.result.fetchedChunks);
       expect(unseeded.gets).toBeGreaterThan(10 * gets);
       expectWireGets(gets, result.fetchedChunks); // counted on the wire
-      const expected = await differing(await readFile(seedRaw));
+      const expected = differing(await readFile(seedRaw));
       expect(gets).toBeGreaterThanOrEqual(expected.ids);
       expect(result.fetchedChunks).toBeLessThanOrEqual(expected.entries);
     }
@@ -244,73 +170,77 @@ describe.each(["s3", "encrypted"] as const)("restore --seed, %s repository", (ki
   });
 
   it("the target itself as the seed (raw and ploop, --force): replaced atomically, few fetches", async () => {
-    const raw = join(work, "over.raw");
+    const raw = join(days.work, "over.raw");
     await copyFile(seedRaw, raw);
     const a = await restore(["--format", "raw", "--target", raw, "--force", "--seed", raw]);
-    expect(await sha256File(raw)).toBe(todaySha);
+    expect(await sha256File(raw)).toBe(days.todaySha);
     expect(a.result.fetchedChunks / a.result.chunks).toBeLessThan(0.05);
     if (kind === "s3") expectWireGets(a.gets, a.result.fetchedChunks);
     await rm(raw);
 
-    const dir = join(work, "over-ploop");
+    const dir = join(days.work, "over-ploop");
     await execa("cp", ["-a", seedDir, dir]);
     const b = await restore(["--target", dir, "--force", "--seed", dir]);
     expect(b.result.fetchedChunks / b.result.chunks).toBeLessThan(0.05);
     expect((await ploopCheck(join(dir, "root.hdd"))).exitCode).toBe(0);
-    const flat = join(work, "over.flat");
+    const flat = join(days.work, "over.flat");
     await ploopFlatten(join(dir, "DiskDescriptor.xml"), flat);
-    expect(await sha256File(flat)).toBe(todaySha);
+    expect(await sha256File(flat)).toBe(days.todaySha);
     await rm(flat);
     await rm(dir, { recursive: true });
   });
 
   it("a ploop image file or DiskDescriptor.xml as the seed; a raw stream with a seed", async () => {
     for (const seed of [join(seedDir, "root.hdd"), join(seedDir, "DiskDescriptor.xml")]) {
-      const target = join(work, "from-ploop-seed.raw");
+      const target = join(days.work, "from-ploop-seed.raw");
       const { result } = await restore(["--format", "raw", "--target", target, "--seed", seed]);
-      expect(await sha256File(target)).toBe(todaySha);
+      expect(await sha256File(target)).toBe(days.todaySha);
       expect(result.fetchedChunks / result.chunks).toBeLessThan(0.05);
       await rm(target);
     }
-    chunkGets = 0;
-    const piped = await execa(process.execPath, [CLI, "restore", ...repo.args, `${CT}:latest`, "--format", "raw", "--target", "-", "--seed", seedRaw, "-q"], {
-      env: { PLOOPVAULT_PLOOP: PLOOP_WRAPPER, ...env },
-      encoding: "buffer",
-      maxBuffer: 1024 * MIB,
-    });
-    expect(createHash("sha256").update(piped.stdout).digest("hex")).toBe(todaySha);
-    if (kind === "s3") expect(chunkGets).toBeLessThan(today.entries.length * 0.05);
+    days.resetGets();
+    const piped = await execa(
+      process.execPath,
+      [CLI, "restore", ...days.repo.args, `${CT}:latest`, "--format", "raw", "--target", "-", "--seed", seedRaw, "-q"],
+      {
+        env: { PLOOPVAULT_PLOOP: PLOOP_WRAPPER, ...days.env },
+        encoding: "buffer",
+        maxBuffer: 1024 * MIB,
+      },
+    );
+    expect(createHash("sha256").update(piped.stdout).digest("hex")).toBe(days.todaySha);
+    if (kind === "s3") expect(days.gets).toBeLessThan(days.today!.entries.length * 0.05);
   });
 
   it("a seed of garbage or of the wrong size costs fetches, never a wrong byte; a missing seed is one line", async () => {
-    const garbage = join(work, "garbage.raw");
+    const garbage = join(days.work, "garbage.raw");
     await writeFile(garbage, randomBytes(3 * MIB));
-    const target = join(work, "from-garbage.raw");
+    const target = join(days.work, "from-garbage.raw");
     const { result, gets } = await restore(["--format", "raw", "--target", target, "--seed", garbage]);
-    expect(await sha256File(target)).toBe(todaySha);
+    expect(await sha256File(target)).toBe(days.todaySha);
     // only chunks of zeros lying past the garbage's end can match (it reads as zeros there)
     expect(result.seededChunks).toBeLessThan(result.chunks * 0.05);
     expect(result.fetchedChunks).toBeGreaterThan(result.chunks * 0.8);
     if (kind === "s3") {
       expectWireGets(gets, result.fetchedChunks);
-      const expected = await differing(await readFile(garbage));
+      const expected = differing(await readFile(garbage));
       expect(gets).toBeGreaterThanOrEqual(expected.ids);
       expect(result.fetchedChunks).toBeLessThanOrEqual(expected.entries);
     }
     await rm(target);
     // a seed longer than the disk (yesterday's disk grown by 64 MiB of random data)
-    const longer = join(work, "longer.raw");
+    const longer = join(days.work, "longer.raw");
     await copyFile(seedRaw, longer);
     const fh = await open(longer, "a");
     await fh.write(randomBytes(64 * MIB));
     await fh.close();
     const l = await restore(["--format", "raw", "--target", target, "--seed", longer]);
-    expect(await sha256File(target)).toBe(todaySha);
+    expect(await sha256File(target)).toBe(days.todaySha);
     expect(l.result.fetchedChunks / l.result.chunks).toBeLessThan(0.05);
     await rm(target);
     await rm(longer);
 
-    const missing = await cli(["restore", `${CT}:latest`, "--format", "raw", "--target", target, "--seed", join(work, "nope.raw")]);
+    const missing = await cli(["restore", `${CT}:latest`, "--format", "raw", "--target", target, "--seed", join(days.work, "nope.raw")]);
     expect(missing.code).toBe(1);
     expect(missing.stderr.trim().split("\n")).toHaveLength(1);
     expect(missing.stderr).toMatch(/cannot use seed .*nope\.raw/);
