@@ -15,7 +15,7 @@
 import { Worker } from "node:worker_threads";
 import type { ChunkCodec } from "../repository/chunk-codec.js";
 import type { ChunkerParams } from "../chunker/params.js";
-import type { ChunkIdSet } from "../repository/chunk-id-set.js";
+import { ChunkIdSet } from "../repository/chunk-id-set.js";
 import type { ChunkProcessor, ProcessedChunk, ScannedBlock } from "./chunk-processor.js";
 
 interface Reply {
@@ -57,6 +57,15 @@ export class WorkerChunkProcessor implements ChunkProcessor {
     if (this.workers.length === 0) return; // started with the first request, with this set
     const shared = known.shared();
     for (const worker of this.workers) worker.postMessage({ kind: "known", known: shared });
+  }
+
+  /**
+   * Start the workers now, with an empty known set, and stay closed (idle): for
+   * ChunkWorkerPool.prestart(), before any backup needs them. reopen() gives them the set.
+   */
+  startIdle(): void {
+    if (this.workers.length === 0 && this.failed === null) this.start();
+    this.closed = true;
   }
 
   /** Closed with no request outstanding and no worker failed: its workers may serve another backup. */
@@ -194,10 +203,26 @@ export class ChunkWorkerPool {
   ) {}
 
   acquire(known: ChunkIdSet): WorkerChunkProcessor {
-    const processor = this.idle.pop();
-    if (processor === undefined) return new WorkerChunkProcessor(known, this.codec, this.threads, this);
-    processor.reopen(known);
-    return processor;
+    for (let processor = this.idle.pop(); processor !== undefined; processor = this.idle.pop()) {
+      if (processor.reusable) {
+        processor.reopen(known);
+        return processor;
+      }
+      void processor.terminate(); // a prestarted worker that failed since
+    }
+    return new WorkerChunkProcessor(known, this.codec, this.threads, this);
+  }
+
+  /**
+   * Start a set of workers now, while the run does other work first (repository, lock,
+   * descriptor, known set): their start-up (~0.05 s; ~0.1 s to the first block scanned)
+   * is then off the first backup's path. For runs that will read a disk.
+   */
+  prestart(): void {
+    if (this.closed || this.idle.length > 0) return;
+    const processor = new WorkerChunkProcessor(ChunkIdSet.empty(), this.codec, this.threads, this);
+    processor.startIdle();
+    this.idle.push(processor);
   }
 
   /** Called by a processor's close(). */

@@ -26,7 +26,7 @@ import { acquireHostLock } from "./host-lock.js";
 import { listContainers, resolveContainers, type ContainerInfo } from "./containers.js";
 import { findContainerConfig, readDescriptorBytes, CONTAINER_CONFIG_NAME } from "./disk-source.js";
 import { SnapshotJournal } from "./journal.js";
-import { backupDisk, type BackupProgress, type BackupResult } from "../backup/pipeline.js";
+import { backupDisk, type BackupOptions, type BackupProgress, type BackupResult } from "../backup/pipeline.js";
 import { ChunkWorkerPool } from "../backup/worker-processor.js";
 import { FrozenChainChangedError, recoverInterrupted, recoverUnjournaled, withFrozenDisk, type FrozenDisk } from "./snapshot-lifecycle.js";
 import { decideIncremental, keepSnapshot, keptDeltaEmptyAndIdle, releaseKeptSnapshot, type IncrementalDecision } from "./incremental.js";
@@ -230,6 +230,27 @@ async function backupKeptSnapshotAgain(container: ContainerInfo, options: RunOpt
   return out;
 }
 
+/** What a run's settings (RunOptions or a BackupRunRequest) give every backupDisk() of the run. */
+type PipelineSettings = Pick<
+  RunOptions,
+  "host" | "time" | "workerThreads" | "uploadConcurrency" | "annotations" | "onProgress" | "readThrottle" | "readBlockBytes"
+>;
+
+/** backupDisk() options from the run's settings, for the disk of container `ct` (the rest is per kind of run). */
+function pipelineOptions(settings: PipelineSettings, ct: string): Omit<BackupOptions, "signal"> {
+  const { onProgress } = settings;
+  return {
+    host: settings.host,
+    time: settings.time ?? new Date(),
+    workerThreads: settings.workerThreads,
+    uploadConcurrency: settings.uploadConcurrency,
+    ...(settings.annotations ? { annotations: settings.annotations } : {}),
+    ...(onProgress ? { onProgress: (p: BackupProgress) => onProgress(ct, p) } : {}),
+    ...(settings.readThrottle ? { readThrottle: settings.readThrottle } : {}),
+    ...(settings.readBlockBytes ? { readBlockBytes: settings.readBlockBytes } : {}),
+  };
+}
+
 /** Back up `disk` (the frozen chain of `frozen.snapshotGuid`), relative to `decision`'s base if any. */
 async function backupChain(
   container: ContainerInfo,
@@ -253,17 +274,10 @@ async function backupChain(
       free: options.skipFree ? await findFreeClusters(disk, (line) => options.log(`container ${ct}: ${line}`)) : null,
     },
     {
-      host: options.host,
-      time: options.time ?? new Date(),
-      workerThreads: options.workerThreads,
-      uploadConcurrency: options.uploadConcurrency,
-      storedThisRun: options.storedThisRun,
+      ...pipelineOptions(options, ct),
+      ...(options.storedThisRun ? { storedThisRun: options.storedThisRun } : {}),
       ...(options.chunkWorkers ? { chunkWorkers: options.chunkWorkers } : {}),
-      ...(options.annotations ? { annotations: options.annotations } : {}),
       signal: options.signal,
-      ...(options.onProgress ? { onProgress: (p: BackupProgress) => options.onProgress!(ct, p) } : {}),
-      ...(options.readThrottle ? { readThrottle: options.readThrottle } : {}),
-      ...(options.readBlockBytes ? { readBlockBytes: options.readBlockBytes } : {}),
       // The frozen images must not have changed while we read them (docs/ploop.md 3.6).
       beforeManifest: () => frozen.verifyUnchanged(),
       ...(options.publish ? { publish: options.publish } : {}),
@@ -467,6 +481,7 @@ async function backupDirectDisks(
   const storedThisRun = new Map<string, Promise<void>>();
   const cache = ManifestCache.forRun(repo, request.stateDir);
   const chunkWorkers = new ChunkWorkerPool(repo.chunkCodec, request.workerThreads);
+  if (request.workerThreads > 0) chunkWorkers.prestart(); // every disk given is read
   try {
     for (const { descriptorPath, ct } of disks) {
       const started = performance.now();
@@ -492,20 +507,7 @@ async function backupDirectDisks(
               sourceFormatVersion: disk.formatVersion,
               free: request.skipFree ? await findFreeClusters(disk, (line) => request.log(`disk ${ct}: ${line}`)) : null,
             },
-            {
-              host: request.host,
-              time: request.time ?? new Date(),
-              workerThreads: request.workerThreads,
-              uploadConcurrency: request.uploadConcurrency,
-              storedThisRun,
-              chunkWorkers,
-              ...(request.annotations ? { annotations: request.annotations } : {}),
-              signal,
-              publish: registration,
-              ...(request.onProgress ? { onProgress: (p: BackupProgress) => request.onProgress!(ct, p) } : {}),
-              ...(request.readThrottle ? { readThrottle: request.readThrottle } : {}),
-              ...(request.readBlockBytes ? { readBlockBytes: request.readBlockBytes } : {}),
-            },
+            { ...pipelineOptions(request, ct), storedThisRun, chunkWorkers, signal, publish: registration },
           );
           result = resultOf(ct, backup, null);
         } finally {

@@ -15,7 +15,7 @@ const setOf = (ids) => {
   return builder.build();
 };
 async function scan(processor, block) {
-  const buffer = new ArrayBuffer(block.length);
+  const buffer = new SharedArrayBuffer(block.length);
   new Uint8Array(buffer).set(block);
   const scanned = await processor.scan(buffer, block.length, params, 0);
   const ids = [];
@@ -44,7 +44,7 @@ await second.close();
 // closed with a request outstanding (an aborted backup): not handed out again
 const aborted = pool.acquire(setOf([]));
 result.abortedIsIdleOne = aborted === first;
-const buffer = new ArrayBuffer(4 << 20);
+const buffer = new SharedArrayBuffer(4 << 20);
 new Uint8Array(buffer).set(randomBytes(4 << 20));
 aborted.scan(buffer, buffer.byteLength, params, 0).catch(() => undefined);
 await aborted.close();
@@ -53,4 +53,12 @@ const next = pool.acquire(setOf([]));
 result.nextIsAborted = next === aborted;
 await next.close();
 await pool.close();
+
+// workers started before any backup (prestart) get the first backup's known set
+const early = new ChunkWorkerPool(codec, 2);
+early.prestart();
+const prestarted = early.acquire(setOf(before.ids.filter((_, i) => i % 2 === 0)));
+result.prestartedEncoded = (await scan(prestarted, block)).encoded;
+await prestarted.close();
+await early.close();
 process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -2,7 +2,8 @@
  * ChunkWorkerPool (src/backup/worker-processor.ts): the chunk workers of one backup are
  * kept for the run's next one, which must get its own known set (the workers encode the
  * chunks that set lacks), and a processor closed with a request outstanding (an aborted
- * backup) must not be handed out again. Runs the build (test/helpers/worker-pool-check.mjs):
+ * backup) must not be handed out again. Workers started before any backup (prestart) get
+ * the first backup's set the same way. Runs the build (test/helpers/worker-pool-check.mjs):
  * the workers load dist/src/backup/chunk-worker.js.
  */
 import { execFileSync } from "node:child_process";
@@ -21,6 +22,7 @@ describe("chunk workers kept from one backup to the next", () => {
       abortedIsIdleOne: boolean;
       abortedReusable: boolean;
       nextIsAborted: boolean;
+      prestartedEncoded: boolean[];
     };
     expect(r.candidates).toBeGreaterThan(10);
     expect(r.firstEncoded.every(Boolean)).toBe(true); // nothing known: every candidate encoded
@@ -30,5 +32,7 @@ describe("chunk workers kept from one backup to the next", () => {
     expect(r.abortedIsIdleOne).toBe(true);
     expect(r.abortedReusable).toBe(false);
     expect(r.nextIsAborted).toBe(false);
+    // workers started ahead of the first backup (ChunkWorkerPool.prestart) encode only what its set lacks
+    expect(r.prestartedEncoded).toEqual(r.firstEncoded.map((_, i) => i % 2 !== 0));
   });
 });
