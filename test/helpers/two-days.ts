@@ -54,8 +54,9 @@ export interface TwoDays {
   cleanup(): Promise<void>;
 }
 
-async function manifestAt(repo: RepoTarget, id: string): Promise<Manifest> {
-  const key = `backups/${TWO_DAYS_CT}/${id}/manifest`;
+/** Backup `id` of container `ct`'s manifest, read from the repository (unencrypted only). */
+export async function manifestOf(repo: RepoTarget, ct: string, id: string): Promise<Manifest> {
+  const key = `backups/${ct}/${id}/manifest`;
   return decodeManifest(await repo.read(key), key);
 }
 
@@ -99,7 +100,7 @@ export async function backUpTwoDays(kind: TwoDaysKind, name: string): Promise<Tw
     expect(restored.code, restored.stderr).toBe(0);
     const chunksBefore = new Set(await repo.listKeys("chunks/"));
 
-    const yesterday = kind === "s3" ? await manifestAt(repo, yesterdayId) : null;
+    const yesterday = kind === "s3" ? await manifestOf(repo, TWO_DAYS_CT, yesterdayId) : null;
     for (const c of CHANGED_CLUSTERS) {
       // the change must land in data, or it would change nothing the restores compare
       if (yesterday !== null) expect(yesterday.entries.some((e) => e.kind === "chunk" && e.offset < (c + 1) * MIB && c * MIB < e.offset + e.length)).toBe(true);
@@ -109,7 +110,7 @@ export async function backUpTwoDays(kind: TwoDaysKind, name: string): Promise<Tw
     expect(day2.code, day2.stderr).toBe(0);
     const chunksAddedToday = (await repo.listKeys("chunks/")).filter((k) => !chunksBefore.has(k));
     expect(chunksAddedToday.length).toBeGreaterThan(0);
-    const today = kind === "s3" ? await manifestAt(repo, jsonLines<{ backup: string }>(day2.stdout)[0]!.backup) : null;
+    const today = kind === "s3" ? await manifestOf(repo, TWO_DAYS_CT, jsonLines<{ backup: string }>(day2.stdout)[0]!.backup) : null;
 
     const flat = join(work, "today.flat");
     await ploopFlatten(dd, flat);

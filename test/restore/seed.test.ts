@@ -17,11 +17,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decodeManifest, type Manifest } from "../../src/manifest/format.js";
+import type { Manifest } from "../../src/manifest/format.js";
 import { CLI, jsonLines, localRepo, PLOOP_WRAPPER, runCli, type CliResult, type RepoTarget } from "../helpers/cli.js";
 import { corpus, descriptorOf } from "../helpers/corpus.js";
 import { ploopCheck, ploopFlatten } from "../helpers/ploop-tool.js";
-import { backUpTwoDays, differingChunks, fileExtents, TWO_DAYS_CT as CT, type TwoDays } from "../helpers/two-days.js";
+import { backUpTwoDays, differingChunks, fileExtents, manifestOf, TWO_DAYS_CT as CT, type TwoDays } from "../helpers/two-days.js";
 import { sha256File } from "../ploop/fixtures.js";
 
 const MIB = 1024 * 1024;
@@ -35,11 +35,6 @@ interface RestoreJson {
 
 function overlaps(extents: [number, number][], start: number, end: number): boolean {
   return extents.some(([a, b]) => a < end && start < b);
-}
-
-async function manifestOf(repo: RepoTarget, ct: string, id: string): Promise<Manifest> {
-  const key = `backups/${ct}/${id}/manifest`;
-  return decodeManifest(await repo.read(key), key);
 }
 
 describe("restore keeps holes as holes", () => {
