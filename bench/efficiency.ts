@@ -20,9 +20,9 @@ import { chunkerParamsForAverage, StreamChunker } from "../src/chunker/index.js"
 import { candidateCuts } from "../src/chunker/stitch.js";
 import { openLogicalDisk } from "../src/ploop/disk.js";
 import { zstdCompress } from "../src/util/zstd.js";
+import { PLOOPVAULT_CLI, withBenchNode } from "./lib/ploopvault-command.js";
 
 const ROOT = resolve(fileURLToPath(import.meta.url), "..", "..", "..");
-const CLI = join(ROOT, "dist", "src", "cli.js");
 const BLOCK = 8 << 20;
 
 function cpuSeconds(): number {
@@ -71,10 +71,12 @@ function timedBackup(descriptor: string, work: string, round: number): { wall: n
   const repo = join(work, `repo-${round}`);
   const state = join(work, `state-${round}`);
   const common = ["--repo", repo, "--state-dir", state];
-  const init = spawnSync(process.execPath, [CLI, "init", ...common, "-q"]);
+  const env = { ...process.env, ...withBenchNode() };
+  const init = spawnSync(PLOOPVAULT_CLI, ["init", ...common, "-q"], { env });
   if (init.status !== 0) throw new Error(`init: ${init.stderr}`);
-  const r = spawnSync("/usr/bin/time", ["-f", "%e %U %S", process.execPath, CLI, "backup", ...common, "--disk", descriptor, "--name", "101", "-q"], {
+  const r = spawnSync("/usr/bin/time", ["-f", "%e %U %S", PLOOPVAULT_CLI, "backup", ...common, "--disk", descriptor, "--name", "101", "-q"], {
     encoding: "utf8",
+    env,
   });
   if (r.status !== 0) throw new Error(`backup: ${r.stderr}`);
   const [wall, user, system] = r.stderr.trim().split("\n").pop()!.split(" ").map(Number);

@@ -31,9 +31,9 @@ import { sha256File } from "./lib/files.js";
 import { TopDeltaWriter, topImagePath } from "./lib/delta-writes.js";
 import { dropCaches, requireGnuTime, runMeasured, type Measured } from "./lib/measure.js";
 import { containerBackupArgs } from "./lib/tools.js";
+import { PLOOPVAULT_CLI, withBenchNode } from "./lib/ploopvault-command.js";
 
 const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const CLI = join(PROJECT_ROOT, "dist/src/cli.js");
 const PLOOP_OFFLINE = join(PROJECT_ROOT, "scripts/ploop-offline");
 const MIB = 1 << 20;
 const CLUSTER = MIB;
@@ -238,7 +238,7 @@ async function main(): Promise<void> {
   const descriptor = await buildDisk(join(privateRoot, CT), sizeBytes, allocated);
   log(`built a ${args.sizeGiB} GiB disk with ${(dataBytes / MIB).toFixed(0)} MiB of data in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
-  const pv = (cmdArgs: string[], label: string): Promise<Measured> => runMeasured(process.execPath, [CLI, ...cmdArgs], work, { label });
+  const pv = (cmdArgs: string[], label: string): Promise<Measured> => runMeasured(PLOOPVAULT_CLI, cmdArgs, work, { env: withBenchNode(), label });
   const backupArgs = containerBackupArgs({ cts: [CT], repo, stateDir: state, privateRoot, ploopBin: PLOOP_OFFLINE, json: true });
   const resticEnv = { RESTIC_REPOSITORY: join(work, "restic-repo"), RESTIC_PASSWORD: "ploopvault-bench", RESTIC_CACHE_DIR: join(work, "restic-cache") };
   const restic = (cmdArgs: string[], label: string): Promise<Measured> => runMeasured("restic", cmdArgs, work, { env: resticEnv, label });

@@ -32,6 +32,7 @@ import { loadAverage, requireGnuTime } from "./lib/measure.js";
 import { renderReport, type BenchReport, type LargeDiskResult, type TargetResult } from "./lib/report.js";
 import { measurePutCeiling, rgwUnavailable, startRgw, type PutCeiling, type RgwServer } from "./lib/s3.js";
 import { INSTALL_HINT, makeTarget, TOOL_NAMES, toolVersion, type BenchDisk, type InputKind, type Target, type ToolEnv, type ToolName } from "./lib/tools.js";
+import { PLOOPVAULT_CLI } from "./lib/ploopvault-command.js";
 
 const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const RESTORE_CT = "101";
@@ -328,9 +329,8 @@ async function main(argv: string[]): Promise<number> {
     setPriority(0, o.nice);
     log(`CPU priority set to nice ${o.nice} for the bench and everything it starts`);
   }
-  const cli = join(PROJECT_ROOT, "dist/src/cli.js");
   const ploopBin = join(PROJECT_ROOT, "scripts/ploop-offline");
-  const env: ToolEnv = { work: o.work, ploopBin, ploopvault: [process.execPath, cli], s3: null };
+  const env: ToolEnv = { work: o.work, ploopBin, ploopvault: [PLOOPVAULT_CLI], s3: null };
   await mkdir(o.work, { recursive: true });
   const notes: string[] = [];
 

@@ -30,9 +30,9 @@ import { fileURLToPath } from "node:url";
 import { buildCorpus } from "../scripts/corpus.js";
 import { dropCaches, loadAverage, runMeasured, type Measured } from "./lib/measure.js";
 import { containerBackupArgs } from "./lib/tools.js";
+import { PLOOPVAULT_CLI, withBenchNode } from "./lib/ploopvault-command.js";
 
 const ROOT = resolve(fileURLToPath(import.meta.url), "..", "..", "..");
-const CLI = join(ROOT, "dist", "src", "cli.js");
 const PLOOP_OFFLINE = join(ROOT, "scripts", "ploop-offline");
 
 function option(name: string, fallback: number): number {
@@ -45,7 +45,7 @@ let otherCpuSeconds = 0;
 
 /** One run of `argv`, measured (throws on a non-zero exit, with the end of its stderr). */
 async function measured(argv: string[], env: Record<string, string>, tmpDir: string, label = argv.slice(1).join(" ")): Promise<Measured> {
-  const m = await runMeasured(argv[0]!, argv.slice(1), tmpDir, { env, label });
+  const m = await runMeasured(argv[0]!, argv.slice(1), tmpDir, { env: withBenchNode(env), label });
   otherCpuSeconds += m.otherCpuSeconds;
   return m;
 }
@@ -107,11 +107,10 @@ async function perContainer(work: string, counts: number[], rounds: number, runn
     await chmod(vzlistBin, 0o700);
   }
   const backup = (cts: string[]): string[] => [
-    process.execPath,
-    CLI,
+    PLOOPVAULT_CLI,
     ...containerBackupArgs({ cts, repo, stateDir: state, privateRoot, ploopBin: ploop, ...(vzlistBin ? { vzlistBin } : {}) }),
   ];
-  await timed([process.execPath, CLI, "init", ...common], env, work);
+  await timed([PLOOPVAULT_CLI, "init", ...common], env, work);
   await timed(backup(all.slice(0, most)), env, work); // first backups (whole disks), and the kept snapshots
   const rows: { n: number; seconds: number; cpuSeconds: number; calls: Map<string, number> }[] = [];
   const load = await loadAverage();
@@ -172,19 +171,15 @@ async function main(): Promise<void> {
     const state = join(work, "state");
     const env: Record<string, string> = { PLOOPVAULT_STATE: state, PLOOPVAULT_PLOOP: PLOOP_OFFLINE };
     const common = ["--repo", repo, "--state-dir", state];
-    const backup = (cts: string[]): string[] => [
-      process.execPath,
-      CLI,
-      ...containerBackupArgs({ cts, repo, stateDir: state, privateRoot, ploopBin: PLOOP_OFFLINE }),
-    ];
+    const backup = (cts: string[]): string[] => [PLOOPVAULT_CLI, ...containerBackupArgs({ cts, repo, stateDir: state, privateRoot, ploopBin: PLOOP_OFFLINE })];
     await writeFile(join(work, "empty.js"), "");
-    await timed([process.execPath, CLI, "init", ...common], env, work);
+    await timed([PLOOPVAULT_CLI, "init", ...common], env, work);
     const all = containers.map((c) => c.ctid);
     await timed(backup(all), env, work); // first backups (whole disks), and the kept snapshots
     const cases: [string, string[]][] = [
       ["node -e 0 (runtime alone)", [process.execPath, "-e", "0"]],
-      ["ploopvault --version", [process.execPath, CLI, "--version"]],
-      ["snapshots (local repository)", [process.execPath, CLI, "snapshots", ...common]],
+      ["ploopvault --version", [PLOOPVAULT_CLI, "--version"]],
+      ["snapshots (local repository)", [PLOOPVAULT_CLI, "snapshots", ...common]],
       ["backup, 1 unchanged container", backup(all.slice(0, 1))],
       [`backup, ${all.length} unchanged containers`, backup(all)],
     ];

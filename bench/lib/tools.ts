@@ -23,6 +23,7 @@ import { TopDeltaWriter, topImagePath } from "./delta-writes.js";
 import { sha256File, treeSize } from "./files.js";
 import { combine, runMeasured, type Measured } from "./measure.js";
 import { bucketSize, type RgwServer } from "./s3.js";
+import { withBenchNode } from "./ploopvault-command.js";
 
 /**
  * `ploopvault backup CT...` in container mode on a private area, as the benches run it: no
@@ -85,7 +86,7 @@ export interface ToolEnv {
   work: string;
   /** scripts/ploop-offline (container mode drives ploop through it). */
   ploopBin: string;
-  /** node + dist/src/cli.js */
+  /** The command and its first arguments (bench/lib/ploopvault-command.ts; run with withBenchNode()). */
   ploopvault: string[];
   s3: RgwServer | null;
 }
@@ -170,7 +171,7 @@ export interface Target {
 
 export async function toolVersion(tool: ToolName, env: ToolEnv): Promise<string | null> {
   const [cmd, ...args] = tool === "ploopvault" ? [...env.ploopvault, "--version"] : tool === "restic" ? ["restic", "version"] : ["borg", "--version"];
-  const r = await execa(cmd!, args, { reject: false });
+  const r = await execa(cmd!, args, { reject: false, env: withBenchNode() });
   if (r.exitCode !== 0) return null;
   return String(r.stdout).trim().split("\n")[0]!;
 }
@@ -235,7 +236,11 @@ class PloopvaultTarget implements Target {
 
   private run(args: string[], label: string): Promise<Measured> {
     const pids = this.tenv.s3?.pids;
-    return runMeasured(this.tenv.ploopvault[0]!, args, this.dir, { env: this.env, label, ...(this.store === "s3" && pids ? { ownPids: pids } : {}) });
+    return runMeasured(this.tenv.ploopvault[0]!, args, this.dir, {
+      env: withBenchNode(this.env),
+      label,
+      ...(this.store === "s3" && pids ? { ownPids: pids } : {}),
+    });
   }
 
   async init(): Promise<void> {
