@@ -77,3 +77,20 @@ export function withUnknownChunksRewritten(previous: PreviousBackup, isKnown: (i
   }
   return written === null ? previous : { ...previous, written };
 }
+
+/**
+ * The blocks the read segments of `plan` are read in, in plan order: a segment's first
+ * block starts at a confirmed cut, so its first candidate chunk may be encoded with the
+ * scan (encodeFrom 0); in the others the stitcher usually re-cuts it, so encoding it ahead
+ * would be in vain (encodeFrom 1).
+ */
+export function readBlocksOf(plan: readonly Segment[], blockBytes: number): { at: number; size: number; encodeFrom: number }[] {
+  const blocks: { at: number; size: number; encodeFrom: number }[] = [];
+  for (const segment of plan) {
+    if (segment.kind !== "read") continue;
+    const end = segment.offset + segment.length;
+    for (let at = segment.offset; at < end; at += blockBytes)
+      blocks.push({ at, size: Math.min(blockBytes, end - at), encodeFrom: at === segment.offset ? 0 : 1 });
+  }
+  return blocks;
+}

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { backupDisk } from "../../src/backup/pipeline.js";
-import { planBackup } from "../../src/backup/plan.js";
+import { planBackup, readBlocksOf } from "../../src/backup/plan.js";
 import { checkRepository } from "../../src/check/check.js";
 import { chunkerParamsForAverage } from "../../src/chunker/index.js";
 import { lockTiming } from "../../src/prune/locks.js";
@@ -186,6 +186,58 @@ describe("planBackup (golden)", () => {
       { kind: "reuse", entry: entries[4] },
       { kind: "hole", offset: 6144, length: 2048 },
     ]);
+  });
+});
+
+describe("reading the plan's segments", () => {
+  it("blocks of each read segment in plan order; only a segment's first block may encode its first candidate", () => {
+    const plan = planBackup(
+      [
+        { offset: 0, length: 2500 },
+        { offset: 4096, length: 1024 },
+      ],
+      8192,
+      null,
+      256,
+    );
+    expect(readBlocksOf(plan, 1024)).toEqual([
+      { at: 0, size: 1024, encodeFrom: 0 },
+      { at: 1024, size: 1024, encodeFrom: 1 },
+      { at: 2048, size: 452, encodeFrom: 1 },
+      { at: 4096, size: 1024, encodeFrom: 0 },
+    ]);
+  });
+
+  it("reads ahead across segments: the next segment's block is read before the previous one is stitched", async () => {
+    // 64 KiB clusters, every fifth a hole: ~16 read segments of 256 KiB, each one block
+    const disk = diskWith(80, 1);
+    const repo = await Repository.init(new MemoryStore("ahead"), newRepositoryConfig(chunkerParamsForAverage(16 << 10), 3, new Date("2026-01-01T00:00:00Z")));
+    const state = await mkdtemp(join(tmpdir(), "pv-ahead-"));
+    try {
+      let readsStarted = 0;
+      let blocksStitched = 0;
+      let mostOutstanding = 0;
+      const read = disk.read.bind(disk);
+      disk.read = async (offset, target) => {
+        readsStarted++;
+        mostOutstanding = Math.max(mostOutstanding, readsStarted - blocksStitched);
+        return read(offset, target);
+      };
+      const { stats } = await backupDisk(repo, ManifestCache.forRepository(repo, state), source(disk, "301"), {
+        host: "node1",
+        time: new Date("2026-01-02T00:00:00Z"),
+        workerThreads: 0,
+        uploadConcurrency: 4,
+        onProgress: () => blocksStitched++,
+      });
+      expect(readsStarted).toBe(disk.allocatedRuns().length);
+      expect(readsStarted).toBeGreaterThan(10);
+      expect(stats.readBytes).toBe(disk.allocatedClusters * disk.clusterBytes);
+      // one at a time when each segment waited for the previous one to be stitched
+      expect(mostOutstanding).toBeGreaterThanOrEqual(2);
+    } finally {
+      await rm(state, { recursive: true, force: true });
+    }
   });
 });
 
