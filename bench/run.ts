@@ -29,7 +29,7 @@ import { sha256File, touch, warmCache } from "./lib/files.js";
 import { flattenDisk } from "./lib/flatten.js";
 import { ensureLargeDisk, LARGE_DISKS } from "./lib/large-disks.js";
 import { loadAverage, requireGnuTime } from "./lib/measure.js";
-import { renderReport, type BenchReport, type LargeDiskResult, type TargetResult } from "./lib/report.js";
+import { peakRssOfRun, renderReport, type BenchReport, type LargeDiskResult, type TargetResult } from "./lib/report.js";
 import { measurePutCeiling, rgwUnavailable, startRgw, type PutCeiling, type RgwServer } from "./lib/s3.js";
 import { INSTALL_HINT, makeTarget, TOOL_NAMES, toolVersion, type BenchDisk, type InputKind, type Target, type ToolEnv, type ToolName } from "./lib/tools.js";
 import { PLOOPVAULT_CLI } from "./lib/ploopvault-command.js";
@@ -226,6 +226,8 @@ function medianResult(runs: TargetResult[]): TargetResult {
     .sort((a, b) => a.seeded.measured.seconds - b.seeded.measured.seconds);
   if (seededRuns.length > 0) result.seeded = seededRuns[Math.floor((seededRuns.length - 1) / 2)];
   result.restoreVerified = ok.every((r) => r.restoreVerified === true);
+  const peaks = ok.map(peakRssOfRun).filter((p) => p !== undefined);
+  if (peaks.length > 0) result.peakRssMiBAllRuns = Math.max(...peaks);
   if (runs.length > ok.length) {
     result.failedRuns = runs.length - ok.length;
     result.failedError = runs.find((r) => r.error !== undefined)!.error!;
