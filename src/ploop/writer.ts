@@ -23,20 +23,9 @@ import {
   type PloopVersion,
 } from "./format.js";
 import { errorLine } from "../errors.js";
+import { isAllZero, zeroView } from "../util/zeros.js";
 
 export const DESCRIPTOR_FILE_NAME = "DiskDescriptor.xml";
-
-/** Zero buffer for hole filling and zero tests; grown on demand, never written to. */
-let zeros = Buffer.alloc(1 << 20);
-function zeroView(length: number): Buffer {
-  if (zeros.length < length) zeros = Buffer.alloc(length);
-  return zeros.subarray(0, length);
-}
-
-function isAllZero(buf: Uint8Array): boolean {
-  // Native memcmp against a zero buffer beats a JS loop by an order of magnitude.
-  return Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).equals(zeroView(buf.byteLength));
-}
 
 async function writeZeros(fh: FileHandle, position: number, length: number): Promise<void> {
   const step = 1 << 20;

@@ -27,7 +27,8 @@ import type { BackupRef, Repository } from "../repository/repository.js";
 import { forEachConcurrent } from "../util/limiter.js";
 import { PRIVATE_FILE_MODE } from "../util/private-fs.js";
 import { ChunkSupplier, chunkEntries } from "./chunk-supplier.js";
-import { fsReason, isAllZero, syncDir, syncTargetDirectory, targetError, type RestoreOptions, type RestoreResult } from "./restore.js";
+import { fsReason, syncDir, syncTargetDirectory, targetError, type RestoreOptions, type RestoreResult } from "./restore.js";
+import { isAllZero } from "../util/zeros.js";
 
 /** The name an in-place restore works under (beside the target): FILE + this suffix. */
 export const IN_PLACE_SUFFIX = ".ploopvault-partial";

@@ -43,6 +43,7 @@ import { writeFully } from "../util/positional-io.js";
 import { ChunkSupplier, chunkEntries, type ChunkEntry } from "./chunk-supplier.js";
 import { openSeed, type Seed } from "./seed.js";
 import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../util/private-fs.js";
+import { isAllZero } from "../util/zeros.js";
 
 export type RestoreFormat = "ploop" | "raw";
 
@@ -73,13 +74,6 @@ export const RESTORE_CONCURRENCY = { local: 8, s3: 32 } as const;
 export const RESTORED_IMAGE_NAME = "root.hdd";
 /** The container config a ploop restore may have written before (a backup without one leaves it alone). */
 const CONTAINER_CONFIG_FILE_NAME = "ve.conf";
-
-let zeroBlock = Buffer.alloc(0);
-/** Native memcmp against a shared zero buffer: allocated-but-zero data stays sparse. */
-export function isAllZero(buf: Buffer): boolean {
-  if (zeroBlock.length < buf.length) zeroBlock = Buffer.alloc(buf.length);
-  return buf.equals(zeroBlock.subarray(0, buf.length));
-}
 
 /** Granularity of the holes a raw restore leaves inside chunks: the file system's block. */
 const SPARSE_BLOCK = 4096;
