@@ -5,6 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { open, rename, rm, stat } from "node:fs/promises";
+import { writeFully } from "../util/positional-io.js";
 import { basename, dirname, join } from "node:path";
 import { PloopvaultError } from "../errors.js";
 import type { ByteSink } from "./dump.js";
@@ -28,12 +29,8 @@ export async function withDumpTarget<T>(target: string, force: boolean, write: (
   let position = 0;
   const sink: ByteSink = {
     async write(data: Buffer): Promise<void> {
-      let done = 0;
-      while (done < data.length) {
-        const { bytesWritten } = await handle.write(data, done, data.length - done, position);
-        done += bytesWritten;
-        position += bytesWritten;
-      }
+      await writeFully(handle, data, position);
+      position += data.length;
     },
   };
   try {

@@ -26,6 +26,7 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import { chmod, lchown, link, lstat, lutimes, mkdir, open, rename, rm, stat, symlink, unlink, type FileHandle } from "node:fs/promises";
+import { writeFully } from "../util/positional-io.js";
 import { runCommand } from "../util/exec.js";
 import { PloopvaultError } from "../errors.js";
 import { deviceNumbers, type Inode } from "../fs/ext/inode.js";
@@ -347,11 +348,7 @@ export class FileRestorer {
     let keep = false;
     try {
       for await (const piece of readRuns(this.fs, inode, await dataRuns(this.fs, inode))) {
-        let done = 0;
-        while (done < piece.data.length) {
-          const { bytesWritten } = await fh.write(piece.data, done, piece.data.length - done, piece.offset + done);
-          done += bytesWritten;
-        }
+        await writeFully(fh, piece.data, piece.offset);
         this.result.dataBytes += piece.data.length;
       }
       await fh.truncate(inode.size); // trailing hole

@@ -40,6 +40,7 @@ import { constants as fsConstants } from "node:fs";
 import { link, lstat, mkdir, open, opendir, readFile, rename, rmdir, stat, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join, relative, resolve, sep } from "node:path";
 import { makePrivateDir, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../util/private-fs.js";
+import { readFully, writeFully } from "../util/positional-io.js";
 import { syncCounted } from "../util/cost-tally.js";
 import { StoreError, validateKey, validatePrefix, type ObjectInfo, type ObjectStore, type PutOptions } from "./store.js";
 import { errorLine } from "../errors.js";
@@ -294,11 +295,7 @@ export class LocalDirectoryStore implements ObjectStore {
       }
     }
     try {
-      let offset = 0;
-      while (offset < body.length) {
-        const { bytesWritten } = await handle.write(body, offset, body.length - offset);
-        offset += bytesWritten;
-      }
+      await writeFully(handle, body, 0);
       await syncCounted(handle, "store");
     } catch (error) {
       await handle.close().catch(() => undefined);
@@ -375,12 +372,7 @@ export class LocalDirectoryStore implements ObjectStore {
     }
     try {
       const buffer = Buffer.allocUnsafe(length);
-      let filled = 0;
-      while (filled < length) {
-        const { bytesRead } = await handle.read(buffer, filled, length - filled, offset + filled);
-        if (bytesRead === 0) break;
-        filled += bytesRead;
-      }
+      const filled = await readFully(handle, offset, buffer);
       return filled === length ? buffer : buffer.subarray(0, filled);
     } catch (error) {
       throw await this.readError(error, path, key);
