@@ -60,6 +60,12 @@ export interface ChunkProcessor {
   /** How many blocks can be worked on at once (the read-ahead depth follows it). */
   readonly parallelism: number;
   /**
+   * Every encoded object it returns (process(), encode()) and every scan's objects.data
+   * owns its whole ArrayBuffer, referenced nowhere else: the pipeline frees it as soon as
+   * the objects in it are stored (src/util/early-free.ts).
+   */
+  readonly encodedBuffersOwned: boolean;
+  /**
    * Candidate cuts and chunk ids of the first `length` bytes of `block`, which is shared
    * with a worker: do not touch it until this resolves. Candidates from
    * index `encodeFrom` on that are not known may come back encoded (ScannedBlock.objects);
@@ -154,6 +160,8 @@ export class EncodeScratch {
 
 export class InlineChunkProcessor implements ChunkProcessor {
   readonly parallelism = 1;
+  // the codec's output may be a view of memory it reuses
+  readonly encodedBuffersOwned = false;
 
   constructor(
     private readonly known: ChunkIdSet,

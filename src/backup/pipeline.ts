@@ -17,6 +17,7 @@ import { chunkKey, DESCRIPTOR_NAME, newBackupId, validateName } from "../reposit
 import type { ManifestCache } from "../repository/known-chunks.js";
 import { ChunkRetentionKeeper } from "../repository/object-lock.js";
 import type { Repository } from "../repository/repository.js";
+import { BufferRelease } from "../util/early-free.js";
 import { TaskLimiter } from "../util/limiter.js";
 import { planBackup, readBlocksOf, withUnknownChunksRewritten, type PreviousBackup } from "./plan.js";
 import { TOOL_NAME, TOOL_VERSION } from "../version.js";
@@ -149,9 +150,10 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
 
   /**
    * A new chunk's object: uploaded once per run (storedThisRun). Resolves once its upload
-   * has a slot (backpressure), not when it is done.
+   * has a slot (backpressure), not when it is done. `release`: the buffer `object` lies
+   * in, held here until the upload succeeded (then freed at once if nobody else holds it).
    */
-  const store = async (id: Buffer, object: Buffer): Promise<void> => {
+  const store = async (id: Buffer, object: Buffer, release?: BufferRelease): Promise<void> => {
     const idHex = id.toString("hex");
     const earlier = storedThisRun.get(idHex);
     if (earlier !== undefined) {
@@ -166,15 +168,27 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
     storedThisRun.set(idHex, stored);
     stats.newChunks++;
     stats.newBytesStored += object.length;
-    await uploads.submit(async () => {
-      try {
-        await upload(idHex, object);
-        settle.resolve();
-      } catch (error) {
-        settle.reject(error);
-        throw error;
-      }
-    });
+    release?.retain();
+    let started = false;
+    try {
+      await uploads.submit(async () => {
+        started = true;
+        try {
+          await upload(idHex, object);
+          settle.resolve();
+          release?.release();
+        } catch (error) {
+          // a failed upload's request may still be reading the body: leave it to the GC
+          release?.abandon();
+          settle.reject(error);
+          throw error;
+        }
+      });
+    } catch (error) {
+      // refused (an earlier upload failed): never sent, so nothing reads it
+      if (!started) release?.release();
+      throw error;
+    }
   };
 
   /**
@@ -184,7 +198,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
    * scan because its own view of the known set did not hold the chunk. What is known is
    * decided here, with this backup's set, never by a worker's answer.
    */
-  const handleChunk = async (offset: number, plain: Buffer, scannedId?: Buffer, encoded?: Buffer): Promise<void> => {
+  const handleChunk = async (offset: number, plain: Buffer, scannedId?: Buffer, encoded?: Buffer, encodedRelease?: BufferRelease): Promise<void> => {
     // The entry's slot is taken now so entries stay in disk order; its id may arrive later.
     const entry: Extract<ManifestEntry, { kind: "chunk" }> = { kind: "chunk", offset, length: plain.length, id: NO_ID };
     entries.push(entry);
@@ -195,7 +209,7 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
         const { id, object } = await processor.process(plain);
         entry.id = id;
         if (object === null) await keeper?.reference(id);
-        else await store(id, object);
+        else await storeOwned(id, object);
       });
       return;
     }
@@ -204,14 +218,24 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
       await keeper?.reference(scannedId);
       return;
     }
-    if (encoded !== undefined) return store(scannedId, encoded);
+    if (encoded !== undefined) return store(scannedId, encoded, encodedRelease);
     // A repeat of a chunk this run already stores needs no encoding.
     const earlier = storedThisRun.get(scannedId.toString("hex"));
     if (earlier !== undefined) {
       uploadsWaitedFor.push(earlier);
       return;
     }
-    await processing.submit(async () => store(scannedId, await processor.encode(plain, scannedId)));
+    await processing.submit(async () => storeOwned(scannedId, await processor.encode(plain, scannedId)));
+  };
+  /** store() of an object the processor encoded alone, in a buffer of its own if it says so. */
+  const storeOwned = async (id: Buffer, object: Buffer): Promise<void> => {
+    if (!processor.encodedBuffersOwned) return store(id, object);
+    const release = new BufferRelease(object.buffer as ArrayBuffer);
+    try {
+      await store(id, object, release);
+    } finally {
+      release.release();
+    }
   };
 
   const previous = source.previous ? withUnknownChunksRewritten(source.previous, (id) => known.has(id)) : null;
@@ -271,13 +295,20 @@ export async function backupDisk(repo: Repository, cache: ManifestCache, source:
       const scanned = await ahead.shift()!;
       readAhead();
       at += scanned.block.length;
-      for (const c of stitcher.push(scanned.block, scanned.cuts)) {
-        if (c.kind === "sequential") await handleChunk(c.offset, c.bytes);
-        else {
-          const from = c.index === 0 ? 0 : scanned.cuts[c.index - 1]!; // the candidate chunk's start in the block
-          const id = scanned.ids.subarray(c.index * 32, c.index * 32 + 32);
-          await handleChunk(c.offset, scanned.block.subarray(from, from + c.length), id, scannedObject(scanned, c.index));
+      // the block's new objects, freed once the last of them is stored
+      const objectsRelease =
+        processor.encodedBuffersOwned && scanned.objects !== undefined ? new BufferRelease(scanned.objects.data.buffer as ArrayBuffer) : undefined;
+      try {
+        for (const c of stitcher.push(scanned.block, scanned.cuts)) {
+          if (c.kind === "sequential") await handleChunk(c.offset, c.bytes);
+          else {
+            const from = c.index === 0 ? 0 : scanned.cuts[c.index - 1]!; // the candidate chunk's start in the block
+            const id = scanned.ids.subarray(c.index * 32, c.index * 32 + 32);
+            await handleChunk(c.offset, scanned.block.subarray(from, from + c.length), id, scannedObject(scanned, c.index), objectsRelease);
+          }
         }
+      } finally {
+        objectsRelease?.release();
       }
       spareBlocks.push(scanned.block.buffer as SharedArrayBuffer);
       readSoFar += scanned.block.length;

@@ -40,6 +40,8 @@ export class WorkerChunkProcessor implements ChunkProcessor {
   private seq = 0;
   private failed: Error | null = null;
   private closed = false;
+  // encodeOwned() and scan() wrap buffers transferred from a worker, exactly sized
+  readonly encodedBuffersOwned = true;
 
   constructor(
     private known: ChunkIdSet,
