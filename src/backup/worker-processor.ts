@@ -16,6 +16,7 @@ import { Worker } from "node:worker_threads";
 import type { ChunkCodec } from "../repository/chunk-codec.js";
 import type { ChunkerParams } from "../chunker/params.js";
 import { ChunkIdSet } from "../repository/chunk-id-set.js";
+import { BufferRelease } from "../util/early-free.js";
 import type { ChunkProcessor, ProcessedChunk, ScannedBlock } from "./chunk-processor.js";
 
 interface Reply {
@@ -81,7 +82,11 @@ export class WorkerChunkProcessor implements ChunkProcessor {
     // what a worker gets (transferred, not copied again) if the chunk is new.
     const copy = new Uint8Array(plain);
     const id = await this.codec.idAsync(copy);
-    if (this.known.has(id)) return { id, object: null };
+    if (this.known.has(id)) {
+      // hashed (the hash read its own copy of the bytes) and not needed: free it now
+      new BufferRelease(copy.buffer).release();
+      return { id, object: null };
+    }
     return { id, object: await this.encodeOwned(copy, id) };
   }
 

@@ -6,6 +6,9 @@ import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
+import { WorkerChunkProcessor } from "../../src/backup/worker-processor.js";
+import { ChunkCodec } from "../../src/repository/chunk-codec.js";
+import { ChunkIdSet } from "../../src/repository/chunk-id-set.js";
 import { BufferRelease } from "../../src/util/early-free.js";
 
 const PROBE = fileURLToPath(new URL("../helpers/early-free-probe.mjs", import.meta.url));
@@ -54,4 +57,29 @@ describe("a backup through chunk workers", () => {
     expect(result.error).toMatch(/injected upload failure/);
     expect(result.failedBodyFreed).toBe(false);
   }, 60_000);
+});
+
+describe("WorkerChunkProcessor.process of a known chunk", () => {
+  it.runIf(canFree)("frees its copy of the chunk once hashed (no worker is started for it)", async () => {
+    const codec = new ChunkCodec({ compressionLevel: 3, keys: null });
+    const plain = Buffer.alloc(256 << 10, 7);
+    const known = ChunkIdSet.fromSortedBuffer(codec.id(plain));
+    const hashed: Uint8Array[] = [];
+    const idAsync = codec.idAsync.bind(codec);
+    codec.idAsync = async (bytes: Uint8Array): Promise<Buffer> => {
+      hashed.push(bytes);
+      return idAsync(bytes);
+    };
+    const processor = new WorkerChunkProcessor(known, codec, 2);
+    try {
+      const { id, object } = await processor.process(plain);
+      expect(object).toBeNull();
+      expect(id.equals(codec.id(plain))).toBe(true);
+      expect(hashed).toHaveLength(1);
+      expect(hashed[0]!.buffer.byteLength).toBe(0);
+      expect(plain.every((b) => b === 7)).toBe(true); // the caller's bytes are untouched
+    } finally {
+      await processor.close();
+    }
+  });
 });
