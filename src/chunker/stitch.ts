@@ -18,6 +18,7 @@
 import { cutMasks, findCut, newScanState, type CutMasks } from "./fastcdc.js";
 import type { ChunkerParams } from "./params.js";
 import { findCuts } from "./scan.js";
+import { freeNow } from "../util/early-free.js";
 
 /** Real cut ends (not the remainder) of `block` chunked from a fresh state at its start. */
 export function candidateCuts(block: Uint8Array, params: ChunkerParams, masks: CutMasks = cutMasks(params)): number[] {
@@ -25,7 +26,10 @@ export function candidateCuts(block: Uint8Array, params: ChunkerParams, masks: C
 }
 
 export type StitchedChunk =
-  /** Cut here: `bytes` (a copy, or a view of the block valid until the next call) must be hashed by the caller. */
+  /**
+   * Cut here: `bytes` must be hashed by the caller. A view of the block, or of a copy the
+   * stitcher frees at its next push() or finish(): valid until then.
+   */
   | { kind: "sequential"; offset: number; bytes: Buffer }
   /** The worker's chunk ending at candidates[index] (starting at the previous candidate, or the block start for index 0). */
   | { kind: "candidate"; offset: number; length: number; index: number };
@@ -34,6 +38,12 @@ export class CutStitcher {
   private readonly masks: CutMasks;
   /** Bytes since the last confirmed cut (< maxSize), copied out of earlier blocks. */
   private tail: Buffer = Buffer.alloc(0);
+  /**
+   * Copies joining the tail to a block, whose views the last push() returned: freed at
+   * the next call, not left to the garbage collector (one or two of up to maxSize + block
+   * per block: tens of MiB of garbage per GiB read otherwise).
+   */
+  private returned: Buffer[] = [];
   /** Logical offset of the next block's first byte. */
   private next: number;
 
@@ -50,6 +60,7 @@ export class CutStitcher {
    * very block (ascending block-relative ends).
    */
   push(block: Buffer, candidates: ArrayLike<number>): StitchedChunk[] {
+    this.freeReturned();
     const out: StitchedChunk[] = [];
     const blockOffset = this.next;
     this.next += block.length;
@@ -62,14 +73,16 @@ export class CutStitcher {
       // the sequential chunker from the confirmed cut at `pos`; its next cut is within maxSize
       const from = Math.max(0, pos);
       const take = Math.min(block.length, from + this.params.maxSize - Math.max(0, -pos)) - from;
-      const joined = pos < 0 ? Buffer.concat([this.tail, block.subarray(0, take)]) : block.subarray(from, from + take);
+      const joinsTail = pos < 0;
+      const joined = joinsTail ? this.tailJoinedWith(block.subarray(0, take)) : block.subarray(from, from + take);
       const at = findCut(joined, 0, joined.length, this.params, this.masks, newScanState());
       if (at < 0) {
         // the block ended inside this chunk: carry it over
-        this.tail = Buffer.from(joined);
+        this.tail = joinsTail ? joined : ownedCopy(joined);
         return out;
       }
       out.push({ kind: "sequential", offset: blockOffset + pos, bytes: joined.subarray(0, at) });
+      if (joinsTail) this.returned.push(joined);
       pos += at;
       this.tail = Buffer.alloc(0);
       if (pos === block.length) return out; // cut exactly at the block end: in sync for the next block
@@ -84,14 +97,41 @@ export class CutStitcher {
       out.push({ kind: "candidate", offset: blockOffset + start, length: end - start, index });
       start = end;
     }
-    this.tail = Buffer.from(block.subarray(start));
+    this.tail = ownedCopy(block.subarray(start));
     return out;
   }
 
   /** End of the region: the last, short chunk (the remainder), if any. */
   finish(): { offset: number; bytes: Buffer } | null {
+    this.freeReturned();
     const last = this.tail;
     this.tail = Buffer.alloc(0);
     return last.length > 0 ? { offset: this.next - last.length, bytes: last } : null;
   }
+
+  /** The tail and then `head` in one new buffer; the tail's own copy is freed. */
+  private tailJoinedWith(head: Uint8Array): Buffer {
+    const joined = ownedCopy(this.tail, head);
+    freeNow(this.tail.buffer as ArrayBuffer);
+    this.tail = Buffer.alloc(0);
+    return joined;
+  }
+
+  private freeReturned(): void {
+    for (const copy of this.returned) freeNow(copy.buffer as ArrayBuffer);
+    this.returned = [];
+  }
+}
+
+/** `parts` back to back in a buffer with an ArrayBuffer of its own (never Node's shared pool: freeNow may free it). */
+function ownedCopy(...parts: Uint8Array[]): Buffer {
+  let length = 0;
+  for (const part of parts) length += part.length;
+  const copy = Buffer.allocUnsafeSlow(length);
+  let at = 0;
+  for (const part of parts) {
+    copy.set(part, at);
+    at += part.length;
+  }
+  return copy;
 }

@@ -18,6 +18,15 @@ interface Transferable {
 const canFreeEarly = typeof (ArrayBuffer.prototype as Transferable).transfer === "function";
 
 /**
+ * Free `buffer`'s memory now: every view of it reads as empty from then on. Only for a
+ * buffer the caller allocated itself (never Node's shared Buffer pool, never a
+ * SharedArrayBuffer) and that nothing uses any more. Empty buffers are left alone.
+ */
+export function freeNow(buffer: ArrayBuffer): void {
+  if (canFreeEarly && buffer.byteLength > 0) (buffer as Transferable).transfer?.(0);
+}
+
+/**
  * The buffer and its holders: the creator holds it first (`release()` when done), every
  * other user `retain()`s before and `release()`s after. The last release frees the memory:
  * every view of it reads as empty from then on, so a holder must be truly done. A user
@@ -38,7 +47,7 @@ export class BufferRelease {
   release(): void {
     if (this.holders <= 0) throw new Error("internal error: releasing a buffer already freed");
     this.holders--;
-    if (this.holders === 0 && !this.abandoned && canFreeEarly) (this.buffer as Transferable).transfer?.(0);
+    if (this.holders === 0 && !this.abandoned) freeNow(this.buffer);
   }
 
   abandon(): void {

@@ -121,3 +121,35 @@ describe("parallel chunking by stitching", () => {
     expect(sequentialChunks).toBeLessThanOrEqual(8 * 3); // at most a few per block
   });
 });
+
+describe("CutStitcher's own copies", () => {
+  const canFree = typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === "function";
+
+  it.runIf(canFree)("are freed at the next call (not left to the GC), and the caller's blocks never are", () => {
+    const stitcher = new CutStitcher(params, 0);
+    const text = textLike(6 << 20, 5);
+    const blockBytes = 1 << 20;
+    let fromCopies: Buffer[] = [];
+    let copiesSeen = 0;
+    const blocks: Buffer[] = [];
+    for (let pos = 0; pos < text.length; pos += blockBytes) {
+      const block = Buffer.from(text.subarray(pos, pos + blockBytes));
+      blocks.push(block);
+      const out = stitcher.push(block, candidateCuts(block, params));
+      for (const copy of fromCopies) expect(copy.length, "a copy returned by the previous push is freed").toBe(0);
+      fromCopies = [];
+      for (const c of out) {
+        if (c.kind !== "sequential") continue;
+        expect(c.bytes.equals(text.subarray(c.offset, c.offset + c.bytes.length))).toBe(true);
+        if (c.bytes.buffer !== block.buffer) fromCopies.push(c.bytes);
+      }
+      copiesSeen += fromCopies.length;
+    }
+    const last = stitcher.finish();
+    for (const copy of fromCopies) expect(copy.length).toBe(0);
+    // the remainder is handed over, not freed
+    expect(last === null || last.bytes.equals(text.subarray(last.offset))).toBe(true);
+    expect(copiesSeen).toBeGreaterThan(2);
+    blocks.forEach((block, i) => expect(block.equals(text.subarray(i * blockBytes, (i + 1) * blockBytes))).toBe(true));
+  });
+});
