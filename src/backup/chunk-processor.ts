@@ -19,6 +19,7 @@ import { candidateCuts } from "../chunker/stitch.js";
 import type { ChunkerParams } from "../chunker/params.js";
 import type { ChunkCodec } from "../repository/chunk-codec.js";
 import type { ChunkIdSet } from "../repository/chunk-id-set.js";
+import { freeNow } from "../util/early-free.js";
 
 export interface ProcessedChunk {
   id: Buffer;
@@ -134,6 +135,9 @@ export function encodeNewCandidates(
   return { data: scratch.copyOut(at), ends };
 }
 
+/** How much an EncodeScratch grows beyond what it needs at once. */
+const GROWTH_STEP = 1 << 20;
+
 /**
  * Where a worker encodes a block's new objects back to back, reused from block to block:
  * one exact-size copy per block goes out (transferred), instead of three fresh buffers per
@@ -142,11 +146,17 @@ export function encodeNewCandidates(
 export class EncodeScratch {
   private buffer = new Uint8Array(0);
 
-  /** The buffer, with room for `bytes` more after the first `used` (kept when it grows). */
+  /**
+   * The buffer, with room for `bytes` more after the first `used` (kept when it grows).
+   * It grows by what is needed plus GROWTH_STEP, not by doubling: it lives as long as the
+   * worker, and doubling left it up to twice a block's objects (8-10 MiB per worker at the
+   * peak of a first backup); it reaches its size within the first blocks.
+   */
   room(used: number, bytes: number): Uint8Array {
     if (used + bytes > this.buffer.length) {
-      const grown = new Uint8Array(Math.max(used + bytes, this.buffer.length * 2));
+      const grown = new Uint8Array(used + bytes + GROWTH_STEP);
       grown.set(this.buffer.subarray(0, used));
+      freeNow(this.buffer.buffer);
       this.buffer = grown;
     }
     return this.buffer;

@@ -4,7 +4,7 @@
  * repeat once. Every object must decode to exactly its own chunk: the pipeline stores it
  * under that chunk's id without looking at it again.
  */
-import { randomBytes } from "node:crypto";
+import { createCipheriv, randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { EncodeScratch, encodeNewCandidates, scanBlock, scannedObject } from "../../src/backup/chunk-processor.js";
 import { chunkerParamsForAverage } from "../../src/chunker/index.js";
@@ -15,11 +15,18 @@ import { youngGenerationCollector } from "../../src/util/young-gc.js";
 
 const params = chunkerParamsForAverage(16 << 10);
 
+/** Random-looking bytes, the same in every run (an AES-CTR keystream): the test's cuts never vary. */
+function seededBytes(length: number, seed: number): Buffer {
+  const iv = Buffer.alloc(16);
+  iv.writeUInt32BE(seed, 12);
+  return createCipheriv("aes-128-ctr", Buffer.alloc(16, 3), iv).update(Buffer.alloc(length));
+}
+
 function blockWithRepeats(): Buffer {
-  const a = randomBytes(300 << 10);
-  const repeated = randomBytes(200 << 10);
+  const a = seededBytes(300 << 10, 1);
+  const repeated = seededBytes(200 << 10, 2);
   // the same content twice, each time after a long run of zeros: cut at maxSize boundaries
-  return Buffer.concat([a, Buffer.alloc(256 << 10), repeated, Buffer.alloc(256 << 10), repeated, randomBytes(100 << 10)]);
+  return Buffer.concat([a, Buffer.alloc(256 << 10), repeated, Buffer.alloc(256 << 10), repeated, seededBytes(100 << 10, 3)]);
 }
 
 describe.each([
@@ -103,6 +110,23 @@ describe("encoding in place (a worker's reused scratch)", () => {
     // each block's buffer is its own (it is transferred to the main thread)
     expect(packedFirst.data.buffer).not.toBe(packedSecond.data.buffer);
     expect(packedFirst.data.byteLength).toBe(packedFirst.data.buffer.byteLength);
+  });
+
+  it("the scratch grows by what it needs plus 1 MiB, not by doubling, keeps its bytes and frees what it outgrew", () => {
+    const canFree = typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === "function";
+    const scratch = new EncodeScratch();
+    const first = scratch.room(0, 5 << 20);
+    first.fill(9, 0, 5 << 20);
+    const needed = (5 << 20) + (3 << 19); // 6.5 MiB: more than the first room
+    const grown = scratch.room(5 << 20, 3 << 19);
+    expect(grown === first).toBe(false);
+    expect(grown.length).toBeGreaterThanOrEqual(needed);
+    expect(grown.length).toBeLessThanOrEqual(needed + (1 << 20));
+    expect(grown[0]).toBe(9);
+    expect(grown[(5 << 20) - 1]).toBe(9);
+    if (canFree) expect(first.buffer.byteLength).toBe(0);
+    // no growth while it fits
+    expect(scratch.room(0, needed)).toBe(grown);
   });
 
   it("a minor collection can be had on demand (chunk workers use it after each block)", () => {
