@@ -16,7 +16,7 @@ import { Worker } from "node:worker_threads";
 import type { ChunkCodec } from "../repository/chunk-codec.js";
 import type { ChunkerParams } from "../chunker/params.js";
 import { ChunkIdSet } from "../repository/chunk-id-set.js";
-import { BufferRelease } from "../util/early-free.js";
+import { freeNow } from "../util/early-free.js";
 import type { ChunkProcessor, ProcessedChunk, ScannedBlock } from "./chunk-processor.js";
 
 interface Reply {
@@ -84,7 +84,7 @@ export class WorkerChunkProcessor implements ChunkProcessor {
     const id = await this.codec.idAsync(copy);
     if (this.known.has(id)) {
       // hashed (the hash read its own copy of the bytes) and not needed: free it now
-      new BufferRelease(copy.buffer).release();
+      freeNow(copy.buffer);
       return { id, object: null };
     }
     return { id, object: await this.encodeOwned(copy, id) };
