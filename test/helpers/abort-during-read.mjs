@@ -11,27 +11,10 @@ import { newRepositoryConfig } from "../../dist/src/repository/config.js";
 import { ManifestCache } from "../../dist/src/repository/known-chunks.js";
 import { Repository } from "../../dist/src/repository/repository.js";
 import { MemoryStore } from "../../dist/src/uploader/memory.js";
+import { memorySource } from "./memory-source.mjs";
 
 const CLUSTER = 64 << 10;
 const bytes = randomBytes(64 * CLUSTER);
-const disk = {
-  descriptorPath: "/memory/DiskDescriptor.xml",
-  imagePaths: ["/memory/root.hds"],
-  images: [],
-  topGuid: "{00000000-0000-0000-0000-000000000000}",
-  inUseImages: [],
-  formatVersion: 2,
-  bytesRead: 0,
-  clusterBytes: CLUSTER,
-  sizeBytes: bytes.length,
-  allocatedClusters: 64,
-  allocatedRuns: () => [{ offset: 0, length: bytes.length }],
-  clustersWrittenAbove: () => null,
-  async read(offset, target) {
-    target.set(bytes.subarray(offset, offset + target.length));
-  },
-  async close() {},
-};
 
 const repo = await Repository.init(new MemoryStore("abort"), newRepositoryConfig(chunkerParamsForAverage(16 << 10), 3, new Date("2026-01-01T00:00:00Z")));
 const cache = ManifestCache.forRepository(repo, await mkdtemp(join(tmpdir(), "pv-abort-")));
@@ -43,15 +26,7 @@ const readThrottle = () => {
   stop.abort(); // later reads wait on the throttle past the abort
   return new Promise((resolve) => setTimeout(resolve, 300));
 };
-const source = {
-  disk,
-  ct: "abort",
-  previous: null,
-  descriptorXml: Buffer.from("<Parallels_disk_image/>"),
-  containerConfig: null,
-  snapshotGuid: null,
-  sourceFormatVersion: 2,
-};
+const source = memorySource(bytes, CLUSTER, "abort");
 try {
   await backupDisk(repo, cache, source, {
     host: "node1",

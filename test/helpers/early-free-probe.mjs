@@ -15,30 +15,13 @@ import { ManifestCache } from "../../dist/src/repository/known-chunks.js";
 import { Repository } from "../../dist/src/repository/repository.js";
 import { restoreToStream } from "../../dist/src/restore/restore.js";
 import { MemoryStore } from "../../dist/src/uploader/memory.js";
+import { memorySource } from "./memory-source.mjs";
 
 const mode = process.argv[2];
 const CLUSTER = 64 << 10;
 // random clusters, each written twice: chunks repeat within blocks and across them
 const half = randomBytes(48 * CLUSTER);
 const bytes = Buffer.concat([half, half]);
-const disk = {
-  descriptorPath: "/memory/DiskDescriptor.xml",
-  imagePaths: ["/memory/root.hds"],
-  images: [],
-  topGuid: "{00000000-0000-0000-0000-000000000000}",
-  inUseImages: [],
-  formatVersion: 2,
-  bytesRead: 0,
-  clusterBytes: CLUSTER,
-  sizeBytes: bytes.length,
-  allocatedClusters: bytes.length / CLUSTER,
-  allocatedRuns: () => [{ offset: 0, length: bytes.length }],
-  clustersWrittenAbove: () => null,
-  async read(offset, target) {
-    target.set(bytes.subarray(offset, offset + target.length));
-  },
-  async close() {},
-};
 
 class RecordingStore extends MemoryStore {
   bodies = [];
@@ -58,15 +41,7 @@ class RecordingStore extends MemoryStore {
 const store = new RecordingStore("early-free");
 const repo = await Repository.init(store, newRepositoryConfig(chunkerParamsForAverage(16 << 10), 3, new Date("2026-01-01T00:00:00Z")));
 const state = await mkdtemp(join(tmpdir(), "pv-early-free-"));
-const source = {
-  disk,
-  ct: "301",
-  previous: null,
-  descriptorXml: Buffer.from("<Parallels_disk_image/>"),
-  containerConfig: null,
-  snapshotGuid: null,
-  sourceFormatVersion: 2,
-};
+const source = memorySource(bytes, CLUSTER, "301");
 const freed = (body) => body.buffer.byteLength === 0;
 try {
   const { manifest } = await backupDisk(repo, ManifestCache.forRepository(repo, state), source, {
