@@ -1,7 +1,9 @@
 /**
  * Start-up cost (bench/startup.ts measures it): V8's compile cache lives in the state
  * directory only when that directory is ours and not writable by others (the cache holds
- * code the process runs), owner-only; and a run that spawns nothing does not load execa.
+ * code the process runs), owner-only, and is emptied after a run that died without
+ * exiting (a bad entry can crash every later run); a run that spawns nothing does not
+ * load execa.
  */
 import { chmod, mkdir, mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -39,6 +41,44 @@ describe("start-up", () => {
     await mkdir(off, { mode: 0o700 });
     expect((await runCli(["--version"], { env: { PLOOPVAULT_STATE: off, NODE_DISABLE_COMPILE_CACHE: "1" } })).code).toBe(0);
     expect(await readdir(off)).toEqual([]);
+  });
+
+  it.runIf(compileCacheSupported)("empties the compile cache after a run that died without exiting, and runs without it once", async () => {
+    const state = join(dir, "crash-state");
+    await mkdir(state, { mode: 0o700 });
+    const env = { PLOOPVAULT_STATE: state };
+    const cache = join(state, "compile-cache");
+    expect((await runCli(["--version"], { env })).code).toBe(0);
+    const entries = await readdir(cache);
+    expect(entries.length).toBeGreaterThan(0);
+    expect(entries.filter((e) => e.startsWith("run-"))).toEqual([]); // a run that exits takes its marker away
+
+    // A run killed while it uses the cache (blocked in its password command): its marker stays.
+    const repo = join(dir, "crash-repo");
+    const killed = execa(process.execPath, [CLI, "init", "--repo", repo, "--encrypt", "--password-command", "sleep 20"], { reject: false, env });
+    const marker = join(cache, `run-${killed.pid}`);
+    for (
+      let waited = 0;
+      !(await stat(marker).then(
+        () => true,
+        () => false,
+      ));
+      waited += 50
+    ) {
+      if (waited > 20_000) throw new Error("the run never marked its use of the compile cache");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    killed.kill("SIGKILL");
+    expect((await killed).signal).toBe("SIGKILL");
+    expect(await readdir(cache)).toContain(`run-${killed.pid}`);
+
+    // The next run empties the cache (entries and the dead run's marker) and does not use it.
+    expect((await runCli(["--version"], { env })).code).toBe(0);
+    expect(await readdir(cache)).toEqual([]);
+    // The one after builds it again.
+    expect((await runCli(["--version"], { env })).code).toBe(0);
+    expect((await readdir(cache)).length).toBeGreaterThan(0);
+    expect((await readdir(cache)).filter((e) => e.startsWith("run-"))).toEqual([]);
   });
 
   it("--version and --help load neither execa nor the AWS SDK", async () => {
