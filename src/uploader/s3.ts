@@ -66,6 +66,7 @@ import {
   type StoreErrorKind,
   type VersionRead,
 } from "./store.js";
+import { type DirectGetOutcome, type DirectGetTarget, directGet, directGetPossible } from "./s3-direct-get.js";
 
 export interface S3StoreOptions {
   bucket: string;
@@ -103,6 +104,11 @@ export interface S3StoreOptions {
   multipartThresholdBytes?: number;
   /** Part size of multipart uploads, >= 5 MiB (the S3 minimum). Default 16 MiB. */
   multipartPartBytes?: number;
+  /**
+   * Whole-object GETs signed and sent without the SDK (s3-direct-get.ts), with an endpoint
+   * and path-style addressing. Default true; env PLOOPVAULT_S3_DIRECT_GET=0 turns it off.
+   */
+  directGets?: boolean;
 }
 
 export const S3_DEFAULTS = {
@@ -304,6 +310,68 @@ function withoutNodeVersionWarning<T>(make: () => T): T {
   }
 }
 
+/** The SDK's throttling error codes (@smithy/service-error-classification). */
+const THROTTLING_CODES = new Set([
+  "BandwidthLimitExceeded",
+  "EC2ThrottledException",
+  "LimitExceededException",
+  "PriorRequestNotComplete",
+  "ProvisionedThroughputExceededException",
+  "RequestLimitExceeded",
+  "RequestThrottled",
+  "RequestThrottledException",
+  "SlowDown",
+  "ThrottledException",
+  "Throttling",
+  "ThrottlingException",
+  "TooManyRequestsException",
+  "TransactionInProgressException",
+]);
+/** The SDK's transient errors: these statuses and codes, and connections reset, refused or timed out. */
+const TRANSIENT_STATUSES = new Set([500, 502, 503, 504]);
+const TRANSIENT_CODES = new Set(["TimeoutError", "RequestTimeout", "RequestTimeoutException"]);
+const TRANSIENT_NETWORK_CODES = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
+
+/**
+ * A failed direct GET as the SDK would have reported it: an error shaped like the SDK's
+ * (name and Code, $metadata with the status and the attempts so far) and its class for the
+ * retry strategy, the way the SDK classifies its own.
+ */
+function directGetError(outcome: Exclude<DirectGetOutcome, { kind: "ok" }>, attempts: number): { errorType: string; error: Error; retryAfterHint?: Date } {
+  const $metadata = { attempts };
+  switch (outcome.kind) {
+    case "status": {
+      const code = outcome.code !== "" ? outcome.code : outcome.status === 404 ? "NotFound" : "Unknown";
+      const error = Object.assign(new Error(outcome.message !== "" ? outcome.message : code), {
+        name: code,
+        Code: code,
+        $metadata: { ...$metadata, httpStatusCode: outcome.status },
+      });
+      const errorType =
+        outcome.status === 429 || THROTTLING_CODES.has(code)
+          ? "THROTTLING"
+          : TRANSIENT_STATUSES.has(outcome.status) || TRANSIENT_CODES.has(code)
+            ? "TRANSIENT"
+            : outcome.status >= 500
+              ? "SERVER_ERROR"
+              : "CLIENT_ERROR";
+      return { errorType, error, ...(outcome.retryAfter === undefined ? {} : { retryAfterHint: outcome.retryAfter }) };
+    }
+    case "network": {
+      const error = Object.assign(outcome.error, { $metadata });
+      const code = (outcome.error as { code?: string }).code;
+      return { errorType: code !== undefined && TRANSIENT_NETWORK_CODES.has(code) ? "TRANSIENT" : "CLIENT_ERROR", error };
+    }
+    case "timeout":
+      return { errorType: "TRANSIENT", error: Object.assign(new Error("request timed out"), { name: "TimeoutError", $metadata }) };
+    case "short":
+      return {
+        errorType: "TRANSIENT",
+        error: Object.assign(new Error(`body cut short (${outcome.received} bytes)`), { name: "ResponseBodyCutShort", $metadata }),
+      };
+  }
+}
+
 function decodeListKey(key: string, urlEncoded: boolean): string {
   return urlEncoded ? decodeURIComponent(key.replace(/\+/g, " ")) : key;
 }
@@ -324,6 +392,10 @@ export class S3Store implements ObjectStore {
   private control: S3Store | null = null;
   private readonly multipartThresholdBytes: number;
   private readonly multipartPartBytes: number;
+  /** The SDK requests' retry strategy, which direct GETs share (attempts, backoff, adaptive hold-back). */
+  private readonly retryStrategy: S3RetryStrategy;
+  /** Where whole-object GETs go without the SDK; null: through the SDK. */
+  private readonly direct: DirectGetTarget | null;
 
   constructor(private readonly options: S3StoreOptions) {
     if (!/^[a-z0-9][a-z0-9.\-_]{1,254}$/i.test(options.bucket)) {
@@ -350,21 +422,27 @@ export class S3Store implements ObjectStore {
     const maxSockets = options.maxSockets ?? 32;
     this.region = options.region ?? (this.hasEndpoint ? process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || "us-east-1" : undefined);
     const retryMode = options.retryMode ?? S3_DEFAULTS.retryMode;
+    this.retryStrategy = new S3RetryStrategy(this.maxAttempts, retryMode, this.retryBudgetMs);
+    const httpAgent = new HttpAgent({ keepAlive: true, maxSockets });
+    const httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets });
+    const connectionTimeoutMs = options.connectionTimeoutMs ?? S3_DEFAULTS.connectionTimeoutMs;
+    const idleTimeoutMs = options.idleTimeoutMs ?? options.socketTimeoutMs ?? S3_DEFAULTS.idleTimeoutMs;
+    const requestTimeoutMs = options.requestTimeoutMs ?? S3_DEFAULTS.requestTimeoutMs;
     const config: S3ClientConfig = {
       maxAttempts: this.maxAttempts,
       retryMode,
-      retryStrategy: new S3RetryStrategy(this.maxAttempts, retryMode, this.retryBudgetMs),
+      retryStrategy: this.retryStrategy,
       requestChecksumCalculation: "WHEN_REQUIRED",
       responseChecksumValidation: "WHEN_REQUIRED",
       forcePathStyle: options.forcePathStyle ?? this.hasEndpoint,
       followRegionRedirects: !this.hasEndpoint,
       requestHandler: {
-        connectionTimeout: options.connectionTimeoutMs ?? S3_DEFAULTS.connectionTimeoutMs,
-        socketTimeout: options.idleTimeoutMs ?? options.socketTimeoutMs ?? S3_DEFAULTS.idleTimeoutMs,
-        requestTimeout: options.requestTimeoutMs ?? S3_DEFAULTS.requestTimeoutMs,
+        connectionTimeout: connectionTimeoutMs,
+        socketTimeout: idleTimeoutMs,
+        requestTimeout: requestTimeoutMs,
         throwOnRequestTimeout: true,
-        httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
-        httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets }),
+        httpAgent,
+        httpsAgent,
         logger: handlerLogger,
       },
     };
@@ -376,6 +454,22 @@ export class S3Store implements ObjectStore {
     } catch (error) {
       throw new StoreError("io", `cannot set up the S3 client for ${this.location} at ${this.endpointName}: ${errorMessage(error)}`, { cause: error });
     }
+    const pathStyle = options.forcePathStyle ?? this.hasEndpoint;
+    const directEndpoint = this.hasEndpoint && pathStyle && options.directGets !== false ? directGetPossible(options.endpoint!) : null;
+    const client = this.client;
+    this.direct =
+      directEndpoint === null
+        ? null
+        : {
+            endpoint: directEndpoint,
+            bucket: this.bucket,
+            region: this.region!,
+            credentials: () => client.config.credentials(),
+            agent: directEndpoint.protocol === "https:" ? httpsAgent : httpAgent,
+            connectionTimeoutMs,
+            idleTimeoutMs,
+            requestTimeoutMs,
+          };
   }
 
   private objectKey(key: string): string {
@@ -595,7 +689,47 @@ export class S3Store implements ObjectStore {
   }
 
   async get(key: string): Promise<Buffer> {
+    if (this.direct !== null) return this.getDirect(key, this.direct);
     return (await this.fetch(key, undefined)).body;
+  }
+
+  /**
+   * get() through direct GETs (s3-direct-get.ts), each retried as the SDK retries its own
+   * requests: this store's retry strategy decides from the same error classes (throttling,
+   * transient, other), and the final error is shaped like an SDK error for s3StoreError,
+   * so messages and attempt counts are those of the SDK path. A body cut short or broken
+   * off is retried like a transient error.
+   */
+  private async getDirect(key: string, direct: DirectGetTarget): Promise<Buffer> {
+    const objectKey = this.objectKey(key);
+    let token = await this.retryStrategy.acquireInitialRetryToken("s3:GetObject");
+    for (let attempt = 1; ; attempt++) {
+      let outcome: DirectGetOutcome;
+      try {
+        outcome = await directGet(direct, objectKey);
+      } catch (error) {
+        throw this.storeError(error, "read", key); // no credentials
+      }
+      if (outcome.kind === "ok") return outcome.body;
+      if (outcome.kind === "short" && attempt >= this.maxAttempts) {
+        const declared = outcome.declared >= 0 ? ` of ${outcome.declared}` : "";
+        throw new StoreError(
+          "io",
+          `cannot read ${this.location}/${key} at ${this.endpointName}: body cut short (${outcome.received}${declared} bytes), ${attempt} attempts`,
+          { key },
+        );
+      }
+      const failure = directGetError(outcome, attempt);
+      if (outcome.kind === "status" && outcome.status === 404 && outcome.code === "NoSuchKey") {
+        throw new StoreError("not-found", `object ${key} not found in ${this.location}`, { key, cause: failure.error });
+      }
+      try {
+        token = await this.retryStrategy.refreshRetryTokenForRetry(token, failure as RetryErrorInfo);
+      } catch {
+        throw this.storeError(failure.error, "read", key);
+      }
+      await sleep(token.getRetryDelay());
+    }
   }
 
   async getVersion(key: string, versionId?: string): Promise<VersionRead> {
