@@ -14,7 +14,7 @@
  * given as options: AWS_MAX_ATTEMPTS and AWS_RETRY_MODE (the SDK's own names),
  * PLOOPVAULT_S3_CONNECT_TIMEOUT_MS, PLOOPVAULT_S3_IDLE_TIMEOUT_MS,
  * PLOOPVAULT_S3_REQUEST_TIMEOUT_MS, PLOOPVAULT_S3_RETRY_BUDGET_MS; and
- * PLOOPVAULT_S3_DIRECT_GET=0 to send GETs through the AWS SDK too (s3-direct-get.ts).
+ * PLOOPVAULT_S3_DIRECT=0 to send every request through the AWS SDK (s3-direct.ts).
  */
 import { fileURLToPath } from "node:url";
 import { errorLine, UsageError } from "../errors.js";
@@ -148,10 +148,10 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
     retryBudgetMs: options.retryBudgetMs ?? envInt("PLOOPVAULT_S3_RETRY_BUDGET_MS", 0),
   };
   for (const [name, value] of Object.entries(settings)) if (value !== undefined) (s3 as unknown as Record<string, unknown>)[name] = value;
-  const directGet = process.env.PLOOPVAULT_S3_DIRECT_GET;
-  if (directGet !== undefined && directGet !== "") {
-    if (directGet !== "0" && directGet !== "1") throw new UsageError(`PLOOPVAULT_S3_DIRECT_GET=${JSON.stringify(directGet).slice(0, 40)}: use 0 or 1`);
-    s3.directGets = directGet === "1";
+  const direct = process.env.PLOOPVAULT_S3_DIRECT;
+  if (direct !== undefined && direct !== "") {
+    if (direct !== "0" && direct !== "1") throw new UsageError(`PLOOPVAULT_S3_DIRECT=${JSON.stringify(direct).slice(0, 40)}: use 0 or 1`);
+    s3.direct = direct === "1";
   }
   const { S3Store } = await import("./s3.js");
   return new S3Store(s3);

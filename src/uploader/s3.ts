@@ -66,7 +66,7 @@ import {
   type StoreErrorKind,
   type VersionRead,
 } from "./store.js";
-import { type DirectGetOutcome, type DirectGetTarget, directGet, directGetPossible } from "./s3-direct-get.js";
+import { type DirectOutcome, type DirectTarget, directEndpoint, directRequest } from "./s3-direct.js";
 
 export interface S3StoreOptions {
   bucket: string;
@@ -105,10 +105,11 @@ export interface S3StoreOptions {
   /** Part size of multipart uploads, >= 5 MiB (the S3 minimum). Default 16 MiB. */
   multipartPartBytes?: number;
   /**
-   * Whole-object GETs signed and sent without the SDK (s3-direct-get.ts), with an endpoint
-   * and path-style addressing. Default true; env PLOOPVAULT_S3_DIRECT_GET=0 turns it off.
+   * Whole-object GETs and plain PUTs signed and sent without the SDK (s3-direct.ts), with
+   * an endpoint and path-style addressing. Default true; env PLOOPVAULT_S3_DIRECT=0 turns
+   * it off.
    */
-  directGets?: boolean;
+  direct?: boolean;
 }
 
 export const S3_DEFAULTS = {
@@ -333,11 +334,11 @@ const TRANSIENT_CODES = new Set(["TimeoutError", "RequestTimeout", "RequestTimeo
 const TRANSIENT_NETWORK_CODES = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
 
 /**
- * A failed direct GET as the SDK would have reported it: an error shaped like the SDK's
- * (name and Code, $metadata with the status and the attempts so far) and its class for the
- * retry strategy, the way the SDK classifies its own.
+ * A failed direct request as the SDK would have reported it: an error shaped like the
+ * SDK's (name and Code, $metadata with the status and the attempts so far) and its class
+ * for the retry strategy, the way the SDK classifies its own.
  */
-function directGetError(outcome: Exclude<DirectGetOutcome, { kind: "ok" }>, attempts: number): { errorType: string; error: Error; retryAfterHint?: Date } {
+function directFailure(outcome: Exclude<DirectOutcome, { kind: "ok" }>, attempts: number): { errorType: string; error: Error; retryAfterHint?: Date } {
   const $metadata = { attempts };
   switch (outcome.kind) {
     case "status": {
@@ -394,8 +395,8 @@ export class S3Store implements ObjectStore {
   private readonly multipartPartBytes: number;
   /** The SDK requests' retry strategy, which direct GETs share (attempts, backoff, adaptive hold-back). */
   private readonly retryStrategy: S3RetryStrategy;
-  /** Where whole-object GETs go without the SDK; null: through the SDK. */
-  private readonly direct: DirectGetTarget | null;
+  /** Where whole-object GETs and plain PUTs go without the SDK; null: through the SDK. */
+  private readonly direct: DirectTarget | null;
 
   constructor(private readonly options: S3StoreOptions) {
     if (!/^[a-z0-9][a-z0-9.\-_]{1,254}$/i.test(options.bucket)) {
@@ -455,17 +456,17 @@ export class S3Store implements ObjectStore {
       throw new StoreError("io", `cannot set up the S3 client for ${this.location} at ${this.endpointName}: ${errorMessage(error)}`, { cause: error });
     }
     const pathStyle = options.forcePathStyle ?? this.hasEndpoint;
-    const directEndpoint = this.hasEndpoint && pathStyle && options.directGets !== false ? directGetPossible(options.endpoint!) : null;
+    const endpointUrl = this.hasEndpoint && pathStyle && options.direct !== false ? directEndpoint(options.endpoint!) : null;
     const client = this.client;
     this.direct =
-      directEndpoint === null
+      endpointUrl === null
         ? null
         : {
-            endpoint: directEndpoint,
+            endpoint: endpointUrl,
             bucket: this.bucket,
             region: this.region!,
             credentials: () => client.config.credentials(),
-            agent: directEndpoint.protocol === "https:" ? httpsAgent : httpAgent,
+            agent: endpointUrl.protocol === "https:" ? httpsAgent : httpAgent,
             connectionTimeoutMs,
             idleTimeoutMs,
             requestTimeoutMs,
@@ -540,6 +541,15 @@ export class S3Store implements ObjectStore {
     const buffer = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     // conditional replacement is for small lock objects only
     if (buffer.length >= this.multipartThresholdBytes && options?.ifMatch === undefined) return this.putMultipart(key, objectKey, buffer, options);
+    // a backup's chunks: no condition, no retention
+    if (this.direct !== null && !options?.ifAbsent && options?.ifMatch === undefined && options?.retention === undefined) {
+      await this.withDirectRetries(
+        this.direct,
+        { method: "PUT", objectKey, body: buffer, ...(options?.signal === undefined ? {} : { signal: options.signal }) },
+        key,
+      );
+      return;
+    }
     /** Set once an attempt failed in a way that may have left our object stored. */
     let mayHaveLanded = false;
     let ifMatch = options?.ifMatch;
@@ -689,28 +699,36 @@ export class S3Store implements ObjectStore {
   }
 
   async get(key: string): Promise<Buffer> {
-    if (this.direct !== null) return this.getDirect(key, this.direct);
+    if (this.direct !== null) return this.withDirectRetries(this.direct, { method: "GET", objectKey: this.objectKey(key) }, key);
     return (await this.fetch(key, undefined)).body;
   }
 
   /**
-   * get() through direct GETs (s3-direct-get.ts), each retried as the SDK retries its own
-   * requests: this store's retry strategy decides from the same error classes (throttling,
-   * transient, other), and the final error is shaped like an SDK error for s3StoreError,
-   * so messages and attempt counts are those of the SDK path. A body cut short or broken
-   * off is retried like a transient error.
+   * A direct request (s3-direct.ts), retried as the SDK retries its own requests: this
+   * store's retry strategy decides from the same error classes (throttling, transient,
+   * other), and the final error is shaped like an SDK error for s3StoreError, so kinds,
+   * messages and attempt counts are those of the SDK path. A GET's body cut short or
+   * broken off is retried like a transient error.
    */
-  private async getDirect(key: string, direct: DirectGetTarget): Promise<Buffer> {
-    const objectKey = this.objectKey(key);
-    let token = await this.retryStrategy.acquireInitialRetryToken("s3:GetObject");
+  private async withDirectRetries(
+    direct: DirectTarget,
+    request: { method: "GET" | "PUT"; objectKey: string; body?: Buffer; signal?: AbortSignal },
+    key: string,
+  ): Promise<Buffer> {
+    const action = request.method === "GET" ? "read" : "write";
+    // a PUT's payload hash, once for all attempts
+    const payloadSha256 = request.body === undefined ? undefined : createHash("sha256").update(request.body).digest("hex");
+    let token = await this.retryStrategy.acquireInitialRetryToken(`s3:${request.method}`);
     for (let attempt = 1; ; attempt++) {
-      let outcome: DirectGetOutcome;
+      if (request.signal?.aborted) throw request.signal.reason;
+      let outcome: DirectOutcome;
       try {
-        outcome = await directGet(direct, objectKey);
+        outcome = await directRequest(direct, { ...request, ...(payloadSha256 === undefined ? {} : { payloadSha256 }) });
       } catch (error) {
-        throw this.storeError(error, "read", key); // no credentials
+        throw this.storeError(error, action, key); // no credentials
       }
       if (outcome.kind === "ok") return outcome.body;
+      if (request.signal?.aborted) throw request.signal.reason;
       if (outcome.kind === "short" && attempt >= this.maxAttempts) {
         const declared = outcome.declared >= 0 ? ` of ${outcome.declared}` : "";
         throw new StoreError(
@@ -719,14 +737,14 @@ export class S3Store implements ObjectStore {
           { key },
         );
       }
-      const failure = directGetError(outcome, attempt);
-      if (outcome.kind === "status" && outcome.status === 404 && outcome.code === "NoSuchKey") {
+      const failure = directFailure(outcome, attempt);
+      if (request.method === "GET" && outcome.kind === "status" && outcome.status === 404 && outcome.code === "NoSuchKey") {
         throw new StoreError("not-found", `object ${key} not found in ${this.location}`, { key, cause: failure.error });
       }
       try {
         token = await this.retryStrategy.refreshRetryTokenForRetry(token, failure as RetryErrorInfo);
       } catch {
-        throw this.storeError(failure.error, "read", key);
+        throw this.storeError(failure.error, action, key);
       }
       await sleep(token.getRetryDelay());
     }

@@ -83,9 +83,9 @@ describe("retry strategy", () => {
       process.env.PLOOPVAULT_S3_IDLE_TIMEOUT_MS = "soon";
       await expect(openStore("s3://bucket/x", { endpoint: "http://127.0.0.1:1" })).rejects.toThrow(/PLOOPVAULT_S3_IDLE_TIMEOUT_MS/);
       process.env.PLOOPVAULT_S3_IDLE_TIMEOUT_MS = "1000";
-      process.env.PLOOPVAULT_S3_DIRECT_GET = "no";
-      await expect(openStore("s3://bucket/x", { endpoint: "http://127.0.0.1:1" })).rejects.toThrow(/PLOOPVAULT_S3_DIRECT_GET/);
-      process.env.PLOOPVAULT_S3_DIRECT_GET = "0";
+      process.env.PLOOPVAULT_S3_DIRECT = "no";
+      await expect(openStore("s3://bucket/x", { endpoint: "http://127.0.0.1:1" })).rejects.toThrow(/PLOOPVAULT_S3_DIRECT/);
+      process.env.PLOOPVAULT_S3_DIRECT = "0";
       expect(await openStore("s3://bucket/x", { endpoint: "http://127.0.0.1:1" })).toBeInstanceOf(S3Store);
     } finally {
       process.env = saved;
@@ -95,8 +95,8 @@ describe("retry strategy", () => {
 
 describe("conditional puts whose answer was lost (SDK send() stubbed)", () => {
   const store = (): S3Store =>
-    // directGets off: get() goes through the stubbed send() too (direct GETs: s3-direct-get.test.ts)
-    new S3Store({ bucket: "bkt", prefix: "p", endpoint: "http://127.0.0.1:1", credentials: { accessKeyId: "a", secretAccessKey: "b" }, directGets: false });
+    // direct requests off: get() and put() go through the stubbed send() too (s3-direct.test.ts)
+    new S3Store({ bucket: "bkt", prefix: "p", endpoint: "http://127.0.0.1:1", credentials: { accessKeyId: "a", secretAccessKey: "b" }, direct: false });
   afterEach(() => {
     vi.restoreAllMocks();
   });
@@ -176,13 +176,13 @@ describe("S3Store through the fault proxy (real RGW)", () => {
   });
 
   it.each([
-    ["direct GETs", true],
-    ["GETs through the SDK", false],
-  ])("every kind of fault on the first attempt (%s): puts, gets, ranges, stats and lists still give the exact bytes", async (_label, directGets) => {
+    ["direct requests", true],
+    ["requests through the SDK", false],
+  ])("every kind of fault on the first attempt (%s): puts, gets, ranges, stats and lists still give the exact bytes", async (_label, direct) => {
     const kinds = ["error500", "slowDown503", "resetRequest", "resetResponse", "truncate", "stall"] as const;
     let n = 0;
     proxy.setDecide((req) => (req.occurrence === 0 ? kinds[n++ % kinds.length]! : null));
-    const store = open({ directGets });
+    const store = open({ direct });
     try {
       const bodies = new Map(Array.from({ length: 12 }, (_, i) => [`obj/${i}`, randomBytes(1000 + i * 50_000)] as const));
       await Promise.all([...bodies].map(([k, b]) => store.put(k, b)));

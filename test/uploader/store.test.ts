@@ -671,8 +671,8 @@ function body(bytes: Buffer): { transformToByteArray(): Promise<Uint8Array> } {
 
 describe("S3Store paths a real server rarely takes (SDK send() stubbed)", () => {
   const store = (): S3Store =>
-    // directGets off: get() goes through the stubbed send() too (direct GETs: s3-direct-get.test.ts)
-    new S3Store({ bucket: "bkt", prefix: "p", endpoint: "http://127.0.0.1:1", credentials: { accessKeyId: "a", secretAccessKey: "b" }, directGets: false });
+    // direct requests off: get() and put() go through the stubbed send() too (s3-direct.test.ts)
+    new S3Store({ bucket: "bkt", prefix: "p", endpoint: "http://127.0.0.1:1", credentials: { accessKeyId: "a", secretAccessKey: "b" }, direct: false });
   afterEach(() => {
     vi.restoreAllMocks();
   });

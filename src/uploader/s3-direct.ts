@@ -1,12 +1,13 @@
 /**
- * S3Store.get() of a whole object without the AWS SDK: one GET signed here (AWS Signature
- * Version 4) and sent straight over node:http(s). The SDK's middleware stack costs ~1 ms
- * of main-thread CPU per request, a third of a restore's CPU from a Ceph RGW on the same
- * node (docs/performance.md, "Direct GETs"). This module makes one attempt and says what
- * came back; S3Store retries it with the same retry strategy, the same error
- * classification and the same messages as its SDK requests. Path-style endpoints only
- * (--endpoint: MinIO, Ceph RGW...): AWS itself keeps the SDK (virtual hosts, region
- * redirects, FIPS and dual-stack endpoints).
+ * The S3 requests of the data path without the AWS SDK: whole-object GETs (restore, check,
+ * copy) and plain PUTs (a backup's chunks), signed here (AWS Signature Version 4) and sent
+ * straight over node:http(s). The SDK's middleware stack costs ~1 ms of main-thread CPU
+ * per request: a third of a restore's CPU from a Ceph RGW on the same node, and a sixth
+ * of a first backup's (docs/performance.md, "Direct S3 requests"). This module makes one
+ * attempt and says what came back; S3Store retries it with the same retry strategy, the
+ * same error classification and the same messages as its SDK requests. Path-style
+ * endpoints only (--endpoint: MinIO, Ceph RGW...): AWS itself keeps the SDK (virtual
+ * hosts, region redirects, FIPS and dual-stack endpoints).
  */
 import { createHash, createHmac } from "node:crypto";
 import { type Agent as HttpAgent, type IncomingMessage, request as httpRequest } from "node:http";
@@ -18,7 +19,7 @@ export interface S3Credentials {
   sessionToken?: string;
 }
 
-export interface DirectGetTarget {
+export interface DirectTarget {
   /** The endpoint's origin (scheme, host, port); its path must be "/". */
   endpoint: URL;
   bucket: string;
@@ -33,8 +34,8 @@ export interface DirectGetTarget {
   requestTimeoutMs: number;
 }
 
-/** What one direct GET got: the body, an S3 error answer, or a failure of the connection or of the body. */
-export type DirectGetOutcome =
+/** What one direct request got: the body, an S3 error answer, or a failure of the connection or of the body. */
+export type DirectOutcome =
   | { kind: "ok"; body: Buffer }
   | { kind: "status"; status: number; code: string; message: string; retryAfter: Date | undefined }
   | { kind: "network"; error: Error }
@@ -75,13 +76,15 @@ function signingKey(secret: string, day: string, region: string, service: string
 }
 
 /**
- * The headers of a SigV4-signed request without a body (GET): host, x-amz-date,
- * x-amz-content-sha256, x-amz-security-token (temporary credentials), authorization, and
- * `extra` (signed too). `path` is already URI-encoded (encodeS3Path); no query string.
+ * The headers of a SigV4-signed request: host, x-amz-date, x-amz-content-sha256 (the
+ * payload's SHA-256, hex), x-amz-security-token (temporary credentials), authorization,
+ * and `extra` (signed too). `path` is already URI-encoded (encodeS3Path); no query string.
  */
-export function signedGetHeaders(o: {
+export function signedHeaders(o: {
+  method: "GET" | "PUT";
   host: string;
   path: string;
+  payloadSha256: string;
   region: string;
   credentials: S3Credentials;
   now: Date;
@@ -89,13 +92,13 @@ export function signedGetHeaders(o: {
 }): Record<string, string> {
   const date = amzDate(o.now);
   const day = date.slice(0, 8);
-  const headers: Record<string, string> = { host: o.host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": date };
+  const headers: Record<string, string> = { host: o.host, "x-amz-content-sha256": o.payloadSha256, "x-amz-date": date };
   if (o.credentials.sessionToken !== undefined && o.credentials.sessionToken !== "") headers["x-amz-security-token"] = o.credentials.sessionToken;
   for (const [name, value] of Object.entries(o.extra ?? {})) headers[name.toLowerCase()] = value;
   const names = Object.keys(headers).sort();
   const canonicalHeaders = names.map((n) => `${n}:${headers[n]!.trim().replace(/\s+/g, " ")}\n`).join("");
   const signedNames = names.join(";");
-  const canonicalRequest = ["GET", o.path, "", canonicalHeaders, signedNames, EMPTY_SHA256].join("\n");
+  const canonicalRequest = [o.method, o.path, "", canonicalHeaders, signedNames, o.payloadSha256].join("\n");
   const scope = `${day}/${o.region}/s3/aws4_request`;
   const stringToSign = ["AWS4-HMAC-SHA256", date, scope, createHash("sha256").update(canonicalRequest).digest("hex")].join("\n");
   const signature = createHmac("sha256", signingKey(o.credentials.secretAccessKey, day, o.region, "s3"))
@@ -105,8 +108,8 @@ export function signedGetHeaders(o: {
   return headers;
 }
 
-/** Whether this endpoint can take direct GETs (an http(s) origin without a path). */
-export function directGetPossible(endpoint: string): URL | null {
+/** The endpoint as a URL if it can take direct requests (an http(s) origin without a path), else null. */
+export function directEndpoint(endpoint: string): URL | null {
   try {
     const url = new URL(endpoint);
     if ((url.protocol !== "http:" && url.protocol !== "https:") || (url.pathname !== "/" && url.pathname !== "") || url.search !== "") return null;
@@ -117,27 +120,52 @@ export function directGetPossible(endpoint: string): URL | null {
   }
 }
 
-/** GET `objectKey` (the full key in the bucket) once, directly: what came back (see DirectGetOutcome). */
-export async function directGet(target: DirectGetTarget, objectKey: string): Promise<DirectGetOutcome> {
+/**
+ * One request for `objectKey` (the full key in the bucket), directly: a GET of the whole
+ * object, or a PUT of `body`. What came back: see DirectOutcome (a PUT's "ok" body is
+ * empty). `signal` aborts it (the outcome is then a network failure; the caller checks
+ * its signal first).
+ */
+export async function directRequest(
+  target: DirectTarget,
+  request: { method: "GET" | "PUT"; objectKey: string; body?: Buffer; payloadSha256?: string; signal?: AbortSignal },
+): Promise<DirectOutcome> {
   const credentials = await target.credentials(); // a provider's error is the caller's to report
   const { endpoint } = target;
-  const path = `/${encodeS3Path(target.bucket)}/${encodeS3Path(objectKey)}`;
-  const headers = signedGetHeaders({ host: endpoint.host, path, region: target.region, credentials, now: new Date() });
+  const { method } = request;
+  const body = method === "PUT" ? (request.body ?? Buffer.alloc(0)) : null;
+  const path = `/${encodeS3Path(target.bucket)}/${encodeS3Path(request.objectKey)}`;
+  const payloadSha256 = body === null ? EMPTY_SHA256 : (request.payloadSha256 ?? createHash("sha256").update(body).digest("hex"));
+  const headers: Record<string, string | number> = signedHeaders({
+    method,
+    host: endpoint.host,
+    path,
+    payloadSha256,
+    region: target.region,
+    credentials,
+    now: new Date(),
+  });
+  if (body !== null) {
+    headers["content-length"] = body.length;
+    headers["content-type"] = "application/octet-stream";
+  }
   const send = endpoint.protocol === "https:" ? httpsRequest : httpRequest;
   return new Promise((resolve) => {
     let settled = false;
-    const finish = (outcome: DirectGetOutcome): void => {
+    const finish = (outcome: DirectOutcome): void => {
       if (settled) return;
       settled = true;
       clearTimeout(headersDue);
+      request.signal?.removeEventListener("abort", onAbort);
       if (outcome.kind !== "ok") req.destroy();
       resolve(outcome);
     };
+    const onAbort = (): void => finish({ kind: "network", error: new Error("aborted") });
     const req = send({
       protocol: endpoint.protocol,
       hostname: endpoint.hostname.replace(/^\[|\]$/g, ""),
       port: endpoint.port === "" ? undefined : Number(endpoint.port),
-      method: "GET",
+      method,
       path,
       headers,
       agent: target.agent,
@@ -152,6 +180,8 @@ export async function directGet(target: DirectGetTarget, objectKey: string): Pro
       socket.once("close", () => clearTimeout(connectDue));
     });
     req.on("error", (error) => finish({ kind: "network", error }));
+    request.signal?.addEventListener("abort", onAbort, { once: true });
+    if (request.signal?.aborted) onAbort();
     req.on("response", (res: IncomingMessage) => {
       clearTimeout(headersDue);
       const status = res.statusCode ?? 0;
@@ -160,6 +190,12 @@ export async function directGet(target: DirectGetTarget, objectKey: string): Pro
           (text) => finish({ kind: "status", status, ...s3ErrorOf(text), retryAfter: retryAfterOf(res.headers["retry-after"]) }),
           (error: Error) => finish({ kind: "network", error }),
         );
+        return;
+      }
+      if (method === "PUT") {
+        res.on("error", (error) => finish({ kind: "network", error }));
+        res.on("end", () => finish({ kind: "ok", body: Buffer.alloc(0) }));
+        res.resume();
         return;
       }
       const declared = Number(res.headers["content-length"]);
@@ -180,7 +216,7 @@ export async function directGet(target: DirectGetTarget, objectKey: string): Pro
         else finish({ kind: "short", received, declared: Number.isSafeInteger(declared) ? declared : -1 });
       });
     });
-    req.end();
+    req.end(body ?? undefined);
   });
 }
 

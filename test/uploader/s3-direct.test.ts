@@ -1,19 +1,21 @@
 /**
- * Direct GETs (src/uploader/s3-direct-get.ts): S3Store.get() signs its GETs itself and
- * sends them without the AWS SDK. The signature is checked against the SDK's own signer
- * (@smithy/signature-v4) as the oracle, and the whole path against the real test RGW:
- * exact bytes for every size and for keys that need escaping, no SDK request on the way,
- * and the same errors (kind and message) as the SDK path for a missing object, a missing
- * bucket and a wrong secret. Faults on the wire: s3-faults.test.ts runs both paths.
+ * Direct S3 requests (src/uploader/s3-direct.ts): S3Store.get() and plain put()s sign
+ * their requests themselves and send them without the AWS SDK. The signature is checked
+ * against the SDK's own signer (@smithy/signature-v4) as the oracle, and the whole path
+ * against the real test RGW (what was stored read back with the independent minio
+ * client): exact bytes for every size and for keys that need escaping, no SDK request on
+ * the way, and the same errors (kind and message) as the SDK path for a missing object, a
+ * missing bucket, a wrong secret and an unreachable endpoint. Faults on the wire:
+ * s3-faults.test.ts runs both paths.
  */
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import { SignatureV4 } from "@smithy/signature-v4";
 import { S3Client } from "@aws-sdk/client-s3";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { encodeS3Path, signedGetHeaders } from "../../src/uploader/s3-direct-get.js";
+import { encodeS3Path, signedHeaders } from "../../src/uploader/s3-direct.js";
 import { S3Store, type S3StoreOptions } from "../../src/uploader/s3.js";
 import { StoreError } from "../../src/uploader/store.js";
-import { makeTestBucket, putObject, removeTestBucket, testS3 } from "../helpers/s3-server.js";
+import { getObject, makeTestBucket, putObject, removeTestBucket, testS3 } from "../helpers/s3-server.js";
 
 /** node:crypto as the Checksum the SDK's signer takes (HMAC when given a secret). */
 type SourceData = string | ArrayBuffer | ArrayBufferView;
@@ -40,13 +42,20 @@ class NodeSha256 {
   }
 }
 
-describe("SigV4 signature of a direct GET", () => {
+describe("SigV4 signature of a direct request", () => {
   const cases = [
-    { key: "data/ab/abcdef0123", host: "127.0.0.1:9000", region: "us-east-1", sessionToken: undefined },
-    { key: "dir/a b+c=d~e!'()*%.bin", host: "s3.example.net", region: "eu-central-1", sessionToken: undefined },
-    { key: "snapshots/ünïcode/x", host: "[::1]:8080", region: "us-west-2", sessionToken: "FwoGZXIvYXdzEJr//////////wEaDEXAMPLE+token/=" },
+    { method: "GET" as const, key: "data/ab/abcdef0123", host: "127.0.0.1:9000", region: "us-east-1", sessionToken: undefined },
+    { method: "GET" as const, key: "dir/a b+c=d~e!'()*%.bin", host: "s3.example.net", region: "eu-central-1", sessionToken: undefined },
+    {
+      method: "PUT" as const,
+      key: "snapshots/ünïcode/x",
+      host: "[::1]:8080",
+      region: "us-west-2",
+      sessionToken: "FwoGZXIvYXdzEJr//////////wEaDEXAMPLE+token/=",
+    },
+    { method: "PUT" as const, key: "data/00/0011", host: "minio.local:9000", region: "us-east-1", sessionToken: undefined },
   ];
-  it.each(cases)("is the SDK signer's for $key at $host", async ({ key, host, region, sessionToken }) => {
+  it.each(cases)("is the SDK signer's for $method $key at $host", async ({ method, key, host, region, sessionToken }) => {
     const credentials = {
       accessKeyId: "AKIAIOSFODNN7EXAMPLE",
       secretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
@@ -54,19 +63,18 @@ describe("SigV4 signature of a direct GET", () => {
     };
     const now = new Date("2026-12-05T01:02:03.456Z");
     const path = `/my-bucket/${encodeS3Path(key)}`;
-    const ours = signedGetHeaders({ host, path, region, credentials, now });
+    const body = method === "PUT" ? randomBytes(1234) : undefined;
+    const payloadSha256 = createHash("sha256")
+      .update(body ?? Buffer.alloc(0))
+      .digest("hex");
+    const ours = signedHeaders({ method, host, path, payloadSha256, region, credentials, now });
     const signer = new SignatureV4({ service: "s3", region, credentials, sha256: NodeSha256, uriEscapePath: false, applyChecksum: true });
+    // the SDK's signer hashes the body itself when no x-amz-content-sha256 is given
     const theirs = await signer.sign(
-      {
-        method: "GET",
-        protocol: "http:",
-        hostname: host,
-        path,
-        query: {},
-        headers: { host, "x-amz-content-sha256": ours["x-amz-content-sha256"]! },
-      },
+      { method, protocol: "http:", hostname: host, path, query: {}, headers: { host }, ...(body === undefined ? {} : { body }) },
       { signingDate: now },
     );
+    expect(theirs.headers["x-amz-content-sha256"]).toBe(payloadSha256);
     expect(ours.authorization).toBe(theirs.headers.authorization);
     expect(ours["x-amz-date"]).toBe(theirs.headers["x-amz-date"]);
     if (sessionToken) expect(ours["x-amz-security-token"]).toBe(sessionToken);
@@ -78,7 +86,7 @@ describe("SigV4 signature of a direct GET", () => {
   });
 });
 
-describe("direct GETs against the test RGW", () => {
+describe("direct requests against the test RGW", () => {
   let bucket: string;
   const open = (options: Partial<S3StoreOptions> = {}): S3Store => {
     const s3 = testS3();
@@ -108,6 +116,43 @@ describe("direct GETs against the test RGW", () => {
   });
   afterEach(() => {
     vi.restoreAllMocks();
+  });
+
+  it("writes and reads every size and escaped keys byte for byte, without a request through the SDK", async () => {
+    const bodies = new Map<string, Buffer>([
+      ["put/empty", Buffer.alloc(0)],
+      ["put/data/2m", randomBytes(2 << 20)],
+      ["put/dir/a b+c=d~e!'()*%.bin", randomBytes(777)],
+    ]);
+    const send = vi.spyOn(S3Client.prototype, "send");
+    const store = open();
+    try {
+      await Promise.all([...bodies].map(([key, body]) => store.put(key, body)));
+      await store.put("put/data/2m", bodies.get("put/data/2m")!); // a chunk stored twice: the same object
+      for (const [key, body] of bodies) expect((await getObject(bucket, `direct/${key}`)).equals(body), key).toBe(true);
+      for (const [key, body] of bodies) expect((await store.get(key)).equals(body), key).toBe(true);
+    } finally {
+      await store.close();
+    }
+    expect(send).not.toHaveBeenCalled();
+    // conditional writes still go through the SDK (their failure handling lives there)
+    const conditional = open();
+    try {
+      await conditional.put("put/manifest", Buffer.from("m"), { ifAbsent: true });
+      expect(send).toHaveBeenCalledTimes(1);
+    } finally {
+      await conditional.close();
+    }
+  });
+
+  it("an aborted put gives up with the abort's reason", async () => {
+    const store = open();
+    try {
+      const reason = new Error("registration lapsed");
+      await expect(store.put("put/aborted", randomBytes(10), { signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
+    } finally {
+      await store.close();
+    }
   });
 
   it("reads every size and escaped keys byte for byte, without a request through the SDK", async () => {
@@ -142,13 +187,18 @@ describe("direct GETs against the test RGW", () => {
     ];
     for (const [what, options, kind] of scenarios) {
       const direct = open(options);
-      const sdk = open({ ...options, directGets: false });
+      const sdk = open({ ...options, direct: false });
       try {
         const viaDirect = await errorOf(direct.get("no/such/object"));
         const viaSdk = await errorOf(sdk.get("no/such/object"));
         expect(viaDirect.kind, what).toBe(kind);
         expect(viaDirect.message, what).toBe(viaSdk.message);
         expect(viaDirect.key, what).toBe("no/such/object");
+        if (kind !== "not-found") {
+          const putDirect = await errorOf(direct.put("no/such/object", Buffer.from("x")));
+          expect(putDirect.kind, what).toBe(kind);
+          expect(putDirect.message, what).toBe((await errorOf(sdk.put("no/such/object", Buffer.from("x")))).message);
+        }
       } finally {
         await direct.close();
         await sdk.close();
@@ -159,12 +209,13 @@ describe("direct GETs against the test RGW", () => {
   it("gives up on an unreachable endpoint after maxAttempts, in the SDK path's words", async () => {
     const dead = { endpoint: "http://127.0.0.1:1", maxAttempts: 2 };
     const direct = open(dead);
-    const sdk = open({ ...dead, directGets: false });
+    const sdk = open({ ...dead, direct: false });
     try {
       const viaDirect = await errorOf(direct.get("x"));
       expect(viaDirect.kind).toBe("unreachable");
       expect(viaDirect.message).toBe((await errorOf(sdk.get("x"))).message);
       expect(viaDirect.message).toMatch(/connection refused, 2 attempts/);
+      expect((await errorOf(direct.put("x", Buffer.from("x")))).message).toBe((await errorOf(sdk.put("x", Buffer.from("x")))).message);
     } finally {
       await direct.close();
       await sdk.close();
