@@ -43,6 +43,8 @@ export type DirectOutcome =
   | { kind: "short"; received: number; declared: number };
 
 const EMPTY_SHA256 = createHash("sha256").digest("hex");
+/** Bodies up to this size get one buffer of their declared size up front. */
+const PREALLOCATE_MAX = 16 << 20;
 
 /** S3's URI encoding of a key: every byte but A-Z a-z 0-9 - _ . ~ percent-encoded, "/" kept. */
 export function encodeS3Path(key: string): string {
@@ -199,19 +201,21 @@ export async function directRequest(
         return;
       }
       const declared = Number(res.headers["content-length"]);
-      let body: Buffer | null = Number.isSafeInteger(declared) && declared >= 0 ? Buffer.allocUnsafe(declared) : null;
+      // one buffer of the declared size, filled as the body arrives; a declared size past
+      // PREALLOCATE_MAX (a large manifest, or a server that lies) is collected in pieces
+      let body: Buffer | null = Number.isSafeInteger(declared) && declared >= 0 && declared <= PREALLOCATE_MAX ? Buffer.allocUnsafe(declared) : null;
       const pieces: Buffer[] = [];
       let received = 0;
       res.on("data", (piece: Buffer) => {
-        // one buffer of the declared size, filled as the body arrives
         if (body !== null && received + piece.length <= body.length) piece.copy(body, received);
         else pieces.push(piece);
         received += piece.length;
       });
       res.on("error", (error) => finish({ kind: "network", error }));
       res.on("close", () => {
-        if (body === null) body = Buffer.concat(pieces);
-        else if (received > declared) body = null; // more than declared: not the object
+        if (received !== declared && Number.isSafeInteger(declared))
+          body = null; // fewer or more bytes than declared
+        else if (body === null) body = Buffer.concat(pieces);
         if (body !== null && res.complete && received === body.length) finish({ kind: "ok", body });
         else finish({ kind: "short", received, declared: Number.isSafeInteger(declared) ? declared : -1 });
       });

@@ -9,6 +9,8 @@
  * s3-faults.test.ts runs both paths.
  */
 import { createHash, createHmac, randomBytes } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { SignatureV4 } from "@smithy/signature-v4";
 import { S3Client } from "@aws-sdk/client-s3";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
@@ -83,6 +85,39 @@ describe("SigV4 signature of a direct request", () => {
   it("escapes keys as S3 does: everything but unreserved characters, slashes kept", () => {
     expect(encodeS3Path("a b/c+d/e~f_g-h.i/!'()*")).toBe("a%20b/c%2Bd/e~f_g-h.i/%21%27%28%29%2A");
     expect(encodeS3Path("ü")).toBe("%C3%BC");
+  });
+});
+
+describe("direct GETs from a server that lies about the size", () => {
+  it("a Content-Length of a terabyte with a few bytes behind it: retried, one line; nothing allocated up front", async () => {
+    let requests = 0;
+    const server = createServer((_req, res) => {
+      requests++;
+      res.writeHead(200, { "content-length": String(1e12) });
+      res.write("0123456789", () => res.destroy());
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const store = new S3Store({
+      bucket: "bkt",
+      endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      credentials: { accessKeyId: "a", secretAccessKey: "b" },
+      maxAttempts: 2,
+    });
+    try {
+      const error = await store.get("data/x").then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(StoreError);
+      // the body breaks off after 10 bytes: a reset, retried like any other
+      expect((error as StoreError).message).toMatch(
+        /^cannot read s3:\/\/bkt\/data\/x: S3 endpoint http:\/\/127\.0\.0\.1:\d+ unreachable \(connection reset, 2 attempts\)$/,
+      );
+      expect(requests).toBe(2);
+    } finally {
+      await store.close();
+      server.close();
+    }
   });
 });
 
