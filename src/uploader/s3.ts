@@ -393,7 +393,7 @@ export class S3Store implements ObjectStore {
   private control: S3Store | null = null;
   private readonly multipartThresholdBytes: number;
   private readonly multipartPartBytes: number;
-  /** The SDK requests' retry strategy, which direct GETs share (attempts, backoff, adaptive hold-back). */
+  /** The SDK requests' retry strategy, which direct requests share (attempts, backoff, adaptive hold-back). */
   private readonly retryStrategy: S3RetryStrategy;
   /** Where whole-object GETs and plain PUTs go without the SDK; null: through the SDK. */
   private readonly direct: DirectTarget | null;
