@@ -1,9 +1,9 @@
 /**
  * The S3 requests of the data path without the AWS SDK: whole-object GETs (restore, check,
  * copy) and plain PUTs (a backup's chunks), signed here (AWS Signature Version 4) and sent
- * straight over node:http(s). The SDK's middleware stack costs ~1 ms of main-thread CPU
- * per request: a third of a restore's CPU from a Ceph RGW on the same node, and a sixth
- * of a first backup's (docs/performance.md, "Direct S3 requests"). This module makes one
+ * straight over node:http(s). The SDK's middleware stack costs ~0.5-1 ms of main-thread
+ * CPU per request: a third of a restore's CPU from a Ceph RGW on the same node, a quarter
+ * of a first backup's (docs/performance.md, "Morning of 2026-12-05"). This module makes one
  * attempt and says what came back; S3Store retries it with the same retry strategy, the
  * same error classification and the same messages as its SDK requests. Path-style
  * endpoints only (--endpoint: MinIO, Ceph RGW...): AWS itself keeps the SDK (virtual
