@@ -6,8 +6,9 @@
  *
  * Speed (docs/performance.md, "Restore"):
  * - Fetches run `concurrency` at a time (the command sizes it to the store: a local
- *   directory is CPU-bound, S3 latency-bound); a chunk's id check runs on libuv's thread
- *   pool (ChunkCodec.decodeAsync) while the main thread decompresses the next one.
+ *   directory is CPU-bound, S3 latency-bound); a chunk's id check is hashed in place where
+ *   the CPU has SHA-256 instructions, else on libuv's thread pool while the main thread
+ *   decompresses the next chunk (ChunkCodec.decodeAsync).
  * - Holes stay holes: hole entries are never written, nor are the all-zero 4 KiB blocks
  *   inside chunks of a raw target (the file starts empty, so they read as zeros), nor
  *   chunks of zeros (a max-size chunk whose id is that of zeros is not even fetched).
