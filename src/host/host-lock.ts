@@ -33,6 +33,7 @@ import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { dirname } from "node:path";
 import { PloopvaultError } from "../errors.js";
+import { isProcessAlive } from "../util/process-alive.js";
 
 /** Exit code for "another run holds the host lock". */
 export const EXIT_HOST_LOCK_BUSY = 4;
@@ -88,15 +89,6 @@ async function readHolder(lockPath: string): Promise<HolderInfo | null> {
     return { pid: o.pid, startedAt: o.startedAt, host: typeof o.host === "string" ? o.host : "", token: typeof o.token === "string" ? o.token : "" };
   } catch {
     return null;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 
@@ -208,7 +200,7 @@ async function releaseHelper(lockPath: string, child: ChildProcess, token: strin
 async function busyError(lockPath: string, waitedSeconds: number): Promise<HostLockBusyError> {
   const holder = await readHolder(lockPath);
   const waited = `gave up after ${Math.round(waitedSeconds)} s`;
-  if (holder !== null && (holder.host !== hostname() || alive(holder.pid))) {
+  if (holder !== null && (holder.host !== hostname() || isProcessAlive(holder.pid))) {
     return new HostLockBusyError(`another ploopvault run (pid ${holder.pid}, started ${holder.startedAt}) holds the host lock ${lockPath}; ${waited}`);
   }
   return new HostLockBusyError(`another process holds the host lock ${lockPath} (not a ploopvault run, or it is just starting); ${waited}`);

@@ -14,6 +14,7 @@ import { join, resolve } from "node:path";
 import { errorLine, PloopvaultError } from "../errors.js";
 import { normaliseGuid } from "../ploop/descriptor.js";
 import { syncCounted } from "../util/cost-tally.js";
+import { isProcessAlive } from "../util/process-alive.js";
 
 export const JOURNAL_VERSION = 1;
 
@@ -329,15 +330,5 @@ export class SnapshotJournal {
     } finally {
       await fh?.close();
     }
-  }
-}
-
-/** kill(pid, 0): EPERM still means the process exists. */
-export function isProcessAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return errnoCode(error) === "EPERM";
   }
 }

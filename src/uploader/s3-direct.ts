@@ -61,19 +61,18 @@ function amzDate(now: Date): string {
     .replace(/\.\d{3}/, "");
 }
 
-const signingKeys = new Map<string, Buffer>();
+/** The last signing key derived (a day's, a region's, a secret's): every request of a run reuses it. */
+let lastSigningKey: { secret: string; day: string; region: string; key: Buffer } | undefined;
 
-function signingKey(secret: string, day: string, region: string, service: string): Buffer {
-  const cacheKey = `${day}/${region}/${service}/${createHash("sha256").update(secret).digest("hex")}`;
-  let key = signingKeys.get(cacheKey);
-  if (key === undefined) {
-    const kDate = createHmac("sha256", `AWS4${secret}`).update(day).digest();
-    const kRegion = createHmac("sha256", kDate).update(region).digest();
-    const kService = createHmac("sha256", kRegion).update(service).digest();
-    key = createHmac("sha256", kService).update("aws4_request").digest();
-    if (signingKeys.size > 16) signingKeys.clear();
-    signingKeys.set(cacheKey, key);
-  }
+/** SigV4's signing key for S3: HMAC chain over the day, the region, the service and "aws4_request". */
+function signingKey(secret: string, day: string, region: string): Buffer {
+  const last = lastSigningKey;
+  if (last !== undefined && last.secret === secret && last.day === day && last.region === region) return last.key;
+  const kDate = createHmac("sha256", `AWS4${secret}`).update(day).digest();
+  const kRegion = createHmac("sha256", kDate).update(region).digest();
+  const kService = createHmac("sha256", kRegion).update("s3").digest();
+  const key = createHmac("sha256", kService).update("aws4_request").digest();
+  lastSigningKey = { secret, day, region, key };
   return key;
 }
 
@@ -103,7 +102,7 @@ export function signedHeaders(o: {
   const canonicalRequest = [o.method, o.path, "", canonicalHeaders, signedNames, o.payloadSha256].join("\n");
   const scope = `${day}/${o.region}/s3/aws4_request`;
   const stringToSign = ["AWS4-HMAC-SHA256", date, scope, createHash("sha256").update(canonicalRequest).digest("hex")].join("\n");
-  const signature = createHmac("sha256", signingKey(o.credentials.secretAccessKey, day, o.region, "s3"))
+  const signature = createHmac("sha256", signingKey(o.credentials.secretAccessKey, day, o.region))
     .update(stringToSign)
     .digest("hex");
   headers.authorization = `AWS4-HMAC-SHA256 Credential=${o.credentials.accessKeyId}/${scope}, SignedHeaders=${signedNames}, Signature=${signature}`;

@@ -429,13 +429,14 @@ export class S3Store implements ObjectStore {
     const connectionTimeoutMs = options.connectionTimeoutMs ?? S3_DEFAULTS.connectionTimeoutMs;
     const idleTimeoutMs = options.idleTimeoutMs ?? options.socketTimeoutMs ?? S3_DEFAULTS.idleTimeoutMs;
     const requestTimeoutMs = options.requestTimeoutMs ?? S3_DEFAULTS.requestTimeoutMs;
+    const pathStyle = options.forcePathStyle ?? this.hasEndpoint;
     const config: S3ClientConfig = {
       maxAttempts: this.maxAttempts,
       retryMode,
       retryStrategy: this.retryStrategy,
       requestChecksumCalculation: "WHEN_REQUIRED",
       responseChecksumValidation: "WHEN_REQUIRED",
-      forcePathStyle: options.forcePathStyle ?? this.hasEndpoint,
+      forcePathStyle: pathStyle,
       followRegionRedirects: !this.hasEndpoint,
       requestHandler: {
         connectionTimeout: connectionTimeoutMs,
@@ -455,7 +456,6 @@ export class S3Store implements ObjectStore {
     } catch (error) {
       throw new StoreError("io", `cannot set up the S3 client for ${this.location} at ${this.endpointName}: ${errorMessage(error)}`, { cause: error });
     }
-    const pathStyle = options.forcePathStyle ?? this.hasEndpoint;
     const endpointUrl = this.hasEndpoint && pathStyle && options.direct !== false ? directEndpoint(options.endpoint!) : null;
     const client = this.client;
     this.direct =
@@ -486,6 +486,14 @@ export class S3Store implements ObjectStore {
       bucket: this.bucket,
       endpoint: this.endpointName,
       ...(key === undefined ? {} : { key }),
+    });
+  }
+
+  /** A GET whose every attempt brought fewer (or more) bytes than the response declared. */
+  private bodyCutShort(key: string, received: number, declared: number | undefined, attempts: number): StoreError {
+    const of = declared === undefined ? "" : ` of ${declared}`;
+    return new StoreError("io", `cannot read ${this.location}/${key} at ${this.endpointName}: body cut short (${received}${of} bytes), ${attempts} attempts`, {
+      key,
     });
   }
 
@@ -730,12 +738,7 @@ export class S3Store implements ObjectStore {
       if (outcome.kind === "ok") return outcome.body;
       if (request.signal?.aborted) throw request.signal.reason;
       if (outcome.kind === "short" && attempt >= this.maxAttempts) {
-        const declared = outcome.declared >= 0 ? ` of ${outcome.declared}` : "";
-        throw new StoreError(
-          "io",
-          `cannot read ${this.location}/${key} at ${this.endpointName}: body cut short (${outcome.received}${declared} bytes), ${attempt} attempts`,
-          { key },
-        );
+        throw this.bodyCutShort(key, outcome.received, outcome.declared >= 0 ? outcome.declared : undefined, attempt);
       }
       const failure = directFailure(outcome, attempt);
       if (request.method === "GET" && outcome.kind === "status" && outcome.status === 404 && outcome.code === "NoSuchKey") {
@@ -817,11 +820,7 @@ export class S3Store implements ObjectStore {
         const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
         if (response.ContentLength !== undefined && body.length !== response.ContentLength) {
           if (await retryBody()) continue;
-          throw new StoreError(
-            "io",
-            `cannot read ${this.location}/${key} at ${this.endpointName}: body cut short (${body.length} of ${response.ContentLength} bytes), ${attempt} attempts`,
-            { key },
-          );
+          throw this.bodyCutShort(key, body.length, response.ContentLength, attempt);
         }
         if (range !== undefined && body.length > range.length) return { body: body.subarray(0, range.length), response }; // server ignored the range end
         return { body, response };

@@ -18,26 +18,17 @@
 import { mkdirSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import * as nodeModule from "node:module";
 import { join } from "node:path";
+import { isProcessAlive } from "./process-alive.js";
 import { DEFAULT_STATE_DIR } from "./state-dir.js";
 
 const MARKER_PREFIX = "run-";
-
-/** Whether process `pid` exists (signal 0 probes without sending anything). */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as { code?: string }).code === "EPERM"; // exists, but not ours
-  }
-}
 
 /**
  * Markers of runs that died without exiting, in the cache directory `dir` (not this
  * process's). If there are any, the cache is emptied (entries and those markers) and true
  * is returned: this run must not use it.
  */
-export function clearCacheAfterCrash(dir: string, isAlive: (pid: number) => boolean = processAlive): boolean {
+export function clearCacheAfterCrash(dir: string, isAlive: (pid: number) => boolean = isProcessAlive): boolean {
   const names = readdirSync(dir);
   const dead = names.filter((name) => {
     if (!name.startsWith(MARKER_PREFIX)) return false;
