@@ -140,7 +140,7 @@ command again resumes from it (docs/operations.md, "Rewriting only what changed"
           if (out.json && !toStdout) out.jsonResult(summary);
           const inPlace =
             "writtenBytes" in result
-              ? ` (in place${result.resumed ? ", resumed" : ""}: ${result.fetchedChunks} of ${result.chunks} chunks fetched, ${formatBytes(result.writtenBytes)} written, ${formatBytes(result.zeroedBytes)} zeroed)`
+              ? ` (in place${result.resumed ? ", resumed" : ""}: ${result.fetchedChunks} of ${result.chunks} chunks fetched, ${formatBytes(result.readBytes)} read, ${formatBytes(result.writtenBytes)} written, ${formatBytes(result.zeroedBytes)} zeroed)`
               : "";
           out.info(
             `restored ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}: ${formatBytes(result.logicalBytes)} disk, ${formatBytes(result.dataBytes)} data in ${formatSeconds(result.seconds)}${inPlace}`,

@@ -6,6 +6,7 @@
 import { PloopvaultError } from "../errors.js";
 import type { Manifest, ManifestEntry } from "../manifest/format.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
+import { cpuHasSha256Instructions } from "../util/sha-instructions.js";
 import type { Seed } from "./seed.js";
 
 export type ChunkEntry = Extract<ManifestEntry, { kind: "chunk" }>;
@@ -34,9 +35,13 @@ export class ChunkSupplier {
     return entry.length === this.repo.config.chunker.maxSize && entry.id.equals(this.zeroId);
   }
 
-  /** Whether `bytes` are the chunk of `entry` (the repository's chunk id, on libuv's pool). */
-  async holds(entry: ChunkEntry, bytes: Buffer): Promise<boolean> {
-    return (await this.repo.chunkCodec.idAsync(bytes)).equals(entry.id);
+  /**
+   * Whether `bytes` are the chunk of `entry` (the repository's chunk id): hashed in place
+   * where the CPU has SHA-256 instructions, else on libuv's pool (src/util/sha-instructions.ts).
+   */
+  async holds(entry: ChunkEntry, bytes: Buffer, hashInPlace = cpuHasSha256Instructions()): Promise<boolean> {
+    const codec = this.repo.chunkCodec;
+    return (hashInPlace ? codec.id(bytes) : await codec.idAsync(bytes)).equals(entry.id);
   }
 
   /** The plain bytes of `entry`, or null for a chunk of zeros (nothing to write). */

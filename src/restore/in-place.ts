@@ -46,6 +46,8 @@ export interface InPlaceResult extends RestoreResult {
   writtenBytes: number;
   /** Bytes made zeros (holes punched or zeros written) where the disk has holes. */
   zeroedBytes: number;
+  /** Bytes of the file read to compare (its holes are not read when filefrag lists them). */
+  readBytes: number;
 }
 
 /** What lstat says of a path, as far as the start decision needs it (null: absent). */
@@ -130,8 +132,9 @@ export function differingRanges(now: Buffer, want: Buffer, position: number): [n
 }
 
 /** The file's bytes at `position`, zeros past its end (only a racing truncation gets there: the file was cut to the disk's size). */
-async function readOrZeros(fh: FileHandle, position: number, target: Buffer): Promise<void> {
+async function readOrZeros(fh: FileHandle, position: number, target: Buffer): Promise<number> {
   target.fill(0, await readFully(fh, position, target));
+  return target.length;
 }
 
 /** Hole ranges are checked and zeroed in pieces of this size (bounded memory). */
@@ -166,8 +169,17 @@ export function parseFilefrag(stdout: string): [number, number][] | null {
   if (block === null || found === null) return null;
   const size = Number(block[1]);
   const extents: [number, number][] = [];
-  for (const m of stdout.matchAll(/^\s*\d+:\s+(\d+)\.\.\s*(\d+):/gm)) extents.push([Number(m[1]) * size, (Number(m[2]) + 1) * size]);
-  if (extents.length !== Number(found[1])) return null;
+  let lastFlags = "";
+  for (const m of stdout.matchAll(/^\s*\d+:\s+(\d+)\.\.\s*(\d+):(.*)$/gm)) {
+    extents.push([Number(m[1]) * size, (Number(m[2]) + 1) * size]);
+    lastFlags = m[3]!;
+  }
+  // filefrag's count merges extents that continue each other on disk across a hole (a file
+  // written sequentially with holes: one "extent found", several listed), so it is at most
+  // the lines listed; the listing is complete when its final line carries the kernel's
+  // FIEMAP_EXTENT_LAST ("last")
+  const complete = extents.length === 0 ? Number(found[1]) === 0 : extents.length >= Number(found[1]) && /\blast\b/.test(lastFlags);
+  if (!complete) return null;
   extents.sort((a, b) => a[0] - b[0]);
   const merged: [number, number][] = [];
   for (const [a, b] of extents) {
@@ -194,23 +206,24 @@ export function allocatedParts(extents: readonly [number, number][] | null, offs
   return parts;
 }
 
-/** Make [offset, offset + length) of the file zeros where it is not; returns the bytes changed. */
-async function zeroRange(fh: FileHandle, path: string, offset: number, length: number): Promise<number> {
+/** Make [offset, offset + length) of the file zeros where it is not; returns the bytes changed and read. */
+async function zeroRange(fh: FileHandle, path: string, offset: number, length: number): Promise<{ zeroed: number; read: number }> {
   const piece = Buffer.allocUnsafe(Math.min(ZERO_PIECE, length));
   let zeroed = 0;
+  let read = 0;
   for (let at = offset; at < offset + length; at += piece.length) {
     const n = Math.min(piece.length, offset + length - at);
     const view = piece.subarray(0, n);
-    await readOrZeros(fh, at, view);
+    read += await readOrZeros(fh, at, view);
     if (isAllZero(view)) continue;
     zeroed += n;
     if (await punchHole(path, at, n)) {
-      await readOrZeros(fh, at, view);
+      read += await readOrZeros(fh, at, view);
       if (isAllZero(view)) continue;
     }
     await writeFully(fh, view.fill(0), at);
   }
-  return zeroed;
+  return { zeroed, read };
 }
 
 /**
@@ -252,12 +265,17 @@ export async function restoreRawInPlace(
     let unchanged = 0;
     let writtenBytes = 0;
     let zeroedBytes = 0;
+    let readBytes = 0;
     const buffers: Buffer[] = [];
     await forEachConcurrent(manifest.entries, options.concurrency, async (entry: ManifestEntry) => {
       if (options.signal?.aborted) throw new PloopvaultError(`restore of ${ref.ct}/${ref.id} interrupted`);
       if (entry.kind === "hole" || supplier.isZeroChunk(entry)) {
         let zeroed = 0;
-        for (const [a, b] of allocatedParts(extents, entry.offset, entry.length)) zeroed += await zeroRange(file, marker, a, b - a);
+        for (const [a, b] of allocatedParts(extents, entry.offset, entry.length)) {
+          const done = await zeroRange(file, marker, a, b - a);
+          zeroed += done.zeroed;
+          readBytes += done.read;
+        }
         zeroedBytes += zeroed;
         if (entry.kind === "chunk" && zeroed === 0) unchanged++;
       } else {
@@ -265,7 +283,7 @@ export async function restoreRawInPlace(
         const buffer = buffers.pop() ?? Buffer.allocUnsafe(repo.config.chunker.maxSize);
         try {
           const now = buffer.subarray(0, entry.length);
-          await readOrZeros(file, entry.offset, now);
+          readBytes += await readOrZeros(file, entry.offset, now);
           if (await supplier.holds(entry, now)) unchanged++;
           else {
             const want = await supplier.fetch(entry);
@@ -303,6 +321,7 @@ export async function restoreRawInPlace(
       unchangedChunks: unchanged,
       writtenBytes,
       zeroedBytes,
+      readBytes,
     };
   } catch (error) {
     await fh?.close().catch(() => undefined);

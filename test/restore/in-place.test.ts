@@ -29,6 +29,9 @@ interface InPlaceJson {
   unchangedChunks: number;
   writtenBytes: number;
   zeroedBytes: number;
+  readBytes: number;
+  dataBytes: number;
+  logicalBytes: number;
   resumed: boolean;
 }
 
@@ -83,6 +86,11 @@ describe.each(["s3", "encrypted"] as const)("restore --in-place, %s repository",
     expect(result.writtenBytes).toBeGreaterThanOrEqual(2 * 256 * 1024);
     expect(result.writtenBytes).toBeLessThanOrEqual(result.fetchedChunks * 4 * MIB);
     expect((await stat(target)).mode & 0o777).toBe(0o600);
+    // the file's holes (cp --sparse=always wrote it sequentially: filefrag lists several
+    // extents and counts them as one) are known from its extents, not read
+    expect(result.logicalBytes).toBeGreaterThan(3 * result.dataBytes);
+    expect(result.readBytes).toBeGreaterThanOrEqual(result.dataBytes - 64 * MIB);
+    expect(result.readBytes).toBeLessThan(result.dataBytes + 16 * MIB);
     if (kind === "s3") {
       const expected = differingChunks(days.today!, days.maxChunk, await readFile(days.yesterdayRaw));
       expect(gets).toBeGreaterThanOrEqual(expected.ids); // counted on the wire

@@ -15,6 +15,16 @@ File size of y.raw is 1992294400 (486400 blocks of 4096 bytes)
 y.raw: 3 extents found
 `;
 
+// filefrag -e -s of a file written by dd at blocks 0-9, 13-20 and 40-42 (e2fsprogs 1.47, ext4)
+const SEQUENTIAL_SPARSE = `Filesystem type is: ef53
+File size of sp.bin is 176128 (43 blocks of 4096 bytes)
+ ext:     logical_offset:        physical_offset: length:   expected: flags:
+   0:        0..       9:   23921344..  23921353:     10:            
+   1:       13..      20:   23921357..  23921364:      8:            
+   2:       40..      42:   23921384..  23921386:      3:             last,eof
+sp.bin: 1 extent found
+`;
+
 describe("restore --in-place planning", () => {
   it("differingRanges: whole file blocks that differ, adjacent ones merged, alignment by file position", () => {
     const want = Buffer.alloc(5 * 4096, 1);
@@ -40,6 +50,16 @@ describe("restore --in-place planning", () => {
       [7874 * 4096, 20480 * 4096],
     ]);
     expect(parseFilefrag(FILEFRAG.replace("3 extents", "4 extents"))).toBeNull();
+    // a listing cut short (no FIEMAP_EXTENT_LAST on its final line) is not trusted
+    expect(parseFilefrag(FILEFRAG.replace(" last\n", "\n"))).toBeNull();
+    // a file written sequentially with holes: ext4 puts each piece where the hole's length
+    // on disk continues the previous one, and filefrag counts the three as one extent
+    expect(parseFilefrag(SEQUENTIAL_SPARSE)).toEqual([
+      [0, 10 * 4096],
+      [13 * 4096, 21 * 4096],
+      [40 * 4096, 43 * 4096],
+    ]);
+    expect(parseFilefrag("Filesystem type is: ef53\nFile size of e is 0 (0 blocks of 4096 bytes)\ne: 0 extents found\n")).toEqual([]);
     expect(parseFilefrag("/dev/shm/x: FIBMAP/FIEMAP unsupported\n")).toBeNull();
   });
 
