@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
 import { buildFsCorpus, type FsCorpusDisk } from "../../scripts/fs-corpus.js";
+import { isProcessAlive } from "../../src/util/process-alive.js";
 import { ploopFlatten, REPO_ROOT } from "./ploop-tool.js";
 
 export interface FsCorpus {
@@ -30,15 +31,6 @@ async function cacheKey(): Promise<string> {
   for (const f of ["dist/scripts/fs-corpus.js", "dist/scripts/corpus.js", "dist/src/ploop/writer.js"]) h.update(await readFile(join(REPO_ROOT, f)));
   h.update((await execa("mke2fs", ["-V"], { reject: false, all: true })).all ?? "");
   return h.digest("hex").slice(0, 16);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -80,7 +72,7 @@ export async function fsCorpus(): Promise<FsCorpus> {
       await mkdir(lock);
     } catch {
       const holder = Number(await readFile(join(lock, "pid"), "utf8").catch(() => "0"));
-      if (holder > 0 && !alive(holder)) await rm(lock, { recursive: true, force: true });
+      if (holder > 0 && !isProcessAlive(holder)) await rm(lock, { recursive: true, force: true });
       if (waited > 600) throw new Error(`fs corpus: still locked by ${holder} after 10 minutes: ${lock}`);
       await new Promise((r) => setTimeout(r, 1000));
       continue;
