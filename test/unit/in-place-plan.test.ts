@@ -25,6 +25,19 @@ File size of sp.bin is 176128 (43 blocks of 4096 bytes)
 sp.bin: 1 extent found
 `;
 
+// the same writes on XFS, then truncated to 1 MiB: preallocated (unwritten) extents, which
+// read as zeros and count as blocks here, and "2 extents found" for five listed lines
+const SEQUENTIAL_SPARSE_XFS = `Filesystem type is: 58465342
+File size of sp.bin is 1048576 (256 blocks of 4096 bytes)
+ ext:     logical_offset:        physical_offset: length:   expected: flags:
+   0:        0..       9:         59..        68:     10:            
+   1:       13..      20:         24..        31:      8:         72:
+   2:       21..      31:         32..        42:     11:             unwritten
+   3:       40..      42:         51..        53:      3:            
+   4:       43..      47:         54..        58:      5:             last,unwritten
+sp.bin: 2 extents found
+`;
+
 describe("restore --in-place planning", () => {
   it("differingRanges: whole file blocks that differ, adjacent ones merged, alignment by file position", () => {
     const want = Buffer.alloc(5 * 4096, 1);
@@ -58,6 +71,11 @@ describe("restore --in-place planning", () => {
       [0, 10 * 4096],
       [13 * 4096, 21 * 4096],
       [40 * 4096, 43 * 4096],
+    ]);
+    expect(parseFilefrag(SEQUENTIAL_SPARSE_XFS)).toEqual([
+      [0, 10 * 4096],
+      [13 * 4096, 32 * 4096],
+      [40 * 4096, 48 * 4096],
     ]);
     expect(parseFilefrag("Filesystem type is: ef53\nFile size of e is 0 (0 blocks of 4096 bytes)\ne: 0 extents found\n")).toEqual([]);
     expect(parseFilefrag("/dev/shm/x: FIBMAP/FIEMAP unsupported\n")).toBeNull();
