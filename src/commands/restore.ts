@@ -145,6 +145,16 @@ command again resumes from it (docs/operations.md, "Rewriting only what changed"
           out.info(
             `restored ${ref.ct}/${ref.id} to ${toStdout ? "stdout" : options.target}: ${formatBytes(result.logicalBytes)} disk, ${formatBytes(result.dataBytes)} data in ${formatSeconds(result.seconds)}${inPlace}`,
           );
+          if (
+            options.seed !== undefined &&
+            options.inPlace !== true &&
+            options.format === "raw" &&
+            !toStdout &&
+            resolve(options.seed) === resolve(options.target)
+          )
+            out.info(
+              `hint: --in-place instead of --seed ${options.seed} would have written only the blocks that differ, not all ${formatBytes(result.dataBytes)} (the file is then rewritten under ${inPlaceMarker(options.target)}, resumable after a crash, instead of replaced at once)`,
+            );
           const free = manifest.metadata.freeSpace;
           if (free)
             out.info(

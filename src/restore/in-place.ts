@@ -132,9 +132,8 @@ export function differingRanges(now: Buffer, want: Buffer, position: number): [n
 }
 
 /** The file's bytes at `position`, zeros past its end (only a racing truncation gets there: the file was cut to the disk's size). */
-async function readOrZeros(fh: FileHandle, position: number, target: Buffer): Promise<number> {
+async function readOrZeros(fh: FileHandle, position: number, target: Buffer): Promise<void> {
   target.fill(0, await readFully(fh, position, target));
-  return target.length;
 }
 
 /** Hole ranges are checked and zeroed in pieces of this size (bounded memory). */
@@ -214,11 +213,13 @@ async function zeroRange(fh: FileHandle, path: string, offset: number, length: n
   for (let at = offset; at < offset + length; at += piece.length) {
     const n = Math.min(piece.length, offset + length - at);
     const view = piece.subarray(0, n);
-    read += await readOrZeros(fh, at, view);
+    read += n;
+    await readOrZeros(fh, at, view);
     if (isAllZero(view)) continue;
     zeroed += n;
     if (await punchHole(path, at, n)) {
-      read += await readOrZeros(fh, at, view);
+      read += n;
+      await readOrZeros(fh, at, view);
       if (isAllZero(view)) continue;
     }
     await writeFully(fh, view.fill(0), at);
@@ -283,7 +284,9 @@ export async function restoreRawInPlace(
         const buffer = buffers.pop() ?? Buffer.allocUnsafe(repo.config.chunker.maxSize);
         try {
           const now = buffer.subarray(0, entry.length);
-          readBytes += await readOrZeros(file, entry.offset, now);
+          // counted before the await: `x += await` would add to a stale x (entries run concurrently)
+          readBytes += now.length;
+          await readOrZeros(file, entry.offset, now);
           if (await supplier.holds(entry, now)) unchanged++;
           else {
             const want = await supplier.fetch(entry);

@@ -171,6 +171,13 @@ describe.each(["s3", "encrypted"] as const)("restore --seed, %s repository", (ki
     expect(await sha256File(raw)).toBe(days.todaySha);
     expect(a.result.fetchedChunks / a.result.chunks).toBeLessThan(0.05);
     if (kind === "s3") expectWireGets(a.gets, a.result.fetchedChunks);
+    // a raw file seeded by itself is rewritten whole: the log points at --in-place, once
+    const again = await cli(["restore", `${CT}:latest`, "--format", "raw", "--target", raw, "--force", "--seed", raw]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr.split("\n").filter((l) => l.includes("hint: --in-place"))).toHaveLength(1);
+    const other = await cli(["restore", `${CT}:latest`, "--format", "raw", "--target", raw, "--force", "--seed", seedRaw]);
+    expect(other.code, other.stderr).toBe(0);
+    expect(other.stderr).not.toContain("--in-place");
     await rm(raw);
 
     const dir = join(days.work, "over-ploop");
