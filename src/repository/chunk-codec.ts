@@ -106,6 +106,16 @@ export class ChunkCodec {
     return Buffer.from(await webcrypto.subtle.sign("HMAC", await this.hmacKey, plain));
   }
 
+  /**
+   * The id of bytes being checked against a known id (restore's verification, a seed's
+   * ranges): computed in place where the CPU has SHA-256 instructions (cheaper than
+   * WebCrypto's copy), else on libuv's pool (idAsync) while the calling thread goes on.
+   * `hashInPlace` overrides the choice (tests).
+   */
+  async idToCheck(plain: Uint8Array, hashInPlace = cpuHasSha256Instructions()): Promise<Buffer> {
+    return hashInPlace ? this.id(plain) : this.idAsync(plain);
+  }
+
   /** The object to store for `plain`, whose id is `id` (computed if not given). */
   encode(plain: Uint8Array, id?: Uint8Array): Buffer {
     const inner = encodeChunk(plain, this.spec.compressionLevel);
@@ -164,13 +174,12 @@ export class ChunkCodec {
   }
 
   /**
-   * decode() for restore, which verifies every chunk it fetches. Where the CPU has SHA-256
-   * instructions the id is computed in place (cheaper than WebCrypto's copy of the chunk:
-   * 13-14 % less CPU per restore); elsewhere on libuv's thread pool (idAsync), hashing
-   * being then half of a restore's CPU, while the calling thread decompresses the next
-   * chunk. `hashInPlace` overrides the choice (tests).
+   * decode() for restore, which verifies every chunk it fetches (idToCheck: in place where
+   * the CPU has SHA-256 instructions, 13-14 % less CPU per restore than WebCrypto's copy;
+   * elsewhere on libuv's thread pool, hashing being then half of a restore's CPU, while the
+   * calling thread decompresses the next chunk). `hashInPlace` overrides the choice (tests).
    */
-  async decodeAsync(object: Uint8Array, expectedIdHex: string, maxBytes: number, hashInPlace = cpuHasSha256Instructions()): Promise<Buffer> {
+  async decodeAsync(object: Uint8Array, expectedIdHex: string, maxBytes: number, hashInPlace?: boolean): Promise<Buffer> {
     return (await this.decodeWithInner(object, expectedIdHex, maxBytes, hashInPlace)).plain;
   }
 
@@ -179,14 +188,9 @@ export class ChunkCodec {
    * encryption): another repository stores the same chunk from it without compressing
    * again (encodeFromInner), which is how `copy` moves chunks between repositories.
    */
-  async decodeWithInner(
-    object: Uint8Array,
-    expectedIdHex: string,
-    maxBytes: number,
-    hashInPlace = cpuHasSha256Instructions(),
-  ): Promise<{ plain: Buffer; inner: Buffer }> {
+  async decodeWithInner(object: Uint8Array, expectedIdHex: string, maxBytes: number, hashInPlace?: boolean): Promise<{ plain: Buffer; inner: Buffer }> {
     const opened = this.unseal(object, expectedIdHex, maxBytes);
-    const actual = (hashInPlace ? this.id(opened.plain) : await this.idAsync(opened.plain)).toString("hex");
+    const actual = (await this.idToCheck(opened.plain, hashInPlace)).toString("hex");
     if (actual !== expectedIdHex) {
       throw new IntegrityError(`chunk ${expectedIdHex}: content does not match its id (corrupted object, hash ${actual.slice(0, 16)}...)`);
     }

@@ -6,7 +6,6 @@
 import { PloopvaultError } from "../errors.js";
 import type { Manifest, ManifestEntry } from "../manifest/format.js";
 import type { BackupRef, Repository } from "../repository/repository.js";
-import { cpuHasSha256Instructions } from "../util/sha-instructions.js";
 import type { Seed } from "./seed.js";
 
 export type ChunkEntry = Extract<ManifestEntry, { kind: "chunk" }>;
@@ -35,13 +34,9 @@ export class ChunkSupplier {
     return entry.length === this.repo.config.chunker.maxSize && entry.id.equals(this.zeroId);
   }
 
-  /**
-   * Whether `bytes` are the chunk of `entry` (the repository's chunk id): hashed in place
-   * where the CPU has SHA-256 instructions, else on libuv's pool (src/util/sha-instructions.ts).
-   */
-  async holds(entry: ChunkEntry, bytes: Buffer, hashInPlace = cpuHasSha256Instructions()): Promise<boolean> {
-    const codec = this.repo.chunkCodec;
-    return (hashInPlace ? codec.id(bytes) : await codec.idAsync(bytes)).equals(entry.id);
+  /** Whether `bytes` are the chunk of `entry` (the repository's chunk id, ChunkCodec.idToCheck). */
+  async holds(entry: ChunkEntry, bytes: Buffer): Promise<boolean> {
+    return (await this.repo.chunkCodec.idToCheck(bytes)).equals(entry.id);
   }
 
   /** The plain bytes of `entry`, or null for a chunk of zeros (nothing to write). */
