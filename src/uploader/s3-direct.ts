@@ -121,22 +121,30 @@ export function directEndpoint(endpoint: string): URL | null {
   }
 }
 
+/** A GET of a whole object, or a PUT of `body` (`objectKey`: the full key in the bucket). */
+export type DirectRequest =
+  | { method: "GET"; objectKey: string; signal?: AbortSignal }
+  | {
+      method: "PUT";
+      objectKey: string;
+      body: Buffer;
+      /** SHA-256 of `body`, hex (SigV4's payload hash): the caller hashes once for all attempts. */
+      payloadSha256: string;
+      signal?: AbortSignal;
+    };
+
 /**
- * One request for `objectKey` (the full key in the bucket), directly: a GET of the whole
- * object, or a PUT of `body`. What came back: see DirectOutcome (a PUT's "ok" body is
- * empty). `signal` aborts it (the outcome is then a network failure; the caller checks
- * its signal first).
+ * One request, directly. What came back: see DirectOutcome (a PUT's "ok" body is empty).
+ * `signal` aborts it (the outcome is then a network failure; the caller checks its signal
+ * first).
  */
-export async function directRequest(
-  target: DirectTarget,
-  request: { method: "GET" | "PUT"; objectKey: string; body?: Buffer; payloadSha256?: string; signal?: AbortSignal },
-): Promise<DirectOutcome> {
+export async function directRequest(target: DirectTarget, request: DirectRequest): Promise<DirectOutcome> {
   const credentials = await target.credentials(); // a provider's error is the caller's to report
   const { endpoint } = target;
   const { method } = request;
-  const body = method === "PUT" ? (request.body ?? Buffer.alloc(0)) : null;
+  const body = request.method === "PUT" ? request.body : null;
   const path = `/${encodeS3Path(target.bucket)}/${encodeS3Path(request.objectKey)}`;
-  const payloadSha256 = body === null ? EMPTY_SHA256 : (request.payloadSha256 ?? createHash("sha256").update(body).digest("hex"));
+  const payloadSha256 = request.method === "PUT" ? request.payloadSha256 : EMPTY_SHA256;
   const headers: Record<string, string | number> = signedHeaders({
     method,
     host: endpoint.host,

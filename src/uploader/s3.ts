@@ -66,7 +66,7 @@ import {
   type StoreErrorKind,
   type VersionRead,
 } from "./store.js";
-import { type DirectOutcome, type DirectTarget, directEndpoint, directRequest } from "./s3-direct.js";
+import { type DirectOutcome, type DirectRequest, type DirectTarget, directEndpoint, directRequest } from "./s3-direct.js";
 
 export interface S3StoreOptions {
   bucket: string;
@@ -553,7 +553,13 @@ export class S3Store implements ObjectStore {
     if (this.direct !== null && !options?.ifAbsent && options?.ifMatch === undefined && options?.retention === undefined) {
       await this.withDirectRetries(
         this.direct,
-        { method: "PUT", objectKey, body: buffer, ...(options?.signal === undefined ? {} : { signal: options.signal }) },
+        {
+          method: "PUT",
+          objectKey,
+          body: buffer,
+          payloadSha256: createHash("sha256").update(buffer).digest("hex"),
+          ...(options?.signal === undefined ? {} : { signal: options.signal }),
+        },
         key,
       );
       return;
@@ -718,20 +724,14 @@ export class S3Store implements ObjectStore {
    * messages and attempt counts are those of the SDK path. A GET's body cut short or
    * broken off is retried like a transient error.
    */
-  private async withDirectRetries(
-    direct: DirectTarget,
-    request: { method: "GET" | "PUT"; objectKey: string; body?: Buffer; signal?: AbortSignal },
-    key: string,
-  ): Promise<Buffer> {
+  private async withDirectRetries(direct: DirectTarget, request: DirectRequest, key: string): Promise<Buffer> {
     const action = request.method === "GET" ? "read" : "write";
-    // a PUT's payload hash, once for all attempts
-    const payloadSha256 = request.body === undefined ? undefined : createHash("sha256").update(request.body).digest("hex");
     let token = await this.retryStrategy.acquireInitialRetryToken(`s3:${request.method}`);
     for (let attempt = 1; ; attempt++) {
       if (request.signal?.aborted) throw request.signal.reason;
       let outcome: DirectOutcome;
       try {
-        outcome = await directRequest(direct, { ...request, ...(payloadSha256 === undefined ? {} : { payloadSha256 }) });
+        outcome = await directRequest(direct, request);
       } catch (error) {
         throw this.storeError(error, action, key); // no credentials
       }
