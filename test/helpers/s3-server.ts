@@ -19,6 +19,7 @@
 import { randomBytes } from "node:crypto";
 import * as Minio from "minio";
 import { inject } from "vitest";
+import type { S3StoreOptions } from "../../src/uploader/s3.js";
 import type { S3Connection } from "./rgw-server.js";
 
 export { freePort, PROJECT_ROOT, s3FromEnv, startTestS3, type S3Connection, type TestS3Server } from "./rgw-server.js";
@@ -34,6 +35,22 @@ export function testS3(): S3Connection {
   const s3 = inject("s3");
   if (s3 === undefined) throw new Error("no test S3 server: is test/global-setup.ts configured as vitest globalSetup?");
   return s3;
+}
+
+/**
+ * Options of an S3Store (the project's store, for the tests of it) on `bucket` of the run's
+ * server: its endpoint, region and keys; `overrides` win.
+ */
+export function testStoreOptions(bucket: string, prefix: string, overrides: Partial<S3StoreOptions> = {}): S3StoreOptions {
+  const s3 = testS3();
+  return {
+    bucket,
+    prefix,
+    endpoint: s3.endpoint,
+    region: s3.region,
+    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+    ...overrides,
+  };
 }
 
 let cachedClient: { key: string; client: Minio.Client } | undefined;

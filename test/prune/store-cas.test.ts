@@ -12,7 +12,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { LocalDirectoryStore } from "../../src/uploader/local.js";
 import { S3Store } from "../../src/uploader/s3.js";
 import { StoreError, type ObjectStore } from "../../src/uploader/store.js";
-import { getObject, makeTestBucket, testS3 } from "../helpers/s3-server.js";
+import { getObject, makeTestBucket, testStoreOptions } from "../helpers/s3-server.js";
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -30,15 +30,8 @@ async function target(kind: "local" | "s3"): Promise<Target> {
     dirs.push(dir);
     return { store: new LocalDirectoryStore(dir), raw: async (key) => readFileSync(join(dir, ...key.split("/"))) };
   }
-  const s3 = testS3();
   const bucket = await makeTestBucket("cas");
-  const store = new S3Store({
-    bucket,
-    prefix: "r",
-    endpoint: s3.endpoint,
-    region: s3.region,
-    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-  });
+  const store = new S3Store(testStoreOptions(bucket, "r"));
   return { store, raw: (key) => getObject(bucket, `r/${key}`) };
 }
 

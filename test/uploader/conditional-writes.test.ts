@@ -23,7 +23,7 @@ import { S3Store } from "../../src/uploader/s3.js";
 import type { ObjectInfo, ObjectStore, PutOptions } from "../../src/uploader/store.js";
 import { jsonLines, runCli, s3Repo, type RepoTarget } from "../helpers/cli.js";
 import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";
-import { makeTestBucket, testS3 } from "../helpers/s3-server.js";
+import { makeTestBucket, testS3, testStoreOptions } from "../helpers/s3-server.js";
 
 /** Writes every put unconditionally, as a server that ignores If-None-Match / If-Match does. */
 class IgnoresConditions implements ObjectStore {
@@ -79,14 +79,7 @@ describe.each(["local", "s3"] as const)("conditional writes, %s store", (kind) =
     if (kind === "local") {
       store = new LocalDirectoryStore(await mkdtemp(join(work, "repo-")));
     } else {
-      const s3 = testS3();
-      store = new S3Store({
-        bucket: await makeTestBucket("cas"),
-        prefix: "repo",
-        endpoint: s3.endpoint,
-        region: s3.region,
-        credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-      });
+      store = new S3Store(testStoreOptions(await makeTestBucket("cas"), "repo"));
     }
     stores.push(store);
     return store;

@@ -13,18 +13,10 @@ import { LocalDirectoryStore } from "../../src/uploader/local.js";
 import { S3Store } from "../../src/uploader/s3.js";
 import { StoreError } from "../../src/uploader/store.js";
 import { applyAppendOnlyPolicies, listVersions, makeLockedBucket, nodeCredentials, retentionOf } from "../helpers/object-lock.js";
-import { makeTestBucket, minioClient, testS3 } from "../helpers/s3-server.js";
+import { makeTestBucket, minioClient, testS3, testStoreOptions } from "../helpers/s3-server.js";
 
 function store(bucket: string, credentials?: { accessKeyId: string; secretAccessKey: string }): S3Store {
-  const s3 = testS3();
-  return new S3Store({
-    bucket,
-    prefix: "repo",
-    endpoint: s3.endpoint,
-    region: s3.region,
-    credentials: credentials ?? { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-    maxAttempts: 2,
-  });
+  return new S3Store(testStoreOptions(bucket, "repo", { maxAttempts: 2, ...(credentials === undefined ? {} : { credentials }) }));
 }
 
 const seconds = (n: number): Date => new Date(Math.ceil((Date.now() + n * 1000) / 1000) * 1000);

@@ -17,7 +17,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest
 import { encodeS3Path, signedHeaders } from "../../src/uploader/s3-direct.js";
 import { S3Store, type S3StoreOptions } from "../../src/uploader/s3.js";
 import { StoreError } from "../../src/uploader/store.js";
-import { getObject, makeTestBucket, putObject, removeTestBucket, testS3 } from "../helpers/s3-server.js";
+import { getObject, makeTestBucket, putObject, removeTestBucket, testS3, testStoreOptions } from "../helpers/s3-server.js";
 
 /** node:crypto as the Checksum the SDK's signer takes (HMAC when given a secret). */
 type SourceData = string | ArrayBuffer | ArrayBufferView;
@@ -123,17 +123,7 @@ describe("direct GETs from a server that lies about the size", () => {
 
 describe("direct requests against the test RGW", () => {
   let bucket: string;
-  const open = (options: Partial<S3StoreOptions> = {}): S3Store => {
-    const s3 = testS3();
-    return new S3Store({
-      bucket,
-      prefix: "direct",
-      endpoint: s3.endpoint,
-      region: s3.region,
-      credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-      ...options,
-    });
-  };
+  const open = (options: Partial<S3StoreOptions> = {}): S3Store => new S3Store(testStoreOptions(bucket, "direct", options));
   const errorOf = async (promise: Promise<unknown>): Promise<StoreError> => {
     const error = await promise.then(
       () => null,

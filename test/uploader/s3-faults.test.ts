@@ -13,7 +13,7 @@ import { openStore } from "../../src/uploader/open.js";
 import { backoffDelay, S3RetryStrategy, S3Store, type S3StoreOptions } from "../../src/uploader/s3.js";
 import { StoreError } from "../../src/uploader/store.js";
 import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";
-import { getObject, listKeys, makeTestBucket, minioClient, putObject, removeTestBucket, testS3 } from "../helpers/s3-server.js";
+import { getObject, listKeys, makeTestBucket, minioClient, putObject, removeTestBucket, testS3, testStoreOptions } from "../helpers/s3-server.js";
 
 function sdkError(name: string, status: number | undefined, attempts = 1): Error {
   return Object.assign(new Error(`${name} message`), { name, $metadata: { ...(status === undefined ? {} : { httpStatusCode: status }), attempts } });
@@ -148,18 +148,8 @@ describe("conditional puts whose answer was lost (SDK send() stubbed)", () => {
 describe("S3Store through the fault proxy (real RGW)", () => {
   let bucket: string;
   let proxy: FaultProxy;
-  const open = (options: Partial<S3StoreOptions> = {}): S3Store => {
-    const s3 = testS3();
-    return new S3Store({
-      bucket,
-      prefix: "faults",
-      endpoint: proxy.url,
-      region: s3.region,
-      credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-      idleTimeoutMs: 1000,
-      ...options,
-    });
-  };
+  const open = (options: Partial<S3StoreOptions> = {}): S3Store =>
+    new S3Store(testStoreOptions(bucket, "faults", { endpoint: proxy.url, idleTimeoutMs: 1000, ...options }));
 
   beforeAll(async () => {
     bucket = await makeTestBucket("s3faults");

@@ -15,10 +15,21 @@ import { DeleteObjectsCommand, type GetObjectCommand, type PutObjectCommand, S3C
 import { fsStoreError, LocalDirectoryStore } from "../../src/uploader/local.js";
 import { MemoryStore } from "../../src/uploader/memory.js";
 import { openStore, parseRepoUrl } from "../../src/uploader/open.js";
-import { S3Store } from "../../src/uploader/s3.js";
+import { S3Store, type S3StoreOptions } from "../../src/uploader/s3.js";
 import { StoreError, type ObjectInfo, type ObjectStore, type StoreErrorKind } from "../../src/uploader/store.js";
 import { UsageError } from "../../src/errors.js";
-import { freePort, getObject, listKeys, makeTestBucket, objectSize, putObject, removeObject, removeTestBucket, testS3 } from "../helpers/s3-server.js";
+import {
+  freePort,
+  getObject,
+  listKeys,
+  makeTestBucket,
+  objectSize,
+  putObject,
+  removeObject,
+  removeTestBucket,
+  testS3,
+  testStoreOptions,
+} from "../helpers/s3-server.js";
 
 // The SDK's "node >= 22 soon" warning must never reach stderr. Listen before any S3 client
 // exists (each test file runs in a fresh process, so the SDK has not warned yet).
@@ -107,16 +118,8 @@ async function memoryHarness(): Promise<Harness> {
 
 const S3_PREFIX = "repo/one";
 
-function s3Store(bucket: string, overrides: Partial<ConstructorParameters<typeof S3Store>[0]> = {}): S3Store {
-  const s3 = testS3();
-  return new S3Store({
-    bucket,
-    prefix: S3_PREFIX,
-    endpoint: s3.endpoint,
-    region: s3.region,
-    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-    ...overrides,
-  });
+function s3Store(bucket: string, overrides: Partial<S3StoreOptions> = {}): S3Store {
+  return new S3Store(testStoreOptions(bucket, S3_PREFIX, overrides));
 }
 
 async function s3Harness(): Promise<Harness> {
